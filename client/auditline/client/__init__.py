@@ -1,0 +1,1 @@
+"""The Python client of the auditline service (and the `auditline` CLI)."""

@@ -1,0 +1,41 @@
+"""The `auditline` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every `auditline` command."""
+    parser = argparse.ArgumentParser(
+        prog="auditline",
+        description="The audited account service for S3-compatible object storage.",
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    # The server lives in the same distribution; imported here so that the
+    # client modules themselves never depend on it.
+    from auditline.server.serve import add_serve_parser
+
+    add_serve_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit 0 on success, 2 on a usage error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def parser_error(message: str) -> NoReturn:
+        parser.error(message)
+
+    args.parser_error = parser_error
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""The settings of `auditline serve`.
+
+Every setting is a field of `Settings`; each one is a command-line flag
+(`--data-dir`) and an environment variable (`AUDITLINE_DATA_DIR`), the flag
+winning over the variable and the variable over the default. Fields are
+declared once here and the flags are derived from them, so the three can never
+disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "add_arguments", "settings_from_args"]
+
+ENV_PREFIX = "AUDITLINE_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything `auditline serve` can be told. Defaults need no other set-up."""
+
+    listen: str = field(
+        default="127.0.0.1:50051",
+        metadata=_help("HOST:PORT to listen on; port 0 picks a free port"),
+    )
+    data_dir: Path = field(
+        default=Path("data"), metadata=_help("directory for state and local objects")
+    )
+    tls_cert: Path | None = field(
+        default=None, metadata=_help("PEM certificate chain; enables TLS with --tls-key")
+    )
+    tls_key: Path | None = field(default=None, metadata=_help("PEM private key of --tls-cert"))
+    tls_client_ca: Path | None = field(
+        default=None,
+        metadata=_help("PEM CA bundle; clients must present a certificate it signed (mutual TLS)"),
+    )
+    shutdown_grace: float = field(
+        default=10.0, metadata=_help("seconds in-flight calls get to finish after SIGTERM/SIGINT")
+    )
+    max_workers: int = field(default=16, metadata=_help("threads serving calls"))
+    log_level: str = field(default="INFO", metadata=_help("DEBUG, INFO, WARNING or ERROR"))
+
+    def validate(self) -> None:
+        """Raise `ConfigError` for combinations that cannot work."""
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"--listen wants HOST:PORT, got {self.listen!r}")
+        if self.shutdown_grace < 0:
+            raise ConfigError("--shutdown-grace must not be negative")
+        if self.max_workers < 1:
+            raise ConfigError("--max-workers must be at least 1")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError(
+                f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}"
+            )
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+def _field_type(setting: dataclasses.Field[Any]) -> type:
+    hint = typing.get_type_hints(Settings)[setting.name]
+    if isinstance(hint, types.UnionType):  # `X | None`
+        (hint,) = (arg for arg in typing.get_args(hint) if arg is not type(None))
+    return typing.cast(type, hint)
+
+
+def _env_name(setting: dataclasses.Field[Any]) -> str:
+    return ENV_PREFIX + setting.name.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | None = None) -> None:
+    """Add one flag per setting, its default taken from the environment first."""
+    env = os.environ if env is None else env
+    for setting in dataclasses.fields(Settings):
+        kind = _field_type(setting)
+        env_name = _env_name(setting)
+        default = setting.default
+        if env_name in env:
+            try:
+                default = kind(env[env_name])
+            except ValueError as exc:
+                parser.error(f"{env_name}={env[env_name]!r}: {exc}")
+        shown = "" if default is None else f" (default: {default})"
+        parser.add_argument(
+            "--" + setting.name.replace("_", "-"),
+            dest=setting.name,
+            type=kind,
+            default=default,
+            metavar=setting.name.upper(),
+            help=f"{setting.metadata['help']}{shown}; env {env_name}",
+        )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Build validated `Settings` from parsed flags."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
+    settings = Settings(**values)
+    settings.validate()
+    return settings

@@ -1,0 +1,83 @@
+"""Server reflection on both `grpc.reflection.v1` and `grpc.reflection.v1alpha`.
+
+grpcio-reflection serves only v1alpha, while grpcurl and newer clients ask for
+v1 first. The two versions are the same messages under another package name,
+so v1 is served by the same servicer with v1alpha's (de)serializers, and its
+file descriptor is derived from v1alpha's so `describe` works on it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection_pb2 as v1alpha_pb2
+
+__all__ = ["V1ALPHA_SERVICE_NAME", "V1_SERVICE_NAME", "enable_reflection"]
+
+V1ALPHA_SERVICE_NAME: str = reflection.SERVICE_NAME
+V1_SERVICE_NAME = "grpc.reflection.v1.ServerReflection"
+
+_V1_FILE = "grpc/reflection/v1/reflection.proto"
+
+
+def _add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
+    try:
+        pool.FindFileByName(_V1_FILE)
+        return
+    except KeyError:
+        pass
+    file_proto = descriptor_pb2.FileDescriptorProto()
+    v1alpha_pb2.DESCRIPTOR.CopyToProto(file_proto)
+    old, new = ".grpc.reflection.v1alpha.", ".grpc.reflection.v1."
+    file_proto.name = _V1_FILE
+    file_proto.package = "grpc.reflection.v1"
+    file_proto.options.Clear()
+    for message in file_proto.message_type:
+        for field in message.field:
+            if field.HasField("type_name"):
+                field.type_name = field.type_name.replace(old, new)
+    for service in file_proto.service:
+        service.options.Clear()
+        for method in service.method:
+            method.input_type = method.input_type.replace(old, new)
+            method.output_type = method.output_type.replace(old, new)
+    pool.AddSerializedFile(file_proto.SerializeToString())
+
+
+class _ReflectionServicer(reflection.ReflectionServicer):  # type: ignore[misc]
+    """Also resolves method names (`pkg.Service.Method`), as `grpcurl describe` asks."""
+
+    def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
+        try:
+            self._pool.FindFileContainingSymbol(fully_qualified_name)
+        except KeyError:
+            parent, _, member = fully_qualified_name.rpartition(".")
+            try:
+                service = self._pool.FindServiceByName(parent)
+            except KeyError:
+                service = None
+            if service is not None and member in service.methods_by_name:
+                fully_qualified_name = parent
+        return super()._file_containing_symbol(request, fully_qualified_name)
+
+
+def enable_reflection(service_names: Iterable[str], server: grpc.Server) -> None:
+    """Serve reflection (v1 and v1alpha) for `service_names` and for itself."""
+    _add_v1_descriptor(descriptor_pool.Default())
+    names = (*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME)
+    servicer = _ReflectionServicer(names)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=v1alpha_pb2.ServerReflectionRequest.FromString,
+        response_serializer=v1alpha_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(service, {"ServerReflectionInfo": handler})
+            for service in (V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME)
+        ]
+    )

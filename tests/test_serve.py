@@ -1,0 +1,189 @@
+"""`auditline serve` as users run it: a subprocess reached through grpcurl and stubs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from auditline.account.v1 import bucket_pb2, bucket_pb2_grpc
+from tests.conftest import ServeFactory
+from tests.support.certs import make_pki
+from tests.test_contract import EXPECTED_METHODS
+
+Grpcurl = Callable[..., str]
+
+
+def test_grpcurl_lists_every_service_through_reflection_only(
+    serve: ServeFactory, grpcurl: Grpcurl
+) -> None:
+    server = serve()
+    listed = set(grpcurl(server.target, "list").split())
+    assert set(EXPECTED_METHODS) <= listed
+    assert {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= listed
+    for service, methods in EXPECTED_METHODS.items():
+        described = set(grpcurl(server.target, "list", service).split())
+        assert described == {f"{service}.{m}" for m in methods}
+
+
+def test_grpcurl_describes_messages_and_options(serve: ServeFactory, grpcurl: Grpcurl) -> None:
+    server = serve()
+    described = grpcurl(server.target, "describe", "auditline.account.v1.AuthenticateRequest")
+    assert "secret_key" in described
+    assert "REDACTION_MODE_REMOVE" in described
+    assert "ACTIVITY_CREATE" in grpcurl(
+        server.target, "describe", "auditline.account.v1.BucketService.CreateBucket"
+    )
+
+
+def test_grpcurl_health_check_is_serving(serve: ServeFactory, grpcurl: Grpcurl) -> None:
+    server = serve()
+    assert json.loads(grpcurl(server.target, "grpc.health.v1.Health/Check")) == {
+        "status": "SERVING"
+    }
+    answer = grpcurl(
+        "-d",
+        '{"service": "auditline.account.v1.BucketService"}',
+        server.target,
+        "grpc.health.v1.Health/Check",
+    )
+    assert json.loads(answer) == {"status": "SERVING"}
+
+
+def test_unimplemented_methods_answer_unimplemented_and_server_keeps_serving(
+    serve: ServeFactory,
+) -> None:
+    server = serve()
+    with grpc.insecure_channel(server.target) as channel:
+        stub = bucket_pb2_grpc.BucketServiceStub(channel)
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.ListBuckets(bucket_pb2.ListBucketsRequest(), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == (
+            health_pb2.HealthCheckResponse.SERVING
+        )
+
+
+def test_sigterm_reports_not_serving_then_exits_cleanly(serve: ServeFactory) -> None:
+    server = serve("--shutdown-grace", "2")
+    with grpc.insecure_channel(server.target) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(), timeout=30
+        )
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        server.proc.send_signal(15)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert server.proc.wait(timeout=20) == 0
+    log = server.log()
+    assert "received SIGTERM" in log
+    assert "stopped" in log
+    assert "Traceback" not in log
+
+
+def test_sigint_exits_cleanly(serve: ServeFactory) -> None:
+    server = serve()
+    server.proc.send_signal(2)
+    assert server.proc.wait(timeout=20) == 0
+
+
+def test_plaintext_is_announced_in_the_startup_log(serve: ServeFactory) -> None:
+    server = serve()
+    assert "PLAINTEXT" in server.log()
+
+
+def test_settings_come_from_environment_variables(serve: ServeFactory, tmp_path: Path) -> None:
+    data_dir = tmp_path / "from-env"
+    server = serve(
+        env={"AUDITLINE_DATA_DIR": str(data_dir), "AUDITLINE_LOG_LEVEL": "DEBUG"},
+        data_dir=tmp_path / "ignored",
+    )
+    # The flag given by the fixture wins over the variable; the level comes from the env.
+    assert (tmp_path / "ignored" / "node-id").exists()
+    assert not data_dir.exists()
+    assert "DEBUG" in server.log() or server.proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tls-cert", "x.pem"], "--tls-cert and --tls-key go together"),
+        (["--listen", "nowhere"], "--listen wants HOST:PORT"),
+        (["--max-workers", "0"], "--max-workers must be at least 1"),
+    ],
+)
+def test_bad_settings_are_usage_errors(args: list[str], message: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "auditline.client.cli", "serve", "--data-dir", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_bad_environment_variable_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "auditline.client.cli", "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={"PATH": "", "AUDITLINE_MAX_WORKERS": "many"},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "AUDITLINE_MAX_WORKERS='many'" in result.stderr
+
+
+def _health(channel: grpc.Channel) -> int:
+    stub = health_pb2_grpc.HealthStub(channel)
+    return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status)
+
+
+def test_tls(serve: ServeFactory, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    server = serve("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key))
+    assert "(TLS)" in server.log()
+    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca_cert.read_bytes())
+    with grpc.secure_channel(server.target, credentials) as channel:
+        assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
+    with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError):
+        _health(channel)
+
+
+def test_mutual_tls_requires_a_client_certificate(serve: ServeFactory, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    server = serve(
+        "--tls-cert",
+        str(pki.server_cert),
+        "--tls-key",
+        str(pki.server_key),
+        "--tls-client-ca",
+        str(pki.ca_cert),
+    )
+    assert "(mutual TLS)" in server.log()
+    ca = pki.ca_cert.read_bytes()
+    with_client_cert = grpc.ssl_channel_credentials(
+        root_certificates=ca,
+        private_key=pki.client_key.read_bytes(),
+        certificate_chain=pki.client_cert.read_bytes(),
+    )
+    with grpc.secure_channel(server.target, with_client_cert) as channel:
+        assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
+    without = grpc.ssl_channel_credentials(root_certificates=ca)
+    with grpc.secure_channel(server.target, without) as channel, pytest.raises(grpc.RpcError):
+        _health(channel)
