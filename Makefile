@@ -31,10 +31,10 @@ generate: $(STAMP)
 
 # Regenerate and fail if that changed anything: committed code must match proto/.
 generate-check: generate
-	@git diff --exit-code --stat -- client/ || \
+	@git diff --exit-code --stat -- client/ tests/generated/ || \
 	  (echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
-	@test -z "$$(git status --porcelain --untracked-files=all -- client/)" || \
-	  (git status --short -- client/; echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain --untracked-files=all -- client/ tests/generated/)" || \
+	  (git status --short -- client/ tests/generated/; echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

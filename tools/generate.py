@@ -1,7 +1,8 @@
 """Regenerate the Python code of the contract: `python tools/generate.py`.
 
 Writes messages (`*_pb2.py`), gRPC stubs (`*_pb2_grpc.py`) and their types
-(`*.pyi`, by mypy-protobuf) for every file under `proto/` into `client/`.
+(`*.pyi`, by mypy-protobuf) for every file under `proto/` into `client/`, and
+for the test-only protos under `tests/proto/` into `tests/generated/`.
 The output is committed; CI runs this and fails when `git diff` shows a change.
 """
 
@@ -19,12 +20,25 @@ PROTO = ROOT / "proto"
 OUT = ROOT / "client"
 # The generated packages; everything else under client/auditline is hand-written.
 GENERATED = ("auditline/account", "auditline/audit")
+TEST_PROTO = ROOT / "tests" / "proto"
+TEST_OUT = ROOT / "tests" / "generated"
+TEST_GENERATED = ("auditline_testing",)
 
 
 def main() -> int:
-    for package in GENERATED:
-        shutil.rmtree(OUT / package, ignore_errors=True)
-    files = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
+    if generate(PROTO, OUT, GENERATED, [PROTO]) or generate(
+        TEST_PROTO, TEST_OUT, TEST_GENERATED, [TEST_PROTO, PROTO]
+    ):
+        return 1
+    return 0
+
+
+def generate(source: Path, out: Path, packages: tuple[str, ...], include: list[Path]) -> int:
+    """Generate every .proto under `source` into `out`; return protoc's exit code."""
+    for package in packages:
+        shutil.rmtree(out / package, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    files = sorted(str(p.relative_to(source)) for p in source.rglob("*.proto"))
     well_known = str(resources.files("grpc_tools") / "_proto")
     # mypy-protobuf's plugins sit beside this interpreter, which may not be on PATH.
     bin_dir = Path(sys.executable).parent
@@ -32,25 +46,25 @@ def main() -> int:
         "grpc_tools.protoc",
         f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
-        f"-I{PROTO}",
+        *(f"-I{path}" for path in include),
         f"-I{well_known}",
-        f"--python_out={OUT}",
-        f"--grpc_python_out={OUT}",
-        f"--mypy_out={OUT}",
-        f"--mypy_grpc_out={OUT}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
         *files,
     ]
     if protoc.main(args) != 0:
         return 1
-    for package in GENERATED:
-        for directory in [OUT / package, *(p for p in (OUT / package).rglob("*") if p.is_dir())]:
+    for package in packages:
+        for directory in [out / package, *(p for p in (out / package).rglob("*") if p.is_dir())]:
             if directory.name == "__pycache__":
                 continue
             (directory / "__init__.py").write_text(
                 '"""Generated from proto/ by tools/generate.py; do not edit."""\n'
             )
-        (OUT / package / "py.typed").write_text("")
-    print(f"generated {len(files)} files into {OUT.relative_to(ROOT)}/", file=sys.stderr)
+        (out / package / "py.typed").write_text("")
+    print(f"generated {len(files)} files into {out.relative_to(ROOT)}/", file=sys.stderr)
     return 0
 
 

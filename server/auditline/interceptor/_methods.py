@@ -1,0 +1,132 @@
+"""What the interceptor knows about a method: names, activity, message types."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+
+from google.protobuf import descriptor, descriptor_pool, message, message_factory
+
+from auditline.audit.v1 import options_pb2
+
+# Leading verbs of method names and the activity they imply, for services that
+# carry no `(auditline.audit.v1.event)` option.
+_VERBS: dict[str, int] = {
+    **dict.fromkeys(
+        ("Create", "Add", "Insert", "Register", "Upload", "Import", "Issue"),
+        options_pb2.ACTIVITY_CREATE,
+    ),
+    **dict.fromkeys(
+        (
+            "Get",
+            "List",
+            "Read",
+            "Describe",
+            "Search",
+            "Query",
+            "Lookup",
+            "Find",
+            "Check",
+            "Watch",
+            "Validate",
+            "Fetch",
+            "Count",
+            "Export",
+            "Say",
+        ),
+        options_pb2.ACTIVITY_READ,
+    ),
+    **dict.fromkeys(
+        (
+            "Update",
+            "Set",
+            "Patch",
+            "Put",
+            "Modify",
+            "Enable",
+            "Disable",
+            "Change",
+            "Rename",
+            "Replace",
+            "Move",
+            "Attach",
+            "Detach",
+            "Grant",
+            "Revoke",
+        ),
+        options_pb2.ACTIVITY_UPDATE,
+    ),
+    **dict.fromkeys(
+        ("Delete", "Remove", "Purge", "Destroy", "Drop", "Erase"), options_pb2.ACTIVITY_DELETE
+    ),
+}
+_FIRST_WORD = re.compile(r"[A-Z][a-z0-9]*")
+
+
+def activity_from_verb(method_name: str) -> int:
+    """The activity a method name's leading verb implies (OTHER when none does)."""
+    match = _FIRST_WORD.match(method_name)
+    return (
+        _VERBS.get(match.group(0), options_pb2.ACTIVITY_OTHER)
+        if match
+        else (options_pb2.ACTIVITY_OTHER)
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MethodInfo:
+    """A gRPC method as the audit log names it."""
+
+    full_method: str  # "/pkg.Service/Method"
+    service: str
+    method: str
+    event_name: str
+    activity: int
+    request_class: type[message.Message] | None
+    response_class: type[message.Message] | None
+    omit_response_body: bool = False
+    # False for paths no handler serves: unknown methods are still audited.
+    known: bool = True
+
+
+def _split(full_method: str) -> tuple[str, str]:
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return service, method
+
+
+@functools.lru_cache(maxsize=4096)
+def method_info(full_method: str, known: bool = True) -> MethodInfo:
+    """Look the method up in the default descriptor pool; fall back on its name."""
+    service, method = _split(full_method)
+    pool = descriptor_pool.Default()
+    try:
+        method_descriptor: descriptor.MethodDescriptor | None = pool.FindMethodByName(
+            f"{service}.{method}"
+        )
+    except KeyError:
+        method_descriptor = None
+    if method_descriptor is None:
+        return MethodInfo(
+            full_method,
+            service,
+            method,
+            method,
+            activity_from_verb(method),
+            None,
+            None,
+            known=known,
+        )
+    options = method_descriptor.GetOptions().Extensions[options_pb2.event]
+    activity = options.activity or activity_from_verb(method)
+    return MethodInfo(
+        full_method=full_method,
+        service=service,
+        method=method,
+        event_name=options.name or method,
+        activity=activity,
+        request_class=message_factory.GetMessageClass(method_descriptor.input_type),
+        response_class=message_factory.GetMessageClass(method_descriptor.output_type),
+        omit_response_body=options.omit_response_body,
+        known=known,
+    )

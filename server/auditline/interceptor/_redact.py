@@ -1,0 +1,227 @@
+"""Turns a protobuf message into a JSON-ready dict with its secrets redacted.
+
+The walk is driven by field options: `(auditline.audit.v1.redact)` chooses the
+mode, and protobuf's standard `debug_redact = true` alone means REMOVE. It
+reads the message and never changes it; values are copied into a new dict.
+Per-type plans are computed once and cached.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import math
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf import descriptor, descriptor_pool, message, message_factory
+from google.protobuf.descriptor import FieldDescriptor
+
+from auditline.audit.v1 import options_pb2
+
+__all__ = ["MASK", "Redactor", "hmac_value"]
+
+MASK = "<redacted>"
+HMAC_PREFIX = "hmac-sha256:"
+
+REMOVE = options_pb2.REDACTION_MODE_REMOVE
+MASKED = options_pb2.REDACTION_MODE_MASK
+HMAC = options_pb2.REDACTION_MODE_HMAC_SHA256
+
+_ANY = "google.protobuf.Any"
+_STRUCT_TYPES = {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
+_WRAPPERS = {
+    f"google.protobuf.{name}Value"
+    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+}
+
+
+def _canonical_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, message.Message):
+        return value.SerializeToString(deterministic=True)
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    return str(value).encode()
+
+
+def hmac_value(key: bytes, value: object) -> str:
+    """`hmac-sha256:<hex>` of a value, as redaction mode HMAC_SHA256 writes it.
+
+    Operators use it to search the audit log for a value they know (a token, a
+    secret key) without the log ever holding the value itself. Strings hash as
+    UTF-8, bytes as they are, messages in deterministic wire form.
+    """
+    digest = hmac.new(key, _canonical_bytes(value), hashlib.sha256).hexdigest()
+    return HMAC_PREFIX + digest
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _FieldPlan:
+    field: FieldDescriptor
+    name: str
+    mode: int  # 0: keep
+    convert: Callable[[Any], Any]
+    repeated: bool
+    is_map: bool
+
+
+def _field_mode(field: FieldDescriptor) -> int:
+    options = field.GetOptions()
+    mode = options.Extensions[options_pb2.redact]
+    if mode:
+        return int(mode)
+    return REMOVE if options.debug_redact else 0
+
+
+def _number(value: float) -> float | str:
+    # JSON (and Struct) has no NaN or infinity; protobuf's JSON mapping spells them.
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+class Redactor:
+    """Message → dict with redaction. Thread-safe after construction."""
+
+    def __init__(
+        self, hmac_key: bytes | None = None, pool: descriptor_pool.DescriptorPool | None = None
+    ) -> None:
+        self._hmac_key = hmac_key
+        self._pool = pool or descriptor_pool.Default()
+        self._plans: dict[str, tuple[_FieldPlan, ...]] = {}
+
+    def to_dict(self, msg: message.Message) -> dict[str, Any]:
+        """The message's set fields, redacted, as JSON-ready Python values."""
+        value = self._message(msg)
+        return value if isinstance(value, dict) else {"value": value}
+
+    # --- values -------------------------------------------------------------
+
+    def _redacted(self, mode: int, value: object) -> object:
+        if mode == HMAC and self._hmac_key is not None:
+            return hmac_value(self._hmac_key, value)
+        # HMAC without a key cannot be computed; masking is the safe fallback.
+        return MASK
+
+    def _message(self, msg: message.Message) -> Any:
+        full_name = msg.DESCRIPTOR.full_name
+        if full_name in _STRUCT_TYPES:
+            from google.protobuf import json_format
+
+            return json_format.MessageToDict(msg)
+        if full_name in _WRAPPERS:
+            return self._scalar_of(msg.DESCRIPTOR.fields_by_name["value"])(msg.value)  # type: ignore[attr-defined]
+        if full_name == _ANY:
+            return self._any(msg)
+        if full_name in (
+            "google.protobuf.Timestamp",
+            "google.protobuf.Duration",
+            "google.protobuf.FieldMask",
+        ):
+            return msg.ToJsonString()  # type: ignore[attr-defined]
+        plans = self._plans.get(full_name)
+        if plans is None:
+            plans = self._plan(msg.DESCRIPTOR)
+        out: dict[str, Any] = {}
+        for field, value in msg.ListFields():
+            plan = plans[field.index]
+            if plan.mode:
+                if plan.mode == REMOVE:
+                    continue
+                if plan.is_map:
+                    out[plan.name] = {
+                        str(k): self._redacted(plan.mode, v) for k, v in value.items()
+                    }
+                elif plan.repeated:
+                    out[plan.name] = [self._redacted(plan.mode, v) for v in value]
+                else:
+                    out[plan.name] = self._redacted(plan.mode, value)
+            elif plan.is_map:
+                converted_map = {str(k): plan.convert(v) for k, v in value.items()}
+                out[plan.name] = {k: v for k, v in converted_map.items() if v is not _DROP}
+            elif plan.repeated:
+                converted = [plan.convert(v) for v in value]
+                out[plan.name] = [v for v in converted if v is not _DROP]
+            else:
+                converted = plan.convert(value)
+                if converted is not _DROP:
+                    out[plan.name] = converted
+        return out
+
+    def _any(self, msg: message.Message) -> Any:
+        type_url: str = msg.type_url  # type: ignore[attr-defined]
+        type_name = type_url.rpartition("/")[2]
+        try:
+            inner_descriptor = self._pool.FindMessageTypeByName(type_name)
+        except KeyError:
+            return _DROP  # an Any we cannot see into is left out, never logged raw
+        inner = message_factory.GetMessageClass(inner_descriptor)()
+        if not msg.Unpack(inner):  # type: ignore[attr-defined]
+            return _DROP
+        value = self._message(inner)
+        if isinstance(value, dict):
+            return {"@type": type_url, **value}
+        return {"@type": type_url, "value": value}
+
+    def _plan(self, message_descriptor: descriptor.Descriptor) -> tuple[_FieldPlan, ...]:
+        plans = []
+        for field in message_descriptor.fields:
+            is_map = bool(
+                field.message_type is not None and field.message_type.GetOptions().map_entry
+            )
+            if is_map:
+                convert = self._convert(field.message_type.fields_by_name["value"])
+            else:
+                convert = self._convert(field)
+            plans.append(
+                _FieldPlan(
+                    field=field,
+                    name=field.name,
+                    mode=_field_mode(field),
+                    convert=convert,
+                    repeated=field.is_repeated and not is_map,
+                    is_map=is_map,
+                )
+            )
+        result = tuple(plans)
+        self._plans[message_descriptor.full_name] = result
+        return result
+
+    def _convert(self, field: FieldDescriptor) -> Callable[[Any], Any]:
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            return self._message
+        return self._scalar_of(field)
+
+    @staticmethod
+    def _scalar_of(field: FieldDescriptor) -> Callable[[Any], Any]:
+        kind = field.type
+        if kind == FieldDescriptor.TYPE_ENUM:
+            enum = field.enum_type
+
+            def enum_name(number: int) -> Any:
+                value = enum.values_by_number.get(number)
+                return value.name if value is not None else number
+
+            return enum_name
+        if kind == FieldDescriptor.TYPE_BYTES:
+            return lambda raw: base64.b64encode(raw).decode()
+        if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+            return _number
+        return _identity
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class _Drop:
+    """Marks a value that must not appear at all (an `Any` of unknown type)."""
+
+
+_DROP: Any = _Drop()
