@@ -22,6 +22,14 @@ from auditline.interceptor import set_principal
 
 SECRET_IN_EXCEPTION = "exception-secret-3f9a1c"
 
+# Handlers asked to "wait" set the event named by their request text once they
+# run, so a test can cancel a call it knows the server is executing.
+STARTED: dict[str, threading.Event] = {}
+
+
+def started(text: str) -> threading.Event:
+    return STARTED.setdefault(text, threading.Event())
+
 
 def rich_status() -> grpc.Status:
     violation = error_details_pb2.BadRequest.FieldViolation(
@@ -67,7 +75,9 @@ def act(
     if action == "raise":
         raise ValueError(SECRET_IN_EXCEPTION)
     if action == "wait":
-        _ClientGone(context).wait()
+        gone = _ClientGone(context)
+        started(request.text).set()
+        gone.wait()
     if action == "principal":
         set_principal("alice", "AKALICE")
     if action == "none":
@@ -132,6 +142,7 @@ async def act_async(
     if action == "raise":
         raise ValueError(SECRET_IN_EXCEPTION)
     if action == "wait":
+        started(request.text).set()
         await asyncio.sleep(30)  # cancelled when the client goes away
     if action == "principal":
         set_principal("alice", "AKALICE")

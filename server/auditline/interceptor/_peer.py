@@ -19,7 +19,7 @@ def parse_peer(peer: str) -> tuple[str, int]:
         return host, int(port) if port.isdigit() else 0
     if kind == "ipv6":
         host, _, port = rest.rpartition(":")
-        return unquote(host.strip("[]")), int(port) if port.isdigit() else 0
+        return unquote(host).strip("[]"), int(port) if port.isdigit() else 0
     if kind in ("unix", "unix-abstract"):
         return f"unix:{rest}", 0
     return peer, 0
