@@ -31,8 +31,15 @@ Event = event_pb2.ApiEvent
 class Harness:
     """A server of one flavour with the audit interceptor first in its chain."""
 
-    def __init__(self, flavour: str, *, inner: Sequence[Any] = (), address: str = "127.0.0.1:0",
-                 sink: Any = None, **options: Any) -> None:
+    def __init__(
+        self,
+        flavour: str,
+        *,
+        inner: Sequence[Any] = (),
+        address: str = "127.0.0.1:0",
+        sink: Any = None,
+        **options: Any,
+    ) -> None:
         self.sink = sink if sink is not None else MemorySink()
         options.setdefault("hmac_key", KEY)
         self.interceptor: AuditInterceptor | AsyncAuditInterceptor
@@ -42,8 +49,11 @@ class Harness:
             self.server = SyncServer([self.interceptor, *inner], address)
         else:
             self.interceptor = AsyncAuditInterceptor(self.sink, **options)
-            self.server = AsyncServer([self.interceptor, *inner], address=address,
-                                      reader_writer=flavour == "aio-reader-writer")
+            self.server = AsyncServer(
+                [self.interceptor, *inner],
+                address=address,
+                reader_writer=flavour == "aio-reader-writer",
+            )
         self.channel = grpc.insecure_channel(self.server.target)
         self.stub = echo_pb2_grpc.EchoServiceStub(self.channel)
 
@@ -84,39 +94,98 @@ def requests(*items: echo_pb2.EchoRequest) -> Iterator[echo_pb2.EchoRequest]:
     return iter(items)
 
 
-# --- every call shape × every outcome ---------------------------------------
+# --- every call shape and every outcome ---------------------------------------
 
 R = echo_pb2.EchoRequest
 CASES: dict[str, tuple[Callable[[echo_pb2_grpc.EchoServiceStub], Any], str, str, int, int]] = {
     # name: (call, expected status name, expected error, request count, response count)
     "unary ok": (lambda s: s.Echo(R(text="hi")), "OK", "", 1, 1),
     "unary abort": (lambda s: s.Echo(R(action="abort")), "NOT_FOUND", "no such thing", 1, 0),
-    "unary abort_with_status": (lambda s: s.Echo(R(action="abort_with_status")),
-                                "INVALID_ARGUMENT", "bad text", 1, 0),
-    "unary set_code": (lambda s: s.Echo(R(action="set_code")), "ALREADY_EXISTS",
-                       "already there", 1, 1),
-    "unary raise": (lambda s: s.Echo(R(action="raise")), "UNKNOWN",
-                    "Exception calling application: ValueError", 1, 0),
-    "unary no response": (lambda s: s.Echo(R(action="none")), "INTERNAL",
-                          "the handler returned no response", 1, 0),
+    "unary abort_with_status": (
+        lambda s: s.Echo(R(action="abort_with_status")),
+        "INVALID_ARGUMENT",
+        "bad text",
+        1,
+        0,
+    ),
+    "unary set_code": (
+        lambda s: s.Echo(R(action="set_code")),
+        "ALREADY_EXISTS",
+        "already there",
+        1,
+        1,
+    ),
+    "unary raise": (
+        lambda s: s.Echo(R(action="raise")),
+        "UNKNOWN",
+        "Exception calling application: ValueError",
+        1,
+        0,
+    ),
+    "unary no response": (
+        lambda s: s.Echo(R(action="none")),
+        "INTERNAL",
+        "the handler returned no response",
+        1,
+        0,
+    ),
     "server stream ok": (lambda s: list(s.ListThings(R(text="l"))), "OK", "", 1, 3),
-    "server stream abort": (lambda s: list(s.ListThings(R(action="abort"))), "NOT_FOUND",
-                            "no such thing", 1, 1),
-    "server stream raise": (lambda s: list(s.ListThings(R(action="raise"))), "UNKNOWN",
-                            "Exception calling application: ValueError", 1, 1),
-    "client stream ok": (lambda s: s.UploadThings(requests(R(text="a"), R(text="b"))), "OK", "",
-                         2, 1),
-    "client stream abort": (lambda s: s.UploadThings(requests(R(text="a"), R(action="abort"))),
-                            "NOT_FOUND", "no such thing", 2, 0),
+    "server stream abort": (
+        lambda s: list(s.ListThings(R(action="abort"))),
+        "NOT_FOUND",
+        "no such thing",
+        1,
+        1,
+    ),
+    "server stream raise": (
+        lambda s: list(s.ListThings(R(action="raise"))),
+        "UNKNOWN",
+        "Exception calling application: ValueError",
+        1,
+        1,
+    ),
+    "client stream ok": (
+        lambda s: s.UploadThings(requests(R(text="a"), R(text="b"))),
+        "OK",
+        "",
+        2,
+        1,
+    ),
+    "client stream abort": (
+        lambda s: s.UploadThings(requests(R(text="a"), R(action="abort"))),
+        "NOT_FOUND",
+        "no such thing",
+        2,
+        0,
+    ),
     "client stream abort_with_status": (
         lambda s: s.UploadThings(requests(R(action="abort_with_status"))),
-        "INVALID_ARGUMENT", "bad text", 1, 0),
-    "bidi ok": (lambda s: list(s.ChatThings(requests(R(text="a"), R(text="b"), R(text="c")))),
-                "OK", "", 3, 3),
-    "bidi abort": (lambda s: list(s.ChatThings(requests(R(text="a"), R(action="abort")))),
-                   "NOT_FOUND", "no such thing", 2, 1),
-    "bidi raise": (lambda s: list(s.ChatThings(requests(R(action="raise")))), "UNKNOWN",
-                   "Exception calling application: ValueError", 1, 0),
+        "INVALID_ARGUMENT",
+        "bad text",
+        1,
+        0,
+    ),
+    "bidi ok": (
+        lambda s: list(s.ChatThings(requests(R(text="a"), R(text="b"), R(text="c")))),
+        "OK",
+        "",
+        3,
+        3,
+    ),
+    "bidi abort": (
+        lambda s: list(s.ChatThings(requests(R(text="a"), R(action="abort")))),
+        "NOT_FOUND",
+        "no such thing",
+        2,
+        1,
+    ),
+    "bidi raise": (
+        lambda s: list(s.ChatThings(requests(R(action="raise")))),
+        "UNKNOWN",
+        "Exception calling application: ValueError",
+        1,
+        0,
+    ),
 }
 
 
@@ -139,23 +208,31 @@ def test_every_shape_and_outcome_gives_one_event_with_the_final_status(
     assert event.request.user_agent.startswith("grpc-python/")
     uuid.UUID(event.event_id)
     assert event.response.response_time.ToNanoseconds() >= (
-        event.request.request_time.ToNanoseconds())
+        event.request.request_time.ToNanoseconds()
+    )
     assert SECRET_IN_EXCEPTION not in str(event)
 
 
 def test_rich_error_details_are_summarised(harness: Harness) -> None:
     code_of(lambda: harness.stub.Echo(R(action="abort_with_status")))
     assert list(harness.one_event().response.error_details) == [
-        "BadRequest: text: must not be empty"]
+        "BadRequest: text: must not be empty"
+    ]
 
 
 def test_request_and_response_bodies_are_recorded_and_redacted(harness: Harness) -> None:
-    harness.stub.Echo(R(text="hello", credentials=echo_pb2.Credentials(
-        user="bob", password="pw-secret", api_key="ak-secret")))
+    harness.stub.Echo(
+        R(
+            text="hello",
+            credentials=echo_pb2.Credentials(user="bob", password="pw-secret", api_key="ak-secret"),
+        )
+    )
     event = harness.one_event()
     params = json_format.MessageToDict(event.request.request_params)
-    assert params == {"text": "hello", "credentials": {
-        "user": "bob", "api_key": hmac_value(KEY, "ak-secret")}}
+    assert params == {
+        "text": "hello",
+        "credentials": {"user": "bob", "api_key": hmac_value(KEY, "ak-secret")},
+    }
     body = json_format.MessageToDict(event.response.response_body)
     assert body == {"text": "hello", "session_token": hmac_value(KEY, "token-hello")}
 
@@ -299,13 +376,23 @@ def test_principal_resolver_metadata_allowlist_and_never_recorded_headers(flavou
         seen.append(call)
         return Principal("from-resolver", "AKRESOLVED")
 
-    h = Harness(flavour, principal=resolve,
-                metadata_allowlist=["x-tenant", "authorization", "cookie", "x-blob-bin"])
+    h = Harness(
+        flavour,
+        principal=resolve,
+        metadata_allowlist=["x-tenant", "authorization", "cookie", "x-blob-bin"],
+    )
     try:
-        h.stub.Echo(R(text="m"), metadata=[
-            ("x-tenant", "acme"), ("authorization", "Bearer header-secret"),
-            ("cookie", "session=cookie-secret"), ("x-blob-bin", b"\x00bin-secret"),
-            ("x-request-id", "req-42"), ("x-other", "not-allowed")])
+        h.stub.Echo(
+            R(text="m"),
+            metadata=[
+                ("x-tenant", "acme"),
+                ("authorization", "Bearer header-secret"),
+                ("cookie", "session=cookie-secret"),
+                ("x-blob-bin", b"\x00bin-secret"),
+                ("x-request-id", "req-42"),
+                ("x-other", "not-allowed"),
+            ],
+        )
         event = h.one_event()
         assert event.request.account_name == "from-resolver"
         assert dict(event.request.metadata) == {"x-tenant": "acme"}
@@ -338,8 +425,7 @@ def test_ipv6_peer(flavour: str) -> None:
         (("127.0.0.0/8", "10.0.0.0/8"), "203.0.113.7"),  # both proxies trusted
     ],
 )
-def test_x_forwarded_for_only_from_trusted_proxies(trusted: tuple[str, ...],
-                                                   expected: str) -> None:
+def test_x_forwarded_for_only_from_trusted_proxies(trusted: tuple[str, ...], expected: str) -> None:
     h = Harness("sync", trusted_proxies=trusted)
     try:
         h.stub.Echo(R(text="xff"), metadata=[("x-forwarded-for", "203.0.113.7, 10.1.2.3")])
@@ -406,8 +492,10 @@ def _normalised(events: list[Event]) -> list[dict[str, Any]]:
         data = json_format.MessageToDict(event)
         for volatile in ("EventId",):
             data.pop(volatile, None)
-        for half, keys in (("Request", ("RequestTime", "SourcePort")),
-                           ("Response", ("ResponseTime",))):
+        for half, keys in (
+            ("Request", ("RequestTime", "SourcePort")),
+            ("Response", ("ResponseTime",)),
+        ):
             for key in keys:
                 data[half].pop(key, None)
         out.append(data)
@@ -415,14 +503,17 @@ def _normalised(events: list[Event]) -> list[dict[str, Any]]:
 
 
 def test_sync_and_async_servers_produce_identical_events() -> None:
+    def run_all(h: Harness) -> list[dict[str, Any]]:
+        for name in sorted(CASES):
+            code_of(lambda call=CASES[name][0]: call(h.stub))  # type: ignore[misc]
+        code_of(lambda: h.channel.unary_unary("/auditline_testing.v1.EchoService/Nope")(b""))
+        return _normalised(h.events(len(CASES) + 1))
+
     by_flavour = {}
     for flavour in FLAVOURS:
         h = Harness(flavour)
         try:
-            for name in sorted(CASES):
-                code_of(lambda call=CASES[name][0]: call(h.stub))  # type: ignore[misc]
-            code_of(lambda: h.channel.unary_unary("/auditline_testing.v1.EchoService/Nope")(b""))
-            by_flavour[flavour] = _normalised(h.events(len(CASES) + 1))
+            by_flavour[flavour] = run_all(h)
         finally:
             h.close()
     assert len(by_flavour["sync"]) == len(CASES) + 1

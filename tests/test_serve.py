@@ -187,3 +187,24 @@ def test_mutual_tls_requires_a_client_certificate(serve: ServeFactory, tmp_path:
     without = grpc.ssl_channel_credentials(root_certificates=ca)
     with grpc.secure_channel(server.target, without) as channel, pytest.raises(grpc.RpcError):
         _health(channel)
+
+
+def test_every_call_to_the_server_is_audited(serve: ServeFactory) -> None:
+    server = serve()
+    with grpc.insecure_channel(server.target) as channel:
+        stub = bucket_pb2_grpc.BucketServiceStub(channel)
+        with pytest.raises(grpc.RpcError):
+            stub.GetBucket(bucket_pb2.GetBucketRequest(name="buckets/logs"), timeout=10)
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert server.terminate() == 0
+    lines = (server.data_dir / "audit" / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [(e["Service"], e["Method"], e["Response"]["ResponseStatus"]) for e in events] == [
+        ("auditline.account.v1.BucketService", "GetBucket", "UNIMPLEMENTED"),
+        ("grpc.health.v1.Health", "Check", "OK"),
+    ]
+    assert events[0]["Response"]["ResponseError"] == "Method not found!"
+    assert events[1]["Activity"] == "ACTIVITY_READ"
+    assert events[0]["NodeId"] == (server.data_dir / "node-id").read_text().strip()
+    key_file = server.data_dir / "audit-hmac.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600

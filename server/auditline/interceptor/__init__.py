@@ -22,7 +22,7 @@ from auditline.interceptor._core import (
 )
 from auditline.interceptor._methods import activity_from_verb
 from auditline.interceptor._redact import MASK, hmac_value
-from auditline.interceptor._sinks import MemorySink
+from auditline.interceptor._sinks import JsonLinesSink, MemorySink
 from auditline.interceptor._sync import AuditInterceptor
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "AsyncAuditInterceptor",
     "AuditInterceptor",
     "AuditUnavailableError",
+    "JsonLinesSink",
     "MemorySink",
     "Principal",
     "PrincipalInput",

@@ -25,7 +25,7 @@ from auditline.interceptor._core import (
     enter_scope,
     exit_scope,
 )
-from auditline.interceptor._methods import MethodInfo, method_info
+from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 
 __all__ = ["AsyncAuditInterceptor"]
 
@@ -34,26 +34,24 @@ Deserializer = Callable[[bytes], Any] | None
 
 
 class _Counts:
-    __slots__ = ("first", "last", "received", "sent")
+    __slots__ = ("cls", "first", "last", "received", "sent")
 
     def __init__(self) -> None:
         self.received = 0
         self.sent = 0
         self.first: bytes | None = None
+        self.cls: type[message.Message] | None = None
         self.last: Any = None
 
     def on_receive(self, item: Any) -> None:
         if self.received == 0 and isinstance(item, message.Message):
             self.first = item.SerializeToString()
+            self.cls = type(item)
         self.received += 1
 
     def on_send(self, item: Any) -> None:
         self.sent += 1
         self.last = item
-
-    def last_bytes(self) -> bytes | None:
-        last = self.last
-        return last.SerializeToString() if isinstance(last, message.Message) else last
 
 
 class _CountingContext:
@@ -194,11 +192,12 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
         call: Awaitable[Any],
         serialize: Serializer,
         request: Callable[[], bytes | None],
-        request_class: type[message.Message] | None,
+        request_class: Callable[[], type[message.Message] | None],
         request_count: Callable[[], int],
     ) -> bytes | None:
         try:
-            response = self._serialize_unary(await call, serialize, context)
+            result = await call
+            response = self._serialize_unary(result, serialize, context)
         except BaseException as exc:
             exit_scope(token)
             self._finish(
@@ -208,7 +207,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
                 scope,
                 exc,
                 request=request(),
-                request_class=request_class,
+                request_class=request_class(),
                 request_count=request_count(),
                 response=None,
                 response_class=info.response_class,
@@ -224,10 +223,11 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
                 scope,
                 None,
                 request=request(),
-                request_class=request_class,
+                request_class=request_class(),
                 request_count=request_count(),
-                response=response,
-                response_class=info.response_class,
+                # The handler's own response object: the call is over, nothing else uses it.
+                response=result,
+                response_class=None,
                 response_count=int(response is not None),
             )
         except AuditUnavailableError as exc:
@@ -240,7 +240,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
         inner = handler.unary_unary
         deserialize: Deserializer = handler.request_deserializer
         serialize: Serializer = handler.response_serializer
-        request_class = info.request_class
+        request_class = info.request_class or message_class_of(deserialize)
 
         async def behavior(raw: bytes, context: Any) -> bytes | None:
             started = time.time_ns()
@@ -258,7 +258,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
                 call(),
                 serialize,
                 lambda: raw,
-                request_class,
+                lambda: request_class,
                 lambda: 1,
             )
 
@@ -285,7 +285,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
                 call,
                 serialize,
                 lambda: counts.first,
-                request_class,
+                lambda: counts.cls or request_class,
                 lambda: counts.received,
             )
 
@@ -299,9 +299,9 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
         inner: Any,
         make_request: Callable[[Any, Any, _Counts], Awaitable[Any]],
         counts_request: bool,
+        request_class: type[message.Message] | None,
     ) -> Any:
         """The behavior of a server-streaming call, in the handler's own style."""
-        request_class = info.request_class
 
         def finish(
             context: Any,
@@ -318,10 +318,11 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
                 scope,
                 error,
                 request=counts.first if counts_request else raw,
-                request_class=request_class,
+                request_class=(counts.cls or request_class) if counts_request else request_class,
                 request_count=counts.received if counts_request else 1,
-                response=counts.last_bytes(),
-                response_class=info.response_class,
+                # The handler's own last response: the call is over, nothing else uses it.
+                response=counts.last,
+                response_class=None,
                 response_count=counts.sent,
             )
 
@@ -380,7 +381,13 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
         async def parse(raw: bytes, context: Any, counts: _Counts) -> Any:
             return await self._parse(info, deserialize, raw, context)
 
-        behavior = self._streaming_response(info, handler.unary_stream, parse, False)
+        behavior = self._streaming_response(
+            info,
+            handler.unary_stream,
+            parse,
+            False,
+            info.request_class or message_class_of(deserialize),
+        )
         return grpc.unary_stream_rpc_method_handler(
             behavior, request_deserializer=None, response_serializer=handler.response_serializer
         )
@@ -391,7 +398,9 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
         async def count(requests: AsyncIterator[Any], context: Any, counts: _Counts) -> Any:
             return _counting_requests(requests, counts)
 
-        behavior = self._streaming_response(info, handler.stream_stream, count, True)
+        behavior = self._streaming_response(
+            info, handler.stream_stream, count, True, info.request_class
+        )
         return grpc.stream_stream_rpc_method_handler(
             behavior,
             request_deserializer=handler.request_deserializer,

@@ -90,6 +90,12 @@ class MethodInfo:
     known: bool = True
 
 
+def message_class_of(deserializer: object) -> type[message.Message] | None:
+    """The message type behind `SomeMessage.FromString`, a method bound to its class."""
+    owner = getattr(deserializer, "__self__", None)
+    return owner if isinstance(owner, type) and issubclass(owner, message.Message) else None
+
+
 def _split(full_method: str) -> tuple[str, str]:
     service, _, method = full_method.lstrip("/").rpartition("/")
     return service, method

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,45 +18,69 @@ from auditline.interceptor._core import (
     enter_scope,
     exit_scope,
 )
-from auditline.interceptor._methods import MethodInfo, method_info
+from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 
 __all__ = ["AuditInterceptor"]
 
+Handler = Any  # grpc.RpcMethodHandler: generic in the stubs, not at run time
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
 
 
-def _message_class(
-    deserializer: Deserializer, info: MethodInfo, request: bool
-) -> type[message.Message] | None:
-    known = info.request_class if request else info.response_class
-    if known is not None:
-        return known
-    owner = getattr(deserializer, "__self__", None)  # `Message.FromString` is a bound method
-    return owner if isinstance(owner, type) and issubclass(owner, message.Message) else None
+class _UnaryRequest:
+    """The request of a unary call: its bytes as received, and its type once parsed."""
+
+    __slots__ = ("_parse", "cls", "count", "raw")
+
+    def __init__(
+        self,
+        raw: bytes,
+        cls: type[message.Message] | None,
+        parse: Callable[[bytes, grpc.ServicerContext], Any],
+    ) -> None:
+        self.raw: bytes | None = raw
+        self.cls = cls  # the expected type, until the parsed object says otherwise
+        self.count = 1
+        self._parse = parse
+
+    def argument(self, context: grpc.ServicerContext) -> Any:
+        """The handler's argument: the parsed request."""
+        request = self._parse(self.raw or b"", context)
+        if isinstance(request, message.Message):
+            self.cls = type(request)
+        return request
 
 
 class _RequestCounter:
     """Wraps a request iterator: counts messages and snapshots the first one."""
 
-    __slots__ = ("_iterator", "count", "first")
+    __slots__ = ("_iterator", "cls", "count", "raw")
 
     def __init__(self, iterator: Iterator[Any]) -> None:
         self._iterator = iterator
         self.count = 0
-        self.first: bytes | None = None
+        self.raw: bytes | None = None
+        self.cls: type[message.Message] | None = None
 
     def __iter__(self) -> _RequestCounter:
+        return self
+
+    def argument(self, context: grpc.ServicerContext) -> Any:
+        """The handler's argument: this iterator."""
         return self
 
     def __next__(self) -> Any:
         item = next(self._iterator)
         if self.count == 0 and isinstance(item, message.Message):
-            self.first = item.SerializeToString()
+            self.raw = item.SerializeToString()
+            self.cls = type(item)
         self.count += 1
         return item
 
     next = __next__
+
+
+RequestSide = _UnaryRequest | _RequestCounter
 
 
 class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):  # type: ignore[misc]
@@ -105,22 +130,6 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):  # type: i
             **capture,
         )
 
-    def _finish_or_abort(
-        self, info: MethodInfo, context: grpc.ServicerContext, *args: Any, **capture: Any
-    ) -> None:
-        """Finish a successful call; in fail-closed mode a sink failure fails it."""
-        try:
-            self._finish(info, context, *args, **capture)
-        except AuditUnavailableError as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-
-    def _finish_quietly(self, *args: Any, **capture: Any) -> None:
-        """Finish a call that already failed; a sink failure cannot make it worse."""
-        try:
-            self._finish(*args, **capture)
-        except AuditUnavailableError:
-            pass
-
     def _rejecting(
         self, info: MethodInfo, code: grpc.StatusCode, details: str
     ) -> grpc.RpcMethodHandler:
@@ -128,19 +137,20 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):  # type: i
             started = time.time_ns()
             context.set_code(code)
             context.set_details(details)
-            self._finish_quietly(
-                info,
-                context,
-                started,
-                None,
-                None,
-                request=None,
-                request_class=None,
-                request_count=0,
-                response=None,
-                response_class=None,
-                response_count=0,
-            )
+            with contextlib.suppress(AuditUnavailableError):
+                self._finish(
+                    info,
+                    context,
+                    started,
+                    None,
+                    None,
+                    request=None,
+                    request_class=None,
+                    request_count=0,
+                    response=None,
+                    response_class=None,
+                    response_count=0,
+                )
             context.abort(code, details)
 
         return grpc.stream_stream_rpc_method_handler(behavior)
@@ -183,215 +193,180 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):  # type: i
             return None
         return serialize(result) if serialize is not None else result
 
-    def _unary_unary(
-        self, info: MethodInfo, handler: grpc.RpcMethodHandler
-    ) -> grpc.RpcMethodHandler:
-        inner = handler.unary_unary
-        deserialize: Deserializer = handler.request_deserializer
-        serialize: Serializer = handler.response_serializer
-        request_class = _message_class(deserialize, info, request=True)
-        response_class = info.response_class
+    def _end(
+        self,
+        info: MethodInfo,
+        context: grpc.ServicerContext,
+        started: int,
+        scope: _CallScope,
+        error: BaseException | None,
+        request: RequestSide,
+        response: Any,
+        response_count: int,
+    ) -> None:
+        # The response is the handler's own object: the call is over, nothing
+        # else touches it, and the background worker needs no parse to read it.
+        self._finish(
+            info,
+            context,
+            started,
+            scope,
+            error,
+            request=request.raw,
+            request_class=request.cls,
+            request_count=request.count,
+            response=response,
+            response_class=None,
+            response_count=response_count,
+        )
 
-        def behavior(raw: bytes, context: grpc.ServicerContext) -> bytes | None:
+    def _unary_response(
+        self,
+        info: MethodInfo,
+        inner: Callable[[Any, Any], Any],
+        serialize: Serializer,
+        take_request: Callable[[Any], RequestSide],
+    ) -> Callable[[Any, grpc.ServicerContext], bytes | None]:
+        """The behavior of a unary-response call (unary-unary or stream-unary)."""
+
+        def behavior(argument: Any, context: grpc.ServicerContext) -> bytes | None:
             started = time.time_ns()
             scope, token = enter_scope()
-            response: bytes | None = None
+            request = take_request(argument)
             try:
-                result = inner(self._parse(info, deserialize, raw, context), context)
+                result = inner(request.argument(context), context)
                 response = self._serialize_unary(result, serialize, context)
             except BaseException as exc:
                 exit_scope(token)
-                self._finish_quietly(
-                    info,
-                    context,
-                    started,
-                    scope,
-                    exc,
-                    request=raw,
-                    request_class=request_class,
-                    request_count=1,
-                    response=None,
-                    response_class=response_class,
-                    response_count=0,
-                )
+                with contextlib.suppress(AuditUnavailableError):
+                    self._end(
+                        info,
+                        context,
+                        started,
+                        scope,
+                        exc,
+                        request or _UnaryRequest(argument),
+                        None,
+                        0,
+                    )
                 raise
             exit_scope(token)
-            self._finish_or_abort(
-                info,
-                context,
-                started,
-                scope,
-                None,
-                request=raw,
-                request_class=request_class,
-                request_count=1,
-                response=response,
-                response_class=response_class,
-                response_count=int(response is not None),
-            )
+            try:
+                self._end(
+                    info, context, started, scope, None, request, result, int(response is not None)
+                )
+            except AuditUnavailableError as exc:
+                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             return response
 
+        return behavior
+
+    def _stream_response(
+        self,
+        info: MethodInfo,
+        inner: Callable[[Any, Any], Any],
+        serialize: Serializer,
+        take_request: Callable[[Any], RequestSide],
+    ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+        """The behavior of a server-streaming call (unary-stream or stream-stream)."""
+
+        def relay(
+            responses: Iterator[Any],
+            context: grpc.ServicerContext,
+            started: int,
+            scope: _CallScope,
+            request: RequestSide,
+        ) -> Iterator[Any]:
+            count = 0
+            last: Any = None
+            error: BaseException | None = None
+            try:
+                while True:
+                    token = _SCOPE.set(scope)  # generator bodies run at each next()
+                    try:
+                        last = next(responses)
+                    except StopIteration:
+                        break
+                    finally:
+                        _SCOPE.reset(token)
+                    count += 1
+                    yield serialize(last) if serialize is not None else last
+            except BaseException as exc:  # GeneratorExit too: the client went away
+                error = exc
+                raise
+            finally:
+                with contextlib.suppress(AuditUnavailableError):
+                    self._end(info, context, started, scope, error, request, last, count)
+
+        def behavior(argument: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.time_ns()
+            scope, token = enter_scope()
+            request = take_request(argument)
+            try:
+                responses = iter(inner(request.argument(context), context))
+            except BaseException as exc:
+                exit_scope(token)
+                with contextlib.suppress(AuditUnavailableError):
+                    self._end(
+                        info,
+                        context,
+                        started,
+                        scope,
+                        exc,
+                        request or _UnaryRequest(argument),
+                        None,
+                        0,
+                    )
+                raise
+            exit_scope(token)
+            return relay(responses, context, started, scope, request)
+
+        return behavior
+
+    def _unary_unary(self, info: MethodInfo, handler: Handler) -> Handler:
+        behavior = self._unary_response(
+            info,
+            handler.unary_unary,
+            handler.response_serializer,
+            self._take_unary(info, handler.request_deserializer),
+        )
         return grpc.unary_unary_rpc_method_handler(behavior)
 
-    def _relay(
-        self,
-        responses: Iterator[Any],
-        serialize: Serializer,
-        scope: _CallScope,
-        on_end: Callable[[bytes | None, int, BaseException | None], None],
-    ) -> Iterator[Any]:
-        """Yield the handler's responses (serialized), counting them; report the end."""
-        count = 0
-        last: bytes | None = None
-        try:
-            while True:
-                token = _SCOPE.set(scope)  # generator bodies run at each next()
-                try:
-                    item = next(responses)
-                except StopIteration:
-                    break
-                finally:
-                    _SCOPE.reset(token)
-                last = serialize(item) if serialize is not None else item
-                count += 1
-                yield last
-        except BaseException as exc:  # GeneratorExit too: the client went away
-            on_end(last, count, exc)
-            raise
-        on_end(last, count, None)
-
-    def _unary_stream(
-        self, info: MethodInfo, handler: grpc.RpcMethodHandler
-    ) -> grpc.RpcMethodHandler:
-        inner = handler.unary_stream
-        deserialize: Deserializer = handler.request_deserializer
-        serialize: Serializer = handler.response_serializer
-        request_class = _message_class(deserialize, info, request=True)
-        response_class = info.response_class
-
-        def behavior(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
-            started = time.time_ns()
-            scope, token = enter_scope()
-
-            def on_end(last: bytes | None, count: int, error: BaseException | None) -> None:
-                self._finish_quietly(
-                    info,
-                    context,
-                    started,
-                    scope,
-                    error,
-                    request=raw,
-                    request_class=request_class,
-                    request_count=1,
-                    response=last,
-                    response_class=response_class,
-                    response_count=count,
-                )
-
-            try:
-                responses = inner(self._parse(info, deserialize, raw, context), context)
-            except BaseException as exc:
-                exit_scope(token)
-                on_end(None, 0, exc)
-                raise
-            exit_scope(token)
-            return self._relay(iter(responses), serialize, scope, on_end)
-
-        return grpc.unary_stream_rpc_method_handler(
-            behavior, request_deserializer=None, response_serializer=None
+    def _unary_stream(self, info: MethodInfo, handler: Handler) -> Handler:
+        behavior = self._stream_response(
+            info,
+            handler.unary_stream,
+            handler.response_serializer,
+            self._take_unary(info, handler.request_deserializer),
         )
+        return grpc.unary_stream_rpc_method_handler(behavior)
 
-    def _stream_unary(
-        self, info: MethodInfo, handler: grpc.RpcMethodHandler
-    ) -> grpc.RpcMethodHandler:
-        inner = handler.stream_unary
-        deserialize: Deserializer = handler.request_deserializer
-        serialize: Serializer = handler.response_serializer
-        request_class = _message_class(deserialize, info, request=True)
-        response_class = info.response_class
-
-        def behavior(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
-            started = time.time_ns()
-            scope, token = enter_scope()
-            counter = _RequestCounter(requests)
-            response: bytes | None = None
-            try:
-                result = inner(counter, context)
-                response = self._serialize_unary(result, serialize, context)
-            except BaseException as exc:
-                exit_scope(token)
-                self._finish_quietly(
-                    info,
-                    context,
-                    started,
-                    scope,
-                    exc,
-                    request=counter.first,
-                    request_class=request_class,
-                    request_count=counter.count,
-                    response=None,
-                    response_class=response_class,
-                    response_count=0,
-                )
-                raise
-            exit_scope(token)
-            self._finish_or_abort(
-                info,
-                context,
-                started,
-                scope,
-                None,
-                request=counter.first,
-                request_class=request_class,
-                request_count=counter.count,
-                response=response,
-                response_class=response_class,
-                response_count=int(response is not None),
-            )
-            return response
-
+    def _stream_unary(self, info: MethodInfo, handler: Handler) -> Handler:
+        behavior = self._unary_response(
+            info, handler.stream_unary, handler.response_serializer, _take_stream
+        )
         return grpc.stream_unary_rpc_method_handler(
-            behavior, request_deserializer=deserialize, response_serializer=None
+            behavior, request_deserializer=handler.request_deserializer
         )
 
-    def _stream_stream(
-        self, info: MethodInfo, handler: grpc.RpcMethodHandler
-    ) -> grpc.RpcMethodHandler:
-        inner = handler.stream_stream
-        deserialize: Deserializer = handler.request_deserializer
-        serialize: Serializer = handler.response_serializer
-        request_class = _message_class(deserialize, info, request=True)
-        response_class = info.response_class
-
-        def behavior(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-            started = time.time_ns()
-            scope, token = enter_scope()
-            counter = _RequestCounter(requests)
-
-            def on_end(last: bytes | None, count: int, error: BaseException | None) -> None:
-                self._finish_quietly(
-                    info,
-                    context,
-                    started,
-                    scope,
-                    error,
-                    request=counter.first,
-                    request_class=request_class,
-                    request_count=counter.count,
-                    response=last,
-                    response_class=response_class,
-                    response_count=count,
-                )
-
-            try:
-                responses = inner(counter, context)
-            except BaseException as exc:
-                exit_scope(token)
-                on_end(None, 0, exc)
-                raise
-            exit_scope(token)
-            return self._relay(iter(responses), serialize, scope, on_end)
-
+    def _stream_stream(self, info: MethodInfo, handler: Handler) -> Handler:
+        behavior = self._stream_response(
+            info, handler.stream_stream, handler.response_serializer, _take_stream
+        )
         return grpc.stream_stream_rpc_method_handler(
-            behavior, request_deserializer=deserialize, response_serializer=None
+            behavior, request_deserializer=handler.request_deserializer
         )
+
+    def _take_unary(
+        self, info: MethodInfo, deserialize: Deserializer
+    ) -> Callable[[bytes], RequestSide]:
+        expected = info.request_class or message_class_of(deserialize)
+
+        def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
+            return self._parse(info, deserialize, raw, context)
+
+        return lambda raw: _UnaryRequest(raw, expected, parse)
+
+
+def _take_stream(requests: Iterator[Any]) -> RequestSide:
+    return _RequestCounter(requests)

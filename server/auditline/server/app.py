@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -33,7 +35,8 @@ from auditline.audit.v1 import (
     settings_pb2,
     settings_pb2_grpc,
 )
-from auditline.server.config import Settings
+from auditline.interceptor import AuditInterceptor, JsonLinesSink
+from auditline.server.config import Settings, split_list
 from auditline.server.reflection import enable_reflection
 
 __all__ = ["SERVICES", "AuditlineServer", "ServiceRegistration"]
@@ -111,6 +114,22 @@ def _prepare_data_dir(path: Path) -> str:
     return node_file.read_text().strip()
 
 
+def load_hmac_key(settings: Settings) -> bytes:
+    """The audit HMAC key: from --audit-hmac-key-file, else created once in the data dir."""
+    path = settings.audit_hmac_key_file or settings.data_dir / "audit-hmac.key"
+    if not path.exists():
+        if settings.audit_hmac_key_file is not None:
+            raise FileNotFoundError(f"--audit-hmac-key-file {path} does not exist")
+        # O_EXCL: two servers sharing a data dir never overwrite each other's key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) < 16:
+        raise ValueError(f"the audit HMAC key in {path} is shorter than 16 bytes")
+    return key
+
+
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials:
     assert settings.tls_cert is not None
     assert settings.tls_key is not None
@@ -132,7 +151,18 @@ class AuditlineServer:
         self._executor = futures.ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix="auditline-rpc"
         )
-        self._server = grpc.server(self._executor, interceptors=list(interceptors))
+        # Until the durable spool lands, events go to a JSON Lines file.
+        self.audit_sink = JsonLinesSink(settings.data_dir / "audit" / "events.jsonl")
+        self.audit = AuditInterceptor(
+            self.audit_sink,
+            node_id=self.node_id,
+            hmac_key=load_hmac_key(settings),
+            trusted_proxies=split_list(settings.trusted_proxies),
+            metadata_allowlist=split_list(settings.audit_metadata),
+            max_body_bytes=settings.audit_max_body_bytes,
+        )
+        # The audit interceptor goes first: it must see the calls the others reject.
+        self._server = grpc.server(self._executor, interceptors=[self.audit, *interceptors])
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self.port = 0
 
@@ -165,3 +195,5 @@ class AuditlineServer:
         self._health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self.audit.close()
+        self.audit_sink.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -19,7 +20,14 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "add_arguments", "settings_from_args"]
+__all__ = [
+    "ENV_PREFIX",
+    "ConfigError",
+    "Settings",
+    "add_arguments",
+    "settings_from_args",
+    "split_list",
+]
 
 ENV_PREFIX = "AUDITLINE_"
 
@@ -56,6 +64,22 @@ class Settings:
     )
     max_workers: int = field(default=16, metadata=_help("threads serving calls"))
     log_level: str = field(default="INFO", metadata=_help("DEBUG, INFO, WARNING or ERROR"))
+    audit_hmac_key_file: Path | None = field(
+        default=None,
+        metadata=_help(
+            "file holding the key of HMAC-redacted audit fields; "
+            "default DATA_DIR/audit-hmac.key, created on first start"
+        ),
+    )
+    trusted_proxies: str = field(
+        default="", metadata=_help("comma-separated CIDRs whose x-forwarded-for is believed")
+    )
+    audit_metadata: str = field(
+        default="x-request-id", metadata=_help("comma-separated request metadata keys to audit")
+    )
+    audit_max_body_bytes: int = field(
+        default=100_000, metadata=_help("audited request/response bodies are cut at this size")
+    )
 
     def validate(self) -> None:
         """Raise `ConfigError` for combinations that cannot work."""
@@ -70,6 +94,13 @@ class Settings:
             raise ConfigError("--shutdown-grace must not be negative")
         if self.max_workers < 1:
             raise ConfigError("--max-workers must be at least 1")
+        if self.audit_max_body_bytes < 1:
+            raise ConfigError("--audit-max-body-bytes must be at least 1")
+        for network in split_list(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(f"--trusted-proxies: {network!r} is not a CIDR") from None
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError(
                 f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}"
@@ -78,6 +109,11 @@ class Settings:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+
+def split_list(value: str) -> list[str]:
+    """A comma-separated setting as a list, blanks dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _field_type(setting: dataclasses.Field[Any]) -> type:

@@ -1,0 +1,268 @@
+"""Redaction driven by field options: every mode, every place a secret can hide."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import grpc
+from auditline_testing.v1 import echo_pb2
+from google.protobuf import any_pb2, json_format, struct_pb2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import MASK, MemorySink, hmac_value
+from auditline.interceptor._core import AuditCore, CallRecord, make_config
+from auditline.interceptor._methods import method_info
+from auditline.interceptor._redact import Redactor
+
+KEY = b"property-key"
+Credentials = echo_pb2.Credentials
+Request = echo_pb2.EchoRequest
+
+
+def test_every_mode_in_every_position() -> None:
+    attachment = any_pb2.Any()
+    attachment.Pack(Credentials(user="in-any", password="any-pw", api_key="any-key"))
+    request = Request(
+        text="plain",
+        credentials=Credentials(
+            user="u", password="pw", api_key="key", pin=b"1234", secret_number=99
+        ),
+        more=[Credentials(user="m1", password="pw1"), Credentials(user="m2", api_key="k2")],
+        by_name={"x": Credentials(user="mx", password="pwx")},
+        secret_choice=Credentials(user="c", password="pwc"),
+        attachment=attachment,
+        tokens=["t1", "t2"],
+        labels={"env": "prod"},
+        secret_labels={"db": "hunter2"},
+        kind=echo_pb2.KIND_LARGE,
+        blob=b"\x00\x01",
+        ratio=float("inf"),
+    )
+    request.extra.update({"free": "form", "n": 1})
+    request.secret_struct.update({"password": "struct-secret"})
+    before = copy.deepcopy(request)
+
+    out = Redactor(KEY).to_dict(request)
+
+    assert request == before  # the live message is never changed
+    assert out == {
+        "text": "plain",
+        "credentials": {
+            "user": "u",
+            "api_key": hmac_value(KEY, "key"),
+            "pin": MASK,
+            "secret_number": MASK,
+        },
+        "more": [{"user": "m1"}, {"user": "m2", "api_key": hmac_value(KEY, "k2")}],
+        "by_name": {"x": {"user": "mx"}},
+        "secret_choice": {"user": "c"},
+        "attachment": {
+            "@type": "type.googleapis.com/auditline_testing.v1.Credentials",
+            "user": "in-any",
+            "api_key": hmac_value(KEY, "any-key"),
+        },
+        "extra": {"free": "form", "n": 1.0},
+        "tokens": [hmac_value(KEY, "t1"), hmac_value(KEY, "t2")],
+        "labels": {"env": "prod"},
+        "ratio": "Infinity",
+        "blob": "AAE=",
+        "kind": "KIND_LARGE",
+        "secret_struct": MASK,
+        "secret_labels": {"db": hmac_value(KEY, "hunter2")},
+    }
+
+
+def test_any_of_an_unknown_type_is_dropped_not_logged() -> None:
+    unknown = any_pb2.Any(type_url="type.googleapis.com/nobody.Knows", value=b"\x0a\x03abc")
+    request = Request(text="t", attachment=unknown)
+    assert Redactor(KEY).to_dict(request) == {"text": "t"}
+
+
+def test_hmac_without_a_key_masks() -> None:
+    out = Redactor(None).to_dict(Request(tokens=["t1"]))
+    assert out == {"tokens": [MASK]}
+
+
+def test_hmac_helper_lets_operators_search_for_a_known_value() -> None:
+    value = hmac_value(b"k", "needle")
+    assert value.startswith("hmac-sha256:")
+    assert value == hmac_value(b"k", b"needle")
+    assert value != hmac_value(b"other", "needle")
+    assert len(value) == len("hmac-sha256:") + 64
+
+
+# --- properties over generated messages ------------------------------------
+
+SECRET = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ23456789", min_size=12, max_size=20).map(
+    lambda s: f"S3CR3T{s}"
+)
+PLAIN = st.text(alphabet="abcdefghijklmnopqrstuvwxyz -", max_size=20)
+
+credentials = st.builds(
+    Credentials,
+    user=PLAIN,
+    password=SECRET,
+    api_key=SECRET,
+    pin=SECRET.map(str.encode),
+    secret_number=st.integers(min_value=10**12, max_value=2**62),
+)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[Request, list[Any]]:
+    secrets: list[Any] = []
+
+    def creds() -> Credentials:
+        c = draw(credentials)
+        secrets.extend([c.password, c.api_key, c.pin, c.secret_number])
+        return c
+
+    request = Request(
+        text=draw(PLAIN),
+        action=draw(PLAIN),
+        count=draw(st.integers(0, 2**31 - 1)),
+        ratio=draw(st.floats(allow_nan=False, allow_infinity=False, width=32)),
+        blob=draw(st.binary(max_size=10)),
+        kind=draw(st.sampled_from([0, 1, 2])),
+        labels=draw(st.dictionaries(PLAIN, PLAIN, max_size=3)),
+    )
+    if draw(st.booleans()):
+        request.credentials.CopyFrom(creds())
+    for _ in range(draw(st.integers(0, 3))):
+        request.more.append(creds())
+    for key in draw(st.lists(PLAIN, max_size=2, unique=True)):
+        request.by_name[key].CopyFrom(creds())
+    if draw(st.booleans()):
+        request.secret_choice.CopyFrom(creds())
+    else:
+        request.plain = draw(PLAIN)
+    if draw(st.booleans()):
+        request.attachment.Pack(creds())
+    tokens = draw(st.lists(SECRET, max_size=3))
+    request.tokens.extend(tokens)
+    secrets.extend(tokens)
+    secret_labels = draw(st.dictionaries(PLAIN, SECRET, max_size=2))
+    request.secret_labels.update(secret_labels)
+    secrets.extend(secret_labels.values())
+    struct_secret = draw(SECRET)
+    request.secret_struct.update({"k": struct_secret})
+    secrets.append(struct_secret)
+    return request, secrets
+
+
+def _event_for(request: Request, hmac_key: bytes | None) -> event_pb2.ApiEvent:
+    """The event the interceptor's core builds for a unary call carrying `request`."""
+    core = AuditCore(
+        MemorySink(),
+        make_config(
+            node_id="n",
+            principal=None,
+            trusted_proxies=(),
+            hmac_key=hmac_key,
+            metadata_allowlist=(),
+            max_body_bytes=1_000_000,
+            fail_closed=False,
+        ),
+    )
+    now = time.time_ns()
+    record = CallRecord(
+        info=method_info("/auditline_testing.v1.EchoService/Echo"),
+        started_ns=now,
+        ended_ns=now,
+        peer="ipv4:127.0.0.1:1",
+        metadata=(),
+        request=request.SerializeToString(),
+        request_class=Request,
+        request_count=1,
+        response=None,
+        response_class=echo_pb2.EchoResponse,
+        response_count=0,
+        code=grpc.StatusCode.OK,
+        details="",
+        trailing_metadata=(),
+        principal=None,
+        trace_id="",
+        span_id="",
+    )
+    return core.build_event(record)
+
+
+def _strip_redacted(request: Request) -> dict[str, Any]:
+    """What must survive: the request with every redacted field cleared."""
+    clean = copy.deepcopy(request)
+    # Touching an unset sub-message would set it (and switch a oneof): only the set ones.
+    singles = [getattr(clean, n) for n in ("credentials", "secret_choice") if clean.HasField(n)]
+    for creds in [*singles, *clean.more, *clean.by_name.values()]:
+        for name in ("password", "api_key", "pin", "secret_number"):
+            creds.ClearField(name)  # type: ignore[arg-type]
+    for name in ("tokens", "secret_labels", "secret_struct"):
+        clean.ClearField(name)  # type: ignore[arg-type]
+    if clean.HasField("attachment"):
+        inner = Credentials()
+        clean.attachment.Unpack(inner)
+        inner.ClearField("password")
+        inner.ClearField("api_key")
+        inner.ClearField("pin")
+        inner.ClearField("secret_number")
+        clean.attachment.Pack(inner)
+    return json_format.MessageToDict(clean, preserving_proto_field_name=True)
+
+
+def _without_redacted_keys(value: Any) -> Any:
+    """The recorded params with the keys of redacted fields removed (mask/HMAC keep keys)."""
+    redacted = {
+        "password",
+        "api_key",
+        "pin",
+        "secret_number",
+        "tokens",
+        "secret_labels",
+        "secret_struct",
+    }
+    if isinstance(value, dict):
+        return {k: _without_redacted_keys(v) for k, v in value.items() if k not in redacted}
+    if isinstance(value, list):
+        return [_without_redacted_keys(v) for v in value]
+    return value
+
+
+def _normalise(value: Any) -> Any:
+    """Struct holds numbers as doubles and protobuf's JSON writes 64-bit ints as text."""
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items() if v not in ({}, [])}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return value
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(), st.sampled_from([KEY, None]))
+def test_no_redacted_value_survives_and_everything_else_round_trips(
+    generated: tuple[Request, list[Any]], hmac_key: bytes | None
+) -> None:
+    request, secrets = generated
+    event = _event_for(request, hmac_key)
+    text = json_format.MessageToJson(event)
+    wire = event.SerializeToString()
+    for secret in secrets:
+        shown = secret.decode() if isinstance(secret, bytes) else str(secret)
+        assert shown not in text
+        assert shown.encode() not in wire
+    recorded = json_format.MessageToDict(event.request.request_params)
+    assert _normalise(_without_redacted_keys(recorded)) == _normalise(_strip_redacted(request))
+
+
+def test_struct_values_round_trip_exactly() -> None:
+    request = Request()
+    request.extra.update({"a": [1, "two", {"three": None}], "b": True})
+    out = Redactor(KEY).to_dict(request)
+    assert out["extra"] == json_format.MessageToDict(request.extra)
+    assert isinstance(request.extra, struct_pb2.Struct)
