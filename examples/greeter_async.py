@@ -6,6 +6,7 @@ Run it: `python examples/greeter_async.py`. Same as greeter.py on `grpc.aio`.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 from google.protobuf import json_format, wrappers_pb2
@@ -14,7 +15,7 @@ from auditline.interceptor import AsyncAuditInterceptor, MemorySink
 
 
 async def say_hello(
-    request: wrappers_pb2.StringValue, context: grpc.aio.ServicerContext
+    request: wrappers_pb2.StringValue, context: grpc.aio.ServicerContext[Any, Any]
 ) -> wrappers_pb2.StringValue:
     return wrappers_pb2.StringValue(value=f"Hello, {request.value}!")
 

@@ -127,7 +127,7 @@ def requests(draw: st.DrawFn) -> tuple[Request, list[Any]]:
         count=draw(st.integers(0, 2**31 - 1)),
         ratio=draw(st.floats(allow_nan=False, allow_infinity=False, width=32)),
         blob=draw(st.binary(max_size=10)),
-        kind=draw(st.sampled_from([0, 1, 2])),
+        kind=draw(st.sampled_from(list(echo_pb2.Kind.values()))),
         labels=draw(st.dictionaries(PLAIN, PLAIN, max_size=3)),
     )
     if draw(st.booleans()):
@@ -183,6 +183,9 @@ def _event_for(request: Request, hmac_key: bytes | None) -> event_pb2.ApiEvent:
         response_count=0,
         code=grpc.StatusCode.OK,
         details="",
+        error=None,
+        ended_by_client=False,
+        deadline_passed=False,
         trailing_metadata=(),
         principal=None,
         trace_id="",
@@ -198,7 +201,7 @@ def _strip_redacted(request: Request) -> dict[str, Any]:
     singles = [getattr(clean, n) for n in ("credentials", "secret_choice") if clean.HasField(n)]
     for creds in [*singles, *clean.more, *clean.by_name.values()]:
         for name in ("password", "api_key", "pin", "secret_number"):
-            creds.ClearField(name)  # type: ignore[arg-type]
+            creds.ClearField(name)
     for name in ("tokens", "secret_labels", "secret_struct"):
         clean.ClearField(name)  # type: ignore[arg-type]
     if clean.HasField("attachment"):
@@ -266,3 +269,27 @@ def test_struct_values_round_trip_exactly() -> None:
     out = Redactor(KEY).to_dict(request)
     assert out["extra"] == json_format.MessageToDict(request.extra)
     assert isinstance(request.extra, struct_pb2.Struct)
+
+
+@given(st.binary(max_size=100), st.text(max_size=50) | st.binary(max_size=50) | st.integers())
+def test_the_fast_hmac_is_rfc_2104_hmac_sha256(key: bytes, value: Any) -> None:
+    import hmac as std_hmac
+
+    from auditline.interceptor._redact import _Hmac
+
+    raw = value if isinstance(value, bytes) else str(value).encode()
+    expected = "hmac-sha256:" + std_hmac.new(key, raw, "sha256").hexdigest()
+    assert _Hmac(key)(value) == expected == hmac_value(key, value)
+
+
+@given(
+    st.integers(min_value=-62135596800, max_value=253402300799),
+    st.integers(min_value=0, max_value=999_999_999),
+)
+def test_timestamps_are_written_as_protobuf_writes_them(seconds: int, nanos: int) -> None:
+    from google.protobuf import timestamp_pb2
+
+    from auditline.interceptor._redact import _timestamp_text
+
+    expected = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos).ToJsonString()
+    assert _timestamp_text(seconds, nanos) == expected

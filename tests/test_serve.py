@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,6 +19,11 @@ from tests.support.certs import make_pki
 from tests.test_contract import EXPECTED_METHODS
 
 Grpcurl = Callable[..., str]
+
+
+def _health_stub(channel: grpc.Channel) -> Any:
+    # The health stubs' type stubs leave out the RPC attributes.
+    return health_pb2_grpc.HealthStub(channel)
 
 
 def test_grpcurl_lists_every_service_through_reflection_only(
@@ -70,7 +76,7 @@ def test_unimplemented_methods_answer_unimplemented_and_server_keeps_serving(
             with pytest.raises(grpc.RpcError) as caught:
                 stub.ListBuckets(bucket_pb2.ListBucketsRequest(), timeout=10)
             assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        health = health_pb2_grpc.HealthStub(channel)
+        health = _health_stub(channel)
         assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == (
             health_pb2.HealthCheckResponse.SERVING
         )
@@ -79,9 +85,7 @@ def test_unimplemented_methods_answer_unimplemented_and_server_keeps_serving(
 def test_sigterm_reports_not_serving_then_exits_cleanly(serve: ServeFactory) -> None:
     server = serve("--shutdown-grace", "2")
     with grpc.insecure_channel(server.target) as channel:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(), timeout=30
-        )
+        watch = _health_stub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         server.proc.send_signal(15)
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
@@ -150,7 +154,7 @@ def test_bad_environment_variable_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def _health(channel: grpc.Channel) -> int:
-    stub = health_pb2_grpc.HealthStub(channel)
+    stub = _health_stub(channel)
     return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status)
 
 
@@ -195,7 +199,7 @@ def test_every_call_to_the_server_is_audited(serve: ServeFactory) -> None:
         stub = bucket_pb2_grpc.BucketServiceStub(channel)
         with pytest.raises(grpc.RpcError):
             stub.GetBucket(bucket_pb2.GetBucketRequest(name="buckets/logs"), timeout=10)
-        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        _health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert server.terminate() == 0
     lines = (server.data_dir / "audit" / "events.jsonl").read_text().splitlines()
     events = [json.loads(line) for line in lines]

@@ -157,10 +157,10 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
     def __init__(self, reader_writer: bool = False) -> None:
         self.reader_writer = reader_writer
 
-    async def Echo(self, request: Any, context: Any) -> Any:  # type: ignore[override]
+    async def Echo(self, request: Any, context: Any) -> Any:
         return await act_async(request, context)
 
-    async def CreateThing(self, request: Any, context: Any) -> Any:  # type: ignore[override]
+    async def CreateThing(self, request: Any, context: Any) -> Any:
         return await act_async(request, context)
 
     def ListThings(self, request: Any, context: Any) -> Any:
@@ -178,7 +178,7 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
                 await act_async(request, context)
             await context.write(reply(request, index))
 
-    async def UploadThings(self, requests: Any, context: Any) -> Any:  # type: ignore[override]
+    async def UploadThings(self, requests: Any, context: Any) -> Any:
         received = []
         if self.reader_writer:
             while (item := await context.read()) is not grpc.aio.EOF:
@@ -213,7 +213,7 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
 
 def _generic_handler(servicer: AsyncEcho) -> grpc.GenericRpcHandler:
     """The aio servicer's handlers, with each method's real function (generator or not)."""
-    handlers = {
+    handlers: dict[str, Any] = {
         "Echo": grpc.unary_unary_rpc_method_handler(servicer.Echo),
         "CreateThing": grpc.unary_unary_rpc_method_handler(servicer.CreateThing),
         "ListThings": grpc.unary_stream_rpc_method_handler(

@@ -29,6 +29,8 @@ from auditline.interceptor._methods import MethodInfo, message_class_of, method_
 
 __all__ = ["AsyncAuditInterceptor"]
 
+# grpc.RpcMethodHandler: its stubs type messages, while these wrappers pass bytes.
+Handler = Any
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
 
@@ -81,14 +83,14 @@ async def _counting_requests(requests: AsyncIterator[Any], counts: _Counts) -> A
         yield item
 
 
-class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
     __doc__ = AuditInterceptorBase.__doc__
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         method: str = handler_call_details.method
         try:
             handler = await continuation(handler_call_details)
@@ -113,20 +115,35 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
         started_ns: int,
         scope: _CallScope | None,
         error: BaseException | None,
-        **capture: Any,
+        *,
+        request: bytes | None,
+        request_class: type[message.Message] | None,
+        request_count: int,
+        response: Any,
+        response_class: type[message.Message] | None,
+        response_count: int,
     ) -> None:
+        # The handler task is cancelled when the client cancels or its deadline passes.
         ended_by_client = isinstance(error, asyncio.CancelledError)
         try:
             self._record(
-                info, context, started_ns, scope, error, ended_by_client=ended_by_client, **capture
+                info,
+                context,
+                started_ns,
+                scope,
+                error,
+                ended_by_client,
+                request,
+                request_class,
+                request_count,
+                response,
+                response_count,
             )
         except AuditUnavailableError:
             if error is None:
                 raise
 
-    def _rejecting(
-        self, info: MethodInfo, code: grpc.StatusCode, details: str
-    ) -> grpc.RpcMethodHandler:
+    def _rejecting(self, info: MethodInfo, code: grpc.StatusCode, details: str) -> Handler:
         async def behavior(requests: AsyncIterator[bytes], context: Any) -> None:
             started = time.time_ns()
             context.set_code(code)
@@ -150,7 +167,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
 
     # --- wrapping the four call shapes -------------------------------------
 
-    def _wrap(self, info: MethodInfo, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, info: MethodInfo, handler: Handler) -> Handler:
         if handler.unary_unary is not None:
             return self._unary_unary(info, handler)
         if handler.unary_stream is not None:
@@ -234,9 +251,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return response
 
-    def _unary_unary(
-        self, info: MethodInfo, handler: grpc.RpcMethodHandler
-    ) -> grpc.RpcMethodHandler:
+    def _unary_unary(self, info: MethodInfo, handler: Handler) -> Handler:
         inner = handler.unary_unary
         deserialize: Deserializer = handler.request_deserializer
         serialize: Serializer = handler.response_serializer
@@ -264,9 +279,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
 
         return grpc.unary_unary_rpc_method_handler(behavior)
 
-    def _stream_unary(
-        self, info: MethodInfo, handler: grpc.RpcMethodHandler
-    ) -> grpc.RpcMethodHandler:
+    def _stream_unary(self, info: MethodInfo, handler: Handler) -> Handler:
         inner = handler.stream_unary
         serialize: Serializer = handler.response_serializer
         request_class = info.request_class
@@ -373,9 +386,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
 
         return coroutine
 
-    def _unary_stream(
-        self, info: MethodInfo, handler: grpc.RpcMethodHandler
-    ) -> grpc.RpcMethodHandler:
+    def _unary_stream(self, info: MethodInfo, handler: Handler) -> Handler:
         deserialize: Deserializer = handler.request_deserializer
 
         async def parse(raw: bytes, context: Any, counts: _Counts) -> Any:
@@ -392,9 +403,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):  
             behavior, request_deserializer=None, response_serializer=handler.response_serializer
         )
 
-    def _stream_stream(
-        self, info: MethodInfo, handler: grpc.RpcMethodHandler
-    ) -> grpc.RpcMethodHandler:
+    def _stream_stream(self, info: MethodInfo, handler: Handler) -> Handler:
         async def count(requests: AsyncIterator[Any], context: Any, counts: _Counts) -> Any:
             return _counting_requests(requests, counts)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import grpc
 from google.protobuf import message
 
 from auditline.interceptor._core import (
@@ -13,7 +12,6 @@ from auditline.interceptor._core import (
     PrincipalResolver,
     Sink,
     _CallScope,
-    final_status,
     make_config,
 )
 from auditline.interceptor._methods import MethodInfo, method_info
@@ -21,14 +19,6 @@ from auditline.interceptor._methods import MethodInfo, method_info
 __all__ = ["AuditInterceptorBase"]
 
 _HANDLER_CACHE_SIZE = 4096
-_CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
-
-
-def as_status_code(code: Any) -> grpc.StatusCode | None:
-    """gRPC's sync context gives `StatusCode`s, the asyncio one may give numbers."""
-    if code is None or isinstance(code, grpc.StatusCode):
-        return code
-    return _CODES_BY_NUMBER.get(int(code), grpc.StatusCode.UNKNOWN)
 
 
 class AuditInterceptorBase:
@@ -77,24 +67,19 @@ class AuditInterceptorBase:
                 fail_closed=fail_closed,
             ),
         )
-        # Wrapped handlers by (method, original handler). Handlers change per call
-        # only when an inner interceptor builds them per call, so the cache stops
-        # growing at a bound instead of holding on to those.
-        self._handlers: dict[tuple[str, Any], grpc.RpcMethodHandler] = {}
+        # The wrapped handler of each method, with the handler it wraps. Inner
+        # interceptors that build a new handler per call get it re-wrapped per call;
+        # method names beyond the bound (which clients choose) are not kept.
+        self._handlers: dict[str, tuple[Any, Any]] = {}
 
-    def _cached(
-        self, method: str, handler: Any, wrap: Callable[[MethodInfo, Any], grpc.RpcMethodHandler]
-    ) -> grpc.RpcMethodHandler:
-        key = (method, handler)
-        try:
-            return self._handlers[key]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable handler from some inner interceptor
-            return wrap(method_info(method), handler)
+    def _cached(self, method: str, handler: Any, wrap: Callable[[MethodInfo, Any], Any]) -> Any:
+        """The wrapped handler, made once per method while its handler stays the same."""
+        entry = self._handlers.get(method)
+        if entry is not None and entry[0] is handler:
+            return entry[1]
         wrapped = wrap(method_info(method), handler)
-        if len(self._handlers) < _HANDLER_CACHE_SIZE:
-            self._handlers[key] = wrapped
+        if entry is not None or len(self._handlers) < _HANDLER_CACHE_SIZE:
+            self._handlers[method] = (handler, wrapped)
         return wrapped
 
     @property
@@ -117,39 +102,29 @@ class AuditInterceptorBase:
         started_ns: int,
         scope: _CallScope | None,
         error: BaseException | None,
-        *,
         ended_by_client: bool,
         request: bytes | message.Message | None,
         request_class: type[message.Message] | None,
         request_count: int,
         response: bytes | message.Message | None,
-        response_class: type[message.Message] | None,
         response_count: int,
     ) -> None:
-        """Settle the final status of a finished call and hand its record on.
+        """Capture a finished call and hand its record on.
 
         Raises `AuditUnavailableError` only in fail-closed mode.
         """
-        remaining = context.time_remaining() if ended_by_client else None
-        code, details = final_status(
-            as_status_code(context.code()),
-            context.details(),
-            error,
-            ended_by_client=ended_by_client,
-            deadline_passed=remaining is not None and remaining <= 0,
+        self._core.submit(
+            self._core.capture(
+                info,
+                context,
+                started_ns,
+                scope,
+                error,
+                ended_by_client,
+                request,
+                request_class,
+                request_count,
+                response,
+                response_count,
+            )
         )
-        record = self._core.capture(
-            info,
-            context,
-            started_ns=started_ns,
-            scope=scope,
-            request=request,
-            request_class=request_class,
-            request_count=request_count,
-            response=response if code == grpc.StatusCode.OK else None,
-            response_class=response_class,
-            response_count=response_count,
-            code=code,
-            details=details,
-        )
-        self._core.submit(record)

@@ -8,16 +8,18 @@ the peer and the metadata. A background worker turns records into redacted
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import dataclasses
+import itertools
 import json
 import logging
-import queue
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import grpc
 from google.protobuf import message
@@ -112,9 +114,12 @@ def exit_scope(token: contextvars.Token[_CallScope | None]) -> None:
     _SCOPE.reset(token)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class CallRecord:
-    """Everything captured about one finished call, before redaction."""
+class CallRecord(NamedTuple):
+    """Everything captured about one finished call, before redaction.
+
+    Raw on purpose: the final status is settled, and bodies parsed and redacted,
+    by the background worker, off the request path.
+    """
 
     info: MethodInfo
     started_ns: int
@@ -127,9 +132,12 @@ class CallRecord:
     response: bytes | message.Message | None
     response_class: type[message.Message] | None
     response_count: int
-    code: grpc.StatusCode
-    details: str
-    trailing_metadata: Metadata
+    code: Any  # what the context said: a StatusCode, a number, or None
+    details: str | bytes | None
+    error: type[BaseException] | None
+    ended_by_client: bool
+    deadline_passed: bool
+    trailing_metadata: Metadata | None
     principal: Principal | None
     trace_id: str
     span_id: str
@@ -195,10 +203,20 @@ def summarize_status_details(raw: bytes) -> list[str]:
     return lines
 
 
+_CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def as_status_code(code: Any) -> grpc.StatusCode | None:
+    """gRPC's sync context gives `StatusCode`s, the asyncio one may give numbers."""
+    if code is None or isinstance(code, grpc.StatusCode):
+        return code
+    return _CODES_BY_NUMBER.get(int(code), grpc.StatusCode.UNKNOWN)
+
+
 def final_status(
     code: grpc.StatusCode | None,
     details: str | bytes | None,
-    error: BaseException | None,
+    error: type[BaseException] | None,
     *,
     ended_by_client: bool,
     deadline_passed: bool,
@@ -211,7 +229,7 @@ def final_status(
     if error is not None and code in (None, grpc.StatusCode.OK):
         # An uncaught exception: the type only, never its message (it may hold
         # secrets) nor the stack.
-        return grpc.StatusCode.UNKNOWN, f"Exception calling application: {type(error).__name__}"
+        return grpc.StatusCode.UNKNOWN, f"Exception calling application: {error.__name__}"
     return code or grpc.StatusCode.OK, _as_text(details)
 
 
@@ -229,6 +247,21 @@ class AuditConfig:
     log_type: int = event_pb2.LOG_TYPE_ACCOUNT_API
 
 
+class _EventIds:
+    """UUID-shaped event ids: 80 random bits per process, then a 48-bit counter.
+
+    As unique as uuid4 across processes, and about ten times cheaper to make.
+    """
+
+    def __init__(self) -> None:
+        prefix = uuid.uuid4().hex  # version 4 and the RFC 4122 variant come with it
+        self._prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
+        self._counter = itertools.count(int.from_bytes(os.urandom(3)))
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
+
+
 class _Flush:
     __slots__ = ("done",)
 
@@ -236,18 +269,27 @@ class _Flush:
         self.done = threading.Event()
 
 
-_STOP = object()
-
-
 class AuditCore:
-    """Builds events from records and feeds the sink from one background thread."""
+    """Builds events from records and feeds the sink from one background thread.
+
+    The request path only appends to a deque (no lock, no wake-up); the worker
+    drains it in batches every `poll_interval` seconds, so a busy server pays
+    one thread switch per batch rather than one per call.
+    """
+
+    poll_interval = 0.05
 
     def __init__(self, sink: Sink, config: AuditConfig) -> None:
         self.sink = sink
         self.config = config
         self.redactor = Redactor(config.hmac_key)
         self.sink_errors = 0
-        self._queue: queue.SimpleQueue[CallRecord | _Flush | object] = queue.SimpleQueue()
+        # What the background worker did: events delivered, CPU time spent on them.
+        self.delivered = 0
+        self.worker_cpu_seconds = 0.0
+        self._ids = _EventIds()
+        self._pending: collections.deque[CallRecord | _Flush] = collections.deque()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -258,45 +300,48 @@ class AuditCore:
         self,
         info: MethodInfo,
         context: Any,
-        *,
         started_ns: int,
         scope: _CallScope | None,
+        error: BaseException | None,
+        ended_by_client: bool,
         request: bytes | message.Message | None,
         request_class: type[message.Message] | None,
         request_count: int,
         response: bytes | message.Message | None,
-        response_class: type[message.Message] | None,
         response_count: int,
-        code: grpc.StatusCode,
-        details: str,
     ) -> CallRecord:
-        """Snapshot a finished call. Cheap: no redaction, no encoding."""
-        metadata: Metadata = tuple(context.invocation_metadata() or ())
-        peer = context.peer()
+        """Snapshot a finished call. Cheap: references and a few reads, nothing more."""
+        metadata: Metadata = context.invocation_metadata() or ()
         principal = scope.principal if scope is not None else None
         if principal is None and self.config.principal is not None:
             principal = self.config.principal(
-                PrincipalInput(info.full_method, metadata, peer, context.auth_context())
+                PrincipalInput(
+                    info.full_method, tuple(metadata), context.peer(), context.auth_context()
+                )
             )
         trace_id, span_id = _trace_ids(metadata)
+        remaining = context.time_remaining() if ended_by_client else None
         return CallRecord(
-            info=info,
-            started_ns=started_ns,
-            ended_ns=time.time_ns(),
-            peer=peer,
-            metadata=metadata,
-            request=request,
-            request_class=request_class,
-            request_count=request_count,
-            response=response,
-            response_class=response_class,
-            response_count=response_count,
-            code=code,
-            details=details,
-            trailing_metadata=tuple(context.trailing_metadata() or ()),
-            principal=principal,
-            trace_id=trace_id,
-            span_id=span_id,
+            info,
+            started_ns,
+            time.time_ns(),
+            context.peer(),
+            metadata,
+            request,
+            request_class,
+            request_count,
+            response,
+            None,
+            response_count,
+            context.code(),
+            context.details(),
+            type(error) if error is not None else None,
+            ended_by_client,
+            remaining is not None and remaining <= 0,
+            context.trailing_metadata(),
+            principal,
+            trace_id,
+            span_id,
         )
 
     def submit(self, record: CallRecord) -> None:
@@ -310,60 +355,66 @@ class AuditCore:
                     f"the audit log cannot record this call ({type(exc).__name__})"
                 ) from None
             return
-        self._ensure_worker()
-        self._queue.put(record)
+        if self._thread is None:
+            self._start_worker()
+        self._pending.append(record)
 
     # --- background ---------------------------------------------------------
 
-    def _ensure_worker(self) -> None:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None and not self._closed:
-                    thread = threading.Thread(
-                        target=self._run, name="auditline-events", daemon=True
-                    )
-                    thread.start()
-                    self._thread = thread
+    def _start_worker(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed:
+                thread = threading.Thread(target=self._run, name="auditline-events", daemon=True)
+                thread.start()
+                self._thread = thread
 
     def _run(self) -> None:
+        pending = self._pending
         while True:
-            item = self._queue.get()
-            if item is _STOP:
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+            started = time.thread_time()
+            while pending:
+                item = pending.popleft()
+                if isinstance(item, _Flush):
+                    item.done.set()
+                else:
+                    self._deliver(item)
+                    self.delivered += 1
+            self.worker_cpu_seconds += time.thread_time() - started
+            if self._closed:
                 return
-            if isinstance(item, _Flush):
-                item.done.set()
-                continue
-            assert isinstance(item, CallRecord)
-            try:
-                event = self.build_event(item)
-            except Exception:
-                # A bug here must not take the worker down with it.
-                log.exception("could not build the audit event of %s", item.info.full_method)
-                continue
-            try:
-                self.sink.emit(event)
-            except Exception as exc:
-                self.sink_errors += 1
-                if self.sink_errors == 1 or self.sink_errors % 1000 == 0:
-                    log.error(
-                        "audit sink failed (%d so far): %s", self.sink_errors, type(exc).__name__
-                    )
+
+    def _deliver(self, record: CallRecord) -> None:
+        try:
+            event = self.build_event(record)
+        except Exception:
+            # A bug here must not take the worker down with it.
+            log.exception("could not build the audit event of %s", record.info.full_method)
+            return
+        try:
+            self.sink.emit(event)
+        except Exception as exc:
+            self.sink_errors += 1
+            if self.sink_errors == 1 or self.sink_errors % 1000 == 0:
+                log.error("audit sink failed (%d so far): %s", self.sink_errors, type(exc).__name__)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every call finished so far has reached the sink."""
         if self._thread is None:
             return True
         marker = _Flush()
-        self._queue.put(marker)
+        self._pending.append(marker)
+        self._wake.set()
         return marker.done.wait(timeout)
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Flush, then stop the worker. Calls after this are no longer queued."""
+        """Deliver what is pending, then stop the worker."""
         with self._lock:
             self._closed = True
             thread = self._thread
         if thread is not None:
-            self._queue.put(_STOP)
+            self._wake.set()
             thread.join(timeout)
 
     # --- event building -----------------------------------------------------
@@ -419,7 +470,7 @@ class AuditCore:
         event = event_pb2.ApiEvent(
             event_name=info.event_name,
             version="2",
-            event_id=str(uuid.uuid4()),
+            event_id=self._ids.next(),
             node_id=self.config.node_id,
             service=info.service,
             method=info.method,
@@ -455,17 +506,23 @@ class AuditCore:
 
         response = event.response
         response.response_time.FromNanoseconds(record.ended_ns)
-        code = record.code
+        code, details = final_status(
+            as_status_code(record.code),
+            record.details,
+            record.error,
+            ended_by_client=record.ended_by_client,
+            deadline_passed=record.deadline_passed,
+        )
         response.response_code = code.value[0]
         response.response_status = code.name
-        response.response_error = record.details
+        response.response_error = details
         response.message_count = record.response_count
         response.response_body.SetInParent()
         if code == grpc.StatusCode.OK and not info.omit_response_body:
             body, response.body_truncated = self._body(record.response, record.response_class)
             if body:
                 response.response_body.update(body)
-        for key, value in record.trailing_metadata:
+        for key, value in record.trailing_metadata or ():
             if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
                 response.error_details.extend(summarize_status_details(value))
         return event

@@ -13,8 +13,9 @@ import dataclasses
 import hashlib
 import hmac
 import math
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import descriptor, descriptor_pool, message, message_factory
 from google.protobuf.descriptor import FieldDescriptor
@@ -50,6 +51,26 @@ def _canonical_bytes(value: object) -> bytes:
     return str(value).encode()
 
 
+class _Hmac:
+    """HMAC-SHA256 under one key, with the padded key states hashed once (RFC 2104)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def __call__(self, value: object) -> str:
+        inner = self._inner.copy()
+        inner.update(_canonical_bytes(value))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return HMAC_PREFIX + outer.hexdigest()
+
+
 def hmac_value(key: bytes, value: object) -> str:
     """`hmac-sha256:<hex>` of a value, as redaction mode HMAC_SHA256 writes it.
 
@@ -57,8 +78,7 @@ def hmac_value(key: bytes, value: object) -> str:
     secret key) without the log ever holding the value itself. Strings hash as
     UTF-8, bytes as they are, messages in deterministic wire form.
     """
-    digest = hmac.new(key, _canonical_bytes(value), hashlib.sha256).hexdigest()
-    return HMAC_PREFIX + digest
+    return HMAC_PREFIX + hmac.digest(key, _canonical_bytes(value), "sha256").hex()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,6 +99,23 @@ def _field_mode(field: FieldDescriptor) -> int:
     return REMOVE if options.debug_redact else 0
 
 
+def _timestamp_text(seconds: int, nanos: int) -> str:
+    """RFC 3339 as protobuf's JSON mapping writes it (0, 3, 6 or 9 fraction digits)."""
+    if not 0 <= seconds <= 253402300799:  # outside 0001..9999 only the slow path copes
+        from google.protobuf import timestamp_pb2
+
+        return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos).ToJsonString()
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    if nanos:
+        digits = f"{nanos:09d}"
+        if nanos % 1_000_000 == 0:
+            digits = digits[:3]
+        elif nanos % 1000 == 0:
+            digits = digits[:6]
+        text = f"{text}.{digits}"
+    return text + "Z"
+
+
 def _number(value: float) -> float | str:
     # JSON (and Struct) has no NaN or infinity; protobuf's JSON mapping spells them.
     if math.isfinite(value):
@@ -92,7 +129,7 @@ class Redactor:
     def __init__(
         self, hmac_key: bytes | None = None, pool: descriptor_pool.DescriptorPool | None = None
     ) -> None:
-        self._hmac_key = hmac_key
+        self._hmac = _Hmac(hmac_key) if hmac_key is not None else None
         self._pool = pool or descriptor_pool.Default()
         self._plans: dict[str, tuple[_FieldPlan, ...]] = {}
 
@@ -104,8 +141,8 @@ class Redactor:
     # --- values -------------------------------------------------------------
 
     def _redacted(self, mode: int, value: object) -> object:
-        if mode == HMAC and self._hmac_key is not None:
-            return hmac_value(self._hmac_key, value)
+        if mode == HMAC and self._hmac is not None:
+            return self._hmac(value)
         # HMAC without a key cannot be computed; masking is the safe fallback.
         return MASK
 
@@ -116,18 +153,17 @@ class Redactor:
 
             return json_format.MessageToDict(msg)
         if full_name in _WRAPPERS:
-            return self._scalar_of(msg.DESCRIPTOR.fields_by_name["value"])(msg.value)  # type: ignore[attr-defined]
+            convert = self._scalar_of(cast(FieldDescriptor, msg.DESCRIPTOR.fields_by_name["value"]))
+            return convert(msg.value)  # type: ignore[attr-defined]
         if full_name == _ANY:
             return self._any(msg)
-        if full_name in (
-            "google.protobuf.Timestamp",
-            "google.protobuf.Duration",
-            "google.protobuf.FieldMask",
-        ):
+        if full_name == "google.protobuf.Timestamp":
+            return _timestamp_text(msg.seconds, msg.nanos)  # type: ignore[attr-defined]
+        if full_name in ("google.protobuf.Duration", "google.protobuf.FieldMask"):
             return msg.ToJsonString()  # type: ignore[attr-defined]
         plans = self._plans.get(full_name)
         if plans is None:
-            plans = self._plan(msg.DESCRIPTOR)
+            plans = self._plan(cast(descriptor.Descriptor, msg.DESCRIPTOR))
         out: dict[str, Any] = {}
         for field, value in msg.ListFields():
             plan = plans[field.index]
@@ -172,11 +208,10 @@ class Redactor:
     def _plan(self, message_descriptor: descriptor.Descriptor) -> tuple[_FieldPlan, ...]:
         plans = []
         for field in message_descriptor.fields:
-            is_map = bool(
-                field.message_type is not None and field.message_type.GetOptions().map_entry
-            )
-            if is_map:
-                convert = self._convert(field.message_type.fields_by_name["value"])
+            entry = field.message_type
+            is_map = entry is not None and entry.GetOptions().map_entry
+            if entry is not None and is_map:
+                convert = self._convert(entry.fields_by_name["value"])
             else:
                 convert = self._convert(field)
             plans.append(
@@ -203,6 +238,7 @@ class Redactor:
         kind = field.type
         if kind == FieldDescriptor.TYPE_ENUM:
             enum = field.enum_type
+            assert enum is not None
 
             def enum_name(number: int) -> Any:
                 value = enum.values_by_number.get(number)

@@ -22,7 +22,8 @@ from auditline.interceptor._methods import MethodInfo, message_class_of, method_
 
 __all__ = ["AuditInterceptor"]
 
-Handler = Any  # grpc.RpcMethodHandler: generic in the stubs, not at run time
+# grpc.RpcMethodHandler: its stubs type messages, while these wrappers pass bytes.
+Handler = Any
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
 
@@ -83,16 +84,16 @@ class _RequestCounter:
 RequestSide = _UnaryRequest | _RequestCounter
 
 
-class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):  # type: ignore[misc]
+class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
     __doc__ = AuditInterceptorBase.__doc__
 
     # --- grpc.ServerInterceptor --------------------------------------------
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Handler | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler:
         method: str = handler_call_details.method
         try:
             handler = continuation(handler_call_details)
@@ -110,54 +111,20 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):  # type: i
 
     # --- recording ------------------------------------------------------------
 
-    def _finish(
-        self,
-        info: MethodInfo,
-        context: grpc.ServicerContext,
-        started_ns: int,
-        scope: _CallScope | None,
-        error: BaseException | None,
-        **capture: Any,
-    ) -> None:
-        # Not active before the status is sent: the client cancelled or its deadline passed.
-        self._record(
-            info,
-            context,
-            started_ns,
-            scope,
-            error,
-            ended_by_client=not context.is_active(),
-            **capture,
-        )
-
-    def _rejecting(
-        self, info: MethodInfo, code: grpc.StatusCode, details: str
-    ) -> grpc.RpcMethodHandler:
+    def _rejecting(self, info: MethodInfo, code: grpc.StatusCode, details: str) -> Handler:
         def behavior(request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> None:
             started = time.time_ns()
             context.set_code(code)
             context.set_details(details)
             with contextlib.suppress(AuditUnavailableError):
-                self._finish(
-                    info,
-                    context,
-                    started,
-                    None,
-                    None,
-                    request=None,
-                    request_class=None,
-                    request_count=0,
-                    response=None,
-                    response_class=None,
-                    response_count=0,
-                )
+                self._record(info, context, started, None, None, False, None, None, 0, None, 0)
             context.abort(code, details)
 
         return grpc.stream_stream_rpc_method_handler(behavior)
 
     # --- wrapping the four call shapes -------------------------------------
 
-    def _wrap(self, info: MethodInfo, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, info: MethodInfo, handler: Handler) -> Handler:
         if handler.unary_unary is not None:
             return self._unary_unary(info, handler)
         if handler.unary_stream is not None:
@@ -182,9 +149,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):  # type: i
             )
 
     @staticmethod
-    def _serialize_unary(
-        result: Any, serialize: Serializer, context: grpc.ServicerContext
-    ) -> bytes | None:
+    def _serialize_unary(result: Any, serialize: Serializer, context: Any) -> bytes | None:
         if result is None:
             if context.code() in (None, grpc.StatusCode.OK):
                 # gRPC would answer INTERNAL "Failed to serialize response!"; say why.
@@ -204,20 +169,21 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):  # type: i
         response: Any,
         response_count: int,
     ) -> None:
-        # The response is the handler's own object: the call is over, nothing
+        # Not active before the status is sent: the client cancelled or its deadline
+        # passed. The response is the handler's own object: the call is over, nothing
         # else touches it, and the background worker needs no parse to read it.
-        self._finish(
+        self._record(
             info,
             context,
             started,
             scope,
             error,
-            request=request.raw,
-            request_class=request.cls,
-            request_count=request.count,
-            response=response,
-            response_class=None,
-            response_count=response_count,
+            not context.is_active(),
+            request.raw,
+            request.cls,
+            request.count,
+            response,
+            response_count,
         )
 
     def _unary_response(
@@ -245,7 +211,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):  # type: i
                         started,
                         scope,
                         exc,
-                        request or _UnaryRequest(argument),
+                        request,
                         None,
                         0,
                     )
@@ -313,7 +279,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):  # type: i
                         started,
                         scope,
                         exc,
-                        request or _UnaryRequest(argument),
+                        request,
                         None,
                         0,
                     )

@@ -48,21 +48,24 @@ def _add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
     pool.AddSerializedFile(file_proto.SerializeToString())
 
 
-class _ReflectionServicer(reflection.ReflectionServicer):  # type: ignore[misc]
+class _ReflectionServicer(reflection.ReflectionServicer):
     """Also resolves method names (`pkg.Service.Method`), as `grpcurl describe` asks."""
 
     def _file_containing_symbol(self, request: Any, fully_qualified_name: str) -> Any:
+        pool = descriptor_pool.Default()
         try:
-            self._pool.FindFileContainingSymbol(fully_qualified_name)
+            pool.FindFileContainingSymbol(fully_qualified_name)
         except KeyError:
             parent, _, member = fully_qualified_name.rpartition(".")
             try:
-                service = self._pool.FindServiceByName(parent)
+                service = pool.FindServiceByName(parent)
             except KeyError:
                 service = None
             if service is not None and member in service.methods_by_name:
                 fully_qualified_name = parent
-        return super()._file_containing_symbol(request, fully_qualified_name)
+        # grpcio-reflection's own lookup (untyped, private): kept, only the name changes.
+        lookup = super()._file_containing_symbol  # type: ignore[misc]
+        return lookup(request, fully_qualified_name)
 
 
 def enable_reflection(service_names: Iterable[str], server: grpc.Server) -> None:
