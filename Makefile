@@ -30,11 +30,12 @@ generate: $(STAMP)
 	$(BIN)/python tools/generate.py
 
 # Regenerate and fail if that changed anything: committed code must match proto/.
+GENERATED_DIRS := client/auditline/account client/auditline/audit tests/generated
+
 generate-check: generate
-	@git diff --exit-code --stat -- client/ tests/generated/ || \
-	  (echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
-	@test -z "$$(git status --porcelain --untracked-files=all -- client/ tests/generated/)" || \
-	  (git status --short -- client/ tests/generated/; echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain --untracked-files=all -- $(GENERATED_DIRS))" || \
+	  (git status --short -- $(GENERATED_DIRS); git diff --stat -- $(GENERATED_DIRS); \
+	   echo "generated code is stale: run 'make generate' and commit" >&2; exit 1)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -13,7 +13,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from auditline.account.v1 import bucket_pb2, bucket_pb2_grpc
+from auditline.account.v1 import auth_pb2, auth_pb2_grpc, bucket_pb2, bucket_pb2_grpc
+from auditline.interceptor import hmac_value
 from tests.conftest import ServeFactory
 from tests.support.certs import make_pki
 from tests.test_contract import EXPECTED_METHODS
@@ -212,3 +213,32 @@ def test_every_call_to_the_server_is_audited(serve: ServeFactory) -> None:
     assert events[0]["NodeId"] == (server.data_dir / "node-id").read_text().strip()
     key_file = server.data_dir / "audit-hmac.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_audit_hash_prints_the_hmac_under_the_servers_key(serve: ServeFactory) -> None:
+    secret = "known-session-token-7d1e"
+    server = serve()
+    with grpc.insecure_channel(server.target) as channel:
+        stub = auth_pb2_grpc.AuthServiceStub(channel)
+        with pytest.raises(grpc.RpcError):
+            stub.ValidateToken(auth_pb2.ValidateTokenRequest(token=secret), timeout=10)
+    assert server.terminate() == 0
+    log = (server.data_dir / "audit" / "events.jsonl").read_text()
+    assert secret not in log
+    result = subprocess.run(
+        [sys.executable, "-m", "auditline.client.cli", "audit-hash", "--data-dir",
+         str(server.data_dir)], input=secret + "\n", capture_output=True, text=True,
+        timeout=30, check=True)
+    digest = result.stdout.strip()
+    assert digest.startswith("hmac-sha256:")
+    # Unimplemented services are not parsed; the hash is still what the log would hold.
+    assert digest == hmac_value(
+        bytes.fromhex((server.data_dir / "audit-hmac.key").read_text()), secret)
+
+
+def test_audit_hash_without_a_key_fails_clearly(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "auditline.client.cli", "audit-hash", "--data-dir",
+         str(tmp_path)], input="x", capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert "no audit HMAC key" in result.stderr

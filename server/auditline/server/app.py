@@ -114,12 +114,12 @@ def _prepare_data_dir(path: Path) -> str:
     return node_file.read_text().strip()
 
 
-def load_hmac_key(settings: Settings) -> bytes:
+def load_hmac_key(settings: Settings, *, create: bool = True) -> bytes:
     """The audit HMAC key: from --audit-hmac-key-file, else created once in the data dir."""
     path = settings.audit_hmac_key_file or settings.data_dir / "audit-hmac.key"
     if not path.exists():
-        if settings.audit_hmac_key_file is not None:
-            raise FileNotFoundError(f"--audit-hmac-key-file {path} does not exist")
+        if settings.audit_hmac_key_file is not None or not create:
+            raise FileNotFoundError(f"no audit HMAC key at {path}")
         # O_EXCL: two servers sharing a data dir never overwrite each other's key.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:

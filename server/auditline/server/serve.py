@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
-from auditline.server.app import AuditlineServer
-from auditline.server.config import ConfigError, Settings, add_arguments, settings_from_args
+from auditline.interceptor import hmac_value
+from auditline.server.app import AuditlineServer, load_hmac_key
+from auditline.server.config import (
+    ENV_PREFIX,
+    ConfigError,
+    Settings,
+    add_arguments,
+    settings_from_args,
+)
 
-__all__ = ["add_serve_parser", "run"]
+__all__ = ["add_audit_hash_parser", "add_serve_parser", "run"]
 
 log = logging.getLogger("auditline.server")
 
@@ -26,6 +36,38 @@ def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     )
     add_arguments(parser)
     parser.set_defaults(handler=_serve_command)
+
+
+def add_audit_hash_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Add `audit-hash`: the HMAC of a known value, to search the audit log for it."""
+    parser = subparsers.add_parser(
+        "audit-hash",
+        help="print the hmac-sha256 of a value read from standard input",
+        description="Print the value's HMAC as HMAC-redacted audit fields record it, so "
+        "the audit log can be searched for a known secret. The value is read from "
+        "standard input (one trailing newline dropped), never from the command line.",
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path(
+        os.environ.get(ENV_PREFIX + "DATA_DIR", "data")), help="the server's data directory")
+    parser.add_argument("--audit-hmac-key-file", type=Path, default=None,
+                        help="the key file, when the server uses --audit-hmac-key-file")
+    parser.set_defaults(handler=_audit_hash_command)
+
+
+def _audit_hash_command(args: argparse.Namespace) -> int:
+    settings = Settings(data_dir=args.data_dir, audit_hmac_key_file=args.audit_hmac_key_file)
+    try:
+        key = load_hmac_key(settings, create=False)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"auditline audit-hash: {exc}", file=sys.stderr)
+        return 1
+    value = sys.stdin.buffer.read()
+    if value.endswith(b"\n"):
+        value = value[:-1]
+    print(hmac_value(key, value))
+    return 0
 
 
 def _serve_command(args: argparse.Namespace) -> int:
