@@ -226,19 +226,36 @@ def test_audit_hash_prints_the_hmac_under_the_servers_key(serve: ServeFactory) -
     log = (server.data_dir / "audit" / "events.jsonl").read_text()
     assert secret not in log
     result = subprocess.run(
-        [sys.executable, "-m", "auditline.client.cli", "audit-hash", "--data-dir",
-         str(server.data_dir)], input=secret + "\n", capture_output=True, text=True,
-        timeout=30, check=True)
+        [
+            sys.executable,
+            "-m",
+            "auditline.client.cli",
+            "audit-hash",
+            "--data-dir",
+            str(server.data_dir),
+        ],
+        input=secret + "\n",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     digest = result.stdout.strip()
     assert digest.startswith("hmac-sha256:")
     # Unimplemented services are not parsed; the hash is still what the log would hold.
     assert digest == hmac_value(
-        bytes.fromhex((server.data_dir / "audit-hmac.key").read_text()), secret)
+        bytes.fromhex((server.data_dir / "audit-hmac.key").read_text()), secret
+    )
 
 
 def test_audit_hash_without_a_key_fails_clearly(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "auditline.client.cli", "audit-hash", "--data-dir",
-         str(tmp_path)], input="x", capture_output=True, text=True, timeout=30, check=False)
+        [sys.executable, "-m", "auditline.client.cli", "audit-hash", "--data-dir", str(tmp_path)],
+        input="x",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 1
     assert "no audit HMAC key" in result.stderr

@@ -49,10 +49,18 @@ def add_audit_hash_parser(
         "the audit log can be searched for a known secret. The value is read from "
         "standard input (one trailing newline dropped), never from the command line.",
     )
-    parser.add_argument("--data-dir", type=Path, default=Path(
-        os.environ.get(ENV_PREFIX + "DATA_DIR", "data")), help="the server's data directory")
-    parser.add_argument("--audit-hmac-key-file", type=Path, default=None,
-                        help="the key file, when the server uses --audit-hmac-key-file")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get(ENV_PREFIX + "DATA_DIR", "data")),
+        help="the server's data directory",
+    )
+    parser.add_argument(
+        "--audit-hmac-key-file",
+        type=Path,
+        default=None,
+        help="the key file, when the server uses --audit-hmac-key-file",
+    )
     parser.set_defaults(handler=_audit_hash_command)
 
 
