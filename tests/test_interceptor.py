@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -556,3 +557,26 @@ def test_async_handlers_stay_coroutines_and_async_generators() -> None:
     assert inspect.isasyncgenfunction(wrapped.unary_stream)
     wrapped = asyncio.run(wrap(grpc.stream_stream_rpc_method_handler(stream)))
     assert inspect.isasyncgenfunction(wrapped.stream_stream)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_unix_socket_peer(flavour: str, tmp_path: Path) -> None:
+    socket_path = tmp_path / "echo.sock"
+    h = Harness(flavour, address=f"unix:{socket_path}")
+    try:
+        h.stub.Echo(R(text="unix"))
+        assert h.one_event().request.source_ip.startswith("unix:")
+    finally:
+        h.close()
+
+
+def test_trace_ids_from_the_active_opentelemetry_span() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from auditline.interceptor._core import _trace_ids
+
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("call") as span:
+        context = span.get_span_context()
+        assert _trace_ids(()) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    assert _trace_ids(()) == ("", "")

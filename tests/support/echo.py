@@ -235,6 +235,13 @@ def _generic_handler(servicer: AsyncEcho) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler("auditline_testing.v1.EchoService", handlers)
 
 
+def _target(address: str, port: int) -> str:
+    """Where a client reaches a server bound to `address` (port 0 resolved)."""
+    if address.startswith("unix:"):
+        return address
+    return f"{address.rpartition(':')[0]}:{port}"
+
+
 class SyncServer:
     """A thread-pool gRPC server with the given interceptors."""
 
@@ -244,8 +251,7 @@ class SyncServer:
         )
         echo_pb2_grpc.add_EchoServiceServicer_to_server(SyncEcho(), self.server)
         port = self.server.add_insecure_port(address)
-        host = address.rpartition(":")[0]
-        self.target = f"{host}:{port}"
+        self.target = _target(address, port)
         self.server.start()
 
     def stop(self) -> None:
@@ -275,8 +281,7 @@ class AsyncServer:
             return server, port
 
         self.server, port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(30)
-        host = address.rpartition(":")[0]
-        self.target = f"{host}:{port}"
+        self.target = _target(address, port)
 
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(30)
