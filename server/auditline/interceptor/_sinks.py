@@ -44,13 +44,15 @@ class JsonLinesSink:
         self.path = path
         self._file = path.open("a", encoding="utf-8")
         path.chmod(0o600)
+        self._lock = threading.Lock()
 
     def emit(self, event: event_pb2.ApiEvent) -> None:
         line = json_format.MessageToJson(
             event, indent=None, always_print_fields_with_no_presence=True
         )
-        self._file.write(line + "\n")
-        self._file.flush()
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
 
     def close(self) -> None:
         self._file.close()

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -30,14 +31,25 @@ from auditline.account.v1 import (
 from auditline.audit.v1 import (
     audit_log_pb2,
     audit_log_pb2_grpc,
+    event_pb2,
     exporter_pb2,
     exporter_pb2_grpc,
+    options_pb2,
     settings_pb2,
     settings_pb2_grpc,
 )
 from auditline.interceptor import AuditInterceptor, JsonLinesSink
+from auditline.server.accounts import Accounts, IamEvent, LoginPolicy
 from auditline.server.config import Settings, split_list
+from auditline.server.db import Database
+from auditline.server.guard import CallGuard
+from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.reflection import enable_reflection
+from auditline.server.services.auth import AuthServicer
+from auditline.server.services.buckets import BucketServicer
+from auditline.server.services.permissions import PermissionServicer
+from auditline.server.services.service_accounts import ServiceAccountServicer
+from auditline.server.services.usage import UsageServicer, UsageSnapshots
 
 __all__ = ["SERVICES", "AuditlineServer", "ServiceRegistration"]
 
@@ -52,11 +64,13 @@ class ServiceRegistration:
     add_to_server: Callable[[Any, grpc.Server], None]
     # None while the service is not implemented: gRPC then answers its methods
     # with UNIMPLEMENTED, and reflection still describes it.
-    servicer_factory: Callable[[], object] | None
+    servicer_factory: Callable[[AuditlineServer], object] | None
 
 
 def _registration(
-    descriptor: Any, add: Callable[[Any, grpc.Server], None], factory: Callable[[], object] | None
+    descriptor: Any,
+    add: Callable[[Any, grpc.Server], None],
+    factory: Callable[[AuditlineServer], object] | None,
 ) -> ServiceRegistration:
     return ServiceRegistration(descriptor.full_name, add, factory)
 
@@ -65,27 +79,27 @@ SERVICES: tuple[ServiceRegistration, ...] = (
     _registration(
         auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
-        None,
+        lambda server: AuthServicer(server.accounts),
     ),
     _registration(
         usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
         usage_pb2_grpc.add_UsageServiceServicer_to_server,
-        None,
+        lambda server: server.usage,
     ),
     _registration(
         permission_pb2.DESCRIPTOR.services_by_name["PermissionService"],
         permission_pb2_grpc.add_PermissionServiceServicer_to_server,
-        None,
+        lambda server: PermissionServicer(server.db, server.clock),
     ),
     _registration(
         service_account_pb2.DESCRIPTOR.services_by_name["ServiceAccountService"],
         service_account_pb2_grpc.add_ServiceAccountServiceServicer_to_server,
-        None,
+        lambda server: ServiceAccountServicer(server.accounts),
     ),
     _registration(
         bucket_pb2.DESCRIPTOR.services_by_name["BucketService"],
         bucket_pb2_grpc.add_BucketServiceServicer_to_server,
-        None,
+        lambda server: BucketServicer(server.db, server.store, server.clock),
     ),
     _registration(
         settings_pb2.DESCRIPTOR.services_by_name["AuditSettingsService"],
@@ -103,6 +117,37 @@ SERVICES: tuple[ServiceRegistration, ...] = (
         None,
     ),
 )
+
+
+def iam_api_event(event: IamEvent, node_id: str) -> event_pb2.ApiEvent:
+    """The IAM-log `ApiEvent` of an identity event."""
+    now = time.time_ns()
+    code = grpc.StatusCode.OK
+    for candidate in grpc.StatusCode:
+        if candidate.value[0] == event.status:
+            code = candidate
+    api_event = event_pb2.ApiEvent(
+        event_name=event.event_name,
+        version="2",
+        event_id=str(uuid.uuid4()),
+        node_id=node_id,
+        service="auditline.account.v1.AuthService",
+        method="Authenticate",
+        activity=options_pb2.ACTIVITY_OTHER,
+        log_type=event_pb2.LOG_TYPE_IAM,
+        iam_code=event.code,
+    )
+    api_event.request.account_name = event.account_name
+    api_event.request.access_key = event.access_key
+    api_event.request.source_ip = event.source_ip
+    api_event.request.request_time.FromNanoseconds(now)
+    api_event.request.request_params.SetInParent()
+    api_event.response.response_time.FromNanoseconds(now)
+    api_event.response.response_code = event.status
+    api_event.response.response_status = code.name
+    api_event.response.response_error = "" if event.status == 0 else event.description
+    api_event.response.response_body.SetInParent()
+    return api_event
 
 
 def _prepare_data_dir(path: Path) -> str:
@@ -143,11 +188,20 @@ def _server_credentials(settings: Settings) -> grpc.ServerCredentials:
 class AuditlineServer:
     """The service on one listening address. `start`, then `stop` once."""
 
+    db: Database
+    store: ObjectStore
+    accounts: Accounts
+    usage: UsageServicer
+
     def __init__(
         self, settings: Settings, *, interceptors: Sequence[grpc.ServerInterceptor] = ()
     ) -> None:
         self.settings = settings
         self.node_id = _prepare_data_dir(settings.data_dir)
+        self.clock: Callable[[], float] = time.time
+        database_url = settings.database_url or f"sqlite:///{settings.data_dir / 'auditline.db'}"
+        self.db = Database(database_url)
+        self.store = open_store(settings.object_store or f"file://{settings.data_dir / 'objects'}")
         self._executor = futures.ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix="auditline-rpc"
         )
@@ -161,8 +215,20 @@ class AuditlineServer:
             metadata_allowlist=split_list(settings.audit_metadata),
             max_body_bytes=settings.audit_max_body_bytes,
         )
+        self.accounts = Accounts(
+            self.db,
+            token_ttl=settings.token_ttl,
+            policy=LoginPolicy(block_seconds=settings.login_block_seconds),
+            iam=lambda event: self.audit_sink.emit(iam_api_event(event, self.node_id)),
+            clock=self.clock,
+        )
+        self.admin_credentials = self.accounts.bootstrap_admin(settings.data_dir, os.environ)
+        self.usage = UsageServicer(self.db, self.store, self.clock)
+        self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
         # The audit interceptor goes first: it must see the calls the others reject.
-        self._server = grpc.server(self._executor, interceptors=[self.audit, *interceptors])
+        self._server = grpc.server(
+            self._executor, interceptors=[self.audit, CallGuard(self.accounts), *interceptors]
+        )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self.port = 0
 
@@ -174,7 +240,7 @@ class AuditlineServer:
         """Register everything, bind, start serving; return the bound port."""
         for service in SERVICES:
             if service.servicer_factory is not None:
-                service.add_to_server(service.servicer_factory(), self._server)
+                service.add_to_server(service.servicer_factory(self), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection([*self.service_names, health.SERVICE_NAME], self._server)
 
@@ -185,6 +251,7 @@ class AuditlineServer:
         else:
             self.port = self._server.add_insecure_port(self.settings.listen)
         self._server.start()
+        self._snapshots.start()
         for name in ("", *self.service_names):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return self.port
@@ -195,5 +262,7 @@ class AuditlineServer:
         self._health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._snapshots.stop()
         self.audit.close()
         self.audit_sink.close()
+        self.db.close()

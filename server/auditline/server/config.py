@@ -64,6 +64,24 @@ class Settings:
     )
     max_workers: int = field(default=16, metadata=_help("threads serving calls"))
     log_level: str = field(default="INFO", metadata=_help("DEBUG, INFO, WARNING or ERROR"))
+    database_url: str = field(
+        default="", metadata=_help("SQLAlchemy URL of the state; default sqlite in DATA_DIR")
+    )
+    object_store: str = field(
+        default="",
+        metadata=_help(
+            "file:///path or s3://?endpoint=URL&region=R (AWS credentials from the "
+            "standard variables); default file://DATA_DIR/objects"
+        ),
+    )
+    token_ttl: float = field(default=3600.0, metadata=_help("session token lifetime, seconds"))
+    login_block_seconds: float = field(
+        default=900.0,
+        metadata=_help("how long an address stays blocked after too many failed logins"),
+    )
+    usage_snapshot_interval: float = field(
+        default=3600.0, metadata=_help("seconds between usage snapshots; 0 turns them off")
+    )
     audit_hmac_key_file: Path | None = field(
         default=None,
         metadata=_help(
@@ -94,6 +112,14 @@ class Settings:
             raise ConfigError("--shutdown-grace must not be negative")
         if self.max_workers < 1:
             raise ConfigError("--max-workers must be at least 1")
+        if self.token_ttl <= 0:
+            raise ConfigError("--token-ttl must be positive")
+        if self.login_block_seconds < 0 or self.usage_snapshot_interval < 0:
+            raise ConfigError(
+                "--login-block-seconds and --usage-snapshot-interval must not be negative"
+            )
+        if self.object_store and not self.object_store.startswith(("file://", "s3://")):
+            raise ConfigError("--object-store must start with file:// or s3://")
         if self.audit_max_body_bytes < 1:
             raise ConfigError("--audit-max-body-bytes must be at least 1")
         for network in split_list(self.trusted_proxies):

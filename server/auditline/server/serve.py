@@ -92,6 +92,8 @@ def run(settings: Settings) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic narrates every start at INFO; only its warnings matter here.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

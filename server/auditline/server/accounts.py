@@ -1,0 +1,376 @@
+"""Service accounts, sessions and brute-force protection, over the database."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from auditline.account.v1 import service_account_pb2
+from auditline.server import identity
+from auditline.server.db import Database, tables
+from auditline.server.errors import (
+    NotFoundError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    UnauthenticatedError,
+)
+
+__all__ = ["Accounts", "Caller", "IamEvent", "LoginPolicy"]
+
+log = logging.getLogger("auditline.server")
+
+ROLE_ADMIN = service_account_pb2.ROLE_ADMIN
+ROLE_AUDITOR = service_account_pb2.ROLE_AUDITOR
+ROLE_STANDARD = service_account_pb2.ROLE_STANDARD
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """The authenticated service account of a call."""
+
+    account_id: str
+    display_name: str
+    access_key: str
+    role: int
+
+
+@dataclasses.dataclass(frozen=True)
+class IamEvent:
+    """An identity event for the IAM audit log (codes as in the IAM log's table)."""
+
+    code: str  # s, fp, fu, limit_wc, limit_mu
+    event_name: str
+    description: str
+    access_key: str
+    account_name: str
+    source_ip: str
+    status: int  # the gRPC code the caller got
+
+
+@dataclasses.dataclass(frozen=True)
+class LoginPolicy:
+    """Brute-force protection: the seed's IAM rules, with a configurable block time."""
+
+    per_account_failures: int = 10
+    per_ip_failures: int = 100
+    window_seconds: float = 24 * 3600
+    block_seconds: float = 900
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Accounts:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        token_ttl: float = 3600.0,
+        policy: LoginPolicy | None = None,
+        iam: Callable[[IamEvent], None] = lambda event: None,
+        clock: Callable[[], float] = _now,
+    ) -> None:
+        self.db = db
+        self.token_ttl = token_ttl
+        self.policy = policy or LoginPolicy()
+        self.iam = iam
+        self.clock = clock
+
+    # --- bootstrap ---------------------------------------------------------------
+
+    def bootstrap_admin(self, data_dir: Path, env: Mapping[str, str]) -> Path | None:
+        """Create the first admin when there is no account; return the key file, if written."""
+        with self.db.begin() as connection:
+            count = connection.execute(
+                sa.select(sa.func.count()).select_from(tables.service_accounts)
+            ).scalar_one()
+        if count:
+            return None
+        access_key = env.get("AUDITLINE_ADMIN_ACCESS_KEY") or identity.new_access_key()
+        secret_key = env.get("AUDITLINE_ADMIN_SECRET_KEY") or identity.new_secret_key()
+        self.create(
+            "admin",
+            "created on first start",
+            ROLE_ADMIN,
+            [],
+            "admin",
+            access_key=access_key,
+            secret_key=secret_key,
+        )
+        if env.get("AUDITLINE_ADMIN_SECRET_KEY"):
+            log.info("bootstrap admin %s created from AUDITLINE_ADMIN_* variables", access_key)
+            return None
+        path = data_dir / "admin-credentials"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(f"access_key={access_key}\nsecret_key={secret_key}\n")
+        log.warning("bootstrap admin created; its keys are in %s (owner-only)", path)
+        return path
+
+    # --- accounts ----------------------------------------------------------------
+
+    def create(
+        self,
+        display_name: str,
+        description: str,
+        role: int,
+        permission_ids: list[str],
+        account_id: str = "",
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+    ) -> tuple[dict[str, Any], str]:
+        """Insert an account; return its row and its secret key (shown once)."""
+        secret = secret_key or identity.new_secret_key()
+        now = self.clock()
+        row: dict[str, Any] = {
+            "id": account_id or uuid.uuid4().hex[:12],
+            "display_name": display_name,
+            "description": description,
+            "access_key": access_key or identity.new_access_key(),
+            "secret_hash": identity.hash_secret(secret),
+            "role": role,
+            "enabled": True,
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self.db.begin() as connection:
+            connection.execute(tables.service_accounts.insert().values(**row))
+            self._bind(connection, row["id"], permission_ids)
+        return row, secret
+
+    @staticmethod
+    def _bind(connection: Connection, account_id: str, permission_ids: list[str]) -> None:
+        connection.execute(
+            tables.account_permissions.delete().where(
+                tables.account_permissions.c.account_id == account_id
+            )
+        )
+        for permission_id in dict.fromkeys(permission_ids):
+            connection.execute(
+                tables.account_permissions.insert().values(
+                    account_id=account_id, permission_id=permission_id
+                )
+            )
+
+    def permissions_of(self, connection: Connection, account_id: str) -> list[str]:
+        t = tables.account_permissions
+        return list(
+            connection.execute(
+                sa.select(t.c.permission_id)
+                .where(t.c.account_id == account_id)
+                .order_by(t.c.permission_id)
+            ).scalars()
+        )
+
+    # --- sessions ----------------------------------------------------------------
+
+    def authenticate(self, access_key: str, secret_key: str, ip: str) -> tuple[str, float, Caller]:
+        """A new session token and its expiry, or an `ApiError` (and an IAM event)."""
+        now = self.clock()
+        accounts = tables.service_accounts
+        with self.db.begin() as connection:
+            self._check_blocks(connection, access_key, ip, now)
+            row = (
+                connection.execute(sa.select(accounts).where(accounts.c.access_key == access_key))
+                .mappings()
+                .first()
+            )
+        if not identity.verify_secret(secret_key, row["secret_hash"] if row else None):
+            self._failed_login(
+                access_key, row["display_name"] if row else "", ip, now, unknown=row is None
+            )
+            raise UnauthenticatedError("wrong access key or secret key")
+        assert row is not None
+        if not row["enabled"]:
+            self.iam(
+                IamEvent(
+                    "f",
+                    "FailedLoginDisabledAccount",
+                    "the account is disabled",
+                    access_key,
+                    row["display_name"],
+                    ip,
+                    7,
+                )
+            )
+            raise PermissionDeniedError("the service account is disabled")
+        token = identity.new_token()
+        expires_at = now + self.token_ttl
+        with self.db.begin() as connection:
+            connection.execute(
+                tables.sessions.insert().values(
+                    token_hash=identity.hash_token(token),
+                    account_id=row["id"],
+                    expires_at=expires_at,
+                )
+            )
+            connection.execute(
+                tables.login_failures.delete().where(
+                    tables.login_failures.c.ip == ip,
+                    tables.login_failures.c.access_key == access_key,
+                )
+            )
+            connection.execute(tables.sessions.delete().where(tables.sessions.c.expires_at < now))
+        self.iam(
+            IamEvent(
+                "s", "LoginSuccess", "successful login", access_key, row["display_name"], ip, 0
+            )
+        )
+        return token, expires_at, Caller(row["id"], row["display_name"], access_key, row["role"])
+
+    def _check_blocks(self, connection: Connection, access_key: str, ip: str, now: float) -> None:
+        blocks = tables.ip_blocks
+        until = connection.execute(
+            sa.select(sa.func.max(blocks.c.until)).where(
+                blocks.c.ip == ip, blocks.c.access_key.in_(["", access_key]), blocks.c.until > now
+            )
+        ).scalar()
+        if until is not None:
+            self.iam(
+                IamEvent(
+                    "limit_wc",
+                    "BlockedLoginAttempt",
+                    "login attempt from a blocked address",
+                    access_key,
+                    "",
+                    ip,
+                    8,
+                )
+            )
+            wait = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+            raise ResourceExhaustedError(
+                f"too many failed logins from {ip}; logins from it are blocked until {wait}"
+            )
+
+    def _failed_login(
+        self, access_key: str, account_name: str, ip: str, now: float, *, unknown: bool
+    ) -> None:
+        failures, policy = tables.login_failures, self.policy
+        if unknown:
+            self.iam(
+                IamEvent(
+                    "fu",
+                    "FailedLoginUnknownAccessKey",
+                    "unknown access key",
+                    access_key,
+                    "",
+                    ip,
+                    16,
+                )
+            )
+        else:
+            self.iam(
+                IamEvent(
+                    "fp",
+                    "FailedLoginWrongSecret",
+                    "wrong secret key",
+                    access_key,
+                    account_name,
+                    ip,
+                    16,
+                )
+            )
+        since = now - policy.window_seconds
+        with self.db.begin() as connection:
+            connection.execute(failures.insert().values(ip=ip, access_key=access_key, at=now))
+            connection.execute(failures.delete().where(failures.c.at < since))
+            per_account = connection.execute(
+                sa.select(sa.func.count()).where(
+                    failures.c.ip == ip, failures.c.access_key == access_key, failures.c.at >= since
+                )
+            ).scalar_one()
+            per_ip = connection.execute(
+                sa.select(sa.func.count()).where(failures.c.ip == ip, failures.c.at >= since)
+            ).scalar_one()
+            blocked_key = None
+            if per_ip >= policy.per_ip_failures:
+                blocked_key, code = "", "limit_mu"
+            elif per_account >= policy.per_account_failures:
+                blocked_key, code = access_key, "limit_wc"
+            if blocked_key is not None:
+                blocks = tables.ip_blocks
+                connection.execute(
+                    blocks.delete().where(blocks.c.ip == ip, blocks.c.access_key == blocked_key)
+                )
+                connection.execute(
+                    blocks.insert().values(
+                        ip=ip, access_key=blocked_key, until=now + policy.block_seconds
+                    )
+                )
+                connection.execute(
+                    failures.delete().where(
+                        failures.c.ip == ip,
+                        *([failures.c.access_key == access_key] if blocked_key else []),
+                    )
+                )
+        if blocked_key is not None:
+            scope = "every account" if blocked_key == "" else f"account {access_key}"
+            self.iam(
+                IamEvent(
+                    code, "IpBlocked", f"{ip} blocked for {scope}", access_key, account_name, ip, 8
+                )
+            )
+
+    def caller_for_token(self, token: str) -> Caller:
+        """The caller a bearer token belongs to, or UnauthenticatedError."""
+        found = self.validate(token)
+        if found is None:
+            raise UnauthenticatedError(
+                "the session token is not valid (expired, unknown, "
+                "or its account is disabled); authenticate again"
+            )
+        return found[0]
+
+    def validate(self, token: str) -> tuple[Caller, float] | None:
+        sessions, accounts = tables.sessions, tables.service_accounts
+        with self.db.engine.connect() as connection:
+            row = (
+                connection.execute(
+                    sa.select(
+                        accounts.c.id,
+                        accounts.c.display_name,
+                        accounts.c.access_key,
+                        accounts.c.role,
+                        accounts.c.enabled,
+                        sessions.c.expires_at,
+                        sessions.c.token_hash,
+                    )
+                    .join(accounts, accounts.c.id == sessions.c.account_id)
+                    .where(sessions.c.token_hash == identity.hash_token(token))
+                )
+                .mappings()
+                .first()
+            )
+        if row is None or not row["enabled"] or row["expires_at"] <= self.clock():
+            return None
+        return Caller(row["id"], row["display_name"], row["access_key"], row["role"]), float(
+            row["expires_at"]
+        )
+
+    def end_sessions(self, connection: Connection, account_id: str) -> None:
+        connection.execute(
+            tables.sessions.delete().where(tables.sessions.c.account_id == account_id)
+        )
+
+    def require(self, connection: Connection, account_id: str) -> dict[str, Any]:
+        row = (
+            connection.execute(
+                sa.select(tables.service_accounts).where(tables.service_accounts.c.id == account_id)
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise NotFoundError(f"serviceAccounts/{account_id} does not exist")
+        return dict(row)

@@ -1,0 +1,167 @@
+"""State: one data-access layer over SQLAlchemy Core, migrated by Alembic.
+
+SQLite in the data directory by default. Nothing outside this module writes SQL
+by hand against a connection it opened itself; services call `Database.begin()`
+and use the tables below, so another database URL (PostgreSQL) needs no change
+in the services.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["Database", "metadata", "tables"]
+
+metadata = sa.MetaData()
+
+
+class tables:
+    service_accounts = sa.Table(
+        "service_accounts",
+        metadata,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("display_name", sa.String(128), nullable=False, unique=True),
+        sa.Column("description", sa.Text, nullable=False, default=""),
+        sa.Column("access_key", sa.String(64), nullable=False, unique=True),
+        sa.Column("secret_hash", sa.String(256), nullable=False),
+        sa.Column("role", sa.Integer, nullable=False),
+        sa.Column("enabled", sa.Boolean, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    sessions = sa.Table(
+        "sessions",
+        metadata,
+        sa.Column("token_hash", sa.String(64), primary_key=True),
+        sa.Column(
+            "account_id",
+            sa.String(64),
+            sa.ForeignKey("service_accounts.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
+    permissions = sa.Table(
+        "permissions",
+        metadata,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("display_name", sa.String(128), nullable=False, unique=True),
+        sa.Column("description", sa.Text, nullable=False, default=""),
+        sa.Column("bucket_scope", sa.Integer, nullable=False),
+        sa.Column("bucket_prefix", sa.String(63), nullable=False, default=""),
+        sa.Column("bucket_names", sa.JSON, nullable=False),
+        sa.Column("access", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
+    account_permissions = sa.Table(
+        "account_permissions",
+        metadata,
+        sa.Column(
+            "account_id",
+            sa.String(64),
+            sa.ForeignKey("service_accounts.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column(
+            "permission_id",
+            sa.String(64),
+            sa.ForeignKey("permissions.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+    )
+    buckets = sa.Table(
+        "buckets",
+        metadata,
+        sa.Column("name", sa.String(63), primary_key=True),
+        sa.Column("immutable", sa.Boolean, nullable=False),
+        sa.Column("retention_mode", sa.Integer, nullable=False, default=0),
+        sa.Column("retention_days", sa.Integer, nullable=False, default=0),
+        sa.Column("audit_logging", sa.Boolean, nullable=False, default=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+    )
+    usage_snapshots = sa.Table(
+        "usage_snapshots",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("taken_at", sa.Float, nullable=False, index=True),
+        sa.Column("total_bytes", sa.BigInteger, nullable=False),
+        sa.Column("total_objects", sa.BigInteger, nullable=False),
+    )
+    login_failures = sa.Table(
+        "login_failures",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("ip", sa.String(64), nullable=False, index=True),
+        sa.Column("access_key", sa.String(64), nullable=False),
+        sa.Column("at", sa.Float, nullable=False),
+    )
+    ip_blocks = sa.Table(
+        "ip_blocks",
+        metadata,
+        sa.Column("ip", sa.String(64), primary_key=True),
+        # Empty: the address is blocked for every account.
+        sa.Column("access_key", sa.String(64), primary_key=True),
+        sa.Column("until", sa.Float, nullable=False),
+    )
+    audit_settings = sa.Table(
+        "audit_settings",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("account_logs_enabled", sa.Boolean, nullable=False, default=False),
+        sa.Column("target_bucket", sa.String(63), nullable=False, default=""),
+        sa.Column("updated_at", sa.Float, nullable=False, default=0.0),
+        sa.Column("updated_by", sa.String(128), nullable=False, default=""),
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Database:
+    """The engine, migrated to the newest schema when opened."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = sa.create_engine(url, future=True)
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        if self._sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        # SQLite allows one writer; serialising writes here turns "database is
+        # locked" retries into a short wait in this process.
+        self._write_lock = threading.RLock() if self._sqlite else contextlib.nullcontext()
+        self.migrate()
+
+    def migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option(
+            "script_location", str(resources.files("auditline.server") / "migrations")
+        )
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A transaction: committed when the block ends, rolled back on an exception."""
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
+
+    def close(self) -> None:
+        self.engine.dispose()

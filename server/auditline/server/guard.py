@@ -1,0 +1,119 @@
+"""The call guard: authentication, role checks and error translation for auditline's API.
+
+An interceptor placed after the audit interceptor. For every method of the
+`auditline.*` services except the open ones it requires `authorization: Bearer
+<token>`, checks the caller's role against the method, names the caller in the
+audit event, and turns `ApiError`s into statuses. Health and reflection pass
+through untouched.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from auditline.interceptor import set_principal
+from auditline.server.accounts import ROLE_ADMIN, ROLE_AUDITOR, ROLE_STANDARD, Accounts, Caller
+from auditline.server.errors import ApiError, PermissionDeniedError, UnauthenticatedError
+
+__all__ = ["CallGuard", "current_caller"]
+
+_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "auditline_caller", default=None
+)
+
+_ACCOUNT = "/auditline.account.v1."
+_AUDIT = "/auditline.audit.v1."
+OPEN = frozenset({_ACCOUNT + "AuthService/Authenticate", _ACCOUNT + "AuthService/ValidateToken"})
+# Methods other roles may call besides admin (who may call everything). The
+# services narrow standard accounts further to what their permissions name.
+_ALLOWED: dict[str, frozenset[int]] = {
+    _ACCOUNT + "ServiceAccountService/GetServiceAccount": frozenset({ROLE_STANDARD}),
+    _ACCOUNT + "BucketService/ListBuckets": frozenset({ROLE_STANDARD}),
+    _ACCOUNT + "BucketService/GetBucket": frozenset({ROLE_STANDARD}),
+    _AUDIT + "AuditSettingsService/GetAuditSettings": frozenset({ROLE_AUDITOR}),
+    _AUDIT + "ExporterService/GetExporter": frozenset({ROLE_AUDITOR}),
+    _AUDIT + "ExporterService/ListExporters": frozenset({ROLE_AUDITOR}),
+    _AUDIT + "AuditLogService/ListEvents": frozenset({ROLE_AUDITOR}),
+    _AUDIT + "AuditLogService/TailEvents": frozenset({ROLE_AUDITOR}),
+    _AUDIT + "AuditLogService/GetEventCatalog": frozenset({ROLE_AUDITOR}),
+}
+
+
+def current_caller() -> Caller:
+    """The authenticated caller of the call being served."""
+    caller = _CALLER.get()
+    if caller is None:
+        raise UnauthenticatedError("this method needs an authenticated caller")
+    return caller
+
+
+def _bearer(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    raise UnauthenticatedError(
+        "missing `authorization: Bearer <token>` metadata; get a "
+        "token from auditline.account.v1.AuthService/Authenticate"
+    )
+
+
+class CallGuard(grpc.ServerInterceptor):
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    def _admit(self, method: str, context: grpc.ServicerContext) -> Caller | None:
+        if method in OPEN:
+            return None
+        caller = self.accounts.caller_for_token(_bearer(context))
+        set_principal(caller.display_name, caller.access_key)
+        if caller.role != ROLE_ADMIN and caller.role not in _ALLOWED.get(method, ()):
+            raise PermissionDeniedError(
+                f"{method.rpartition('/')[2]} is not allowed for this service account's role"
+            )
+        return caller
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or not method.startswith((_ACCOUNT, _AUDIT)):
+            return handler
+        if handler.unary_unary is not None:
+            inner_unary = handler.unary_unary
+
+            def unary(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    token = _CALLER.set(self._admit(method, context))
+                    try:
+                        return inner_unary(request, context)
+                    finally:
+                        _CALLER.reset(token)
+                except ApiError as error:
+                    context.abort_with_status(error.status())
+
+            return handler._replace(unary_unary=unary)
+        if handler.unary_stream is not None:
+            inner_stream = handler.unary_stream
+
+            def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    caller = self._admit(method, context)
+                    token = _CALLER.set(caller)
+                    try:
+                        yield from inner_stream(request, context)
+                    finally:
+                        _CALLER.reset(token)
+                except ApiError as error:
+                    context.abort_with_status(error.status())
+
+            return handler._replace(unary_stream=stream)
+        return handler

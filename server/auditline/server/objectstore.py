@@ -1,0 +1,364 @@
+"""Object store backends: the local filesystem (embedded default) and S3.
+
+Both keep S3's rules: bucket names, object lock that can be turned on but never
+off, default retention, and locked objects that cannot be overwritten or deleted
+before their retention ends. Chosen by URL: `file:///path` or
+`s3://?endpoint=http://host:port&region=us-east-1` (credentials from the standard
+AWS variables or config files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qs, unquote, urlparse
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = [
+    "BucketExistsError",
+    "BucketNotEmptyError",
+    "FilesystemStore",
+    "NoSuchBucketError",
+    "ObjectLockedError",
+    "ObjectStore",
+    "ObjectStoreError",
+    "Retention",
+    "S3Store",
+    "bucket_name_problem",
+    "open_store",
+]
+
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP_ADDRESS = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """Why `name` is not a valid S3 bucket name, or None when it is."""
+    if not 3 <= len(name) <= 63:
+        return "must be 3 to 63 characters long"
+    if not _BUCKET_NAME.match(name):
+        return (
+            "may hold only lowercase letters, digits, '.' and '-', and must start and "
+            "end with a letter or digit"
+        )
+    if ".." in name or ".-" in name or "-." in name:
+        return "must not hold '..', '.-' or '-.'"
+    if _IP_ADDRESS.match(name):
+        return "must not look like an IP address"
+    if name.startswith(("xn--", "sthree-")) or name.endswith(("-s3alias", "--ol-s3")):
+        return "must not start with 'xn--' or 'sthree-' nor end with '-s3alias' or '--ol-s3'"
+    return None
+
+
+class ObjectStoreError(Exception):
+    """The object store refused an operation for a reason the caller can act on."""
+
+
+class BucketExistsError(ObjectStoreError):
+    pass
+
+
+class NoSuchBucketError(ObjectStoreError):
+    pass
+
+
+class BucketNotEmptyError(ObjectStoreError):
+    pass
+
+
+class ObjectLockedError(ObjectStoreError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Retention:
+    """Object-lock retention: mode `GOVERNANCE` or `COMPLIANCE`, for `days`."""
+
+    mode: str
+    days: int
+
+
+class ObjectStore(Protocol):
+    """What the account service needs of a storage system."""
+
+    def create_bucket(
+        self, name: str, *, object_lock: bool, retention: Retention | None = None
+    ) -> None: ...
+
+    def delete_bucket(self, name: str) -> None: ...
+
+    def enable_object_lock(self, name: str, retention: Retention | None) -> None: ...
+
+    def put_object(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        retain_until: datetime.datetime | None = None,
+        mode: str | None = None,
+    ) -> None: ...
+
+    def delete_object(self, bucket: str, key: str) -> None: ...
+
+    def get_object(self, bucket: str, key: str) -> bytes: ...
+
+    def usage(self, bucket: str) -> tuple[int, int]:
+        """(bytes, objects) stored in the bucket, every version counted."""
+        ...
+
+
+def open_store(url: str) -> ObjectStore:
+    """The backend a URL names: `file:///path` or `s3://?endpoint=…&region=…`."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return FilesystemStore(Path(unquote(parsed.path)))
+    if parsed.scheme == "s3":
+        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        return S3Store(endpoint=query.get("endpoint"), region=query.get("region"))
+    raise ValueError(f"object store URL must start with file:// or s3://, not {url!r}")
+
+
+# --- the local filesystem ---------------------------------------------------------
+
+
+class FilesystemStore:
+    """Buckets as directories under `root`; lock state in a JSON file beside each.
+
+    It enforces object lock against this service's own calls, not against a local
+    administrator, who can edit or delete the files directly (see the README).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _bucket(self, name: str) -> Path:
+        path = self.root / name
+        if not (path / ".bucket.json").exists():
+            raise NoSuchBucketError(name)
+        return path
+
+    def _config(self, bucket: Path) -> dict[str, Any]:
+        return dict(json.loads((bucket / ".bucket.json").read_text()))
+
+    def _object(self, bucket: Path, key: str) -> Path:
+        target = (bucket / "objects" / key).resolve()
+        if not target.is_relative_to((bucket / "objects").resolve()):
+            raise ObjectStoreError(f"object key {key!r} leaves the bucket")
+        return target
+
+    def _lock_file(self, bucket: Path, key: str) -> Path:
+        return bucket / "locks" / (key.replace("/", "%2F") + ".json")
+
+    def create_bucket(
+        self, name: str, *, object_lock: bool, retention: Retention | None = None
+    ) -> None:
+        path = self.root / name
+        try:
+            path.mkdir()
+        except FileExistsError:
+            raise BucketExistsError(name) from None
+        (path / "objects").mkdir()
+        (path / "locks").mkdir()
+        config = {
+            "object_lock": object_lock,
+            "retention": dataclasses.asdict(retention) if retention else None,
+        }
+        (path / ".bucket.json").write_text(json.dumps(config))
+
+    def delete_bucket(self, name: str) -> None:
+        path = self._bucket(name)
+        if any(p.is_file() for p in (path / "objects").rglob("*")):
+            raise BucketNotEmptyError(name)
+        shutil.rmtree(path)
+
+    def enable_object_lock(self, name: str, retention: Retention | None) -> None:
+        path = self._bucket(name)
+        config = self._config(path)
+        config["object_lock"] = True
+        config["retention"] = dataclasses.asdict(retention) if retention else None
+        (path / ".bucket.json").write_text(json.dumps(config))
+
+    def _locked_until(self, bucket: Path, key: str) -> float:
+        lock = self._lock_file(bucket, key)
+        if not lock.exists():
+            return 0.0
+        return float(json.loads(lock.read_text())["until"])
+
+    def put_object(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        retain_until: datetime.datetime | None = None,
+        mode: str | None = None,
+    ) -> None:
+        path = self._bucket(bucket)
+        target = self._object(path, key)
+        if target.exists() and self._locked_until(path, key) > time.time():
+            raise ObjectLockedError(f"{bucket}/{key} is locked")
+        config = self._config(path)
+        if retain_until is None and config["object_lock"] and config["retention"]:
+            days = config["retention"]["days"]
+            retain_until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(target.name + ".part")
+        temporary.write_bytes(data)
+        os.replace(temporary, target)
+        if retain_until is not None:
+            if not config["object_lock"]:
+                raise ObjectStoreError(f"bucket {bucket} has no object lock")
+            self._lock_file(path, key).write_text(
+                json.dumps({"until": retain_until.timestamp(), "mode": mode or "COMPLIANCE"})
+            )
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        path = self._bucket(bucket)
+        if self._locked_until(path, key) > time.time():
+            raise ObjectLockedError(f"{bucket}/{key} is locked")
+        self._object(path, key).unlink(missing_ok=True)
+        self._lock_file(path, key).unlink(missing_ok=True)
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        return self._object(self._bucket(bucket), key).read_bytes()
+
+    def usage(self, bucket: str) -> tuple[int, int]:
+        files = [p for p in (self._bucket(bucket) / "objects").rglob("*") if p.is_file()]
+        return sum(p.stat().st_size for p in files), len(files)
+
+
+# --- S3 -------------------------------------------------------------------------------
+
+
+class S3Store:
+    """Any S3-compatible endpoint, through boto3."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        client: S3Client | None = None,
+    ) -> None:
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            client = boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=region,
+                config=Config(
+                    s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}
+                ),
+            )
+        self.client = client
+
+    @staticmethod
+    def _code(error: Exception) -> str:
+        response = getattr(error, "response", None) or {}
+        return str(response.get("Error", {}).get("Code", ""))
+
+    def create_bucket(
+        self, name: str, *, object_lock: bool, retention: Retention | None = None
+    ) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
+        except ClientError as exc:
+            if self._code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise BucketExistsError(name) from None
+            raise
+        if object_lock and retention is not None:
+            self._default_retention(name, retention)
+
+    def _default_retention(self, name: str, retention: Retention | None) -> None:
+        configuration: Any = {"ObjectLockEnabled": "Enabled"}
+        if retention is not None:
+            configuration["Rule"] = {
+                "DefaultRetention": {"Mode": retention.mode, "Days": retention.days}
+            }
+        self.client.put_object_lock_configuration(
+            Bucket=name, ObjectLockConfiguration=configuration
+        )
+
+    def delete_bucket(self, name: str) -> None:
+        from botocore.exceptions import ClientError
+
+        # Some S3 implementations (SeaweedFS by default) delete non-empty buckets;
+        # S3's rule is checked here so that every backend keeps it.
+        try:
+            listing = self.client.list_object_versions(Bucket=name, MaxKeys=1)
+            if listing.get("Versions"):
+                raise BucketNotEmptyError(name)
+            self.client.delete_bucket(Bucket=name)
+        except ClientError as exc:
+            code = self._code(exc)
+            if code == "BucketNotEmpty":
+                raise BucketNotEmptyError(name) from None
+            if code == "NoSuchBucket":
+                raise NoSuchBucketError(name) from None
+            raise
+
+    def enable_object_lock(self, name: str, retention: Retention | None) -> None:
+        # Object lock needs versioning; S3 turns it on for an existing bucket this way.
+        self.client.put_bucket_versioning(
+            Bucket=name, VersioningConfiguration={"Status": "Enabled"}
+        )
+        self._default_retention(name, retention)
+
+    def put_object(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        retain_until: datetime.datetime | None = None,
+        mode: str | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {}
+        if retain_until is not None:
+            extra = {
+                "ObjectLockMode": mode or "COMPLIANCE",
+                "ObjectLockRetainUntilDate": retain_until,
+            }
+        self.client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        from botocore.exceptions import ClientError
+
+        versions = self.client.list_object_versions(Bucket=bucket, Prefix=key)
+        targets = [v for v in versions.get("Versions", []) if v.get("Key") == key]
+        try:
+            if not targets:
+                self.client.delete_object(Bucket=bucket, Key=key)
+            for version in targets:
+                self.client.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
+        except ClientError as exc:
+            if self._code(exc) == "AccessDenied":
+                raise ObjectLockedError(f"{bucket}/{key} is locked") from None
+            raise
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def usage(self, bucket: str) -> tuple[int, int]:
+        size = count = 0
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=bucket):
+            for version in page.get("Versions", []):
+                size += int(version.get("Size", 0))
+                count += 1
+        return size, count

@@ -1,0 +1,1 @@
+"""The servicers of the account API, one module per service."""

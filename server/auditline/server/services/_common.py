@@ -1,0 +1,89 @@
+"""Helpers the servicers share: resource names, paging, field masks, timestamps."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable
+
+from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf.message import Message
+
+from auditline.server.errors import InvalidArgumentError
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def resource_id(name: str, collection: str, field: str = "name") -> str:
+    """`{collection}/{id}` → id, or INVALID_ARGUMENT naming the field."""
+    prefix = collection + "/"
+    if not name.startswith(prefix) or not name[len(prefix) :]:
+        raise InvalidArgumentError.field(field, f"must look like {collection}/{{id}}, not {name!r}")
+    return name[len(prefix) :]
+
+
+def check_new_id(value: str, field: str) -> None:
+    if value and not _ID.match(value):
+        raise InvalidArgumentError.field(
+            field, "must be 1-63 lowercase letters, digits or '-', starting with a letter or digit"
+        )
+
+
+def check_display_name(value: str, field: str = "display_name") -> None:
+    if not value.strip():
+        raise InvalidArgumentError.field(field, "is required")
+    if len(value) > 128:
+        raise InvalidArgumentError.field(field, "must be at most 128 characters")
+
+
+def page(page_size: int, page_token: str) -> tuple[int, int]:
+    """(offset, limit) from a request's paging fields, validated."""
+    if page_size < 0:
+        raise InvalidArgumentError.field("page_size", "must not be negative")
+    limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    if not page_token:
+        return 0, limit
+    try:
+        offset = int(json.loads(base64.urlsafe_b64decode(page_token.encode()))["o"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgumentError.field(
+            "page_token", "is not a token this server returned"
+        ) from None
+    if offset < 0:
+        raise InvalidArgumentError.field("page_token", "is not a token this server returned")
+    return offset, limit
+
+
+def next_page_token(offset: int, limit: int, returned: int, total: int) -> str:
+    if offset + returned >= total or returned < limit:
+        return ""
+    return base64.urlsafe_b64encode(json.dumps({"o": offset + returned}).encode()).decode()
+
+
+def mask_paths(
+    mask: field_mask_pb2.FieldMask,
+    resource: Message,
+    allowed: Iterable[str],
+) -> set[str]:
+    """The fields an update changes: the mask's, or every populated updatable field."""
+    allowed = set(allowed)
+    if mask.paths:
+        unknown = sorted(set(mask.paths) - allowed)
+        if unknown:
+            raise InvalidArgumentError.field(
+                "update_mask",
+                f"cannot update {', '.join(unknown)}; updatable fields: "
+                f"{', '.join(sorted(allowed))}",
+            )
+        return set(mask.paths)
+    # AIP-134: no mask means every field the request populated.
+    return {field.name for field, _ in resource.ListFields() if field.name in allowed}

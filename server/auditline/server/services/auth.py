@@ -1,0 +1,53 @@
+"""AuthService: keys for session tokens."""
+
+from __future__ import annotations
+
+import grpc
+
+from auditline.account.v1 import auth_pb2, auth_pb2_grpc, service_account_pb2
+from auditline.interceptor import set_principal
+from auditline.interceptor._peer import parse_peer
+from auditline.server.accounts import Accounts
+from auditline.server.errors import InvalidArgumentError
+from auditline.server.services._common import timestamp
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, accounts: Accounts) -> None:
+        self.accounts = accounts
+
+    def Authenticate(
+        self, request: auth_pb2.AuthenticateRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.AuthenticateResponse:
+        if not request.access_key:
+            raise InvalidArgumentError.field("access_key", "is required")
+        if not request.secret_key:
+            raise InvalidArgumentError.field("secret_key", "is required")
+        ip = parse_peer(context.peer())[0]
+        token, expires_at, caller = self.accounts.authenticate(
+            request.access_key, request.secret_key, ip
+        )
+        set_principal(caller.display_name, caller.access_key)
+        return auth_pb2.AuthenticateResponse(
+            token=token,
+            expire_time=timestamp(expires_at),
+            service_account=f"serviceAccounts/{caller.account_id}",
+            role=service_account_pb2.Role.ValueType(caller.role),
+        )
+
+    def ValidateToken(
+        self, request: auth_pb2.ValidateTokenRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.ValidateTokenResponse:
+        if not request.token:
+            raise InvalidArgumentError.field("token", "is required")
+        found = self.accounts.validate(request.token)
+        if found is None:
+            return auth_pb2.ValidateTokenResponse(valid=False)
+        caller, expires_at = found
+        set_principal(caller.display_name, caller.access_key)
+        return auth_pb2.ValidateTokenResponse(
+            valid=True,
+            expire_time=timestamp(expires_at),
+            service_account=f"serviceAccounts/{caller.account_id}",
+            role=service_account_pb2.Role.ValueType(caller.role),
+        )

@@ -1,0 +1,195 @@
+"""BucketService: real buckets in the object store, catalogued in the database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from auditline.account.v1 import bucket_pb2 as pb
+from auditline.account.v1 import bucket_pb2_grpc
+from auditline.server.accounts import ROLE_STANDARD, Caller
+from auditline.server.db import Database, tables
+from auditline.server.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from auditline.server.guard import current_caller
+from auditline.server.objectstore import (
+    BucketExistsError,
+    BucketNotEmptyError,
+    NoSuchBucketError,
+    ObjectStore,
+    Retention,
+    bucket_name_problem,
+)
+from auditline.server.services._common import next_page_token, page, resource_id, timestamp
+from auditline.server.services.permissions import covers
+
+_MODES = {pb.RETENTION_MODE_GOVERNANCE: "GOVERNANCE", pb.RETENTION_MODE_COMPLIANCE: "COMPLIANCE"}
+
+
+def _retention(message: pb.Retention, field: str) -> Retention | None:
+    if message.mode == pb.RETENTION_MODE_UNSPECIFIED and not message.days:
+        return None
+    if message.mode not in _MODES:
+        raise InvalidArgumentError.field(f"{field}.mode", "must be GOVERNANCE or COMPLIANCE")
+    if not 1 <= message.days <= 36500:
+        raise InvalidArgumentError.field(f"{field}.days", "must be 1 to 36500")
+    return Retention(_MODES[message.mode], message.days)
+
+
+def _message(row: dict[str, Any]) -> pb.Bucket:
+    bucket = pb.Bucket(
+        name=f"buckets/{row['name']}",
+        immutable=row["immutable"],
+        audit_logging_enabled=row["audit_logging"],
+        create_time=timestamp(row["created_at"]),
+    )
+    if row["retention_mode"]:
+        bucket.default_retention.mode = row["retention_mode"]
+        bucket.default_retention.days = row["retention_days"]
+    return bucket
+
+
+def visible_buckets(connection: Connection, caller: Caller) -> Callable[[str], bool]:
+    """Which buckets a caller may see: all, or those its permissions name."""
+    if caller.role != ROLE_STANDARD:
+        return lambda name: True
+    p, b = tables.permissions, tables.account_permissions
+    rows = [
+        dict(r)
+        for r in connection.execute(
+            sa.select(p)
+            .join(b, b.c.permission_id == p.c.id)
+            .where(b.c.account_id == caller.account_id)
+        ).mappings()
+    ]
+    return lambda name: any(covers(row, name) for row in rows)
+
+
+class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
+    def __init__(self, db: Database, store: ObjectStore, clock: Callable[[], float]) -> None:
+        self.db = db
+        self.store = store
+        self.clock = clock
+
+    @staticmethod
+    def _require(connection: Connection, name: str) -> dict[str, Any]:
+        row = (
+            connection.execute(sa.select(tables.buckets).where(tables.buckets.c.name == name))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise NotFoundError(f"buckets/{name} does not exist")
+        return dict(row)
+
+    def CreateBucket(
+        self, request: pb.CreateBucketRequest, context: grpc.ServicerContext
+    ) -> pb.CreateBucketResponse:
+        name = request.bucket_id
+        problem = bucket_name_problem(name)
+        if problem:
+            raise InvalidArgumentError.field("bucket_id", problem)
+        retention = _retention(request.default_retention, "default_retention")
+        if retention is not None and not request.immutable:
+            raise InvalidArgumentError.field("default_retention", "needs immutable = true")
+        with self.db.begin() as connection:
+            if connection.execute(
+                sa.select(tables.buckets.c.name).where(tables.buckets.c.name == name)
+            ).first():
+                raise AlreadyExistsError(f"buckets/{name} exists already")
+            try:
+                self.store.create_bucket(name, object_lock=request.immutable, retention=retention)
+            except BucketExistsError:
+                raise AlreadyExistsError(
+                    f"a bucket named {name} exists in the object store already"
+                ) from None
+            row = {
+                "name": name,
+                "immutable": request.immutable,
+                "retention_mode": request.default_retention.mode if retention else 0,
+                "retention_days": retention.days if retention else 0,
+                "audit_logging": False,
+                "created_at": self.clock(),
+            }
+            connection.execute(tables.buckets.insert().values(**row))
+        return pb.CreateBucketResponse(bucket=_message(row))
+
+    def GetBucket(
+        self, request: pb.GetBucketRequest, context: grpc.ServicerContext
+    ) -> pb.GetBucketResponse:
+        name = resource_id(request.name, "buckets")
+        with self.db.begin() as connection:
+            row = self._require(connection, name)
+            if not visible_buckets(connection, current_caller())(name):
+                raise PermissionDeniedError(f"no permission of this account names bucket {name}")
+        return pb.GetBucketResponse(bucket=_message(row))
+
+    def ListBuckets(
+        self, request: pb.ListBucketsRequest, context: grpc.ServicerContext
+    ) -> pb.ListBucketsResponse:
+        offset, limit = page(request.page_size, request.page_token)
+        t = tables.buckets
+        with self.db.begin() as connection:
+            visible = visible_buckets(connection, current_caller())
+            rows = [
+                dict(r)
+                for r in connection.execute(sa.select(t).order_by(t.c.name)).mappings()
+                if visible(r["name"])
+            ]
+        chunk = rows[offset : offset + limit]
+        return pb.ListBucketsResponse(
+            buckets=[_message(r) for r in chunk],
+            next_page_token=next_page_token(offset, limit, len(chunk), len(rows)),
+        )
+
+    def DeleteBucket(
+        self, request: pb.DeleteBucketRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteBucketResponse:
+        name = resource_id(request.name, "buckets")
+        with self.db.begin() as connection:
+            self._require(connection, name)
+            target = connection.execute(sa.select(tables.audit_settings.c.target_bucket)).scalar()
+            if target == name:
+                raise FailedPreconditionError(
+                    f"buckets/{name} is the audit log target bucket; choose another target "
+                    "before deleting it"
+                )
+            try:
+                self.store.delete_bucket(name)
+            except BucketNotEmptyError:
+                raise FailedPreconditionError(
+                    f"buckets/{name} is not empty; delete its objects first"
+                ) from None
+            except NoSuchBucketError:
+                pass  # gone from the store already: forget it here too
+            connection.execute(tables.buckets.delete().where(tables.buckets.c.name == name))
+        return pb.DeleteBucketResponse()
+
+    def SetObjectImmutability(
+        self, request: pb.SetObjectImmutabilityRequest, context: grpc.ServicerContext
+    ) -> pb.SetObjectImmutabilityResponse:
+        name = resource_id(request.name, "buckets")
+        retention = _retention(request.default_retention, "default_retention")
+        with self.db.begin() as connection:
+            self._require(connection, name)
+            self.store.enable_object_lock(name, retention)
+            connection.execute(
+                tables.buckets.update()
+                .where(tables.buckets.c.name == name)
+                .values(
+                    immutable=True,
+                    retention_mode=request.default_retention.mode if retention else 0,
+                    retention_days=retention.days if retention else 0,
+                )
+            )
+            row = self._require(connection, name)
+        return pb.SetObjectImmutabilityResponse(bucket=_message(row))

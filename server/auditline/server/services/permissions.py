@@ -1,0 +1,225 @@
+"""PermissionService: which buckets service accounts may read or write."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+
+from auditline.account.v1 import permission_pb2 as pb
+from auditline.account.v1 import permission_pb2_grpc
+from auditline.server.db import Database, tables
+from auditline.server.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from auditline.server.objectstore import bucket_name_problem
+from auditline.server.services._common import (
+    check_display_name,
+    check_new_id,
+    mask_paths,
+    next_page_token,
+    page,
+    resource_id,
+    timestamp,
+)
+
+UPDATABLE = (
+    "display_name",
+    "description",
+    "bucket_scope",
+    "bucket_prefix",
+    "bucket_names",
+    "access",
+)
+_SCOPES = {pb.BUCKET_SCOPE_ALL, pb.BUCKET_SCOPE_PREFIX, pb.BUCKET_SCOPE_NAMES}
+_ACCESS = {pb.ACCESS_READ, pb.ACCESS_WRITE, pb.ACCESS_READ_WRITE}
+
+
+def covers(row: dict[str, Any], bucket: str) -> bool:
+    """Whether a permission row names `bucket`."""
+    scope = row["bucket_scope"]
+    if scope == pb.BUCKET_SCOPE_ALL:
+        return True
+    if scope == pb.BUCKET_SCOPE_PREFIX:
+        return bucket.startswith(row["bucket_prefix"])
+    return bucket in row["bucket_names"]
+
+
+def _message(row: dict[str, Any]) -> pb.Permission:
+    return pb.Permission(
+        name=f"permissions/{row['id']}",
+        display_name=row["display_name"],
+        description=row["description"],
+        bucket_scope=row["bucket_scope"],
+        bucket_prefix=row["bucket_prefix"],
+        bucket_names=row["bucket_names"],
+        access=row["access"],
+        create_time=timestamp(row["created_at"]),
+        update_time=timestamp(row["updated_at"]),
+    )
+
+
+class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
+    def __init__(self, db: Database, clock: Any) -> None:
+        self.db = db
+        self.clock = clock
+
+    def _validate(self, connection: Connection, values: dict[str, Any]) -> None:
+        check_display_name(values["display_name"], "permission.display_name")
+        if values["bucket_scope"] not in _SCOPES:
+            raise InvalidArgumentError.field(
+                "permission.bucket_scope", "must be ALL, PREFIX or NAMES"
+            )
+        if values["access"] not in _ACCESS:
+            raise InvalidArgumentError.field(
+                "permission.access", "must be READ, WRITE or READ_WRITE"
+            )
+        if values["bucket_scope"] == pb.BUCKET_SCOPE_PREFIX and not values["bucket_prefix"]:
+            raise InvalidArgumentError.field(
+                "permission.bucket_prefix", "is required with BUCKET_SCOPE_PREFIX"
+            )
+        if values["bucket_scope"] == pb.BUCKET_SCOPE_NAMES:
+            names = values["bucket_names"]
+            if not names:
+                raise InvalidArgumentError.field(
+                    "permission.bucket_names", "must name at least one bucket"
+                )
+            for name in names:
+                problem = bucket_name_problem(name)
+                if problem:
+                    raise InvalidArgumentError.field(
+                        "permission.bucket_names", f"{name!r} {problem}"
+                    )
+            t = tables.buckets
+            known = set(
+                connection.execute(sa.select(t.c.name).where(t.c.name.in_(names))).scalars()
+            )
+            missing = [n for n in names if n not in known]
+            if missing:
+                raise InvalidArgumentError.field(
+                    "permission.bucket_names",
+                    f"names buckets that do not exist: {', '.join(missing)}",
+                )
+
+    @staticmethod
+    def _values(permission: pb.Permission) -> dict[str, Any]:
+        return {
+            "display_name": permission.display_name,
+            "description": permission.description,
+            "bucket_scope": permission.bucket_scope,
+            "bucket_prefix": permission.bucket_prefix,
+            "bucket_names": list(dict.fromkeys(permission.bucket_names)),
+            "access": permission.access,
+        }
+
+    @staticmethod
+    def _require(connection: Connection, permission_id: str) -> dict[str, Any]:
+        row = (
+            connection.execute(
+                sa.select(tables.permissions).where(tables.permissions.c.id == permission_id)
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise NotFoundError(f"permissions/{permission_id} does not exist")
+        return dict(row)
+
+    def ListPermissions(
+        self, request: pb.ListPermissionsRequest, context: grpc.ServicerContext
+    ) -> pb.ListPermissionsResponse:
+        offset, limit = page(request.page_size, request.page_token)
+        t = tables.permissions
+        with self.db.begin() as connection:
+            total = connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+            rows = (
+                connection.execute(
+                    sa.select(t).order_by(t.c.created_at, t.c.id).offset(offset).limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+        return pb.ListPermissionsResponse(
+            permissions=[_message(dict(r)) for r in rows],
+            next_page_token=next_page_token(offset, limit, len(rows), total),
+        )
+
+    def CreatePermission(
+        self, request: pb.CreatePermissionRequest, context: grpc.ServicerContext
+    ) -> pb.CreatePermissionResponse:
+        check_new_id(request.permission_id, "permission_id")
+        values = self._values(request.permission)
+        now = self.clock()
+        row = {
+            "id": request.permission_id or uuid.uuid4().hex[:12],
+            **values,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            with self.db.begin() as connection:
+                self._validate(connection, values)
+                connection.execute(tables.permissions.insert().values(**row))
+        except IntegrityError:
+            raise AlreadyExistsError(
+                "a permission with this display name or id exists already"
+            ) from None
+        return pb.CreatePermissionResponse(permission=_message(row))
+
+    def GetPermission(
+        self, request: pb.GetPermissionRequest, context: grpc.ServicerContext
+    ) -> pb.GetPermissionResponse:
+        permission_id = resource_id(request.name, "permissions")
+        with self.db.begin() as connection:
+            return pb.GetPermissionResponse(
+                permission=_message(self._require(connection, permission_id))
+            )
+
+    def UpdatePermission(
+        self, request: pb.UpdatePermissionRequest, context: grpc.ServicerContext
+    ) -> pb.UpdatePermissionResponse:
+        permission_id = resource_id(request.permission.name, "permissions", "permission.name")
+        paths = mask_paths(request.update_mask, request.permission, UPDATABLE)
+        new = self._values(request.permission)
+        try:
+            with self.db.begin() as connection:
+                row = self._require(connection, permission_id)
+                values = {k: (new[k] if k in paths else row[k]) for k in new}
+                self._validate(connection, values)
+                connection.execute(
+                    tables.permissions.update()
+                    .where(tables.permissions.c.id == permission_id)
+                    .values(**values, updated_at=self.clock())
+                )
+                row = self._require(connection, permission_id)
+        except IntegrityError:
+            raise AlreadyExistsError("another permission has this display name") from None
+        return pb.UpdatePermissionResponse(permission=_message(row))
+
+    def DeletePermission(
+        self, request: pb.DeletePermissionRequest, context: grpc.ServicerContext
+    ) -> pb.DeletePermissionResponse:
+        permission_id = resource_id(request.name, "permissions")
+        bindings = tables.account_permissions
+        with self.db.begin() as connection:
+            self._require(connection, permission_id)
+            bound = connection.execute(
+                sa.select(sa.func.count()).where(bindings.c.permission_id == permission_id)
+            ).scalar_one()
+            if bound and not request.force:
+                raise FailedPreconditionError(
+                    f"{bound} service account(s) are bound to permissions/{permission_id}; "
+                    "unbind them or delete with force=true"
+                )
+            connection.execute(bindings.delete().where(bindings.c.permission_id == permission_id))
+            connection.execute(
+                tables.permissions.delete().where(tables.permissions.c.id == permission_id)
+            )
+        return pb.DeletePermissionResponse()

@@ -1,0 +1,100 @@
+"""Both object store backends keep S3's rules (the S3 one against real SeaweedFS)."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from auditline.server.objectstore import (
+    BucketExistsError,
+    BucketNotEmptyError,
+    FilesystemStore,
+    ObjectLockedError,
+    ObjectStore,
+    Retention,
+    S3Store,
+    bucket_name_problem,
+)
+from tests.support.seaweedfs import SeaweedFS
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+    if request.param == "file":
+        yield FilesystemStore(tmp_path / "objects")
+    else:
+        seaweed: SeaweedFS = request.getfixturevalue("seaweedfs")
+        yield S3Store(client=seaweed.client())
+
+
+def _name() -> str:
+    return f"b-{uuid.uuid4().hex[:16]}"
+
+
+def _later(days: int = 1) -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
+
+
+def test_bucket_lifecycle(store: ObjectStore) -> None:
+    name = _name()
+    store.create_bucket(name, object_lock=False)
+    with pytest.raises(BucketExistsError):
+        store.create_bucket(name, object_lock=False)
+    store.put_object(name, "a/b.txt", b"hello")
+    assert store.get_object(name, "a/b.txt") == b"hello"
+    assert store.usage(name) == (5, 1)
+    with pytest.raises(BucketNotEmptyError):
+        store.delete_bucket(name)
+    store.delete_object(name, "a/b.txt")
+    store.delete_bucket(name)
+
+
+def test_locked_objects_cannot_be_deleted(store: ObjectStore) -> None:
+    name = _name()
+    store.create_bucket(name, object_lock=True)
+    store.put_object(name, "log.gz", b"x", retain_until=_later(), mode="COMPLIANCE")
+    with pytest.raises(ObjectLockedError):
+        store.delete_object(name, "log.gz")
+    assert store.get_object(name, "log.gz") == b"x"
+
+
+def test_default_retention_locks_new_objects(store: ObjectStore) -> None:
+    name = _name()
+    store.create_bucket(name, object_lock=True, retention=Retention("COMPLIANCE", 1))
+    store.put_object(name, "k", b"v")
+    with pytest.raises(ObjectLockedError):
+        store.delete_object(name, "k")
+
+
+def test_object_lock_can_be_turned_on_later(store: ObjectStore) -> None:
+    name = _name()
+    store.create_bucket(name, object_lock=False)
+    store.enable_object_lock(name, Retention("GOVERNANCE", 1))
+    store.put_object(name, "k", b"v", retain_until=_later(), mode="COMPLIANCE")
+    with pytest.raises(ObjectLockedError):
+        store.delete_object(name, "k")
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("logs", True),
+        ("my.audit-logs-2026", True),
+        ("ab", False),
+        ("a" * 64, False),
+        ("Logs", False),
+        ("-logs", False),
+        ("logs-", False),
+        ("a..b", False),
+        ("192.168.1.1", False),
+        ("xn--logs", False),
+        ("logs-s3alias", False),
+        ("lo_gs", False),
+    ],
+)
+def test_bucket_names_follow_s3_rules(name: str, ok: bool) -> None:
+    assert (bucket_name_problem(name) is None) == ok
