@@ -835,8 +835,14 @@ def test_brute_force_across_accounts_blocks_the_address(serve: ServeFactory) -> 
     assert code_of(lambda: api.login(ADMIN_KEY, ADMIN_SECRET)) == Code.RESOURCE_EXHAUSTED
     assert process.terminate() == 0
     text = (process.data_dir / "audit" / "events.jsonl").read_text()
-    assert '"IamCode": "limit_mu"' in text
-    assert '"IamCode": "fu"' in text
+    iam = [
+        (e["EventName"], e["IamCode"])
+        for e in map(json.loads, text.splitlines())
+        if e["LogType"] == "LOG_TYPE_IAM"
+    ]
+    assert ("FailedLoginUnknownAccessKey", "fu") in iam
+    assert ("IpBlocked", "limit_mu") in iam
+    assert ("BlockedLoginAttempt", "limit_mu") in iam
 
 
 def test_bootstrap_without_keys_writes_an_owner_only_file(serve: ServeFactory) -> None:

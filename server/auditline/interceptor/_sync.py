@@ -186,6 +186,19 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             response_count,
         )
 
+    def _end_failed(
+        self,
+        info: MethodInfo,
+        context: grpc.ServicerContext,
+        started: int,
+        scope: _CallScope,
+        error: BaseException,
+        request: RequestSide,
+    ) -> None:
+        """Record a call whose handler raised; a refusing sink cannot make it worse."""
+        with contextlib.suppress(AuditUnavailableError):
+            self._end(info, context, started, scope, error, request, None, 0)
+
     def _unary_response(
         self,
         info: MethodInfo,
@@ -204,17 +217,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                 response = self._serialize_unary(result, serialize, context)
             except BaseException as exc:
                 exit_scope(token)
-                with contextlib.suppress(AuditUnavailableError):
-                    self._end(
-                        info,
-                        context,
-                        started,
-                        scope,
-                        exc,
-                        request,
-                        None,
-                        0,
-                    )
+                self._end_failed(info, context, started, scope, exc, request)
                 raise
             exit_scope(token)
             try:
@@ -272,17 +275,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                 responses = iter(inner(request.argument(context), context))
             except BaseException as exc:
                 exit_scope(token)
-                with contextlib.suppress(AuditUnavailableError):
-                    self._end(
-                        info,
-                        context,
-                        started,
-                        scope,
-                        exc,
-                        request,
-                        None,
-                        0,
-                    )
+                self._end_failed(info, context, started, scope, exc, request)
                 raise
             exit_scope(token)
             return relay(responses, context, started, scope, request)

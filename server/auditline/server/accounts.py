@@ -231,15 +231,18 @@ class Accounts:
 
     def _check_blocks(self, connection: Connection, access_key: str, ip: str, now: float) -> None:
         blocks = tables.ip_blocks
-        until = connection.execute(
-            sa.select(sa.func.max(blocks.c.until)).where(
+        block = connection.execute(
+            sa.select(blocks.c.access_key, blocks.c.until)
+            .where(
                 blocks.c.ip == ip, blocks.c.access_key.in_(["", access_key]), blocks.c.until > now
             )
-        ).scalar()
-        if until is not None:
+            .order_by(blocks.c.until.desc())
+        ).first()
+        if block is not None:
+            code = "limit_mu" if block.access_key == "" else "limit_wc"
             self.iam(
                 IamEvent(
-                    "limit_wc",
+                    code,
                     "BlockedLoginAttempt",
                     "login attempt from a blocked address",
                     access_key,
@@ -248,7 +251,7 @@ class Accounts:
                     8,
                 )
             )
-            wait = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))
+            wait = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(block.until))
             raise ResourceExhaustedError(
                 f"too many failed logins from {ip}; logins from it are blocked until {wait}"
             )

@@ -6,9 +6,12 @@ import base64
 import json
 import re
 from collections.abc import Iterable
+from typing import Any
 
+import sqlalchemy as sa
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
+from sqlalchemy.engine import Connection
 
 from auditline.server.errors import InvalidArgumentError
 
@@ -61,6 +64,24 @@ def page(page_size: int, page_token: str) -> tuple[int, int]:
     if offset < 0:
         raise InvalidArgumentError.field("page_token", "is not a token this server returned")
     return offset, limit
+
+
+def list_page(
+    connection: Connection,
+    table: sa.Table,
+    offset: int,
+    limit: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of a table's rows in creation order, and the number of rows in all."""
+    total = connection.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+    rows = (
+        connection.execute(
+            sa.select(table).order_by(table.c.created_at, table.c.id).offset(offset).limit(limit)
+        )
+        .mappings()
+        .all()
+    )
+    return [dict(row) for row in rows], int(total)
 
 
 def next_page_token(offset: int, limit: int, returned: int, total: int) -> str:

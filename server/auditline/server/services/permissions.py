@@ -23,6 +23,7 @@ from auditline.server.objectstore import bucket_name_problem
 from auditline.server.services._common import (
     check_display_name,
     check_new_id,
+    list_page,
     mask_paths,
     next_page_token,
     page,
@@ -136,18 +137,10 @@ class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
         self, request: pb.ListPermissionsRequest, context: grpc.ServicerContext
     ) -> pb.ListPermissionsResponse:
         offset, limit = page(request.page_size, request.page_token)
-        t = tables.permissions
         with self.db.begin() as connection:
-            total = connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-            rows = (
-                connection.execute(
-                    sa.select(t).order_by(t.c.created_at, t.c.id).offset(offset).limit(limit)
-                )
-                .mappings()
-                .all()
-            )
+            rows, total = list_page(connection, tables.permissions, offset, limit)
         return pb.ListPermissionsResponse(
-            permissions=[_message(dict(r)) for r in rows],
+            permissions=[_message(r) for r in rows],
             next_page_token=next_page_token(offset, limit, len(rows), total),
         )
 

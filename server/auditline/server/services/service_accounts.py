@@ -23,6 +23,7 @@ from auditline.server.guard import current_caller
 from auditline.server.services._common import (
     check_display_name,
     check_new_id,
+    list_page,
     mask_paths,
     next_page_token,
     page,
@@ -70,17 +71,9 @@ class ServiceAccountServicer(service_account_pb2_grpc.ServiceAccountServiceServi
         self, request: pb.ListServiceAccountsRequest, context: grpc.ServicerContext
     ) -> pb.ListServiceAccountsResponse:
         offset, limit = page(request.page_size, request.page_token)
-        t = tables.service_accounts
         with self.db.begin() as connection:
-            total = connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
-            rows = (
-                connection.execute(
-                    sa.select(t).order_by(t.c.created_at, t.c.id).offset(offset).limit(limit)
-                )
-                .mappings()
-                .all()
-            )
-            accounts = [self._message(connection, dict(r)) for r in rows]
+            rows, total = list_page(connection, tables.service_accounts, offset, limit)
+            accounts = [self._message(connection, row) for row in rows]
         return pb.ListServiceAccountsResponse(
             service_accounts=accounts,
             next_page_token=next_page_token(offset, limit, len(accounts), total),
