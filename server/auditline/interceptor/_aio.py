@@ -176,6 +176,13 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             return self._stream_unary(info, handler)
         return self._stream_stream(info, handler)
 
+    async def _admit(self, context: Any) -> None:
+        """Refuse the call before it runs when its event could not be kept."""
+        try:
+            self._core.admit()
+        except AuditUnavailableError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
     async def _parse(
         self, info: MethodInfo, deserialize: Deserializer, raw: bytes, context: Any
     ) -> Any:
@@ -262,6 +269,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             scope, token = enter_scope()
 
             async def call() -> Any:
+                await self._admit(context)
                 return await inner(await self._parse(info, deserialize, raw, context), context)
 
             return await self._unary_response(
@@ -288,14 +296,20 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             started = time.time_ns()
             scope, token = enter_scope()
             counts = _Counts()
-            call = inner(_counting_requests(requests, counts), _CountingContext(context, counts))
+
+            async def call() -> Any:
+                await self._admit(context)
+                return await inner(
+                    _counting_requests(requests, counts), _CountingContext(context, counts)
+                )
+
             return await self._unary_response(
                 info,
                 context,
                 started,
                 scope,
                 token,
-                call,
+                call(),
                 serialize,
                 lambda: counts.first,
                 lambda: counts.cls or request_class,
@@ -348,6 +362,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 raw = request if isinstance(request, bytes) else None
                 error: BaseException | None = None
                 try:
+                    await self._admit(context)
                     argument = await make_request(request, context, counts)
                     responses = inner(argument, _CountingContext(context, counts))
                     while True:
@@ -375,6 +390,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             raw = request if isinstance(request, bytes) else None
             error: BaseException | None = None
             try:
+                await self._admit(context)
                 argument = await make_request(request, context, counts)
                 await inner(argument, _CountingContext(context, counts))
             except BaseException as exc:

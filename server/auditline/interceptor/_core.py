@@ -54,7 +54,12 @@ _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 class Sink(Protocol):
-    """Where finished events go. `emit` is called from one thread, in order."""
+    """Where finished events go. `emit` is called from one thread, in order.
+
+    A sink may also have `admit() -> None`, called before each call runs; raising
+    `AuditUnavailableError` there refuses the call with UNAVAILABLE (the spool does
+    this when it is full).
+    """
 
     def emit(self, event: event_pb2.ApiEvent) -> None: ...
 
@@ -283,6 +288,7 @@ class AuditCore:
         self.sink = sink
         self.config = config
         self.redactor = Redactor(config.hmac_key)
+        self.admit: Callable[[], None] = getattr(sink, "admit", None) or (lambda: None)
         self.sink_errors = 0
         # What the background worker did: events delivered, CPU time spent on them.
         self.delivered = 0

@@ -186,6 +186,13 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             response_count,
         )
 
+    def _admit(self, context: grpc.ServicerContext) -> None:
+        """Refuse the call before it runs when its event could not be kept."""
+        try:
+            self._core.admit()
+        except AuditUnavailableError as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
     def _end_failed(
         self,
         info: MethodInfo,
@@ -213,6 +220,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             scope, token = enter_scope()
             request = take_request(argument)
             try:
+                self._admit(context)
                 result = inner(request.argument(context), context)
                 response = self._serialize_unary(result, serialize, context)
             except BaseException as exc:
@@ -272,6 +280,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             scope, token = enter_scope()
             request = take_request(argument)
             try:
+                self._admit(context)
                 responses = iter(inner(request.argument(context), context))
             except BaseException as exc:
                 exit_scope(token)

@@ -1,0 +1,381 @@
+"""The durable spool: finished events on local disk until every exporter has them.
+
+SQLite in WAL mode (stdlib `sqlite3`). Events are redacted before they get here
+(the interceptor builds them). `emit` only appends to a queue; one writer thread
+group-commits batches, numbering events gap-free per node as it writes them.
+
+Durability:
+- `async` (default): the call returns before its event is on disk. Events not
+  yet committed (at most `commit_interval` seconds' worth, 10 ms by default) are
+  lost if the process dies; a clean shutdown loses nothing.
+- `sync`: `emit` returns only after the event's batch is committed with
+  `synchronous=FULL`; the interceptor must be fail-closed so a failure fails the
+  call. `admit` refuses calls before they run when the spool cannot take them.
+
+Backpressure when the spool holds `max_bytes`: `block` (wait up to
+`block_timeout`, then refuse), `reject` (refuse at once; the interceptor answers
+UNAVAILABLE without running the call) or `drop` (the event is dropped, counted,
+and a marker event saying how many were lost and when is spooled as soon as there
+is room).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from auditline.audit.v1 import event_pb2, options_pb2
+from auditline.interceptor._core import AuditUnavailableError
+
+__all__ = ["Spool", "SpoolStats", "SpooledEvent"]
+
+log = logging.getLogger("auditline.interceptor")
+
+DURABILITY = ("async", "sync")
+BACKPRESSURE = ("block", "reject", "drop")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    at_ns INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS watermarks (
+    exporter TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    exporter TEXT NOT NULL,
+    key TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    written_at REAL NOT NULL,
+    PRIMARY KEY (exporter, key)
+);
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class SpooledEvent:
+    seq: int
+    at_ns: int
+    body: bytes  # a serialized ApiEvent, sequence and node id set
+
+    def event(self) -> event_pb2.ApiEvent:
+        return event_pb2.ApiEvent.FromString(self.body)
+
+
+@dataclasses.dataclass
+class SpoolStats:
+    accepted: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    bytes: int = 0
+    last_seq: int = 0
+
+
+class _Batch:
+    __slots__ = ("committed", "error", "events")
+
+    def __init__(self) -> None:
+        self.events: list[event_pb2.ApiEvent] = []
+        self.committed = threading.Event()
+        self.error: BaseException | None = None
+
+
+class Spool:
+    """A `Sink` that keeps events durable on disk for the exporters."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        node_id: str = "",
+        max_bytes: int = 1 << 30,
+        durability: str = "async",
+        backpressure: str = "block",
+        commit_interval: float = 0.01,
+        block_timeout: float = 10.0,
+    ) -> None:
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {DURABILITY}")
+        if backpressure not in BACKPRESSURE:
+            raise ValueError(f"backpressure must be one of {BACKPRESSURE}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.node_id = node_id
+        self.max_bytes = max_bytes
+        self._hard_cap = max_bytes + max_bytes // 10
+        self.durability = durability
+        self.backpressure = backpressure
+        self.commit_interval = commit_interval
+        self.block_timeout = block_timeout
+        self.stats = SpoolStats()
+        self._db = self._connect()
+        # One connection shared by the writer and the exporters, one at a time.
+        self._db_lock = threading.RLock()
+        row = self._db.execute(
+            "SELECT COALESCE(MAX(seq), 0), COALESCE(SUM(LENGTH(body)), 0) FROM events"
+        ).fetchone()
+        last_file = self._db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM files").fetchone()
+        # Freed events leave the table; the numbering must still never go back.
+        self._next_seq = max(int(row[0]), int(last_file[0])) + 1
+        self.stats.bytes = int(row[1])
+        self.stats.last_seq = self._next_seq - 1
+        self._lock = threading.Condition()
+        self._batch = _Batch()
+        self._dropped_since: tuple[int, int, int] | None = None  # count, first ns, last ns
+        self._closed = False
+        self._writer = threading.Thread(target=self._run, name="auditline-spool", daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed batch survives a power loss, not only a crash.
+        db.execute(
+            "PRAGMA synchronous=FULL" if self.durability == "sync" else "PRAGMA synchronous=NORMAL"
+        )
+        db.execute("PRAGMA busy_timeout=10000")
+        db.executescript(_SCHEMA)
+        self.path.chmod(0o600)
+        return db
+
+    # --- the request path ----------------------------------------------------------
+
+    def admit(self) -> None:
+        """Called before a call runs: refuse it when its event could not be kept."""
+        if self._closed:
+            raise AuditUnavailableError("the audit spool is closed")
+        if self.stats.bytes < self.max_bytes or self.backpressure == "drop":
+            return
+        if self.backpressure == "reject":
+            self.stats.rejected += 1
+            raise AuditUnavailableError("the audit spool is full")
+        with self._lock:
+            if not self._lock.wait_for(
+                lambda: self.stats.bytes < self.max_bytes, self.block_timeout
+            ):
+                self.stats.rejected += 1
+                raise AuditUnavailableError(
+                    f"the audit spool stayed full for {self.block_timeout:g}s"
+                )
+
+    def emit(self, event: event_pb2.ApiEvent) -> None:
+        """Queue an event; in sync durability, return once it is committed."""
+        # `block` and `reject` refuse calls before they run (`admit`); the events of
+        # those refusals may use a tenth more, then events are dropped (and counted).
+        limit = self.max_bytes if self.backpressure == "drop" else self._hard_cap
+        if self.stats.bytes >= limit:
+            now = time.time_ns()
+            with self._lock:
+                count, first, _ = self._dropped_since or (0, now, now)
+                self._dropped_since = (count + 1, first, now)
+                self.stats.dropped += 1
+            return
+        with self._lock:
+            if self._closed:
+                raise AuditUnavailableError("the audit spool is closed")
+            batch = self._batch
+            batch.events.append(event)
+            self.stats.accepted += 1
+        if self.durability == "sync":
+            if not batch.committed.wait(self.block_timeout):
+                raise AuditUnavailableError("the audit spool did not commit in time")
+            if batch.error is not None:
+                raise AuditUnavailableError(
+                    f"the audit spool could not write ({type(batch.error).__name__})"
+                )
+
+    # --- the writer ------------------------------------------------------------------
+
+    def _marker(self) -> event_pb2.ApiEvent | None:
+        if self._dropped_since is None or self.stats.bytes >= self._hard_cap:
+            return None
+        count, first, last = self._dropped_since
+        self._dropped_since = None
+        marker = event_pb2.ApiEvent(
+            event_name="AuditEventsDropped",
+            version="2",
+            service="auditline.audit.v1",
+            method="AuditEventsDropped",
+            activity=options_pb2.ACTIVITY_OTHER,
+            log_type=event_pb2.LOG_TYPE_SETTINGS,
+        )
+        marker.request.request_time.FromNanoseconds(first)
+        marker.request.request_params.update({"dropped_events": count})
+        marker.response.response_time.FromNanoseconds(last)
+        marker.response.response_code = 15  # DATA_LOSS
+        marker.response.response_status = "DATA_LOSS"
+        marker.response.response_error = (
+            f"{count} audit events were dropped because the spool was full"
+        )
+        marker.response.response_body.SetInParent()
+        log.error("%d audit events were dropped (spool full)", count)
+        return marker
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.commit_interval)
+            with self._lock:
+                batch, self._batch = self._batch, _Batch()
+                marker = self._marker()
+                closing = self._closed
+            if marker is not None:
+                batch.events.insert(0, marker)
+            if batch.events:
+                self._write(batch)
+            else:
+                batch.committed.set()
+            if closing:
+                return
+
+    def _write(self, batch: _Batch) -> None:
+        rows = []
+        size = 0
+        seq = self._next_seq
+        for event in batch.events:
+            event.sequence = seq
+            if not event.node_id:
+                event.node_id = self.node_id
+            body = event.SerializeToString()
+            rows.append((seq, event.request.request_time.ToNanoseconds(), body))
+            size += len(body)
+            seq += 1
+        try:
+            with self._db_lock:
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._db.executemany(
+                        "INSERT INTO events (seq, at_ns, body) VALUES (?, ?, ?)", rows
+                    )
+                    self._db.execute("COMMIT")
+                except sqlite3.Error:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            batch.error = exc
+            log.error("the audit spool could not write %d events: %s", len(rows), exc)
+        else:
+            self._next_seq = seq
+            with self._lock:
+                self.stats.bytes += size
+                self.stats.last_seq = seq - 1
+        batch.committed.set()
+
+    # --- the exporters' side -----------------------------------------------------------
+
+    def read(self, after_seq: int, limit: int = 1000) -> list[SpooledEvent]:
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT seq, at_ns, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        return [SpooledEvent(int(s), int(a), bytes(b)) for s, a, b in rows]
+
+    def iterate(self, after_seq: int, batch: int = 1000) -> Iterator[SpooledEvent]:
+        while True:
+            events = self.read(after_seq, batch)
+            if not events:
+                return
+            yield from events
+            after_seq = events[-1].seq
+
+    def watermark(self, exporter: str) -> int:
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT seq FROM watermarks WHERE exporter = ?", (exporter,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def register(self, exporter: str, start_seq: int | None = None) -> None:
+        """Track an exporter; a new one starts at the oldest spooled event."""
+        with self._db_lock:
+            oldest = self._db.execute(
+                "SELECT COALESCE(MIN(seq), ?) FROM events", (self._next_seq,)
+            ).fetchone()[0]
+            self._db.execute(
+                "INSERT OR IGNORE INTO watermarks (exporter, seq) VALUES (?, ?)",
+                (exporter, (start_seq if start_seq is not None else oldest) - 1),
+            )
+
+    def unregister(self, exporter: str) -> None:
+        with self._db_lock:
+            self._db.execute("DELETE FROM watermarks WHERE exporter = ?", (exporter,))
+        self.free()
+
+    def commit_file(
+        self,
+        exporter: str,
+        key: str,
+        first_seq: int,
+        last_seq: int,
+        events: int,
+        size: int,
+        sha256: str,
+        watermark: int,
+    ) -> None:
+        """Record a written file and move the exporter's watermark, in one transaction."""
+        with self._db_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (exporter, key, first_seq, last_seq, events, size, sha256, time.time()),
+                )
+                self._db.execute(
+                    "UPDATE watermarks SET seq = ? WHERE exporter = ?", (watermark, exporter)
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        self.free()
+
+    def files(self, exporter: str | None = None) -> list[tuple[str, str, int, int, int, str]]:
+        query = "SELECT exporter, key, first_seq, last_seq, events, sha256 FROM files"
+        args: tuple[str, ...] = ()
+        if exporter is not None:
+            query += " WHERE exporter = ?"
+            args = (exporter,)
+        with self._db_lock:
+            rows = self._db.execute(query + " ORDER BY first_seq", args).fetchall()
+        return [tuple(row) for row in rows]
+
+    def free(self) -> None:
+        """Delete the events every exporter has passed; wake blocked callers."""
+        with self._db_lock:
+            row = self._db.execute("SELECT MIN(seq), COUNT(*) FROM watermarks").fetchone()
+            if not row[1]:
+                return  # no exporter yet: keep everything
+            freed = self._db.execute(
+                "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM events WHERE seq <= ?", (row[0],)
+            ).fetchone()[0]
+            if freed:
+                self._db.execute("DELETE FROM events WHERE seq <= ?", (row[0],))
+        if freed:
+            with self._lock:
+                self.stats.bytes -= int(freed)
+                self._lock.notify_all()
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until everything emitted so far is committed."""
+        with self._lock:
+            batch = self._batch
+        return batch.committed.wait(timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._writer.join(30)
+        with self._db_lock:
+            self._db.close()

@@ -1,0 +1,117 @@
+"""The durable spool: numbering, durability, backpressure, freeing."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import AuditUnavailableError
+from auditline.interceptor._spool import Spool
+
+
+def _event(name: str = "Call", size: int = 0) -> event_pb2.ApiEvent:
+    event = event_pb2.ApiEvent(event_name=name, version="2")
+    event.request.request_time.FromNanoseconds(1_800_000_000_000_000_000)
+    if size:
+        event.request.request_params.update({"pad": "x" * size})
+    return event
+
+
+def test_sequences_are_gap_free_and_survive_reopening(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", node_id="n1", durability="sync")
+    for i in range(5):
+        spool.emit(_event(f"E{i}"))
+    spool.close()
+    spool = Spool(tmp_path / "spool.db", node_id="n1", durability="sync")
+    spool.emit(_event("E5"))
+    events = [e.event() for e in spool.read(0)]
+    assert [e.sequence for e in events] == [1, 2, 3, 4, 5, 6]
+    assert [e.event_name for e in events] == [f"E{i}" for i in range(6)]
+    assert {e.node_id for e in events} == {"n1"}
+    spool.close()
+
+
+def test_async_events_are_on_disk_after_flush(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db")
+    spool.emit(_event())
+    assert spool.flush(10)
+    assert len(spool.read(0)) == 1
+    spool.close()
+
+
+def test_freeing_waits_for_every_exporter(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", durability="sync")
+    spool.register("a")
+    spool.register("b")
+    for _ in range(4):
+        spool.emit(_event())
+    spool.commit_file("a", "k1", 1, 4, 4, 10, "0" * 64, watermark=4)
+    assert len(spool.read(0)) == 4  # b has not passed them yet
+    spool.commit_file("b", "k2", 1, 2, 2, 10, "0" * 64, watermark=2)
+    assert [e.seq for e in spool.read(0)] == [3, 4]
+    spool.close()
+
+
+def test_reject_refuses_calls_when_full(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", durability="sync", max_bytes=200, backpressure="reject")
+    spool.admit()
+    spool.emit(_event(size=300))
+    with pytest.raises(AuditUnavailableError):
+        spool.admit()
+    assert spool.stats.rejected == 1
+    spool.close()
+
+
+def test_block_waits_for_room(tmp_path: Path) -> None:
+    spool = Spool(
+        tmp_path / "spool.db",
+        durability="sync",
+        max_bytes=200,
+        backpressure="block",
+        block_timeout=30,
+    )
+    spool.register("only")
+    spool.emit(_event(size=300))
+    admitted = threading.Event()
+    waiter = threading.Thread(target=lambda: (spool.admit(), admitted.set()))
+    waiter.start()
+    assert not admitted.wait(0.2)  # still full: the caller waits
+    spool.commit_file("only", "k", 1, 1, 1, 300, "0" * 64, watermark=1)  # frees the room
+    assert admitted.wait(10)
+    waiter.join(10)
+    spool.close()
+
+
+def test_block_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    spool = Spool(
+        tmp_path / "spool.db",
+        durability="sync",
+        max_bytes=200,
+        backpressure="block",
+        block_timeout=0.1,
+    )
+    spool.emit(_event(size=300))
+    with pytest.raises(AuditUnavailableError):
+        spool.admit()
+    spool.close()
+
+
+def test_drop_counts_and_leaves_a_marker(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", durability="sync", max_bytes=200, backpressure="drop")
+    spool.register("only")
+    spool.emit(_event("Kept", size=300))
+    spool.admit()  # drop never refuses calls
+    spool.emit(_event("Lost1"))
+    spool.emit(_event("Lost2"))
+    assert spool.stats.dropped == 2
+    spool.commit_file("only", "k", 1, 1, 1, 300, "0" * 64, watermark=1)
+    spool.emit(_event("After"))
+    names = [e.event().event_name for e in spool.read(0)]
+    assert names == ["AuditEventsDropped", "After"]
+    marker = spool.read(0)[0].event()
+    assert marker.response.response_status == "DATA_LOSS"
+    assert "2 audit events were dropped" in marker.response.response_error
+    spool.close()
