@@ -76,7 +76,12 @@ def test_block_waits_for_room(tmp_path: Path) -> None:
     spool.register("only")
     spool.emit(_event(size=300))
     admitted = threading.Event()
-    waiter = threading.Thread(target=lambda: (spool.admit(), admitted.set()))
+
+    def admit() -> None:
+        spool.admit()
+        admitted.set()
+
+    waiter = threading.Thread(target=admit)
     waiter.start()
     assert not admitted.wait(0.2)  # still full: the caller waits
     spool.commit_file("only", "k", 1, 1, 1, 300, "0" * 64, watermark=1)  # frees the room
