@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import sqlite3
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from auditline.account.v1 import service_account_pb2 as sa_pb
 from auditline.server.objectstore import FilesystemStore, ObjectLockedError, ObjectStore, S3Store
 from tests.conftest import ServeFactory
 from tests.support.api import Api, code_of, error_of, field_violations
+from tests.support.exported import exported_events, exported_files
 from tests.support.processes import wait_for
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.serve import ServeProcess
@@ -523,29 +523,18 @@ def test_set_object_immutability_turns_lock_on(server: Server) -> None:
 
 def test_the_audit_target_bucket_cannot_be_deleted(server: Server) -> None:
     admin = server.admin
-    name = _bucket(admin, immutable=True)
-    # AuditSettingsService lands with the audit-administration issue; until then
-    # the target is set in the database directly, as that service will.
-    database = sqlite3.connect(server.process.data_dir / "auditline.db")
-    with database:
-        database.execute("DELETE FROM audit_settings")
-        database.execute(
-            "INSERT INTO audit_settings (id, account_logs_enabled, target_bucket, "
-            "updated_at, updated_by) VALUES (1, 1, ?, 0, 'test')",
-            (name,),
+    # Created, object-locked, on first start and made the target of the account logs.
+    target = admin.call(
+        admin.buckets.GetBucket, bucket_pb2.GetBucketRequest(name="buckets/auditline-audit-logs")
+    ).bucket
+    assert target.immutable
+    error = error_of(
+        lambda: admin.call(
+            admin.buckets.DeleteBucket, bucket_pb2.DeleteBucketRequest(name=target.name)
         )
-    try:
-        error = error_of(
-            lambda: admin.call(
-                admin.buckets.DeleteBucket, bucket_pb2.DeleteBucketRequest(name=f"buckets/{name}")
-            )
-        )
-        assert error.code() == Code.FAILED_PRECONDITION
-        assert "audit log target" in (error.details() or "")
-    finally:
-        with database:
-            database.execute("DELETE FROM audit_settings")
-        database.close()
+    )
+    assert error.code() == Code.FAILED_PRECONDITION
+    assert "audit log target" in (error.details() or "")
 
 
 def test_standard_accounts_see_only_the_buckets_their_permissions_name(server: Server) -> None:
@@ -807,10 +796,7 @@ def test_brute_force_blocks_one_account_then_lifts(serve: ServeFactory) -> None:
         interval=0.5,
     )
     assert process.terminate() == 0
-    events = [
-        json.loads(line)
-        for line in (process.data_dir / "audit" / "events.jsonl").read_text().splitlines()
-    ]
+    events = exported_events(process.data_dir)
     iam = [(e["EventName"], e["IamCode"]) for e in events if e["LogType"] == "LOG_TYPE_IAM"]
     assert ("FailedLoginWrongSecret", "fp") in iam
     assert ("IpBlocked", "limit_wc") in iam
@@ -834,10 +820,9 @@ def test_brute_force_across_accounts_blocks_the_address(serve: ServeFactory) -> 
     # Now even the admin's right keys are refused from this address.
     assert code_of(lambda: api.login(ADMIN_KEY, ADMIN_SECRET)) == Code.RESOURCE_EXHAUSTED
     assert process.terminate() == 0
-    text = (process.data_dir / "audit" / "events.jsonl").read_text()
     iam = [
         (e["EventName"], e["IamCode"])
-        for e in map(json.loads, text.splitlines())
+        for e in exported_events(process.data_dir)
         if e["LogType"] == "LOG_TYPE_IAM"
     ]
     assert ("FailedLoginUnknownAccessKey", "fu") in iam
@@ -873,7 +858,9 @@ def test_no_secret_or_token_in_the_database_logs_or_errors(serve: ServeFactory) 
     secrets = [ADMIN_SECRET, secret, admin.token, user.token]
     haystacks = {
         "database": b"".join(p.read_bytes() for p in process.data_dir.glob("auditline.db*")),
-        "audit events": (process.data_dir / "audit" / "events.jsonl").read_bytes(),
+        "audit spool": (process.data_dir / "audit" / "spool.db").read_bytes(),
+        "exported audit files": b"".join(p.read_bytes() for p in exported_files(process.data_dir)),
+        "exported audit events": json.dumps(exported_events(process.data_dir)).encode(),
         "server log": process.log().encode(),
         "errors": "".join(f"{e.details()} {e}" for e in errors).encode(),
     }

@@ -18,6 +18,7 @@ from auditline.audit.v1 import exporter_pb2, exporter_pb2_grpc
 from auditline.interceptor import hmac_value
 from tests.conftest import ServeFactory
 from tests.support.certs import make_pki
+from tests.support.exported import exported_events
 from tests.test_contract import EXPECTED_METHODS
 
 Grpcurl = Callable[..., str]
@@ -204,8 +205,7 @@ def test_every_call_to_the_server_is_audited(serve: ServeFactory) -> None:
             stub.GetBucket(bucket_pb2.GetBucketRequest(name="buckets/logs"), timeout=10)
         _health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert server.terminate() == 0
-    lines = (server.data_dir / "audit" / "events.jsonl").read_text().splitlines()
-    events = [json.loads(line) for line in lines]
+    events = exported_events(server.data_dir)
     assert [(e["Service"], e["Method"], e["Response"]["ResponseStatus"]) for e in events] == [
         ("auditline.account.v1.BucketService", "GetBucket", "UNAUTHENTICATED"),
         ("grpc.health.v1.Health", "Check", "OK"),
@@ -225,7 +225,7 @@ def test_audit_hash_prints_the_hmac_under_the_servers_key(serve: ServeFactory) -
         stub = auth_pb2_grpc.AuthServiceStub(channel)
         assert not stub.ValidateToken(auth_pb2.ValidateTokenRequest(token=secret), timeout=10).valid
     assert server.terminate() == 0
-    log = (server.data_dir / "audit" / "events.jsonl").read_text()
+    log = "".join(json.dumps(e) for e in exported_events(server.data_dir))
     assert secret not in log
     result = subprocess.run(
         [

@@ -48,9 +48,9 @@ def test_freeing_waits_for_every_exporter(tmp_path: Path) -> None:
     spool.register("b")
     for _ in range(4):
         spool.emit(_event())
-    spool.commit_file("a", "k1", 1, 4, 4, 10, "0" * 64, watermark=4)
+    spool.commit_files("a", [("k1", 1, 4, 4, 10, "0" * 64)], watermark=4)
     assert len(spool.read(0)) == 4  # b has not passed them yet
-    spool.commit_file("b", "k2", 1, 2, 2, 10, "0" * 64, watermark=2)
+    spool.commit_files("b", [("k2", 1, 2, 2, 10, "0" * 64)], watermark=2)
     assert [e.seq for e in spool.read(0)] == [3, 4]
     spool.close()
 
@@ -84,7 +84,7 @@ def test_block_waits_for_room(tmp_path: Path) -> None:
     waiter = threading.Thread(target=admit)
     waiter.start()
     assert not admitted.wait(0.2)  # still full: the caller waits
-    spool.commit_file("only", "k", 1, 1, 1, 300, "0" * 64, watermark=1)  # frees the room
+    spool.commit_files("only", [("k", 1, 1, 1, 300, "0" * 64)], watermark=1)  # frees the room
     assert admitted.wait(10)
     waiter.join(10)
     spool.close()
@@ -112,7 +112,7 @@ def test_drop_counts_and_leaves_a_marker(tmp_path: Path) -> None:
     spool.emit(_event("Lost1"))
     spool.emit(_event("Lost2"))
     assert spool.stats.dropped == 2
-    spool.commit_file("only", "k", 1, 1, 1, 300, "0" * 64, watermark=1)
+    spool.commit_files("only", [("k", 1, 1, 1, 300, "0" * 64)], watermark=1)
     spool.emit(_event("After"))
     names = [e.event().event_name for e in spool.read(0)]
     assert names == ["AuditEventsDropped", "After"]

@@ -49,6 +49,11 @@ CREATE TABLE IF NOT EXISTS watermarks (
     exporter TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS intents (
+    exporter TEXT PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS files (
     exporter TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -313,28 +318,38 @@ class Spool:
             self._db.execute("DELETE FROM watermarks WHERE exporter = ?", (exporter,))
         self.free()
 
-    def commit_file(
-        self,
-        exporter: str,
-        key: str,
-        first_seq: int,
-        last_seq: int,
-        events: int,
-        size: int,
-        sha256: str,
-        watermark: int,
+    def intent(self, exporter: str) -> tuple[int, int] | None:
+        """The batch an exporter started and has not committed (after a failure or crash)."""
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT first_seq, last_seq FROM intents WHERE exporter = ?", (exporter,)
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def begin_batch(self, exporter: str, first_seq: int, last_seq: int) -> None:
+        """Write down a batch before uploading it, so a retry uploads the same batch."""
+        with self._db_lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (exporter, first_seq, last_seq)
+            )
+
+    def commit_files(
+        self, exporter: str, files: list[tuple[str, int, int, int, int, str]], watermark: int
     ) -> None:
-        """Record a written file and move the exporter's watermark, in one transaction."""
+        """Record a batch's files (key, first, last, events, bytes, sha256) and move the
+        exporter's watermark past it, in one transaction."""
         with self._db_lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
+                now = time.time()
+                self._db.executemany(
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (exporter, key, first_seq, last_seq, events, size, sha256, time.time()),
+                    [(exporter, *f, now) for f in files],
                 )
                 self._db.execute(
                     "UPDATE watermarks SET seq = ? WHERE exporter = ?", (watermark, exporter)
                 )
+                self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

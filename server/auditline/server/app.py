@@ -38,12 +38,14 @@ from auditline.audit.v1 import (
     settings_pb2,
     settings_pb2_grpc,
 )
-from auditline.interceptor import AuditInterceptor, JsonLinesSink
+from auditline.interceptor import AuditInterceptor
+from auditline.interceptor._export import ExporterConfig
 from auditline.server.accounts import Accounts, IamEvent, LoginPolicy
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
 from auditline.server.guard import CallGuard
 from auditline.server.objectstore import ObjectStore, open_store
+from auditline.server.pipeline import AuditPipeline, ensure_audit_target
 from auditline.server.reflection import enable_reflection
 from auditline.server.services.auth import AuthServicer
 from auditline.server.services.buckets import BucketServicer
@@ -205,10 +207,16 @@ class AuditlineServer:
         self._executor = futures.ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix="auditline-rpc"
         )
-        # Until the durable spool lands, events go to a JSON Lines file.
-        self.audit_sink = JsonLinesSink(settings.data_dir / "audit" / "events.jsonl")
+        self.pipeline = AuditPipeline(
+            settings.data_dir / "audit" / "spool.db",
+            node_id=self.node_id,
+            durability=settings.audit_durability,
+            backpressure=settings.backpressure,
+            max_bytes=settings.spool_max_bytes,
+        )
         self.audit = AuditInterceptor(
-            self.audit_sink,
+            self.pipeline.spool,
+            fail_closed=settings.audit_durability == "sync",
             node_id=self.node_id,
             hmac_key=load_hmac_key(settings),
             trusted_proxies=split_list(settings.trusted_proxies),
@@ -219,10 +227,25 @@ class AuditlineServer:
             self.db,
             token_ttl=settings.token_ttl,
             policy=LoginPolicy(block_seconds=settings.login_block_seconds),
-            iam=lambda event: self.audit_sink.emit(iam_api_event(event, self.node_id)),
+            iam=lambda event: self.pipeline.spool.emit(iam_api_event(event, self.node_id)),
             clock=self.clock,
         )
         self.admin_credentials = self.accounts.bootstrap_admin(settings.data_dir, os.environ)
+        self.audit_target = ensure_audit_target(
+            self.db, self.store, settings.audit_bucket, settings.export_retention_days, self.clock
+        )
+        self.pipeline.add_exporter(
+            ExporterConfig(
+                name="default",
+                format=settings.export_format,
+                compression=settings.export_compression,
+                flush_interval=settings.export_interval,
+                retention_mode="GOVERNANCE" if settings.export_retention_days else None,
+                retention_days=settings.export_retention_days,
+            ),
+            self.store,
+            self.audit_target,
+        )
         self.usage = UsageServicer(self.db, self.store, self.clock)
         self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
         # The audit interceptor goes first: it must see the calls the others reject.
@@ -263,6 +286,6 @@ class AuditlineServer:
         self._server.stop(grace).wait()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._snapshots.stop()
-        self.audit.close()
-        self.audit_sink.close()
+        self.audit.close()  # every finished call's event is in the spool now
+        self.pipeline.stop(timeout=max(grace, 30.0))  # and in the bucket
         self.db.close()

@@ -82,6 +82,32 @@ class Settings:
     usage_snapshot_interval: float = field(
         default=3600.0, metadata=_help("seconds between usage snapshots; 0 turns them off")
     )
+    audit_durability: str = field(
+        default="async",
+        metadata=_help(
+            "async (the call returns before its event is on disk) or sync (fail-closed: only after)"
+        ),
+    )
+    backpressure: str = field(
+        default="block", metadata=_help("when the spool is full: block, reject or drop")
+    )
+    spool_max_bytes: int = field(
+        default=1 << 30, metadata=_help("the audit spool's size cap, in bytes")
+    )
+    audit_bucket: str = field(
+        default="auditline-audit-logs",
+        metadata=_help("the object-locked bucket created for the audit logs on first start"),
+    )
+    export_interval: float = field(
+        default=300.0, metadata=_help("seconds between files of the default exporter")
+    )
+    export_format: str = field(
+        default="apievent-json", metadata=_help("apievent-json or ocsf-json")
+    )
+    export_compression: str = field(default="gzip", metadata=_help("gzip, zstd or none"))
+    export_retention_days: int = field(
+        default=30, metadata=_help("object-lock retention of exported files, days (0: none)")
+    )
     audit_hmac_key_file: Path | None = field(
         default=None,
         metadata=_help(
@@ -120,6 +146,18 @@ class Settings:
             )
         if self.object_store and not self.object_store.startswith(("file://", "s3://")):
             raise ConfigError("--object-store must start with file:// or s3://")
+        if self.audit_durability not in ("async", "sync"):
+            raise ConfigError("--audit-durability must be async or sync")
+        if self.backpressure not in ("block", "reject", "drop"):
+            raise ConfigError("--backpressure must be block, reject or drop")
+        if self.export_format not in ("apievent-json", "ocsf-json"):
+            raise ConfigError("--export-format must be apievent-json or ocsf-json")
+        if self.export_compression not in ("gzip", "zstd", "none"):
+            raise ConfigError("--export-compression must be gzip, zstd or none")
+        if self.spool_max_bytes < 1 << 16 or self.export_interval <= 0:
+            raise ConfigError(
+                "--spool-max-bytes must be at least 65536 and --export-interval positive"
+            )
         if self.audit_max_body_bytes < 1:
             raise ConfigError("--audit-max-body-bytes must be at least 1")
         for network in split_list(self.trusted_proxies):

@@ -1,0 +1,280 @@
+"""Exporters: read the spool from their watermark and write compressed files.
+
+A file is cut when the flush interval has passed or the file reached its size,
+whichever comes first. Each batch of events is split by log type, one file per
+type, under a key fixed by the node and the batch's sequence range. The batch is
+written down (its "intent") before any upload, so a retry after a failure or a
+crash uploads the same events under the same keys and never a second copy under
+another name; the watermark moves only after every file of the batch is stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import gzip
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor._formats import FORMATS
+from auditline.interceptor._spool import Spool, SpooledEvent
+
+__all__ = ["Exporter", "ExporterConfig", "ExporterState", "ExporterStatus", "ObjectWriter"]
+
+log = logging.getLogger("auditline.interceptor")
+
+_LOG_DIRS = {0: "account_api", 1: "account_api", 2: "iam", 3: "settings"}
+_FORMAT_DIRS = {"apievent-json": "apievent", "ocsf-json": "ocsf"}
+_EXTENSIONS = {"gzip": ".gz", "zstd": ".zst", "none": ""}
+
+
+class ObjectWriter(Protocol):
+    """Where an exporter's files go: one bucket of some object store."""
+
+    def put(
+        self, key: str, data: bytes, *, retain_until: datetime.datetime | None, mode: str | None
+    ) -> None: ...
+
+
+class ExporterState(enum.Enum):
+    WAITING = "WAITING"
+    EXPORTING = "EXPORTING"
+    ERROR = "ERROR"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExporterConfig:
+    name: str
+    format: str = "apievent-json"
+    compression: str = "gzip"
+    prefix: str = ""
+    flush_interval: float = 300.0
+    max_file_bytes: int = 2_500_000
+    retention_mode: str | None = None  # GOVERNANCE or COMPLIANCE
+    retention_days: int = 0
+    log_types: frozenset[int] = frozenset()  # empty: every log
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {sorted(FORMATS)}")
+        if self.compression not in _EXTENSIONS:
+            raise ValueError(f"compression must be one of {sorted(_EXTENSIONS)}")
+        if self.flush_interval <= 0 or self.max_file_bytes < 1024:
+            raise ValueError("flush_interval must be positive and max_file_bytes >= 1024")
+
+
+@dataclasses.dataclass
+class ExporterStatus:
+    state: ExporterState = ExporterState.WAITING
+    last_error: str = ""
+    last_error_time: float = 0.0
+    last_success_time: float = 0.0
+    watermark: int = 0
+    backlog: int = 0
+    last_object_key: str = ""
+    exported_events: int = 0
+    exported_files: int = 0
+    errors: int = 0
+
+
+def compress(data: bytes, compression: str) -> bytes:
+    if compression == "gzip":
+        return gzip.compress(data, compresslevel=6, mtime=0)
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=3).compress(data)
+    return data
+
+
+class Exporter:
+    """One exporter's thread: batches, files, uploads, watermark, status."""
+
+    poll_interval = 0.2
+    backoff_base = 1.0
+    backoff_max = 60.0
+
+    def __init__(
+        self,
+        config: ExporterConfig,
+        spool: Spool,
+        writer: ObjectWriter,
+        *,
+        node_id: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.writer = writer
+        self.node_id = node_id or "node"
+        self.clock = clock
+        spool.register(config.name)
+        self.status = ExporterStatus(watermark=spool.watermark(config.name))
+        self._wake = threading.Event()
+        self._flush_requested = threading.Event()
+        self._flushed = threading.Condition()
+        self._stop = threading.Event()
+        self._last_cut = clock()
+        self._failures = 0
+        self.last_latency = 0.0
+        self._thread = threading.Thread(
+            target=self._run, name=f"auditline-export-{config.name}", daemon=True
+        )
+
+    def start(self) -> Exporter:
+        self._thread.start()
+        return self
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def _backlog(self) -> int:
+        return max(self.spool.stats.last_seq - self.status.watermark, 0)
+
+    def _due(self) -> bool:
+        if not self._backlog():
+            return False
+        if self._flush_requested.is_set():
+            return True
+        if self.clock() - self._last_cut >= self.config.flush_interval:
+            return True
+        # Spooled (protobuf) bytes understate JSON; a full file's worth is certainly due.
+        return self._backlog() * 256 >= self.config.max_file_bytes
+
+    def _run(self) -> None:
+        delay = self.poll_interval
+        while not self._stop.is_set():
+            self._wake.wait(delay)
+            self._wake.clear()
+            self.status.backlog = self._backlog()
+            if not self._due():
+                if self._flush_requested.is_set() and not self._backlog():
+                    self._done_flushing()
+                delay = self.poll_interval
+                continue
+            try:
+                self.status.state = ExporterState.EXPORTING
+                self.export_once()
+            except Exception as exc:  # the store is down, refused, ...: retry later
+                self._failures += 1
+                self.status.state = ExporterState.ERROR
+                self.status.errors += 1
+                self.status.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+                self.status.last_error_time = self.clock()
+                delay = min(self.backoff_base * 2 ** (self._failures - 1), self.backoff_max)
+                delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not secrecy
+                log.warning(
+                    "exporter %s failed (retry in %.1fs): %s",
+                    self.config.name,
+                    delay,
+                    self.status.last_error,
+                )
+                continue
+            self._failures = 0
+            self.status.state = ExporterState.WAITING
+            delay = 0 if self._due() else self.poll_interval
+
+    def _done_flushing(self) -> None:
+        with self._flushed:
+            self._flush_requested.clear()
+            self._flushed.notify_all()
+
+    def export_once(self) -> int:
+        """Write the next batch (at most one file's worth); return its event count."""
+        name = self.config.name
+        watermark = self.spool.watermark(name)
+        intent = self.spool.intent(name)
+        render = FORMATS[self.config.format]
+        if intent is not None:  # a batch that failed or was cut short by a crash: redo it
+            pending = self.spool.read(intent[0] - 1, limit=intent[1] - intent[0] + 1)
+        else:
+            pending = self.spool.read(watermark, limit=100_000)
+        if not pending:
+            self._last_cut = self.clock()
+            return 0
+        chosen: list[tuple[SpooledEvent, bytes, int]] = []
+        size = 0
+        for item in pending:
+            event = item.event()
+            line = render(event)
+            if intent is None and chosen and size + len(line) > self.config.max_file_bytes:
+                break
+            chosen.append((item, line, event.log_type or event_pb2.LOG_TYPE_ACCOUNT_API))
+            size += len(line)
+        first, last = chosen[0][0].seq, chosen[-1][0].seq
+        if intent is None:
+            self.spool.begin_batch(name, first, last)
+        by_log: dict[int, list[tuple[SpooledEvent, bytes]]] = {}
+        for item, line, log_type in chosen:
+            if not self.config.log_types or log_type in self.config.log_types:
+                by_log.setdefault(log_type, []).append((item, line))
+        day = datetime.datetime.fromtimestamp(chosen[0][0].at_ns / 1e9, datetime.UTC)
+        retain_until = None
+        if self.config.retention_days:
+            retain_until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+                days=self.config.retention_days
+            )
+        files = []
+        for log_type, items in sorted(by_log.items()):
+            key = (
+                f"{self.config.prefix}{_FORMAT_DIRS[self.config.format]}/"
+                f"{_LOG_DIRS.get(log_type, 'account_api')}/{day:%Y/%m/%d}/"
+                f"{self.node_id}-{first:012d}-{last:012d}.jsonl"
+                f"{_EXTENSIONS[self.config.compression]}"
+            )
+            body = compress(b"".join(line for _, line in items), self.config.compression)
+            started = time.perf_counter()
+            self.writer.put(
+                key,
+                body,
+                retain_until=retain_until,
+                mode=self.config.retention_mode if retain_until else None,
+            )
+            self.last_latency = time.perf_counter() - started
+            files.append(
+                (
+                    key,
+                    items[0][0].seq,
+                    items[-1][0].seq,
+                    len(items),
+                    len(body),
+                    hashlib.sha256(body).hexdigest(),
+                )
+            )
+        self.spool.commit_files(name, files, watermark=last)
+        now = self.clock()
+        self._last_cut = now
+        self.status.watermark = last
+        self.status.last_success_time = now
+        self.status.last_error = ""
+        self.status.exported_events += sum(f[3] for f in files)
+        self.status.exported_files += len(files)
+        if files:
+            self.status.last_object_key = files[-1][0]
+        self.status.backlog = self._backlog()
+        return len(chosen)
+
+    # --- control ------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Export everything spooled so far now; wait until done or `timeout`."""
+        self.spool.flush(timeout)
+        with self._flushed:
+            self._flush_requested.set()
+            self._wake.set()
+            return self._flushed.wait_for(lambda: not self._flush_requested.is_set(), timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Flush (bounded by `timeout`), then stop the thread."""
+        if self._thread.is_alive():
+            self.flush(timeout)
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)

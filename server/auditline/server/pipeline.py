@@ -1,0 +1,120 @@
+"""Wiring the export pipeline into `auditline serve`: spool, default exporter, target bucket."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from auditline.interceptor._export import Exporter, ExporterConfig
+from auditline.interceptor._spool import Spool
+from auditline.server.db import Database, tables
+from auditline.server.objectstore import (
+    BucketExistsError,
+    ObjectLockedError,
+    ObjectStore,
+    Retention,
+)
+
+__all__ = ["AuditPipeline", "BucketWriter", "ensure_audit_target"]
+
+log = logging.getLogger("auditline.server")
+
+
+class BucketWriter:
+    """An exporter's writer into one bucket of the service's own object store."""
+
+    def __init__(self, store: ObjectStore, bucket: str) -> None:
+        self.store = store
+        self.bucket = bucket
+
+    def put(
+        self, key: str, data: bytes, *, retain_until: datetime.datetime | None, mode: str | None
+    ) -> None:
+        try:
+            self.store.put_object(self.bucket, key, data, retain_until=retain_until, mode=mode)
+        except ObjectLockedError:
+            # A retried upload of a batch that did reach the store: the same key holds
+            # the same bytes (keys are fixed by the batch), so it is done already.
+            if self.store.get_object(self.bucket, key) != data:
+                raise
+
+
+def ensure_audit_target(
+    db: Database, store: ObjectStore, bucket: str, retention_days: int, clock: Callable[[], float]
+) -> str:
+    """On first start: an object-locked bucket for the audit logs, set as the target.
+
+    Returns the target bucket in force (an operator may have chosen another one).
+    """
+    settings = tables.audit_settings
+    with db.begin() as connection:
+        row = connection.execute(sa.select(settings)).mappings().first()
+        if row is not None and row["target_bucket"]:
+            return str(row["target_bucket"])
+        known = connection.execute(
+            sa.select(tables.buckets.c.name).where(tables.buckets.c.name == bucket)
+        ).first()
+        if known is None:
+            # A bucket left by an earlier data directory is reused.
+            with contextlib.suppress(BucketExistsError):
+                store.create_bucket(
+                    bucket,
+                    object_lock=True,
+                    retention=Retention("GOVERNANCE", retention_days) if retention_days else None,
+                )
+            connection.execute(
+                tables.buckets.insert().values(
+                    name=bucket,
+                    immutable=True,
+                    retention_mode=1 if retention_days else 0,
+                    retention_days=retention_days,
+                    audit_logging=False,
+                    created_at=clock(),
+                )
+            )
+        connection.execute(settings.delete())
+        connection.execute(
+            settings.insert().values(
+                id=1,
+                account_logs_enabled=True,
+                target_bucket=bucket,
+                updated_at=clock(),
+                updated_by="auditline serve (first start)",
+            )
+        )
+    log.info("account audit logs go to the object-locked bucket %s", bucket)
+    return bucket
+
+
+class AuditPipeline:
+    """The spool and its exporters, started and stopped with the server."""
+
+    def __init__(
+        self, spool_path: Path, *, node_id: str, durability: str, backpressure: str, max_bytes: int
+    ) -> None:
+        self.spool = Spool(
+            spool_path,
+            node_id=node_id,
+            durability=durability,
+            backpressure=backpressure,
+            max_bytes=max_bytes,
+        )
+        self.node_id = node_id
+        self.exporters: dict[str, Exporter] = {}
+
+    def add_exporter(self, config: ExporterConfig, store: ObjectStore, bucket: str) -> Exporter:
+        exporter = Exporter(config, self.spool, BucketWriter(store, bucket), node_id=self.node_id)
+        self.exporters[config.name] = exporter.start()
+        return exporter
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Flush every exporter (bounded by `timeout`), then close the spool."""
+        self.spool.flush(timeout)
+        for exporter in self.exporters.values():
+            exporter.stop(timeout)
+        self.spool.close()

@@ -1,0 +1,35 @@
+"""Reading the audit files `auditline serve` exported to its filesystem object store."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+DEFAULT_BUCKET = "auditline-audit-logs"
+
+
+def exported_files(data_dir: Path, bucket: str = DEFAULT_BUCKET) -> list[Path]:
+    root = data_dir / "objects" / bucket / "objects"
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def read_lines(name: str, data: bytes) -> list[dict[str, Any]]:
+    if name.endswith(".gz"):
+        data = gzip.decompress(data)
+    elif name.endswith(".zst"):
+        data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def exported_events(data_dir: Path, bucket: str = DEFAULT_BUCKET) -> list[dict[str, Any]]:
+    """Every exported `ApiEvent` (apievent-json files), in sequence order."""
+    events = [
+        record["ApiEvent"]
+        for path in exported_files(data_dir, bucket)
+        for record in read_lines(path.name, path.read_bytes())
+    ]
+    return sorted(events, key=lambda e: int(e["Sequence"]))

@@ -1,0 +1,120 @@
+"""Exported record formats against their specs: protobuf's JSON mapping and OCSF 1.8.0."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor._formats import apievent_dict, ocsf_dict, render
+
+SCHEMA = Path(__file__).parent / "data" / "ocsf" / "api_activity.schema.json"
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+
+
+TEXT = st.text(max_size=20)
+JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@st.composite
+def events(draw: st.DrawFn) -> event_pb2.ApiEvent:
+    event = event_pb2.ApiEvent(
+        event_name=draw(st.sampled_from(["CreateBucket", "GetBucket", "LoginSuccess", "X"])),
+        version="2",
+        event_id=draw(st.uuids()).hex,
+        sequence=draw(st.integers(1, 2**62)),
+        node_id=draw(TEXT),
+        service=draw(TEXT),
+        method=draw(TEXT),
+        activity=draw(st.sampled_from([0, 1, 2, 3, 4, 99])),  # type: ignore[arg-type]
+        log_type=draw(st.sampled_from([0, 1, 2, 3])),  # type: ignore[arg-type]
+        trace_id=draw(st.sampled_from(["", "0af7651916cd43dd8448eb211c80319c"])),
+        span_id=draw(st.sampled_from(["", "b7ad6b7169203331"])),
+        iam_code=draw(st.sampled_from(["", "fp", "s"])),
+    )
+    request, response = event.request, event.response
+    request.account_name = draw(TEXT)
+    request.access_key = draw(TEXT)
+    request.source_ip = draw(st.sampled_from(["127.0.0.1", "::1", "unix:/tmp/s", "", "10.1.2.3"]))
+    request.source_port = draw(st.integers(0, 65535))
+    request.user_agent = draw(TEXT)
+    request.request_id = draw(TEXT)
+    request.metadata.update(draw(st.dictionaries(TEXT, TEXT, max_size=2)))
+    request.message_count = draw(st.integers(0, 1000))
+    request.params_truncated = draw(st.booleans())
+    started = draw(st.integers(0, 4_000_000_000_000_000_000))
+    request.request_time.FromNanoseconds(started)
+    request.request_params.update(
+        draw(st.dictionaries(st.text(max_size=5), JSON_VALUE, max_size=3))
+    )
+    response.response_time.FromNanoseconds(started + draw(st.integers(0, 10**10)))
+    code = draw(st.integers(0, 16))
+    response.response_code = code
+    response.response_status = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ][code]
+    response.response_error = "" if code == 0 else draw(TEXT)
+    response.response_body.update(
+        draw(st.dictionaries(st.text(max_size=5), JSON_VALUE, max_size=3))
+    )
+    response.error_details.extend(draw(st.lists(TEXT, max_size=2)))
+    response.message_count = draw(st.integers(0, 1000))
+    response.body_truncated = draw(st.booleans())
+    return event
+
+
+@settings(max_examples=200, deadline=None)
+@given(events())
+def test_apievent_rendering_is_protobufs_json_mapping(event: event_pb2.ApiEvent) -> None:
+    expected = json_format.MessageToDict(event, always_print_fields_with_no_presence=True)
+    assert apievent_dict(event) == expected
+    line = json.loads(render("apievent-json", event))
+    assert line == {"ApiEvent": expected}
+    assert json_format.ParseDict(line["ApiEvent"], event_pb2.ApiEvent()) == event
+
+
+@settings(max_examples=200, deadline=None)
+@given(events())
+def test_ocsf_rendering_is_valid_api_activity(event: event_pb2.ApiEvent) -> None:
+    record: dict[str, Any] = json.loads(render("ocsf-json", event))
+    errors = sorted(_validator().iter_errors(record), key=lambda e: list(e.path))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
+    assert record == ocsf_dict(event)
+    assert record["class_uid"] == 6003
+    assert record["type_uid"] == 600300 + record["activity_id"]
+    assert record["api"]["operation"] == event.event_name
+    assert record["metadata"]["sequence"] == event.sequence
+    assert (record["status_id"] == 1) == (event.response.response_code == 0)
