@@ -176,6 +176,12 @@ class Exporter:
                     self.status.last_error,
                 )
                 continue
+            if self._failures:
+                log.info(
+                    "exporter %s recovered after %d failed attempts",
+                    self.config.name,
+                    self._failures,
+                )
             self._failures = 0
             self.status.state = ExporterState.WAITING
             delay = 0 if self._due() else self.poll_interval

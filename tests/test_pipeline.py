@@ -1,0 +1,319 @@
+"""The export pipeline end to end: calls → spool → exporter → files in a locked bucket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from botocore.exceptions import ClientError
+
+from auditline.account.v1 import bucket_pb2
+from tests.conftest import ServeFactory
+from tests.support.api import Api, code_of
+from tests.support.exported import DEFAULT_BUCKET, exported_events, read_lines
+from tests.support.processes import wait_for
+from tests.support.seaweedfs import SeaweedFS
+from tests.support.serve import ServeProcess
+from tests.test_formats import _validator
+
+ADMIN_KEY = "AKPIPELINE"
+ADMIN_SECRET = "pipeline-secret-" + uuid.uuid4().hex
+ENV = {"AUDITLINE_ADMIN_ACCESS_KEY": ADMIN_KEY, "AUDITLINE_ADMIN_SECRET_KEY": ADMIN_SECRET}
+
+
+def _mixed_calls(api: Api, count: int) -> list[tuple[str, str]]:
+    """`count` calls of several methods and outcomes; return (method, status) of each."""
+    made = []
+    for i in range(count):
+        if i % 3 == 0:
+            code = code_of(
+                lambda: api.call(
+                    api.buckets.CreateBucket,
+                    bucket_pb2.CreateBucketRequest(bucket_id=f"p-{uuid.uuid4().hex[:12]}"),
+                )
+            )
+            made.append(("CreateBucket", code.name))
+        elif i % 3 == 1:
+            code = code_of(
+                lambda: api.call(
+                    api.buckets.GetBucket,
+                    bucket_pb2.GetBucketRequest(name="buckets/no-such-bucket"),
+                )
+            )
+            made.append(("GetBucket", code.name))
+        else:
+            code = code_of(
+                lambda: api.call(
+                    api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id="Not_Valid")
+                )
+            )
+            made.append(("CreateBucket", code.name))
+    return made
+
+
+def _s3_records(
+    seaweed: SeaweedFS, bucket: str = DEFAULT_BUCKET
+) -> dict[str, list[dict[str, Any]]]:
+    client = seaweed.client()
+    records = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            records[item["Key"]] = read_lines(item["Key"], body)
+    return records
+
+
+def _check_complete(events: list[dict[str, Any]]) -> None:
+    sequences = [int(e["Sequence"]) for e in events]
+    assert sequences == list(range(1, len(sequences) + 1)), "gaps or duplicates"
+
+
+def test_every_call_lands_in_the_exported_files_in_order(serve: ServeFactory) -> None:
+    process = serve(env=ENV)
+    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    made = _mixed_calls(api, 30)
+    assert process.terminate() == 0  # a graceful stop flushes every exporter
+    events = exported_events(process.data_dir)
+    _check_complete(events)
+    calls = [
+        (e["Method"], e["Response"]["ResponseStatus"])
+        for e in events
+        if e["Service"] == "auditline.account.v1.BucketService"
+    ]
+    assert calls == made
+    assert {status for _, status in made} == {"OK", "NOT_FOUND", "INVALID_ARGUMENT"}
+    iam = [e for e in events if e["LogType"] == "LOG_TYPE_IAM"]
+    assert [e["EventName"] for e in iam] == ["LoginSuccess"]
+    # The log type is in the object key as well as in each record.
+    keys = [
+        p.relative_to(process.data_dir / "objects" / DEFAULT_BUCKET / "objects").as_posix()
+        for p in (process.data_dir / "objects" / DEFAULT_BUCKET / "objects").rglob("*.gz")
+    ]
+    assert any(k.startswith("apievent/iam/") for k in keys)
+    assert any(k.startswith("apievent/account_api/") for k in keys)
+
+
+@pytest.mark.seaweedfs
+def test_ocsf_zstd_files_on_seaweedfs_validate_and_are_locked(
+    serve: ServeFactory, seaweedfs: SeaweedFS
+) -> None:
+    bucket = f"audit-{uuid.uuid4().hex[:10]}"
+    env = ENV | {
+        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+    }
+    process = serve(
+        "--object-store",
+        f"s3://?endpoint={seaweedfs.endpoint}&region=us-east-1",
+        "--audit-bucket",
+        bucket,
+        "--export-format",
+        "ocsf-json",
+        "--export-compression",
+        "zstd",
+        env=env,
+    )
+    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    made = _mixed_calls(api, 12)
+    assert process.terminate() == 0
+    files = _s3_records(seaweedfs, bucket)
+    assert files
+    assert all(key.startswith("ocsf/") and key.endswith(".jsonl.zst") for key in files)
+    records = sorted(
+        (r for rs in files.values() for r in rs), key=lambda r: r["metadata"]["sequence"]
+    )
+    assert [r["metadata"]["sequence"] for r in records] == list(range(1, len(records) + 1))
+    for record in records:
+        assert not list(_validator().iter_errors(record))
+    calls = [
+        (r["api"]["operation"], r["status_code"])
+        for r in records
+        if r["api"]["service"]["name"] == "auditline.account.v1.BucketService"
+    ]
+    assert calls == made
+    # Every file carries object-lock retention; deleting one is refused.
+    client = seaweedfs.client()
+    key = next(iter(files))
+    retention = client.get_object_retention(Bucket=bucket, Key=key)["Retention"]
+    assert retention["Mode"] == "GOVERNANCE"
+    version = client.head_object(Bucket=bucket, Key=key)["VersionId"]
+    with pytest.raises(ClientError):
+        client.delete_object(Bucket=bucket, Key=key, VersionId=version)
+
+
+def test_kill_9_in_sync_mode_loses_no_acknowledged_call(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    process = ServeProcess(data_dir, args=["--audit-durability", "sync"], env=ENV).start()
+    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            name = f"k-{uuid.uuid4().hex[:12]}"
+            try:
+                api.call(api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=name))
+            except grpc.RpcError:
+                return  # the server died under us
+            acknowledged.append(name)
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    wait_for(
+        lambda: True if len(acknowledged) >= 40 else None, timeout=60, what="40 acknowledged calls"
+    )
+    os.kill(process.proc.pid, signal.SIGKILL)
+    process.proc.wait(10)
+    stop.set()
+    for worker in workers:
+        worker.join(30)
+    # Restart on the same data directory: the spool is replayed and exported.
+    again = ServeProcess(data_dir, args=["--audit-durability", "sync"], env=ENV).start()
+    assert again.terminate() == 0
+    events = exported_events(data_dir)
+    _check_complete(events)
+    exported = {
+        e["Request"]["RequestParams"].get("bucket_id")
+        for e in events
+        if e["Method"] == "CreateBucket" and e["Response"]["ResponseStatus"] == "OK"
+    }
+    missing = [name for name in acknowledged if name not in exported]
+    assert not missing, f"{len(missing)} acknowledged calls are not in the audit log"
+
+
+def test_reject_backpressure_refuses_calls_with_unavailable(serve: ServeFactory) -> None:
+    # A tiny spool and an exporter that waits an hour: the spool fills up.
+    process = serve(
+        "--backpressure",
+        "reject",
+        "--spool-max-bytes",
+        "65536",
+        "--export-interval",
+        "3600",
+        env=ENV,
+    )
+    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    request = bucket_pb2.ListBucketsRequest(page_size=1)
+
+    def refused() -> bool | None:
+        code = code_of(lambda: api.call(api.buckets.ListBuckets, request))
+        return True if code == grpc.StatusCode.UNAVAILABLE else None
+
+    wait_for(refused, timeout=120, what="the full spool to refuse a call", interval=0)
+    # Health and the server itself keep working; nothing accepted is lost on stop.
+    assert process.terminate() == 0
+    _check_complete(exported_events(process.data_dir))
+
+
+@pytest.fixture
+def private_seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A SeaweedFS this test may stop and start (others share the session's one)."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweed-outage"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.seaweedfs
+def test_an_object_store_outage_only_grows_the_spool(
+    serve: ServeFactory, private_seaweedfs: SeaweedFS
+) -> None:
+    seaweed = private_seaweedfs
+    env = ENV | {
+        "AWS_ACCESS_KEY_ID": seaweed.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
+    }
+    process = serve(
+        "--object-store",
+        f"s3://?endpoint={seaweed.endpoint}&region=us-east-1",
+        "--export-interval",
+        "0.5",
+        env=env,
+    )
+    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    before = _mixed_calls(api, 6)
+    wait_for(
+        lambda: True if _s3_records(seaweed) else None, timeout=30, what="a first exported file"
+    )
+    seaweed.stop()
+    during = _mixed_calls(api, 6)  # the service keeps serving while the store is down
+    wait_for(
+        lambda: True if "exporter default failed" in process.log() else None,
+        timeout=60,
+        what="the exporter to report ERROR",
+    )
+    seaweed.start()
+    after = _mixed_calls(api, 6)
+    wait_for(
+        lambda: True if "exporter default recovered" in process.log() else None,
+        timeout=120,
+        what="the exporter to recover",
+    )
+    assert process.terminate() == 0
+    records = sorted(
+        (r["ApiEvent"] for rs in _s3_records(seaweed).values() for r in rs),
+        key=lambda e: int(e["Sequence"]),
+    )
+    _check_complete(records)
+    calls = [
+        (e["Method"], e["Response"]["ResponseStatus"])
+        for e in records
+        if e["Service"] == "auditline.account.v1.BucketService"
+    ]
+    assert calls == before + during + after
+
+
+def test_sync_mode_refuses_a_call_it_cannot_record(tmp_path: Path) -> None:
+    """Fail-closed: when the spool cannot take the event, the call is not executed."""
+    data_dir = tmp_path / "data"
+    process = ServeProcess(
+        data_dir,
+        args=[
+            "--audit-durability",
+            "sync",
+            "--backpressure",
+            "reject",
+            "--spool-max-bytes",
+            "65536",
+            "--export-interval",
+            "3600",
+        ],
+        env=ENV,
+    ).start()
+    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    names: list[str] = []
+
+    def refused() -> bool | None:
+        name = f"s-{uuid.uuid4().hex[:12]}"
+        code = code_of(
+            lambda: api.call(
+                api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=name)
+            )
+        )
+        if code == grpc.StatusCode.UNAVAILABLE:
+            names.append(name)
+            return True
+        return None
+
+    wait_for(refused, timeout=120, what="a refused call", interval=0)
+    assert process.terminate() == 0  # the stop exports the spool, which makes room
+    again = ServeProcess(data_dir, env=ENV).start()
+    api = Api(again.target).login(ADMIN_KEY, ADMIN_SECRET)
+    # The refused call did not run: its bucket does not exist.
+    assert (
+        code_of(
+            lambda: api.call(
+                api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{names[0]}")
+            )
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
+    assert again.terminate() == 0
