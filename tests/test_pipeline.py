@@ -317,3 +317,23 @@ def test_sync_mode_refuses_a_call_it_cannot_record(tmp_path: Path) -> None:
         == grpc.StatusCode.NOT_FOUND
     )
     assert again.terminate() == 0
+
+
+def test_drop_backpressure_leaves_a_marker_in_the_exported_log(serve: ServeFactory) -> None:
+    process = serve(
+        "--backpressure", "drop", "--spool-max-bytes", "65536", "--export-interval", "3600", env=ENV
+    )
+    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    request = bucket_pb2.ListBucketsRequest(page_size=1)
+    for _ in range(400):  # about 300 bytes an event: well past 64 KiB
+        assert code_of(lambda: api.call(api.buckets.ListBuckets, request)) == grpc.StatusCode.OK
+    assert process.terminate() == 0
+    events = exported_events(process.data_dir)
+    _check_complete(events)
+    markers = [e for e in events if e["EventName"] == "AuditEventsDropped"]
+    assert len(markers) == 1
+    dropped = markers[0]["Request"]["RequestParams"]["dropped_events"]
+    assert dropped > 0
+    assert markers[0]["Response"]["ResponseStatus"] == "DATA_LOSS"
+    listed = [e for e in events if e["Method"] == "ListBuckets"]
+    assert len(listed) + dropped == 400

@@ -123,7 +123,8 @@ class Exporter:
         self._stop = threading.Event()
         self._last_cut = clock()
         self._failures = 0
-        self.last_latency = 0.0
+        # Called with each upload's duration in seconds (the metrics hook it).
+        self.on_upload: Callable[[float], None] = lambda seconds: None
         self._thread = threading.Thread(
             target=self._run, name=f"auditline-export-{config.name}", daemon=True
         )
@@ -242,7 +243,7 @@ class Exporter:
                 retain_until=retain_until,
                 mode=self.config.retention_mode if retain_until else None,
             )
-            self.last_latency = time.perf_counter() - started
+            self.on_upload(time.perf_counter() - started)
             files.append(
                 (
                     key,

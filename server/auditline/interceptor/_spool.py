@@ -138,6 +138,7 @@ class Spool:
         self._lock = threading.Condition()
         self._batch = _Batch()
         self._dropped_since: tuple[int, int, int] | None = None  # count, first ns, last ns
+        self._force_marker = False
         self._closed = False
         self._writer = threading.Thread(target=self._run, name="auditline-spool", daemon=True)
         self._writer.start()
@@ -203,8 +204,10 @@ class Spool:
     # --- the writer ------------------------------------------------------------------
 
     def _marker(self) -> event_pb2.ApiEvent | None:
-        if self._dropped_since is None or self.stats.bytes >= self._hard_cap:
+        if self._dropped_since is None:
             return None
+        if self.stats.bytes >= self.max_bytes and not self._closed and not self._force_marker:
+            return None  # still dropping: one marker per episode, written when it ends
         count, first, last = self._dropped_since
         self._dropped_since = None
         marker = event_pb2.ApiEvent(
@@ -382,11 +385,19 @@ class Spool:
                 self.stats.bytes -= int(freed)
                 self._lock.notify_all()
 
-    def flush(self, timeout: float | None = 10.0) -> bool:
-        """Wait until everything emitted so far is committed."""
+    def flush(self, timeout: float | None = 10.0, *, with_drop_marker: bool = False) -> bool:
+        """Wait until everything emitted so far is committed (and, when asked, the
+        marker of events dropped so far, even if the spool is still full)."""
         with self._lock:
+            self._force_marker = with_drop_marker
             batch = self._batch
-        return batch.committed.wait(timeout)
+        done = batch.committed.wait(timeout)
+        if with_drop_marker:
+            with self._lock:
+                batch = self._batch
+            done = batch.committed.wait(timeout) and done
+            self._force_marker = False
+        return done
 
     def close(self) -> None:
         with self._lock:

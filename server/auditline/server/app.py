@@ -246,6 +246,7 @@ class AuditlineServer:
             self.store,
             self.audit_target,
         )
+        self.pipeline.instrument()
         self.usage = UsageServicer(self.db, self.store, self.clock)
         self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
         # The audit interceptor goes first: it must see the calls the others reject.

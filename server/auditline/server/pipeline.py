@@ -11,6 +11,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from auditline.interceptor._export import Exporter, ExporterConfig
+from auditline.interceptor._metrics import instrument
 from auditline.interceptor._spool import Spool
 from auditline.server.db import Database, tables
 from auditline.server.objectstore import (
@@ -112,9 +113,14 @@ class AuditPipeline:
         self.exporters[config.name] = exporter.start()
         return exporter
 
+    def instrument(self) -> None:
+        """Publish the pipeline's OpenTelemetry metrics (a no-op without an SDK set up)."""
+        instrument(self.spool, lambda: list(self.exporters.values()))
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Flush every exporter (bounded by `timeout`), then close the spool."""
-        self.spool.flush(timeout)
+        """Flush every exporter (bounded by `timeout`), then close the spool. A count of
+        dropped events not yet written is spooled first, so it is exported too."""
+        self.spool.flush(timeout, with_drop_marker=True)
         for exporter in self.exporters.values():
             exporter.stop(timeout)
         self.spool.close()

@@ -1,0 +1,170 @@
+"""Exporters against an in-memory writer: several per spool, retries, metrics."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor._export import Exporter, ExporterConfig, ExporterState
+from auditline.interceptor._metrics import instrument
+from auditline.interceptor._spool import Spool
+from tests.support.exported import read_lines
+
+
+class MemoryWriter:
+    def __init__(self, failures: int = 0) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.puts: list[str] = []
+        self.failures = failures
+        self.lock = threading.Lock()
+
+    def put(
+        self, key: str, data: bytes, *, retain_until: datetime.datetime | None, mode: str | None
+    ) -> None:
+        with self.lock:
+            self.puts.append(key)
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("the object store is down")
+            self.objects[key] = data
+
+
+def _fill(spool: Spool, count: int, log_type: int = event_pb2.LOG_TYPE_ACCOUNT_API) -> None:
+    for i in range(count):
+        event = event_pb2.ApiEvent(event_name=f"Call{i}", version="2", log_type=log_type)  # type: ignore[arg-type]
+        event.request.request_time.FromNanoseconds(1_800_000_000_000_000_000 + i)
+        event.response.response_time.FromNanoseconds(1_800_000_000_000_000_000 + i)
+        spool.emit(event)
+    assert spool.flush(10)
+
+
+def _sequences(writer: MemoryWriter, apievent: bool = True) -> list[int]:
+    records = [r for key, data in writer.objects.items() for r in read_lines(key, data)]
+    if apievent:
+        return sorted(int(r["ApiEvent"]["Sequence"]) for r in records)
+    return sorted(r["metadata"]["sequence"] for r in records)
+
+
+def test_two_exporters_read_the_same_spool_independently(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    a_writer, b_writer = MemoryWriter(), MemoryWriter()
+    a = Exporter(ExporterConfig(name="a"), spool, a_writer, node_id="n")
+    b = Exporter(
+        ExporterConfig(name="b", format="ocsf-json", compression="none"),
+        spool,
+        b_writer,
+        node_id="n",
+    )
+    _fill(spool, 50)
+    _fill(spool, 5, event_pb2.LOG_TYPE_IAM)
+    a.export_once()
+    assert len(spool.read(0)) == 55  # b has not exported: nothing is freed
+    b.export_once()
+    assert spool.read(0) == []
+    assert _sequences(a_writer) == list(range(1, 56))
+    assert _sequences(b_writer, apievent=False) == list(range(1, 56))
+    assert sorted(a_writer.objects) == [
+        "apievent/account_api/2027/01/15/n-000000000001-000000000055.jsonl.gz",
+        "apievent/iam/2027/01/15/n-000000000001-000000000055.jsonl.gz",
+    ]
+    files = spool.files("a")
+    assert [(f[2], f[3], f[4]) for f in files] == [(1, 50, 50), (51, 55, 5)]
+    spool.close()
+
+
+def test_files_are_cut_at_the_size_limit(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    writer = MemoryWriter()
+    exporter = Exporter(
+        ExporterConfig(name="a", compression="none", max_file_bytes=4096),
+        spool,
+        writer,
+        node_id="n",
+    )
+    _fill(spool, 100)
+    while exporter.export_once():
+        pass
+    assert len(writer.objects) > 1
+    assert all(len(data) <= 4096 for data in writer.objects.values())
+    assert _sequences(writer) == list(range(1, 101))
+    spool.close()
+
+
+def test_a_failed_upload_is_retried_under_the_same_key(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    writer = MemoryWriter(failures=1)
+    exporter = Exporter(ExporterConfig(name="a"), spool, writer, node_id="n")
+    _fill(spool, 10)
+    with pytest.raises(ConnectionError):
+        exporter.export_once()
+    _fill(spool, 10)  # more events arrive meanwhile
+    exporter.export_once()  # the retry uploads the same batch, under the same key
+    exporter.export_once()
+    assert writer.puts[0] == writer.puts[1]
+    assert _sequences(writer) == list(range(1, 21))
+    assert len(writer.objects) == 2
+    spool.close()
+
+
+def test_the_exporter_thread_reports_error_and_recovers(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    writer = MemoryWriter(failures=2)
+    exporter = Exporter(ExporterConfig(name="a", flush_interval=0.05), spool, writer, node_id="n")
+    exporter.backoff_base = 0.05
+    states: list[ExporterState] = []
+    _fill(spool, 5)
+    exporter.start()
+    assert exporter.flush(30)
+    states.append(exporter.status.state)
+    exporter.stop()
+    assert exporter.status.errors == 2
+    assert exporter.status.last_error_time > 0
+    assert exporter.status.last_error == ""  # cleared by the success that followed
+    assert states == [ExporterState.WAITING]
+    assert _sequences(writer) == [1, 2, 3, 4, 5]
+    spool.close()
+
+
+def test_metrics(tmp_path: Path) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    spool = Spool(tmp_path / "spool.db", node_id="n", max_bytes=1 << 20)
+    writer = MemoryWriter()
+    exporter = Exporter(ExporterConfig(name="a"), spool, writer, node_id="n")
+    instrument(spool, lambda: [exporter], meter_provider=provider)
+    _fill(spool, 7)
+    exporter.export_once()
+    data = reader.get_metrics_data()
+    assert data is not None
+    values = {}
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                point = next(iter(metric.data.data_points))
+                values[metric.name] = getattr(point, "value", None) or getattr(point, "count", 0)
+    assert values["auditline.audit.events.accepted"] == 7
+    assert values["auditline.audit.events.exported"] == 7
+    assert values["auditline.audit.export.duration"] == 1
+    assert "auditline.audit.spool.size" in values
+    spool.close()
+
+
+def test_exported_lines_are_json(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    writer = MemoryWriter()
+    Exporter(ExporterConfig(name="a"), spool, writer, node_id="n")
+    _fill(spool, 1)
+    exporter = Exporter(ExporterConfig(name="b"), spool, writer, node_id="n")
+    exporter.export_once()
+    (data,) = writer.objects.values()
+    (line,) = gzip.decompress(data).splitlines()
+    assert json.loads(line)["ApiEvent"]["EventName"] == "Call0"
+    spool.close()
