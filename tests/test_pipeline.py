@@ -337,3 +337,43 @@ def test_drop_backpressure_leaves_a_marker_in_the_exported_log(serve: ServeFacto
     assert markers[0]["Response"]["ResponseStatus"] == "DATA_LOSS"
     listed = [e for e in events if e["Method"] == "ListBuckets"]
     assert len(listed) + dropped == 400
+
+
+@pytest.mark.seaweedfs
+def test_an_external_s3_target(serve: ServeFactory, seaweedfs: SeaweedFS) -> None:
+    bucket = f"siem-{uuid.uuid4().hex[:10]}"
+    seaweedfs.client().create_bucket(Bucket=bucket)
+    env = ENV | {
+        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+    }
+    target = f"s3://{bucket}?endpoint={seaweedfs.endpoint}&region=us-east-1"
+    process = serve("--export-target", target, "--export-retention-days", "0", env=env)
+    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    made = _mixed_calls(api, 6)
+    assert process.terminate() == 0
+    records = sorted(
+        (r["ApiEvent"] for rs in _s3_records(seaweedfs, bucket).values() for r in rs),
+        key=lambda e: int(e["Sequence"]),
+    )
+    _check_complete(records)
+    calls = [
+        (e["Method"], e["Response"]["ResponseStatus"])
+        for e in records
+        if e["Service"] == "auditline.account.v1.BucketService"
+    ]
+    assert calls == made
+
+
+def test_a_missing_external_target_fails_at_start(tmp_path: Path, seaweedfs: SeaweedFS) -> None:
+    env = ENV | {
+        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+    }
+    process = ServeProcess(
+        tmp_path / "data",
+        args=["--export-target", f"s3://no-such-bucket-xyz?endpoint={seaweedfs.endpoint}"],
+        env=env,
+    )
+    with pytest.raises(RuntimeError, match="NoSuchBucket"):
+        process.start()

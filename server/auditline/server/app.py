@@ -45,7 +45,12 @@ from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
 from auditline.server.guard import CallGuard
 from auditline.server.objectstore import ObjectStore, open_store
-from auditline.server.pipeline import AuditPipeline, ensure_audit_target
+from auditline.server.pipeline import (
+    AuditPipeline,
+    BucketWriter,
+    ensure_audit_target,
+    external_writer,
+)
 from auditline.server.reflection import enable_reflection
 from auditline.server.services.auth import AuthServicer
 from auditline.server.services.buckets import BucketServicer
@@ -243,8 +248,9 @@ class AuditlineServer:
                 retention_mode="GOVERNANCE" if settings.export_retention_days else None,
                 retention_days=settings.export_retention_days,
             ),
-            self.store,
-            self.audit_target,
+            external_writer(settings.export_target)
+            if settings.export_target
+            else BucketWriter(self.store, self.audit_target),
         )
         self.pipeline.instrument()
         self.usage = UsageServicer(self.db, self.store, self.clock)

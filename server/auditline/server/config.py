@@ -98,6 +98,13 @@ class Settings:
         default="auditline-audit-logs",
         metadata=_help("the object-locked bucket created for the audit logs on first start"),
     )
+    export_target: str = field(
+        default="",
+        metadata=_help(
+            "where the default exporter writes: empty for the audit bucket, or "
+            "s3://BUCKET?endpoint=URL&region=R for a bucket elsewhere"
+        ),
+    )
     export_interval: float = field(
         default=300.0, metadata=_help("seconds between files of the default exporter")
     )
@@ -146,6 +153,8 @@ class Settings:
             )
         if self.object_store and not self.object_store.startswith(("file://", "s3://")):
             raise ConfigError("--object-store must start with file:// or s3://")
+        if self.export_target and not self.export_target.startswith("s3://"):
+            raise ConfigError("--export-target must be empty or s3://BUCKET?endpoint=...")
         if self.audit_durability not in ("async", "sync"):
             raise ConfigError("--audit-durability must be async or sync")
         if self.backpressure not in ("block", "reject", "drop"):

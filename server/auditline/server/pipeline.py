@@ -7,10 +7,11 @@ import datetime
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import sqlalchemy as sa
 
-from auditline.interceptor._export import Exporter, ExporterConfig
+from auditline.interceptor._export import Exporter, ExporterConfig, ObjectWriter
 from auditline.interceptor._metrics import instrument
 from auditline.interceptor._spool import Spool
 from auditline.server.db import Database, tables
@@ -19,9 +20,10 @@ from auditline.server.objectstore import (
     ObjectLockedError,
     ObjectStore,
     Retention,
+    S3Store,
 )
 
-__all__ = ["AuditPipeline", "BucketWriter", "ensure_audit_target"]
+__all__ = ["AuditPipeline", "BucketWriter", "ensure_audit_target", "external_writer"]
 
 log = logging.getLogger("auditline.server")
 
@@ -43,6 +45,18 @@ class BucketWriter:
             # the same bytes (keys are fixed by the batch), so it is done already.
             if self.store.get_object(self.bucket, key) != data:
                 raise
+
+
+def external_writer(url: str) -> BucketWriter:
+    """A writer for `s3://BUCKET?endpoint=URL&region=R`: a bucket outside this service
+    (credentials from the standard AWS variables or files). It must exist already."""
+    parsed = urlparse(url)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"an external export target is s3://BUCKET?endpoint=..., not {url!r}")
+    query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+    store = S3Store(endpoint=query.get("endpoint"), region=query.get("region"))
+    store.usage(parsed.netloc)  # fails now, clearly, when the bucket is missing or unreadable
+    return BucketWriter(store, parsed.netloc)
 
 
 def ensure_audit_target(
@@ -108,8 +122,8 @@ class AuditPipeline:
         self.node_id = node_id
         self.exporters: dict[str, Exporter] = {}
 
-    def add_exporter(self, config: ExporterConfig, store: ObjectStore, bucket: str) -> Exporter:
-        exporter = Exporter(config, self.spool, BucketWriter(store, bucket), node_id=self.node_id)
+    def add_exporter(self, config: ExporterConfig, writer: ObjectWriter) -> Exporter:
+        exporter = Exporter(config, self.spool, writer, node_id=self.node_id)
         self.exporters[config.name] = exporter.start()
         return exporter
 

@@ -103,8 +103,13 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    server = AuditlineServer(settings)
-    port = server.start()
+    try:
+        server = AuditlineServer(settings)
+        port = server.start()
+    except Exception as exc:  # a missing bucket, an unreachable store, a bad key file...
+        log.debug("start-up failed", exc_info=True)
+        log.error("cannot start: %s: %s", type(exc).__name__, exc)
+        return 1
     host = settings.listen.rpartition(":")[0]
     security = "mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls else "plaintext"
     if not settings.tls:
