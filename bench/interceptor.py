@@ -38,6 +38,8 @@ from google.protobuf import wrappers_pb2
 from auditline.account.v1 import auth_pb2
 
 MODES = ("bare", "auditline", "otel")
+# Also served (for bench.pipeline): the interceptor with the spool and an exporter.
+PIPELINE_MODES = ("pipeline-async", "pipeline-sync")
 METHOD = "/auditline.account.v1.AuthService/Authenticate"
 STATS = "/bench.Control/Stats"
 
@@ -81,6 +83,33 @@ def serve(mode: str, port_file: Path) -> None:
         audit = AuditInterceptor(events, hmac_key=b"bench-key" * 4, node_id="bench")
         interceptors.append(audit)
         flush = audit.flush
+    elif mode in PIPELINE_MODES:
+        import tempfile
+
+        from auditline.interceptor import AuditInterceptor
+        from auditline.interceptor._export import Exporter, ExporterConfig
+        from auditline.interceptor._spool import Spool
+        from auditline.server.objectstore import FilesystemStore
+        from auditline.server.pipeline import BucketWriter
+
+        workdir = Path(tempfile.mkdtemp(prefix="auditline-bench-"))
+        sync = mode == "pipeline-sync"
+        spool = Spool(workdir / "spool.db", node_id="bench", durability="sync" if sync else "async")
+        store = FilesystemStore(workdir / "objects")
+        store.create_bucket("audit", object_lock=False)
+        Exporter(
+            ExporterConfig(name="default"), spool, BucketWriter(store, "audit"), node_id="bench"
+        ).start()
+        audit = AuditInterceptor(
+            spool, hmac_key=b"bench-key" * 4, node_id="bench", fail_closed=sync
+        )
+        interceptors.append(audit)
+
+        def flush_pipeline() -> None:
+            audit.flush()
+            spool.flush()
+
+        flush = flush_pipeline
     elif mode == "otel":
         from opentelemetry.instrumentation.grpc import server_interceptor
         from opentelemetry.sdk.trace import TracerProvider
@@ -255,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each mode, interleaved")
     parser.add_argument("--concurrency", type=int, default=16, help="calls in flight")
-    parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=MODES + PIPELINE_MODES, help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

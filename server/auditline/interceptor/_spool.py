@@ -135,7 +135,9 @@ class Spool:
         self._next_seq = max(int(row[0]), int(last_file[0])) + 1
         self.stats.bytes = int(row[1])
         self.stats.last_seq = self._next_seq - 1
-        self._lock = threading.Condition()
+        mutex = threading.RLock()
+        self._lock = threading.Condition(mutex)  # room in the spool (admit waits on it)
+        self._work = threading.Condition(mutex)  # events to write (the sync writer waits)
         self._batch = _Batch()
         self._dropped_since: tuple[int, int, int] | None = None  # count, first ns, last ns
         self._force_marker = False
@@ -193,6 +195,8 @@ class Spool:
             batch = self._batch
             batch.events.append(event)
             self.stats.accepted += 1
+            if self.durability == "sync":
+                self._work.notify()
         if self.durability == "sync":
             if not batch.committed.wait(self.block_timeout):
                 raise AuditUnavailableError("the audit spool did not commit in time")
@@ -232,7 +236,16 @@ class Spool:
 
     def _run(self) -> None:
         while True:
-            time.sleep(self.commit_interval)
+            if self.durability == "sync":
+                # Write as soon as there is anything: callers are waiting. Events that
+                # arrive during a commit form the next batch (group commit).
+                with self._work:
+                    self._work.wait_for(
+                        lambda: bool(self._batch.events) or self._closed or self._force_marker,
+                        self.commit_interval,
+                    )
+            else:
+                time.sleep(self.commit_interval)
             with self._lock:
                 batch, self._batch = self._batch, _Batch()
                 marker = self._marker()
@@ -369,6 +382,14 @@ class Spool:
             rows = self._db.execute(query + " ORDER BY first_seq", args).fetchall()
         return [tuple(row) for row in rows]
 
+    def files_written(self) -> list[tuple[str, str, int, int, int]]:
+        """(exporter, key, first, last, bytes) of every file recorded."""
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT exporter, key, first_seq, last_seq, bytes FROM files"
+            ).fetchall()
+        return [tuple(row) for row in rows]
+
     def free(self) -> None:
         """Delete the events every exporter has passed; wake blocked callers."""
         with self._db_lock:
@@ -402,6 +423,7 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            self._work.notify()
         self._writer.join(30)
         with self._db_lock:
             self._db.close()

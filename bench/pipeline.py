@@ -1,0 +1,174 @@
+"""Export pipeline speed: `python -m bench.pipeline`.
+
+1. Per format x compression, on one core: events per second through render +
+   compress + write, to the filesystem and to SeaweedFS (started here on
+   loopback), and the bytes per event of the files.
+2. The server's throughput with the whole pipeline running (interceptor, spool,
+   exporter to the filesystem), in async and sync durability, against the bare
+   server measured in the same run (the load of `bench.interceptor`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from auditline.audit.v1 import event_pb2, options_pb2
+from auditline.interceptor._export import Exporter, ExporterConfig
+from auditline.interceptor._spool import Spool
+from auditline.server.objectstore import FilesystemStore, ObjectStore, S3Store
+from auditline.server.pipeline import BucketWriter
+from bench import interceptor as server_bench
+
+FORMATS = ("apievent-json", "ocsf-json")
+COMPRESSIONS = ("none", "gzip", "zstd")
+
+
+def _event(i: int) -> event_pb2.ApiEvent:
+    """An event as the interceptor makes them for CreateBucket."""
+    now = time.time_ns()
+    event = event_pb2.ApiEvent(
+        event_name="CreateBucket",
+        version="2",
+        event_id=str(uuid.uuid4()),
+        node_id="bench",
+        service="auditline.account.v1.BucketService",
+        method="CreateBucket",
+        activity=options_pb2.ACTIVITY_CREATE,
+        log_type=event_pb2.LOG_TYPE_ACCOUNT_API,
+    )
+    request = event.request
+    request.account_name, request.access_key = "admin", "AKBENCH0000000000000"
+    request.source_ip, request.source_port = "10.1.2.3", 50000 + i % 10000
+    request.user_agent = "grpc-python/1.85.1 grpc-c/58.0.0 (linux; chttp2)"
+    request.message_count = 1
+    request.request_time.FromNanoseconds(now)
+    request.request_params.update(
+        {
+            "bucket_id": f"logs-{i}",
+            "immutable": True,
+            "default_retention": {"mode": "RETENTION_MODE_COMPLIANCE", "days": 30},
+        }
+    )
+    response = event.response
+    response.response_time.FromNanoseconds(now + 2_000_000)
+    response.response_status = "OK"
+    response.message_count = 1
+    response.response_body.update(
+        {
+            "bucket": {
+                "name": f"buckets/logs-{i}",
+                "immutable": True,
+                "create_time": "2026-11-22T12:00:00Z",
+            }
+        }
+    )
+    return event
+
+
+def _pin() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[0]})
+
+
+def export_rate(
+    store: ObjectStore, bucket: str, events: int, fmt: str, compression: str, workdir: Path
+) -> tuple[float, float]:
+    """(events/s, bytes/event) of one exporter writing `events` spooled events."""
+    spool = Spool(workdir / f"{uuid.uuid4().hex}.db", node_id="bench")
+    for i in range(events):
+        spool.emit(_event(i))
+    spool.flush(60)
+    exporter = Exporter(
+        ExporterConfig(name="bench", format=fmt, compression=compression),
+        spool,
+        BucketWriter(store, bucket),
+        node_id="bench",
+    )
+    started = time.process_time()
+    while exporter.export_once():
+        pass
+    cpu = time.process_time() - started
+    size = sum(row[4] for row in spool.files_written())
+    spool.close()
+    # CPU time of this process: render + compress + the client side of the write.
+    return events / max(cpu, 1e-9), size / events
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-seaweedfs", action="store_true")
+    parser.add_argument("--no-server", action="store_true")
+    args = parser.parse_args(argv)
+    _pin()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        stores: dict[str, ObjectStore] = {"filesystem": FilesystemStore(workdir / "objects")}
+        seaweed = None
+        if not args.no_seaweedfs:
+            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+            from tests.support.seaweedfs import SeaweedFS
+
+            seaweed = SeaweedFS(workdir / "seaweedfs")
+            seaweed.start()
+            stores["SeaweedFS"] = S3Store(client=seaweed.client())
+        try:
+            print(f"\nrender + compress + write, {args.events:,} CreateBucket events, one core\n")
+            print("| format | compression | store | events/s | bytes/event |")
+            print("| --- | --- | --- | ---: | ---: |")
+            for fmt in FORMATS:
+                for compression in COMPRESSIONS:
+                    for store_name, store in stores.items():
+                        bucket = f"b-{uuid.uuid4().hex[:12]}"
+                        store.create_bucket(bucket, object_lock=False)
+                        rate, per_event = export_rate(
+                            store, bucket, args.events, fmt, compression, workdir
+                        )
+                        print(
+                            f"| {fmt} | {compression} | {store_name} | {rate:,.0f} "
+                            f"| {per_event:.0f} |",
+                            flush=True,
+                        )
+        finally:
+            if seaweed is not None:
+                seaweed.stop()
+
+    if not args.no_server:
+        modes = ("bare", "pipeline-async", "pipeline-sync")
+        runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+        for _ in range(args.rounds):
+            for mode in modes:
+                result = server_bench._run_mode(mode, args.seconds, 16, 1.0)
+                result["throughput"] = result["calls"] / result["elapsed"]
+                result["cpu_per_call"] = result["cpu"] / result["calls"] * 1e6
+                runs[mode].append(result)
+                print(f"{mode:15} {result['throughput']:8.0f} calls/s", file=sys.stderr)
+        base = statistics.median(r["throughput"] for r in runs["bare"])
+        base_cpu = statistics.median(r["cpu_per_call"] for r in runs["bare"])
+        print(
+            f"\nwhole pipeline, unary Authenticate, {args.seconds:g}s x {args.rounds} rounds, "
+            "median\n"
+        )
+        print("| server | calls/s | vs bare | server CPU us/call | vs bare |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for mode in modes:
+            tp = statistics.median(r["throughput"] for r in runs[mode])
+            cpu = statistics.median(r["cpu_per_call"] for r in runs[mode])
+            print(f"| {mode} | {tp:,.0f} | {tp / base:.2f}x | {cpu:.0f} | {cpu / base_cpu:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
