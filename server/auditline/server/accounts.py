@@ -16,9 +16,8 @@ from sqlalchemy.engine import Connection
 
 from auditline.account.v1 import service_account_pb2
 from auditline.server import identity
-from auditline.server.db import Database, tables
+from auditline.server.db import Database, require_row, tables
 from auditline.server.errors import (
-    NotFoundError,
     PermissionDeniedError,
     ResourceExhaustedError,
     UnauthenticatedError,
@@ -367,13 +366,6 @@ class Accounts:
         )
 
     def require(self, connection: Connection, account_id: str) -> dict[str, Any]:
-        row = (
-            connection.execute(
-                sa.select(tables.service_accounts).where(tables.service_accounts.c.id == account_id)
-            )
-            .mappings()
-            .first()
+        return require_row(
+            connection, tables.service_accounts.c.id, account_id, f"serviceAccounts/{account_id}"
         )
-        if row is None:
-            raise NotFoundError(f"serviceAccounts/{account_id} does not exist")
-        return dict(row)

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["Database", "metadata", "tables"]
+__all__ = ["Database", "metadata", "require_row", "tables"]
 
 metadata = sa.MetaData()
 
@@ -121,6 +121,18 @@ class tables:
         sa.Column("updated_at", sa.Float, nullable=False, default=0.0),
         sa.Column("updated_by", sa.String(128), nullable=False, default=""),
     )
+
+
+def require_row(
+    connection: Connection, column: sa.Column[Any], value: str, resource: str
+) -> dict[str, Any]:
+    """The row whose `column` is `value`, or NotFoundError naming `resource`."""
+    from auditline.server.errors import NotFoundError
+
+    row = connection.execute(sa.select(column.table).where(column == value)).mappings().first()
+    if row is None:
+        raise NotFoundError(f"{resource} does not exist")
+    return dict(row)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -12,12 +12,11 @@ from sqlalchemy.engine import Connection
 from auditline.account.v1 import bucket_pb2 as pb
 from auditline.account.v1 import bucket_pb2_grpc
 from auditline.server.accounts import ROLE_STANDARD, Caller
-from auditline.server.db import Database, tables
+from auditline.server.db import Database, require_row, tables
 from auditline.server.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
-    NotFoundError,
     PermissionDeniedError,
 )
 from auditline.server.guard import current_caller
@@ -82,14 +81,7 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
 
     @staticmethod
     def _require(connection: Connection, name: str) -> dict[str, Any]:
-        row = (
-            connection.execute(sa.select(tables.buckets).where(tables.buckets.c.name == name))
-            .mappings()
-            .first()
-        )
-        if row is None:
-            raise NotFoundError(f"buckets/{name} does not exist")
-        return dict(row)
+        return require_row(connection, tables.buckets.c.name, name, f"buckets/{name}")
 
     def CreateBucket(
         self, request: pb.CreateBucketRequest, context: grpc.ServicerContext

@@ -12,12 +12,11 @@ from sqlalchemy.exc import IntegrityError
 
 from auditline.account.v1 import permission_pb2 as pb
 from auditline.account.v1 import permission_pb2_grpc
-from auditline.server.db import Database, tables
+from auditline.server.db import Database, require_row, tables
 from auditline.server.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
-    NotFoundError,
 )
 from auditline.server.objectstore import bucket_name_problem
 from auditline.server.services._common import (
@@ -122,16 +121,9 @@ class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
 
     @staticmethod
     def _require(connection: Connection, permission_id: str) -> dict[str, Any]:
-        row = (
-            connection.execute(
-                sa.select(tables.permissions).where(tables.permissions.c.id == permission_id)
-            )
-            .mappings()
-            .first()
+        return require_row(
+            connection, tables.permissions.c.id, permission_id, f"permissions/{permission_id}"
         )
-        if row is None:
-            raise NotFoundError(f"permissions/{permission_id} does not exist")
-        return dict(row)
 
     def ListPermissions(
         self, request: pb.ListPermissionsRequest, context: grpc.ServicerContext
