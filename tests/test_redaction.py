@@ -154,6 +154,32 @@ def requests(draw: st.DrawFn) -> tuple[Request, list[Any]]:
     return request, secrets
 
 
+def _record_for(request: Request) -> CallRecord:
+    now = time.time_ns()
+    return CallRecord(
+        info=method_info("/auditline_testing.v1.EchoService/Echo"),
+        started_ns=now,
+        ended_ns=now + 1000,
+        peer="ipv4:127.0.0.1:1",
+        metadata=(("user-agent", "ua"),),
+        request=request.SerializeToString(),
+        request_class=Request,
+        request_count=1,
+        response=echo_pb2.EchoResponse(text=request.text, session_token="tok", index=3),
+        response_class=None,
+        response_count=1,
+        code=grpc.StatusCode.OK,
+        details="",
+        error=None,
+        ended_by_client=False,
+        deadline_passed=False,
+        trailing_metadata=(),
+        principal=None,
+        trace_id="",
+        span_id="",
+    )
+
+
 def _event_for(request: Request, hmac_key: bytes | None) -> event_pb2.ApiEvent:
     """The event the interceptor's core builds for a unary call carrying `request`."""
     core = AuditCore(
@@ -168,30 +194,7 @@ def _event_for(request: Request, hmac_key: bytes | None) -> event_pb2.ApiEvent:
             fail_closed=False,
         ),
     )
-    now = time.time_ns()
-    record = CallRecord(
-        info=method_info("/auditline_testing.v1.EchoService/Echo"),
-        started_ns=now,
-        ended_ns=now,
-        peer="ipv4:127.0.0.1:1",
-        metadata=(),
-        request=request.SerializeToString(),
-        request_class=Request,
-        request_count=1,
-        response=None,
-        response_class=echo_pb2.EchoResponse,
-        response_count=0,
-        code=grpc.StatusCode.OK,
-        details="",
-        error=None,
-        ended_by_client=False,
-        deadline_passed=False,
-        trailing_metadata=(),
-        principal=None,
-        trace_id="",
-        span_id="",
-    )
-    return core.build_event(record)
+    return core.build_event(_record_for(request))
 
 
 def _strip_redacted(request: Request) -> dict[str, Any]:
@@ -289,7 +292,36 @@ def test_the_fast_hmac_is_rfc_2104_hmac_sha256(key: bytes, value: Any) -> None:
 def test_timestamps_are_written_as_protobuf_writes_them(seconds: int, nanos: int) -> None:
     from google.protobuf import timestamp_pb2
 
-    from auditline.interceptor._redact import _timestamp_text
+    from auditline.interceptor._redact import timestamp_text
 
     expected = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos).ToJsonString()
-    assert _timestamp_text(seconds, nanos) == expected
+    assert timestamp_text(seconds, nanos) == expected
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests(), st.sampled_from([KEY, None]))
+def test_the_document_is_the_json_mapping_of_the_event(
+    generated: tuple[Request, list[Any]], hmac_key: bytes | None
+) -> None:
+    """The spool's form of an event (built without protobuf) equals the message's JSON."""
+    from auditline.interceptor._formats import apievent_dict
+
+    request, _ = generated
+    core = AuditCore(
+        MemorySink(),
+        make_config(
+            node_id="n",
+            principal=None,
+            trusted_proxies=(),
+            hmac_key=hmac_key,
+            metadata_allowlist=(),
+            max_body_bytes=1_000_000,
+            fail_closed=False,
+        ),
+    )
+    record = _record_for(request)
+    document = core.build_document(record)
+    event = apievent_dict(core.build_event(record))
+    document.pop("EventId")
+    event.pop("EventId")
+    assert document == event

@@ -208,11 +208,10 @@ class Exporter:
         chosen: list[tuple[SpooledEvent, bytes, int]] = []
         size = 0
         for item in pending:
-            event = item.event()
-            line = render(event)
+            line = render(item.body, item.at_ns, item.end_ns)
             if intent is None and chosen and size + len(line) > self.config.max_file_bytes:
                 break
-            chosen.append((item, line, event.log_type or event_pb2.LOG_TYPE_ACCOUNT_API))
+            chosen.append((item, line, item.log_type or event_pb2.LOG_TYPE_ACCOUNT_API))
             size += len(line)
         first, last = chosen[0][0].seq, chosen[-1][0].seq
         if intent is None:

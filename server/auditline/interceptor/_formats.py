@@ -14,14 +14,19 @@ import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from auditline.audit.v1 import event_pb2, options_pb2
-from auditline.interceptor._redact import _timestamp_text
+from auditline.interceptor._redact import timestamp_text
 
-__all__ = ["FORMATS", "apievent_dict", "ocsf_dict", "render"]
+__all__ = ["FORMATS", "apievent_dict", "ocsf_dict", "ocsf_from_document", "render"]
 
 OCSF_VERSION = "1.8.0"
 PRODUCT = {"name": "auditline", "vendor_name": "auditline", "version": "0.1.0"}
 _ACTIVITY_NAMES = {0: "Unknown", 1: "Create", 2: "Read", 3: "Update", 4: "Delete", 99: "Other"}
-_LOG_NAMES = {0: "account_api", 1: "account_api", 2: "iam", 3: "settings"}
+_LOG_DIR_NAMES = {
+    "LOG_TYPE_UNSPECIFIED": "account_api",
+    "LOG_TYPE_ACCOUNT_API": "account_api",
+    "LOG_TYPE_IAM": "iam",
+    "LOG_TYPE_SETTINGS": "settings",
+}
 _ACTIVITY_ENUM = {v.number: v.name for v in options_pb2.Activity.DESCRIPTOR.values}
 _LOG_TYPE_ENUM = {v.number: v.name for v in event_pb2.LogType.DESCRIPTOR.values}
 
@@ -50,7 +55,7 @@ def _struct(struct: struct_pb2.Struct) -> dict[str, Any]:
 
 
 def _time(stamp: timestamp_pb2.Timestamp) -> str:
-    return _timestamp_text(stamp.seconds, stamp.nanos)
+    return timestamp_text(stamp.seconds, stamp.nanos)
 
 
 def apievent_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:
@@ -105,56 +110,61 @@ def apievent_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:
     return out
 
 
-def _millis(stamp: timestamp_pb2.Timestamp) -> int:
-    return stamp.seconds * 1000 + stamp.nanos // 1_000_000
+_ACTIVITY_NUMBERS = {name: number for number, name in _ACTIVITY_ENUM.items()}
 
 
-def ocsf_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:
-    """The event as an OCSF 1.8.0 API Activity (class 6003) record."""
-    request, response = event.request, event.response
-    activity = event.activity if event.activity in _ACTIVITY_NAMES else 99
-    ok = response.response_code == 0
-    start, end = _millis(request.request_time), _millis(response.response_time)
+def ocsf_from_document(doc: dict[str, Any], start_ns: int, end_ns: int) -> dict[str, Any]:
+    """An event (protobuf's JSON mapping of `ApiEvent`) as OCSF 1.8.0 API Activity (6003)."""
+    request, response = doc["Request"], doc["Response"]
+    activity = _ACTIVITY_NUMBERS.get(doc["Activity"], 99)
+    if activity not in _ACTIVITY_NAMES:
+        activity = 99
+    code = response["ResponseCode"]
+    ok = code == 0
+    start, end = start_ns // 1_000_000, end_ns // 1_000_000
+    account_name, access_key = request["AccountName"], request["AccessKey"]
     actor: dict[str, Any]
-    if request.account_name or request.access_key:
+    if account_name or access_key:
         user: dict[str, Any] = {}
-        if request.account_name:
-            user["name"] = request.account_name
-        if request.access_key:
-            user["uid"] = request.access_key
+        if account_name:
+            user["name"] = account_name
+        if access_key:
+            user["uid"] = access_key
         actor = {"user": user}
     else:
-        actor = {"app_name": request.user_agent or "unauthenticated caller"}
+        actor = {"app_name": request["UserAgent"] or "unauthenticated caller"}
+    source_ip = request["SourceIP"]
     source: dict[str, Any]
-    if request.source_ip and not request.source_ip.startswith("unix:"):
-        source = {"ip": request.source_ip}
-        if request.source_port:
-            source["port"] = request.source_port
+    if source_ip and not source_ip.startswith("unix:"):
+        source = {"ip": source_ip}
+        if request["SourcePort"]:
+            source["port"] = request["SourcePort"]
     else:
-        source = {"name": request.source_ip or "unknown"}
-    api_response: dict[str, Any] = {"code": response.response_code}
+        source = {"name": source_ip or "unknown"}
+    status = response["ResponseStatus"]
+    error = response["ResponseError"]
+    api_response: dict[str, Any] = {"code": code}
     if ok:
         api_response["message"] = "OK"
     else:
-        api_response["error"] = response.response_status
-        if response.response_error:
-            api_response["error_message"] = response.response_error
-    body = _struct(response.response_body)
-    if body:
-        api_response["data"] = body
-    api_request: dict[str, Any] = {"uid": request.request_id or event.event_id}
-    params = _struct(request.request_params)
-    if params:
-        api_request["data"] = params
+        api_response["error"] = status
+        if error:
+            api_response["error_message"] = error
+    if response.get("ResponseBody"):
+        api_response["data"] = response["ResponseBody"]
+    api_request: dict[str, Any] = {"uid": request["RequestId"] or doc["EventId"]}
+    if request.get("RequestParams"):
+        api_request["data"] = request["RequestParams"]
+    log_type = doc["LogType"]
     metadata: dict[str, Any] = {
         "version": OCSF_VERSION,
         "product": PRODUCT,
-        "uid": event.event_id,
-        "log_name": _LOG_NAMES.get(event.log_type, "account_api"),
-        "sequence": event.sequence,
+        "uid": doc["EventId"],
+        "log_name": _LOG_DIR_NAMES.get(log_type, "account_api"),
+        "sequence": int(doc["Sequence"]),
     }
-    if event.iam_code:
-        metadata["event_code"] = event.iam_code
+    if doc["IamCode"]:
+        metadata["event_code"] = doc["IamCode"]
     record: dict[str, Any] = {
         "activity_id": activity,
         "activity_name": _ACTIVITY_NAMES[activity],
@@ -168,7 +178,7 @@ def ocsf_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:
         "severity": "Informational" if ok else "Low",
         "status_id": 1 if ok else 2,
         "status": "Success" if ok else "Failure",
-        "status_code": response.response_status or ("OK" if ok else "UNKNOWN"),
+        "status_code": status or ("OK" if ok else "UNKNOWN"),
         "time": start,
         "start_time": start,
         "end_time": end,
@@ -176,47 +186,59 @@ def ocsf_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:
         "metadata": metadata,
         "actor": actor,
         "api": {
-            "operation": event.event_name,
-            "service": {"name": event.service},
+            "operation": doc["EventName"],
+            "service": {"name": doc["Service"]},
             "request": api_request,
             "response": api_response,
         },
         "src_endpoint": source,
         "unmapped": {
-            "node_id": event.node_id,
-            "method": event.method,
-            "log_type": _LOG_TYPE_ENUM.get(event.log_type, "LOG_TYPE_UNSPECIFIED"),
-            "request_messages": request.message_count,
-            "response_messages": response.message_count,
+            "node_id": doc["NodeId"],
+            "method": doc["Method"],
+            "log_type": log_type,
+            "request_messages": request["MessageCount"],
+            "response_messages": response["MessageCount"],
         },
     }
-    if not ok and response.response_error:
-        record["status_detail"] = response.response_error
-    if response.error_details:
-        record["unmapped"]["error_details"] = list(response.error_details)
-    if request.user_agent:
-        record["http_request"] = {"user_agent": request.user_agent}
-    if event.trace_id:
-        record["trace"] = {"uid": event.trace_id}
-        if event.span_id:
-            record["trace"]["span"] = {"uid": event.span_id, "start_time": start, "end_time": end}
+    if not ok and error:
+        record["status_detail"] = error
+    if response["ResponseErrorDetails"]:
+        record["unmapped"]["error_details"] = response["ResponseErrorDetails"]
+    if request["UserAgent"]:
+        record["http_request"] = {"user_agent": request["UserAgent"]}
+    if doc["TraceId"]:
+        record["trace"] = {"uid": doc["TraceId"]}
+        if doc["SpanId"]:
+            record["trace"]["span"] = {"uid": doc["SpanId"], "start_time": start, "end_time": end}
         metadata["profiles"] = ["trace"]
     return record
 
 
-def _line(data: dict[str, Any]) -> bytes:
-    return orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)
+def _times(event: event_pb2.ApiEvent) -> tuple[int, int]:
+    return (
+        event.request.request_time.ToNanoseconds(),
+        event.response.response_time.ToNanoseconds(),
+    )
 
 
-def _apievent_line(event: event_pb2.ApiEvent) -> bytes:
-    return _line({"ApiEvent": apievent_dict(event)})
+def ocsf_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:
+    """The event as an OCSF 1.8.0 API Activity (class 6003) record."""
+    return ocsf_from_document(apievent_dict(event), *_times(event))
 
 
-def _ocsf_line(event: event_pb2.ApiEvent) -> bytes:
-    return _line(ocsf_dict(event))
+def _apievent_line(body: bytes, start_ns: int, end_ns: int) -> bytes:
+    # The spool holds the event's JSON already: the line only wraps it.
+    return b'{"ApiEvent":' + body + b"}\n"
 
 
-FORMATS: dict[str, Callable[[event_pb2.ApiEvent], bytes]] = {
+def _ocsf_line(body: bytes, start_ns: int, end_ns: int) -> bytes:
+    return orjson.dumps(
+        ocsf_from_document(orjson.loads(body), start_ns, end_ns), option=orjson.OPT_APPEND_NEWLINE
+    )
+
+
+# Each renders one spooled event (its JSON body and its start and end times).
+FORMATS: dict[str, Callable[[bytes, int, int], bytes]] = {
     "apievent-json": _apievent_line,
     "ocsf-json": _ocsf_line,
 }
@@ -224,4 +246,4 @@ FORMATS: dict[str, Callable[[event_pb2.ApiEvent], bytes]] = {
 
 def render(format_name: str, event: event_pb2.ApiEvent) -> bytes:
     """One JSON Lines record of `event` in the named format."""
-    return FORMATS[format_name](event)
+    return FORMATS[format_name](orjson.dumps(apievent_dict(event)), *_times(event))

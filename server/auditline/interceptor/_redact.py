@@ -99,7 +99,7 @@ def _field_mode(field: FieldDescriptor) -> int:
     return REMOVE if options.debug_redact else 0
 
 
-def _timestamp_text(seconds: int, nanos: int) -> str:
+def timestamp_text(seconds: int, nanos: int) -> str:
     """RFC 3339 as protobuf's JSON mapping writes it (0, 3, 6 or 9 fraction digits)."""
     if not 0 <= seconds <= 253402300799:  # outside 0001..9999 only the slow path copes
         from google.protobuf import timestamp_pb2
@@ -116,10 +116,11 @@ def _timestamp_text(seconds: int, nanos: int) -> str:
     return text + "Z"
 
 
-def _number(value: float) -> float | str:
+def _number(value: float) -> float | int | str:
     # JSON (and Struct) has no NaN or infinity; protobuf's JSON mapping spells them.
+    # Whole numbers are written without a fraction, as protobuf writes a Struct's.
     if math.isfinite(value):
-        return value
+        return int(value) if value.is_integer() and abs(value) < 2**53 else value
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
@@ -158,7 +159,7 @@ class Redactor:
         if full_name == _ANY:
             return self._any(msg)
         if full_name == "google.protobuf.Timestamp":
-            return _timestamp_text(msg.seconds, msg.nanos)  # type: ignore[attr-defined]
+            return timestamp_text(msg.seconds, msg.nanos)  # type: ignore[attr-defined]
         if full_name in ("google.protobuf.Duration", "google.protobuf.FieldMask"):
             return msg.ToJsonString()  # type: ignore[attr-defined]
         plans = self._plans.get(full_name)

@@ -28,9 +28,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
 
 from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor._core import AuditUnavailableError
+from auditline.interceptor._formats import apievent_dict
 
 __all__ = ["Spool", "SpoolStats", "SpooledEvent"]
 
@@ -43,6 +48,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     at_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    log_type INTEGER NOT NULL,
     body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS watermarks (
@@ -71,11 +78,16 @@ CREATE TABLE IF NOT EXISTS files (
 @dataclasses.dataclass(frozen=True)
 class SpooledEvent:
     seq: int
-    at_ns: int
-    body: bytes  # a serialized ApiEvent, sequence and node id set
+    at_ns: int  # when the call arrived
+    end_ns: int  # when it ended
+    log_type: int
+    body: bytes  # the event as protobuf's JSON mapping of ApiEvent, Sequence set
+
+    def document(self) -> dict[str, Any]:
+        return dict(orjson.loads(self.body))
 
     def event(self) -> event_pb2.ApiEvent:
-        return event_pb2.ApiEvent.FromString(self.body)
+        return json_format.ParseDict(self.document(), event_pb2.ApiEvent())
 
 
 @dataclasses.dataclass
@@ -87,11 +99,15 @@ class SpoolStats:
     last_seq: int = 0
 
 
+_Pending = tuple[dict[str, Any], int, int]  # document, at_ns, end_ns
+_LOG_TYPES = {v.name: v.number for v in event_pb2.LogType.DESCRIPTOR.values}
+
+
 class _Batch:
     __slots__ = ("committed", "error", "events")
 
     def __init__(self) -> None:
-        self.events: list[event_pb2.ApiEvent] = []
+        self.events: list[_Pending] = []
         self.committed = threading.Event()
         self.error: BaseException | None = None
 
@@ -179,6 +195,14 @@ class Spool:
 
     def emit(self, event: event_pb2.ApiEvent) -> None:
         """Queue an event; in sync durability, return once it is committed."""
+        self.emit_document(
+            apievent_dict(event),
+            event.request.request_time.ToNanoseconds(),
+            event.response.response_time.ToNanoseconds(),
+        )
+
+    def emit_document(self, document: dict[str, Any], at_ns: int, end_ns: int) -> None:
+        """`emit` for an event already in its JSON form (what the interceptor hands over)."""
         # `block` and `reject` refuse calls before they run (`admit`); the events of
         # those refusals may use a tenth more, then events are dropped (and counted).
         limit = self.max_bytes if self.backpressure == "drop" else self._hard_cap
@@ -193,7 +217,7 @@ class Spool:
             if self._closed:
                 raise AuditUnavailableError("the audit spool is closed")
             batch = self._batch
-            batch.events.append(event)
+            batch.events.append((document, at_ns, end_ns))
             self.stats.accepted += 1
             if self.durability == "sync":
                 self._work.notify()
@@ -207,7 +231,7 @@ class Spool:
 
     # --- the writer ------------------------------------------------------------------
 
-    def _marker(self) -> event_pb2.ApiEvent | None:
+    def _marker(self) -> _Pending | None:
         if self._dropped_since is None:
             return None
         if self.stats.bytes >= self.max_bytes and not self._closed and not self._force_marker:
@@ -232,7 +256,7 @@ class Spool:
         )
         marker.response.response_body.SetInParent()
         log.error("%d audit events were dropped (spool full)", count)
-        return marker
+        return apievent_dict(marker), first, last
 
     def _run(self) -> None:
         while True:
@@ -263,12 +287,12 @@ class Spool:
         rows = []
         size = 0
         seq = self._next_seq
-        for event in batch.events:
-            event.sequence = seq
-            if not event.node_id:
-                event.node_id = self.node_id
-            body = event.SerializeToString()
-            rows.append((seq, event.request.request_time.ToNanoseconds(), body))
+        for document, at_ns, end_ns in batch.events:
+            document["Sequence"] = str(seq)  # protobuf's JSON writes int64 as text
+            if not document["NodeId"]:
+                document["NodeId"] = self.node_id
+            body = orjson.dumps(document)
+            rows.append((seq, at_ns, end_ns, _LOG_TYPES.get(document["LogType"], 0), body))
             size += len(body)
             seq += 1
         try:
@@ -276,7 +300,9 @@ class Spool:
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
                     self._db.executemany(
-                        "INSERT INTO events (seq, at_ns, body) VALUES (?, ?, ?)", rows
+                        "INSERT INTO events (seq, at_ns, end_ns, log_type, body) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        rows,
                     )
                     self._db.execute("COMMIT")
                 except sqlite3.Error:
@@ -298,10 +324,11 @@ class Spool:
     def read(self, after_seq: int, limit: int = 1000) -> list[SpooledEvent]:
         with self._db_lock:
             rows = self._db.execute(
-                "SELECT seq, at_ns, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, at_ns, end_ns, log_type, body FROM events WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-        return [SpooledEvent(int(s), int(a), bytes(b)) for s, a, b in rows]
+        return [SpooledEvent(int(s), int(a), int(e), int(t), bytes(b)) for s, a, e, t, b in rows]
 
     def iterate(self, after_seq: int, batch: int = 1000) -> Iterator[SpooledEvent]:
         while True:
