@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from auditline.audit.v1 import event_pb2
@@ -199,12 +199,11 @@ class Exporter:
         intent = self.spool.intent(name)
         render = FORMATS[self.config.format]
         if intent is not None:  # a batch that failed or was cut short by a crash: redo it
-            pending = self.spool.read(intent[0] - 1, limit=intent[1] - intent[0] + 1)
+            pending: Iterable[SpooledEvent] = self.spool.read(
+                intent[0] - 1, limit=intent[1] - intent[0] + 1
+            )
         else:
-            pending = self.spool.read(watermark, limit=100_000)
-        if not pending:
-            self._last_cut = self.clock()
-            return 0
+            pending = self.spool.iterate(watermark, batch=500)
         chosen: list[tuple[SpooledEvent, bytes, int]] = []
         size = 0
         for item in pending:
@@ -213,6 +212,9 @@ class Exporter:
                 break
             chosen.append((item, line, item.log_type or event_pb2.LOG_TYPE_ACCOUNT_API))
             size += len(line)
+        if not chosen:
+            self._last_cut = self.clock()
+            return 0
         first, last = chosen[0][0].seq, chosen[-1][0].seq
         if intent is None:
             self.spool.begin_batch(name, first, last)

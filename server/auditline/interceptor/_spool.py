@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from google.protobuf import json_format
@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS events (
     at_ns INTEGER NOT NULL,
     end_ns INTEGER NOT NULL,
     log_type INTEGER NOT NULL,
+    size INTEGER NOT NULL,
     body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS watermarks (
@@ -75,8 +76,7 @@ CREATE TABLE IF NOT EXISTS files (
 """
 
 
-@dataclasses.dataclass(frozen=True)
-class SpooledEvent:
+class SpooledEvent(NamedTuple):
     seq: int
     at_ns: int  # when the call arrived
     end_ns: int  # when it ended
@@ -144,7 +144,7 @@ class Spool:
         # One connection shared by the writer and the exporters, one at a time.
         self._db_lock = threading.RLock()
         row = self._db.execute(
-            "SELECT COALESCE(MAX(seq), 0), COALESCE(SUM(LENGTH(body)), 0) FROM events"
+            "SELECT COALESCE(MAX(seq), 0), COALESCE(SUM(size), 0) FROM events"
         ).fetchone()
         last_file = self._db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM files").fetchone()
         # Freed events leave the table; the numbering must still never go back.
@@ -292,7 +292,9 @@ class Spool:
             if not document["NodeId"]:
                 document["NodeId"] = self.node_id
             body = orjson.dumps(document)
-            rows.append((seq, at_ns, end_ns, _LOG_TYPES.get(document["LogType"], 0), body))
+            rows.append(
+                (seq, at_ns, end_ns, _LOG_TYPES.get(document["LogType"], 0), len(body), body)
+            )
             size += len(body)
             seq += 1
         try:
@@ -300,8 +302,8 @@ class Spool:
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
                     self._db.executemany(
-                        "INSERT INTO events (seq, at_ns, end_ns, log_type, body) "
-                        "VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO events (seq, at_ns, end_ns, log_type, size, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
                         rows,
                     )
                     self._db.execute("COMMIT")
@@ -328,7 +330,7 @@ class Spool:
                 "ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             ).fetchall()
-        return [SpooledEvent(int(s), int(a), int(e), int(t), bytes(b)) for s, a, e, t, b in rows]
+        return list(map(SpooledEvent._make, rows))
 
     def iterate(self, after_seq: int, batch: int = 1000) -> Iterator[SpooledEvent]:
         while True:
@@ -393,11 +395,12 @@ class Spool:
                     "UPDATE watermarks SET seq = ? WHERE exporter = ?", (watermark, exporter)
                 )
                 self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
+                freed = self._delete_passed()  # in the same transaction: one commit
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        self.free()
+        self._freed(freed)
 
     def files(self, exporter: str | None = None) -> list[tuple[str, str, int, int, int, str]]:
         query = "SELECT exporter, key, first_seq, last_seq, events, sha256 FROM files"
@@ -420,17 +423,27 @@ class Spool:
     def free(self) -> None:
         """Delete the events every exporter has passed; wake blocked callers."""
         with self._db_lock:
-            row = self._db.execute("SELECT MIN(seq), COUNT(*) FROM watermarks").fetchone()
-            if not row[1]:
-                return  # no exporter yet: keep everything
-            freed = self._db.execute(
-                "SELECT COALESCE(SUM(LENGTH(body)), 0) FROM events WHERE seq <= ?", (row[0],)
+            freed = self._delete_passed()
+        self._freed(freed)
+
+    def _delete_passed(self) -> int:
+        """Delete the events every exporter has passed (the caller holds the db lock)."""
+        row = self._db.execute("SELECT MIN(seq), COUNT(*) FROM watermarks").fetchone()
+        if not row[1]:
+            return 0  # no exporter yet: keep everything
+        freed = int(
+            self._db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM events WHERE seq <= ?", (row[0],)
             ).fetchone()[0]
-            if freed:
-                self._db.execute("DELETE FROM events WHERE seq <= ?", (row[0],))
+        )
         if freed:
+            self._db.execute("DELETE FROM events WHERE seq <= ?", (row[0],))
+        return freed
+
+    def _freed(self, size: int) -> None:
+        if size:
             with self._lock:
-                self.stats.bytes -= int(freed)
+                self.stats.bytes -= size
                 self._lock.notify_all()
 
     def flush(self, timeout: float | None = 10.0, *, with_drop_marker: bool = False) -> bool:
