@@ -580,3 +580,61 @@ def test_trace_ids_from_the_active_opentelemetry_span() -> None:
         context = span.get_span_context()
         assert _trace_ids(()) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
     assert _trace_ids(()) == ("", "")
+
+
+def test_sync_handlers_on_an_asyncio_server_are_audited() -> None:
+    """grpc.aio runs plain functions and generators too (with a migration pool)."""
+    import asyncio
+    from concurrent import futures
+
+    sink = MemorySink()
+    interceptor = AsyncAuditInterceptor(sink)
+
+    def echo(request: echo_pb2.EchoRequest, context: Any) -> echo_pb2.EchoResponse:
+        return echo_pb2.EchoResponse(text=request.text)
+
+    def listing(request: echo_pb2.EchoRequest, context: Any) -> Iterator[echo_pb2.EchoResponse]:
+        for index in range(3):
+            yield echo_pb2.EchoResponse(text=request.text, index=index)
+
+    handlers = {
+        "Echo": grpc.unary_unary_rpc_method_handler(
+            echo,
+            request_deserializer=echo_pb2.EchoRequest.FromString,
+            response_serializer=echo_pb2.EchoResponse.SerializeToString,
+        ),
+        "ListThings": grpc.unary_stream_rpc_method_handler(
+            listing,
+            request_deserializer=echo_pb2.EchoRequest.FromString,
+            response_serializer=echo_pb2.EchoResponse.SerializeToString,
+        ),
+    }
+    loop = asyncio.new_event_loop()
+    thread = __import__("threading").Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> tuple[Any, int]:
+        server = grpc.aio.server(
+            interceptors=[interceptor], migration_thread_pool=futures.ThreadPoolExecutor(2)
+        )
+        server.add_generic_rpc_handlers(
+            [grpc.method_handlers_generic_handler("auditline_testing.v1.EchoService", handlers)]
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(30)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = echo_pb2_grpc.EchoServiceStub(channel)
+            assert stub.Echo(R(text="sync"), timeout=10).text == "sync"
+            assert [r.index for r in stub.ListThings(R(text="gen"), timeout=10)] == [0, 1, 2]
+        first, second = sink.wait_for(2)
+        assert (first.event_name, first.response.response_status) == ("Echo", "OK")
+        assert (second.event_name, second.response.message_count) == ("ListThings", 3)
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        interceptor.close()

@@ -77,6 +77,25 @@ class _CountingContext:
         return getattr(self._context, name)
 
 
+async def _settled(value: Any) -> Any:
+    """A handler's result: awaited when it is awaitable (a coroutine), else as it is.
+
+    Sync handlers on an asyncio server (with a migration thread pool) are wrapped as
+    coroutines here, so they run on the event loop thread.
+    """
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _async_iterator(responses: Any) -> AsyncIterator[Any]:
+    """The responses of a streaming handler, async generator or plain generator alike."""
+    if hasattr(responses, "__anext__"):
+        async for item in responses:
+            yield item
+    else:
+        for item in responses:
+            yield item
+
+
 async def _counting_requests(requests: AsyncIterator[Any], counts: _Counts) -> AsyncIterator[Any]:
     async for item in requests:
         counts.on_receive(item)
@@ -270,7 +289,9 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
             async def call() -> Any:
                 await self._admit(context)
-                return await inner(await self._parse(info, deserialize, raw, context), context)
+                return await _settled(
+                    inner(await self._parse(info, deserialize, raw, context), context)
+                )
 
             return await self._unary_response(
                 info,
@@ -299,8 +320,8 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
             async def call() -> Any:
                 await self._admit(context)
-                return await inner(
-                    _counting_requests(requests, counts), _CountingContext(context, counts)
+                return await _settled(
+                    inner(_counting_requests(requests, counts), _CountingContext(context, counts))
                 )
 
             return await self._unary_response(
@@ -353,7 +374,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 response_count=counts.sent,
             )
 
-        if inspect.isasyncgenfunction(inner):
+        if inspect.isasyncgenfunction(inner) or inspect.isgeneratorfunction(inner):
 
             async def generator(request: Any, context: Any) -> AsyncIterator[Any]:
                 started = time.time_ns()
@@ -364,7 +385,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 try:
                     await self._admit(context)
                     argument = await make_request(request, context, counts)
-                    responses = inner(argument, _CountingContext(context, counts))
+                    responses = _async_iterator(inner(argument, _CountingContext(context, counts)))
                     while True:
                         token = _SCOPE.set(scope)
                         try:
