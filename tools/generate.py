@@ -25,12 +25,30 @@ TEST_OUT = ROOT / "tests" / "generated"
 TEST_GENERATED = ("auditline_testing",)
 
 
+# The contract's descriptors with their comments, for the event catalog's descriptions
+# (generated modules keep no comments).
+DESCRIPTORS = OUT / "auditline" / "audit" / "v1" / "contract.binpb"
+
+
 def main() -> int:
     if generate(PROTO, OUT, GENERATED, [PROTO]) or generate(
         TEST_PROTO, TEST_OUT, TEST_GENERATED, [TEST_PROTO, PROTO]
     ):
         return 1
-    return 0
+    files = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
+    well_known = str(resources.files("grpc_tools") / "_proto")
+    return int(
+        protoc.main(
+            [
+                "grpc_tools.protoc",
+                f"-I{PROTO}",
+                f"-I{well_known}",
+                f"--descriptor_set_out={DESCRIPTORS}",
+                "--include_source_info",
+                *files,
+            ]
+        )
+    )
 
 
 def generate(source: Path, out: Path, packages: tuple[str, ...], include: list[Path]) -> int:

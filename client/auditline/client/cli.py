@@ -19,10 +19,15 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     # The server lives in the same distribution; imported here so that the
     # client modules themselves never depend on it.
-    from auditline.server.serve import add_audit_hash_parser, add_serve_parser
+    from auditline.server.serve import (
+        add_audit_hash_parser,
+        add_catalog_parser,
+        add_serve_parser,
+    )
 
     add_serve_parser(subparsers)
     add_audit_hash_parser(subparsers)
+    add_catalog_parser(subparsers)
     return parser
 
 

@@ -52,6 +52,7 @@ from auditline.server.pipeline import (
     external_writer,
 )
 from auditline.server.reflection import enable_reflection
+from auditline.server.services.audit_log import AuditLogServicer
 from auditline.server.services.auth import AuthServicer
 from auditline.server.services.buckets import BucketServicer
 from auditline.server.services.permissions import PermissionServicer
@@ -121,7 +122,7 @@ SERVICES: tuple[ServiceRegistration, ...] = (
     _registration(
         audit_log_pb2.DESCRIPTOR.services_by_name["AuditLogService"],
         audit_log_pb2_grpc.add_AuditLogServiceServicer_to_server,
-        None,
+        lambda server: AuditLogServicer(),
     ),
 )
 

@@ -21,7 +21,7 @@ from auditline.server.config import (
     settings_from_args,
 )
 
-__all__ = ["add_audit_hash_parser", "add_serve_parser", "run"]
+__all__ = ["add_audit_hash_parser", "add_catalog_parser", "add_serve_parser", "run"]
 
 log = logging.getLogger("auditline.server")
 
@@ -62,6 +62,27 @@ def add_audit_hash_parser(
         help="the key file, when the server uses --audit-hmac-key-file",
     )
     parser.set_defaults(handler=_audit_hash_command)
+
+
+def add_catalog_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Add `catalog`: the authoritative list of audited events, as Sigma rules."""
+    parser = subparsers.add_parser(
+        "catalog",
+        help="print the catalog of audited events as Sigma rules",
+        description="Print one Sigma rule per audited event (generated from the API "
+        "contract), matching the OCSF records of the ocsf-json exporter.",
+    )
+    parser.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    parser.set_defaults(handler=_catalog_command)
+
+
+def _catalog_command(args: argparse.Namespace) -> int:
+    from auditline.server.catalog import sigma_text
+
+    sys.stdout.write(sigma_text(args.format))
+    return 0
 
 
 def _audit_hash_command(args: argparse.Namespace) -> int:

@@ -1,0 +1,163 @@
+"""The event catalog: generated from the contract, valid Sigma, matching exported events."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jsonschema
+import yaml
+from sigma.collection import SigmaCollection
+from sigma.plugins import InstalledSigmaPlugins
+from sigma.rule import SigmaRule
+from sigma.validation import SigmaValidator
+
+from auditline.account.v1 import bucket_pb2, service_account_pb2
+from auditline.audit.v1 import audit_log_pb2, audit_log_pb2_grpc
+from auditline.server.catalog import catalog, sigma_rules, sigma_text
+from tests.conftest import ServeFactory
+from tests.support.api import Api, code_of
+from tests.support.exported import DEFAULT_BUCKET, exported_files, read_lines
+from tests.test_contract import EXPECTED_METHODS
+
+SCHEMA = Path(__file__).parent / "data" / "sigma" / "sigma-detection-rule-schema.json"
+ADMIN = {"AUDITLINE_ADMIN_ACCESS_KEY": "AKCATALOG", "AUDITLINE_ADMIN_SECRET_KEY": "cat-" + "s" * 30}
+
+
+def test_every_method_of_the_contract_has_one_rule() -> None:
+    methods = {(e.service, e.method) for e in catalog()}
+    expected = {(s, m) for s, ms in EXPECTED_METHODS.items() for m in ms}
+    assert methods == expected
+    ids = [e.rule_id for e in catalog()]
+    assert len(ids) == len(set(ids))
+    for entry in catalog():
+        assert uuid.UUID(entry.rule_id).version == 5
+    # Descriptions come from the methods' comments in proto/.
+    by_method = {e.method: e for e in catalog()}
+    assert by_method["CreateBucket"].description.startswith("Create bucket")
+    assert by_method["Authenticate"].description == "Authenticate and get a session token."
+
+
+def test_yaml_and_json_hold_the_same_valid_sigma_rules() -> None:
+    from_yaml = list(yaml.safe_load_all(sigma_text("yaml")))
+    from_json = json.loads(sigma_text("json"))
+    assert from_yaml == from_json == sigma_rules()
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+    for rule in from_json:
+        errors = [e.message for e in validator.iter_errors(rule)]
+        assert not errors, (rule["title"], errors)
+    collection = SigmaCollection.from_yaml(sigma_text("yaml"))
+    assert len(collection.rules) == len(catalog())
+    assert not collection.errors
+    for rule in collection.rules:
+        assert isinstance(rule, SigmaRule)
+        rule.detection.parsed_condition[0].parse()  # the condition parses
+    # pySigma's own lint, without the two validators that download ATT&CK / D3FEND data.
+    validators: dict[str, Any] = InstalledSigmaPlugins.autodiscover().validators
+    lint = SigmaValidator(
+        [v for name, v in validators.items() if name not in {"attacktag", "d3_fendtag"}]
+    )
+    rules: Any = iter(collection.rules)
+    assert [str(issue) for issue in lint.validate_rules(rules)] == []
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _matches(rule: dict[str, Any], record: dict[str, Any]) -> bool:
+    flat = _flatten(record)
+    return all(flat.get(field) == value for field, value in rule["detection"]["selection"].items())
+
+
+def test_each_rule_matches_the_exported_ocsf_events_of_its_method(serve: ServeFactory) -> None:
+    process = serve("--export-format", "ocsf-json", env=ADMIN)
+    api = Api(process.target).login(
+        ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"], ADMIN["AUDITLINE_ADMIN_SECRET_KEY"]
+    )
+    name = f"cat-{uuid.uuid4().hex[:10]}"
+    api.call(api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=name))
+    api.call(api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{name}"))
+    code_of(
+        lambda: api.call(api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name="buckets/missing"))
+    )
+    api.call(api.buckets.DeleteBucket, bucket_pb2.DeleteBucketRequest(name=f"buckets/{name}"))
+    api.call(api.accounts.ListServiceAccounts, service_account_pb2.ListServiceAccountsRequest())
+    assert process.terminate() == 0
+    records = [
+        r
+        for path in exported_files(process.data_dir, DEFAULT_BUCKET)
+        for r in read_lines(path.name, path.read_bytes())
+    ]
+    audited = [
+        r
+        for r in records
+        if r["api"]["service"]["name"].startswith("auditline.")
+        and r["metadata"]["log_name"] == "account_api"
+    ]
+    operations = {r["api"]["operation"] for r in audited}
+    assert {
+        "Authenticate",
+        "CreateBucket",
+        "GetBucket",
+        "DeleteBucket",
+        "ListServiceAccounts",
+    } <= operations
+    rules = sigma_rules()
+    for record in audited:
+        matching = [rule["title"] for rule in rules if _matches(rule, record)]
+        assert matching == [f"auditline {record['api']['operation']}"]
+
+
+def test_the_catalog_is_served_to_auditors(serve: ServeFactory) -> None:
+    process = serve(env=ADMIN)
+    admin = Api(process.target).login(
+        ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"], ADMIN["AUDITLINE_ADMIN_SECRET_KEY"]
+    )
+    created = admin.call(
+        admin.accounts.CreateServiceAccount,
+        service_account_pb2.CreateServiceAccountRequest(
+            service_account=service_account_pb2.ServiceAccount(
+                display_name="auditor", role=service_account_pb2.ROLE_AUDITOR
+            )
+        ),
+    )
+    auditor = Api(process.target).login(created.service_account.access_key, created.secret_key)
+    stub = audit_log_pb2_grpc.AuditLogServiceStub(auditor.channel)
+    response = stub.GetEventCatalog(
+        audit_log_pb2.GetEventCatalogRequest(format=audit_log_pb2.CATALOG_FORMAT_JSON),
+        metadata=auditor.metadata,
+        timeout=30,
+    )
+    assert len(response.entries) == len(catalog())
+    assert json.loads(response.sigma_rules) == sigma_rules()
+    anonymous = audit_log_pb2_grpc.AuditLogServiceStub(Api(process.target).channel)
+    assert (
+        code_of(
+            lambda: anonymous.GetEventCatalog(audit_log_pb2.GetEventCatalogRequest(), timeout=30)
+        )
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+
+
+def test_the_cli_prints_the_catalog() -> None:
+    for form in ("yaml", "json"):
+        result = subprocess.run(
+            [sys.executable, "-m", "auditline.client.cli", "catalog", "--format", form],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert result.stdout == sigma_text(form)
