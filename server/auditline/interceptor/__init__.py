@@ -18,6 +18,7 @@ from auditline.interceptor._core import (
     PrincipalInput,
     PrincipalResolver,
     Sink,
+    set_log_type,
     set_principal,
 )
 from auditline.interceptor._methods import activity_from_verb
@@ -38,5 +39,6 @@ __all__ = [
     "Sink",
     "activity_from_verb",
     "hmac_value",
+    "set_log_type",
     "set_principal",
 ]

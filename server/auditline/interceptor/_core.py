@@ -38,6 +38,7 @@ __all__ = [
     "PrincipalInput",
     "PrincipalResolver",
     "Sink",
+    "set_log_type",
     "set_principal",
 ]
 
@@ -99,11 +100,20 @@ class AuditUnavailableError(RuntimeError):
 @dataclasses.dataclass(slots=True)
 class _CallScope:
     principal: Principal | None = None
+    log_type: int | None = None
 
 
 _SCOPE: contextvars.ContextVar[_CallScope | None] = contextvars.ContextVar(
     "auditline_call_scope", default=None
 )
+
+
+def set_log_type(log_type: int) -> None:
+    """File the current call's audit event under another log (`LogType`), for example
+    `LOG_TYPE_SETTINGS` for calls that change the audit settings themselves."""
+    scope = _SCOPE.get()
+    if scope is not None:
+        scope.log_type = log_type
 
 
 def set_principal(account_name: str, access_key: str = "") -> None:
@@ -153,6 +163,7 @@ class CallRecord(NamedTuple):
     principal: Principal | None
     trace_id: str
     span_id: str
+    log_type: int | None = None  # None: the interceptor's own
 
 
 def _trace_ids(metadata: Metadata) -> tuple[str, str]:
@@ -364,6 +375,7 @@ class AuditCore:
             principal,
             trace_id,
             span_id,
+            scope.log_type if scope is not None else None,
         )
 
     def submit(self, record: CallRecord) -> None:
@@ -577,7 +589,9 @@ class AuditCore:
             "Service": info.service,
             "Method": info.method,
             "Activity": _ACTIVITY_NAMES.get(info.activity, "ACTIVITY_UNSPECIFIED"),
-            "LogType": _LOG_TYPE_NAMES.get(self.config.log_type, "LOG_TYPE_UNSPECIFIED"),
+            "LogType": _LOG_TYPE_NAMES.get(
+                record.log_type or self.config.log_type, "LOG_TYPE_UNSPECIFIED"
+            ),
             "TraceId": record.trace_id,
             "SpanId": record.span_id,
             "IamCode": "",
@@ -600,7 +614,7 @@ class AuditCore:
             service=info.service,
             method=info.method,
             activity=info.activity,  # type: ignore[arg-type]
-            log_type=self.config.log_type,  # type: ignore[arg-type]
+            log_type=record.log_type or self.config.log_type,  # type: ignore[arg-type]
             trace_id=record.trace_id,
             span_id=record.span_id,
         )

@@ -157,6 +157,9 @@ class Spool:
         self._batch = _Batch()
         self._dropped_since: tuple[int, int, int] | None = None  # count, first ns, last ns
         self._force_marker = False
+        # (since ns, LogType names kept or None for all), oldest first: which logs
+        # were switched on when; see `keep_logs`.
+        self._gates: list[tuple[int, frozenset[str] | None]] = []
         self._closed = False
         self._writer = threading.Thread(target=self._run, name="auditline-spool", daemon=True)
         self._writer.start()
@@ -203,6 +206,8 @@ class Spool:
 
     def emit_document(self, document: dict[str, Any], at_ns: int, end_ns: int) -> None:
         """`emit` for an event already in its JSON form (what the interceptor hands over)."""
+        if self._gates and not self._wanted(document["LogType"], at_ns):
+            return  # a log that was switched off when the call came (not a loss)
         # `block` and `reject` refuse calls before they run (`admit`); the events of
         # those refusals may use a tenth more, then events are dropped (and counted).
         limit = self.max_bytes if self.backpressure == "drop" else self._hard_cap
@@ -228,6 +233,22 @@ class Spool:
                 raise AuditUnavailableError(
                     f"the audit spool could not write ({type(batch.error).__name__})"
                 )
+
+    def keep_logs(self, log_types: frozenset[str] | None, since_ns: int | None = None) -> None:
+        """From `since_ns` (now by default) keep only events of these logs (`LogType`
+        names; None: all). The events of calls that came earlier are not affected,
+        even when they reach the spool later."""
+        since = time.time_ns() if since_ns is None else since_ns
+        with self._lock:
+            self._gates = [g for g in self._gates[-8:] if g[0] < since] + [(since, log_types)]
+
+    def _wanted(self, log_type: str, at_ns: int) -> bool:
+        kept: frozenset[str] | None = None
+        for since, log_types in self._gates:
+            if since > at_ns:
+                break
+            kept = log_types
+        return kept is None or log_type in kept
 
     # --- the writer ------------------------------------------------------------------
 

@@ -48,11 +48,13 @@ from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.pipeline import (
     AuditPipeline,
     BucketWriter,
+    audit_settings,
     ensure_audit_target,
     external_writer,
 )
 from auditline.server.reflection import enable_reflection
 from auditline.server.services.audit_log import AuditLogServicer
+from auditline.server.services.audit_settings import AuditSettingsServicer
 from auditline.server.services.auth import AuthServicer
 from auditline.server.services.buckets import BucketServicer
 from auditline.server.services.permissions import PermissionServicer
@@ -112,7 +114,7 @@ SERVICES: tuple[ServiceRegistration, ...] = (
     _registration(
         settings_pb2.DESCRIPTOR.services_by_name["AuditSettingsService"],
         settings_pb2_grpc.add_AuditSettingsServiceServicer_to_server,
-        None,
+        lambda server: AuditSettingsServicer(server.db, server.clock, server.follow_settings),
     ),
     _registration(
         exporter_pb2.DESCRIPTOR.services_by_name["ExporterService"],
@@ -254,6 +256,7 @@ class AuditlineServer:
             else BucketWriter(self.store, self.audit_target),
         )
         self.pipeline.instrument()
+        self.follow_settings(*audit_settings(self.db))
         self.usage = UsageServicer(self.db, self.store, self.clock)
         self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
         # The audit interceptor goes first: it must see the calls the others reject.
@@ -262,6 +265,14 @@ class AuditlineServer:
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self.port = 0
+
+    def follow_settings(self, enabled: bool, target: str) -> None:
+        """Point the default exporter at the settings' target. While account audit logs
+        are disabled only the settings log (changes of the settings) is kept: the
+        other events are not spooled, as they happen."""
+        if target and not self.settings.export_target:
+            self.pipeline.exporters["default"].writer = BucketWriter(self.store, target)
+        self.pipeline.spool.keep_logs(None if enabled else frozenset({"LOG_TYPE_SETTINGS"}))
 
     @property
     def service_names(self) -> list[str]:

@@ -23,7 +23,13 @@ from auditline.server.objectstore import (
     S3Store,
 )
 
-__all__ = ["AuditPipeline", "BucketWriter", "ensure_audit_target", "external_writer"]
+__all__ = [
+    "AuditPipeline",
+    "BucketWriter",
+    "audit_settings",
+    "ensure_audit_target",
+    "external_writer",
+]
 
 log = logging.getLogger("auditline.server")
 
@@ -104,6 +110,15 @@ def ensure_audit_target(
         )
     log.info("account audit logs go to the object-locked bucket %s", bucket)
     return bucket
+
+
+def audit_settings(db: Database) -> tuple[bool, str]:
+    """(account audit logs enabled, target bucket) as the settings say now."""
+    with db.begin() as connection:
+        row = connection.execute(sa.select(tables.audit_settings)).mappings().first()
+    if row is None:
+        return False, ""
+    return bool(row["account_logs_enabled"]), str(row["target_bucket"])
 
 
 class AuditPipeline:

@@ -1,0 +1,155 @@
+"""AuditSettingsService: where account audit logs go, and which buckets are audited.
+
+Only immutable (object-locked) buckets may be the target. Disabling the account
+audit logs stops writing them to the target (the target stays in the settings);
+changes of the settings are themselves written, to the settings log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from auditline.audit.v1 import event_pb2, settings_pb2_grpc
+from auditline.audit.v1 import settings_pb2 as pb
+from auditline.interceptor import set_log_type
+from auditline.server.db import Database, require_row, tables
+from auditline.server.errors import FailedPreconditionError, InvalidArgumentError
+from auditline.server.guard import current_caller
+from auditline.server.objectstore import bucket_name_problem
+from auditline.server.services._common import timestamp
+
+# Called after every change with (enabled, target bucket), so the exporter follows.
+SettingsListener = Callable[[bool, str], None]
+
+
+class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
+    def __init__(
+        self,
+        db: Database,
+        clock: Callable[[], float],
+        on_change: SettingsListener = lambda enabled, target: None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.on_change = on_change
+
+    def _settings(self, connection: Connection) -> pb.AuditSettings:
+        row = connection.execute(sa.select(tables.audit_settings)).mappings().first()
+        audited = connection.execute(
+            sa.select(tables.buckets.c.name)
+            .where(tables.buckets.c.audit_logging.is_(True))
+            .order_by(tables.buckets.c.name)
+        ).scalars()
+        settings = pb.AuditSettings(audited_buckets=list(audited))
+        if row is not None:
+            settings.account_audit_logs_enabled = row["account_logs_enabled"]
+            settings.target_bucket = row["target_bucket"]
+            settings.updated_by = row["updated_by"]
+            settings.update_time.CopyFrom(timestamp(row["updated_at"]))
+        return settings
+
+    def _immutable_bucket(self, connection: Connection, name: str, field: str) -> None:
+        problem = bucket_name_problem(name)
+        if problem:
+            raise InvalidArgumentError.field(field, problem)
+        bucket = require_row(connection, tables.buckets.c.name, name, f"buckets/{name}")
+        if not bucket["immutable"]:
+            raise FailedPreconditionError(
+                f"buckets/{name} is not immutable: only immutable (object-locked) buckets may "
+                "be the audit log target; turn object lock on with SetObjectImmutability"
+            )
+
+    def _change(self, **values: Any) -> pb.AuditSettings:
+        """Apply a change, tell the pipeline, file the call under the settings log."""
+        set_log_type(event_pb2.LOG_TYPE_SETTINGS)
+        caller = current_caller()
+        with self.db.begin() as connection:
+            if connection.execute(sa.select(tables.audit_settings.c.id)).first() is None:
+                connection.execute(
+                    tables.audit_settings.insert().values(
+                        id=1,
+                        account_logs_enabled=False,
+                        target_bucket="",
+                        updated_at=0.0,
+                        updated_by="",
+                    )
+                )
+            connection.execute(
+                tables.audit_settings.update().values(
+                    **values, updated_at=self.clock(), updated_by=caller.display_name
+                )
+            )
+            settings = self._settings(connection)
+        self.on_change(settings.account_audit_logs_enabled, settings.target_bucket)
+        return settings
+
+    def GetAuditSettings(
+        self, request: pb.GetAuditSettingsRequest, context: grpc.ServicerContext
+    ) -> pb.GetAuditSettingsResponse:
+        with self.db.begin() as connection:
+            return pb.GetAuditSettingsResponse(settings=self._settings(connection))
+
+    def EnableAccountAuditLogs(
+        self, request: pb.EnableAccountAuditLogsRequest, context: grpc.ServicerContext
+    ) -> pb.EnableAccountAuditLogsResponse:
+        target = request.target_bucket
+        with self.db.begin() as connection:
+            if not target:
+                target = self._settings(connection).target_bucket
+                if not target:
+                    raise InvalidArgumentError.field(
+                        "target_bucket", "is required: no target bucket is set yet"
+                    )
+            self._immutable_bucket(connection, target, "target_bucket")
+        return pb.EnableAccountAuditLogsResponse(
+            settings=self._change(account_logs_enabled=True, target_bucket=target)
+        )
+
+    def DisableAccountAuditLogs(
+        self, request: pb.DisableAccountAuditLogsRequest, context: grpc.ServicerContext
+    ) -> pb.DisableAccountAuditLogsResponse:
+        return pb.DisableAccountAuditLogsResponse(settings=self._change(account_logs_enabled=False))
+
+    def SetAuditTargetBucket(
+        self, request: pb.SetAuditTargetBucketRequest, context: grpc.ServicerContext
+    ) -> pb.SetAuditTargetBucketResponse:
+        if not request.target_bucket:
+            raise InvalidArgumentError.field("target_bucket", "is required")
+        with self.db.begin() as connection:
+            self._immutable_bucket(connection, request.target_bucket, "target_bucket")
+        return pb.SetAuditTargetBucketResponse(
+            settings=self._change(target_bucket=request.target_bucket)
+        )
+
+    def _bucket_logging(self, bucket: str, enabled: bool) -> pb.AuditSettings:
+        problem = bucket_name_problem(bucket)
+        if problem:
+            raise InvalidArgumentError.field("bucket", problem)
+        set_log_type(event_pb2.LOG_TYPE_SETTINGS)
+        with self.db.begin() as connection:
+            require_row(connection, tables.buckets.c.name, bucket, f"buckets/{bucket}")
+            connection.execute(
+                tables.buckets.update()
+                .where(tables.buckets.c.name == bucket)
+                .values(audit_logging=enabled)
+            )
+        return self._change()
+
+    def EnableBucketAuditLogging(
+        self, request: pb.EnableBucketAuditLoggingRequest, context: grpc.ServicerContext
+    ) -> pb.EnableBucketAuditLoggingResponse:
+        return pb.EnableBucketAuditLoggingResponse(
+            settings=self._bucket_logging(request.bucket, True)
+        )
+
+    def DisableBucketAuditLogging(
+        self, request: pb.DisableBucketAuditLoggingRequest, context: grpc.ServicerContext
+    ) -> pb.DisableBucketAuditLoggingResponse:
+        return pb.DisableBucketAuditLoggingResponse(
+            settings=self._bucket_logging(request.bucket, False)
+        )
