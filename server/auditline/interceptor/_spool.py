@@ -51,7 +51,16 @@ CREATE TABLE IF NOT EXISTS events (
     end_ns INTEGER NOT NULL,
     log_type INTEGER NOT NULL,
     size INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    event_name TEXT NOT NULL,
+    account TEXT NOT NULL,
+    code INTEGER NOT NULL,
     body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_id ON events (event_id);
+CREATE TABLE IF NOT EXISTS freed (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS watermarks (
     exporter TEXT PRIMARY KEY,
@@ -125,6 +134,7 @@ class Spool:
         backpressure: str = "block",
         commit_interval: float = 0.01,
         block_timeout: float = 10.0,
+        retain_seconds: float = 0.0,
     ) -> None:
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {DURABILITY}")
@@ -139,17 +149,25 @@ class Spool:
         self.backpressure = backpressure
         self.commit_interval = commit_interval
         self.block_timeout = block_timeout
+        # Exported events stay queryable (`query`) this long; they no longer count
+        # against `max_bytes`, which bounds only what some exporter still needs.
+        self.retain_seconds = retain_seconds
+        self._new_events = threading.Condition()
         self.stats = SpoolStats()
         self._db = self._connect()
         # One connection shared by the writer and the exporters, one at a time.
         self._db_lock = threading.RLock()
-        row = self._db.execute(
-            "SELECT COALESCE(MAX(seq), 0), COALESCE(SUM(size), 0) FROM events"
-        ).fetchone()
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
         last_file = self._db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM files").fetchone()
         # Freed events leave the table; the numbering must still never go back.
         self._next_seq = max(int(row[0]), int(last_file[0])) + 1
-        self.stats.bytes = int(row[1])
+        freed = self._db.execute("SELECT seq FROM freed").fetchone()
+        self._freed_upto = int(freed[0]) if freed else 0
+        self.stats.bytes = int(
+            self._db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM events WHERE seq > ?", (self._freed_upto,)
+            ).fetchone()[0]
+        )
         self.stats.last_seq = self._next_seq - 1
         mutex = threading.RLock()
         self._lock = threading.Condition(mutex)  # room in the spool (admit waits on it)
@@ -206,7 +224,7 @@ class Spool:
 
     def emit_document(self, document: dict[str, Any], at_ns: int, end_ns: int) -> None:
         """`emit` for an event already in its JSON form (what the interceptor hands over)."""
-        if self._gates and not self._wanted(document["LogType"], at_ns):
+        if self._gates and not self._wanted(document.get("LogType", ""), at_ns):
             return  # a log that was switched off when the call came (not a loss)
         # `block` and `reject` refuse calls before they run (`admit`); the events of
         # those refusals may use a tenth more, then events are dropped (and counted).
@@ -310,11 +328,22 @@ class Spool:
         seq = self._next_seq
         for document, at_ns, end_ns in batch.events:
             document["Sequence"] = str(seq)  # protobuf's JSON writes int64 as text
-            if not document["NodeId"]:
+            if not document.get("NodeId"):
                 document["NodeId"] = self.node_id
             body = orjson.dumps(document)
             rows.append(
-                (seq, at_ns, end_ns, _LOG_TYPES.get(document["LogType"], 0), len(body), body)
+                (
+                    seq,
+                    at_ns,
+                    end_ns,
+                    _LOG_TYPES.get(document.get("LogType", ""), 0),
+                    len(body),
+                    document.get("EventId", ""),
+                    document.get("EventName", ""),
+                    document.get("Request", {}).get("AccountName", ""),
+                    document.get("Response", {}).get("ResponseCode", 0),
+                    body,
+                )
             )
             size += len(body)
             seq += 1
@@ -323,8 +352,8 @@ class Spool:
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
                     self._db.executemany(
-                        "INSERT INTO events (seq, at_ns, end_ns, log_type, size, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO events (seq, at_ns, end_ns, log_type, size, event_id, "
+                        "event_name, account, code, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         rows,
                     )
                     self._db.execute("COMMIT")
@@ -340,6 +369,8 @@ class Spool:
             with self._lock:
                 self.stats.bytes += size
                 self.stats.last_seq = seq - 1
+            with self._new_events:
+                self._new_events.notify_all()
         batch.committed.set()
 
     # --- the exporters' side -----------------------------------------------------------
@@ -448,18 +479,82 @@ class Spool:
         self._freed(freed)
 
     def _delete_passed(self) -> int:
-        """Delete the events every exporter has passed (the caller holds the db lock)."""
+        """Account for the events every exporter has passed and delete those past the
+        retention window; return the bytes no longer held for exporters (the caller
+        holds the db lock)."""
         row = self._db.execute("SELECT MIN(seq), COUNT(*) FROM watermarks").fetchone()
-        if not row[1]:
-            return 0  # no exporter yet: keep everything
+        if not row[1] or row[0] <= self._freed_upto:
+            return 0  # no exporter yet, or none moved: keep everything
+        passed = int(row[0])
         freed = int(
             self._db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM events WHERE seq <= ?", (row[0],)
+                "SELECT COALESCE(SUM(size), 0) FROM events WHERE seq > ? AND seq <= ?",
+                (self._freed_upto, passed),
             ).fetchone()[0]
         )
-        if freed:
-            self._db.execute("DELETE FROM events WHERE seq <= ?", (row[0],))
+        self._db.execute("INSERT OR REPLACE INTO freed VALUES (1, ?)", (passed,))
+        self._freed_upto = passed
+        if self.retain_seconds > 0:
+            oldest = time.time_ns() - int(self.retain_seconds * 1e9)
+            self._db.execute("DELETE FROM events WHERE seq <= ? AND at_ns < ?", (passed, oldest))
+        else:
+            self._db.execute("DELETE FROM events WHERE seq <= ?", (passed,))
         return freed
+
+    def query(
+        self,
+        *,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        after_seq: int = 0,
+        event_names: list[str] | None = None,
+        account: str = "",
+        codes: list[int] | None = None,
+        log_types: list[int] | None = None,
+        limit: int = 100,
+    ) -> list[SpooledEvent]:
+        """Events still on this node (the retention window), oldest first."""
+        where = ["seq > ?"]
+        args: list[Any] = [after_seq]
+        if since_ns is not None:
+            where.append("at_ns >= ?")
+            args.append(since_ns)
+        if until_ns is not None:
+            where.append("at_ns < ?")
+            args.append(until_ns)
+        if event_names:
+            where.append(f"event_name IN ({', '.join('?' * len(event_names))})")
+            args += event_names
+        if account:
+            where.append("account = ?")
+            args.append(account)
+        if codes:
+            where.append(f"code IN ({', '.join('?' * len(codes))})")
+            args += codes
+        if log_types:
+            where.append(f"log_type IN ({', '.join('?' * len(log_types))})")
+            args += log_types
+        sql = (
+            "SELECT seq, at_ns, end_ns, log_type, body FROM events WHERE "  # noqa: S608
+            + " AND ".join(where)
+            + " ORDER BY seq LIMIT ?"
+        )
+        with self._db_lock:
+            rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return list(map(SpooledEvent._make, rows))
+
+    def seq_of(self, event_id: str) -> int | None:
+        """The sequence number of a retained event, by its id."""
+        with self._db_lock:
+            row = self._db.execute(
+                "SELECT seq FROM events WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    def wait_for_events(self, after_seq: int, timeout: float) -> bool:
+        """Wait until an event past `after_seq` is committed, or `timeout` passes."""
+        with self._new_events:
+            return self._new_events.wait_for(lambda: self.stats.last_seq > after_seq, timeout)
 
     def _freed(self, size: int) -> None:
         if size:

@@ -124,7 +124,7 @@ SERVICES: tuple[ServiceRegistration, ...] = (
     _registration(
         audit_log_pb2.DESCRIPTOR.services_by_name["AuditLogService"],
         audit_log_pb2_grpc.add_AuditLogServiceServicer_to_server,
-        lambda server: AuditLogServicer(),
+        lambda server: AuditLogServicer(server.pipeline.spool),
     ),
 )
 
@@ -200,6 +200,7 @@ class AuditlineServer:
 
     db: Database
     store: ObjectStore
+    pipeline: AuditPipeline
     accounts: Accounts
     usage: UsageServicer
 
@@ -221,6 +222,7 @@ class AuditlineServer:
             durability=settings.audit_durability,
             backpressure=settings.backpressure,
             max_bytes=settings.spool_max_bytes,
+            retain_seconds=settings.events_retention_days * 86400,
         )
         self.audit = AuditInterceptor(
             self.pipeline.spool,

@@ -94,6 +94,10 @@ class Settings:
     spool_max_bytes: int = field(
         default=1 << 30, metadata=_help("the audit spool's size cap, in bytes")
     )
+    events_retention_days: float = field(
+        default=7.0,
+        metadata=_help("days exported events stay queryable on the node (ListEvents, TailEvents)"),
+    )
     audit_bucket: str = field(
         default="auditline-audit-logs",
         metadata=_help("the object-locked bucket created for the audit logs on first start"),

@@ -125,7 +125,14 @@ class AuditPipeline:
     """The spool and its exporters, started and stopped with the server."""
 
     def __init__(
-        self, spool_path: Path, *, node_id: str, durability: str, backpressure: str, max_bytes: int
+        self,
+        spool_path: Path,
+        *,
+        node_id: str,
+        durability: str,
+        backpressure: str,
+        max_bytes: int,
+        retain_seconds: float = 0.0,
     ) -> None:
         self.spool = Spool(
             spool_path,
@@ -133,6 +140,7 @@ class AuditPipeline:
             durability=durability,
             backpressure=backpressure,
             max_bytes=max_bytes,
+            retain_seconds=retain_seconds,
         )
         self.node_id = node_id
         self.exporters: dict[str, Exporter] = {}

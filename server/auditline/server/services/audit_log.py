@@ -1,27 +1,59 @@
-"""AuditLogService: the event catalog (ListEvents and TailEvents come with audit
-administration)."""
+"""AuditLogService: the events kept on this node, listed and tailed; the event catalog."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any
 
 import grpc
 
 from auditline.audit.v1 import audit_log_pb2 as pb
 from auditline.audit.v1 import audit_log_pb2_grpc
+from auditline.interceptor._spool import Spool
 from auditline.server.catalog import catalog_response
+from auditline.server.errors import InvalidArgumentError, NotFoundError
+
+MAX_PAGE = 1000
 
 
-def _not_yet(context: grpc.ServicerContext, method: str) -> NoReturn:
-    context.abort(
-        grpc.StatusCode.UNIMPLEMENTED,
-        f"{method} is not implemented yet (it lands with audit administration)",
-    )
-    raise AssertionError("abort raises")
+def _filters(request_filter: pb.EventFilter) -> dict[str, Any]:
+    return {
+        "event_names": list(request_filter.event_names),
+        "account": request_filter.account_name,
+        "codes": list(request_filter.response_codes),
+        "log_types": list(request_filter.log_types),
+    }
+
+
+def _start_after(spool: Spool, since_event_id: str) -> int:
+    seq = spool.seq_of(since_event_id)
+    if seq is None:
+        raise NotFoundError(
+            f"event {since_event_id} is not kept on this node (unknown, or "
+            "older than the retention window)"
+        )
+    return seq
+
+
+def _token(seq: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": seq}).encode()).decode()
+
+
+def _after(token: str) -> int:
+    try:
+        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["after"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgumentError.field(
+            "page_token", "is not a token this server returned"
+        ) from None
 
 
 class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+
     def GetEventCatalog(
         self, request: pb.GetEventCatalogRequest, context: grpc.ServicerContext
     ) -> pb.GetEventCatalogResponse:
@@ -30,9 +62,45 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
     def ListEvents(
         self, request: pb.ListEventsRequest, context: grpc.ServicerContext
     ) -> pb.ListEventsResponse:
-        _not_yet(context, "ListEvents")
+        if request.page_size < 0:
+            raise InvalidArgumentError.field("page_size", "must not be negative")
+        limit = min(request.page_size or 100, MAX_PAGE)
+        after = 0
+        if request.page_token:
+            after = _after(request.page_token)
+        elif request.since_event_id:
+            after = _start_after(self.spool, request.since_event_id)
+        found = self.spool.query(
+            since_ns=request.since_time.ToNanoseconds() if request.HasField("since_time") else None,
+            until_ns=request.until_time.ToNanoseconds() if request.HasField("until_time") else None,
+            after_seq=after,
+            limit=limit + 1,
+            **_filters(request.filter),
+        )
+        page = found[:limit]
+        return pb.ListEventsResponse(
+            events=[item.event() for item in page],
+            next_page_token=_token(page[-1].seq) if len(found) > limit else "",
+        )
 
     def TailEvents(
         self, request: pb.TailEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.TailEventsResponse]:
-        _not_yet(context, "TailEvents")
+        after = (
+            _start_after(self.spool, request.since_event_id)
+            if request.since_event_id
+            else self.spool.stats.last_seq
+        )
+        filters = _filters(request.filter)
+        while context.is_active():
+            seen = self.spool.stats.last_seq  # committed before the queries below
+            while True:
+                batch = self.spool.query(after_seq=after, limit=MAX_PAGE, **filters)
+                for item in batch:
+                    yield pb.TailEventsResponse(event=item.event())
+                    after = item.seq
+                if len(batch) < MAX_PAGE:
+                    break
+            # Every event up to `seen` was considered: the ones left out do not match.
+            after = max(after, seen)
+            self.spool.wait_for_events(after, timeout=1.0)

@@ -1,0 +1,139 @@
+"""AuditLogService: events kept on the node, listed with filters and pages, and tailed."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import grpc
+
+from auditline.account.v1 import bucket_pb2, service_account_pb2
+from auditline.audit.v1 import audit_log_pb2, audit_log_pb2_grpc, event_pb2
+from tests.conftest import ServeFactory
+from tests.support.api import Api, code_of
+from tests.support.processes import wait_for
+
+ADMIN = {
+    "AUDITLINE_ADMIN_ACCESS_KEY": "AKEVENTS",
+    "AUDITLINE_ADMIN_SECRET_KEY": "events-" + uuid.uuid4().hex,
+}
+
+
+def _login(target: str) -> tuple[Api, audit_log_pb2_grpc.AuditLogServiceStub]:
+    api = Api(target).login(
+        ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"], ADMIN["AUDITLINE_ADMIN_SECRET_KEY"]
+    )
+    return api, audit_log_pb2_grpc.AuditLogServiceStub(api.channel)
+
+
+def _all(api: Api, stub: Any, **fields: Any) -> list[event_pb2.ApiEvent]:
+    events: list[event_pb2.ApiEvent] = []
+    token = ""
+    while True:
+        response = api.call(
+            stub.ListEvents,
+            audit_log_pb2.ListEventsRequest(page_size=3, page_token=token, **fields),
+        )
+        events += response.events
+        token = response.next_page_token
+        if not token:
+            return events
+
+
+def test_list_events_filters_and_pages(serve: ServeFactory) -> None:
+    # Events are exported (and freed from the exporters' backlog) at once, but stay
+    # queryable for the retention window.
+    process = serve("--export-interval", "0.1", env=ADMIN)
+    api, stub = _login(process.target)
+    for _ in range(4):
+        code_of(
+            lambda: api.call(
+                api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name="buckets/missing")
+            )
+        )
+    api.call(api.buckets.ListBuckets, bucket_pb2.ListBucketsRequest())
+    # Events reach the node's store a moment after their calls end.
+    wait_for(
+        lambda: True if any(e.event_name == "ListBuckets" for e in _all(api, stub)) else None,
+        timeout=30,
+        what="the events in the store",
+        interval=0.1,
+    )
+    everything = _all(api, stub)
+    sequences = [e.sequence for e in everything]
+    assert sequences == sorted(sequences)
+    assert len(set(sequences)) == len(sequences)
+    missing = _all(
+        api, stub, filter=audit_log_pb2.EventFilter(event_names=["GetBucket"], response_codes=[5])
+    )
+    assert len(missing) == 4
+    assert all(e.response.response_status == "NOT_FOUND" for e in missing)
+    iam = _all(api, stub, filter=audit_log_pb2.EventFilter(log_types=[event_pb2.LOG_TYPE_IAM]))
+    assert [e.event_name for e in iam] == ["LoginSuccess"]
+    mine = _all(api, stub, filter=audit_log_pb2.EventFilter(account_name="admin"))
+    assert mine
+    assert all(e.request.account_name == "admin" for e in mine)
+    after = _all(api, stub, since_event_id=missing[1].event_id)
+    assert after[0].sequence == missing[1].sequence + 1
+    until = _all(api, stub, until_time=missing[0].request.request_time)
+    assert all(e.sequence < missing[0].sequence for e in until)
+    assert (
+        code_of(
+            lambda: api.call(
+                stub.ListEvents, audit_log_pb2.ListEventsRequest(since_event_id="no-such-event")
+            )
+        )
+        == grpc.StatusCode.NOT_FOUND
+    )
+    assert (
+        code_of(
+            lambda: api.call(stub.ListEvents, audit_log_pb2.ListEventsRequest(page_token="junk"))
+        )
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+
+def test_tail_streams_events_made_after_it_started(serve: ServeFactory) -> None:
+    process = serve(env=ADMIN)
+    api, stub = _login(process.target)
+    received: list[event_pb2.ApiEvent] = []
+    arrived = threading.Event()
+    tail = stub.TailEvents(
+        audit_log_pb2.TailEventsRequest(
+            filter=audit_log_pb2.EventFilter(event_names=["ListServiceAccounts"])
+        ),
+        metadata=api.metadata,
+        timeout=60,
+    )
+
+    def read() -> None:
+        for response in tail:
+            received.append(response.event)
+            if len(received) == 2:
+                arrived.set()
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    for _ in range(2):
+        api.call(api.accounts.ListServiceAccounts, service_account_pb2.ListServiceAccountsRequest())
+    assert arrived.wait(30)
+    tail.cancel()
+    assert [e.event_name for e in received] == ["ListServiceAccounts"] * 2
+
+
+def test_standard_accounts_cannot_read_events(serve: ServeFactory) -> None:
+    process = serve(env=ADMIN)
+    api, _ = _login(process.target)
+    created = api.call(
+        api.accounts.CreateServiceAccount,
+        service_account_pb2.CreateServiceAccountRequest(
+            service_account=service_account_pb2.ServiceAccount(display_name="plain")
+        ),
+    )
+    user = Api(process.target).login(created.service_account.access_key, created.secret_key)
+    stub = audit_log_pb2_grpc.AuditLogServiceStub(user.channel)
+    assert code_of(lambda: user.call(stub.ListEvents, audit_log_pb2.ListEventsRequest())) == (
+        grpc.StatusCode.PERMISSION_DENIED
+    )
