@@ -22,4 +22,4 @@ def test_opening_twice_migrates_once(tmp_path: Path) -> None:
     Database(url).close()
     database = Database(url)
     with database.engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0001"
+        assert MigrationContext.configure(connection).get_current_revision() == "0002"

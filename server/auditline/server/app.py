@@ -57,6 +57,7 @@ from auditline.server.services.audit_log import AuditLogServicer
 from auditline.server.services.audit_settings import AuditSettingsServicer
 from auditline.server.services.auth import AuthServicer
 from auditline.server.services.buckets import BucketServicer
+from auditline.server.services.exporters import ExporterServicer
 from auditline.server.services.permissions import PermissionServicer
 from auditline.server.services.service_accounts import ServiceAccountServicer
 from auditline.server.services.usage import UsageServicer, UsageSnapshots
@@ -119,7 +120,7 @@ SERVICES: tuple[ServiceRegistration, ...] = (
     _registration(
         exporter_pb2.DESCRIPTOR.services_by_name["ExporterService"],
         exporter_pb2_grpc.add_ExporterServiceServicer_to_server,
-        None,
+        lambda server: server.exporters,
     ),
     _registration(
         audit_log_pb2.DESCRIPTOR.services_by_name["AuditLogService"],
@@ -201,6 +202,7 @@ class AuditlineServer:
     db: Database
     store: ObjectStore
     pipeline: AuditPipeline
+    exporters: ExporterServicer
     accounts: Accounts
     usage: UsageServicer
 
@@ -259,6 +261,10 @@ class AuditlineServer:
         )
         self.pipeline.instrument()
         self.follow_settings(*audit_settings(self.db))
+        self.exporters = ExporterServicer(
+            self.db, self.store, self.pipeline, self.clock, lambda: audit_settings(self.db)[1]
+        )
+        self.exporters.start_saved()
         self.usage = UsageServicer(self.db, self.store, self.clock)
         self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
         # The audit interceptor goes first: it must see the calls the others reject.

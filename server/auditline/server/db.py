@@ -112,6 +112,25 @@ class tables:
         sa.Column("access_key", sa.String(64), primary_key=True),
         sa.Column("until", sa.Float, nullable=False),
     )
+    exporters = sa.Table(
+        "exporters",
+        metadata,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("display_name", sa.String(128), nullable=False, unique=True),
+        # A bucket of this service's store, or "" with `external` (JSON) set.
+        sa.Column("bucket", sa.String(63), nullable=False),
+        sa.Column("external", sa.JSON, nullable=True),
+        sa.Column("prefix", sa.String(256), nullable=False),
+        sa.Column("format", sa.String(32), nullable=False),
+        sa.Column("compression", sa.String(16), nullable=False),
+        sa.Column("flush_interval", sa.Float, nullable=False),
+        sa.Column("max_file_bytes", sa.Integer, nullable=False),
+        sa.Column("retention_mode", sa.String(16), nullable=False),
+        sa.Column("retention_days", sa.Integer, nullable=False),
+        sa.Column("log_types", sa.JSON, nullable=False),
+        sa.Column("created_at", sa.Float, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+    )
     audit_settings = sa.Table(
         "audit_settings",
         metadata,

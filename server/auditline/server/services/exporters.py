@@ -1,0 +1,374 @@
+"""ExporterService: exporters beside the default one, with their live status."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from auditline.audit.v1 import exporter_pb2 as pb
+from auditline.audit.v1 import exporter_pb2_grpc
+from auditline.interceptor._export import Exporter, ExporterConfig, ObjectWriter
+from auditline.server.db import Database, require_row, tables
+from auditline.server.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+)
+from auditline.server.objectstore import ObjectStore, S3Store, bucket_name_problem
+from auditline.server.pipeline import AuditPipeline, BucketWriter
+from auditline.server.services._common import (
+    check_display_name,
+    check_new_id,
+    mask_paths,
+    next_page_token,
+    page,
+    resource_id,
+    timestamp,
+)
+
+DEFAULT = "default"
+_FORMATS = {
+    pb.OUTPUT_FORMAT_UNSPECIFIED: "apievent-json",
+    pb.OUTPUT_FORMAT_APIEVENT_JSON: "apievent-json",
+    pb.OUTPUT_FORMAT_OCSF_JSON: "ocsf-json",
+}
+_COMPRESSIONS = {
+    pb.COMPRESSION_UNSPECIFIED: "gzip",
+    pb.COMPRESSION_NONE: "none",
+    pb.COMPRESSION_GZIP: "gzip",
+    pb.COMPRESSION_ZSTD: "zstd",
+}
+_MODES = {
+    pb.OBJECT_LOCK_MODE_UNSPECIFIED: "",
+    pb.OBJECT_LOCK_MODE_GOVERNANCE: "GOVERNANCE",
+    pb.OBJECT_LOCK_MODE_COMPLIANCE: "COMPLIANCE",
+}
+_STATES = {
+    "WAITING": pb.EXPORTER_STATE_WAITING,
+    "EXPORTING": pb.EXPORTER_STATE_EXPORTING,
+    "ERROR": pb.EXPORTER_STATE_ERROR,
+}
+UPDATABLE = (
+    "display_name",
+    "bucket",
+    "external_s3",
+    "prefix",
+    "format",
+    "compression",
+    "flush_interval",
+    "max_file_bytes",
+    "retention_mode",
+    "retention_days",
+    "log_types",
+)
+
+
+def _reverse(mapping: dict[int, str], value: str) -> int:
+    return next(number for number, name in mapping.items() if name == value and number)
+
+
+class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStore,
+        pipeline: AuditPipeline,
+        clock: Callable[[], float],
+        default_target: Callable[[], str],
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.pipeline = pipeline
+        self.clock = clock
+        self.default_target = default_target
+
+    # --- runtime ------------------------------------------------------------------------
+
+    def start_saved(self) -> None:
+        """Start the exporters saved by earlier runs."""
+        with self.db.begin() as connection:
+            rows = [dict(r) for r in connection.execute(sa.select(tables.exporters)).mappings()]
+        for row in rows:
+            self._run(row)
+
+    def _writer(self, row: dict[str, Any]) -> ObjectWriter:
+        if row["external"]:
+            external = row["external"]
+            store = S3Store(
+                endpoint=external["endpoint"] or None, region=external["region"] or None
+            )
+            return BucketWriter(store, external["bucket"])
+        return BucketWriter(self.store, row["bucket"])
+
+    @staticmethod
+    def _config(row: dict[str, Any]) -> ExporterConfig:
+        return ExporterConfig(
+            name=row["id"],
+            format=row["format"],
+            compression=row["compression"],
+            prefix=row["prefix"],
+            flush_interval=row["flush_interval"],
+            max_file_bytes=row["max_file_bytes"],
+            retention_mode=row["retention_mode"] or None,
+            retention_days=row["retention_days"],
+            log_types=frozenset(row["log_types"]),
+        )
+
+    def _run(self, row: dict[str, Any]) -> None:
+        old = self.pipeline.exporters.pop(row["id"], None)
+        if old is not None:
+            old.stop(timeout=5)
+        self.pipeline.add_exporter(self._config(row), self._writer(row))
+
+    # --- messages -----------------------------------------------------------------------
+
+    @staticmethod
+    def _status(exporter: Exporter | None) -> pb.ExporterStatus:
+        if exporter is None:
+            return pb.ExporterStatus()
+        s = exporter.status
+        status = pb.ExporterStatus(
+            state=_STATES[s.state.value],
+            last_error=s.last_error,
+            watermark=s.watermark,
+            backlog=s.backlog,
+            last_object_key=s.last_object_key,
+        )
+        if s.last_error_time:
+            status.last_error_time.CopyFrom(timestamp(s.last_error_time))
+        if s.last_success_time:
+            status.last_success_time.CopyFrom(timestamp(s.last_success_time))
+        return status
+
+    def _message(self, row: dict[str, Any]) -> pb.Exporter:
+        exporter = pb.Exporter(
+            name=f"exporters/{row['id']}",
+            display_name=row["display_name"],
+            prefix=row["prefix"],
+            format=_reverse(_FORMATS, row["format"]),  # type: ignore[arg-type]
+            compression=_reverse(_COMPRESSIONS, row["compression"]),  # type: ignore[arg-type]
+            max_file_bytes=row["max_file_bytes"],
+            retention_mode=_reverse(_MODES, row["retention_mode"]) if row["retention_mode"] else 0,  # type: ignore[arg-type]
+            retention_days=row["retention_days"],
+            log_types=row["log_types"],
+            status=self._status(self.pipeline.exporters.get(row["id"])),
+        )
+        exporter.flush_interval.FromMilliseconds(int(row["flush_interval"] * 1000))
+        if row["external"]:
+            external = row["external"]
+            exporter.external_s3.CopyFrom(
+                pb.ExternalS3Target(
+                    endpoint=external["endpoint"],
+                    region=external["region"],
+                    bucket=external["bucket"],
+                )
+            )
+        else:
+            exporter.bucket = row["bucket"]
+        if row.get("created_at"):
+            exporter.create_time.CopyFrom(timestamp(row["created_at"]))
+            exporter.update_time.CopyFrom(timestamp(row["updated_at"]))
+        return exporter
+
+    def _default_row(self) -> dict[str, Any]:
+        config = self.pipeline.exporters[DEFAULT].config
+        return {
+            "id": DEFAULT,
+            "display_name": "default (set by flags)",
+            "bucket": self.default_target(),
+            "external": None,
+            "prefix": config.prefix,
+            "format": config.format,
+            "compression": config.compression,
+            "flush_interval": config.flush_interval,
+            "max_file_bytes": config.max_file_bytes,
+            "retention_mode": config.retention_mode or "",
+            "retention_days": config.retention_days,
+            "log_types": sorted(config.log_types),
+        }
+
+    # --- validation ---------------------------------------------------------------------
+
+    def _values(self, exporter: pb.Exporter, paths: set[str] | None = None) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "display_name": exporter.display_name,
+            "prefix": exporter.prefix,
+            "format": _FORMATS.get(exporter.format),
+            "compression": _COMPRESSIONS.get(exporter.compression),
+            "flush_interval": (
+                exporter.flush_interval.ToMilliseconds() / 1000
+                if exporter.HasField("flush_interval")
+                else 300.0
+            ),
+            "max_file_bytes": exporter.max_file_bytes or 2_500_000,
+            "retention_mode": _MODES.get(exporter.retention_mode, ""),
+            "retention_days": exporter.retention_days,
+            "log_types": sorted(set(exporter.log_types)),
+        }
+        target = exporter.WhichOneof("target")
+        if target == "bucket":
+            values |= {"bucket": exporter.bucket, "external": None}
+        elif target == "external_s3":
+            external = exporter.external_s3
+            if external.access_key_id or external.secret_access_key:
+                raise InvalidArgumentError.field(
+                    "exporter.external_s3",
+                    "credentials come from the server's AWS configuration; leave the keys empty",
+                )
+            values |= {
+                "bucket": "",
+                "external": {
+                    "endpoint": external.endpoint,
+                    "region": external.region,
+                    "bucket": external.bucket,
+                },
+            }
+        if paths is not None:
+            if "bucket" in paths or "external_s3" in paths:
+                paths |= {"bucket", "external"}
+            values = {k: v for k, v in values.items() if k in paths}
+        return values
+
+    def _check(self, row: dict[str, Any]) -> None:
+        check_display_name(row["display_name"], "exporter.display_name")
+        if row["format"] is None:
+            raise InvalidArgumentError.field("exporter.format", "is not a known format")
+        if row["compression"] is None:
+            raise InvalidArgumentError.field("exporter.compression", "is not known")
+        if row["flush_interval"] <= 0:
+            raise InvalidArgumentError.field("exporter.flush_interval", "must be positive")
+        if row["max_file_bytes"] < 1024:
+            raise InvalidArgumentError.field("exporter.max_file_bytes", "must be at least 1024")
+        if not 0 <= row["retention_days"] <= 36500:
+            raise InvalidArgumentError.field("exporter.retention_days", "must be 0 to 36500")
+        if row["retention_days"] and not row["retention_mode"]:
+            raise InvalidArgumentError.field(
+                "exporter.retention_mode", "is required with retention_days"
+            )
+        external = row.get("external")
+        if external:
+            if not external["bucket"]:
+                raise InvalidArgumentError.field("exporter.external_s3.bucket", "is required")
+            try:
+                S3Store(
+                    endpoint=external["endpoint"] or None, region=external["region"] or None
+                ).usage(external["bucket"])
+            except Exception as exc:
+                raise FailedPreconditionError(
+                    f"the external target bucket {external['bucket']} cannot be reached: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+            return
+        bucket = row.get("bucket", "")
+        if not bucket:
+            raise InvalidArgumentError.field(
+                "exporter.bucket", "a target (bucket or external_s3) is required"
+            )
+        problem = bucket_name_problem(bucket)
+        if problem:
+            raise InvalidArgumentError.field("exporter.bucket", problem)
+        with self.db.begin() as connection:
+            require_row(connection, tables.buckets.c.name, bucket, f"buckets/{bucket}")
+        try:
+            self.store.usage(bucket)
+        except Exception as exc:
+            raise FailedPreconditionError(
+                f"buckets/{bucket} cannot be reached in the object store: {exc}"
+            ) from None
+
+    # --- methods ------------------------------------------------------------------------
+
+    def CreateExporter(
+        self, request: pb.CreateExporterRequest, context: grpc.ServicerContext
+    ) -> pb.CreateExporterResponse:
+        check_new_id(request.exporter_id, "exporter_id")
+        if request.exporter_id == DEFAULT:
+            raise AlreadyExistsError("exporters/default is the exporter set by flags")
+        now = self.clock()
+        row = {
+            "id": request.exporter_id or uuid.uuid4().hex[:12],
+            **self._values(request.exporter),
+            "created_at": now,
+            "updated_at": now,
+        }
+        self._check(row)
+        try:
+            with self.db.begin() as connection:
+                connection.execute(tables.exporters.insert().values(**row))
+        except IntegrityError:
+            raise AlreadyExistsError("an exporter with this display name or id exists") from None
+        self._run(row)
+        return pb.CreateExporterResponse(exporter=self._message(row))
+
+    def _row(self, name: str) -> dict[str, Any]:
+        exporter_id = resource_id(name, "exporters")
+        if exporter_id == DEFAULT:
+            return self._default_row()
+        with self.db.begin() as connection:
+            return require_row(connection, tables.exporters.c.id, exporter_id, name)
+
+    def GetExporter(
+        self, request: pb.GetExporterRequest, context: grpc.ServicerContext
+    ) -> pb.GetExporterResponse:
+        return pb.GetExporterResponse(exporter=self._message(self._row(request.name)))
+
+    def ListExporters(
+        self, request: pb.ListExportersRequest, context: grpc.ServicerContext
+    ) -> pb.ListExportersResponse:
+        offset, limit = page(request.page_size, request.page_token)
+        with self.db.begin() as connection:
+            saved = [
+                dict(r)
+                for r in connection.execute(
+                    sa.select(tables.exporters).order_by(tables.exporters.c.created_at)
+                ).mappings()
+            ]
+        rows = [self._default_row(), *saved]
+        chunk = rows[offset : offset + limit]
+        return pb.ListExportersResponse(
+            exporters=[self._message(r) for r in chunk],
+            next_page_token=next_page_token(offset, limit, len(chunk), len(rows)),
+        )
+
+    def UpdateExporter(
+        self, request: pb.UpdateExporterRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateExporterResponse:
+        row = self._row(request.exporter.name)
+        if row["id"] == DEFAULT:
+            raise FailedPreconditionError("exporters/default is set by the server's flags")
+        paths = mask_paths(request.update_mask, request.exporter, UPDATABLE)
+        new = {**row, **self._values(request.exporter, set(paths)), "updated_at": self.clock()}
+        self._check(new)
+        try:
+            with self.db.begin() as connection:
+                connection.execute(
+                    tables.exporters.update()
+                    .where(tables.exporters.c.id == row["id"])
+                    .values(**{k: v for k, v in new.items() if k != "id"})
+                )
+        except IntegrityError:
+            raise AlreadyExistsError("another exporter has this display name") from None
+        self._run(new)
+        return pb.UpdateExporterResponse(exporter=self._message(new))
+
+    def DeleteExporter(
+        self, request: pb.DeleteExporterRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteExporterResponse:
+        row = self._row(request.name)
+        if row["id"] == DEFAULT:
+            raise FailedPreconditionError("exporters/default is set by the server's flags")
+        with self.db.begin() as connection:
+            connection.execute(tables.exporters.delete().where(tables.exporters.c.id == row["id"]))
+        exporter = self.pipeline.exporters.pop(row["id"], None)
+        if exporter is not None:
+            exporter.stop(timeout=5)
+        self.pipeline.spool.unregister(row["id"])
+        return pb.DeleteExporterResponse()
+
+
+__all__ = ["ExporterServicer"]
