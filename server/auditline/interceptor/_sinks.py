@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
-
-from google.protobuf import json_format
 
 from auditline.audit.v1 import event_pb2
 
-__all__ = ["JsonLinesSink", "MemorySink"]
+__all__ = ["MemorySink"]
 
 
 class MemorySink:
@@ -30,29 +27,3 @@ class MemorySink:
             if not self._changed.wait_for(lambda: len(self.events) >= count, timeout):
                 raise TimeoutError(f"{len(self.events)} of {count} audit events after {timeout}s")
             return list(self.events)
-
-
-class JsonLinesSink:
-    """Appends each event as one line of JSON (the `ApiEvent` shape) to a file.
-
-    A plain file for embedders who want no more; nothing here survives a lost
-    write buffer or rotates the file.
-    """
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._file = path.open("a", encoding="utf-8")
-        path.chmod(0o600)
-        self._lock = threading.Lock()
-
-    def emit(self, event: event_pb2.ApiEvent) -> None:
-        line = json_format.MessageToJson(
-            event, indent=None, always_print_fields_with_no_presence=True
-        )
-        with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
