@@ -1,0 +1,297 @@
+"""`Client` and `AsyncClient`: stubs of every service, with the session handled.
+
+Both authenticate with the service account's keys (or use a given token), attach
+`authorization: Bearer <token>` to every call, authenticate again shortly before
+the token expires or when the server says it has, and raise typed errors
+(`auditline.client.errors`) instead of bare `grpc.RpcError`s for unary calls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from auditline.account.v1 import (
+    auth_pb2,
+    auth_pb2_grpc,
+    bucket_pb2_grpc,
+    permission_pb2_grpc,
+    service_account_pb2_grpc,
+    usage_pb2_grpc,
+)
+from auditline.audit.v1 import audit_log_pb2_grpc, exporter_pb2_grpc, settings_pb2_grpc
+from auditline.client._errors import AuditlineError, from_rpc_error
+
+__all__ = ["AsyncClient", "Client"]
+
+_OPEN = (
+    "/auditline.account.v1.AuthService/Authenticate",
+    "/auditline.account.v1.AuthService/ValidateToken",
+)
+_REFRESH_BEFORE = 30.0  # seconds before expiry a new token is fetched
+
+
+class _Session:
+    """The keys and the current token; shared by the sync and asyncio clients."""
+
+    def __init__(self, access_key: str | None, secret_key: str | None, token: str | None) -> None:
+        if not token and not (access_key and secret_key):
+            raise ValueError("give access_key and secret_key, or a token")
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.token = token or ""
+        self.expires_at = float("inf") if token else 0.0
+        self.lock = threading.Lock()
+
+    @property
+    def can_reauthenticate(self) -> bool:
+        return bool(self.access_key and self.secret_key)
+
+    def stale(self) -> bool:
+        return not self.token or time.time() > self.expires_at - _REFRESH_BEFORE
+
+    def request(self) -> auth_pb2.AuthenticateRequest:
+        return auth_pb2.AuthenticateRequest(
+            access_key=self.access_key or "", secret_key=self.secret_key or ""
+        )
+
+    def store(self, response: auth_pb2.AuthenticateResponse) -> None:
+        self.token = response.token
+        self.expires_at = response.expire_time.ToNanoseconds() / 1e9
+
+
+def _authorized(details: Any, token: str) -> list[tuple[str, str]]:
+    metadata = [(k, v) for k, v in (details.metadata or ()) if k != "authorization"]
+    metadata.append(("authorization", f"Bearer {token}"))
+    return metadata
+
+
+def _with_token(details: Any, token: str) -> Any:
+    return _Details(
+        details.method,
+        details.timeout,
+        _authorized(details, token),
+        details.credentials,
+        details.wait_for_ready,
+        details.compression,
+    )
+
+
+def _aio_with_token(details: Any, token: str) -> Any:
+    metadata: Any = _authorized(details, token)  # the stubs want Metadata; a list works
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+class _Details(grpc.ClientCallDetails):
+    def __init__(
+        self,
+        method: str,
+        timeout: float | None,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+    ) -> None:
+        self.method = method
+        self.timeout = timeout
+        self.metadata = metadata
+        self.credentials = credentials
+        self.wait_for_ready = wait_for_ready
+        self.compression = compression
+
+
+class _SyncAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if details.method in _OPEN:
+            call = continuation(details, request)
+        else:
+            call = continuation(_with_token(details, self.client._token()), request)
+            if (
+                call.code() == grpc.StatusCode.UNAUTHENTICATED
+                and self.client._session.can_reauthenticate
+            ):
+                token = self.client._token(force=True)
+                call = continuation(_with_token(details, token), request)
+        if call.code() != grpc.StatusCode.OK:
+            raise from_rpc_error(call)
+        return call
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(_with_token(details, self.client._token()), request)
+
+
+class Client:
+    """A synchronous client of every auditline service.
+
+    `Client("127.0.0.1:50051", access_key=..., secret_key=...)`; `tls=True` uses the
+    system roots, or pass `root_certificates` (PEM) for a private CA, and
+    `private_key` / `certificate_chain` for mutual TLS.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+    ) -> None:
+        self._session = _Session(access_key, secret_key, token)
+        if tls or root_certificates:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates, private_key, certificate_chain
+            )
+            self._base = grpc.secure_channel(target, credentials)
+        else:
+            self._base = grpc.insecure_channel(target)
+        self._authenticator = auth_pb2_grpc.AuthServiceStub(self._base)
+        self.channel = grpc.intercept_channel(self._base, _SyncAuth(self))
+        self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
+        self.accounts = service_account_pb2_grpc.ServiceAccountServiceStub(self.channel)
+        self.permissions = permission_pb2_grpc.PermissionServiceStub(self.channel)
+        self.buckets = bucket_pb2_grpc.BucketServiceStub(self.channel)
+        self.usage = usage_pb2_grpc.UsageServiceStub(self.channel)
+        self.settings = settings_pb2_grpc.AuditSettingsServiceStub(self.channel)
+        self.exporters = exporter_pb2_grpc.ExporterServiceStub(self.channel)
+        self.events = audit_log_pb2_grpc.AuditLogServiceStub(self.channel)
+
+    @property
+    def token(self) -> str:
+        """The current session token (authenticating first when there is none)."""
+        return self._token()
+
+    def _token(self, force: bool = False) -> str:
+        session = self._session
+        with session.lock:
+            if (force or session.stale()) and session.can_reauthenticate:
+                try:
+                    session.store(self._authenticator.Authenticate(session.request(), timeout=30))
+                except grpc.RpcError as error:
+                    raise from_rpc_error(error) from None
+            return session.token
+
+    def close(self) -> None:
+        self._base.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _AsyncAuth(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+):
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        if details.method in _OPEN:
+            call = await continuation(details, request)
+        else:
+            token = await self.client._token()
+            call = await continuation(_aio_with_token(details, token), request)
+            if (
+                await call.code() == grpc.StatusCode.UNAUTHENTICATED
+                and self.client._session.can_reauthenticate
+            ):
+                token = await self.client._token(force=True)
+                call = await continuation(_aio_with_token(details, token), request)
+        code = await call.code()
+        if code != grpc.StatusCode.OK:
+            raise _aio_error(code, await call.details(), await call.trailing_metadata())
+        return call
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        token = await self.client._token()
+        return await continuation(_aio_with_token(details, token), request)
+
+
+def _aio_error(code: grpc.StatusCode, message: str | None, metadata: Any) -> AuditlineError:
+    """The typed error of a failed asyncio call, from what the call reported."""
+
+    class _Failed(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return code
+
+        def details(self) -> str:
+            return message or ""
+
+        def trailing_metadata(self) -> Any:
+            return tuple(metadata or ())
+
+    return from_rpc_error(_Failed())
+
+
+class AsyncClient:
+    """The asyncio flavour of `Client`; use `async with AsyncClient(...) as client`."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        token: str | None = None,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+    ) -> None:
+        self._session = _Session(access_key, secret_key, token)
+        interceptors = [_AsyncAuth(self)]
+        # Tokens are fetched on a channel of their own: a call made from inside an
+        # interceptor of the same asyncio channel would wait on itself.
+        if tls or root_certificates:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates, private_key, certificate_chain
+            )
+            self.channel = grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
+            self._auth_channel = grpc.aio.secure_channel(target, credentials)
+        else:
+            self.channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
+            self._auth_channel = grpc.aio.insecure_channel(target)
+        self._authenticator = auth_pb2_grpc.AuthServiceStub(self._auth_channel)
+        self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
+        self.accounts = service_account_pb2_grpc.ServiceAccountServiceStub(self.channel)
+        self.permissions = permission_pb2_grpc.PermissionServiceStub(self.channel)
+        self.buckets = bucket_pb2_grpc.BucketServiceStub(self.channel)
+        self.usage = usage_pb2_grpc.UsageServiceStub(self.channel)
+        self.settings = settings_pb2_grpc.AuditSettingsServiceStub(self.channel)
+        self.exporters = exporter_pb2_grpc.ExporterServiceStub(self.channel)
+        self.events = audit_log_pb2_grpc.AuditLogServiceStub(self.channel)
+
+    async def _token(self, force: bool = False) -> str:
+        session = self._session
+        if (force or session.stale()) and session.can_reauthenticate:
+            try:
+                response = await self._authenticator.Authenticate(session.request(), timeout=30)
+            except grpc.aio.AioRpcError as error:
+                raise _aio_error(error.code(), error.details(), error.trailing_metadata()) from None
+            session.store(response)
+        return session.token
+
+    async def close(self) -> None:
+        await self.channel.close()
+        await self._auth_channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
