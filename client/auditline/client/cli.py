@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from auditline.client._commands import add_commands
+
 __all__ = ["build_parser", "main"]
 
 
@@ -26,13 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     add_serve_parser(subparsers)
-    add_audit_hash_parser(subparsers)
+    add_commands(subparsers)
     add_catalog_parser(subparsers)
+    add_audit_hash_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; exit 0 on success, 2 on a usage error."""
+    """Run one command; exit 0 on success, 1 when the server refused, 2 on a usage error."""
     parser = build_parser()
     args = parser.parse_args(argv)
 

@@ -1,0 +1,88 @@
+"""The README's walkthrough, run as a user runs it: `auditline` commands in a shell."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ServeFactory
+
+SECRET = "walkthrough-secret-0123"
+
+
+def test_the_walkthrough(serve: ServeFactory, tmp_path: Path) -> None:
+    process = serve(
+        "--export-interval",
+        "1",
+        env={"AUDITLINE_ADMIN_ACCESS_KEY": "AKADMIN", "AUDITLINE_ADMIN_SECRET_KEY": SECRET},
+    )
+    env = {
+        **os.environ,
+        "AUDITLINE_TARGET": process.target,
+        "AUDITLINE_CONFIG_DIR": str(tmp_path / "config"),
+    }
+
+    def auditline(*args: str, code: int = 0, extra: dict[str, str] | None = None) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "auditline.client.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**env, **(extra or {})},
+        )
+        assert result.returncode == code, (args, result.stdout, result.stderr)
+        return result.stdout + result.stderr
+
+    # Not logged in yet: a clear message, a non-zero exit.
+    assert "not logged in" in auditline("bucket", "list", code=1)
+    assert "logged in to" in auditline(
+        "login", "--access-key", "AKADMIN", extra={"AUDITLINE_SECRET_KEY": SECRET}
+    )
+    sessions = tmp_path / "config" / "sessions.json"
+    assert sessions.stat().st_mode & 0o777 == 0o600
+    assert SECRET not in sessions.read_text()
+
+    out = auditline(
+        "bucket",
+        "create",
+        "audit-trail",
+        "--immutable",
+        "--retention-mode",
+        "compliance",
+        "--retention-days",
+        "1",
+    )
+    assert "buckets/audit-trail  yes" in out
+    out = auditline("account", "create", "reader")
+    assert "secret key (shown once" in out
+    out = auditline(
+        "permission", "create", "read-all", "--id", "read-all", "--all-buckets", "--access", "read"
+    )
+    assert "permissions/read-all" in out
+    out = auditline("audit", "target", "audit-trail")
+    assert "audit-trail" in out
+    listed = json.loads(auditline("bucket", "list", "--json"))
+    assert {b["name"] for b in listed["buckets"]} >= {"buckets/audit-trail"}
+    # A plain bucket cannot be the target; the server says why, the exit code is 1.
+    auditline("bucket", "create", "plain-bucket")
+    assert "only immutable" in auditline("audit", "target", "plain-bucket", code=1)
+    # Usage errors exit 2.
+    auditline("bucket", "create", code=2)
+    assert "CreateBucket" in auditline("events", "list", "--event", "CreateBucket")
+    assert "default" in auditline("exporter", "list")
+    assert "auditline CreateBucket" in auditline("catalog")
+
+    assert process.terminate() == 0
+    files = sorted((process.data_dir / "objects" / "audit-trail" / "objects").rglob("*.gz"))
+    assert files
+    first_lines = [
+        json.loads(line)
+        for path in files
+        for line in gzip.decompress(path.read_bytes()).splitlines()[:2]
+    ]
+    assert all("ApiEvent" in record for record in first_lines)
