@@ -98,3 +98,15 @@ def test_object_lock_can_be_turned_on_later(store: ObjectStore) -> None:
 )
 def test_bucket_names_follow_s3_rules(name: str, ok: bool) -> None:
     assert (bucket_name_problem(name) is None) == ok
+
+
+def test_store_urls(tmp_path: Path) -> None:
+    from auditline.server.objectstore import open_store
+
+    store = open_store((tmp_path / "objects").as_uri())
+    assert isinstance(store, FilesystemStore)
+    assert store.root == tmp_path / "objects"
+    with pytest.raises(ValueError, match="absolute path"):
+        open_store("file://data/objects")  # a relative path would become a host name
+    with pytest.raises(ValueError, match="file:// or s3://"):
+        open_store("ftp://x")

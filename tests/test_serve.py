@@ -261,3 +261,25 @@ def test_audit_hash_without_a_key_fails_clearly(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "no audit HMAC key" in result.stderr
+
+
+def test_a_relative_data_dir_keeps_objects_inside_it(tmp_path: Path) -> None:
+    """`make run` serves with `./data`: its objects must land in ./data/objects."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "auditline.client.cli", "serve", "--listen", "127.0.0.1:0"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        from tests.support.processes import wait_for
+
+        bucket = tmp_path / "data" / "objects" / "auditline-audit-logs"
+        wait_for(
+            lambda: True if bucket.exists() else None,
+            timeout=30,
+            what="the audit bucket in ./data/objects",
+        )
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -214,7 +214,9 @@ class AuditlineServer:
         self.clock: Callable[[], float] = time.time
         database_url = settings.database_url or f"sqlite:///{settings.data_dir / 'auditline.db'}"
         self.db = Database(database_url)
-        self.store = open_store(settings.object_store or f"file://{settings.data_dir / 'objects'}")
+        # Absolute: a relative data dir (the default `./data`) must not become a URL host.
+        objects = (settings.data_dir / "objects").resolve()
+        self.store = open_store(settings.object_store or objects.as_uri())
         self._executor = futures.ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix="auditline-rpc"
         )

@@ -121,6 +121,8 @@ def open_store(url: str) -> ObjectStore:
     """The backend a URL names: `file:///path` or `s3://?endpoint=…&region=…`."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"a file URL names an absolute path (file:///path), not {url!r}")
         return FilesystemStore(Path(unquote(parsed.path)))
     if parsed.scheme == "s3":
         query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
