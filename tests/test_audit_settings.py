@@ -196,3 +196,103 @@ def test_the_three_logs_land_in_the_bucket(serve: ServeFactory) -> None:
         for p in exported_files(process.data_dir)
     }
     assert dirs == {"account_api", "iam", "settings"}
+
+
+def test_each_role_on_each_audit_method(serve: ServeFactory) -> None:
+    """admin: everything; auditor: the reads; standard: nothing."""
+    from auditline.audit.v1 import (
+        audit_log_pb2,
+        audit_log_pb2_grpc,
+        exporter_pb2,
+        exporter_pb2_grpc,
+    )
+
+    process = serve(env=ADMIN)
+    admin, _ = _admin(process.target)
+    immutable = _bucket(admin, immutable=True)
+
+    def login_as(role: service_account_pb2.Role.ValueType) -> Api:
+        created = admin.call(
+            admin.accounts.CreateServiceAccount,
+            service_account_pb2.CreateServiceAccountRequest(
+                service_account=service_account_pb2.ServiceAccount(
+                    display_name=f"r-{uuid.uuid4().hex[:8]}", role=role
+                )
+            ),
+        )
+        return Api(process.target).login(created.service_account.access_key, created.secret_key)
+
+    callers = {
+        "admin": admin,
+        "auditor": login_as(service_account_pb2.ROLE_AUDITOR),
+        "standard": login_as(service_account_pb2.ROLE_STANDARD),
+    }
+    reads = [
+        ("AuditSettingsService", "GetAuditSettings", settings_pb2.GetAuditSettingsRequest()),
+        ("ExporterService", "ListExporters", exporter_pb2.ListExportersRequest()),
+        (
+            "ExporterService",
+            "GetExporter",
+            exporter_pb2.GetExporterRequest(name="exporters/default"),
+        ),
+        ("AuditLogService", "ListEvents", audit_log_pb2.ListEventsRequest()),
+        ("AuditLogService", "GetEventCatalog", audit_log_pb2.GetEventCatalogRequest()),
+    ]
+    writes = [
+        (
+            "AuditSettingsService",
+            "SetAuditTargetBucket",
+            settings_pb2.SetAuditTargetBucketRequest(target_bucket=immutable),
+        ),
+        (
+            "AuditSettingsService",
+            "EnableAccountAuditLogs",
+            settings_pb2.EnableAccountAuditLogsRequest(),
+        ),
+        (
+            "AuditSettingsService",
+            "EnableBucketAuditLogging",
+            settings_pb2.EnableBucketAuditLoggingRequest(bucket=immutable),
+        ),
+        (
+            "AuditSettingsService",
+            "DisableBucketAuditLogging",
+            settings_pb2.DisableBucketAuditLoggingRequest(bucket=immutable),
+        ),
+        (
+            "ExporterService",
+            "CreateExporter",
+            exporter_pb2.CreateExporterRequest(
+                exporter=exporter_pb2.Exporter(
+                    display_name=f"e-{uuid.uuid4().hex[:6]}", bucket=immutable
+                )
+            ),
+        ),
+    ]
+    stubs = {
+        "AuditSettingsService": settings_pb2_grpc.AuditSettingsServiceStub,
+        "ExporterService": exporter_pb2_grpc.ExporterServiceStub,
+        "AuditLogService": audit_log_pb2_grpc.AuditLogServiceStub,
+    }
+    for role, api in callers.items():
+        for group, allowed_roles in ((reads, {"admin", "auditor"}), (writes, {"admin"})):
+            for service, method, request in group:
+                stub = stubs[service](api.channel)
+                if method == "CreateExporter" and role == "admin":
+                    request.exporter.display_name = f"e-{uuid.uuid4().hex[:6]}"  # type: ignore[attr-defined]
+                code = code_of(
+                    lambda s=stub, m=method, r=request, a=api: (  # type: ignore[misc]
+                        a.call(getattr(s, m), r)
+                    )
+                )
+                expected = Code.OK if role in allowed_roles else Code.PERMISSION_DENIED
+                assert code == expected, (role, method, code)
+    # Disabling comes last for admin: the others were checked while logs were on.
+    for role, api in callers.items():
+        stub = settings_pb2_grpc.AuditSettingsServiceStub(api.channel)
+        code = code_of(
+            lambda s=stub, a=api: a.call(  # type: ignore[misc]
+                s.DisableAccountAuditLogs, settings_pb2.DisableAccountAuditLogsRequest()
+            )
+        )
+        assert code == (Code.OK if role == "admin" else Code.PERMISSION_DENIED)
