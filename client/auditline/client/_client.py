@@ -128,13 +128,54 @@ class _SyncAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
         return continuation(_with_token(details, self.client._token()), request)
 
 
-class Client:
+def _credentials(
+    tls: bool,
+    root_certificates: bytes | None,
+    private_key: bytes | None,
+    certificate_chain: bytes | None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials when asked for (system roots, or a private CA; mTLS with a key)."""
+    if not (tls or root_certificates):
+        return None
+    return grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+
+
+_STUBS: dict[str, Any] = {
+    "auth": auth_pb2_grpc.AuthServiceStub,
+    "accounts": service_account_pb2_grpc.ServiceAccountServiceStub,
+    "permissions": permission_pb2_grpc.PermissionServiceStub,
+    "buckets": bucket_pb2_grpc.BucketServiceStub,
+    "usage": usage_pb2_grpc.UsageServiceStub,
+    "settings": settings_pb2_grpc.AuditSettingsServiceStub,
+    "exporters": exporter_pb2_grpc.ExporterServiceStub,
+    "events": audit_log_pb2_grpc.AuditLogServiceStub,
+}
+
+
+class _Stubs:
+    """A stub of every service, on one channel (each client declares their types)."""
+
+    def _attach_stubs(self, channel: Any) -> None:
+        for name, stub in _STUBS.items():
+            setattr(self, name, stub(channel))
+
+
+class Client(_Stubs):
     """A synchronous client of every auditline service.
 
     `Client("127.0.0.1:50051", access_key=..., secret_key=...)`; `tls=True` uses the
     system roots, or pass `root_certificates` (PEM) for a private CA, and
     `private_key` / `certificate_chain` for mutual TLS.
     """
+
+    auth: auth_pb2_grpc.AuthServiceStub
+    accounts: service_account_pb2_grpc.ServiceAccountServiceStub
+    permissions: permission_pb2_grpc.PermissionServiceStub
+    buckets: bucket_pb2_grpc.BucketServiceStub
+    usage: usage_pb2_grpc.UsageServiceStub
+    settings: settings_pb2_grpc.AuditSettingsServiceStub
+    exporters: exporter_pb2_grpc.ExporterServiceStub
+    events: audit_log_pb2_grpc.AuditLogServiceStub
 
     def __init__(
         self,
@@ -149,23 +190,15 @@ class Client:
         certificate_chain: bytes | None = None,
     ) -> None:
         self._session = _Session(access_key, secret_key, token)
-        if tls or root_certificates:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates, private_key, certificate_chain
-            )
-            self._base = grpc.secure_channel(target, credentials)
-        else:
-            self._base = grpc.insecure_channel(target)
+        credentials = _credentials(tls, root_certificates, private_key, certificate_chain)
+        self._base = (
+            grpc.secure_channel(target, credentials)
+            if credentials
+            else grpc.insecure_channel(target)
+        )
         self._authenticator = auth_pb2_grpc.AuthServiceStub(self._base)
         self.channel = grpc.intercept_channel(self._base, _SyncAuth(self))
-        self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
-        self.accounts = service_account_pb2_grpc.ServiceAccountServiceStub(self.channel)
-        self.permissions = permission_pb2_grpc.PermissionServiceStub(self.channel)
-        self.buckets = bucket_pb2_grpc.BucketServiceStub(self.channel)
-        self.usage = usage_pb2_grpc.UsageServiceStub(self.channel)
-        self.settings = settings_pb2_grpc.AuditSettingsServiceStub(self.channel)
-        self.exporters = exporter_pb2_grpc.ExporterServiceStub(self.channel)
-        self.events = audit_log_pb2_grpc.AuditLogServiceStub(self.channel)
+        self._attach_stubs(self.channel)
 
     @property
     def token(self) -> str:
@@ -237,8 +270,17 @@ def _aio_error(code: grpc.StatusCode, message: str | None, metadata: Any) -> Aud
     return from_rpc_error(_Failed())
 
 
-class AsyncClient:
+class AsyncClient(_Stubs):
     """The asyncio flavour of `Client`; use `async with AsyncClient(...) as client`."""
+
+    auth: auth_pb2_grpc.AuthServiceAsyncStub
+    accounts: service_account_pb2_grpc.ServiceAccountServiceAsyncStub
+    permissions: permission_pb2_grpc.PermissionServiceAsyncStub
+    buckets: bucket_pb2_grpc.BucketServiceAsyncStub
+    usage: usage_pb2_grpc.UsageServiceAsyncStub
+    settings: settings_pb2_grpc.AuditSettingsServiceAsyncStub
+    exporters: exporter_pb2_grpc.ExporterServiceAsyncStub
+    events: audit_log_pb2_grpc.AuditLogServiceAsyncStub
 
     def __init__(
         self,
@@ -256,24 +298,15 @@ class AsyncClient:
         interceptors = [_AsyncAuth(self)]
         # Tokens are fetched on a channel of their own: a call made from inside an
         # interceptor of the same asyncio channel would wait on itself.
-        if tls or root_certificates:
-            credentials = grpc.ssl_channel_credentials(
-                root_certificates, private_key, certificate_chain
-            )
+        credentials = _credentials(tls, root_certificates, private_key, certificate_chain)
+        if credentials is not None:
             self.channel = grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
             self._auth_channel = grpc.aio.secure_channel(target, credentials)
         else:
             self.channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
             self._auth_channel = grpc.aio.insecure_channel(target)
         self._authenticator = auth_pb2_grpc.AuthServiceStub(self._auth_channel)
-        self.auth = auth_pb2_grpc.AuthServiceStub(self.channel)
-        self.accounts = service_account_pb2_grpc.ServiceAccountServiceStub(self.channel)
-        self.permissions = permission_pb2_grpc.PermissionServiceStub(self.channel)
-        self.buckets = bucket_pb2_grpc.BucketServiceStub(self.channel)
-        self.usage = usage_pb2_grpc.UsageServiceStub(self.channel)
-        self.settings = settings_pb2_grpc.AuditSettingsServiceStub(self.channel)
-        self.exporters = exporter_pb2_grpc.ExporterServiceStub(self.channel)
-        self.events = audit_log_pb2_grpc.AuditLogServiceStub(self.channel)
+        self._attach_stubs(self.channel)
 
     async def _token(self, force: bool = False) -> str:
         session = self._session
