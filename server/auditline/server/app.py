@@ -73,15 +73,13 @@ class ServiceRegistration:
 
     name: str
     add_to_server: Callable[[Any, grpc.Server], None]
-    # None while the service is not implemented: gRPC then answers its methods
-    # with UNIMPLEMENTED, and reflection still describes it.
-    servicer_factory: Callable[[AuditlineServer], object] | None
+    servicer_factory: Callable[[AuditlineServer], object]
 
 
 def _registration(
     descriptor: Any,
     add: Callable[[Any, grpc.Server], None],
-    factory: Callable[[AuditlineServer], object] | None,
+    factory: Callable[[AuditlineServer], object],
 ) -> ServiceRegistration:
     return ServiceRegistration(descriptor.full_name, add, factory)
 
@@ -291,8 +289,7 @@ class AuditlineServer:
     def start(self) -> int:
         """Register everything, bind, start serving; return the bound port."""
         for service in SERVICES:
-            if service.servicer_factory is not None:
-                service.add_to_server(service.servicer_factory(self), self._server)
+            service.add_to_server(service.servicer_factory(self), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection([*self.service_names, health.SERVICE_NAME], self._server)
 
