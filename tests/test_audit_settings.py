@@ -6,7 +6,7 @@ import uuid
 
 import grpc
 
-from auditline.account.v1 import bucket_pb2, service_account_pb2
+from auditline.account.v1 import auth_pb2, bucket_pb2, service_account_pb2
 from auditline.audit.v1 import settings_pb2, settings_pb2_grpc
 from tests.conftest import ServeFactory
 from tests.support.api import Api, code_of, error_of
@@ -184,8 +184,11 @@ def test_the_three_logs_land_in_the_bucket(serve: ServeFactory) -> None:
     api, settings = _admin(process.target)
     api.call(settings.EnableAccountAuditLogs, settings_pb2.EnableAccountAuditLogsRequest())
     api.call(api.buckets.ListBuckets, bucket_pb2.ListBucketsRequest())
+    api.auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=api.token), timeout=30)
     assert process.terminate() == 0
     events = exported_events(process.data_dir)
+    iam = {(e["EventName"], e["IamCode"]) for e in events if e["LogType"] == "LOG_TYPE_IAM"}
+    assert {("LoginSuccess", "s"), ("TokenValidated", "tv")} <= iam
     assert {e["LogType"] for e in events} == {
         "LOG_TYPE_ACCOUNT_API",
         "LOG_TYPE_IAM",

@@ -7,7 +7,7 @@ import grpc
 from auditline.account.v1 import auth_pb2, auth_pb2_grpc, service_account_pb2
 from auditline.interceptor import set_principal
 from auditline.interceptor._peer import parse_peer
-from auditline.server.accounts import Accounts
+from auditline.server.accounts import Accounts, IamEvent
 from auditline.server.errors import InvalidArgumentError
 from auditline.server.services._common import timestamp
 
@@ -41,10 +41,25 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if not request.token:
             raise InvalidArgumentError.field("token", "is required")
         found = self.accounts.validate(request.token)
+        ip = parse_peer(context.peer())[0]
         if found is None:
+            self.accounts.iam(
+                IamEvent("tv", "TokenValidated", "the token is not valid", "", "", ip, 16)
+            )
             return auth_pb2.ValidateTokenResponse(valid=False)
         caller, expires_at = found
         set_principal(caller.display_name, caller.access_key)
+        self.accounts.iam(
+            IamEvent(
+                "tv",
+                "TokenValidated",
+                "the token is valid",
+                caller.access_key,
+                caller.display_name,
+                ip,
+                0,
+            )
+        )
         return auth_pb2.ValidateTokenResponse(
             valid=True,
             expire_time=timestamp(expires_at),
