@@ -166,7 +166,6 @@ def _record_for(request: Request) -> CallRecord:
         request_class=Request,
         request_count=1,
         response=echo_pb2.EchoResponse(text=request.text, session_token="tok", index=3),
-        response_class=None,
         response_count=1,
         code=grpc.StatusCode.OK,
         details="",

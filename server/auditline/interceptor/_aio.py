@@ -121,7 +121,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             )
         if handler is None:
             return self._rejecting(
-                method_info(method, known=False), grpc.StatusCode.UNIMPLEMENTED, "Method not found!"
+                method_info(method), grpc.StatusCode.UNIMPLEMENTED, "Method not found!"
             )
         return self._cached(method, handler, self._wrap)
 
@@ -139,7 +139,6 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         request_class: type[message.Message] | None,
         request_count: int,
         response: Any,
-        response_class: type[message.Message] | None,
         response_count: int,
     ) -> None:
         # The handler task is cancelled when the client cancels or its deadline passes.
@@ -177,7 +176,6 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 request_class=None,
                 request_count=0,
                 response=None,
-                response_class=None,
                 response_count=0,
             )
             await context.abort(code, details)
@@ -253,7 +251,6 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 request_class=request_class(),
                 request_count=request_count(),
                 response=None,
-                response_class=info.response_class,
                 response_count=0,
             )
             raise
@@ -270,7 +267,6 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 request_count=request_count(),
                 # The handler's own response object: the call is over, nothing else uses it.
                 response=result,
-                response_class=None,
                 response_count=int(response is not None),
             )
         except AuditUnavailableError as exc:
@@ -370,7 +366,6 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 request_count=counts.received if counts_request else 1,
                 # The handler's own last response: the call is over, nothing else uses it.
                 response=counts.last,
-                response_class=None,
                 response_count=counts.sent,
             )
 

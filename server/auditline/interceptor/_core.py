@@ -25,7 +25,8 @@ import grpc
 from google.protobuf import message
 from opentelemetry import trace
 
-from auditline.audit.v1 import event_pb2, options_pb2
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor._formats import ACTIVITY_ENUM_NAMES, LOG_TYPE_ENUM_NAMES
 from auditline.interceptor._methods import MethodInfo
 from auditline.interceptor._peer import TrustedProxies, parse_peer
 from auditline.interceptor._redact import Redactor, timestamp_text
@@ -152,7 +153,6 @@ class CallRecord(NamedTuple):
     request_class: type[message.Message] | None
     request_count: int
     response: bytes | message.Message | None
-    response_class: type[message.Message] | None
     response_count: int
     code: Any  # what the context said: a StatusCode, a number, or None
     details: str | bytes | None
@@ -227,8 +227,6 @@ def summarize_status_details(raw: bytes) -> list[str]:
 
 
 _CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
-_ACTIVITY_NAMES = {v.number: v.name for v in options_pb2.Activity.DESCRIPTOR.values}
-_LOG_TYPE_NAMES = {v.number: v.name for v in event_pb2.LogType.DESCRIPTOR.values}
 
 
 def _time_text(ns: int) -> str:
@@ -345,12 +343,11 @@ class AuditCore:
     ) -> CallRecord:
         """Snapshot a finished call. Cheap: references and a few reads, nothing more."""
         metadata: Metadata = context.invocation_metadata() or ()
+        peer: str = context.peer()
         principal = scope.principal if scope is not None else None
         if principal is None and self.config.principal is not None:
             principal = self.config.principal(
-                PrincipalInput(
-                    info.full_method, tuple(metadata), context.peer(), context.auth_context()
-                )
+                PrincipalInput(info.full_method, tuple(metadata), peer, context.auth_context())
             )
         trace_id, span_id = _trace_ids(metadata)
         remaining = context.time_remaining() if ended_by_client else None
@@ -358,13 +355,12 @@ class AuditCore:
             info,
             started_ns,
             time.time_ns(),
-            context.peer(),
+            peer,
             metadata,
             request,
             request_class,
             request_count,
             response,
-            None,
             response_count,
             context.code(),
             context.details(),
@@ -539,23 +535,12 @@ class AuditCore:
         info = record.info
         user_agent, request_id, source_ip, source_port, metadata = self._request_fields(record)
         params, params_truncated = self._body(record.request, record.request_class)
-        code, details = final_status(
-            as_status_code(record.code),
-            record.details,
-            record.error,
-            ended_by_client=record.ended_by_client,
-            deadline_passed=record.deadline_passed,
-        )
+        code, details = _final_status(record)
         body: dict[str, Any] | None = None
         body_truncated = False
         if code == grpc.StatusCode.OK and not info.omit_response_body:
-            body, body_truncated = self._body(record.response, record.response_class)
-        details_lines = [
-            line
-            for key, value in record.trailing_metadata or ()
-            if key == _STATUS_DETAILS_KEY and isinstance(value, bytes)
-            for line in summarize_status_details(value)
-        ]
+            body, body_truncated = self._body(record.response, None)
+        details_lines = _error_details(record)
         principal = record.principal
         return {
             "EventName": info.event_name,
@@ -588,8 +573,8 @@ class AuditCore:
             "NodeId": self.config.node_id,
             "Service": info.service,
             "Method": info.method,
-            "Activity": _ACTIVITY_NAMES.get(info.activity, "ACTIVITY_UNSPECIFIED"),
-            "LogType": _LOG_TYPE_NAMES.get(
+            "Activity": ACTIVITY_ENUM_NAMES.get(info.activity, "ACTIVITY_UNSPECIFIED"),
+            "LogType": LOG_TYPE_ENUM_NAMES.get(
                 record.log_type or self.config.log_type, "LOG_TYPE_UNSPECIFIED"
             ),
             "TraceId": record.trace_id,
@@ -639,26 +624,38 @@ class AuditCore:
 
         response = event.response
         response.response_time.FromNanoseconds(record.ended_ns)
-        code, details = final_status(
-            as_status_code(record.code),
-            record.details,
-            record.error,
-            ended_by_client=record.ended_by_client,
-            deadline_passed=record.deadline_passed,
-        )
+        code, details = _final_status(record)
         response.response_code = code.value[0]
         response.response_status = code.name
         response.response_error = details
         response.message_count = record.response_count
         response.response_body.SetInParent()
         if code == grpc.StatusCode.OK and not info.omit_response_body:
-            body, response.body_truncated = self._body(record.response, record.response_class)
+            body, response.body_truncated = self._body(record.response, None)
             if body:
                 response.response_body.update(body)
-        for key, value in record.trailing_metadata or ():
-            if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
-                response.error_details.extend(summarize_status_details(value))
+        response.error_details.extend(_error_details(record))
         return event
+
+
+def _final_status(record: CallRecord) -> tuple[grpc.StatusCode, str]:
+    return final_status(
+        as_status_code(record.code),
+        record.details,
+        record.error,
+        ended_by_client=record.ended_by_client,
+        deadline_passed=record.deadline_passed,
+    )
+
+
+def _error_details(record: CallRecord) -> list[str]:
+    """The `grpc-status-details-bin` trailer, summarized line by line."""
+    return [
+        line
+        for key, value in record.trailing_metadata or ()
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes)
+        for line in summarize_status_details(value)
+    ]
 
 
 def make_config(

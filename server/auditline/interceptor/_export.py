@@ -23,14 +23,13 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor._formats import FORMATS
+from auditline.interceptor._formats import FORMATS, LOG_DIRS
 from auditline.interceptor._spool import Spool, SpooledEvent
 
 __all__ = ["Exporter", "ExporterConfig", "ExporterState", "ExporterStatus", "ObjectWriter"]
 
 log = logging.getLogger("auditline.interceptor")
 
-_LOG_DIRS = {0: "account_api", 1: "account_api", 2: "iam", 3: "settings"}
 _FORMAT_DIRS = {"apievent-json": "apievent", "ocsf-json": "ocsf"}
 _EXTENSIONS = {"gzip": ".gz", "zstd": ".zst", "none": ""}
 
@@ -232,7 +231,7 @@ class Exporter:
         for log_type, items in sorted(by_log.items()):
             key = (
                 f"{self.config.prefix}{_FORMAT_DIRS[self.config.format]}/"
-                f"{_LOG_DIRS.get(log_type, 'account_api')}/{day:%Y/%m/%d}/"
+                f"{LOG_DIRS.get(log_type, 'account_api')}/{day:%Y/%m/%d}/"
                 f"{self.node_id}-{first:012d}-{last:012d}.jsonl"
                 f"{_EXTENSIONS[self.config.compression]}"
             )

@@ -16,7 +16,16 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor._redact import timestamp_text
 
-__all__ = ["FORMATS", "apievent_dict", "ocsf_dict", "ocsf_from_document", "render"]
+__all__ = [
+    "ACTIVITY_ENUM_NAMES",
+    "FORMATS",
+    "LOG_DIRS",
+    "LOG_TYPE_ENUM_NAMES",
+    "apievent_dict",
+    "ocsf_dict",
+    "ocsf_from_document",
+    "render",
+]
 
 OCSF_VERSION = "1.8.0"
 PRODUCT = {"name": "auditline", "vendor_name": "auditline", "version": "0.1.0"}
@@ -27,8 +36,10 @@ _LOG_DIR_NAMES = {
     "LOG_TYPE_IAM": "iam",
     "LOG_TYPE_SETTINGS": "settings",
 }
-_ACTIVITY_ENUM = {v.number: v.name for v in options_pb2.Activity.DESCRIPTOR.values}
-_LOG_TYPE_ENUM = {v.number: v.name for v in event_pb2.LogType.DESCRIPTOR.values}
+ACTIVITY_ENUM_NAMES = {v.number: v.name for v in options_pb2.Activity.DESCRIPTOR.values}
+LOG_TYPE_ENUM_NAMES = {v.number: v.name for v in event_pb2.LogType.DESCRIPTOR.values}
+# The folder of each log type's files, by the `LogType` number.
+LOG_DIRS = {number: _LOG_DIR_NAMES[name] for number, name in LOG_TYPE_ENUM_NAMES.items()}
 
 
 def _value(value: struct_pb2.Value) -> Any:
@@ -101,8 +112,8 @@ def apievent_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:
         "NodeId": event.node_id,
         "Service": event.service,
         "Method": event.method,
-        "Activity": _ACTIVITY_ENUM.get(event.activity, event.activity),
-        "LogType": _LOG_TYPE_ENUM.get(event.log_type, event.log_type),
+        "Activity": ACTIVITY_ENUM_NAMES.get(event.activity, event.activity),
+        "LogType": LOG_TYPE_ENUM_NAMES.get(event.log_type, event.log_type),
         "TraceId": event.trace_id,
         "SpanId": event.span_id,
         "IamCode": event.iam_code,
@@ -110,7 +121,7 @@ def apievent_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:
     return out
 
 
-_ACTIVITY_NUMBERS = {name: number for number, name in _ACTIVITY_ENUM.items()}
+_ACTIVITY_NUMBERS = {name: number for number, name in ACTIVITY_ENUM_NAMES.items()}
 
 
 def ocsf_from_document(doc: dict[str, Any], start_ns: int, end_ns: int) -> dict[str, Any]:

@@ -84,10 +84,7 @@ class MethodInfo:
     event_name: str
     activity: int
     request_class: type[message.Message] | None
-    response_class: type[message.Message] | None
     omit_response_body: bool = False
-    # False for paths no handler serves: unknown methods are still audited.
-    known: bool = True
 
 
 def message_class_of(deserializer: object) -> type[message.Message] | None:
@@ -102,7 +99,7 @@ def _split(full_method: str) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def method_info(full_method: str, known: bool = True) -> MethodInfo:
+def method_info(full_method: str) -> MethodInfo:
     """Look the method up in the default descriptor pool; fall back on its name."""
     service, method = _split(full_method)
     pool = descriptor_pool.Default()
@@ -120,8 +117,6 @@ def method_info(full_method: str, known: bool = True) -> MethodInfo:
             method,
             activity_from_verb(method),
             None,
-            None,
-            known=known,
         )
     options = method_descriptor.GetOptions().Extensions[options_pb2.event]
     activity = options.activity or activity_from_verb(method)
@@ -132,7 +127,5 @@ def method_info(full_method: str, known: bool = True) -> MethodInfo:
         event_name=options.name or method,
         activity=activity,
         request_class=message_factory.GetMessageClass(method_descriptor.input_type),
-        response_class=message_factory.GetMessageClass(method_descriptor.output_type),
         omit_response_body=options.omit_response_body,
-        known=known,
     )

@@ -83,7 +83,6 @@ def hmac_value(key: bytes, value: object) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _FieldPlan:
-    field: FieldDescriptor
     name: str
     mode: int  # 0: keep
     convert: Callable[[Any], Any]
@@ -217,7 +216,6 @@ class Redactor:
                 convert = self._convert(field)
             plans.append(
                 _FieldPlan(
-                    field=field,
                     name=field.name,
                     mode=_field_mode(field),
                     convert=convert,

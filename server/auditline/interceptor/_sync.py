@@ -105,7 +105,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             )
         if handler is None:
             return self._rejecting(
-                method_info(method, known=False), grpc.StatusCode.UNIMPLEMENTED, "Method not found!"
+                method_info(method), grpc.StatusCode.UNIMPLEMENTED, "Method not found!"
             )
         return self._cached(method, handler, self._wrap)
 
@@ -311,7 +311,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
 
     def _stream_unary(self, info: MethodInfo, handler: Handler) -> Handler:
         behavior = self._unary_response(
-            info, handler.stream_unary, handler.response_serializer, _take_stream
+            info, handler.stream_unary, handler.response_serializer, _RequestCounter
         )
         return grpc.stream_unary_rpc_method_handler(
             behavior, request_deserializer=handler.request_deserializer
@@ -319,7 +319,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
 
     def _stream_stream(self, info: MethodInfo, handler: Handler) -> Handler:
         behavior = self._stream_response(
-            info, handler.stream_stream, handler.response_serializer, _take_stream
+            info, handler.stream_stream, handler.response_serializer, _RequestCounter
         )
         return grpc.stream_stream_rpc_method_handler(
             behavior, request_deserializer=handler.request_deserializer
@@ -334,7 +334,3 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             return self._parse(info, deserialize, raw, context)
 
         return lambda raw: _UnaryRequest(raw, expected, parse)
-
-
-def _take_stream(requests: Iterator[Any]) -> RequestSide:
-    return _RequestCounter(requests)
