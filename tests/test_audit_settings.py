@@ -187,8 +187,12 @@ def test_the_three_logs_land_in_the_bucket(serve: ServeFactory) -> None:
     api.auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=api.token), timeout=30)
     assert process.terminate() == 0
     events = exported_events(process.data_dir)
-    iam = {(e["EventName"], e["IamCode"]) for e in events if e["LogType"] == "LOG_TYPE_IAM"}
-    assert {("LoginSuccess", "s"), ("TokenValidated", "tv")} <= iam
+    iam = {
+        (e["EventName"], e["IamCode"], e["Method"])
+        for e in events
+        if e["LogType"] == "LOG_TYPE_IAM"
+    }
+    assert {("LoginSuccess", "s", "Authenticate"), ("TokenValidated", "tv", "ValidateToken")} <= iam
     assert {e["LogType"] for e in events} == {
         "LOG_TYPE_ACCOUNT_API",
         "LOG_TYPE_IAM",

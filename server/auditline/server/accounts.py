@@ -53,6 +53,7 @@ class IamEvent:
     account_name: str
     source_ip: str
     status: int  # the gRPC code the caller got
+    method: str = "Authenticate"  # the AuthService method that produced it
 
 
 @dataclasses.dataclass(frozen=True)

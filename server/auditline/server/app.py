@@ -141,7 +141,7 @@ def iam_api_event(event: IamEvent, node_id: str) -> event_pb2.ApiEvent:
         event_id=str(uuid.uuid4()),
         node_id=node_id,
         service="auditline.account.v1.AuthService",
-        method="Authenticate",
+        method=event.method,
         activity=options_pb2.ACTIVITY_OTHER,
         log_type=event_pb2.LOG_TYPE_IAM,
         iam_code=event.code,

@@ -44,7 +44,16 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         ip = parse_peer(context.peer())[0]
         if found is None:
             self.accounts.iam(
-                IamEvent("tv", "TokenValidated", "the token is not valid", "", "", ip, 16)
+                IamEvent(
+                    "tv",
+                    "TokenValidated",
+                    "the token is not valid",
+                    "",
+                    "",
+                    ip,
+                    16,
+                    method="ValidateToken",
+                )
             )
             return auth_pb2.ValidateTokenResponse(valid=False)
         caller, expires_at = found
@@ -58,6 +67,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 caller.display_name,
                 ip,
                 0,
+                method="ValidateToken",
             )
         )
         return auth_pb2.ValidateTokenResponse(
