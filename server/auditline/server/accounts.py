@@ -163,15 +163,19 @@ class Accounts:
                 )
             )
 
-    def permissions_of(self, connection: Connection, account_id: str) -> list[str]:
+    def permissions_of(
+        self, connection: Connection, account_ids: list[str]
+    ) -> dict[str, list[str]]:
+        """The ids of the permissions bound to each account, in id order; one query."""
         t = tables.account_permissions
-        return list(
-            connection.execute(
-                sa.select(t.c.permission_id)
-                .where(t.c.account_id == account_id)
-                .order_by(t.c.permission_id)
-            ).scalars()
-        )
+        bound: dict[str, list[str]] = {account_id: [] for account_id in account_ids}
+        for account_id, permission_id in connection.execute(
+            sa.select(t.c.account_id, t.c.permission_id)
+            .where(t.c.account_id.in_(account_ids))
+            .order_by(t.c.permission_id)
+        ):
+            bound[account_id].append(permission_id)
+        return bound
 
     # --- sessions ----------------------------------------------------------------
 
@@ -347,7 +351,6 @@ class Accounts:
                         accounts.c.role,
                         accounts.c.enabled,
                         sessions.c.expires_at,
-                        sessions.c.token_hash,
                     )
                     .join(accounts, accounts.c.id == sessions.c.account_id)
                     .where(sessions.c.token_hash == identity.hash_token(token))

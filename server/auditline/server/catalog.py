@@ -152,6 +152,7 @@ def sigma_rules() -> list[dict[str, Any]]:
     return [_rule(entry) for entry in catalog()]
 
 
+@cache
 def sigma_text(form: str = "yaml") -> str:
     """The rules as YAML (one document per rule) or as a JSON array."""
     rules = sigma_rules()

@@ -17,11 +17,12 @@ from sqlalchemy.engine import Connection
 from auditline.audit.v1 import event_pb2, settings_pb2_grpc
 from auditline.audit.v1 import settings_pb2 as pb
 from auditline.interceptor import set_log_type
-from auditline.server.db import Database, require_row, tables
+from auditline.server.db import Database, tables
 from auditline.server.errors import FailedPreconditionError, InvalidArgumentError
 from auditline.server.guard import current_caller
 from auditline.server.objectstore import bucket_name_problem
 from auditline.server.services._common import timestamp
+from auditline.server.services.buckets import require_bucket
 
 # Called after every change with (enabled, target bucket), so the exporter follows.
 SettingsListener = Callable[[bool, str], None]
@@ -57,7 +58,7 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
         problem = bucket_name_problem(name)
         if problem:
             raise InvalidArgumentError.field(field, problem)
-        bucket = require_row(connection, tables.buckets.c.name, name, f"buckets/{name}")
+        bucket = require_bucket(connection, name)
         if not bucket["immutable"]:
             raise FailedPreconditionError(
                 f"buckets/{name} is not immutable: only immutable (object-locked) buckets may "
@@ -132,7 +133,7 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
             raise InvalidArgumentError.field("bucket", problem)
         set_log_type(event_pb2.LOG_TYPE_SETTINGS)
         with self.db.begin() as connection:
-            require_row(connection, tables.buckets.c.name, bucket, f"buckets/{bucket}")
+            require_bucket(connection, bucket)
             connection.execute(
                 tables.buckets.update()
                 .where(tables.buckets.c.name == bucket)

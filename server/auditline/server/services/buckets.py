@@ -44,6 +44,11 @@ def _retention(message: pb.Retention, field: str) -> Retention | None:
     return Retention(_MODES[message.mode], message.days)
 
 
+def require_bucket(connection: Connection, name: str) -> dict[str, Any]:
+    """The bucket's row; NOT_FOUND when there is none."""
+    return require_row(connection, tables.buckets.c.name, name, f"buckets/{name}")
+
+
 def _message(row: dict[str, Any]) -> pb.Bucket:
     bucket = pb.Bucket(
         name=f"buckets/{row['name']}",
@@ -78,10 +83,6 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
         self.db = db
         self.store = store
         self.clock = clock
-
-    @staticmethod
-    def _require(connection: Connection, name: str) -> dict[str, Any]:
-        return require_row(connection, tables.buckets.c.name, name, f"buckets/{name}")
 
     def CreateBucket(
         self, request: pb.CreateBucketRequest, context: grpc.ServicerContext
@@ -120,7 +121,7 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
     ) -> pb.GetBucketResponse:
         name = resource_id(request.name, "buckets")
         with self.db.begin() as connection:
-            row = self._require(connection, name)
+            row = require_bucket(connection, name)
             if not visible_buckets(connection, current_caller())(name):
                 raise PermissionDeniedError(f"no permission of this account names bucket {name}")
         return pb.GetBucketResponse(bucket=_message(row))
@@ -148,7 +149,7 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
     ) -> pb.DeleteBucketResponse:
         name = resource_id(request.name, "buckets")
         with self.db.begin() as connection:
-            self._require(connection, name)
+            require_bucket(connection, name)
             target = connection.execute(sa.select(tables.audit_settings.c.target_bucket)).scalar()
             if target == name:
                 raise FailedPreconditionError(
@@ -172,7 +173,7 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
         name = resource_id(request.name, "buckets")
         retention = _retention(request.default_retention, "default_retention")
         with self.db.begin() as connection:
-            self._require(connection, name)
+            require_bucket(connection, name)
             self.store.enable_object_lock(name, retention)
             connection.execute(
                 tables.buckets.update()
@@ -183,5 +184,5 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
                     retention_days=retention.days if retention else 0,
                 )
             )
-            row = self._require(connection, name)
+            row = require_bucket(connection, name)
         return pb.SetObjectImmutabilityResponse(bucket=_message(row))

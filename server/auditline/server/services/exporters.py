@@ -30,6 +30,7 @@ from auditline.server.services._common import (
     resource_id,
     timestamp,
 )
+from auditline.server.services.buckets import require_bucket
 
 DEFAULT = "default"
 _FORMATS = {
@@ -273,7 +274,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         if problem:
             raise InvalidArgumentError.field("exporter.bucket", problem)
         with self.db.begin() as connection:
-            require_row(connection, tables.buckets.c.name, bucket, f"buckets/{bucket}")
+            require_bucket(connection, bucket)
         try:
             self.store.usage(bucket)
         except Exception as exc:

@@ -41,19 +41,26 @@ class ServiceAccountServicer(service_account_pb2_grpc.ServiceAccountServiceServi
         self.db = accounts.db
 
     def _message(self, connection: Connection, row: dict[str, Any]) -> pb.ServiceAccount:
-        return pb.ServiceAccount(
-            name=f"serviceAccounts/{row['id']}",
-            display_name=row["display_name"],
-            description=row["description"],
-            access_key=row["access_key"],
-            role=row["role"],
-            enabled=row["enabled"],
-            permissions=[
-                f"permissions/{p}" for p in self.accounts.permissions_of(connection, row["id"])
-            ],
-            create_time=timestamp(row["created_at"]),
-            update_time=timestamp(row["updated_at"]),
-        )
+        return self._messages(connection, [row])[0]
+
+    def _messages(
+        self, connection: Connection, rows: list[dict[str, Any]]
+    ) -> list[pb.ServiceAccount]:
+        bound = self.accounts.permissions_of(connection, [row["id"] for row in rows])
+        return [
+            pb.ServiceAccount(
+                name=f"serviceAccounts/{row['id']}",
+                display_name=row["display_name"],
+                description=row["description"],
+                access_key=row["access_key"],
+                role=row["role"],
+                enabled=row["enabled"],
+                permissions=[f"permissions/{p}" for p in bound[row["id"]]],
+                create_time=timestamp(row["created_at"]),
+                update_time=timestamp(row["updated_at"]),
+            )
+            for row in rows
+        ]
 
     def _permission_ids(self, connection: Connection, names: list[str]) -> list[str]:
         ids = [resource_id(name, "permissions", "service_account.permissions") for name in names]
@@ -73,7 +80,7 @@ class ServiceAccountServicer(service_account_pb2_grpc.ServiceAccountServiceServi
         offset, limit = page(request.page_size, request.page_token)
         with self.db.begin() as connection:
             rows, total = list_page(connection, tables.service_accounts, offset, limit)
-            accounts = [self._message(connection, row) for row in rows]
+            accounts = self._messages(connection, rows)
         return pb.ListServiceAccountsResponse(
             service_accounts=accounts,
             next_page_token=next_page_token(offset, limit, len(accounts), total),
