@@ -84,8 +84,6 @@ def serve(mode: str, port_file: Path) -> None:
         interceptors.append(audit)
         flush = audit.flush
     elif mode in PIPELINE_MODES:
-        import tempfile
-
         from auditline.interceptor import AuditInterceptor
         from auditline.interceptor._export import Exporter, ExporterConfig
         from auditline.interceptor._spool import Spool

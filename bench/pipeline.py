@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -74,12 +73,6 @@ def _event(i: int) -> event_pb2.ApiEvent:
     return event
 
 
-def _pin() -> None:
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2:
-        os.sched_setaffinity(0, {cpus[0]})
-
-
 def export_rate(
     store: ObjectStore, bucket: str, events: int, fmt: str, compression: str, workdir: Path
 ) -> tuple[float, float, float]:
@@ -122,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-seaweedfs", action="store_true")
     parser.add_argument("--no-server", action="store_true")
     args = parser.parse_args(argv)
-    _pin()
+    server_bench._pin(0)
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -22,6 +22,7 @@ from auditline.interceptor import (
     PrincipalInput,
     hmac_value,
 )
+from tests.support.api import code_of
 from tests.support.echo import SECRET_IN_EXCEPTION, AsyncServer, SyncServer, started
 
 KEY = b"test-hmac-key"
@@ -81,14 +82,6 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
     h = Harness(request.param)
     yield h
     h.close()
-
-
-def code_of(call: Callable[[], Any]) -> grpc.StatusCode:
-    try:
-        call()
-    except grpc.RpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 def raw_call(channel: grpc.Channel, method: str) -> Callable[[bytes], bytes]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from auditline.client._commands import add_commands
 
@@ -38,11 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; exit 0 on success, 1 when the server refused, 2 on a usage error."""
     parser = build_parser()
     args = parser.parse_args(argv)
-
-    def parser_error(message: str) -> NoReturn:
-        parser.error(message)
-
-    args.parser_error = parser_error
+    args.parser_error = parser.error
     return int(args.handler(args))
 
 
