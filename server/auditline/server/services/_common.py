@@ -48,19 +48,33 @@ def check_display_name(value: str, field: str = "display_name") -> None:
         raise InvalidArgumentError.field(field, "must be at most 128 characters")
 
 
-def page(page_size: int, page_token: str) -> tuple[int, int]:
-    """(offset, limit) from a request's paging fields, validated."""
+def page_limit(page_size: int, default: int = DEFAULT_PAGE_SIZE) -> int:
+    """A request's page size, validated and capped."""
     if page_size < 0:
         raise InvalidArgumentError.field("page_size", "must not be negative")
-    limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    if not page_token:
-        return 0, limit
+    return min(page_size or default, MAX_PAGE_SIZE)
+
+
+def encode_page_token(key: str, position: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({key: position}).encode()).decode()
+
+
+def decode_page_token(token: str, key: str) -> int:
+    """The position `encode_page_token` put in a token; INVALID_ARGUMENT if it is not one."""
     try:
-        offset = int(json.loads(base64.urlsafe_b64decode(page_token.encode()))["o"])
+        return int(json.loads(base64.urlsafe_b64decode(token.encode()))[key])
     except (ValueError, KeyError, TypeError):
         raise InvalidArgumentError.field(
             "page_token", "is not a token this server returned"
         ) from None
+
+
+def page(page_size: int, page_token: str) -> tuple[int, int]:
+    """(offset, limit) from a request's paging fields, validated."""
+    limit = page_limit(page_size)
+    if not page_token:
+        return 0, limit
+    offset = decode_page_token(page_token, "o")
     if offset < 0:
         raise InvalidArgumentError.field("page_token", "is not a token this server returned")
     return offset, limit
@@ -87,7 +101,7 @@ def list_page(
 def next_page_token(offset: int, limit: int, returned: int, total: int) -> str:
     if offset + returned >= total or returned < limit:
         return ""
-    return base64.urlsafe_b64encode(json.dumps({"o": offset + returned}).encode()).decode()
+    return encode_page_token("o", offset + returned)
 
 
 def mask_paths(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,9 +11,13 @@ from auditline.audit.v1 import audit_log_pb2 as pb
 from auditline.audit.v1 import audit_log_pb2_grpc
 from auditline.interceptor._spool import Spool
 from auditline.server.catalog import catalog_response
-from auditline.server.errors import InvalidArgumentError, NotFoundError
-
-MAX_PAGE = 1000
+from auditline.server.errors import NotFoundError
+from auditline.server.services._common import (
+    MAX_PAGE_SIZE,
+    decode_page_token,
+    encode_page_token,
+    page_limit,
+)
 
 
 def _filters(request_filter: pb.EventFilter) -> dict[str, Any]:
@@ -37,19 +39,6 @@ def _start_after(spool: Spool, since_event_id: str) -> int:
     return seq
 
 
-def _token(seq: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": seq}).encode()).decode()
-
-
-def _after(token: str) -> int:
-    try:
-        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["after"])
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgumentError.field(
-            "page_token", "is not a token this server returned"
-        ) from None
-
-
 class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
@@ -62,12 +51,10 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
     def ListEvents(
         self, request: pb.ListEventsRequest, context: grpc.ServicerContext
     ) -> pb.ListEventsResponse:
-        if request.page_size < 0:
-            raise InvalidArgumentError.field("page_size", "must not be negative")
-        limit = min(request.page_size or 100, MAX_PAGE)
+        limit = page_limit(request.page_size, default=100)
         after = 0
         if request.page_token:
-            after = _after(request.page_token)
+            after = decode_page_token(request.page_token, "after")
         elif request.since_event_id:
             after = _start_after(self.spool, request.since_event_id)
         found = self.spool.query(
@@ -80,7 +67,7 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
         page = found[:limit]
         return pb.ListEventsResponse(
             events=[item.event() for item in page],
-            next_page_token=_token(page[-1].seq) if len(found) > limit else "",
+            next_page_token=encode_page_token("after", page[-1].seq) if len(found) > limit else "",
         )
 
     def TailEvents(
@@ -95,11 +82,11 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
         while context.is_active():
             seen = self.spool.stats.last_seq  # committed before the queries below
             while True:
-                batch = self.spool.query(after_seq=after, limit=MAX_PAGE, **filters)
+                batch = self.spool.query(after_seq=after, limit=MAX_PAGE_SIZE, **filters)
                 for item in batch:
                     yield pb.TailEventsResponse(event=item.event())
                     after = item.seq
-                if len(batch) < MAX_PAGE:
+                if len(batch) < MAX_PAGE_SIZE:
                     break
             # Every event up to `seen` was considered: the ones left out do not match.
             after = max(after, seen)

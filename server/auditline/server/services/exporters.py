@@ -97,13 +97,15 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         for row in rows:
             self._run(row)
 
+    @staticmethod
+    def _external_store(external: dict[str, Any]) -> S3Store:
+        """The external S3 target; credentials come from the server's AWS configuration."""
+        return S3Store(endpoint=external["endpoint"] or None, region=external["region"] or None)
+
     def _writer(self, row: dict[str, Any]) -> ObjectWriter:
         if row["external"]:
             external = row["external"]
-            store = S3Store(
-                endpoint=external["endpoint"] or None, region=external["region"] or None
-            )
-            return BucketWriter(store, external["bucket"])
+            return BucketWriter(self._external_store(external), external["bucket"])
         return BucketWriter(self.store, row["bucket"])
 
     @staticmethod
@@ -120,10 +122,13 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             log_types=frozenset(row["log_types"]),
         )
 
+    def _stop_running(self, exporter_id: str) -> None:
+        running = self.pipeline.exporters.pop(exporter_id, None)
+        if running is not None:
+            running.stop(timeout=5)
+
     def _run(self, row: dict[str, Any]) -> None:
-        old = self.pipeline.exporters.pop(row["id"], None)
-        if old is not None:
-            old.stop(timeout=5)
+        self._stop_running(row["id"])
         self.pipeline.add_exporter(self._config(row), self._writer(row))
 
     # --- messages -----------------------------------------------------------------------
@@ -256,9 +261,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             if not external["bucket"]:
                 raise InvalidArgumentError.field("exporter.external_s3.bucket", "is required")
             try:
-                S3Store(
-                    endpoint=external["endpoint"] or None, region=external["region"] or None
-                ).usage(external["bucket"])
+                self._external_store(external).usage(external["bucket"])
             except Exception as exc:
                 raise FailedPreconditionError(
                     f"the external target bucket {external['bucket']} cannot be reached: "
@@ -365,9 +368,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             raise FailedPreconditionError("exporters/default is set by the server's flags")
         with self.db.begin() as connection:
             connection.execute(tables.exporters.delete().where(tables.exporters.c.id == row["id"]))
-        exporter = self.pipeline.exporters.pop(row["id"], None)
-        if exporter is not None:
-            exporter.stop(timeout=5)
+        self._stop_running(row["id"])
         self.pipeline.spool.unregister(row["id"])
         return pb.DeleteExporterResponse()
 
