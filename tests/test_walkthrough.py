@@ -60,6 +60,9 @@ def test_the_walkthrough(serve: ServeFactory, tmp_path: Path) -> None:
     assert "buckets/audit-trail  yes" in out
     out = auditline("account", "create", "reader")
     assert "secret key (shown once" in out
+    temporary = json.loads(auditline("account", "create", "temporary", "--json"))
+    account_id = temporary["service_account"]["name"].removeprefix("serviceAccounts/")
+    assert f"deleted serviceAccounts/{account_id}" in auditline("account", "delete", account_id)
     out = auditline(
         "permission", "create", "read-all", "--id", "read-all", "--all-buckets", "--access", "read"
     )

@@ -219,15 +219,18 @@ def account_list(c: Client, a: argparse.Namespace) -> None:
     _print(a, response, response.service_accounts, ACCOUNT_COLUMNS)
 
 
+def account_delete(c: Client, a: argparse.Namespace) -> None:
+    c.accounts.DeleteServiceAccount(
+        service_account_pb2.DeleteServiceAccountRequest(name=f"serviceAccounts/{a.id}")
+    )
+    print(f"deleted serviceAccounts/{a.id}")
+
+
 def _account_call(method: str) -> Command:
     def run(c: Client, a: argparse.Namespace) -> None:
-        name = f"serviceAccounts/{a.id}"
         request_type = getattr(service_account_pb2, f"{method}Request")
-        response = getattr(c.accounts, method)(request_type(name=name))
-        if method == "DeleteServiceAccount":
-            print(f"deleted {name}")
-        else:
-            _print(a, response.service_account, columns=ACCOUNT_COLUMNS)
+        response = getattr(c.accounts, method)(request_type(name=f"serviceAccounts/{a.id}"))
+        _print(a, response.service_account, columns=ACCOUNT_COLUMNS)
 
     return run
 
@@ -508,11 +511,11 @@ def add_commands(subparsers: Any) -> None:
     _leaf(account, "list", account_list, "list service accounts")
     for verb, method in (
         ("get", "GetServiceAccount"),
-        ("delete", "DeleteServiceAccount"),
         ("enable", "EnableServiceAccount"),
         ("disable", "DisableServiceAccount"),
     ):
         _leaf(account, verb, _account_call(method), f"{verb} a service account").add_argument("id")
+    _leaf(account, "delete", account_delete, "delete a service account").add_argument("id")
 
     permission = _group(subparsers, "permission", "bucket permissions")
     p = _leaf(permission, "create", permission_create, "create a permission")
