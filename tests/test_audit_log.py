@@ -21,9 +21,7 @@ ADMIN = {
 
 
 def _login(target: str) -> tuple[Api, audit_log_pb2_grpc.AuditLogServiceStub]:
-    api = Api(target).login(
-        ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"], ADMIN["AUDITLINE_ADMIN_SECRET_KEY"]
-    )
+    api = Api(target).login_as_admin(ADMIN)
     return api, audit_log_pb2_grpc.AuditLogServiceStub(api.channel)
 
 

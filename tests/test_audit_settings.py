@@ -20,9 +20,7 @@ Code = grpc.StatusCode
 
 
 def _admin(target: str) -> tuple[Api, settings_pb2_grpc.AuditSettingsServiceStub]:
-    api = Api(target).login(
-        ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"], ADMIN["AUDITLINE_ADMIN_SECRET_KEY"]
-    )
+    api = Api(target).login_as_admin(ADMIN)
     return api, settings_pb2_grpc.AuditSettingsServiceStub(api.channel)
 
 

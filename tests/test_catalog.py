@@ -83,9 +83,7 @@ def _matches(rule: dict[str, Any], record: dict[str, Any]) -> bool:
 
 def test_each_rule_matches_the_exported_ocsf_events_of_its_method(serve: ServeFactory) -> None:
     process = serve("--export-format", "ocsf-json", env=ADMIN)
-    api = Api(process.target).login(
-        ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"], ADMIN["AUDITLINE_ADMIN_SECRET_KEY"]
-    )
+    api = Api(process.target).login_as_admin(ADMIN)
     name = f"cat-{uuid.uuid4().hex[:10]}"
     api.call(api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=name))
     api.call(api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{name}"))
@@ -122,9 +120,7 @@ def test_each_rule_matches_the_exported_ocsf_events_of_its_method(serve: ServeFa
 
 def test_the_catalog_is_served_to_auditors(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    admin = Api(process.target).login(
-        ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"], ADMIN["AUDITLINE_ADMIN_SECRET_KEY"]
-    )
+    admin = Api(process.target).login_as_admin(ADMIN)
     created = admin.call(
         admin.accounts.CreateServiceAccount,
         service_account_pb2.CreateServiceAccountRequest(

@@ -22,9 +22,7 @@ Code = grpc.StatusCode
 
 def test_exporter_lifecycle(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    api = Api(process.target).login(
-        ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"], ADMIN["AUDITLINE_ADMIN_SECRET_KEY"]
-    )
+    api = Api(process.target).login_as_admin(ADMIN)
     stub = exporter_pb2_grpc.ExporterServiceStub(api.channel)
     bucket = f"siem-{uuid.uuid4().hex[:10]}"
     api.call(
@@ -103,9 +101,7 @@ def test_exporter_lifecycle(serve: ServeFactory) -> None:
 
 def test_exporters_survive_a_restart_and_can_be_deleted(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    api = Api(process.target).login(
-        ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"], ADMIN["AUDITLINE_ADMIN_SECRET_KEY"]
-    )
+    api = Api(process.target).login_as_admin(ADMIN)
     stub = exporter_pb2_grpc.ExporterServiceStub(api.channel)
     bucket = f"keep-{uuid.uuid4().hex[:10]}"
     api.call(api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=bucket))
@@ -117,9 +113,7 @@ def test_exporters_survive_a_restart_and_can_be_deleted(serve: ServeFactory) -> 
     )
     assert process.terminate() == 0
     again = serve(env=ADMIN, data_dir=process.data_dir)
-    api = Api(again.target).login(
-        ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"], ADMIN["AUDITLINE_ADMIN_SECRET_KEY"]
-    )
+    api = Api(again.target).login_as_admin(ADMIN)
     stub = exporter_pb2_grpc.ExporterServiceStub(api.channel)
     got = api.call(stub.GetExporter, exporter_pb2.GetExporterRequest(name="exporters/keep"))
     assert got.exporter.bucket == bucket
@@ -136,9 +130,7 @@ def test_exporters_survive_a_restart_and_can_be_deleted(serve: ServeFactory) -> 
 
 def test_auditors_read_exporters_but_do_not_change_them(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    api = Api(process.target).login(
-        ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"], ADMIN["AUDITLINE_ADMIN_SECRET_KEY"]
-    )
+    api = Api(process.target).login_as_admin(ADMIN)
     created = api.call(
         api.accounts.CreateServiceAccount,
         service_account_pb2.CreateServiceAccountRequest(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -42,6 +42,10 @@ class Api:
             auth_pb2.AuthenticateRequest(access_key=access_key, secret_key=secret_key), timeout=30
         )
         return Api(self.target, response.token)
+
+    def login_as_admin(self, env: Mapping[str, str]) -> Api:
+        """Log in with the first admin's keys from a server's environment."""
+        return self.login(env["AUDITLINE_ADMIN_ACCESS_KEY"], env["AUDITLINE_ADMIN_SECRET_KEY"])
 
     def close(self) -> None:
         self.channel.close()
