@@ -87,7 +87,7 @@ def export_rate(
         BucketWriter(store, bucket),
         node_id="bench",
     )
-    spooled = spool.read(0, limit=events)
+    spooled = spool.store.read(0, limit=events)
     render = FORMATS_BY_NAME[fmt]
     writer = BucketWriter(store, bucket)
     # Render + compress + write alone, file by file, on events read beforehand.
@@ -102,7 +102,7 @@ def export_rate(
     while exporter.export_once():
         pass
     cpu = time.process_time() - started
-    size = sum(row[4] for row in spool.files_written())
+    size = sum(f.bytes for _, f in spool.store.files())
     spool.close()
     return events / max(render_cpu, 1e-9), events / max(cpu, 1e-9), size / events
 

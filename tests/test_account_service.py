@@ -554,14 +554,21 @@ def test_standard_accounts_see_only_the_buckets_their_permissions_name(server: S
         ).bucket.name
         == f"buckets/{mine}"
     )
-    assert (
-        code_of(
-            lambda: user.call(
-                user.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{other}")
-            )
+    # A bucket hidden from this account and one that does not exist get the same
+    # answer, so that names cannot be probed.
+    hidden = error_of(
+        lambda: user.call(
+            user.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{other}")
         )
-        == Code.PERMISSION_DENIED
     )
+    missing = error_of(
+        lambda: user.call(
+            user.buckets.GetBucket, bucket_pb2.GetBucketRequest(name="buckets/no-such-bucket-x")
+        )
+    )
+    assert hidden.code() == missing.code() == Code.NOT_FOUND
+    assert hidden.details() == f"buckets/{other} does not exist"
+    assert missing.details() == "buckets/no-such-bucket-x does not exist"
 
 
 # --- usage ----------------------------------------------------------------------------

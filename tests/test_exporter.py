@@ -66,17 +66,17 @@ def test_two_exporters_read_the_same_spool_independently(tmp_path: Path) -> None
     _fill(spool, 50)
     _fill(spool, 5, event_pb2.LOG_TYPE_IAM)
     a.export_once()
-    assert len(spool.read(0)) == 55  # b has not exported: nothing is freed
+    assert len(spool.store.read(0)) == 55  # b has not exported: nothing is freed
     b.export_once()
-    assert spool.read(0) == []
+    assert spool.store.read(0) == []
     assert _sequences(a_writer) == list(range(1, 56))
     assert _sequences(b_writer, apievent=False) == list(range(1, 56))
     assert sorted(a_writer.objects) == [
         "apievent/account_api/2027/01/15/n-000000000001-000000000055.jsonl.gz",
         "apievent/iam/2027/01/15/n-000000000001-000000000055.jsonl.gz",
     ]
-    files = spool.files("a")
-    assert [(f[2], f[3], f[4]) for f in files] == [(1, 50, 50), (51, 55, 5)]
+    files = spool.store.files("a")
+    assert [(f.first_seq, f.last_seq, f.events) for _, f in files] == [(1, 50, 50), (51, 55, 5)]
     spool.close()
 
 

@@ -10,6 +10,7 @@ import pytest
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import AuditUnavailableError
 from auditline.interceptor._spool import Spool
+from auditline.interceptor._spool_store import ExportedFile
 
 
 def _event(name: str = "Call", size: int = 0) -> event_pb2.ApiEvent:
@@ -20,6 +21,12 @@ def _event(name: str = "Call", size: int = 0) -> event_pb2.ApiEvent:
     return event
 
 
+def _file(key: str, first: int, last: int) -> ExportedFile:
+    return ExportedFile(
+        key=key, first_seq=first, last_seq=last, events=last - first + 1, bytes=10, sha256="0" * 64
+    )
+
+
 def test_sequences_are_gap_free_and_survive_reopening(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool.db", node_id="n1", durability="sync")
     for i in range(5):
@@ -27,7 +34,7 @@ def test_sequences_are_gap_free_and_survive_reopening(tmp_path: Path) -> None:
     spool.close()
     spool = Spool(tmp_path / "spool.db", node_id="n1", durability="sync")
     spool.emit(_event("E5"))
-    events = [e.event() for e in spool.read(0)]
+    events = [e.event() for e in spool.store.read(0)]
     assert [e.sequence for e in events] == [1, 2, 3, 4, 5, 6]
     assert [e.event_name for e in events] == [f"E{i}" for i in range(6)]
     assert {e.node_id for e in events} == {"n1"}
@@ -38,20 +45,20 @@ def test_async_events_are_on_disk_after_flush(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool.db")
     spool.emit(_event())
     assert spool.flush(10)
-    assert len(spool.read(0)) == 1
+    assert len(spool.store.read(0)) == 1
     spool.close()
 
 
 def test_freeing_waits_for_every_exporter(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool.db", durability="sync")
-    spool.register("a")
-    spool.register("b")
+    spool.store.register("a")
+    spool.store.register("b")
     for _ in range(4):
         spool.emit(_event())
-    spool.commit_files("a", [("k1", 1, 4, 4, 10, "0" * 64)], watermark=4)
-    assert len(spool.read(0)) == 4  # b has not passed them yet
-    spool.commit_files("b", [("k2", 1, 2, 2, 10, "0" * 64)], watermark=2)
-    assert [e.seq for e in spool.read(0)] == [3, 4]
+    spool.store.commit_files("a", [_file("k1", 1, 4)], watermark=4)
+    assert len(spool.store.read(0)) == 4  # b has not passed them yet
+    spool.store.commit_files("b", [_file("k2", 1, 2)], watermark=2)
+    assert [e.seq for e in spool.store.read(0)] == [3, 4]
     spool.close()
 
 
@@ -73,7 +80,7 @@ def test_block_waits_for_room(tmp_path: Path) -> None:
         backpressure="block",
         block_timeout=30,
     )
-    spool.register("only")
+    spool.store.register("only")
     spool.emit(_event(size=300))
     admitted = threading.Event()
 
@@ -84,7 +91,7 @@ def test_block_waits_for_room(tmp_path: Path) -> None:
     waiter = threading.Thread(target=admit)
     waiter.start()
     assert not admitted.wait(0.2)  # still full: the caller waits
-    spool.commit_files("only", [("k", 1, 1, 1, 300, "0" * 64)], watermark=1)  # frees the room
+    spool.store.commit_files("only", [_file("k", 1, 1)], watermark=1)  # frees the room
     assert admitted.wait(10)
     waiter.join(10)
     spool.close()
@@ -105,18 +112,20 @@ def test_block_gives_up_after_its_timeout(tmp_path: Path) -> None:
 
 
 def test_drop_counts_and_leaves_a_marker(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool.db", durability="sync", max_bytes=200, backpressure="drop")
-    spool.register("only")
+    spool = Spool(tmp_path / "spool.db", max_bytes=200, backpressure="drop")
+    spool.store.register("only")
     spool.emit(_event("Kept", size=300))
+    assert spool.flush(10)
     spool.admit()  # drop never refuses calls
     spool.emit(_event("Lost1"))
     spool.emit(_event("Lost2"))
     assert spool.stats.dropped == 2
-    spool.commit_files("only", [("k", 1, 1, 1, 300, "0" * 64)], watermark=1)
+    spool.store.commit_files("only", [_file("k", 1, 1)], watermark=1)
     spool.emit(_event("After"))
-    names = [e.event().event_name for e in spool.read(0)]
+    assert spool.flush(10)
+    names = [e.event().event_name for e in spool.store.read(0)]
     assert names == ["AuditEventsDropped", "After"]
-    marker = spool.read(0)[0].event()
+    marker = spool.store.read(0)[0].event()
     assert marker.response.response_status == "DATA_LOSS"
     assert "2 audit events were dropped" in marker.response.response_error
     spool.close()

@@ -14,15 +14,6 @@ the auditline account service.
 """
 
 from auditline.interceptor._aio import AsyncAuditInterceptor
-from auditline.interceptor._core import (
-    AuditUnavailableError,
-    Principal,
-    PrincipalInput,
-    PrincipalResolver,
-    Sink,
-    set_log_type,
-    set_principal,
-)
 from auditline.interceptor._export import (
     Exporter,
     ExporterConfig,
@@ -33,15 +24,26 @@ from auditline.interceptor._export import (
 from auditline.interceptor._methods import activity_from_verb
 from auditline.interceptor._metrics import instrument
 from auditline.interceptor._redact import MASK, hmac_value
+from auditline.interceptor._scope import record_event, set_log_type, set_principal
 from auditline.interceptor._sinks import MemorySink
-from auditline.interceptor._spool import Spool
+from auditline.interceptor._spool import Spool, SpoolStats
+from auditline.interceptor._summaries import SummaryPolicy
 from auditline.interceptor._sync import AuditInterceptor
+from auditline.interceptor._types import (
+    AuditUnavailableError,
+    EventDocument,
+    Principal,
+    PrincipalInput,
+    PrincipalResolver,
+    Sink,
+)
 
 __all__ = [
     "MASK",
     "AsyncAuditInterceptor",
     "AuditInterceptor",
     "AuditUnavailableError",
+    "EventDocument",
     "Exporter",
     "ExporterConfig",
     "ExporterState",
@@ -53,9 +55,12 @@ __all__ = [
     "PrincipalResolver",
     "Sink",
     "Spool",
+    "SpoolStats",
+    "SummaryPolicy",
     "activity_from_verb",
     "hmac_value",
     "instrument",
+    "record_event",
     "set_log_type",
     "set_principal",
 ]

@@ -1,9 +1,10 @@
 """`AsyncAuditInterceptor`: the audit interceptor for `grpc.aio` servers.
 
 Handlers stay what they were: coroutines stay coroutines and async generators
-stay async generators, so nothing is pushed to a thread pool. Reader/writer
-handlers (`context.read()` / `context.write()`) get a thin context that counts
-the messages and delegates everything else.
+stay async generators, so nothing is pushed to a thread pool. Streaming handlers
+(and, in fail-closed mode, every handler) get a thin context that counts reads
+and writes and, fail-closed, records the call before an `abort` sends its
+status (grpc.aio sends it at once); everything else is delegated.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ from typing import Any
 import grpc
 from google.protobuf import message
 
-from auditline.interceptor._base import AuditInterceptorBase
-from auditline.interceptor._core import (
-    _SCOPE,
-    AuditUnavailableError,
-    _CallScope,
-    enter_scope,
-    exit_scope,
-)
+from auditline.interceptor._base import AuditInterceptorBase, Refusal
+from auditline.interceptor._core import CallRecord
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
+from auditline.interceptor._scope import SCOPE, CallScope
+from auditline.interceptor._types import AuditUnavailableError
 
 __all__ = ["AsyncAuditInterceptor"]
 
@@ -35,20 +32,46 @@ Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
 
 
-class _Counts:
-    __slots__ = ("cls", "first", "last", "received", "sent")
+class _Call:
+    """What the interceptor tracks of one call while it runs."""
 
-    def __init__(self) -> None:
+    __slots__ = (
+        "admitted",
+        "cls",
+        "deserialize",
+        "first",
+        "info",
+        "last",
+        "received",
+        "recorded",
+        "scope",
+        "sent",
+        "started",
+    )
+
+    def __init__(
+        self,
+        info: MethodInfo,
+        request_class: type[message.Message] | None,
+        deserialize: Deserializer,
+    ) -> None:
+        self.info = info
+        self.deserialize = deserialize
+        self.started = time.time_ns()
+        self.scope = CallScope()
         self.received = 0
         self.sent = 0
         self.first: bytes | None = None
-        self.cls: type[message.Message] | None = None
+        self.cls = request_class
         self.last: Any = None
+        self.admitted = False
+        self.recorded = False
 
-    def on_receive(self, item: Any) -> None:
-        if self.received == 0 and isinstance(item, message.Message):
-            self.first = item.SerializeToString()
-            self.cls = type(item)
+    def on_receive(self, raw: bytes, item: Any) -> None:
+        if self.received == 0:
+            self.first = raw
+            if isinstance(item, message.Message):
+                self.cls = type(item)
         self.received += 1
 
     def on_send(self, item: Any) -> None:
@@ -56,22 +79,30 @@ class _Counts:
         self.last = item
 
 
-class _CountingContext:
-    """The servicer context of a streaming call, counting reads and writes."""
+class _AuditedContext:
+    """The servicer context a handler sees: counts reads and writes, and records the
+    call before an abort sends its status; delegates everything else."""
 
-    def __init__(self, context: Any, counts: _Counts) -> None:
+    def __init__(self, context: Any, call: _Call, owner: AsyncAuditInterceptor) -> None:
         self._context = context
-        self._counts = counts
+        self._call = call
+        self._owner = owner
 
     async def read(self) -> Any:
-        item = await self._context.read()
-        if item is not grpc.aio.EOF:
-            self._counts.on_receive(item)
-        return item
+        raw = await self._context.read()
+        if raw is grpc.aio.EOF:
+            return raw
+        return await self._owner._parse(self._call, raw, self._context)
 
     async def write(self, item: Any) -> None:
         await self._context.write(item)
-        self._counts.on_send(item)
+        self._call.on_send(item)
+
+    async def abort(self, code: Any, details: str = "", trailing_metadata: Any = ()) -> None:
+        await self._owner._abort(self._call, self._context, code, details, trailing_metadata)
+
+    async def abort_with_status(self, status: grpc.Status) -> None:
+        await self.abort(status.code, status.details, status.trailing_metadata)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -94,12 +125,6 @@ async def _async_iterator(responses: Any) -> AsyncIterator[Any]:
     else:
         for item in responses:
             yield item
-
-
-async def _counting_requests(requests: AsyncIterator[Any], counts: _Counts) -> AsyncIterator[Any]:
-    async for item in requests:
-        counts.on_receive(item)
-        yield item
 
 
 class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
@@ -127,91 +152,103 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
     # --- recording ------------------------------------------------------------
 
-    def _finish(
-        self,
-        info: MethodInfo,
-        context: Any,
-        started_ns: int,
-        scope: _CallScope | None,
-        error: BaseException | None,
-        *,
-        request: bytes | None,
-        request_class: type[message.Message] | None,
-        request_count: int,
-        response: Any,
-        response_count: int,
-    ) -> None:
-        # The handler task is cancelled when the client cancels or its deadline passes.
-        ended_by_client = isinstance(error, asyncio.CancelledError)
-        try:
-            self._record(
-                info,
-                context,
-                started_ns,
-                scope,
-                error,
-                ended_by_client,
-                request,
-                request_class,
-                request_count,
-                response,
-                response_count,
-            )
-        except AuditUnavailableError:
-            if error is None:
-                raise
+    def _capture(
+        self, call: _Call, context: Any, error: BaseException | None, response: Any
+    ) -> CallRecord:
+        return self._core.capture(
+            info=call.info,
+            context=context,
+            started_ns=call.started,
+            scope=call.scope,
+            error=error,
+            # The handler task is cancelled when the client cancels or its deadline passes.
+            ended_by_client=isinstance(error, asyncio.CancelledError),
+            request=call.first,
+            request_class=call.cls,
+            request_count=call.received,
+            response=response,
+            response_count=call.sent,
+        )
 
-    def _rejecting(self, info: MethodInfo, code: grpc.StatusCode, details: str) -> Handler:
-        async def behavior(requests: AsyncIterator[bytes], context: Any) -> None:
-            started = time.time_ns()
+    async def _finish(self, call: _Call, context: Any, error: BaseException | None) -> None:
+        """Record a finished call. Fail-closed, when its events cannot be kept and
+        the answer is not sent yet, answer UNAVAILABLE instead."""
+        if call.recorded:
+            return  # recorded when it aborted
+        call.recorded = True
+        record = self._capture(call, context, error, call.last)
+        if not self._fail_closed or not call.admitted:
+            self._queue(record)  # a refused call's event: kept if it can be, else counted
+            return
+        reason = await asyncio.to_thread(self._keep, record)
+        if reason and not isinstance(error, asyncio.CancelledError) and not context.done():
+            context.set_trailing_metadata(())  # the rich details of the replaced answer
+            await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
+
+    async def _abort(
+        self, call: _Call, context: Any, code: Any, details: str, trailing_metadata: Any
+    ) -> None:
+        """Abort the call. grpc.aio sends the status at once, so in fail-closed mode the
+        call's events are kept first (or the answer becomes UNAVAILABLE)."""
+        if self._fail_closed and call.admitted and not call.recorded:
+            call.recorded = True
             context.set_code(code)
             context.set_details(details)
-            self._finish(
-                info,
-                context,
-                started,
-                None,
-                None,
-                request=None,
-                request_class=None,
-                request_count=0,
-                response=None,
-                response_count=0,
-            )
-            await context.abort(code, details)
+            if trailing_metadata:
+                context.set_trailing_metadata(tuple(trailing_metadata))
+            reason = await asyncio.to_thread(self._keep, self._capture(call, context, None, None))
+            if reason:
+                context.set_trailing_metadata(())
+                code, details, trailing_metadata = grpc.StatusCode.UNAVAILABLE, reason, ()
+        await context.abort(code, details, tuple(trailing_metadata))
 
-        return grpc.stream_stream_rpc_method_handler(behavior)
-
-    # --- wrapping the four call shapes -------------------------------------
-
-    def _wrap(self, info: MethodInfo, handler: Handler) -> Handler:
-        if handler.unary_unary is not None:
-            return self._unary_unary(info, handler)
-        if handler.unary_stream is not None:
-            return self._unary_stream(info, handler)
-        if handler.stream_unary is not None:
-            return self._stream_unary(info, handler)
-        return self._stream_stream(info, handler)
-
-    async def _admit(self, context: Any) -> None:
-        """Refuse the call before it runs when its event could not be kept."""
+    async def _start(self, call: _Call, context: Any) -> None:
+        """Before the handler: admission, then the limits on what the caller sent."""
         try:
             self._core.admit()
         except AuditUnavailableError as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        call.admitted = True
+        refusal = self._metadata_refusal(context.invocation_metadata())
+        if refusal is not None:
+            await self._refuse(call, context, refusal)
 
-    async def _parse(
-        self, info: MethodInfo, deserialize: Deserializer, raw: bytes, context: Any
-    ) -> Any:
-        if deserialize is None:
-            return raw
+    async def _refuse(self, call: _Call, context: Any, refusal: Refusal) -> None:
+        await self._abort(call, context, refusal.code, refusal.details, ())
+
+    async def _parse(self, call: _Call, raw: bytes, context: Any) -> Any:
+        refusal = self._message_refusal(raw)
+        if refusal is not None:
+            call.on_receive(raw, None)
+            await self._refuse(call, context, refusal)
         try:
-            return deserialize(raw)
+            item = call.deserialize(raw) if call.deserialize is not None else raw
         except Exception:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the request is not a valid {info.method} request message",
+            call.on_receive(raw, None)
+            await self._refuse(
+                call,
+                context,
+                Refusal(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request is not a valid {call.info.method} request message",
+                ),
             )
+        call.on_receive(raw, item)
+        return item
+
+    def _rejecting(self, info: MethodInfo, code: grpc.StatusCode, details: str) -> Handler:
+        async def behavior(requests: AsyncIterator[bytes], context: Any) -> None:
+            call = _Call(info, None, None)
+            try:
+                await self._start(call, context)
+                await self._abort(call, context, code, details, ())
+            except BaseException as exc:
+                await self._finish(call, context, exc)
+                raise
+
+        return grpc.stream_stream_rpc_method_handler(behavior)
+
+    # --- wrapping the four call shapes -------------------------------------
 
     @staticmethod
     def _serialize_unary(result: Any, serialize: Serializer, context: Any) -> bytes | None:
@@ -223,227 +260,139 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             return None
         return serialize(result) if serialize is not None else result
 
-    async def _unary_response(
-        self,
-        info: MethodInfo,
-        context: Any,
-        started: int,
-        scope: _CallScope,
-        token: Any,
-        call: Awaitable[Any],
-        serialize: Serializer,
-        request: Callable[[], bytes | None],
-        request_class: Callable[[], type[message.Message] | None],
-        request_count: Callable[[], int],
-    ) -> bytes | None:
-        try:
-            result = await call
-            response = self._serialize_unary(result, serialize, context)
-        except BaseException as exc:
-            exit_scope(token)
-            self._finish(
-                info,
-                context,
-                started,
-                scope,
-                exc,
-                request=request(),
-                request_class=request_class(),
-                request_count=request_count(),
-                response=None,
-                response_count=0,
-            )
-            raise
-        exit_scope(token)
-        try:
-            self._finish(
-                info,
-                context,
-                started,
-                scope,
-                None,
-                request=request(),
-                request_class=request_class(),
-                request_count=request_count(),
-                # The handler's own response object: the call is over, nothing else uses it.
-                response=result,
-                response_count=int(response is not None),
-            )
-        except AuditUnavailableError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        return response
-
-    def _unary_unary(self, info: MethodInfo, handler: Handler) -> Handler:
-        inner = handler.unary_unary
+    def _wrap(self, info: MethodInfo, handler: Handler) -> Handler:
         deserialize: Deserializer = handler.request_deserializer
         serialize: Serializer = handler.response_serializer
         request_class = info.request_class or message_class_of(deserialize)
-
-        async def behavior(raw: bytes, context: Any) -> bytes | None:
-            started = time.time_ns()
-            scope, token = enter_scope()
-
-            async def call() -> Any:
-                await self._admit(context)
-                return await _settled(
-                    inner(await self._parse(info, deserialize, raw, context), context)
+        # Requests arrive as bytes: the interceptor parses them itself (to audit the
+        # malformed and the oversized).
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary_response(
+                    info, handler.unary_unary, serialize, request_class, deserialize, False
                 )
-
-            return await self._unary_response(
-                info,
-                context,
-                started,
-                scope,
-                token,
-                call(),
-                serialize,
-                lambda: raw,
-                lambda: request_class,
-                lambda: 1,
             )
-
-        return grpc.unary_unary_rpc_method_handler(behavior)
-
-    def _stream_unary(self, info: MethodInfo, handler: Handler) -> Handler:
-        inner = handler.stream_unary
-        serialize: Serializer = handler.response_serializer
-        request_class = info.request_class
-
-        async def behavior(requests: AsyncIterator[Any], context: Any) -> bytes | None:
-            started = time.time_ns()
-            scope, token = enter_scope()
-            counts = _Counts()
-
-            async def call() -> Any:
-                await self._admit(context)
-                return await _settled(
-                    inner(_counting_requests(requests, counts), _CountingContext(context, counts))
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary_response(
+                    info, handler.stream_unary, serialize, request_class, deserialize, True
                 )
-
-            return await self._unary_response(
-                info,
-                context,
-                started,
-                scope,
-                token,
-                call(),
-                serialize,
-                lambda: counts.first,
-                lambda: counts.cls or request_class,
-                lambda: counts.received,
             )
-
-        return grpc.stream_unary_rpc_method_handler(
-            behavior, request_deserializer=handler.request_deserializer, response_serializer=None
+        inner = handler.unary_stream or handler.stream_stream
+        behavior = self._stream_response(
+            info, inner, request_class, deserialize, handler.stream_stream is not None
         )
+        make = (
+            grpc.stream_stream_rpc_method_handler
+            if handler.stream_stream is not None
+            else grpc.unary_stream_rpc_method_handler
+        )
+        return make(behavior, response_serializer=serialize)
 
-    def _streaming_response(
+    async def _argument(self, call: _Call, request: Any, context: Any, streaming: bool) -> Any:
+        if not streaming:
+            return await self._parse(call, request, context)
+
+        async def requests() -> AsyncIterator[Any]:
+            async for raw in request:
+                yield await self._parse(call, raw, context)
+
+        return requests()
+
+    def _handler_context(self, call: _Call, context: Any, streaming: bool) -> Any:
+        if streaming or self._fail_closed:
+            return _AuditedContext(context, call, self)
+        return context
+
+    def _unary_response(
         self,
         info: MethodInfo,
         inner: Any,
-        make_request: Callable[[Any, Any, _Counts], Awaitable[Any]],
-        counts_request: bool,
+        serialize: Serializer,
         request_class: type[message.Message] | None,
+        deserialize: Deserializer,
+        streaming_request: bool,
+    ) -> Any:
+        """The behavior of a unary-response call (unary-unary or stream-unary)."""
+
+        async def behavior(request: Any, context: Any) -> bytes | None:
+            call = _Call(info, request_class, deserialize)
+            token = SCOPE.set(call.scope)
+            error: BaseException | None = None
+            try:
+                await self._start(call, context)
+                argument = await self._argument(call, request, context, streaming_request)
+                result = await _settled(
+                    inner(argument, self._handler_context(call, context, streaming_request))
+                )
+                response = self._serialize_unary(result, serialize, context)
+                if response is not None:
+                    call.on_send(result)
+                return response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                SCOPE.reset(token)
+                await self._finish(call, context, error)
+
+        return behavior
+
+    def _stream_response(
+        self,
+        info: MethodInfo,
+        inner: Any,
+        request_class: type[message.Message] | None,
+        deserialize: Deserializer,
+        streaming_request: bool,
     ) -> Any:
         """The behavior of a server-streaming call, in the handler's own style."""
-
-        def finish(
-            context: Any,
-            started: int,
-            scope: _CallScope,
-            raw: bytes | None,
-            counts: _Counts,
-            error: BaseException | None,
-        ) -> None:
-            self._finish(
-                info,
-                context,
-                started,
-                scope,
-                error,
-                request=counts.first if counts_request else raw,
-                request_class=(counts.cls or request_class) if counts_request else request_class,
-                request_count=counts.received if counts_request else 1,
-                # The handler's own last response: the call is over, nothing else uses it.
-                response=counts.last,
-                response_count=counts.sent,
-            )
-
         if inspect.isasyncgenfunction(inner) or inspect.isgeneratorfunction(inner):
 
             async def generator(request: Any, context: Any) -> AsyncIterator[Any]:
-                started = time.time_ns()
-                scope = _CallScope()
-                counts = _Counts()
-                raw = request if isinstance(request, bytes) else None
+                call = _Call(info, request_class, deserialize)
                 error: BaseException | None = None
                 try:
-                    await self._admit(context)
-                    argument = await make_request(request, context, counts)
-                    responses = _async_iterator(inner(argument, _CountingContext(context, counts)))
+                    token = SCOPE.set(call.scope)
+                    try:
+                        await self._start(call, context)
+                        argument = await self._argument(call, request, context, streaming_request)
+                        responses = _async_iterator(
+                            inner(argument, _AuditedContext(context, call, self))
+                        )
+                    finally:
+                        SCOPE.reset(token)
                     while True:
-                        token = _SCOPE.set(scope)
+                        token = SCOPE.set(call.scope)
                         try:
                             item = await responses.__anext__()
                         except StopAsyncIteration:
                             break
                         finally:
-                            _SCOPE.reset(token)
-                        counts.on_send(item)
+                            SCOPE.reset(token)
+                        call.on_send(item)
                         yield item
                 except BaseException as exc:
                     error = exc
                     raise
                 finally:
-                    finish(context, started, scope, raw, counts, error)
+                    await self._finish(call, context, error)
 
             return generator
 
         async def coroutine(request: Any, context: Any) -> None:
-            started = time.time_ns()
-            scope, token = enter_scope()
-            counts = _Counts()
-            raw = request if isinstance(request, bytes) else None
+            call = _Call(info, request_class, deserialize)
+            token = SCOPE.set(call.scope)
             error: BaseException | None = None
             try:
-                await self._admit(context)
-                argument = await make_request(request, context, counts)
-                await inner(argument, _CountingContext(context, counts))
+                await self._start(call, context)
+                argument = await self._argument(call, request, context, streaming_request)
+                await inner(argument, _AuditedContext(context, call, self))
             except BaseException as exc:
                 error = exc
                 raise
             finally:
-                exit_scope(token)
-                finish(context, started, scope, raw, counts, error)
+                SCOPE.reset(token)
+                await self._finish(call, context, error)
 
         return coroutine
-
-    def _unary_stream(self, info: MethodInfo, handler: Handler) -> Handler:
-        deserialize: Deserializer = handler.request_deserializer
-
-        async def parse(raw: bytes, context: Any, counts: _Counts) -> Any:
-            return await self._parse(info, deserialize, raw, context)
-
-        behavior = self._streaming_response(
-            info,
-            handler.unary_stream,
-            parse,
-            False,
-            info.request_class or message_class_of(deserialize),
-        )
-        return grpc.unary_stream_rpc_method_handler(
-            behavior, request_deserializer=None, response_serializer=handler.response_serializer
-        )
-
-    def _stream_stream(self, info: MethodInfo, handler: Handler) -> Handler:
-        async def count(requests: AsyncIterator[Any], context: Any, counts: _Counts) -> Any:
-            return _counting_requests(requests, counts)
-
-        behavior = self._streaming_response(
-            info, handler.stream_stream, count, True, info.request_class
-        )
-        return grpc.stream_stream_rpc_method_handler(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )

@@ -1,24 +1,32 @@
-"""The constructor and lifecycle shared by `AuditInterceptor` and `AsyncAuditInterceptor`."""
+"""The constructor, limits and lifecycle shared by `AuditInterceptor` and
+`AsyncAuditInterceptor`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from google.protobuf import message
+import grpc
 
-from auditline.interceptor._core import (
-    AuditCore,
-    PrincipalResolver,
-    Sink,
-    _CallScope,
-    make_config,
-)
+from auditline.interceptor._core import AuditCore, CallRecord, make_config
 from auditline.interceptor._methods import MethodInfo, method_info
+from auditline.interceptor._summaries import SummaryPolicy
+from auditline.interceptor._types import Metadata, PrincipalResolver, Sink
 
-__all__ = ["AuditInterceptorBase"]
+__all__ = ["AuditInterceptorBase", "Refusal"]
 
 _HANDLER_CACHE_SIZE = 4096
+# What HTTP/2 (RFC 7540 6.5.2) counts for each header besides its name and value.
+_HEADER_OVERHEAD = 32
+
+
+class Refusal(Exception):
+    """A limit the interceptor enforces itself: the code and message to answer with."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
 
 
 class AuditInterceptorBase:
@@ -38,9 +46,20 @@ class AuditInterceptorBase:
             and `-bin` headers never are).
         max_body_bytes: request parameters and response bodies larger than this
             (as JSON) are truncated and flagged (default 100 KB, as CloudTrail).
+        unauthenticated_max_body_bytes: the same for calls without a principal
+            (default: `max_body_bytes`; `auditline serve` uses 4 KB).
+        max_message_bytes: request messages larger than this are answered
+            RESOURCE_EXHAUSTED (and recorded) before the handler sees them; set the
+            server's `grpc.max_receive_message_length` above it.
+        max_metadata_bytes: the same for request metadata (as HTTP/2 counts it); set
+            the server's `grpc.max_metadata_size` above it.
+        summaries: past this rate per source address, unauthenticated calls are
+            counted in a `CallsSummarized` event per interval instead of one event
+            each (default: every call is recorded).
         node_id: recorded in every event.
-        fail_closed: emit each event before the call completes and fail the call
-            with UNAVAILABLE when the sink cannot take it.
+        fail_closed: a call completes only once its events are durable in the sink;
+            otherwise it is answered UNAVAILABLE (and refused before it runs when
+            the sink says it cannot keep events).
     """
 
     def __init__(
@@ -52,6 +71,10 @@ class AuditInterceptorBase:
         hmac_key: bytes | None = None,
         metadata_allowlist: Sequence[str] = (),
         max_body_bytes: int = 100_000,
+        unauthenticated_max_body_bytes: int | None = None,
+        max_message_bytes: int | None = None,
+        max_metadata_bytes: int | None = None,
+        summaries: SummaryPolicy | None = None,
         node_id: str = "",
         fail_closed: bool = False,
     ) -> None:
@@ -64,9 +87,14 @@ class AuditInterceptorBase:
                 hmac_key=hmac_key,
                 metadata_allowlist=metadata_allowlist,
                 max_body_bytes=max_body_bytes,
+                unauthenticated_max_body_bytes=unauthenticated_max_body_bytes,
+                max_message_bytes=max_message_bytes,
+                max_metadata_bytes=max_metadata_bytes,
+                summaries=summaries,
                 fail_closed=fail_closed,
             ),
         )
+        self._fail_closed = fail_closed
         # The wrapped handler of each method, with the handler it wraps. Inner
         # interceptors that build a new handler per call get it re-wrapped per call;
         # method names beyond the bound (which clients choose) are not kept.
@@ -87,44 +115,56 @@ class AuditInterceptorBase:
         """How many events the sink refused so far."""
         return self._core.sink_errors
 
+    @property
+    def summarized_calls(self) -> int:
+        """How many calls were counted in summaries rather than recorded one by one."""
+        summarizer = self._core.summarizer
+        return summarizer.summarized if summarizer is not None else 0
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the events of every call finished so far reached the sink."""
         return self._core.flush(timeout)
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Flush and stop the background worker; call it after the server stopped."""
+        """Flush, write the open summaries and stop the background worker; call it
+        after the server stopped."""
         self._core.close(timeout)
 
-    def _record(
-        self,
-        info: MethodInfo,
-        context: Any,
-        started_ns: int,
-        scope: _CallScope | None,
-        error: BaseException | None,
-        ended_by_client: bool,
-        request: bytes | message.Message | None,
-        request_class: type[message.Message] | None,
-        request_count: int,
-        response: bytes | message.Message | None,
-        response_count: int,
-    ) -> None:
-        """Capture a finished call and hand its record on.
+    # --- limits --------------------------------------------------------------------
 
-        Raises `AuditUnavailableError` only in fail-closed mode.
-        """
-        self._core.submit(
-            self._core.capture(
-                info,
-                context,
-                started_ns,
-                scope,
-                error,
-                ended_by_client,
-                request,
-                request_class,
-                request_count,
-                response,
-                response_count,
-            )
+    def _metadata_refusal(self, metadata: Metadata | None) -> Refusal | None:
+        limit = self._core.config.max_metadata_bytes
+        if limit is None or not metadata:
+            return None
+        size = sum(len(key) + len(value) + _HEADER_OVERHEAD for key, value in metadata)
+        if size <= limit:
+            return None
+        return Refusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the request metadata is {size} bytes; the limit is {limit}",
         )
+
+    def _message_refusal(self, raw: bytes) -> Refusal | None:
+        limit = self._core.config.max_message_bytes
+        if limit is None or len(raw) <= limit:
+            return None
+        return Refusal(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the request message is {len(raw)} bytes; the limit is {limit}",
+        )
+
+    # --- handing records on ----------------------------------------------------------
+
+    def _queue(self, record: CallRecord) -> None:
+        self._core.submit(record, wait=False)
+
+    def _keep(self, record: CallRecord) -> str:
+        """Fail-closed: make the record durable; on failure, queue what the client will
+        see instead and return the message of that UNAVAILABLE answer ("" when kept)."""
+        try:
+            self._core.submit(record, wait=True)
+        except Exception as exc:
+            reason = str(exc) or "the audit log cannot record this call"
+            self._core.submit(self._core.unavailable(record, reason), wait=False)
+            return reason
+        return ""

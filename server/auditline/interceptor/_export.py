@@ -24,7 +24,8 @@ from typing import Protocol
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import FORMATS, LOG_DIRS
-from auditline.interceptor._spool import Spool, SpooledEvent
+from auditline.interceptor._spool import Spool
+from auditline.interceptor._spool_store import ExportedFile, SpooledEvent
 
 __all__ = ["Exporter", "ExporterConfig", "ExporterState", "ExporterStatus", "ObjectWriter"]
 
@@ -114,8 +115,8 @@ class Exporter:
         self.writer = writer
         self.node_id = node_id or "node"
         self.clock = clock
-        spool.register(config.name)
-        self.status = ExporterStatus(watermark=spool.watermark(config.name))
+        spool.store.register(config.name)
+        self.status = ExporterStatus(watermark=spool.store.watermark(config.name))
         self._wake = threading.Event()
         self._flush_requested = threading.Event()
         self._flushed = threading.Condition()
@@ -194,15 +195,16 @@ class Exporter:
     def export_once(self) -> int:
         """Write the next batch (at most one file's worth); return its event count."""
         name = self.config.name
-        watermark = self.spool.watermark(name)
-        intent = self.spool.intent(name)
+        store = self.spool.store
+        watermark = store.watermark(name)
+        intent = store.intent(name)
         render = FORMATS[self.config.format]
         if intent is not None:  # a batch that failed or was cut short by a crash: redo it
-            pending: Iterable[SpooledEvent] = self.spool.read(
+            pending: Iterable[SpooledEvent] = store.read(
                 intent[0] - 1, limit=intent[1] - intent[0] + 1
             )
         else:
-            pending = self.spool.iterate(watermark, batch=500)
+            pending = store.iterate(watermark, batch=500)
         chosen: list[tuple[SpooledEvent, bytes, int]] = []
         size = 0
         for item in pending:
@@ -216,7 +218,7 @@ class Exporter:
             return 0
         first, last = chosen[0][0].seq, chosen[-1][0].seq
         if intent is None:
-            self.spool.begin_batch(name, first, last)
+            store.begin_batch(name, first, last)
         by_log: dict[int, list[tuple[SpooledEvent, bytes]]] = {}
         for item, line, log_type in chosen:
             if not self.config.log_types or log_type in self.config.log_types:
@@ -245,25 +247,25 @@ class Exporter:
             )
             self.on_upload(time.perf_counter() - started)
             files.append(
-                (
-                    key,
-                    items[0][0].seq,
-                    items[-1][0].seq,
-                    len(items),
-                    len(body),
-                    hashlib.sha256(body).hexdigest(),
+                ExportedFile(
+                    key=key,
+                    first_seq=items[0][0].seq,
+                    last_seq=items[-1][0].seq,
+                    events=len(items),
+                    bytes=len(body),
+                    sha256=hashlib.sha256(body).hexdigest(),
                 )
             )
-        self.spool.commit_files(name, files, watermark=last)
+        store.commit_files(name, files, watermark=last)
         now = self.clock()
         self._last_cut = now
         self.status.watermark = last
         self.status.last_success_time = now
         self.status.last_error = ""
-        self.status.exported_events += sum(f[3] for f in files)
+        self.status.exported_events += sum(f.events for f in files)
         self.status.exported_files += len(files)
         if files:
-            self.status.last_object_key = files[-1][0]
+            self.status.last_object_key = files[-1].key
         self.status.backlog = self._backlog()
         return len(chosen)
 

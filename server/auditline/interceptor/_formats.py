@@ -104,6 +104,7 @@ def apievent_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:
             "MessageCount": response.message_count,
             "ResponseBodyTruncated": response.body_truncated,
             "ResponseStatus": response.response_status,
+            "ResponseErrorTruncated": response.error_truncated,
         }
         out["Response"] = fields
     out |= {

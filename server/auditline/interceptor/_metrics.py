@@ -44,19 +44,45 @@ def instrument(
         "auditline.audit.events.dropped",
         [spool_value("dropped")],
         unit="{event}",
-        description="events dropped because the spool was full",
+        description="events that could not be kept; each is counted in an "
+        "AuditEventsDropped marker in the log",
     )
     meter.create_observable_counter(
         "auditline.audit.calls.rejected",
         [spool_value("rejected")],
         unit="{call}",
-        description="calls refused because the spool was full",
+        description="calls refused before they ran because their events could not be kept",
     )
     meter.create_observable_gauge(
         "auditline.audit.spool.size",
         [spool_value("bytes")],
         unit="By",
-        description="bytes of events in the spool",
+        description="bytes of events in the spool that some exporter still needs",
+    )
+    meter.create_observable_gauge(
+        "auditline.audit.spool.retained",
+        [spool_value("retained_bytes")],
+        unit="By",
+        description="bytes of exported events kept in the spool for queries",
+    )
+    meter.create_observable_gauge(
+        "auditline.audit.spool.buffered",
+        [spool_value("buffered_bytes")],
+        unit="By",
+        description="bytes of events in memory, not yet written to the spool",
+    )
+    meter.create_observable_counter(
+        "auditline.audit.spool.write_errors",
+        [spool_value("write_errors")],
+        unit="{error}",
+        description="failed spool writes (a full disk, say); their events are retried",
+    )
+    meter.create_observable_gauge(
+        "auditline.audit.degraded",
+        [lambda _options: [Observation(int(spool.stats.degraded))]],
+        unit="1",
+        description="1 while the spool cannot promise to keep events (writes fail, or "
+        "its disk reserve is spent); fail-closed servers refuse calls meanwhile",
     )
     meter.create_observable_counter(
         "auditline.audit.events.exported",

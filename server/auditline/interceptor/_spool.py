@@ -1,128 +1,89 @@
-"""The durable spool: finished events on local disk until every exporter has them.
+"""The durable spool: a `Sink` keeping finished events on local disk until every exporter
+has them.
 
-SQLite in WAL mode (stdlib `sqlite3`). Events are redacted before they get here
-(the interceptor builds them). `emit` only appends to a queue; one writer thread
-group-commits batches, numbering events gap-free per node as it writes them.
+SQLite in WAL mode (`SpoolStore`). Events arrive redacted, as JSON documents; one
+writer thread group-commits them, numbering them gap-free per node.
 
 Durability:
-- `async` (default): the call returns before its event is on disk. Events not
-  yet committed (at most `commit_interval` seconds' worth, 10 ms by default) are
-  lost if the process dies; a clean shutdown loses nothing.
-- `sync`: `emit` returns only after the event's batch is committed with
-  `synchronous=FULL`; the interceptor must be fail-closed so a failure fails the
-  call. `admit` refuses calls before they run when the spool cannot take them.
+- `async` (default): a call returns before its event is on disk; events not yet
+  committed are lost if the process dies (the README gives the measured window);
+  a clean shutdown loses nothing.
+- `sync` (fail-closed): `emit_documents(wait=True)` returns only once the call's
+  events are committed with `synchronous=FULL`, or raises having stored none of
+  them. `admit` refuses calls before they run when their events could not be kept.
 
-Backpressure when the spool holds `max_bytes`: `block` (wait up to
-`block_timeout`, then refuse), `reject` (refuse at once; the interceptor answers
-UNAVAILABLE without running the call) or `drop` (the event is dropped, counted,
-and a marker event saying how many were lost and when is spooled as soon as there
-is room).
+When a write fails (a full disk, SQLite's `SQLITE_FULL`) nothing is discarded:
+the store's reserve is released so the events of calls already running can be
+written, the spool turns **degraded** (`sync` then refuses new calls), the
+unwritten events wait in memory (at most `max_memory_bytes`) and are retried,
+and the spool recovers by itself once the reserve can be held again. Events
+beyond the memory bound are dropped and counted, and an `AuditEventsDropped`
+marker (DATA_LOSS) with the exact count is written as soon as the spool can write.
+
+Backpressure when pending and retained events reach `max_bytes` (retained ones
+are deleted first): `block` (wait up to `block_timeout`, then refuse), `reject`
+(refuse at once) or `drop` (events are dropped and counted, `async` only).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import orjson
-from google.protobuf import json_format
 
-from auditline.audit.v1 import event_pb2, options_pb2
-from auditline.interceptor._core import AuditUnavailableError
+from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import apievent_dict
+from auditline.interceptor._losses import LossCounter, Losses
+from auditline.interceptor._spool_store import SQLITE_FULL, SpoolStore, StoredEvent
+from auditline.interceptor._types import AuditUnavailableError, EventDocument
 
-__all__ = ["Spool", "SpoolStats", "SpooledEvent"]
+__all__ = ["Spool", "SpoolStats"]
 
 log = logging.getLogger("auditline.interceptor")
 
 DURABILITY = ("async", "sync")
 BACKPRESSURE = ("block", "reject", "drop")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
-    at_ns INTEGER NOT NULL,
-    end_ns INTEGER NOT NULL,
-    log_type INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    event_id TEXT NOT NULL,
-    event_name TEXT NOT NULL,
-    account TEXT NOT NULL,
-    code INTEGER NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_id ON events (event_id);
-CREATE TABLE IF NOT EXISTS freed (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS watermarks (
-    exporter TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS intents (
-    exporter TEXT PRIMARY KEY,
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS files (
-    exporter TEXT NOT NULL,
-    key TEXT NOT NULL,
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL,
-    events INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    written_at REAL NOT NULL,
-    PRIMARY KEY (exporter, key)
-);
-"""
-
-
-class SpooledEvent(NamedTuple):
-    seq: int
-    at_ns: int  # when the call arrived
-    end_ns: int  # when it ended
-    log_type: int
-    body: bytes  # the event as protobuf's JSON mapping of ApiEvent, Sequence set
-
-    def document(self) -> dict[str, Any]:
-        return dict(orjson.loads(self.body))
-
-    def event(self) -> event_pb2.ApiEvent:
-        return json_format.ParseDict(self.document(), event_pb2.ApiEvent())
+_LOG_TYPES = {v.name: v.number for v in event_pb2.LogType.DESCRIPTOR.values}
 
 
 @dataclasses.dataclass
 class SpoolStats:
-    accepted: int = 0
-    dropped: int = 0
-    rejected: int = 0
-    bytes: int = 0
+    """The spool's figures, for metrics and health."""
+
+    accepted: int = 0  # events taken
+    dropped: int = 0  # events lost, each counted in a marker
+    rejected: int = 0  # calls refused before they ran
+    bytes: int = 0  # events some exporter still needs
+    retained_bytes: int = 0  # exported events kept for queries
+    buffered_bytes: int = 0  # events in memory, not yet written
     last_seq: int = 0
-
-
-_Pending = tuple[dict[str, Any], int, int]  # document, at_ns, end_ns
-_LOG_TYPES = {v.name: v.number for v in event_pb2.LogType.DESCRIPTOR.values}
+    write_errors: int = 0
+    degraded: bool = False  # writes are failing, or the disk reserve is spent
 
 
 class _Batch:
-    __slots__ = ("committed", "error", "events")
+    """Events committed together. `state`: open (taking events), queued, writing, written."""
+
+    __slots__ = ("items", "size", "state")
 
     def __init__(self) -> None:
-        self.events: list[_Pending] = []
-        self.committed = threading.Event()
-        self.error: BaseException | None = None
+        self.items: list[StoredEvent] = []
+        self.size = 0
+        self.state = "open"
 
 
 class Spool:
     """A `Sink` that keeps events durable on disk for the exporters."""
+
+    retry_interval = 0.2  # between attempts while writes fail
 
     def __init__(
         self,
@@ -135,13 +96,16 @@ class Spool:
         commit_interval: float = 0.01,
         block_timeout: float = 10.0,
         retain_seconds: float = 0.0,
+        reserve_bytes: int | None = None,
+        max_memory_bytes: int = 64 << 20,
+        max_file_bytes: int | None = None,
     ) -> None:
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {DURABILITY}")
         if backpressure not in BACKPRESSURE:
             raise ValueError(f"backpressure must be one of {BACKPRESSURE}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        if durability == "sync" and backpressure == "drop":
+            raise ValueError("sync durability never drops events: use block or reject")
         self.node_id = node_id
         self.max_bytes = max_bytes
         self._hard_cap = max_bytes + max_bytes // 10
@@ -149,108 +113,170 @@ class Spool:
         self.backpressure = backpressure
         self.commit_interval = commit_interval
         self.block_timeout = block_timeout
-        # Exported events stay queryable (`query`) this long; they no longer count
-        # against `max_bytes`, which bounds only what some exporter still needs.
-        self.retain_seconds = retain_seconds
-        self._new_events = threading.Condition()
-        self.stats = SpoolStats()
-        self._db = self._connect()
-        # One connection shared by the writer and the exporters, one at a time.
-        self._db_lock = threading.RLock()
-        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
-        last_file = self._db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM files").fetchone()
-        # Freed events leave the table; the numbering must still never go back.
-        self._next_seq = max(int(row[0]), int(last_file[0])) + 1
-        freed = self._db.execute("SELECT seq FROM freed").fetchone()
-        self._freed_upto = int(freed[0]) if freed else 0
-        self.stats.bytes = int(
-            self._db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM events WHERE seq > ?", (self._freed_upto,)
-            ).fetchone()[0]
-        )
-        self.stats.last_seq = self._next_seq - 1
+        self.max_memory_bytes = max_memory_bytes
         mutex = threading.RLock()
         self._lock = threading.Condition(mutex)  # room in the spool (admit waits on it)
-        self._work = threading.Condition(mutex)  # events to write (the sync writer waits)
-        self._batch = _Batch()
-        self._dropped_since: tuple[int, int, int] | None = None  # count, first ns, last ns
+        self._work = threading.Condition(mutex)  # events to write (the writer waits)
+        self._written = threading.Condition(mutex)  # batches written (sync callers wait)
+        self._new_events = threading.Condition()
+        if reserve_bytes is None:
+            reserve_bytes = max(1 << 20, min(64 << 20, max_bytes // 16))
+        self.store = SpoolStore(
+            path,
+            durability=durability,
+            reserve_bytes=reserve_bytes,
+            max_file_bytes=max_file_bytes,
+            retain_seconds=retain_seconds,
+            on_freed=self._on_freed,
+        )
+        self.path = path
+        self.stats = SpoolStats()
+        self._refresh_sizes()
+        self._queue: collections.deque[_Batch] = collections.deque()
+        self._losses = LossCounter()
         self._force_marker = False
+        self._degraded = "" if self.store.reserve_held else "the disk has no room for the reserve"
+        self.stats.degraded = bool(self._degraded)
+        # Told the reason whenever the spool turns degraded, and "" when it recovers
+        # (from the writer thread): health checks follow it.
+        self.on_degraded: Callable[[str], None] = lambda reason: None
         # (since ns, LogType names kept or None for all), oldest first: which logs
         # were switched on when; see `keep_logs`.
         self._gates: list[tuple[int, frozenset[str] | None]] = []
         self._closed = False
+        self._close_deadline: float | None = None
+        self._next_recovery = 0.0
         self._writer = threading.Thread(target=self._run, name="auditline-spool", daemon=True)
         self._writer.start()
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed batch survives a power loss, not only a crash.
-        db.execute(
-            "PRAGMA synchronous=FULL" if self.durability == "sync" else "PRAGMA synchronous=NORMAL"
-        )
-        db.execute("PRAGMA busy_timeout=10000")
-        db.executescript(_SCHEMA)
-        self.path.chmod(0o600)
-        return db
+    @property
+    def degraded(self) -> str:
+        """Why the spool cannot promise to keep events right now; empty when it can."""
+        return self._degraded
 
-    # --- the request path ----------------------------------------------------------
+    # --- the request path ------------------------------------------------------------
 
     def admit(self) -> None:
         """Called before a call runs: refuse it when its event could not be kept."""
         if self._closed:
-            raise AuditUnavailableError("the audit spool is closed")
-        if self.stats.bytes < self.max_bytes or self.backpressure == "drop":
+            raise AuditUnavailableError("the audit log is closed")
+        if self.durability == "sync" and self._degraded:
+            self.stats.rejected += 1
+            raise AuditUnavailableError("the audit log cannot record calls right now")
+        if self._full() < self.max_bytes or self.backpressure == "drop":
             return
         if self.backpressure == "reject":
             self.stats.rejected += 1
-            raise AuditUnavailableError("the audit spool is full")
+            raise AuditUnavailableError("the audit log is full")
         with self._lock:
-            if not self._lock.wait_for(
-                lambda: self.stats.bytes < self.max_bytes, self.block_timeout
-            ):
+            if not self._lock.wait_for(lambda: self._full() < self.max_bytes, self.block_timeout):
                 self.stats.rejected += 1
                 raise AuditUnavailableError(
-                    f"the audit spool stayed full for {self.block_timeout:g}s"
+                    f"the audit log stayed full for {self.block_timeout:g}s"
                 )
+
+    def _full(self) -> int:
+        """Bytes that count against `max_bytes`: written events some exporter needs.
+        (Events in memory have their own bound, `max_memory_bytes`.)"""
+        return self.stats.bytes
 
     def emit(self, event: event_pb2.ApiEvent) -> None:
-        """Queue an event; in sync durability, return once it is committed."""
-        self.emit_document(
-            apievent_dict(event),
-            event.request.request_time.ToNanoseconds(),
-            event.response.response_time.ToNanoseconds(),
+        """Take an event message (in sync durability, return once it is committed)."""
+        self.emit_documents(
+            [
+                EventDocument(
+                    document=apievent_dict(event),
+                    at_ns=event.request.request_time.ToNanoseconds(),
+                    end_ns=event.response.response_time.ToNanoseconds(),
+                )
+            ]
         )
 
-    def emit_document(self, document: dict[str, Any], at_ns: int, end_ns: int) -> None:
-        """`emit` for an event already in its JSON form (what the interceptor hands over)."""
-        if self._gates and not self._wanted(document.get("LogType", ""), at_ns):
-            return  # a log that was switched off when the call came (not a loss)
-        # `block` and `reject` refuse calls before they run (`admit`); the events of
-        # those refusals may use a tenth more, then events are dropped (and counted).
-        limit = self.max_bytes if self.backpressure == "drop" else self._hard_cap
-        if self.stats.bytes >= limit:
-            now = time.time_ns()
-            with self._lock:
-                count, first, _ = self._dropped_since or (0, now, now)
-                self._dropped_since = (count + 1, first, now)
-                self.stats.dropped += 1
-            return
+    def emit_documents(
+        self, documents: Sequence[EventDocument], *, wait: bool | None = None
+    ) -> None:
+        """Take the events of one call, to be committed together.
+
+        `wait` (the default in sync durability): return once they are committed, or
+        raise `AuditUnavailableError` having stored none of them. Without it, events
+        that cannot be kept are dropped and counted, never raised about.
+        """
+        wait = self.durability == "sync" if wait is None else wait
+        items = [self._stored(d) for d in documents if self._wanted(d)]
+        if not items:
+            return  # logs that were switched off when the call came (not a loss)
+        size = sum(len(item.body) for item in items)
         with self._lock:
-            if self._closed:
-                raise AuditUnavailableError("the audit spool is closed")
-            batch = self._batch
-            batch.events.append((document, at_ns, end_ns))
-            self.stats.accepted += 1
-            if self.durability == "sync":
+            refusal = self._refusal(size)
+            if refusal:
+                if wait:
+                    raise AuditUnavailableError(
+                        f"the audit log cannot record this call ({refusal})"
+                    )
+                self._drop(len(items), refusal, time.time_ns())
+                return
+            batch = self._queue[-1] if self._queue and self._queue[-1].state == "open" else None
+            if batch is None:
+                batch = _Batch()
+                self._queue.append(batch)
+            batch.items += items
+            batch.size += size
+            self.stats.buffered_bytes += size
+            self.stats.accepted += len(items)
+            if wait:
                 self._work.notify()
-        if self.durability == "sync":
-            if not batch.committed.wait(self.block_timeout):
-                raise AuditUnavailableError("the audit spool did not commit in time")
-            if batch.error is not None:
-                raise AuditUnavailableError(
-                    f"the audit spool could not write ({type(batch.error).__name__})"
-                )
+                self._await(batch, items)
+
+    def _refusal(self, size: int) -> str:
+        """Why events of `size` bytes cannot be taken now ("" when they can)."""
+        if self._closed:
+            return "the spool is closed"
+        # `block` and `reject` refuse calls before they run (`admit`); the events of
+        # calls already admitted may use a tenth more.
+        limit = self.max_bytes if self.backpressure == "drop" else self._hard_cap
+        if self._full() >= limit:
+            return "the spool was full"
+        if self.stats.buffered_bytes + size > self.max_memory_bytes:
+            return "the spool could not write and its memory bound was reached"
+        return ""
+
+    def _await(self, batch: _Batch, items: list[StoredEvent]) -> None:
+        """Wait (holding the lock) until `batch` is written; on timeout, withdraw `items`."""
+        if self._written.wait_for(lambda: batch.state == "written", self.block_timeout):
+            return
+        # Not written in time: take these events back so that they never are (the
+        # caller is told UNAVAILABLE), unless the writer has them in hand right now.
+        self._written.wait_for(lambda: batch.state != "writing")
+        if batch.state == "written":
+            return
+        mine = {id(item) for item in items}
+        batch.items = [item for item in batch.items if id(item) not in mine]
+        withdrawn = sum(len(item.body) for item in items)
+        batch.size -= withdrawn
+        self.stats.buffered_bytes -= withdrawn
+        self.stats.accepted -= len(items)
+        raise AuditUnavailableError("the audit log could not record this call in time")
+
+    def _drop(self, count: int, reason: str, at_ns: int) -> None:
+        self._losses.add(count, reason, at_ns)
+        self.stats.dropped += count
+
+    def _stored(self, item: EventDocument) -> StoredEvent:
+        document = item.document
+        document["Sequence"] = "0"  # numbered when written (`StoredEvent.numbered`)
+        if not document.get("NodeId"):
+            document["NodeId"] = self.node_id
+        request = document.get("Request", {})
+        return StoredEvent(
+            body=orjson.dumps(document),
+            at_ns=item.at_ns,
+            end_ns=item.end_ns,
+            log_type=_LOG_TYPES.get(document.get("LogType", ""), 0),
+            event_id=document.get("EventId", ""),
+            event_name=document.get("EventName", ""),
+            account=request.get("AccountName", ""),
+            code=document.get("Response", {}).get("ResponseCode", 0),
+        )
 
     def keep_logs(self, log_types: frozenset[str] | None, since_ns: int | None = None) -> None:
         """From `since_ns` (now by default) keep only events of these logs (`LogType`
@@ -260,326 +286,207 @@ class Spool:
         with self._lock:
             self._gates = [g for g in self._gates[-8:] if g[0] < since] + [(since, log_types)]
 
-    def _wanted(self, log_type: str, at_ns: int) -> bool:
+    def _wanted(self, item: EventDocument) -> bool:
+        if not self._gates:
+            return True
         kept: frozenset[str] | None = None
         for since, log_types in self._gates:
-            if since > at_ns:
+            if since > item.at_ns:
                 break
             kept = log_types
-        return kept is None or log_type in kept
+        return kept is None or item.document.get("LogType", "") in kept
 
     # --- the writer ------------------------------------------------------------------
 
-    def _marker(self) -> _Pending | None:
-        if self._dropped_since is None:
-            return None
-        if self.stats.bytes >= self.max_bytes and not self._closed and not self._force_marker:
-            return None  # still dropping: one marker per episode, written when it ends
-        count, first, last = self._dropped_since
-        self._dropped_since = None
-        marker = event_pb2.ApiEvent(
-            event_name="AuditEventsDropped",
-            version="2",
-            service="auditline.audit.v1",
-            method="AuditEventsDropped",
-            activity=options_pb2.ACTIVITY_OTHER,
-            log_type=event_pb2.LOG_TYPE_SETTINGS,
-        )
-        marker.request.request_time.FromNanoseconds(first)
-        marker.request.request_params.update({"dropped_events": count})
-        marker.response.response_time.FromNanoseconds(last)
-        marker.response.response_code = 15  # DATA_LOSS
-        marker.response.response_status = "DATA_LOSS"
-        marker.response.response_error = (
-            f"{count} audit events were dropped because the spool was full"
-        )
-        marker.response.response_body.SetInParent()
-        log.error("%d audit events were dropped (spool full)", count)
-        return apievent_dict(marker), first, last
-
     def _run(self) -> None:
         while True:
-            if self.durability == "sync":
-                # Write as soon as there is anything: callers are waiting. Events that
-                # arrive during a commit form the next batch (group commit).
-                with self._work:
-                    self._work.wait_for(
-                        lambda: bool(self._batch.events) or self._closed or self._force_marker,
-                        self.commit_interval,
-                    )
-            else:
-                time.sleep(self.commit_interval)
-            with self._lock:
-                batch, self._batch = self._batch, _Batch()
-                marker = self._marker()
-                closing = self._closed
-            if marker is not None:
-                batch.events.insert(0, marker)
-            if batch.events:
-                self._write(batch)
-            else:
-                batch.committed.set()
-            if closing:
-                return
-
-    def _write(self, batch: _Batch) -> None:
-        rows = []
-        size = 0
-        seq = self._next_seq
-        for document, at_ns, end_ns in batch.events:
-            document["Sequence"] = str(seq)  # protobuf's JSON writes int64 as text
-            if not document.get("NodeId"):
-                document["NodeId"] = self.node_id
-            body = orjson.dumps(document)
-            rows.append(
-                (
-                    seq,
-                    at_ns,
-                    end_ns,
-                    _LOG_TYPES.get(document.get("LogType", ""), 0),
-                    len(body),
-                    document.get("EventId", ""),
-                    document.get("EventName", ""),
-                    document.get("Request", {}).get("AccountName", ""),
-                    document.get("Response", {}).get("ResponseCode", 0),
-                    body,
-                )
-            )
-            size += len(body)
-            seq += 1
-        try:
-            with self._db_lock:
-                try:
-                    self._db.execute("BEGIN IMMEDIATE")
-                    self._db.executemany(
-                        "INSERT INTO events (seq, at_ns, end_ns, log_type, size, event_id, "
-                        "event_name, account, code, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                    self._db.execute("COMMIT")
-                except sqlite3.Error:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-        except sqlite3.Error as exc:
-            batch.error = exc
-            log.error("the audit spool could not write %d events: %s", len(rows), exc)
-        else:
-            self._next_seq = seq
-            with self._lock:
-                self.stats.bytes += size
-                self.stats.last_seq = seq - 1
-            with self._new_events:
-                self._new_events.notify_all()
-        batch.committed.set()
-
-    # --- the exporters' side -----------------------------------------------------------
-
-    def read(self, after_seq: int, limit: int = 1000) -> list[SpooledEvent]:
-        with self._db_lock:
-            rows = self._db.execute(
-                "SELECT seq, at_ns, end_ns, log_type, body FROM events WHERE seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            ).fetchall()
-        return list(map(SpooledEvent._make, rows))
-
-    def iterate(self, after_seq: int, batch: int = 1000) -> Iterator[SpooledEvent]:
-        while True:
-            events = self.read(after_seq, batch)
-            if not events:
-                return
-            yield from events
-            after_seq = events[-1].seq
-
-    def watermark(self, exporter: str) -> int:
-        with self._db_lock:
-            row = self._db.execute(
-                "SELECT seq FROM watermarks WHERE exporter = ?", (exporter,)
-            ).fetchone()
-        return int(row[0]) if row else 0
-
-    def register(self, exporter: str, start_seq: int | None = None) -> None:
-        """Track an exporter; a new one starts at the oldest spooled event."""
-        with self._db_lock:
-            oldest = self._db.execute(
-                "SELECT COALESCE(MIN(seq), ?) FROM events", (self._next_seq,)
-            ).fetchone()[0]
-            self._db.execute(
-                "INSERT OR IGNORE INTO watermarks (exporter, seq) VALUES (?, ?)",
-                (exporter, (start_seq if start_seq is not None else oldest) - 1),
-            )
-
-    def unregister(self, exporter: str) -> None:
-        with self._db_lock:
-            self._db.execute("DELETE FROM watermarks WHERE exporter = ?", (exporter,))
-        self.free()
-
-    def intent(self, exporter: str) -> tuple[int, int] | None:
-        """The batch an exporter started and has not committed (after a failure or crash)."""
-        with self._db_lock:
-            row = self._db.execute(
-                "SELECT first_seq, last_seq FROM intents WHERE exporter = ?", (exporter,)
-            ).fetchone()
-        return (int(row[0]), int(row[1])) if row else None
-
-    def begin_batch(self, exporter: str, first_seq: int, last_seq: int) -> None:
-        """Write down a batch before uploading it, so a retry uploads the same batch."""
-        with self._db_lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (exporter, first_seq, last_seq)
-            )
-
-    def commit_files(
-        self, exporter: str, files: list[tuple[str, int, int, int, int, str]], watermark: int
-    ) -> None:
-        """Record a batch's files (key, first, last, events, bytes, sha256) and move the
-        exporter's watermark past it, in one transaction."""
-        with self._db_lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                now = time.time()
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(exporter, *f, now) for f in files],
-                )
-                self._db.execute(
-                    "UPDATE watermarks SET seq = ? WHERE exporter = ?", (watermark, exporter)
-                )
-                self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
-                freed = self._delete_passed()  # in the same transaction: one commit
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                if not self._write_round():
+                    return
+            except Exception:  # a bug: the writer must outlive it, and say so
+                log.exception("the audit spool's writer failed; retrying")
+                self._requeue()
+                time.sleep(self.retry_interval)
+
+    def _write_round(self) -> bool:
+        """Wait for work, write what is queued; False once closed and done."""
+        with self._work:
+            self._work.wait_for(
+                lambda: self._closed or self._marker_forced() or self._has_sync_work(),
+                self.retry_interval if self._degraded else self.commit_interval,
+            )
+            closing = self._closed
+            batches = [b for b in self._queue if b.items]
+            for batch in batches:
+                batch.state = "writing"
+            for empty in [b for b in self._queue if not b.items and b.state != "open"]:
+                self._queue.remove(empty)
+            losses = self._losses.pending() if self._marker_due(closing) else None
+        ok = self._write(batches, losses)
+        if ok and self._degraded and not self._queue:
+            self._recover()
+        if closing:
+            if ok and not self._queue and self._losses.pending() is None:
+                return False
+            if not ok and self._give_up():
+                return False
+        if not ok:
+            time.sleep(self.retry_interval)
+        return True
+
+    def _has_sync_work(self) -> bool:
+        return self.durability == "sync" and any(b.items for b in self._queue)
+
+    def _marker_forced(self) -> bool:
+        return self._force_marker and self._losses.pending() is not None
+
+    def _marker_due(self, closing: bool) -> bool:
+        """A drop marker is written once the spool is below its cap again (one per
+        episode of a full spool), at shutdown, or when asked to (`flush`)."""
+        if self._losses.pending() is None:
+            return False
+        return closing or self._force_marker or self._full() < self.max_bytes
+
+    def _write(self, batches: list[_Batch], marker: Losses | None) -> bool:
+        """Write the batches in order (a drop marker first); False if a write failed."""
+        pending = list(batches)
+        if marker is not None and not pending:
+            pending = [_Batch()]
+        for batch in pending:
+            items = batch.items
+            if marker is not None:
+                items = [self._stored(marker.marker()), *items]
+            try:
+                self._insert(items)
+            except sqlite3.Error as exc:
+                self._requeue()
+                self._failed(exc)
+                return False
+            with self._lock:
+                if marker is not None:
+                    self._losses.settle(marker)
+                    marker = None
+                batch.state = "written"
+                if batch in self._queue:
+                    self._queue.remove(batch)
+                self.stats.buffered_bytes -= batch.size
+                self._refresh_sizes()
+                self._written.notify_all()
+        with self._new_events:
+            self._new_events.notify_all()
+        if self.store.pending_bytes + self.store.retained_bytes > self.max_bytes:
+            try:
+                self.store.trim_retained(self.max_bytes)
+            except sqlite3.Error as exc:  # retained events stay; pending ones are safe
+                log.warning("could not trim retained audit events: %s", exc)
+            self._refresh_sizes()
+        return True
+
+    def _requeue(self) -> None:
+        """Batches the writer had in hand go back to the queue (a write failed)."""
+        with self._lock:
+            for batch in self._queue:
+                if batch.state == "writing":
+                    batch.state = "queued"
+            self._written.notify_all()
+
+    def _insert(self, items: list[StoredEvent]) -> int:
+        """Insert; on a full disk, release the reserve and try once more."""
+        try:
+            return self.store.insert(items)
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) != SQLITE_FULL or not self.store.reserve_held:
                 raise
-        self._freed(freed)
+            self.store.release_reserve()
+            log.error("audit spool degraded: the disk is full; reserve released, new calls wait")
+            self._set_degraded("the spool's disk is full")
+            return self.store.insert(items)
 
-    def files(self, exporter: str | None = None) -> list[tuple[str, str, int, int, int, str]]:
-        query = "SELECT exporter, key, first_seq, last_seq, events, sha256 FROM files"
-        args: tuple[str, ...] = ()
-        if exporter is not None:
-            query += " WHERE exporter = ?"
-            args = (exporter,)
-        with self._db_lock:
-            rows = self._db.execute(query + " ORDER BY first_seq", args).fetchall()
-        return [tuple(row) for row in rows]
-
-    def files_written(self) -> list[tuple[str, str, int, int, int]]:
-        """(exporter, key, first, last, bytes) of every file recorded."""
-        with self._db_lock:
-            rows = self._db.execute(
-                "SELECT exporter, key, first_seq, last_seq, bytes FROM files"
-            ).fetchall()
-        return [tuple(row) for row in rows]
-
-    def free(self) -> None:
-        """Delete the events every exporter has passed; wake blocked callers."""
-        with self._db_lock:
-            freed = self._delete_passed()
-        self._freed(freed)
-
-    def _delete_passed(self) -> int:
-        """Account for the events every exporter has passed and delete those past the
-        retention window; return the bytes no longer held for exporters (the caller
-        holds the db lock)."""
-        row = self._db.execute("SELECT MIN(seq), COUNT(*) FROM watermarks").fetchone()
-        if not row[1] or row[0] <= self._freed_upto:
-            return 0  # no exporter yet, or none moved: keep everything
-        passed = int(row[0])
-        freed = int(
-            self._db.execute(
-                "SELECT COALESCE(SUM(size), 0) FROM events WHERE seq > ? AND seq <= ?",
-                (self._freed_upto, passed),
-            ).fetchone()[0]
-        )
-        self._db.execute("INSERT OR REPLACE INTO freed VALUES (1, ?)", (passed,))
-        self._freed_upto = passed
-        if self.retain_seconds > 0:
-            oldest = time.time_ns() - int(self.retain_seconds * 1e9)
-            self._db.execute("DELETE FROM events WHERE seq <= ? AND at_ns < ?", (passed, oldest))
+    def _failed(self, exc: sqlite3.Error) -> None:
+        self.stats.write_errors += 1
+        if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+            reason = "the spool's disk is full"
         else:
-            self._db.execute("DELETE FROM events WHERE seq <= ?", (passed,))
-        return freed
+            reason = f"the spool cannot write ({type(exc).__name__}: {exc})"
+        if self._degraded != reason:
+            log.error("audit spool degraded: %s; events wait in memory and are retried", reason)
+        self._set_degraded(reason)
 
-    def query(
-        self,
-        *,
-        since_ns: int | None = None,
-        until_ns: int | None = None,
-        after_seq: int = 0,
-        event_names: list[str] | None = None,
-        account: str = "",
-        codes: list[int] | None = None,
-        log_types: list[int] | None = None,
-        limit: int = 100,
-    ) -> list[SpooledEvent]:
-        """Events still on this node (the retention window), oldest first."""
-        where = ["seq > ?"]
-        args: list[Any] = [after_seq]
-        if since_ns is not None:
-            where.append("at_ns >= ?")
-            args.append(since_ns)
-        if until_ns is not None:
-            where.append("at_ns < ?")
-            args.append(until_ns)
-        if event_names:
-            where.append(f"event_name IN ({', '.join('?' * len(event_names))})")
-            args += event_names
-        if account:
-            where.append("account = ?")
-            args.append(account)
-        if codes:
-            where.append(f"code IN ({', '.join('?' * len(codes))})")
-            args += codes
-        if log_types:
-            where.append(f"log_type IN ({', '.join('?' * len(log_types))})")
-            args += log_types
-        sql = (
-            "SELECT seq, at_ns, end_ns, log_type, body FROM events WHERE "  # noqa: S608
-            + " AND ".join(where)
-            + " ORDER BY seq LIMIT ?"
-        )
-        with self._db_lock:
-            rows = self._db.execute(sql, (*args, limit)).fetchall()
-        return list(map(SpooledEvent._make, rows))
+    def _set_degraded(self, reason: str) -> None:
+        changed = reason != self._degraded
+        self._degraded = reason
+        self.stats.degraded = True
+        if changed:
+            self.on_degraded(reason)
 
-    def seq_of(self, event_id: str) -> int | None:
-        """The sequence number of a retained event, by its id."""
-        with self._db_lock:
-            row = self._db.execute(
-                "SELECT seq FROM events WHERE event_id = ?", (event_id,)
-            ).fetchone()
-        return int(row[0]) if row else None
+    def _recover(self) -> None:
+        """Every queued event is written: take the reserve back if there is room."""
+        now = time.monotonic()
+        if now < self._next_recovery:
+            return
+        self._next_recovery = now + self.retry_interval
+        if self.store.restore_reserve():
+            log.warning("audit spool recovered: writing again, reserve restored")
+            self._degraded = ""
+            self.stats.degraded = False
+            self.on_degraded("")
+
+    def _give_up(self) -> bool:
+        """At shutdown, when writes keep failing for `block_timeout`: say what is lost."""
+        now = time.monotonic()
+        if self._close_deadline is None:
+            self._close_deadline = now + self.block_timeout
+        if now < self._close_deadline:
+            return False
+        with self._lock:
+            left = sum(len(b.items) for b in self._queue)
+            losses = self._losses.pending()
+        lost = left + (losses.count if losses else 0)
+        log.error("audit spool closing with %d events it could not write: they are lost", lost)
+        return True
+
+    def _refresh_sizes(self) -> None:
+        self.stats.bytes = self.store.pending_bytes
+        self.stats.retained_bytes = self.store.retained_bytes
+        self.stats.last_seq = self.store.last_seq
+
+    def _on_freed(self) -> None:
+        with self._lock:
+            self._refresh_sizes()
+            self._lock.notify_all()
+
+    # --- readers and lifecycle ---------------------------------------------------------
 
     def wait_for_events(self, after_seq: int, timeout: float) -> bool:
         """Wait until an event past `after_seq` is committed, or `timeout` passes."""
         with self._new_events:
             return self._new_events.wait_for(lambda: self.stats.last_seq > after_seq, timeout)
 
-    def _freed(self, size: int) -> None:
-        if size:
-            with self._lock:
-                self.stats.bytes -= size
-                self._lock.notify_all()
-
     def flush(self, timeout: float | None = 10.0, *, with_drop_marker: bool = False) -> bool:
-        """Wait until everything emitted so far is committed (and, when asked, the
-        marker of events dropped so far, even if the spool is still full)."""
+        """Wait until everything taken so far is committed (and, when asked, the marker
+        of events dropped so far, even if the spool is still full)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._force_marker = with_drop_marker
-            batch = self._batch
-        done = batch.committed.wait(timeout)
-        if with_drop_marker:
-            with self._lock:
-                batch = self._batch
-            done = batch.committed.wait(timeout) and done
+            targets = [b for b in self._queue if b.items]
+            for batch in targets:
+                if batch.state == "open":
+                    batch.state = "queued"
+            self._work.notify()
+
+            def done() -> bool:
+                if any(b.state != "written" and b.items for b in targets):
+                    return False
+                return not with_drop_marker or self._losses.pending() is None
+
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
+            ok = self._written.wait_for(done, remaining)
             self._force_marker = False
-        return done
+            return ok
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             self._work.notify()
-        self._writer.join(30)
-        with self._db_lock:
-            self._db.close()
+        self._writer.join(30 + self.block_timeout)
+        self.store.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,14 +10,9 @@ import grpc
 from google.protobuf import message
 
 from auditline.interceptor._base import AuditInterceptorBase
-from auditline.interceptor._core import (
-    _SCOPE,
-    AuditUnavailableError,
-    _CallScope,
-    enter_scope,
-    exit_scope,
-)
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
+from auditline.interceptor._scope import SCOPE, CallScope, enter_scope, exit_scope
+from auditline.interceptor._types import AuditUnavailableError
 
 __all__ = ["AuditInterceptor"]
 
@@ -53,28 +47,39 @@ class _UnaryRequest:
 
 
 class _RequestCounter:
-    """Wraps a request iterator: counts messages and snapshots the first one."""
+    """Wraps a request iterator: parses, counts messages and keeps the first one."""
 
-    __slots__ = ("_iterator", "cls", "count", "raw")
+    __slots__ = ("_context", "_iterator", "_parse", "cls", "count", "raw")
 
-    def __init__(self, iterator: Iterator[Any]) -> None:
+    def __init__(
+        self,
+        iterator: Iterator[bytes],
+        cls: type[message.Message] | None,
+        parse: Callable[[bytes, grpc.ServicerContext], Any],
+    ) -> None:
         self._iterator = iterator
+        self._parse = parse
+        self._context: grpc.ServicerContext | None = None
         self.count = 0
         self.raw: bytes | None = None
-        self.cls: type[message.Message] | None = None
+        self.cls = cls
 
     def __iter__(self) -> _RequestCounter:
         return self
 
     def argument(self, context: grpc.ServicerContext) -> Any:
         """The handler's argument: this iterator."""
+        self._context = context
         return self
 
     def __next__(self) -> Any:
-        item = next(self._iterator)
-        if self.count == 0 and isinstance(item, message.Message):
-            self.raw = item.SerializeToString()
-            self.cls = type(item)
+        raw = next(self._iterator)
+        assert self._context is not None
+        item = self._parse(raw, self._context)
+        if self.count == 0:
+            self.raw = raw
+            if isinstance(item, message.Message):
+                self.cls = type(item)
         self.count += 1
         return item
 
@@ -114,28 +119,71 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
     def _rejecting(self, info: MethodInfo, code: grpc.StatusCode, details: str) -> Handler:
         def behavior(request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> None:
             started = time.time_ns()
-            context.set_code(code)
-            context.set_details(details)
-            with contextlib.suppress(AuditUnavailableError):
-                self._record(info, context, started, None, None, False, None, None, 0, None, 0)
-            context.abort(code, details)
+            refused = self._admission()
+            answer = (grpc.StatusCode.UNAVAILABLE, refused) if refused else (code, details)
+            context.set_code(answer[0])
+            context.set_details(answer[1])
+            self._end(info, context, started, None, None, None, None, 0, admitted=not refused)
+            context.abort(*answer)
 
         return grpc.stream_stream_rpc_method_handler(behavior)
 
-    # --- wrapping the four call shapes -------------------------------------
+    def _admission(self) -> str:
+        """Ask the sink whether a call may run: "" when it may, else why not."""
+        try:
+            self._core.admit()
+        except AuditUnavailableError as exc:
+            return str(exc) or "the audit log cannot record calls"
+        return ""
 
-    def _wrap(self, info: MethodInfo, handler: Handler) -> Handler:
-        if handler.unary_unary is not None:
-            return self._unary_unary(info, handler)
-        if handler.unary_stream is not None:
-            return self._unary_stream(info, handler)
-        if handler.stream_unary is not None:
-            return self._stream_unary(info, handler)
-        return self._stream_stream(info, handler)
+    def _end(
+        self,
+        info: MethodInfo,
+        context: grpc.ServicerContext,
+        started: int,
+        scope: CallScope | None,
+        error: BaseException | None,
+        request: RequestSide | None,
+        response: Any,
+        response_count: int,
+        *,
+        admitted: bool,
+        answering: bool = True,
+    ) -> None:
+        """Record a finished call. Fail-closed, for an admitted call whose answer is
+        still to be sent (`answering`): raise the UNAVAILABLE answer if its events
+        cannot be kept."""
+        record = self._core.capture(
+            info=info,
+            context=context,
+            started_ns=started,
+            scope=scope,
+            error=error,
+            # Not active before the status is sent: the client cancelled or its
+            # deadline passed.
+            ended_by_client=not context.is_active(),
+            request=request.raw if request is not None else None,
+            request_class=request.cls if request is not None else None,
+            request_count=request.count if request is not None else 0,
+            # The handler's own object: the call is over, nothing else touches it,
+            # and the background worker needs no parse to read it.
+            response=response,
+            response_count=response_count,
+        )
+        if not self._fail_closed or not admitted:
+            self._queue(record)  # a refused call's event: kept if it can be, else counted
+            return
+        reason = self._keep(record)
+        if reason and answering:
+            context.set_trailing_metadata(())  # the rich details of the replaced answer
+            context.abort(grpc.StatusCode.UNAVAILABLE, reason)
 
     def _parse(
         self, info: MethodInfo, deserialize: Deserializer, raw: bytes, context: grpc.ServicerContext
     ) -> Any:
+        refusal = self._message_refusal(raw)
+        if refusal is not None:
+            context.abort(refusal.code, refusal.details)
         if deserialize is None:
             return raw
         try:
@@ -148,6 +196,15 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                 f"the request is not a valid {info.method} request message",
             )
 
+    def _start(self, context: grpc.ServicerContext) -> None:
+        """Before the handler: admission, then the limits on what the caller sent."""
+        refused = self._admission()
+        if refused:
+            context.abort(grpc.StatusCode.UNAVAILABLE, refused)
+        refusal = self._metadata_refusal(context.invocation_metadata())
+        if refusal is not None:
+            context.abort(refusal.code, refusal.details)
+
     @staticmethod
     def _serialize_unary(result: Any, serialize: Serializer, context: Any) -> bytes | None:
         if result is None:
@@ -157,54 +214,6 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                 context.set_details("the handler returned no response")
             return None
         return serialize(result) if serialize is not None else result
-
-    def _end(
-        self,
-        info: MethodInfo,
-        context: grpc.ServicerContext,
-        started: int,
-        scope: _CallScope,
-        error: BaseException | None,
-        request: RequestSide,
-        response: Any,
-        response_count: int,
-    ) -> None:
-        # Not active before the status is sent: the client cancelled or its deadline
-        # passed. The response is the handler's own object: the call is over, nothing
-        # else touches it, and the background worker needs no parse to read it.
-        self._record(
-            info,
-            context,
-            started,
-            scope,
-            error,
-            not context.is_active(),
-            request.raw,
-            request.cls,
-            request.count,
-            response,
-            response_count,
-        )
-
-    def _admit(self, context: grpc.ServicerContext) -> None:
-        """Refuse the call before it runs when its event could not be kept."""
-        try:
-            self._core.admit()
-        except AuditUnavailableError as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-
-    def _end_failed(
-        self,
-        info: MethodInfo,
-        context: grpc.ServicerContext,
-        started: int,
-        scope: _CallScope,
-        error: BaseException,
-        request: RequestSide,
-    ) -> None:
-        """Record a call whose handler raised; a refusing sink cannot make it worse."""
-        with contextlib.suppress(AuditUnavailableError):
-            self._end(info, context, started, scope, error, request, None, 0)
 
     def _unary_response(
         self,
@@ -219,21 +228,28 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             started = time.time_ns()
             scope, token = enter_scope()
             request = take_request(argument)
+            admitted = False
             try:
-                self._admit(context)
+                self._start(context)
+                admitted = True
                 result = inner(request.argument(context), context)
                 response = self._serialize_unary(result, serialize, context)
             except BaseException as exc:
                 exit_scope(token)
-                self._end_failed(info, context, started, scope, exc, request)
+                self._end(info, context, started, scope, exc, request, None, 0, admitted=admitted)
                 raise
             exit_scope(token)
-            try:
-                self._end(
-                    info, context, started, scope, None, request, result, int(response is not None)
-                )
-            except AuditUnavailableError as exc:
-                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            self._end(
+                info,
+                context,
+                started,
+                scope,
+                None,
+                request,
+                result,
+                int(response is not None),
+                admitted=True,
+            )
             return response
 
         return behavior
@@ -251,7 +267,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             responses: Iterator[Any],
             context: grpc.ServicerContext,
             started: int,
-            scope: _CallScope,
+            scope: CallScope,
             request: RequestSide,
         ) -> Iterator[Any]:
             count = 0
@@ -259,78 +275,81 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             error: BaseException | None = None
             try:
                 while True:
-                    token = _SCOPE.set(scope)  # generator bodies run at each next()
+                    token = SCOPE.set(scope)  # generator bodies run at each next()
                     try:
                         last = next(responses)
                     except StopIteration:
                         break
                     finally:
-                        _SCOPE.reset(token)
+                        SCOPE.reset(token)
                     count += 1
                     yield serialize(last) if serialize is not None else last
             except BaseException as exc:  # GeneratorExit too: the client went away
                 error = exc
                 raise
             finally:
-                with contextlib.suppress(AuditUnavailableError):
-                    self._end(info, context, started, scope, error, request, last, count)
+                self._end(
+                    info,
+                    context,
+                    started,
+                    scope,
+                    error,
+                    request,
+                    last,
+                    count,
+                    admitted=True,
+                    # The client is gone: there is no answer left to replace.
+                    answering=not isinstance(error, GeneratorExit),
+                )
 
         def behavior(argument: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.time_ns()
             scope, token = enter_scope()
             request = take_request(argument)
+            admitted = False
             try:
-                self._admit(context)
+                self._start(context)
+                admitted = True
                 responses = iter(inner(request.argument(context), context))
             except BaseException as exc:
                 exit_scope(token)
-                self._end_failed(info, context, started, scope, exc, request)
+                self._end(info, context, started, scope, exc, request, None, 0, admitted=admitted)
                 raise
             exit_scope(token)
             return relay(responses, context, started, scope, request)
 
         return behavior
 
-    def _unary_unary(self, info: MethodInfo, handler: Handler) -> Handler:
-        behavior = self._unary_response(
-            info,
-            handler.unary_unary,
-            handler.response_serializer,
-            self._take_unary(info, handler.request_deserializer),
-        )
-        return grpc.unary_unary_rpc_method_handler(behavior)
+    # --- wrapping the four call shapes -------------------------------------
 
-    def _unary_stream(self, info: MethodInfo, handler: Handler) -> Handler:
-        behavior = self._stream_response(
-            info,
-            handler.unary_stream,
-            handler.response_serializer,
-            self._take_unary(info, handler.request_deserializer),
-        )
-        return grpc.unary_stream_rpc_method_handler(behavior)
-
-    def _stream_unary(self, info: MethodInfo, handler: Handler) -> Handler:
-        behavior = self._unary_response(
-            info, handler.stream_unary, handler.response_serializer, _RequestCounter
-        )
-        return grpc.stream_unary_rpc_method_handler(
-            behavior, request_deserializer=handler.request_deserializer
-        )
-
-    def _stream_stream(self, info: MethodInfo, handler: Handler) -> Handler:
-        behavior = self._stream_response(
-            info, handler.stream_stream, handler.response_serializer, _RequestCounter
-        )
-        return grpc.stream_stream_rpc_method_handler(
-            behavior, request_deserializer=handler.request_deserializer
-        )
-
-    def _take_unary(
-        self, info: MethodInfo, deserialize: Deserializer
-    ) -> Callable[[bytes], RequestSide]:
+    def _wrap(self, info: MethodInfo, handler: Handler) -> Handler:
+        serialize: Serializer = handler.response_serializer
+        deserialize: Deserializer = handler.request_deserializer
         expected = info.request_class or message_class_of(deserialize)
 
         def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
             return self._parse(info, deserialize, raw, context)
 
-        return lambda raw: _UnaryRequest(raw, expected, parse)
+        def unary(raw: bytes) -> RequestSide:
+            return _UnaryRequest(raw, expected, parse)
+
+        def stream(raws: Iterator[bytes]) -> RequestSide:
+            return _RequestCounter(raws, expected, parse)
+
+        # The wrapped handlers take and give bytes: the interceptor parses requests
+        # itself (to audit the malformed and the oversized) and serializes responses.
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary_response(info, handler.unary_unary, serialize, unary)
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream_response(info, handler.unary_stream, serialize, unary)
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary_response(info, handler.stream_unary, serialize, stream)
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._stream_response(info, handler.stream_stream, serialize, stream)
+        )

@@ -38,8 +38,14 @@ from auditline.audit.v1 import (
     settings_pb2,
     settings_pb2_grpc,
 )
-from auditline.interceptor import AuditInterceptor
+from auditline.interceptor import (
+    AuditInterceptor,
+    EventDocument,
+    SummaryPolicy,
+    record_event,
+)
 from auditline.interceptor._export import ExporterConfig
+from auditline.interceptor._formats import apievent_dict
 from auditline.server.accounts import Accounts, IamEvent, LoginPolicy
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
@@ -62,9 +68,12 @@ from auditline.server.services.permissions import PermissionServicer
 from auditline.server.services.service_accounts import ServiceAccountServicer
 from auditline.server.services.usage import UsageServicer, UsageSnapshots
 
-__all__ = ["SERVICES", "AuditlineServer", "ServiceRegistration"]
+__all__ = ["AUDIT_HEALTH", "SERVICES", "AuditlineServer", "ServiceRegistration"]
 
 log = logging.getLogger("auditline.server")
+
+# The health service name that says whether the audit path can keep events.
+AUDIT_HEALTH = "auditline.audit.pipeline"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +168,18 @@ def iam_api_event(event: IamEvent, node_id: str) -> event_pb2.ApiEvent:
     return api_event
 
 
+def _server_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC's own limits sit above the interceptor's, so that an oversized request is
+    answered and audited by the interceptor rather than dropped unseen by gRPC."""
+    return [
+        # A second server on the same port must fail, not share it (SO_REUSEPORT).
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", 2 * settings.max_message_bytes),
+        ("grpc.max_metadata_size", 8 * settings.max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", 8 * settings.max_metadata_bytes),
+    ]
+
+
 def _prepare_data_dir(path: Path) -> str:
     """Create the data directory (owner-only) and return this node's stable id."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -224,6 +245,7 @@ class AuditlineServer:
             durability=settings.audit_durability,
             backpressure=settings.backpressure,
             max_bytes=settings.spool_max_bytes,
+            reserve_bytes=settings.spool_reserve_bytes or None,
             retain_seconds=settings.events_retention_days * 86400,
         )
         self.audit = AuditInterceptor(
@@ -234,17 +256,30 @@ class AuditlineServer:
             trusted_proxies=split_list(settings.trusted_proxies),
             metadata_allowlist=split_list(settings.audit_metadata),
             max_body_bytes=settings.audit_max_body_bytes,
+            unauthenticated_max_body_bytes=settings.audit_unauthenticated_body_bytes,
+            max_message_bytes=settings.max_message_bytes,
+            max_metadata_bytes=settings.max_metadata_bytes,
+            summaries=SummaryPolicy(
+                rate=settings.audit_unauthenticated_rate,
+                burst=settings.audit_unauthenticated_burst,
+                interval=settings.audit_summary_interval,
+            ),
         )
         self.accounts = Accounts(
             self.db,
             token_ttl=settings.token_ttl,
             policy=LoginPolicy(block_seconds=settings.login_block_seconds),
-            iam=lambda event: self.pipeline.spool.emit(iam_api_event(event, self.node_id)),
+            iam=self._record_iam,
             clock=self.clock,
         )
         self.admin_credentials = self.accounts.bootstrap_admin(settings.data_dir, os.environ)
         self.audit_target = ensure_audit_target(
-            self.db, self.store, settings.audit_bucket, settings.export_retention_days, self.clock
+            self.db,
+            self.store,
+            settings.audit_bucket,
+            settings.export_retention_days,
+            self.clock,
+            settings.export_retention_mode.upper(),
         )
         self.pipeline.add_exporter(
             ExporterConfig(
@@ -252,7 +287,9 @@ class AuditlineServer:
                 format=settings.export_format,
                 compression=settings.export_compression,
                 flush_interval=settings.export_interval,
-                retention_mode="GOVERNANCE" if settings.export_retention_days else None,
+                retention_mode=settings.export_retention_mode.upper()
+                if settings.export_retention_days
+                else None,
                 retention_days=settings.export_retention_days,
             ),
             external_writer(settings.export_target)
@@ -269,10 +306,42 @@ class AuditlineServer:
         self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
         # The audit interceptor goes first: it must see the calls the others reject.
         self._server = grpc.server(
-            self._executor, interceptors=[self.audit, CallGuard(self.accounts), *interceptors]
+            self._executor,
+            interceptors=[self.audit, CallGuard(self.accounts), *interceptors],
+            options=_server_options(settings),
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
+        self.pipeline.spool.on_degraded = self._audit_health
         self.port = 0
+
+    def _record_iam(self, event: IamEvent) -> None:
+        """An IAM event goes with the call that caused it (in fail-closed mode, the call
+        completes only once both are durable); outside a call, to the spool."""
+        api_event = iam_api_event(event, self.node_id)
+        if not record_event(api_event):
+            self.pipeline.spool.emit_documents(
+                [
+                    EventDocument(
+                        document=apievent_dict(api_event),
+                        at_ns=api_event.request.request_time.ToNanoseconds(),
+                        end_ns=api_event.response.response_time.ToNanoseconds(),
+                    )
+                ],
+                wait=False,
+            )
+
+    def _audit_health(self, reason: str) -> None:
+        """Health follows the audit path: NOT_SERVING while it cannot keep events (and,
+        fail-closed, for the whole server, which refuses every call meanwhile)."""
+        status = (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if reason
+            else health_pb2.HealthCheckResponse.SERVING
+        )
+        self._health.set(AUDIT_HEALTH, status)
+        if self.settings.audit_durability == "sync":
+            for name in ("", *self.service_names):
+                self._health.set(name, status)
 
     def follow_settings(self, enabled: bool, target: str) -> None:
         """Point the default exporter at the settings' target. While account audit logs
@@ -293,16 +362,23 @@ class AuditlineServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         enable_reflection([*self.service_names, health.SERVICE_NAME], self._server)
 
-        if self.settings.tls:
-            self.port = self._server.add_secure_port(
-                self.settings.listen, _server_credentials(self.settings)
-            )
-        else:
-            self.port = self._server.add_insecure_port(self.settings.listen)
+        try:
+            if self.settings.tls:
+                self.port = self._server.add_secure_port(
+                    self.settings.listen, _server_credentials(self.settings)
+                )
+            else:
+                self.port = self._server.add_insecure_port(self.settings.listen)
+        except RuntimeError:
+            raise RuntimeError(
+                f"cannot listen on {self.settings.listen}: another process has the port, "
+                "or the address is not this machine's"
+            ) from None
         self._server.start()
         self._snapshots.start()
         for name in ("", *self.service_names):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._audit_health(self.pipeline.spool.degraded)
         return self.port
 
     def stop(self, grace: float | None = None) -> None:

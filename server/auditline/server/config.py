@@ -92,7 +92,19 @@ class Settings:
         default="block", metadata=_help("when the spool is full: block, reject or drop")
     )
     spool_max_bytes: int = field(
-        default=1 << 30, metadata=_help("the audit spool's size cap, in bytes")
+        default=1 << 30,
+        metadata=_help(
+            "the audit spool's size cap, in bytes: events not yet exported and exported "
+            "ones kept for queries (these give way first)"
+        ),
+    )
+    spool_reserve_bytes: int = field(
+        default=0,
+        metadata=_help(
+            "disk space the spool sets aside and releases when the disk fills, so the "
+            "events of calls already running are still written; 0: 1/16 of "
+            "--spool-max-bytes, 1 to 64 MiB"
+        ),
     )
     events_retention_days: float = field(
         default=7.0,
@@ -119,6 +131,13 @@ class Settings:
     export_retention_days: int = field(
         default=30, metadata=_help("object-lock retention of exported files, days (0: none)")
     )
+    export_retention_mode: str = field(
+        default="governance",
+        metadata=_help(
+            "object-lock mode of exported files: governance (an identity with bypass rights "
+            "may still delete them) or compliance (nobody can, until retention ends)"
+        ),
+    )
     audit_hmac_key_file: Path | None = field(
         default=None,
         metadata=_help(
@@ -134,6 +153,37 @@ class Settings:
     )
     audit_max_body_bytes: int = field(
         default=100_000, metadata=_help("audited request/response bodies are cut at this size")
+    )
+    audit_unauthenticated_body_bytes: int = field(
+        default=4096,
+        metadata=_help("the same cut for calls without an authenticated caller"),
+    )
+    audit_unauthenticated_rate: float = field(
+        default=10.0,
+        metadata=_help(
+            "unauthenticated calls per second and source address recorded one by one; "
+            "past it (and a burst) they are counted in a CallsSummarized event"
+        ),
+    )
+    audit_unauthenticated_burst: int = field(
+        default=50, metadata=_help("unauthenticated calls a source may make at once")
+    )
+    audit_summary_interval: float = field(
+        default=60.0, metadata=_help("seconds one CallsSummarized event covers at most")
+    )
+    max_message_bytes: int = field(
+        default=4 << 20,
+        metadata=_help(
+            "largest request message; larger ones get RESOURCE_EXHAUSTED and are audited "
+            "(messages over twice this are refused by gRPC itself, unaudited)"
+        ),
+    )
+    max_metadata_bytes: int = field(
+        default=8192,
+        metadata=_help(
+            "largest request metadata (as HTTP/2 counts it); the same rule, gRPC's own "
+            "limit being eight times this"
+        ),
     )
 
     def validate(self) -> None:
@@ -171,8 +221,27 @@ class Settings:
             raise ConfigError(
                 "--spool-max-bytes must be at least 65536 and --export-interval positive"
             )
-        if self.audit_max_body_bytes < 1:
-            raise ConfigError("--audit-max-body-bytes must be at least 1")
+        if self.audit_max_body_bytes < 1 or self.audit_unauthenticated_body_bytes < 1:
+            raise ConfigError("audited bodies must be allowed at least 1 byte")
+        if self.audit_durability == "sync" and self.backpressure == "drop":
+            raise ConfigError(
+                "--backpressure drop loses events, which --audit-durability sync never "
+                "does: use block or reject"
+            )
+        if self.export_retention_mode not in ("governance", "compliance"):
+            raise ConfigError("--export-retention-mode must be governance or compliance")
+        if (
+            self.audit_unauthenticated_rate <= 0
+            or self.audit_unauthenticated_burst < 1
+            or self.audit_summary_interval <= 0
+        ):
+            raise ConfigError(
+                "the unauthenticated rate, burst and summary interval must be positive"
+            )
+        if self.max_message_bytes < 1024 or self.max_metadata_bytes < 1024:
+            raise ConfigError("--max-message-bytes and --max-metadata-bytes must be at least 1024")
+        if self.spool_reserve_bytes < 0:
+            raise ConfigError("--spool-reserve-bytes must not be negative")
         for network in split_list(self.trusted_proxies):
             try:
                 ipaddress.ip_network(network, strict=False)

@@ -146,11 +146,11 @@ def require_row(
     connection: Connection, column: sa.Column[Any], value: str, resource: str
 ) -> dict[str, Any]:
     """The row whose `column` is `value`, or NotFoundError naming `resource`."""
-    from auditline.server.errors import NotFoundError
+    from auditline.server.errors import NotFoundError, shown
 
     row = connection.execute(sa.select(column.table).where(column == value)).mappings().first()
     if row is None:
-        raise NotFoundError(f"{resource} does not exist")
+        raise NotFoundError(f"{shown(resource)} does not exist")
     return dict(row)
 
 

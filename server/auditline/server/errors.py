@@ -17,6 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 __all__ = [
+    "MAX_MESSAGE_CHARS",
     "AlreadyExistsError",
     "ApiError",
     "FailedPreconditionError",
@@ -25,7 +26,22 @@ __all__ = [
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "UnauthenticatedError",
+    "shown",
 ]
+
+# Messages travel in the `grpc-message` trailer; clients refuse trailers over 8-16 KB
+# (RESOURCE_EXHAUSTED), and the audit log would then disagree with the client.
+MAX_MESSAGE_CHARS = 1000
+_SHOWN_CHARS = 100
+
+
+def shown(value: str) -> str:
+    """A caller's value as an error message echoes it: at most 100 characters."""
+    return value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…"
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
 
 
 class ApiError(Exception):
@@ -34,9 +50,10 @@ class ApiError(Exception):
     code: ClassVar[grpc.StatusCode] = grpc.StatusCode.UNKNOWN
 
     def __init__(self, message: str, *, violations: Sequence[tuple[str, str]] = ()) -> None:
+        message = _bounded(message)
         super().__init__(message)
         self.message = message
-        self.violations = tuple(violations)
+        self.violations = tuple((_bounded(field), _bounded(text)) for field, text in violations)
 
     def status(self) -> grpc.Status:
         details = []

@@ -107,13 +107,22 @@ class CallGuard(grpc.ServerInterceptor):
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 try:
                     caller = self._admit(method, context)
-                    token = _CALLER.set(caller)
-                    try:
-                        yield from inner_stream(request, context)
-                    finally:
-                        _CALLER.reset(token)
                 except ApiError as error:
                     context.abort_with_status(error.status())
+                responses = inner_stream(request, context)
+                while True:
+                    # Set around each step, never across a yield: a cancelled call's
+                    # generator is closed from another context.
+                    token = _CALLER.set(caller)
+                    try:
+                        item = next(responses)
+                    except StopIteration:
+                        return
+                    except ApiError as error:
+                        context.abort_with_status(error.status())
+                    finally:
+                        _CALLER.reset(token)
+                    yield item
 
             return handler._replace(unary_stream=stream)
         return handler

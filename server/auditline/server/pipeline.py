@@ -66,7 +66,12 @@ def external_writer(url: str) -> BucketWriter:
 
 
 def ensure_audit_target(
-    db: Database, store: ObjectStore, bucket: str, retention_days: int, clock: Callable[[], float]
+    db: Database,
+    store: ObjectStore,
+    bucket: str,
+    retention_days: int,
+    clock: Callable[[], float],
+    retention_mode: str = "GOVERNANCE",
 ) -> str:
     """On first start: an object-locked bucket for the audit logs, set as the target.
 
@@ -86,13 +91,15 @@ def ensure_audit_target(
                 store.create_bucket(
                     bucket,
                     object_lock=True,
-                    retention=Retention("GOVERNANCE", retention_days) if retention_days else None,
+                    retention=Retention(retention_mode, retention_days) if retention_days else None,
                 )
             connection.execute(
                 tables.buckets.insert().values(
                     name=bucket,
                     immutable=True,
-                    retention_mode=1 if retention_days else 0,
+                    retention_mode=(2 if retention_mode == "COMPLIANCE" else 1)
+                    if retention_days
+                    else 0,
                     retention_days=retention_days,
                     audit_logging=False,
                     created_at=clock(),
@@ -132,6 +139,7 @@ class AuditPipeline:
         durability: str,
         backpressure: str,
         max_bytes: int,
+        reserve_bytes: int | None = None,
         retain_seconds: float = 0.0,
     ) -> None:
         self.spool = Spool(
@@ -140,6 +148,7 @@ class AuditPipeline:
             durability=durability,
             backpressure=backpressure,
             max_bytes=max_bytes,
+            reserve_bytes=reserve_bytes,
             retain_seconds=retain_seconds,
         )
         self.node_id = node_id

@@ -239,6 +239,7 @@ class ApiResponse(_message.Message):
     MESSAGE_COUNT_FIELD_NUMBER: _builtins.int
     BODY_TRUNCATED_FIELD_NUMBER: _builtins.int
     RESPONSE_STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_TRUNCATED_FIELD_NUMBER: _builtins.int
     response_code: _builtins.int
     """The final gRPC status code (0 OK … 16 UNAUTHENTICATED)."""
     response_error: _builtins.str
@@ -249,6 +250,8 @@ class ApiResponse(_message.Message):
     """True when `response_body` was cut at the size cap."""
     response_status: _builtins.str
     """The name of the code, for example `NOT_FOUND`."""
+    error_truncated: _builtins.bool
+    """True when `response_error` was cut at 1 KB (as CloudTrail cuts `errorMessage`)."""
     @_builtins.property
     def response_time(self) -> _timestamp_pb2.Timestamp:
         """When the call ended."""
@@ -272,10 +275,11 @@ class ApiResponse(_message.Message):
         message_count: _builtins.int = ...,
         body_truncated: _builtins.bool = ...,
         response_status: _builtins.str = ...,
+        error_truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["response_body", b"response_body", "response_time", b"response_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_truncated", b"body_truncated", "error_details", b"error_details", "message_count", b"message_count", "response_body", b"response_body", "response_code", b"response_code", "response_error", b"response_error", "response_status", b"response_status", "response_time", b"response_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body_truncated", b"body_truncated", "error_details", b"error_details", "error_truncated", b"error_truncated", "message_count", b"message_count", "response_body", b"response_body", "response_code", b"response_code", "response_error", b"response_error", "response_status", b"response_status", "response_time", b"response_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

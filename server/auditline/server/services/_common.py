@@ -13,7 +13,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from sqlalchemy.engine import Connection
 
-from auditline.server.errors import InvalidArgumentError
+from auditline.server.errors import InvalidArgumentError, shown
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -30,7 +30,9 @@ def resource_id(name: str, collection: str, field: str = "name") -> str:
     """`{collection}/{id}` → id, or INVALID_ARGUMENT naming the field."""
     prefix = collection + "/"
     if not name.startswith(prefix) or not name[len(prefix) :]:
-        raise InvalidArgumentError.field(field, f"must look like {collection}/{{id}}, not {name!r}")
+        raise InvalidArgumentError.field(
+            field, f"must look like {collection}/{{id}}, not {shown(name)!r}"
+        )
     return name[len(prefix) :]
 
 

@@ -10,6 +10,7 @@ import grpc
 from auditline.audit.v1 import audit_log_pb2 as pb
 from auditline.audit.v1 import audit_log_pb2_grpc
 from auditline.interceptor._spool import Spool
+from auditline.interceptor._spool_store import SpoolStore
 from auditline.server.catalog import catalog_response
 from auditline.server.errors import NotFoundError
 from auditline.server.services._common import (
@@ -29,8 +30,13 @@ def _filters(request_filter: pb.EventFilter) -> dict[str, Any]:
     }
 
 
-def _start_after(spool: Spool, since_event_id: str) -> int:
-    seq = spool.seq_of(since_event_id)
+# A page of events stays well under the 4 MB a gRPC client takes by default,
+# whatever the events hold (one event is at most ~250 KB: bodies are capped).
+PAGE_BYTES = 1 << 20
+
+
+def _start_after(store: SpoolStore, since_event_id: str) -> int:
+    seq = store.seq_of(since_event_id)
     if seq is None:
         raise NotFoundError(
             f"event {since_event_id} is not kept on this node (unknown, or "
@@ -56,25 +62,25 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
         if request.page_token:
             after = decode_page_token(request.page_token, "after")
         elif request.since_event_id:
-            after = _start_after(self.spool, request.since_event_id)
-        found = self.spool.query(
+            after = _start_after(self.spool.store, request.since_event_id)
+        page = self.spool.store.page(
             since_ns=request.since_time.ToNanoseconds() if request.HasField("since_time") else None,
             until_ns=request.until_time.ToNanoseconds() if request.HasField("until_time") else None,
             after_seq=after,
-            limit=limit + 1,
+            limit=limit,
+            max_bytes=PAGE_BYTES,
             **_filters(request.filter),
         )
-        page = found[:limit]
         return pb.ListEventsResponse(
-            events=[item.event() for item in page],
-            next_page_token=encode_page_token("after", page[-1].seq) if len(found) > limit else "",
+            events=[item.event() for item in page.events],
+            next_page_token=encode_page_token("after", page.events[-1].seq) if page.more else "",
         )
 
     def TailEvents(
         self, request: pb.TailEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.TailEventsResponse]:
         after = (
-            _start_after(self.spool, request.since_event_id)
+            _start_after(self.spool.store, request.since_event_id)
             if request.since_event_id
             else self.spool.stats.last_seq
         )
@@ -82,11 +88,13 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
         while context.is_active():
             seen = self.spool.stats.last_seq  # committed before the queries below
             while True:
-                batch = self.spool.query(after_seq=after, limit=MAX_PAGE_SIZE, **filters)
-                for item in batch:
+                batch = self.spool.store.page(
+                    after_seq=after, limit=MAX_PAGE_SIZE, max_bytes=PAGE_BYTES, **filters
+                )
+                for item in batch.events:
                     yield pb.TailEventsResponse(event=item.event())
                     after = item.seq
-                if len(batch) < MAX_PAGE_SIZE:
+                if not batch.more:
                     break
             # Every event up to `seen` was considered: the ones left out do not match.
             after = max(after, seen)

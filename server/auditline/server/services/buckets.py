@@ -17,7 +17,8 @@ from auditline.server.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
-    PermissionDeniedError,
+    NotFoundError,
+    shown,
 )
 from auditline.server.guard import current_caller
 from auditline.server.objectstore import (
@@ -121,9 +122,11 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
     ) -> pb.GetBucketResponse:
         name = resource_id(request.name, "buckets")
         with self.db.begin() as connection:
-            row = require_bucket(connection, name)
+            # A bucket this account may not see is answered like a missing one, so
+            # that names cannot be probed.
             if not visible_buckets(connection, current_caller())(name):
-                raise PermissionDeniedError(f"no permission of this account names bucket {name}")
+                raise NotFoundError(f"buckets/{shown(name)} does not exist")
+            row = require_bucket(connection, name)
         return pb.GetBucketResponse(bucket=_message(row))
 
     def ListBuckets(

@@ -369,7 +369,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         with self.db.begin() as connection:
             connection.execute(tables.exporters.delete().where(tables.exporters.c.id == row["id"]))
         self._stop_running(row["id"])
-        self.pipeline.spool.unregister(row["id"])
+        self.pipeline.spool.store.unregister(row["id"])
         return pb.DeleteExporterResponse()
 
 

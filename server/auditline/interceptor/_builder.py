@@ -1,0 +1,248 @@
+"""Building the redacted event of a captured call, as a JSON document or an `ApiEvent`.
+
+Both forms carry the same content (a test checks it field by field): the
+document is what the spool stores, the message what `emit`-only sinks get.
+Everything a caller controls is bounded here: bodies at `max_body_bytes` (a few
+KB for unauthenticated callers), the error message at 1 KB, header values at 1 KB.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import message
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor._formats import ACTIVITY_ENUM_NAMES, LOG_TYPE_ENUM_NAMES
+from auditline.interceptor._peer import parse_peer
+from auditline.interceptor._redact import Redactor, timestamp_text
+from auditline.interceptor._status import as_status_code, error_detail_lines, final_status
+
+if TYPE_CHECKING:
+    from auditline.interceptor._core import AuditConfig, CallRecord
+
+__all__ = ["MAX_ERROR_BYTES", "MAX_HEADER_CHARS", "EventBuilder", "cut_text"]
+
+MAX_ERROR_BYTES = 1024
+MAX_HEADER_CHARS = 1024
+
+# Never recorded, whatever the allow-list says.
+_NEVER_RECORDED = frozenset(
+    {"authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key"}
+)
+
+
+def cut_text(text: str, max_bytes: int) -> tuple[str, bool]:
+    """`text` cut to at most `max_bytes` of UTF-8 (whole characters), and whether it was."""
+    if len(text) <= max_bytes // 4:
+        return text, False
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= max_bytes:
+        return text, False
+    return raw[:max_bytes].decode("utf-8", "ignore"), True
+
+
+def _time_text(ns: int) -> str:
+    return timestamp_text(ns // 1_000_000_000, ns % 1_000_000_000)
+
+
+class EventBuilder:
+    """Turns `CallRecord`s into events: parses, redacts, bounds and names things."""
+
+    def __init__(self, config: AuditConfig) -> None:
+        self.config = config
+        self.redactor = Redactor(config.hmac_key)
+
+    # --- the parts ---------------------------------------------------------------------
+
+    def _body(
+        self,
+        raw: bytes | message.Message | None,
+        cls: type[message.Message] | None,
+        cap: int,
+    ) -> tuple[dict[str, Any] | None, bool]:
+        if raw is None:
+            return None, False
+        if isinstance(raw, bytes):
+            if cls is None:
+                return {"bytes": len(raw)}, False
+            try:
+                msg = cls.FromString(raw)
+            except message.DecodeError:
+                # What a malformed request held is unknown; its bytes may be anything.
+                return {"unparseable_bytes": len(raw)}, False
+            size = len(raw)
+        else:
+            msg, size = raw, raw.ByteSize()
+        body = self.redactor.to_dict(msg)
+        # JSON is at most ~20x the wire size; only measure when it could exceed the cap.
+        if size * 20 <= cap:
+            return body, False
+        if len(json.dumps(body, separators=(",", ":"))) <= cap:
+            return body, False
+        kept: dict[str, Any] = {}
+        used = 2
+        for key, value in body.items():
+            size_of = len(json.dumps({key: value}, separators=(",", ":")))
+            if used + size_of > cap:
+                break
+            kept[key] = value
+            used += size_of
+        return kept, True
+
+    def _body_cap(self, record: CallRecord) -> int:
+        if record.principal is None:
+            return self.config.unauthenticated_max_body_bytes
+        return self.config.max_body_bytes
+
+    def source(self, record: CallRecord) -> tuple[str, int]:
+        """The caller's address and port (the client behind trusted proxies)."""
+        address, port = parse_peer(record.peer)
+        proxies = self.config.trusted_proxies
+        if proxies:
+            forwarded = [
+                v for k, v in record.metadata if k == "x-forwarded-for" and isinstance(v, str)
+            ]
+            client = proxies.client_address(address, forwarded)
+            if client != address:
+                return client, 0
+        return address, port
+
+    def _request_fields(self, record: CallRecord) -> tuple[str, str, dict[str, str]]:
+        """(user agent, request id, allow-listed metadata), each value at most 1 KB."""
+        user_agent = request_id = ""
+        metadata: dict[str, str] = {}
+        allow = self.config.metadata_allowlist
+        for key, value in record.metadata:
+            if not isinstance(value, str):
+                continue
+            value = value[:MAX_HEADER_CHARS]
+            if key == "user-agent":
+                user_agent = value
+            elif key == "x-request-id":
+                request_id = value
+            elif key in allow and key not in _NEVER_RECORDED and not key.endswith("-bin"):
+                metadata[key] = value
+        return user_agent, request_id, metadata
+
+    def status(self, record: CallRecord) -> tuple[grpc.StatusCode, str]:
+        """The final code and message the client saw."""
+        return final_status(
+            as_status_code(record.code),
+            record.details,
+            record.error,
+            ended_by_client=record.ended_by_client,
+            deadline_passed=record.deadline_passed,
+        )
+
+    def _response_body(
+        self, record: CallRecord, code: grpc.StatusCode
+    ) -> tuple[dict[str, Any] | None, bool]:
+        if code != grpc.StatusCode.OK or record.info.omit_response_body:
+            return None, False
+        return self._body(record.response, None, self._body_cap(record))
+
+    # --- the two forms -----------------------------------------------------------------
+
+    def document(self, record: CallRecord, event_id: str) -> dict[str, Any]:
+        """The redacted event as protobuf's JSON mapping of `ApiEvent` writes it.
+
+        `Sequence` is filled in by whoever numbers events (the spool).
+        """
+        info = record.info
+        user_agent, request_id, metadata = self._request_fields(record)
+        source_ip, source_port = self.source(record)
+        params, params_truncated = self._body(
+            record.request, record.request_class, self._body_cap(record)
+        )
+        code, details = self.status(record)
+        error, error_truncated = cut_text(details, MAX_ERROR_BYTES)
+        body, body_truncated = self._response_body(record, code)
+        principal = record.principal
+        return {
+            "EventName": info.event_name,
+            "Version": "2",
+            "Request": {
+                "AccountName": principal.account_name if principal else "",
+                "AccessKey": principal.access_key if principal else "",
+                "RequestTime": _time_text(record.started_ns),
+                "RequestParams": params or {},
+                "SourceIP": source_ip,
+                "UserAgent": user_agent,
+                "RequestId": request_id,
+                "Metadata": metadata,
+                "MessageCount": record.request_count,
+                "RequestParamsTruncated": params_truncated,
+                "SourcePort": source_port,
+            },
+            "Response": {
+                "ResponseTime": _time_text(record.ended_ns),
+                "ResponseCode": code.value[0],
+                "ResponseError": error,
+                "ResponseBody": body or {},
+                "ResponseErrorDetails": error_detail_lines(record.trailing_metadata),
+                "MessageCount": record.response_count,
+                "ResponseBodyTruncated": body_truncated,
+                "ResponseStatus": code.name,
+                "ResponseErrorTruncated": error_truncated,
+            },
+            "EventId": event_id,
+            "Sequence": "0",
+            "NodeId": self.config.node_id,
+            "Service": info.service,
+            "Method": info.method,
+            "Activity": ACTIVITY_ENUM_NAMES.get(info.activity, "ACTIVITY_UNSPECIFIED"),
+            "LogType": LOG_TYPE_ENUM_NAMES.get(
+                record.log_type or self.config.log_type, "LOG_TYPE_UNSPECIFIED"
+            ),
+            "TraceId": record.trace_id,
+            "SpanId": record.span_id,
+            "IamCode": "",
+        }
+
+    def event(self, record: CallRecord, event_id: str) -> event_pb2.ApiEvent:
+        """The redacted `ApiEvent` of a record."""
+        info = record.info
+        event = event_pb2.ApiEvent(
+            event_name=info.event_name,
+            version="2",
+            event_id=event_id,
+            node_id=self.config.node_id,
+            service=info.service,
+            method=info.method,
+            activity=info.activity,  # type: ignore[arg-type]
+            log_type=record.log_type or self.config.log_type,  # type: ignore[arg-type]
+            trace_id=record.trace_id,
+            span_id=record.span_id,
+        )
+        request = event.request
+        if record.principal is not None:
+            request.account_name = record.principal.account_name
+            request.access_key = record.principal.access_key
+        request.request_time.FromNanoseconds(record.started_ns)
+        request.user_agent, request.request_id, metadata = self._request_fields(record)
+        request.source_ip, request.source_port = self.source(record)
+        request.metadata.update(metadata)
+        request.message_count = record.request_count
+        params, request.params_truncated = self._body(
+            record.request, record.request_class, self._body_cap(record)
+        )
+        request.request_params.SetInParent()
+        if params:
+            request.request_params.update(params)
+
+        response = event.response
+        response.response_time.FromNanoseconds(record.ended_ns)
+        code, details = self.status(record)
+        response.response_code = code.value[0]
+        response.response_status = code.name
+        response.response_error, response.error_truncated = cut_text(details, MAX_ERROR_BYTES)
+        response.message_count = record.response_count
+        response.response_body.SetInParent()
+        body, response.body_truncated = self._response_body(record, code)
+        if body:
+            response.response_body.update(body)
+        response.error_details.extend(error_detail_lines(record.trailing_metadata))
+        return event

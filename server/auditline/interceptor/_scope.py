@@ -1,0 +1,77 @@
+"""What a handler (or an inner interceptor) tells the audit interceptor about its call.
+
+The interceptor opens a scope around each call; these functions write to it and
+do nothing outside an audited call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor._types import Principal
+
+__all__ = ["CallScope", "current_scope", "record_event", "set_log_type", "set_principal"]
+
+
+@dataclasses.dataclass(slots=True)
+class CallScope:
+    """The audit interceptor's notes on the call being served."""
+
+    principal: Principal | None = None
+    log_type: int | None = None
+    # Events the handler recorded (IAM events, say), kept with the call's own.
+    related: list[event_pb2.ApiEvent] = dataclasses.field(default_factory=list)
+
+
+SCOPE: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar(
+    "auditline_call_scope", default=None
+)
+
+
+def current_scope() -> CallScope | None:
+    return SCOPE.get()
+
+
+def set_log_type(log_type: int) -> None:
+    """File the current call's audit event under another log (`LogType`), for example
+    `LOG_TYPE_SETTINGS` for calls that change the audit settings themselves."""
+    scope = SCOPE.get()
+    if scope is not None:
+        scope.log_type = log_type
+
+
+def set_principal(account_name: str, access_key: str = "") -> None:
+    """Name the caller of the current call in its audit event.
+
+    Call it from the handler or an inner interceptor once the caller is known
+    (for example after checking a token); outside an audited call it does nothing.
+    """
+    scope = SCOPE.get()
+    if scope is not None:
+        scope.principal = Principal(account_name, access_key)
+
+
+def record_event(event: event_pb2.ApiEvent) -> bool:
+    """Record another event as part of the current call, for example an IAM event of
+    a login: it reaches the sink together with the call's own event, just before
+    it, and in fail-closed mode the call completes only once both are durable.
+
+    The event is recorded as given (not redacted). Returns False outside an
+    audited call; the caller then hands the event to its sink itself.
+    """
+    scope = SCOPE.get()
+    if scope is None:
+        return False
+    scope.related.append(event)
+    return True
+
+
+def enter_scope() -> tuple[CallScope, contextvars.Token[CallScope | None]]:
+    scope = CallScope()
+    return scope, SCOPE.set(scope)
+
+
+def exit_scope(token: contextvars.Token[CallScope | None]) -> None:
+    SCOPE.reset(token)

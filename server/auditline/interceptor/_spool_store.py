@@ -1,0 +1,567 @@
+"""The spool's SQLite file: events, exporter bookkeeping, retention, and the disk reserve.
+
+One connection (stdlib `sqlite3`, WAL) shared by the spool's writer, the exporters
+and the queries, one at a time under `lock`. The writer's side is `insert`; the
+exporters' side is `read`, `intent`, `begin_batch`, `commit_files` and `free`;
+the node's event queries are `page` and `seq_of`.
+
+Sizes. `pending_bytes` are events some exporter still needs; `retained_bytes`
+are exported events kept for queries. Both count against the spool's cap, and
+retained events give way first (`trim_retained`). Beneath that logical cap the
+file itself may hit a full disk (or `max_file_bytes`, SQLite's `max_page_count`,
+which behaves the same: `SQLITE_FULL`). For that moment the store holds a
+**reserve**: a preallocated file beside the database, and as much headroom under
+the page limit. `release_reserve` gives both back so that the events of calls
+already running can still be written; `restore_reserve` takes them again once
+there is room.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+
+from auditline.audit.v1 import event_pb2
+
+__all__ = ["EventPage", "ExportedFile", "SpoolStore", "SpooledEvent", "StoredEvent"]
+
+SQLITE_FULL = 13
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    at_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    log_type INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    event_name TEXT NOT NULL,
+    account TEXT NOT NULL,
+    code INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_id ON events (event_id);
+CREATE TABLE IF NOT EXISTS freed (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS watermarks (
+    exporter TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS intents (
+    exporter TEXT PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    exporter TEXT NOT NULL,
+    key TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    written_at REAL NOT NULL,
+    PRIMARY KEY (exporter, key)
+);
+"""
+
+_EVENT_COLUMNS = "seq, at_ns, end_ns, log_type, body"
+_SEQUENCE_PLACEHOLDER = b'"Sequence":"0"'
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpooledEvent:
+    """One event as the spool keeps it."""
+
+    seq: int
+    at_ns: int  # when the call arrived
+    end_ns: int  # when it ended
+    log_type: int
+    body: bytes  # the event as protobuf's JSON mapping of ApiEvent, Sequence set
+
+    def document(self) -> dict[str, Any]:
+        return dict(orjson.loads(self.body))
+
+    def event(self) -> event_pb2.ApiEvent:
+        return json_format.ParseDict(self.document(), event_pb2.ApiEvent())
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    """An event on its way into the store: its JSON with `"Sequence":"0"`, and the
+    columns the queries filter on."""
+
+    body: bytes
+    at_ns: int
+    end_ns: int
+    log_type: int
+    event_id: str
+    event_name: str
+    account: str
+    code: int
+
+    def numbered(self, seq: int) -> bytes:
+        """The body with its sequence number. The placeholder is found from the right:
+        only escaped strings follow the `Sequence` key, so the last unescaped match
+        is the key itself, whatever the request parameters hold."""
+        at = self.body.rfind(_SEQUENCE_PLACEHOLDER)
+        return b'%s"Sequence":"%d"%s' % (
+            self.body[:at],
+            seq,
+            self.body[at + len(_SEQUENCE_PLACEHOLDER) :],
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ExportedFile:
+    """One file an exporter stored: what `commit_files` records."""
+
+    key: str
+    first_seq: int
+    last_seq: int
+    events: int
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EventPage:
+    """Events of a query, and whether more match after the last one."""
+
+    events: list[SpooledEvent]
+    more: bool
+
+
+class _Reserve:
+    """Space set aside for a full disk: a preallocated file beside the database."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+
+    def hold(self) -> bool:
+        """(Re)create the file at full size; False when the disk has no room for it."""
+        if self.size <= 0:
+            return True
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.size)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.release()
+            return False
+        return True
+
+    def release(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class SpoolStore:
+    """The spool's database. Every method takes `lock`; callers may hold it too."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durability: str,
+        reserve_bytes: int,
+        max_file_bytes: int | None = None,
+        retain_seconds: float = 0.0,
+        on_freed: Callable[[], None] = lambda: None,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.lock = threading.RLock()
+        self.retain_seconds = retain_seconds
+        self._on_freed = on_freed
+        self._reserve = _Reserve(path.with_name(path.name + ".reserve"), reserve_bytes)
+        self._db = self._connect(durability)
+        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        self._reserve_pages = -(-reserve_bytes // self._page_size)
+        self._max_pages = max_file_bytes // self._page_size if max_file_bytes else None
+        self.reserve_held = False
+        self.restore_reserve()
+        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        last_file = self._db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM files").fetchone()
+        # Freed events leave the table; the numbering must still never go back.
+        self.next_seq = max(int(row[0]), int(last_file[0])) + 1
+        freed = self._db.execute("SELECT seq FROM freed").fetchone()
+        self.freed_upto = int(freed[0]) if freed else 0
+        self.pending_bytes = self._size_between(self.freed_upto, None)
+        self.retained_bytes = self._size_between(None, self.freed_upto)
+
+    def _connect(self, durability: str) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # Incremental: freed pages can be handed back to the disk (a new file only;
+        # an older spool keeps its free pages for reuse).
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed batch survives a power loss, not only a crash.
+        db.execute(
+            "PRAGMA synchronous=FULL" if durability == "sync" else "PRAGMA synchronous=NORMAL"
+        )
+        db.execute("PRAGMA busy_timeout=10000")
+        db.executescript(_SCHEMA)
+        self.path.chmod(0o600)
+        return db
+
+    def _size_between(self, after: int | None, upto: int | None) -> int:
+        where, args = [], []
+        if after is not None:
+            where.append("seq > ?")
+            args.append(after)
+        if upto is not None:
+            where.append("seq <= ?")
+            args.append(upto)
+        sql = "SELECT COALESCE(SUM(size), 0) FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return int(self._db.execute(sql, args).fetchone()[0])
+
+    def close(self) -> None:
+        with self.lock:
+            self._db.close()
+        self._reserve.release()
+
+    # --- the disk reserve ----------------------------------------------------------
+
+    def release_reserve(self) -> None:
+        """Give the reserve back: the disk (or the page limit) is full."""
+        with self.lock:
+            self._reserve.release()
+            if self._max_pages is not None:
+                self._db.execute(f"PRAGMA max_page_count={self._max_pages}")
+            self.reserve_held = False
+
+    def restore_reserve(self) -> bool:
+        """Hold the reserve again if there is room for it now; True when it is held."""
+        with self.lock:
+            if self._max_pages is not None:
+                limit = self._max_pages - self._reserve_pages
+                pages, free = self._pages()
+                if pages - free > limit:
+                    return False
+                if free:
+                    with contextlib.suppress(sqlite3.Error):  # shrink the file first
+                        self._db.executescript("PRAGMA incremental_vacuum;")
+                # SQLite keeps the limit at least the file's size; free pages inside
+                # the file then make up the headroom.
+                self._db.execute(f"PRAGMA max_page_count={limit}")
+            self.reserve_held = self._reserve.hold()
+            return self.reserve_held
+
+    def _pages(self) -> tuple[int, int]:
+        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        return pages, free
+
+    # --- the writer's side -----------------------------------------------------------
+
+    def insert(self, items: Sequence[StoredEvent]) -> int:
+        """Write events in one transaction, numbered from `next_seq`; return their bytes.
+
+        Raises `sqlite3.Error` (nothing written) when the disk or the file is full.
+        """
+        with self.lock:
+            seq = self.next_seq
+            rows = []
+            size = 0
+            for item in items:
+                body = item.numbered(seq)
+                rows.append(
+                    (
+                        seq,
+                        item.at_ns,
+                        item.end_ns,
+                        item.log_type,
+                        len(body),
+                        item.event_id,
+                        item.event_name,
+                        item.account,
+                        item.code,
+                        body,
+                    )
+                )
+                size += len(body)
+                seq += 1
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO events (seq, at_ns, end_ns, log_type, size, event_id, "
+                    "event_name, account, code, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+            self.next_seq = seq
+            self.pending_bytes += size
+            return size
+
+    @property
+    def last_seq(self) -> int:
+        return self.next_seq - 1
+
+    # --- the exporters' side -----------------------------------------------------------
+
+    def read(self, after_seq: int, limit: int = 1000) -> list[SpooledEvent]:
+        with self.lock:
+            rows = self._db.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
+                (after_seq, limit),
+            ).fetchall()
+        return [SpooledEvent(*row) for row in rows]
+
+    def iterate(self, after_seq: int, batch: int = 1000) -> Iterator[SpooledEvent]:
+        while True:
+            events = self.read(after_seq, batch)
+            if not events:
+                return
+            yield from events
+            after_seq = events[-1].seq
+
+    def watermark(self, exporter: str) -> int:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT seq FROM watermarks WHERE exporter = ?", (exporter,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def register(self, exporter: str, start_seq: int | None = None) -> None:
+        """Track an exporter; a new one starts at the oldest spooled event."""
+        with self.lock:
+            oldest = self._db.execute(
+                "SELECT COALESCE(MIN(seq), ?) FROM events", (self.next_seq,)
+            ).fetchone()[0]
+            self._db.execute(
+                "INSERT OR IGNORE INTO watermarks (exporter, seq) VALUES (?, ?)",
+                (exporter, (start_seq if start_seq is not None else oldest) - 1),
+            )
+
+    def unregister(self, exporter: str) -> None:
+        with self.lock:
+            self._db.execute("DELETE FROM watermarks WHERE exporter = ?", (exporter,))
+        self.free()
+
+    def intent(self, exporter: str) -> tuple[int, int] | None:
+        """The batch an exporter started and has not committed (after a failure or crash)."""
+        with self.lock:
+            row = self._db.execute(
+                "SELECT first_seq, last_seq FROM intents WHERE exporter = ?", (exporter,)
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def begin_batch(self, exporter: str, first_seq: int, last_seq: int) -> None:
+        """Write down a batch before uploading it, so a retry uploads the same batch."""
+        with self.lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (exporter, first_seq, last_seq)
+            )
+
+    def commit_files(self, exporter: str, files: Sequence[ExportedFile], watermark: int) -> None:
+        """Record a batch's files and move the exporter's watermark past it, in one
+        transaction (which also frees what every exporter has passed)."""
+        with self.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (exporter, f.key, f.first_seq, f.last_seq, f.events, f.bytes, f.sha256, now)
+                        for f in files
+                    ],
+                )
+                self._db.execute(
+                    "UPDATE watermarks SET seq = ? WHERE exporter = ?", (watermark, exporter)
+                )
+                self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
+                freed = self._pass_exported()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._account_freed(freed)
+
+    def files(self, exporter: str | None = None) -> list[tuple[str, ExportedFile]]:
+        """(exporter, file) of every file recorded, oldest first."""
+        query = "SELECT exporter, key, first_seq, last_seq, events, bytes, sha256 FROM files"
+        args: tuple[str, ...] = ()
+        if exporter is not None:
+            query += " WHERE exporter = ?"
+            args = (exporter,)
+        with self.lock:
+            rows = self._db.execute(query + " ORDER BY first_seq", args).fetchall()
+        return [
+            (
+                row[0],
+                ExportedFile(
+                    key=row[1],
+                    first_seq=row[2],
+                    last_seq=row[3],
+                    events=row[4],
+                    bytes=row[5],
+                    sha256=row[6],
+                ),
+            )
+            for row in rows
+        ]
+
+    def free(self) -> None:
+        """Free the events every exporter has passed; wake callers waiting for room."""
+        with self.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                freed = self._pass_exported()
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._account_freed(freed)
+
+    def _pass_exported(self) -> tuple[int, int]:
+        """Mark the events every exporter has passed as exported (no longer pending) and
+        delete those past the retention window; return (bytes passed, bytes deleted).
+        The caller holds the lock, in a transaction."""
+        row = self._db.execute("SELECT MIN(seq), COUNT(*) FROM watermarks").fetchone()
+        if not row[1] or row[0] <= self.freed_upto:
+            return 0, 0  # no exporter yet, or none moved: keep everything
+        passed_upto = int(row[0])
+        passed = self._size_between(self.freed_upto, passed_upto)
+        self._db.execute("INSERT OR REPLACE INTO freed VALUES (1, ?)", (passed_upto,))
+        self.freed_upto = passed_upto
+        if self.retain_seconds > 0:
+            oldest = time.time_ns() - int(self.retain_seconds * 1e9)
+            deleted = self._delete_retained("at_ns < ?", oldest)
+        else:
+            deleted = self._delete_retained("seq <= ?", passed_upto)
+        return passed, deleted
+
+    def _delete_retained(self, condition: str, value: int) -> int:
+        """Delete exported events matching `condition`; return their bytes."""
+        where = f"seq <= ? AND {condition}"
+        args = (self.freed_upto, value)
+        size = int(
+            self._db.execute(
+                f"SELECT COALESCE(SUM(size), 0) FROM events WHERE {where}",  # noqa: S608
+                args,
+            ).fetchone()[0]
+        )
+        if size:
+            self._db.execute(f"DELETE FROM events WHERE {where}", args)  # noqa: S608
+        return size
+
+    def _account_freed(self, freed: tuple[int, int]) -> None:
+        passed, deleted = freed
+        self.pending_bytes -= passed
+        self.retained_bytes += passed - deleted
+        if passed:
+            self._on_freed()
+
+    def trim_retained(self, cap: int) -> int:
+        """Delete the oldest exported events until pending and retained bytes fit in
+        `cap` (retention gives way before admission does); return the bytes deleted."""
+        with self.lock:
+            excess = self.pending_bytes + self.retained_bytes - cap
+            if excess <= 0 or not self.retained_bytes:
+                return 0
+            row = self._db.execute(
+                "SELECT seq FROM (SELECT seq, SUM(size) OVER (ORDER BY seq) AS total "
+                "FROM events WHERE seq <= ?) WHERE total >= ? ORDER BY seq LIMIT 1",
+                (self.freed_upto, excess),
+            ).fetchone()
+            upto = int(row[0]) if row else self.freed_upto
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = self._delete_retained("seq <= ?", upto)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self.retained_bytes -= deleted
+            return deleted
+
+    # --- the node's queries ------------------------------------------------------------
+
+    def page(
+        self,
+        *,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        after_seq: int = 0,
+        event_names: Sequence[str] = (),
+        account: str = "",
+        codes: Sequence[int] = (),
+        log_types: Sequence[int] = (),
+        limit: int = 100,
+        max_bytes: int | None = None,
+    ) -> EventPage:
+        """Events still on this node (the retention window), oldest first: at most
+        `limit` of them and, past the first, at most `max_bytes` of JSON."""
+        where = ["seq > ?"]
+        args: list[Any] = [after_seq]
+        if since_ns is not None:
+            where.append("at_ns >= ?")
+            args.append(since_ns)
+        if until_ns is not None:
+            where.append("at_ns < ?")
+            args.append(until_ns)
+        for column, values in (
+            ("event_name", event_names),
+            ("code", codes),
+            ("log_type", log_types),
+        ):
+            if values:
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                args += values
+        if account:
+            where.append("account = ?")
+            args.append(account)
+        sql = (
+            "SELECT seq, size FROM events WHERE "  # noqa: S608
+            + " AND ".join(where)
+            + " ORDER BY seq LIMIT ?"
+        )
+        with self.lock:
+            sizes = self._db.execute(sql, (*args, limit + 1)).fetchall()
+            chosen: list[int] = []
+            used = 0
+            for seq, size in sizes[:limit]:
+                if chosen and max_bytes is not None and used + size > max_bytes:
+                    break
+                chosen.append(seq)
+                used += size
+            events = []
+            if chosen:
+                rows = self._db.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq >= ? AND seq <= ? "  # noqa: S608
+                    f"AND seq IN ({', '.join('?' * len(chosen))}) ORDER BY seq",
+                    (chosen[0], chosen[-1], *chosen),
+                ).fetchall()
+                events = [SpooledEvent(*row) for row in rows]
+        return EventPage(events=events, more=len(sizes) > len(chosen))
+
+    def seq_of(self, event_id: str) -> int | None:
+        """The sequence number of a retained event, by its id."""
+        with self.lock:
+            row = self._db.execute(
+                "SELECT seq FROM events WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        return int(row[0]) if row else None

@@ -1,0 +1,105 @@
+"""Settling the status a client saw, and summarizing rich error details line by line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import message
+
+from auditline.interceptor._types import Metadata
+
+__all__ = [
+    "CODES_BY_NUMBER",
+    "as_status_code",
+    "error_detail_lines",
+    "final_status",
+    "summarize_status_details",
+]
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def as_status_code(code: Any) -> grpc.StatusCode | None:
+    """gRPC's sync context gives `StatusCode`s, the asyncio one may give numbers."""
+    if code is None or isinstance(code, grpc.StatusCode):
+        return code
+    return CODES_BY_NUMBER.get(int(code), grpc.StatusCode.UNKNOWN)
+
+
+def as_text(details: str | bytes | None) -> str:
+    if details is None:
+        return ""
+    if isinstance(details, bytes):
+        return details.decode("utf-8", "replace")
+    return details
+
+
+def final_status(
+    code: grpc.StatusCode | None,
+    details: str | bytes | None,
+    error: type[BaseException] | None,
+    *,
+    ended_by_client: bool,
+    deadline_passed: bool,
+) -> tuple[grpc.StatusCode, str]:
+    """The status the client saw, from what the handler did and how the call ended."""
+    if ended_by_client and code in (None, grpc.StatusCode.OK):
+        if deadline_passed:
+            return grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
+        return grpc.StatusCode.CANCELLED, "Cancelled by the client"
+    if error is not None and code in (None, grpc.StatusCode.OK):
+        # An uncaught exception: the type only, never its message (it may hold
+        # secrets) nor the stack.
+        return grpc.StatusCode.UNKNOWN, f"Exception calling application: {error.__name__}"
+    return code or grpc.StatusCode.OK, as_text(details)
+
+
+def error_detail_lines(trailing_metadata: Metadata | None) -> list[str]:
+    """The `grpc-status-details-bin` trailer, summarized line by line."""
+    return [
+        line
+        for key, value in trailing_metadata or ()
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes)
+        for line in summarize_status_details(value)
+    ]
+
+
+def summarize_status_details(raw: bytes) -> list[str]:
+    """One line per rich error detail of a `grpc-status-details-bin` value."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    try:
+        status = status_pb2.Status.FromString(raw)
+    except message.DecodeError:
+        return ["(unparseable grpc-status-details-bin)"]
+    lines = []
+    for detail in status.details:
+        type_name = detail.type_url.rpartition("/")[2]
+        short = type_name.rpartition(".")[2]
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = "; ".join(f"{v.field}: {v.description}" for v in bad.field_violations)
+            lines.append(f"{short}: {violations}")
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            lines.append(f"{short}: {info.reason} ({info.domain})")
+        elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            text = "; ".join(f"{v.type} {v.subject}: {v.description}" for v in failure.violations)
+            lines.append(f"{short}: {text}")
+        elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
+            resource = error_details_pb2.ResourceInfo()
+            detail.Unpack(resource)
+            lines.append(f"{short}: {resource.resource_type} {resource.resource_name}")
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            lines.append(f"{short}: retry after {retry.retry_delay.ToJsonString()}")
+        else:
+            lines.append(short)  # the type only: unknown details may hold anything
+    return lines
