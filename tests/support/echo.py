@@ -27,6 +27,11 @@ SECRET_IN_EXCEPTION = "exception-secret-3f9a1c"
 STARTED: dict[str, threading.Event] = {}
 
 
+# The text of every request a handler has seen: what ran, for the tests that check
+# that nothing ran without its audit event.
+RAN: set[str] = set()
+
+
 def started(text: str) -> threading.Event:
     return STARTED.setdefault(text, threading.Event())
 
@@ -63,11 +68,14 @@ def act(
     request: echo_pb2.EchoRequest, context: grpc.ServicerContext
 ) -> echo_pb2.EchoResponse | None:
     """The sync handler's behaviour for `request.action`."""
+    RAN.add(request.text)
     action = request.action
     if action == "abort":
         context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
     if action == "abort_with_status":
         context.abort_with_status(rich_status())
+    if action == "abort_text":
+        context.abort(grpc.StatusCode.NOT_FOUND, request.text)
     if action == "set_code":
         context.set_code(grpc.StatusCode.ALREADY_EXISTS)
         context.set_details("already there")
@@ -97,6 +105,7 @@ class SyncEcho(echo_pb2_grpc.EchoServiceServicer):
         request: echo_pb2.EchoRequest,
         context: grpc.ServicerContext,
     ) -> Iterator[echo_pb2.EchoResponse]:
+        RAN.add(request.text)
         for index in range(request.count or 3):
             if index == 1 and request.action:
                 act(request, context)
@@ -108,6 +117,7 @@ class SyncEcho(echo_pb2_grpc.EchoServiceServicer):
         context: grpc.ServicerContext,
     ) -> Any:
         received = list(requests)
+        RAN.update(r.text for r in received)
         last = received[-1] if received else echo_pb2.EchoRequest()
         response = act(last, context)
         if response is not None:
@@ -120,6 +130,7 @@ class SyncEcho(echo_pb2_grpc.EchoServiceServicer):
         context: grpc.ServicerContext,
     ) -> Iterator[echo_pb2.EchoResponse]:
         for index, request in enumerate(requests):
+            RAN.add(request.text)
             if request.action:
                 act(request, context)
             yield reply(request, index)
@@ -129,12 +140,15 @@ async def act_async(
     request: echo_pb2.EchoRequest, context: grpc.aio.ServicerContext[Any, Any]
 ) -> echo_pb2.EchoResponse | None:
     """The asyncio handler's behaviour for `request.action`."""
+    RAN.add(request.text)
     action = request.action
     if action == "abort":
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
     if action == "abort_with_status":
         status = rich_status()
         await context.abort(status.code, status.details, status.trailing_metadata)
+    if action == "abort_text":
+        await context.abort(grpc.StatusCode.NOT_FOUND, request.text)
     if action == "set_code":
         context.set_code(grpc.StatusCode.ALREADY_EXISTS)
         context.set_details("already there")
@@ -167,12 +181,14 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
         return (self._list_rw if self.reader_writer else self._list_gen)(request, context)
 
     async def _list_gen(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        RAN.add(request.text)
         for index in range(request.count or 3):
             if index == 1 and request.action:
                 await act_async(request, context)
             yield reply(request, index)
 
     async def _list_rw(self, request: Any, context: Any) -> None:
+        RAN.add(request.text)
         for index in range(request.count or 3):
             if index == 1 and request.action:
                 await act_async(request, context)
@@ -185,6 +201,7 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
                 received.append(item)
         else:
             received = [item async for item in requests]
+        RAN.update(r.text for r in received)
         last = received[-1] if received else echo_pb2.EchoRequest()
         response = await act_async(last, context)
         if response is not None:
@@ -197,6 +214,7 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
     async def _chat_gen(self, requests: Any, context: Any) -> AsyncIterator[Any]:
         index = 0
         async for request in requests:
+            RAN.add(request.text)
             if request.action:
                 await act_async(request, context)
             yield reply(request, index)
@@ -205,6 +223,7 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
     async def _chat_rw(self, requests: Any, context: Any) -> None:
         index = 0
         while (request := await context.read()) is not grpc.aio.EOF:
+            RAN.add(request.text)
             if request.action:
                 await act_async(request, context)
             await context.write(reply(request, index))

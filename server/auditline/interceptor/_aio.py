@@ -1,10 +1,10 @@
 """`AsyncAuditInterceptor`: the audit interceptor for `grpc.aio` servers.
 
 Handlers stay what they were: coroutines stay coroutines and async generators
-stay async generators, so nothing is pushed to a thread pool. Streaming handlers
-(and, in fail-closed mode, every handler) get a thin context that counts reads
-and writes and, fail-closed, records the call before an `abort` sends its
-status (grpc.aio sends it at once); everything else is delegated.
+stay async generators, so nothing is pushed to a thread pool. Handlers get a thin
+context that counts reads and writes, cuts over-long status messages, and in
+fail-closed mode records the call before an `abort` sends its status (grpc.aio
+sends it at once); everything else is delegated.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from auditline.interceptor._base import AuditInterceptorBase, Refusal
 from auditline.interceptor._core import CallRecord
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._scope import SCOPE, CallScope
+from auditline.interceptor._status import sendable
 from auditline.interceptor._types import AuditUnavailableError
 
 __all__ = ["AsyncAuditInterceptor"]
@@ -176,6 +177,10 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         if call.recorded:
             return  # recorded when it aborted
         call.recorded = True
+        if not context.done():
+            shortened = sendable(context.details())
+            if shortened is not None:
+                context.set_details(shortened)
         record = self._capture(call, context, error, call.last)
         if not self._fail_closed or not call.admitted:
             self._queue(record)  # a refused call's event: kept if it can be, else counted
@@ -190,6 +195,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
     ) -> None:
         """Abort the call. grpc.aio sends the status at once, so in fail-closed mode the
         call's events are kept first (or the answer becomes UNAVAILABLE)."""
+        details = sendable(details) or details
         if self._fail_closed and call.admitted and not call.recorded:
             call.recorded = True
             context.set_code(code)
@@ -299,11 +305,6 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
         return requests()
 
-    def _handler_context(self, call: _Call, context: Any, streaming: bool) -> Any:
-        if streaming or self._fail_closed:
-            return _AuditedContext(context, call, self)
-        return context
-
     def _unary_response(
         self,
         info: MethodInfo,
@@ -322,9 +323,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             try:
                 await self._start(call, context)
                 argument = await self._argument(call, request, context, streaming_request)
-                result = await _settled(
-                    inner(argument, self._handler_context(call, context, streaming_request))
-                )
+                result = await _settled(inner(argument, _AuditedContext(context, call, self)))
                 response = self._serialize_unary(result, serialize, context)
                 if response is not None:
                     call.on_send(result)

@@ -18,12 +18,17 @@ from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import ACTIVITY_ENUM_NAMES, LOG_TYPE_ENUM_NAMES
 from auditline.interceptor._peer import parse_peer
 from auditline.interceptor._redact import Redactor, timestamp_text
-from auditline.interceptor._status import as_status_code, error_detail_lines, final_status
+from auditline.interceptor._status import (
+    as_status_code,
+    cut_text,
+    error_detail_lines,
+    final_status,
+)
 
 if TYPE_CHECKING:
     from auditline.interceptor._core import AuditConfig, CallRecord
 
-__all__ = ["MAX_ERROR_BYTES", "MAX_HEADER_CHARS", "EventBuilder", "cut_text"]
+__all__ = ["MAX_ERROR_BYTES", "MAX_HEADER_CHARS", "EventBuilder"]
 
 MAX_ERROR_BYTES = 1024
 MAX_HEADER_CHARS = 1024
@@ -32,16 +37,6 @@ MAX_HEADER_CHARS = 1024
 _NEVER_RECORDED = frozenset(
     {"authorization", "cookie", "set-cookie", "proxy-authorization", "x-api-key"}
 )
-
-
-def cut_text(text: str, max_bytes: int) -> tuple[str, bool]:
-    """`text` cut to at most `max_bytes` of UTF-8 (whole characters), and whether it was."""
-    if len(text) <= max_bytes // 4:
-        return text, False
-    raw = text.encode("utf-8", "replace")
-    if len(raw) <= max_bytes:
-        return text, False
-    return raw[:max_bytes].decode("utf-8", "ignore"), True
 
 
 def _time_text(ns: int) -> str:
@@ -66,7 +61,9 @@ class EventBuilder:
         if raw is None:
             return None, False
         if isinstance(raw, bytes):
-            if cls is None:
+            limit = self.config.max_message_bytes
+            if cls is None or (limit is not None and len(raw) > limit):
+                # Unknown, or refused for its size: its size is all that is recorded.
                 return {"bytes": len(raw)}, False
             try:
                 msg = cls.FromString(raw)

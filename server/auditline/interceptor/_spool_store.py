@@ -152,10 +152,15 @@ class _Reserve:
         self.size = size
 
     def hold(self) -> bool:
-        """(Re)create the file at full size; False when the disk has no room for it."""
+        """(Re)create the file at full size; False when the disk has no room for it and
+        as much again for the events to come (so that holding it is not at once undone)."""
         if self.size <= 0:
             return True
         try:
+            if not self.path.exists():
+                stat = os.statvfs(self.path.parent)
+                if stat.f_bavail * stat.f_frsize < 2 * self.size:
+                    return False
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
             try:
                 os.posix_fallocate(fd, 0, self.size)
@@ -254,8 +259,8 @@ class SpoolStore:
             if self._max_pages is not None:
                 limit = self._max_pages - self._reserve_pages
                 pages, free = self._pages()
-                if pages - free > limit:
-                    return False
+                if pages - free > limit - self._reserve_pages:
+                    return False  # room for the reserve, and as much again
                 if free:
                     with contextlib.suppress(sqlite3.Error):  # shrink the file first
                         self._db.executescript("PRAGMA incremental_vacuum;")

@@ -11,13 +11,20 @@ from auditline.interceptor._types import Metadata
 
 __all__ = [
     "CODES_BY_NUMBER",
+    "MAX_SENT_DETAILS_BYTES",
     "as_status_code",
+    "cut_text",
     "error_detail_lines",
     "final_status",
+    "sendable",
     "summarize_status_details",
 ]
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# Status messages travel percent-encoded in the `grpc-message` trailer, and clients
+# refuse trailers past 8-16 KB (then they see RESOURCE_EXHAUSTED or INTERNAL, not the
+# code the handler chose, nor what the audit log says). Longer messages are cut.
+MAX_SENT_DETAILS_BYTES = 2048
 CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -26,6 +33,24 @@ def as_status_code(code: Any) -> grpc.StatusCode | None:
     if code is None or isinstance(code, grpc.StatusCode):
         return code
     return CODES_BY_NUMBER.get(int(code), grpc.StatusCode.UNKNOWN)
+
+
+def cut_text(text: str, max_bytes: int) -> tuple[str, bool]:
+    """`text` cut to at most `max_bytes` of UTF-8 (whole characters), and whether it was."""
+    if len(text) <= max_bytes // 4:
+        return text, False
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= max_bytes:
+        return text, False
+    return raw[:max_bytes].decode("utf-8", "ignore"), True
+
+
+def sendable(details: str | bytes | None) -> str | None:
+    """The status message cut to what a client will accept, or None when it fits."""
+    if details is None or len(details) <= MAX_SENT_DETAILS_BYTES // 4:
+        return None
+    cut, was_cut = cut_text(as_text(details), MAX_SENT_DETAILS_BYTES)
+    return cut if was_cut else None
 
 
 def as_text(details: str | bytes | None) -> str:

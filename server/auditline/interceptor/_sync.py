@@ -12,6 +12,7 @@ from google.protobuf import message
 from auditline.interceptor._base import AuditInterceptorBase
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._scope import SCOPE, CallScope, enter_scope, exit_scope
+from auditline.interceptor._status import sendable
 from auditline.interceptor._types import AuditUnavailableError
 
 __all__ = ["AuditInterceptor"]
@@ -153,6 +154,10 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         """Record a finished call. Fail-closed, for an admitted call whose answer is
         still to be sent (`answering`): raise the UNAVAILABLE answer if its events
         cannot be kept."""
+        if answering:
+            shortened = sendable(getattr(context, "details", lambda: None)())
+            if shortened is not None:
+                context.set_details(shortened)
         record = self._core.capture(
             info=info,
             context=context,

@@ -246,6 +246,7 @@ class AuditlineServer:
             backpressure=settings.backpressure,
             max_bytes=settings.spool_max_bytes,
             reserve_bytes=settings.spool_reserve_bytes or None,
+            memory_bytes=settings.spool_memory_bytes,
             retain_seconds=settings.events_retention_days * 86400,
         )
         self.audit = AuditInterceptor(

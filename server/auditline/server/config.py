@@ -98,6 +98,13 @@ class Settings:
             "ones kept for queries (these give way first)"
         ),
     )
+    spool_memory_bytes: int = field(
+        default=64 << 20,
+        metadata=_help(
+            "events waiting in memory while the spool cannot write (a full disk); past "
+            "it they are dropped and counted in an AuditEventsDropped marker"
+        ),
+    )
     spool_reserve_bytes: int = field(
         default=0,
         metadata=_help(
@@ -240,8 +247,10 @@ class Settings:
             )
         if self.max_message_bytes < 1024 or self.max_metadata_bytes < 1024:
             raise ConfigError("--max-message-bytes and --max-metadata-bytes must be at least 1024")
-        if self.spool_reserve_bytes < 0:
-            raise ConfigError("--spool-reserve-bytes must not be negative")
+        if self.spool_reserve_bytes < 0 or self.spool_memory_bytes < 1 << 16:
+            raise ConfigError(
+                "--spool-reserve-bytes must not be negative and --spool-memory-bytes at least 65536"
+            )
         for network in split_list(self.trusted_proxies):
             try:
                 ipaddress.ip_network(network, strict=False)

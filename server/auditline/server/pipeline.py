@@ -140,6 +140,7 @@ class AuditPipeline:
         backpressure: str,
         max_bytes: int,
         reserve_bytes: int | None = None,
+        memory_bytes: int = 64 << 20,
         retain_seconds: float = 0.0,
     ) -> None:
         self.spool = Spool(
@@ -149,6 +150,7 @@ class AuditPipeline:
             backpressure=backpressure,
             max_bytes=max_bytes,
             reserve_bytes=reserve_bytes,
+            max_memory_bytes=memory_bytes,
             retain_seconds=retain_seconds,
         )
         self.node_id = node_id

@@ -1,0 +1,174 @@
+"""What attackers and careless clients send, through a real `auditline serve`: each
+gets a clear answer with the right code, the audit log records the code the client
+saw, and the server keeps serving everybody else."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+
+from auditline.account.v1 import bucket_pb2
+from auditline.audit.v1 import audit_log_pb2, audit_log_pb2_grpc
+from tests.conftest import ServeFactory
+from tests.support.api import Api, code_of, error_of
+from tests.support.exported import exported_events
+from tests.support.serve import ServeProcess
+
+ADMIN = {
+    "AUDITLINE_ADMIN_ACCESS_KEY": "AKABUSE",
+    "AUDITLINE_ADMIN_SECRET_KEY": "abuse-" + uuid.uuid4().hex,
+}
+Code = grpc.StatusCode
+
+
+def _events(process: ServeProcess) -> list[dict[str, Any]]:
+    assert process.terminate() == 0
+    return exported_events(process.data_dir)
+
+
+def test_an_unauthenticated_flood_cannot_deny_service_or_fill_the_disk(
+    serve: ServeFactory,
+) -> None:
+    cap = 4 << 20
+    process = serve(
+        "--spool-max-bytes",
+        str(cap),
+        "--backpressure",
+        "reject",
+        "--export-interval",
+        "3600",
+        "--audit-summary-interval",
+        "1",
+        env=ADMIN,
+    )
+    admin = Api(process.target).login_as_admin(ADMIN)
+    anonymous = Api(process.target)
+    flood, big = 600, "x" * 95_000  # each call carries a 95 KB field
+    served: list[Code] = []
+    done = threading.Event()
+
+    def authenticated() -> None:
+        while not done.is_set():
+            served.append(
+                code_of(
+                    lambda: admin.call(
+                        admin.buckets.ListBuckets, bucket_pb2.ListBucketsRequest(page_size=1)
+                    )
+                )
+            )
+
+    def attack(_: int) -> Code:
+        return code_of(
+            lambda: anonymous.call(
+                anonymous.buckets.ListBuckets, bucket_pb2.ListBucketsRequest(page_token=big)
+            )
+        )
+
+    watcher = threading.Thread(target=authenticated)
+    watcher.start()
+    with futures.ThreadPoolExecutor(4) as pool:
+        codes = list(pool.map(attack, range(flood)))
+    done.set()
+    watcher.join(30)
+    assert set(codes) == {Code.UNAUTHENTICATED}
+    assert served
+    assert set(served) == {Code.OK}
+    # The audit log stays small: bodies of unauthenticated calls are cut at 4 KB, and
+    # past the rate the calls are counted, not recorded one by one.
+    spool = process.data_dir / "audit" / "spool.db"
+    on_disk = sum(p.stat().st_size for p in spool.parent.glob("spool.db*"))
+    assert on_disk < cap
+    # A default page of events stays far below a client's 4 MB limit.
+    stub = audit_log_pb2_grpc.AuditLogServiceStub(admin.channel)
+    page = admin.call(stub.ListEvents, audit_log_pb2.ListEventsRequest(page_size=1000))
+    assert page.ByteSize() < 2 << 20
+    events = _events(process)
+    unauthenticated = [
+        e
+        for e in events
+        if e["Method"] == "ListBuckets" and e["Response"]["ResponseStatus"] == "UNAUTHENTICATED"
+    ]
+    summaries = [e for e in events if e["EventName"] == "CallsSummarized"]
+    assert summaries, "past the rate, calls are summarized"
+    counted = sum(s["Request"]["RequestParams"]["calls"] for s in summaries)
+    assert len(unauthenticated) + counted == flood
+    assert all(e["Request"]["RequestParamsTruncated"] for e in unauthenticated)
+    for summary in summaries:
+        params = summary["Request"]["RequestParams"]
+        assert summary["Request"]["SourceIP"] == "127.0.0.1"
+        assert params["methods"] == {
+            "/auditline.account.v1.BucketService/ListBuckets": params["calls"]
+        }
+        assert params["codes"] == {"UNAUTHENTICATED": params["calls"]}
+
+
+def test_echoed_input_is_cut_and_the_log_says_what_the_client_saw(serve: ServeFactory) -> None:
+    process = serve(env=ADMIN)
+    admin = Api(process.target).login_as_admin(ADMIN)
+    name = "buckets/" + "a" * 20_000
+    error = error_of(
+        lambda: admin.call(admin.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=name))
+    )
+    assert error.code() == Code.NOT_FOUND
+    details = error.details() or ""
+    assert len(details) < 200
+    assert details.startswith("buckets/aaaa")
+    (event,) = [e for e in _events(process) if e["Method"] == "GetBucket"]
+    assert event["Response"]["ResponseStatus"] == "NOT_FOUND"
+    assert event["Response"]["ResponseError"] == details
+    assert len(event["Request"]["RequestParams"]["name"]) == 20_008  # an admin's call: whole
+
+
+def test_oversized_messages_and_metadata_are_answered_and_audited(serve: ServeFactory) -> None:
+    process = serve(env=ADMIN)
+    admin = Api(process.target).login_as_admin(ADMIN)
+    huge = bucket_pb2.CreateBucketRequest(bucket_id="b" * (5 << 20))  # over 4 MiB
+    error = error_of(lambda: admin.call(admin.buckets.CreateBucket, huge))
+    assert error.code() == Code.RESOURCE_EXHAUSTED
+    assert "the limit is 4194304" in (error.details() or "")
+    big_header = (("x-padding", "p" * 10_000),)  # over 8 KiB
+    error = error_of(
+        lambda: admin.buckets.ListBuckets(
+            bucket_pb2.ListBucketsRequest(), metadata=admin.metadata + big_header, timeout=30
+        )
+    )
+    assert error.code() == Code.RESOURCE_EXHAUSTED
+    assert "metadata" in (error.details() or "")
+    # The server keeps serving.
+    admin.call(admin.buckets.ListBuckets, bucket_pb2.ListBucketsRequest())
+    events = {e["Method"]: e for e in _events(process)}
+    created = events["CreateBucket"]
+    assert created["Response"]["ResponseStatus"] == "RESOURCE_EXHAUSTED"
+    assert created["Request"]["RequestParams"] == {"bytes": huge.ByteSize()}
+    listed = [e for e in exported_events(process.data_dir) if e["Method"] == "ListBuckets"]
+    assert [e["Response"]["ResponseStatus"] for e in listed] == ["RESOURCE_EXHAUSTED", "OK"]
+
+
+def test_a_second_server_on_a_port_in_use_fails_at_start(serve: ServeFactory) -> None:
+    first = serve(env=ADMIN)
+    second = ServeProcess(
+        first.data_dir.parent / "second", args=["--listen", first.target], env=ADMIN
+    )
+    with pytest.raises(RuntimeError, match=f"cannot listen on {first.target}"):
+        second.start()
+    assert second.proc.wait(10) == 1
+
+
+def test_a_cancelled_tail_ends_cleanly(serve: ServeFactory) -> None:
+    process = serve(env=ADMIN)
+    admin = Api(process.target).login_as_admin(ADMIN)
+    stub = audit_log_pb2_grpc.AuditLogServiceStub(admin.channel)
+    tail = stub.TailEvents(audit_log_pb2.TailEventsRequest(), metadata=admin.metadata)
+    admin.call(admin.buckets.ListBuckets, bucket_pb2.ListBucketsRequest())
+    assert next(tail).event.event_name
+    tail.cancel()
+    events = _events(process)
+    (tailed,) = [e for e in events if e["Method"] == "TailEvents"]
+    assert tailed["Response"]["ResponseStatus"] == "CANCELLED"
+    assert "Traceback" not in process.log()
+    assert "different Context" not in process.log()

@@ -1,0 +1,253 @@
+"""The audit path under a full disk: SQLite's own SQLITE_FULL (the spool's page limit),
+under concurrent load of every call shape, on sync and asyncio servers, in both
+durability modes. The assertions are the product's promises:
+
+- no handler ran without its event reaching the spool;
+- fail-closed (sync): every answer the client saw is recorded with its code, or it
+  is UNAVAILABLE;
+- async: nothing is lost silently: events plus the drop markers' counts add up to
+  the calls made, exactly;
+- the server recovers without a restart once there is room again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from auditline_testing.v1 import echo_pb2, echo_pb2_grpc
+
+from auditline.interceptor import AsyncAuditInterceptor, AuditInterceptor, Spool
+from auditline.interceptor._spool_store import ExportedFile
+from tests.support.echo import RAN, AsyncServer, SyncServer
+from tests.support.processes import wait_for
+
+R = echo_pb2.EchoRequest
+# (stub method, how to call it with a text, the action) — every shape, several outcomes.
+Shape = Callable[[echo_pb2_grpc.EchoServiceStub, str, str], Any]
+SHAPES: tuple[Shape, ...] = (
+    lambda s, text, action: s.Echo(R(text=text, action=action), timeout=30),
+    lambda s, text, action: s.CreateThing(R(text=text, action=action), timeout=30),
+    lambda s, text, action: list(s.ListThings(R(text=text, action=action), timeout=30)),
+    lambda s, text, action: s.UploadThings(iter([R(text=text, action=action)]), timeout=30),
+    lambda s, text, action: list(s.ChatThings(iter([R(text=text, action=action)]), timeout=30)),
+)
+ACTIONS = ("", "", "abort", "raise", "set_code")
+
+
+class FullDisk:
+    """An echo server whose audit spool lives under a small page limit, and no exporter:
+    it fills after a few hundred events."""
+
+    def __init__(self, tmp_path: Path, *, flavour: str, durability: str) -> None:
+        self.spool = Spool(
+            tmp_path / "spool.db",
+            durability=durability,
+            max_file_bytes=384 << 10,
+            reserve_bytes=64 << 10,
+            max_memory_bytes=32 << 10,
+            block_timeout=5,
+        )
+        self.spool.retry_interval = 0.05
+        fail_closed = durability == "sync"
+        self.interceptor: AuditInterceptor | AsyncAuditInterceptor
+        if flavour == "sync":
+            self.interceptor = AuditInterceptor(self.spool, fail_closed=fail_closed)
+            self.server: SyncServer | AsyncServer = SyncServer([self.interceptor])
+        else:
+            self.interceptor = AsyncAuditInterceptor(self.spool, fail_closed=fail_closed)
+            self.server = AsyncServer([self.interceptor])
+        self.channel = grpc.insecure_channel(self.server.target)
+        self.stub = echo_pb2_grpc.EchoServiceStub(self.channel)
+        self.outcomes: dict[str, grpc.StatusCode] = {}  # text → what the client saw
+        self.degraded_calls = 0
+        self._run_id = uuid.uuid4().hex[:10]
+        self._picks = itertools.count()  # its next() is atomic: threads share it
+
+    def call(self) -> None:
+        pick = next(self._picks)
+        text = f"c-{self._run_id}-{pick}"
+        shape, action = SHAPES[pick % len(SHAPES)], ACTIONS[pick % len(ACTIONS)]
+        degraded = bool(self.spool.degraded)
+        try:
+            shape(self.stub, text, action)
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as error:
+            code = error.code()
+        self.outcomes[text] = code
+        if degraded:
+            self.degraded_calls += 1
+
+    def load(self, *, until: Callable[[], bool], threads: int = 4) -> None:
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.is_set():
+                self.call()
+
+        workers = [threading.Thread(target=run) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        try:
+            wait_for(lambda: True if until() else None, timeout=120, what="the load's goal")
+        finally:
+            stop.set()
+            for worker in workers:
+                worker.join(60)
+
+    def recover(self) -> list[dict[str, Any]]:
+        """Make room (export every event) until the spool has written its backlog and
+        recovered; return every event it held."""
+        events: list[dict[str, Any]] = []
+
+        def recovered() -> bool | None:
+            events.extend(_free_all(self.spool))
+            stats = self.spool.stats
+            return True if not self.spool.degraded and not stats.buffered_bytes else None
+
+        wait_for(recovered, timeout=60, what="the spool to recover")
+        return events
+
+    def close(self) -> None:
+        self.channel.close()
+        self.server.stop()
+        self.interceptor.close()
+        self.spool.close()
+
+
+@pytest.fixture(params=["sync", "aio"])
+def flavour(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _free_all(spool: Spool) -> list[dict[str, Any]]:
+    """Export (free) every event written so far; return them."""
+    store = spool.store
+    events = [e.document() for e in store.read(0, limit=1_000_000)]
+    if events:
+        store.register("drain", start_seq=1)
+        last = int(events[-1]["Sequence"])
+        store.commit_files(
+            "drain",
+            [ExportedFile(key="k", first_seq=1, last_seq=last, events=0, bytes=0, sha256="")],
+            watermark=last,
+        )
+    return events
+
+
+def _text(event: dict[str, Any]) -> str:
+    return str(event["Request"]["RequestParams"].get("text", ""))
+
+
+def test_fail_closed_under_a_full_disk(tmp_path: Path, flavour: str) -> None:
+    disk = FullDisk(tmp_path, flavour=flavour, durability="sync")
+    try:
+        disk.load(until=lambda: disk.degraded_calls >= 60)
+        assert disk.interceptor.flush(10)  # the refusals' own events
+        # Space is back: the server recovers by itself and records again.
+        events = disk.recover()
+        disk.call()
+        assert disk.spool.flush(10, with_drop_marker=True)
+        events += _free_all(disk.spool)
+    finally:
+        disk.close()
+    recorded: dict[str, list[str]] = {}
+    for event in events:
+        recorded.setdefault(_text(event), []).append(event["Response"]["ResponseStatus"])
+    refused = [t for t, code in disk.outcomes.items() if code == grpc.StatusCode.UNAVAILABLE]
+    assert len(refused) >= 60, "the full disk never made the server refuse calls"
+    # No handler ran without its event.
+    ran = {text for text in disk.outcomes if text in RAN}
+    assert ran - recorded.keys() == set()
+    # Every answer the client saw is in the log with its code, unless it is UNAVAILABLE.
+    for text, code in disk.outcomes.items():
+        if code != grpc.StatusCode.UNAVAILABLE:
+            assert recorded.get(text) == [code.name], (text, code)
+        else:
+            assert recorded.get(text, ["UNAVAILABLE"]) == ["UNAVAILABLE"], (text, code)
+    # Each refusal is in the log too (a refused stream's requests were never read, so
+    # its event has no text), or counted by a marker when it could not be kept, exactly.
+    dropped = sum(
+        e["Request"]["RequestParams"]["dropped_events"]
+        for e in events
+        if e["EventName"] == "AuditEventsDropped"
+    )
+    unavailable = [e for e in events if e["Response"]["ResponseStatus"] == "UNAVAILABLE"]
+    assert len(unavailable) + dropped == len(refused)
+    # The last call, after recovery, went through and is recorded.
+    last = list(disk.outcomes)[-1]
+    assert disk.outcomes[last] != grpc.StatusCode.UNAVAILABLE
+    assert last in recorded
+
+
+def test_async_mode_loses_nothing_silently_under_a_full_disk(tmp_path: Path, flavour: str) -> None:
+    disk = FullDisk(tmp_path, flavour=flavour, durability="async")
+    try:
+        disk.load(until=lambda: disk.spool.stats.dropped >= 50)
+        assert disk.interceptor.flush(10)
+        events = disk.recover()
+        assert disk.spool.flush(10, with_drop_marker=True)
+        events += _free_all(disk.spool)
+    finally:
+        disk.close()
+    markers = [e for e in events if e["EventName"] == "AuditEventsDropped"]
+    assert markers, "events were dropped without a marker"
+    dropped = sum(m["Request"]["RequestParams"]["dropped_events"] for m in markers)
+    calls = [e for e in events if e["EventName"] != "AuditEventsDropped"]
+    # Every call is either in the log or counted by a marker, exactly.
+    assert len(calls) + dropped == len(disk.outcomes)
+    assert {_text(e) for e in calls} <= disk.outcomes.keys()
+    assert all(m["Response"]["ResponseStatus"] == "DATA_LOSS" for m in markers)
+    assert all(m["Response"]["ResponseCode"] == 15 for m in markers)
+    # Async mode never refuses calls for the audit log's sake.
+    assert grpc.StatusCode.UNAVAILABLE not in disk.outcomes.values()
+
+
+def test_degraded_state_is_reported_and_events_wait_in_memory(tmp_path: Path) -> None:
+    spool = Spool(
+        tmp_path / "spool.db", max_file_bytes=192 << 10, reserve_bytes=32 << 10, block_timeout=5
+    )
+    spool.retry_interval = 0.05
+    reasons: list[str] = []
+    spool.on_degraded = reasons.append
+    interceptor = AuditInterceptor(spool)
+    server = SyncServer([interceptor])
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = echo_pb2_grpc.EchoServiceStub(channel)
+            # Past the page limit, then past the reserve: writes fail.
+            wait_for(
+                lambda: True if stub.Echo(R(text="x" * 500)) and spool.stats.write_errors else None,
+                timeout=60,
+                what="failing spool writes",
+                interval=0,
+            )
+            assert reasons == ["the spool's disk is full"]
+            assert spool.stats.degraded
+            stub.Echo(R(text="waits"))
+            assert interceptor.flush(10)
+            # The event is neither written nor dropped: it waits in memory.
+            assert not spool.flush(0.5)
+            assert spool.stats.buffered_bytes > 0
+            assert spool.stats.dropped == 0
+            # Room again (everything exported): the backlog is written, the spool recovers.
+            texts: list[str] = []
+
+            def recovered() -> bool | None:
+                texts.extend(_text(e) for e in _free_all(spool))
+                return True if not spool.degraded and not spool.stats.buffered_bytes else None
+
+            wait_for(recovered, timeout=30, what="recovery")
+            assert reasons[-1] == ""
+            assert texts[-1] == "waits"
+            assert spool.stats.dropped == 0
+    finally:
+        server.stop()
+        interceptor.close()
+        spool.close()
