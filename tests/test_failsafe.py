@@ -22,8 +22,10 @@ from typing import Any
 import grpc
 import pytest
 from auditline_testing.v1 import echo_pb2, echo_pb2_grpc
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from auditline.interceptor import AsyncAuditInterceptor, AuditInterceptor, Spool
+from auditline.interceptor import AsyncAuditInterceptor, AuditInterceptor, Spool, instrument
 from auditline.interceptor._spool_store import ExportedFile
 from tests.support.echo import RAN, AsyncServer, SyncServer
 from tests.support.processes import wait_for
@@ -141,6 +143,18 @@ def _free_all(spool: Spool) -> list[dict[str, Any]]:
     return events
 
 
+def _metric(reader: InMemoryMetricReader, name: str) -> float:
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    point: Any = next(iter(metric.data.data_points))
+                    return float(point.value)
+    raise AssertionError(f"no metric {name}")
+
+
 def _text(event: dict[str, Any]) -> str:
     return str(event["Request"]["RequestParams"].get("text", ""))
 
@@ -216,6 +230,8 @@ def test_degraded_state_is_reported_and_events_wait_in_memory(tmp_path: Path) ->
     spool.retry_interval = 0.05
     reasons: list[str] = []
     spool.on_degraded = reasons.append
+    reader = InMemoryMetricReader()
+    instrument(spool, list, meter_provider=MeterProvider(metric_readers=[reader]))
     interceptor = AuditInterceptor(spool)
     server = SyncServer([interceptor])
     try:
@@ -230,6 +246,8 @@ def test_degraded_state_is_reported_and_events_wait_in_memory(tmp_path: Path) ->
             )
             assert reasons == ["the spool's disk is full"]
             assert spool.stats.degraded
+            assert _metric(reader, "auditline.audit.degraded") == 1
+            assert _metric(reader, "auditline.audit.spool.write_errors") >= 1
             stub.Echo(R(text="waits"))
             assert interceptor.flush(10)
             # The event is neither written nor dropped: it waits in memory.
@@ -245,6 +263,7 @@ def test_degraded_state_is_reported_and_events_wait_in_memory(tmp_path: Path) ->
 
             wait_for(recovered, timeout=30, what="recovery")
             assert reasons[-1] == ""
+            assert _metric(reader, "auditline.audit.degraded") == 0
             assert texts[-1] == "waits"
             assert spool.stats.dropped == 0
     finally:

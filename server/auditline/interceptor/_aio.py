@@ -23,7 +23,6 @@ from auditline.interceptor._core import CallRecord
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._scope import SCOPE, CallScope
 from auditline.interceptor._status import sendable
-from auditline.interceptor._types import AuditUnavailableError
 
 __all__ = ["AsyncAuditInterceptor"]
 
@@ -210,10 +209,9 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
     async def _start(self, call: _Call, context: Any) -> None:
         """Before the handler: admission, then the limits on what the caller sent."""
-        try:
-            self._core.admit()
-        except AuditUnavailableError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        refused = self._admission()
+        if refused:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, refused)
         call.admitted = True
         refusal = self._metadata_refusal(context.invocation_metadata())
         if refusal is not None:

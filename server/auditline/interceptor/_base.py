@@ -11,7 +11,12 @@ import grpc
 from auditline.interceptor._core import AuditCore, CallRecord, make_config
 from auditline.interceptor._methods import MethodInfo, method_info
 from auditline.interceptor._summaries import SummaryPolicy
-from auditline.interceptor._types import Metadata, PrincipalResolver, Sink
+from auditline.interceptor._types import (
+    AuditUnavailableError,
+    Metadata,
+    PrincipalResolver,
+    Sink,
+)
 
 __all__ = ["AuditInterceptorBase", "Refusal"]
 
@@ -130,7 +135,15 @@ class AuditInterceptorBase:
         after the server stopped."""
         self._core.close(timeout)
 
-    # --- limits --------------------------------------------------------------------
+    # --- admission and limits ------------------------------------------------------
+
+    def _admission(self) -> str:
+        """Ask the sink whether a call may run: "" when it may, else why not."""
+        try:
+            self._core.admit()
+        except AuditUnavailableError as exc:
+            return str(exc) or "the audit log cannot record calls"
+        return ""
 
     def _metadata_refusal(self, metadata: Metadata | None) -> Refusal | None:
         limit = self._core.config.max_metadata_bytes

@@ -13,7 +13,6 @@ from auditline.interceptor._base import AuditInterceptorBase
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._scope import SCOPE, CallScope, enter_scope, exit_scope
 from auditline.interceptor._status import sendable
-from auditline.interceptor._types import AuditUnavailableError
 
 __all__ = ["AuditInterceptor"]
 
@@ -128,14 +127,6 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             context.abort(*answer)
 
         return grpc.stream_stream_rpc_method_handler(behavior)
-
-    def _admission(self) -> str:
-        """Ask the sink whether a call may run: "" when it may, else why not."""
-        try:
-            self._core.admit()
-        except AuditUnavailableError as exc:
-            return str(exc) or "the audit log cannot record calls"
-        return ""
 
     def _end(
         self,
