@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditline.account.v1 import auth_pb2, bucket_pb2
 from auditline.account.v1 import service_account_pb2 as sa_pb
+from tests.conftest import ServeFactory
 from tests.support.api import Api
 from tests.support.exported import exported_events
 from tests.support.processes import wait_for
@@ -195,21 +196,19 @@ def _health(target: str, service: str) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
-def _start(data_dir: Path, *args: str) -> ServeProcess:
-    return ServeProcess(
-        data_dir,
-        args=[
-            "--export-interval",
-            "3600",
-            "--usage-snapshot-interval",
-            "0",
-            "--spool-reserve-bytes",
-            str(1 << 20),
-            *NO_SUMMARIES,
-            *args,
-        ],
+def _start(serve: ServeFactory, data_dir: Path, *args: str) -> ServeProcess:
+    return serve(
+        "--export-interval",
+        "3600",
+        "--usage-snapshot-interval",
+        "0",
+        "--spool-reserve-bytes",
+        str(1 << 20),
+        *NO_SUMMARIES,
+        *args,
         env=ENV,
-    ).start()
+        data_dir=data_dir,
+    )
 
 
 def _api_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -229,10 +228,10 @@ def _fill_when_started(volume: SmallVolume) -> None:
     assert volume.available() < 64 << 10
 
 
-def test_fail_closed_server_on_a_full_disk(tmp_path: Path) -> None:
+def test_fail_closed_server_on_a_full_disk(tmp_path: Path, serve: ServeFactory) -> None:
     data_dir = tmp_path / "data"
     with small_volume(data_dir / "audit", 24 << 20) as volume:
-        process = _start(data_dir, "--audit-durability", "sync")
+        process = _start(serve, data_dir, "--audit-durability", "sync")
         traffic = Traffic(process.target)
         _fill_when_started(volume)
         traffic.run(until=lambda: sum(c == "UNAVAILABLE" for _, c in traffic.outcomes) >= 100)
@@ -296,10 +295,10 @@ def test_fail_closed_server_on_a_full_disk(tmp_path: Path) -> None:
     assert len(logins) >= traffic.tokens + 2
 
 
-def test_async_server_on_a_full_disk_counts_every_loss(tmp_path: Path) -> None:
+def test_async_server_on_a_full_disk_counts_every_loss(tmp_path: Path, serve: ServeFactory) -> None:
     data_dir = tmp_path / "data"
     with small_volume(data_dir / "audit", 24 << 20) as volume:
-        process = _start(data_dir, "--spool-memory-bytes", str(1 << 16))
+        process = _start(serve, data_dir, "--spool-memory-bytes", str(1 << 16))
         admin = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
         calls = 2  # the login: its call and its IAM event
         _fill_when_started(volume)
