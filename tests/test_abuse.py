@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from auditline.account.v1 import bucket_pb2
+from auditline.account.v1 import auth_pb2, bucket_pb2
 from auditline.audit.v1 import audit_log_pb2, audit_log_pb2_grpc
 from tests.conftest import ServeFactory
 from tests.support.api import Api, code_of, error_of
@@ -172,3 +172,27 @@ def test_a_cancelled_tail_ends_cleanly(serve: ServeFactory) -> None:
     assert tailed["Response"]["ResponseStatus"] == "CANCELLED"
     assert "Traceback" not in process.log()
     assert "different Context" not in process.log()
+
+
+def test_a_summarized_brute_force_still_records_the_block(serve: ServeFactory) -> None:
+    """Past the rate, failed logins are counted; the block itself is an event of its own."""
+    process = serve("--audit-unauthenticated-burst", "5", env=ADMIN)
+    anonymous = Api(process.target)
+    for n in range(100):
+        code = code_of(
+            lambda n=n: anonymous.auth.Authenticate(  # type: ignore[misc]
+                auth_pb2.AuthenticateRequest(access_key=f"AKUNKNOWN{n}", secret_key="x"),
+                timeout=30,
+            )
+        )
+        assert code == Code.UNAUTHENTICATED
+    events = _events(process)
+    (blocked,) = [e for e in events if e["EventName"] == "IpBlocked"]
+    assert blocked["IamCode"] == "limit_mu"
+    failures = [e for e in events if e["EventName"] == "FailedLoginUnknownAccessKey"]
+    summaries = [
+        e["Request"]["RequestParams"] for e in events if e["EventName"] == "CallsSummarized"
+    ]
+    counted = sum(s["events"].get("FailedLoginUnknownAccessKey", 0) for s in summaries)
+    assert len(failures) + counted == 100
+    assert sum(s["calls"] for s in summaries) == counted

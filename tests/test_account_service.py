@@ -769,8 +769,12 @@ def test_every_account_may_read_itself_and_validate_its_token(
 # --- brute force, bootstrap, secrets --------------------------------------------------
 
 
+# These tests look at each failed login's IAM event: none may be summarized.
+EVERY_LOGIN_RECORDED = ("--audit-unauthenticated-burst", "100000")
+
+
 def test_brute_force_blocks_one_account_then_lifts(serve: ServeFactory) -> None:
-    process = serve("--login-block-seconds", "3", env=_admin_env())
+    process = serve("--login-block-seconds", "3", *EVERY_LOGIN_RECORDED, env=_admin_env())
     api = Api(process.target)
     admin = api.login(ADMIN_KEY, ADMIN_SECRET)
     victim, secret = _account(admin)
@@ -812,7 +816,7 @@ def test_brute_force_blocks_one_account_then_lifts(serve: ServeFactory) -> None:
 
 
 def test_brute_force_across_accounts_blocks_the_address(serve: ServeFactory) -> None:
-    process = serve("--login-block-seconds", "600", env=_admin_env())
+    process = serve("--login-block-seconds", "600", *EVERY_LOGIN_RECORDED, env=_admin_env())
     api = Api(process.target)
     for attempt in range(100):
         assert (

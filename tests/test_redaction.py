@@ -171,7 +171,7 @@ def _record_for(request: Request) -> CallRecord:
         details="",
         error=None,
         ended_by_client=False,
-        deadline_passed=False,
+        deadline_ns=None,
         trailing_metadata=(),
         principal=None,
         trace_id="",

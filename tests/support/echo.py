@@ -47,6 +47,11 @@ def rich_status() -> grpc.Status:
     )
 
 
+def _code(number: int) -> tuple[int, str]:
+    """A `StatusCode`'s value, from its number."""
+    return next(code.value for code in grpc.StatusCode if code.value[0] == number)
+
+
 def reply(request: echo_pb2.EchoRequest, index: int = 0) -> echo_pb2.EchoResponse:
     return echo_pb2.EchoResponse(
         text=request.text, session_token=f"token-{request.text}", index=index
@@ -64,12 +69,45 @@ class _ClientGone:
         self.event.wait(30)
 
 
+# gRPC's interop tests (custom_metadata): echoed as initial and trailing metadata.
+ECHO_INITIAL = "x-grpc-test-echo-initial"
+ECHO_TRAILING = "x-grpc-test-echo-trailing-bin"
+
+
+def _echoed(context: Any) -> tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...]]:
+    initial, trailing = [], []
+    for key, value in context.invocation_metadata() or ():
+        if key == ECHO_INITIAL:
+            initial.append((key, value))
+        elif key == ECHO_TRAILING:
+            trailing.append((key, value))
+    return tuple(initial), tuple(trailing)
+
+
+def echo_metadata(context: grpc.ServicerContext) -> None:
+    initial, trailing = _echoed(context)
+    if initial:
+        context.send_initial_metadata(initial)
+    if trailing:
+        context.set_trailing_metadata(trailing)
+
+
+async def echo_metadata_async(context: Any) -> None:
+    initial, trailing = _echoed(context)
+    if initial:
+        await context.send_initial_metadata(initial)
+    if trailing:
+        context.set_trailing_metadata(trailing)
+
+
 def act(
     request: echo_pb2.EchoRequest, context: grpc.ServicerContext
 ) -> echo_pb2.EchoResponse | None:
     """The sync handler's behaviour for `request.action`."""
     RAN.add(request.text)
     action = request.action
+    if action == "status":  # interop status_code_and_message: code `count`, message `text`
+        context.abort(grpc.StatusCode(_code(request.count)), request.text)
     if action == "abort":
         context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
     if action == "abort_with_status":
@@ -95,9 +133,11 @@ def act(
 
 class SyncEcho(echo_pb2_grpc.EchoServiceServicer):
     def Echo(self, request: echo_pb2.EchoRequest, context: grpc.ServicerContext) -> Any:
+        echo_metadata(context)
         return act(request, context)
 
     def CreateThing(self, request: echo_pb2.EchoRequest, context: grpc.ServicerContext) -> Any:
+        echo_metadata(context)
         return act(request, context)
 
     def ListThings(
@@ -105,6 +145,7 @@ class SyncEcho(echo_pb2_grpc.EchoServiceServicer):
         request: echo_pb2.EchoRequest,
         context: grpc.ServicerContext,
     ) -> Iterator[echo_pb2.EchoResponse]:
+        echo_metadata(context)
         RAN.add(request.text)
         for index in range(request.count or 3):
             if index == 1 and request.action:
@@ -116,7 +157,11 @@ class SyncEcho(echo_pb2_grpc.EchoServiceServicer):
         requests: Iterator[echo_pb2.EchoRequest],
         context: grpc.ServicerContext,
     ) -> Any:
-        received = list(requests)
+        echo_metadata(context)
+        received = []
+        for request in requests:
+            received.append(request)
+            started(request.text).set()
         RAN.update(r.text for r in received)
         last = received[-1] if received else echo_pb2.EchoRequest()
         response = act(last, context)
@@ -129,6 +174,7 @@ class SyncEcho(echo_pb2_grpc.EchoServiceServicer):
         requests: Iterator[echo_pb2.EchoRequest],
         context: grpc.ServicerContext,
     ) -> Iterator[echo_pb2.EchoResponse]:
+        echo_metadata(context)
         for index, request in enumerate(requests):
             RAN.add(request.text)
             if request.action:
@@ -142,6 +188,8 @@ async def act_async(
     """The asyncio handler's behaviour for `request.action`."""
     RAN.add(request.text)
     action = request.action
+    if action == "status":
+        await context.abort(grpc.StatusCode(_code(request.count)), request.text)
     if action == "abort":
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
     if action == "abort_with_status":
@@ -172,15 +220,18 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
         self.reader_writer = reader_writer
 
     async def Echo(self, request: Any, context: Any) -> Any:
+        await echo_metadata_async(context)
         return await act_async(request, context)
 
     async def CreateThing(self, request: Any, context: Any) -> Any:
+        await echo_metadata_async(context)
         return await act_async(request, context)
 
     def ListThings(self, request: Any, context: Any) -> Any:
         return (self._list_rw if self.reader_writer else self._list_gen)(request, context)
 
     async def _list_gen(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        await echo_metadata_async(context)
         RAN.add(request.text)
         for index in range(request.count or 3):
             if index == 1 and request.action:
@@ -188,6 +239,7 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
             yield reply(request, index)
 
     async def _list_rw(self, request: Any, context: Any) -> None:
+        await echo_metadata_async(context)
         RAN.add(request.text)
         for index in range(request.count or 3):
             if index == 1 and request.action:
@@ -195,12 +247,16 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
             await context.write(reply(request, index))
 
     async def UploadThings(self, requests: Any, context: Any) -> Any:
+        await echo_metadata_async(context)
         received = []
         if self.reader_writer:
             while (item := await context.read()) is not grpc.aio.EOF:
                 received.append(item)
+                started(item.text).set()
         else:
-            received = [item async for item in requests]
+            async for item in requests:
+                received.append(item)
+                started(item.text).set()
         RAN.update(r.text for r in received)
         last = received[-1] if received else echo_pb2.EchoRequest()
         response = await act_async(last, context)
@@ -212,6 +268,7 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
         return (self._chat_rw if self.reader_writer else self._chat_gen)(requests, context)
 
     async def _chat_gen(self, requests: Any, context: Any) -> AsyncIterator[Any]:
+        await echo_metadata_async(context)
         index = 0
         async for request in requests:
             RAN.add(request.text)
@@ -221,6 +278,7 @@ class AsyncEcho(echo_pb2_grpc.EchoServiceServicer):
             index += 1
 
     async def _chat_rw(self, requests: Any, context: Any) -> None:
+        await echo_metadata_async(context)
         index = 0
         while (request := await context.read()) is not grpc.aio.EOF:
             RAN.add(request.text)

@@ -26,6 +26,12 @@ from auditline.interceptor._status import sendable
 
 __all__ = ["AsyncAuditInterceptor"]
 
+# How long a call whose request stream ended, and whose headers went out, waits for
+# grpc.aio's notice that the client cancelled. Measured: 0.14 ms median, 0.8 ms at
+# most, with the other core busy; the wait is the GIL's switch interval, the time
+# gRPC's poller thread may have to wait to deliver the notice.
+CANCEL_NOTICE_SECONDS = 0.005
+
 # grpc.RpcMethodHandler: its stubs type messages, while these wrappers pass bytes.
 Handler = Any
 Serializer = Callable[[Any], bytes] | None
@@ -37,16 +43,22 @@ class _Call:
 
     __slots__ = (
         "admitted",
+        "auth_context",
         "cls",
         "deserialize",
+        "eof",
         "first",
+        "headers_sent",
         "info",
         "last",
+        "peer",
         "received",
         "recorded",
         "scope",
         "sent",
         "started",
+        "unary_response",
+        "undelivered",
     )
 
     def __init__(
@@ -66,6 +78,14 @@ class _Call:
         self.last: Any = None
         self.admitted = False
         self.recorded = False
+        self.eof = False  # the request stream ended (half-closed, or cancelled: alike here)
+        self.undelivered = False  # the final status could not be sent: the client is gone
+        self.unary_response = False
+        self.headers_sent = False  # initial metadata went out (with a message, or alone)
+        # Read while the call is alive: gRPC may release it before a streaming
+        # handler's generator is finished (then only the status fields are safe).
+        self.peer = ""
+        self.auth_context: Any = None
 
     def on_receive(self, raw: bytes, item: Any) -> None:
         if self.received == 0:
@@ -91,12 +111,20 @@ class _AuditedContext:
     async def read(self) -> Any:
         raw = await self._context.read()
         if raw is grpc.aio.EOF:
+            self._call.eof = True
             return raw
         return await self._owner._parse(self._call, raw, self._context)
 
     async def write(self, item: Any) -> None:
-        await self._context.write(item)
+        # Counted before the write completes: a cancel may reach the task first, when
+        # the message has reached the client already.
+        self._call.headers_sent = True
         self._call.on_send(item)
+        await self._context.write(item)
+
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        self._call.headers_sent = True
+        await self._context.send_initial_metadata(metadata)
 
     async def abort(self, code: Any, details: str = "", trailing_metadata: Any = ()) -> None:
         await self._owner._abort(self._call, self._context, code, details, trailing_metadata)
@@ -161,13 +189,17 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             started_ns=call.started,
             scope=call.scope,
             error=error,
-            # The handler task is cancelled when the client cancels or its deadline passes.
-            ended_by_client=isinstance(error, asyncio.CancelledError),
+            # The handler task is cancelled when the client cancels or its deadline
+            # passes; or the final status could not be sent (`_send_status`).
+            ended_by_client=call.undelivered or isinstance(error, asyncio.CancelledError),
             request=call.first,
             request_class=call.cls,
             request_count=call.received,
             response=response,
             response_count=call.sent,
+            unary_response=call.unary_response,
+            peer=call.peer,
+            auth_context=call.auth_context,
         )
 
     async def _finish(self, call: _Call, context: Any, error: BaseException | None) -> None:
@@ -176,7 +208,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         if call.recorded:
             return  # recorded when it aborted
         call.recorded = True
-        if not context.done():
+        if not context.done() and not call.undelivered:
             shortened = sendable(context.details())
             if shortened is not None:
                 context.set_details(shortened)
@@ -185,7 +217,8 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             self._queue(record)  # a refused call's event: kept if it can be, else counted
             return
         reason = await asyncio.to_thread(self._keep, record)
-        if reason and not isinstance(error, asyncio.CancelledError) and not context.done():
+        gone = call.undelivered or isinstance(error, asyncio.CancelledError)
+        if reason and not gone and not context.done():
             context.set_trailing_metadata(())  # the rich details of the replaced answer
             await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
 
@@ -207,8 +240,39 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 code, details, trailing_metadata = grpc.StatusCode.UNAVAILABLE, reason, ()
         await context.abort(code, details, tuple(trailing_metadata))
 
+    async def _settle_at_eof(self, call: _Call, context: Any) -> None:
+        """Learn whether a call whose request stream ended still reaches its client.
+
+        grpc.aio ends a request stream the same way when the client half-closes and
+        when it cancels or its deadline passes (the handler then returns normally).
+        It tells the server only by cancelling the handler's task, and only while the
+        final status is not sent; its own notice may arrive a moment after the end of
+        the stream. So: while no headers went out, sending them now tells at once (the
+        batch fails when the client is gone); otherwise the call waits up to
+        `CANCEL_NOTICE_SECONDS` for that notice. Not in fail-closed mode, where the
+        event is made durable before the status goes out.
+        """
+        if not call.eof or self._fail_closed or context.done():
+            return
+        try:
+            if not call.headers_sent:
+                try:
+                    await context.send_initial_metadata(())
+                except grpc.aio.InternalError:  # the batch failed: the client is gone
+                    call.undelivered = True
+                else:
+                    call.headers_sent = True
+            else:
+                await asyncio.sleep(CANCEL_NOTICE_SECONDS)
+        except asyncio.CancelledError:
+            call.undelivered = True
+            raise
+
     async def _start(self, call: _Call, context: Any) -> None:
         """Before the handler: admission, then the limits on what the caller sent."""
+        call.peer = context.peer()
+        if self._core.config.principal is not None:
+            call.auth_context = context.auth_context()
         refused = self._admission()
         if refused:
             await context.abort(grpc.StatusCode.UNAVAILABLE, refused)
@@ -300,6 +364,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         async def requests() -> AsyncIterator[Any]:
             async for raw in request:
                 yield await self._parse(call, raw, context)
+            call.eof = True
 
         return requests()
 
@@ -316,6 +381,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
         async def behavior(request: Any, context: Any) -> bytes | None:
             call = _Call(info, request_class, deserialize)
+            call.unary_response = True
             token = SCOPE.set(call.scope)
             error: BaseException | None = None
             try:
@@ -325,6 +391,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 response = self._serialize_unary(result, serialize, context)
                 if response is not None:
                     call.on_send(result)
+                await self._settle_at_eof(call, context)
                 return response
             except BaseException as exc:
                 error = exc
@@ -368,7 +435,15 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                         finally:
                             SCOPE.reset(token)
                         call.on_send(item)
+                        call.headers_sent = True
                         yield item
+                    await self._settle_at_eof(call, context)
+                except GeneratorExit as exc:
+                    # gRPC stopped reading this generator: its task was cancelled (the
+                    # client cancelled, or its deadline passed) while it sent a message.
+                    call.undelivered = True
+                    error = exc
+                    raise
                 except BaseException as exc:
                     error = exc
                     raise
@@ -385,6 +460,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 await self._start(call, context)
                 argument = await self._argument(call, request, context, streaming_request)
                 await inner(argument, _AuditedContext(context, call, self))
+                await self._settle_at_eof(call, context)
             except BaseException as exc:
                 error = exc
                 raise

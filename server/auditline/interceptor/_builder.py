@@ -43,6 +43,20 @@ def _time_text(ns: int) -> str:
     return timestamp_text(ns // 1_000_000_000, ns % 1_000_000_000)
 
 
+# A call cancelled this close to its deadline timed out: gRPC's timer and the
+# deadline the server computes from the client's timeout differ by that much.
+_DEADLINE_SLACK_NS = 20_000_000
+
+
+def _deadline_passed(record: CallRecord) -> bool:
+    deadline = record.deadline_ns
+    if deadline is None:
+        return False
+    if record.ended_by_client:
+        return record.ended_ns + _DEADLINE_SLACK_NS >= deadline
+    return record.ended_ns >= deadline
+
+
 class EventBuilder:
     """Turns `CallRecord`s into events: parses, redacts, bounds and names things."""
 
@@ -131,8 +145,15 @@ class EventBuilder:
             record.details,
             record.error,
             ended_by_client=record.ended_by_client,
-            deadline_passed=record.deadline_passed,
+            deadline_passed=_deadline_passed(record),
         )
+
+    @staticmethod
+    def _messages_received(record: CallRecord, code: grpc.StatusCode) -> int:
+        """Response messages the client got: a unary response only comes with OK."""
+        if record.unary_response and code != grpc.StatusCode.OK:
+            return 0
+        return record.response_count
 
     def _response_body(
         self, record: CallRecord, code: grpc.StatusCode
@@ -180,7 +201,7 @@ class EventBuilder:
                 "ResponseError": error,
                 "ResponseBody": body or {},
                 "ResponseErrorDetails": error_detail_lines(record.trailing_metadata),
-                "MessageCount": record.response_count,
+                "MessageCount": self._messages_received(record, code),
                 "ResponseBodyTruncated": body_truncated,
                 "ResponseStatus": code.name,
                 "ResponseErrorTruncated": error_truncated,
@@ -236,7 +257,7 @@ class EventBuilder:
         response.response_code = code.value[0]
         response.response_status = code.name
         response.response_error, response.error_truncated = cut_text(details, MAX_ERROR_BYTES)
-        response.message_count = record.response_count
+        response.message_count = self._messages_received(record, code)
         response.response_body.SetInParent()
         body, response.body_truncated = self._response_body(record, code)
         if body:

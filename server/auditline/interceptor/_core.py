@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -30,7 +30,7 @@ from auditline.interceptor._builder import EventBuilder
 from auditline.interceptor._formats import apievent_dict
 from auditline.interceptor._methods import MethodInfo
 from auditline.interceptor._peer import TrustedProxies
-from auditline.interceptor._scope import CallScope
+from auditline.interceptor._scope import CallScope, RelatedEvent
 from auditline.interceptor._summaries import CallSummarizer, SummaryPolicy
 from auditline.interceptor._types import (
     AuditUnavailableError,
@@ -68,14 +68,20 @@ class CallRecord:
     code: Any  # what the context said: a StatusCode, a number, or None
     details: str | bytes | None
     error: type[BaseException] | None
-    ended_by_client: bool
-    deadline_passed: bool
+    ended_by_client: bool  # the status did not reach the client (it cancelled, or timed out)
+    deadline_ns: int | None  # when the client's deadline passes (time.time_ns), if it has one
     trailing_metadata: Metadata | None
     principal: Principal | None
     trace_id: str
     span_id: str
     log_type: int | None = None  # None: the interceptor's own
-    related: tuple[event_pb2.ApiEvent, ...] = ()  # recorded by the handler (`record_event`)
+    related: tuple[RelatedEvent, ...] = ()  # recorded by the handler (`record_event`)
+    # A unary response reaches the client only with an OK status.
+    unary_response: bool = False
+    # How the call terminated, asked once it has: None while it runs, else whether the
+    # client cancelled it (or its deadline passed) before the status reached it.
+    # None itself: the record was settled when the handler returned.
+    outcome: Callable[[], bool | None] | None = None
 
 
 def _trace_ids(metadata: Metadata) -> tuple[str, str]:
@@ -131,6 +137,16 @@ class _Flush:
         self.done = threading.Event()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Events:
+    """Events to deliver on their own (those of a summarized call that are not)."""
+
+    events: tuple[event_pb2.ApiEvent, ...]
+
+
+_Item = CallRecord | _Flush | _Events
+
+
 class AuditCore:
     """Builds events from records and feeds the sink from one background thread.
 
@@ -140,6 +156,8 @@ class AuditCore:
     """
 
     poll_interval = 0.01
+    # A call whose status has not gone out after this long is recorded as it stands.
+    settle_timeout = 30.0
 
     def __init__(self, sink: Sink, config: AuditConfig) -> None:
         self.sink = sink
@@ -157,7 +175,7 @@ class AuditCore:
         self.delivered = 0
         self.worker_cpu_seconds = 0.0
         self._ids = _EventIds()
-        self._pending: collections.deque[CallRecord | _Flush] = collections.deque()
+        self._pending: collections.deque[_Item] = collections.deque()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -179,21 +197,33 @@ class AuditCore:
         request_count: int,
         response: bytes | message.Message | None,
         response_count: int,
+        unary_response: bool = False,
+        outcome: Callable[[], bool | None] | None = None,
+        peer: str | None = None,
+        auth_context: Mapping[str, Iterable[bytes]] | None = None,
     ) -> CallRecord:
-        """Snapshot a finished call. Cheap: references and a few reads, nothing more."""
+        """Snapshot a finished call. Cheap: references and a few reads, nothing more.
+
+        `peer` and `auth_context`, when given, were read while the call was alive
+        (grpc.aio may finish a streaming handler after gRPC released the call).
+        """
         metadata: Metadata = context.invocation_metadata() or ()
-        peer: str = context.peer()
+        if peer is None:
+            peer = str(context.peer())
         principal = scope.principal if scope is not None else None
         if principal is None and self.config.principal is not None:
+            if auth_context is None:
+                auth_context = context.auth_context()
             principal = self.config.principal(
-                PrincipalInput(info.full_method, tuple(metadata), peer, context.auth_context())
+                PrincipalInput(info.full_method, tuple(metadata), peer, auth_context or {})
             )
         trace_id, span_id = _trace_ids(metadata)
-        remaining = context.time_remaining() if ended_by_client else None
+        ended = time.time_ns()
+        remaining = context.time_remaining()
         return CallRecord(
             info=info,
             started_ns=started_ns,
-            ended_ns=time.time_ns(),
+            ended_ns=ended,
             peer=peer,
             metadata=metadata,
             request=request,
@@ -205,13 +235,15 @@ class AuditCore:
             details=context.details(),
             error=type(error) if error is not None else None,
             ended_by_client=ended_by_client,
-            deadline_passed=remaining is not None and remaining <= 0,
+            deadline_ns=ended + int(remaining * 1e9) if remaining is not None else None,
             trailing_metadata=context.trailing_metadata(),
             principal=principal,
             trace_id=trace_id,
             span_id=span_id,
             log_type=scope.log_type if scope is not None else None,
             related=tuple(scope.related) if scope is not None else (),
+            unary_response=unary_response,
+            outcome=outcome,
         )
 
     def submit(self, record: CallRecord, *, wait: bool) -> None:
@@ -234,7 +266,7 @@ class AuditCore:
             return
         self._queue(record)
 
-    def _queue(self, record: CallRecord | _Flush) -> None:
+    def _queue(self, record: _Item) -> None:
         if self._thread is None:
             self._start_worker()
         self._pending.append(record)
@@ -251,10 +283,13 @@ class AuditCore:
             source=source,
             method=record.info.full_method,
             code=self.builder.status(record)[0].name,
-            related=[event.event_name for event in record.related],
+            related=[r.event.event_name for r in record.related if r.summarize],
             at_ns=record.ended_ns,
         )
-        if self._thread is None:
+        kept = tuple(r.event for r in record.related if not r.summarize)
+        if kept:
+            self._queue(_Events(kept))
+        elif self._thread is None:
             self._start_worker()  # it writes the summaries
         return True
 
@@ -285,27 +320,70 @@ class AuditCore:
 
     def _run(self) -> None:
         pending = self._pending
+        # Records of calls not terminated yet (their status on its way), with flush
+        # markers behind them, in arrival order.
+        unsettled: list[tuple[_Item, float]] = []
         while True:
             self._wake.wait(self.poll_interval)
             self._wake.clear()
             started = time.thread_time()
+            closed = self._closed
             while pending:
                 item = pending.popleft()
-                if isinstance(item, _Flush):
+                if not unsettled and isinstance(item, _Flush):
                     item.done.set()
+                elif not unsettled and isinstance(item, _Events):
+                    self._deliver_events(item.events)
+                elif not unsettled and isinstance(item, CallRecord):
+                    settled = self._settled(item)
+                    if settled is None:
+                        unsettled.append((item, time.monotonic()))
+                    else:
+                        self._deliver(settled)
                 else:
-                    self._deliver(item)
-                    self.delivered += 1
-                    if self.delivered % 16 == 0:
-                        # Hand the GIL to request threads now and then, so a large
-                        # batch does not stall calls in flight (their p99 latency).
-                        time.sleep(0)
-            closed = self._closed
+                    unsettled.append((item, time.monotonic()))
+            if unsettled:
+                unsettled = self._settle(unsettled, force=closed)
             if self.summarizer is not None:
                 self._emit_summaries(self.summarizer.due(everything=closed))
             self.worker_cpu_seconds += time.thread_time() - started
             if closed:
                 return
+
+    @staticmethod
+    def _settled(record: CallRecord) -> CallRecord | None:
+        """The record with what the client saw, once its call has terminated (None before)."""
+        if record.outcome is None:
+            return record
+        cancelled = record.outcome()
+        if cancelled is None:
+            return None
+        return dataclasses.replace(record, ended_by_client=True) if cancelled else record
+
+    def _settle(
+        self, waiting: list[tuple[_Item, float]], *, force: bool
+    ) -> list[tuple[_Item, float]]:
+        """Deliver the records whose calls have terminated; keep the others (and the
+        flush markers behind them) for the next round."""
+        kept: list[tuple[_Item, float]] = []
+        stale = time.monotonic() - self.settle_timeout
+        for item, since in waiting:
+            if not isinstance(item, CallRecord):
+                if kept:
+                    kept.append((item, since))
+                elif isinstance(item, _Flush):
+                    item.done.set()
+                else:
+                    self._deliver_events(item.events)
+                continue
+            settled = self._settled(item)
+            if settled is None and (force or since < stale):
+                settled = item  # recorded as it stood when the handler returned
+            if settled is None:
+                kept.append((item, since))
+            else:
+                self._deliver(settled)
+        return kept
 
     def _emit_summaries(self, summaries: Sequence[EventDocument]) -> None:
         for summary in summaries:
@@ -318,7 +396,7 @@ class AuditCore:
                 self._sink_failed(exc)
 
     def _documents(self, record: CallRecord) -> list[EventDocument]:
-        documents = [self._related_document(event) for event in record.related]
+        documents = [self._related_document(r.event) for r in record.related]
         try:
             document = self.builder.document(record, self._ids.next())
         except Exception:
@@ -349,15 +427,30 @@ class AuditCore:
         if self._emit_documents is not None:
             self._emit_documents(self._documents(record), wait=wait)
             return
-        for event in record.related:
-            self.sink.emit(event)
+        for related in record.related:
+            self.sink.emit(related.event)
         self.sink.emit(self.builder.event(record, self._ids.next()))
+
+    def _deliver_events(self, events: tuple[event_pb2.ApiEvent, ...]) -> None:
+        try:
+            if self._emit_documents is not None:
+                self._emit_documents([self._related_document(e) for e in events], wait=False)
+            else:
+                for event in events:
+                    self.sink.emit(event)
+        except Exception as exc:
+            self._sink_failed(exc)
 
     def _deliver(self, record: CallRecord) -> None:
         try:
             self._hand_over(record, wait=False)
         except Exception as exc:
             self._sink_failed(exc)
+        self.delivered += 1
+        if self.delivered % 16 == 0:
+            # Hand the GIL to request threads now and then, so a large batch does not
+            # stall calls in flight (their p99 latency).
+            time.sleep(0)
 
     def _sink_failed(self, exc: Exception) -> None:
         self.sink_errors += 1

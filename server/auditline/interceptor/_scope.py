@@ -12,7 +12,23 @@ import dataclasses
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._types import Principal
 
-__all__ = ["CallScope", "current_scope", "record_event", "set_log_type", "set_principal"]
+__all__ = [
+    "CallScope",
+    "RelatedEvent",
+    "current_scope",
+    "record_event",
+    "set_log_type",
+    "set_principal",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RelatedEvent:
+    """An event a handler recorded with its call (`record_event`)."""
+
+    event: event_pb2.ApiEvent
+    # May be counted in a `CallsSummarized` event with its call, when the call is.
+    summarize: bool = True
 
 
 @dataclasses.dataclass(slots=True)
@@ -22,7 +38,7 @@ class CallScope:
     principal: Principal | None = None
     log_type: int | None = None
     # Events the handler recorded (IAM events, say), kept with the call's own.
-    related: list[event_pb2.ApiEvent] = dataclasses.field(default_factory=list)
+    related: list[RelatedEvent] = dataclasses.field(default_factory=list)
 
 
 SCOPE: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar(
@@ -53,10 +69,14 @@ def set_principal(account_name: str, access_key: str = "") -> None:
         scope.principal = Principal(account_name, access_key)
 
 
-def record_event(event: event_pb2.ApiEvent) -> bool:
+def record_event(event: event_pb2.ApiEvent, *, summarize: bool = True) -> bool:
     """Record another event as part of the current call, for example an IAM event of
     a login: it reaches the sink together with the call's own event, just before
     it, and in fail-closed mode the call completes only once both are durable.
+
+    When the call itself is only counted in a `CallsSummarized` event (an
+    unauthenticated caller past its rate), so is this event, unless `summarize` is
+    False: then it is recorded on its own all the same (a block of an address, say).
 
     The event is recorded as given (not redacted). Returns False outside an
     audited call; the caller then hands the event to its sink itself.
@@ -64,7 +84,7 @@ def record_event(event: event_pb2.ApiEvent) -> bool:
     scope = SCOPE.get()
     if scope is None:
         return False
-    scope.related.append(event)
+    scope.related.append(RelatedEvent(event, summarize))
     return True
 
 

@@ -69,11 +69,21 @@ def final_status(
     ended_by_client: bool,
     deadline_passed: bool,
 ) -> tuple[grpc.StatusCode, str]:
-    """The status the client saw, from what the handler did and how the call ended."""
-    if ended_by_client and code in (None, grpc.StatusCode.OK):
-        if deadline_passed:
-            return grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"
-        return grpc.StatusCode.CANCELLED, "Cancelled by the client"
+    """The status the client saw, from what the handler did and how the call ended.
+
+    A call whose deadline passed before its status went out ended DEADLINE_EXCEEDED
+    for the client, and one the client cancelled ended CANCELLED, whatever the
+    handler answered (kept in the message).
+    """
+    if deadline_passed or ended_by_client:
+        settled = (
+            (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+            if deadline_passed
+            else (grpc.StatusCode.CANCELLED, "Cancelled by the client")
+        )
+        if code in (None, grpc.StatusCode.OK):
+            return settled  # the handler gave no answer of its own (or an OK one)
+        return settled[0], f"{settled[1]}; the handler had answered {code.name}: {as_text(details)}"
     if error is not None and code in (None, grpc.StatusCode.OK):
         # An uncaught exception: the type only, never its message (it may hold
         # secrets) nor the stack.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -89,6 +90,25 @@ class _RequestCounter:
 RequestSide = _UnaryRequest | _RequestCounter
 
 
+def _termination(context: grpc.ServicerContext) -> Callable[[], bool | None] | None:
+    """How the call terminated, asked after it has. gRPC's sync server says so only in
+    the call's private state (`client`, `callbacks`): read, never written, and when a
+    version of grpcio lacks them the record is settled when the handler returns (the
+    interop suite in tests/ shows the difference)."""
+    state = getattr(context, "_state", None)
+    if state is None or not hasattr(state, "client") or not hasattr(state, "callbacks"):
+        return None
+    return functools.partial(_cancelled, state)
+
+
+def _cancelled(state: Any) -> bool | None:
+    """None while the call runs; then whether it ended cancelled (by the client or its
+    deadline) rather than with the status the server sent."""
+    if state.callbacks is not None:  # emptied when the call has terminated
+        return None
+    return bool(state.client == "cancelled")
+
+
 class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
     __doc__ = AuditInterceptorBase.__doc__
 
@@ -141,10 +161,17 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         *,
         admitted: bool,
         answering: bool = True,
+        unary_response: bool = False,
     ) -> None:
         """Record a finished call. Fail-closed, for an admitted call whose answer is
         still to be sent (`answering`): raise the UNAVAILABLE answer if its events
-        cannot be kept."""
+        cannot be kept.
+
+        Otherwise the record is settled when the call terminates: a client that
+        cancels (or whose deadline passes) while the status is on its way sees
+        CANCELLED (DEADLINE_EXCEEDED), and so does the log. Fail-closed, the event
+        must be durable before the status goes out, so it says what the handler
+        answered."""
         if answering:
             shortened = sendable(getattr(context, "details", lambda: None)())
             if shortened is not None:
@@ -165,6 +192,8 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             # and the background worker needs no parse to read it.
             response=response,
             response_count=response_count,
+            unary_response=unary_response,
+            outcome=None if self._fail_closed else _termination(context),
         )
         if not self._fail_closed or not admitted:
             self._queue(record)  # a refused call's event: kept if it can be, else counted
@@ -232,7 +261,18 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                 response = self._serialize_unary(result, serialize, context)
             except BaseException as exc:
                 exit_scope(token)
-                self._end(info, context, started, scope, exc, request, None, 0, admitted=admitted)
+                self._end(
+                    info,
+                    context,
+                    started,
+                    scope,
+                    exc,
+                    request,
+                    None,
+                    0,
+                    admitted=admitted,
+                    unary_response=True,
+                )
                 raise
             exit_scope(token)
             self._end(
@@ -245,6 +285,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                 result,
                 int(response is not None),
                 admitted=True,
+                unary_response=True,
             )
             return response
 

@@ -54,6 +54,9 @@ class IamEvent:
     source_ip: str
     status: int  # the gRPC code the caller got
     method: str = "Authenticate"  # the AuthService method that produced it
+    # May be counted with its call in a summary of unauthenticated calls past their
+    # rate; a block of an address never is: it is recorded on its own.
+    summarize: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,7 +328,14 @@ class Accounts:
             scope = "every account" if blocked_key == "" else f"account {access_key}"
             self.iam(
                 IamEvent(
-                    code, "IpBlocked", f"{ip} blocked for {scope}", access_key, account_name, ip, 8
+                    code,
+                    "IpBlocked",
+                    f"{ip} blocked for {scope}",
+                    access_key,
+                    account_name,
+                    ip,
+                    8,
+                    summarize=False,
                 )
             )
 

@@ -319,7 +319,7 @@ class AuditlineServer:
         """An IAM event goes with the call that caused it (in fail-closed mode, the call
         completes only once both are durable); outside a call, to the spool."""
         api_event = iam_api_event(event, self.node_id)
-        if not record_event(api_event):
+        if not record_event(api_event, summarize=event.summarize):
             self.pipeline.spool.emit_documents(
                 [
                     EventDocument(
