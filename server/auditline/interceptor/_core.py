@@ -47,12 +47,14 @@ __all__ = ["AuditConfig", "AuditCore", "CallRecord", "make_config"]
 log = logging.getLogger("auditline.interceptor")
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(slots=True, kw_only=True)
 class CallRecord:
     """Everything captured about one finished call, before redaction.
 
     Raw on purpose: the final status is settled, and bodies parsed and redacted,
-    by the background worker, off the request path.
+    by the background worker, off the request path. Never changed once made (a
+    settled record is a `dataclasses.replace` copy); not `frozen` only because a
+    frozen dataclass costs the request path three more microseconds to build.
     """
 
     info: MethodInfo

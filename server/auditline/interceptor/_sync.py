@@ -173,7 +173,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         must be durable before the status goes out, so it says what the handler
         answered."""
         if answering:
-            shortened = sendable(getattr(context, "details", lambda: None)())
+            shortened = sendable(context.details())  # type: ignore[attr-defined]
             if shortened is not None:
                 context.set_details(shortened)
         record = self._core.capture(
