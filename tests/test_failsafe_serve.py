@@ -81,7 +81,7 @@ class Traffic:
         return result
 
     def one(self) -> None:
-        pick = next(self._picks) % 10
+        pick = next(self._picks) % 11
         admin, name = self.admin, f"b-{uuid.uuid4().hex[:12]}"
         if pick == 0:
             if self._call(
@@ -147,6 +147,14 @@ class Traffic:
                 "GetBucket",
                 lambda: admin.call(
                     admin.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{name}")
+                ),
+            )
+        elif pick == 10:
+            token = self.user.token if next(self._picks) % 2 else "forged-token"
+            self._call(
+                "ValidateToken",
+                lambda: self.anonymous.auth.ValidateToken(
+                    auth_pb2.ValidateTokenRequest(token=token), timeout=30
                 ),
             )
         elif pick == 8:

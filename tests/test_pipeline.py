@@ -151,11 +151,13 @@ def test_ocsf_zstd_files_on_seaweedfs_validate_and_are_locked(
         client.delete_object(Bucket=bucket, Key=key, VersionId=version)
 
 
-def test_kill_9_in_sync_mode_loses_no_acknowledged_call(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    process = ServeProcess(data_dir, args=["--audit-durability", "sync"], env=ENV).start()
-    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
-    acknowledged: list[str] = []
+def _kill_under_load(
+    process: ServeProcess, api: Api, answers: int
+) -> tuple[list[tuple[str, float]], float]:
+    """Create buckets from four threads; `kill -9` the server once `answers` calls were
+    answered. Return each answered bucket with when its answer arrived, and when the
+    kill was sent."""
+    answered: list[tuple[str, float]] = []
     stop = threading.Event()
 
     def load() -> None:
@@ -165,19 +167,31 @@ def test_kill_9_in_sync_mode_loses_no_acknowledged_call(tmp_path: Path) -> None:
                 api.call(api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=name))
             except grpc.RpcError:
                 return  # the server died under us
-            acknowledged.append(name)
+            answered.append((name, time.time()))
 
     workers = [threading.Thread(target=load) for _ in range(4)]
     for worker in workers:
         worker.start()
     wait_for(
-        lambda: True if len(acknowledged) >= 40 else None, timeout=60, what="40 acknowledged calls"
+        lambda: True if len(answered) >= answers else None,
+        timeout=60,
+        what=f"{answers} answered calls",
     )
+    killed_at = time.time()
     os.kill(process.proc.pid, signal.SIGKILL)
     process.proc.wait(10)
     stop.set()
     for worker in workers:
         worker.join(30)
+    return answered, killed_at
+
+
+def test_kill_9_in_sync_mode_loses_no_acknowledged_call(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    process = ServeProcess(data_dir, args=["--audit-durability", "sync"], env=ENV).start()
+    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    answered, _ = _kill_under_load(process, api, 40)
+    acknowledged = [name for name, _ in answered]
     # Restart on the same data directory: the spool is replayed and exported.
     again = ServeProcess(data_dir, args=["--audit-durability", "sync"], env=ENV).start()
     assert again.terminate() == 0
@@ -202,30 +216,7 @@ def test_kill_9_in_async_mode_loses_at_most_the_documented_window(tmp_path: Path
     data_dir = tmp_path / "data"
     process = ServeProcess(data_dir, env=ENV).start()
     api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
-    acknowledged: list[tuple[str, float]] = []  # bucket, when its answer arrived
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.is_set():
-            name = f"k-{uuid.uuid4().hex[:12]}"
-            try:
-                api.call(api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=name))
-            except grpc.RpcError:
-                return  # the server died under us
-            acknowledged.append((name, time.time()))
-
-    workers = [threading.Thread(target=load) for _ in range(4)]
-    for worker in workers:
-        worker.start()
-    wait_for(
-        lambda: True if len(acknowledged) >= 300 else None, timeout=60, what="300 answered calls"
-    )
-    killed_at = time.time()
-    os.kill(process.proc.pid, signal.SIGKILL)
-    process.proc.wait(10)
-    stop.set()
-    for worker in workers:
-        worker.join(30)
+    acknowledged, killed_at = _kill_under_load(process, api, 300)
     again = ServeProcess(data_dir, env=ENV).start()
     assert again.terminate() == 0
     events = exported_events(data_dir)

@@ -15,7 +15,6 @@ from auditline.interceptor._types import Principal
 __all__ = [
     "CallScope",
     "RelatedEvent",
-    "current_scope",
     "record_event",
     "set_log_type",
     "set_principal",
@@ -44,10 +43,6 @@ class CallScope:
 SCOPE: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar(
     "auditline_call_scope", default=None
 )
-
-
-def current_scope() -> CallScope | None:
-    return SCOPE.get()
 
 
 def set_log_type(log_type: int) -> None:

@@ -129,7 +129,6 @@ class Spool:
             retain_seconds=retain_seconds,
             on_freed=self._on_freed,
         )
-        self.path = path
         self.stats = SpoolStats()
         self._refresh_sizes()
         self._queue: collections.deque[_Batch] = collections.deque()

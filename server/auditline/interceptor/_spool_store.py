@@ -238,6 +238,18 @@ class SpoolStore:
             sql += " WHERE " + " AND ".join(where)
         return int(self._db.execute(sql, args).fetchone()[0])
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction (the caller holds the lock); rolled back on any error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
     def close(self) -> None:
         with self.lock:
             self._db.close()
@@ -304,18 +316,12 @@ class SpoolStore:
                 )
                 size += len(body)
                 seq += 1
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
+            with self._transaction():
                 self._db.executemany(
                     "INSERT INTO events (seq, at_ns, end_ns, log_type, size, event_id, "
                     "event_name, account, code, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
-                self._db.execute("COMMIT")
-            except sqlite3.Error:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
             self.next_seq = seq
             self.pending_bytes += size
             return size
@@ -384,8 +390,7 @@ class SpoolStore:
         """Record a batch's files and move the exporter's watermark past it, in one
         transaction (which also frees what every exporter has passed)."""
         with self.lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 now = time.time()
                 self._db.executemany(
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -399,10 +404,6 @@ class SpoolStore:
                 )
                 self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
                 freed = self._pass_exported()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._account_freed(freed)
 
     def files(self, exporter: str | None = None) -> list[tuple[str, ExportedFile]]:
@@ -432,13 +433,8 @@ class SpoolStore:
     def free(self) -> None:
         """Free the events every exporter has passed; wake callers waiting for room."""
         with self.lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 freed = self._pass_exported()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._account_freed(freed)
 
     def _pass_exported(self) -> tuple[int, int]:
@@ -493,13 +489,8 @@ class SpoolStore:
                 (self.freed_upto, excess),
             ).fetchone()
             upto = int(row[0]) if row else self.freed_upto
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 deleted = self._delete_retained("seq <= ?", upto)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self.retained_bytes -= deleted
             return deleted
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from auditline.audit.v1 import event_pb2
 
 __all__ = [
     "AuditUnavailableError",
-    "DocumentSink",
     "EventDocument",
     "Metadata",
     "Principal",
@@ -54,12 +53,6 @@ class Sink(Protocol):
     """
 
     def emit(self, event: event_pb2.ApiEvent) -> None: ...
-
-
-class DocumentSink(Protocol):
-    """The optional side of a `Sink` that takes events as JSON documents."""
-
-    def emit_documents(self, documents: Sequence[EventDocument], *, wait: bool) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
