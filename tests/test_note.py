@@ -57,7 +57,7 @@ def test_verifier_keys_are_checked() -> None:
         "PeterNeumann+c74f20a3",
         "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
     ):
-        with pytest.raises(ValueError, match="verifier key|key name"):
+        with pytest.raises(ValueError, match=r"verifier key|key name"):
             VerifierKey.parse(bad)
 
 
