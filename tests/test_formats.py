@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 from functools import cache
 from pathlib import Path
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import apievent_dict, ocsf_dict, render
+from auditline.interceptor._leaf import LINE_FORMATS, LineError, canonical, event_leaf, read_line
 
 SCHEMA = Path(__file__).parent / "data" / "ocsf" / "api_activity.schema.json"
 
@@ -118,3 +121,52 @@ def test_ocsf_rendering_is_valid_api_activity(event: event_pb2.ApiEvent) -> None
     assert record["api"]["operation"] == event.event_name
     assert record["metadata"]["sequence"] == event.sequence
     assert (record["status_id"] == 1) == (event.response.response_code == 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events())
+def test_the_leaf_is_the_same_from_every_format(event: event_pb2.ApiEvent) -> None:
+    document = apievent_dict(event)
+    leaf = event_leaf(document)
+    for format_name in LINE_FORMATS:
+        line = render(format_name, event)
+        assert event_leaf(read_line(format_name, line)) == leaf, format_name
+
+
+@settings(max_examples=100, deadline=None)
+@given(events(), st.data())
+def test_any_change_to_an_ocsf_record_is_seen(
+    event: event_pb2.ApiEvent, data: st.DataObject
+) -> None:
+    record = json.loads(render("ocsf-json", event))
+    leaf = event_leaf(apievent_dict(event))
+    path = data.draw(st.sampled_from(sorted(_scalar_paths(record))))
+    target = record
+    for key in path[:-1]:
+        target = target[key]
+    old = target[path[-1]]
+    target[path[-1]] = (
+        (not old) if isinstance(old, bool) else (old + 1 if isinstance(old, int) else f"{old}x")
+    )
+    changed = json.dumps(record).encode()
+    with contextlib.suppress(LineError):  # or: not the record its event makes
+        assert event_leaf(read_line("ocsf-json", changed)) != leaf
+
+
+def _scalar_paths(value: Any, prefix: tuple[Any, ...] = ()) -> set[tuple[Any, ...]]:
+    if isinstance(value, dict):
+        return {p for k, v in value.items() for p in _scalar_paths(v, (*prefix, k))}
+    if isinstance(value, list):
+        return {p for i, v in enumerate(value) for p in _scalar_paths(v, (*prefix, i))}
+    return {prefix} if value is not None else set()
+
+
+def test_the_canonical_form_is_plain_sorted_json() -> None:
+    """A third party can recompute the leaf with any JSON library: sorted keys, no
+    spaces, UTF-8, integers in decimal."""
+    event = event_pb2.ApiEvent(event_name="Zé", version="2", sequence=7)
+    event.request.request_params.update({"b": [1, 'ü\\n"x'], "a": {"z": True, "y": None}})
+    document = apievent_dict(event)
+    expected = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical(document) == expected.encode()
+    assert event_leaf(document) == hashlib.sha256(b"\x00" + expected.encode()).digest()

@@ -22,6 +22,7 @@ __all__ = [
     "LOG_DIRS",
     "LOG_TYPE_ENUM_NAMES",
     "apievent_dict",
+    "document_from_ocsf",
     "ocsf_dict",
     "ocsf_from_document",
     "render",
@@ -216,6 +217,9 @@ def ocsf_from_document(doc: dict[str, Any], start_ns: int, end_ns: int) -> dict[
         record["status_detail"] = error
     if response["ResponseErrorDetails"]:
         record["unmapped"]["error_details"] = response["ResponseErrorDetails"]
+    # The rest of the event, exactly, so that the event (and its leaf in the node's
+    # Merkle tree) can be recomputed from this record (`auditline verify`).
+    record["unmapped"]["event"] = _event_rest(doc)
     if request["UserAgent"]:
         record["http_request"] = {"user_agent": request["UserAgent"]}
     if doc["TraceId"]:
@@ -224,6 +228,54 @@ def ocsf_from_document(doc: dict[str, Any], start_ns: int, end_ns: int) -> dict[
             record["trace"]["span"] = {"uid": doc["SpanId"], "start_time": start, "end_time": end}
         metadata["profiles"] = ["trace"]
     return record
+
+
+# Fields of an event that its OCSF record carries elsewhere, exactly (see
+# `document_from_ocsf`); every other field goes to `unmapped.event` as it is.
+_CARRIED = frozenset({"EventName", "EventId", "Sequence", "NodeId", "Service", "Method", "LogType"})
+_CARRIED_REQUEST = frozenset({"RequestParams", "MessageCount"})
+_CARRIED_RESPONSE = frozenset({"ResponseBody", "ResponseErrorDetails", "MessageCount"})
+
+
+def _event_rest(doc: dict[str, Any]) -> dict[str, Any]:
+    rest = {k: v for k, v in doc.items() if k not in _CARRIED and k not in ("Request", "Response")}
+    for half, carried in (("Request", _CARRIED_REQUEST), ("Response", _CARRIED_RESPONSE)):
+        if half in doc:
+            # Carried elsewhere only when not empty (an empty body is left out there).
+            rest[half] = {k: v for k, v in doc[half].items() if k not in carried or not v}
+    return rest
+
+
+def document_from_ocsf(record: dict[str, Any]) -> dict[str, Any]:
+    """The event an OCSF record of `ocsf_from_document` was made from, exactly (the
+    inverse, for verification: the record made again from it must be the same)."""
+    unmapped, api = record["unmapped"], record["api"]
+    rest = unmapped["event"]
+    doc: dict[str, Any] = {k: v for k, v in rest.items() if k not in ("Request", "Response")}
+    doc |= {
+        "EventName": api["operation"],
+        "EventId": record["metadata"]["uid"],
+        "Sequence": str(record["metadata"]["sequence"]),
+        "NodeId": unmapped["node_id"],
+        "Service": api["service"]["name"],
+        "Method": unmapped["method"],
+        "LogType": unmapped["log_type"],
+    }
+    if "Request" in rest:
+        request = doc["Request"] = dict(rest["Request"])
+        if "data" in api["request"]:
+            request["RequestParams"] = api["request"]["data"]
+        if unmapped["request_messages"]:
+            request["MessageCount"] = unmapped["request_messages"]
+    if "Response" in rest:
+        response = doc["Response"] = dict(rest["Response"])
+        if "data" in api["response"]:
+            response["ResponseBody"] = api["response"]["data"]
+        if "error_details" in unmapped:
+            response["ResponseErrorDetails"] = unmapped["error_details"]
+        if unmapped["response_messages"]:
+            response["MessageCount"] = unmapped["response_messages"]
+    return doc
 
 
 def _times(event: event_pb2.ApiEvent) -> tuple[int, int]:

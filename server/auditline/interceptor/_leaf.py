@@ -1,0 +1,80 @@
+"""An event's leaf in its node's Merkle tree, recomputed the same from every format.
+
+The leaf's data is the event (protobuf's JSON mapping of `ApiEvent`, as the spool
+keeps it and the `apievent-json` format writes it) in canonical form: UTF-8 JSON,
+no whitespace, object keys sorted by code point at every depth, strings with only
+the escapes JSON requires, integers in decimal. (Numbers that are not whole, found
+only in request and response bodies, are written in their shortest round-trip form.)
+Its hash is RFC 6962's leaf hash, SHA-256(0x00 || data).
+
+From an `apievent-json` line the event is the line's `ApiEvent`. From an `ocsf-json`
+line it is `document_from_ocsf` of the record; the record is then made again from
+the event and must be the same, so that no field of the record can change unseen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from google.protobuf import timestamp_pb2
+
+from auditline.interceptor._formats import document_from_ocsf, ocsf_from_document
+from auditline.interceptor._merkle import leaf_hash
+
+__all__ = ["LINE_FORMATS", "LineError", "canonical", "event_leaf", "read_line"]
+
+
+class LineError(ValueError):
+    """A line that is not an event of its format (or not the event it claims to be)."""
+
+
+def canonical(document: dict[str, Any]) -> bytes:
+    """The event's canonical JSON: the data of its leaf."""
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+
+def event_leaf(document: dict[str, Any]) -> bytes:
+    """The event's leaf hash."""
+    return leaf_hash(canonical(document))
+
+
+_EPOCH = "1970-01-01T00:00:00Z"
+
+
+def _nanoseconds(text: str) -> int:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromJsonString(text)
+    return stamp.ToNanoseconds()
+
+
+def _from_apievent(record: Any) -> dict[str, Any]:
+    document = record["ApiEvent"]
+    if not isinstance(document, dict):
+        raise TypeError("ApiEvent is not an object")
+    return document
+
+
+def _from_ocsf(record: Any) -> dict[str, Any]:
+    document = document_from_ocsf(record)
+    again = ocsf_from_document(
+        document,
+        _nanoseconds(document["Request"].get("RequestTime", _EPOCH)),
+        _nanoseconds(document["Response"].get("ResponseTime", _EPOCH)),
+    )
+    if again != record:
+        raise LineError("the OCSF record is not the one its event makes")
+    return document
+
+
+LINE_FORMATS = {"apievent-json": _from_apievent, "ocsf-json": _from_ocsf}
+
+
+def read_line(format_name: str, line: bytes) -> dict[str, Any]:
+    """The event of one exported line; `LineError` when the line is not one."""
+    try:
+        return LINE_FORMATS[format_name](orjson.loads(line))
+    except LineError:
+        raise
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise LineError(f"not an {format_name} event ({type(exc).__name__})") from None
