@@ -242,6 +242,7 @@ def test_each_role_on_each_audit_method(serve: ServeFactory) -> None:
         ),
         ("AuditLogService", "ListEvents", audit_log_pb2.ListEventsRequest()),
         ("AuditLogService", "GetEventCatalog", audit_log_pb2.GetEventCatalogRequest()),
+        ("AuditLogService", "GetVerifierKeys", audit_log_pb2.GetVerifierKeysRequest()),
     ]
     writes = [
         (

@@ -73,7 +73,12 @@ EXPECTED_METHODS = {
         "UpdateExporter",
         "DeleteExporter",
     },
-    "auditline.audit.v1.AuditLogService": {"ListEvents", "TailEvents", "GetEventCatalog"},
+    "auditline.audit.v1.AuditLogService": {
+        "ListEvents",
+        "TailEvents",
+        "GetEventCatalog",
+        "GetVerifierKeys",
+    },
 }
 
 # Every field that holds a credential, by full name. A new secret field must be

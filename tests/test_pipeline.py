@@ -66,6 +66,8 @@ def _s3_records(
     records = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         for item in page.get("Contents", []):
+            if item["Key"].startswith("integrity/"):
+                continue
             body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
             records[item["Key"]] = read_lines(item["Key"], body)
     return records

@@ -13,8 +13,11 @@ DEFAULT_BUCKET = "auditline-audit-logs"
 
 
 def exported_files(data_dir: Path, bucket: str = DEFAULT_BUCKET) -> list[Path]:
+    """The exported event files (not the integrity objects beside them)."""
     root = data_dir / "objects" / bucket / "objects"
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and "integrity" not in p.relative_to(root).parts
+    )
 
 
 def read_lines(name: str, data: bytes) -> list[dict[str, Any]]:

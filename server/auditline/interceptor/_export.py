@@ -20,10 +20,12 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import FORMATS, LOG_DIRS
+from auditline.interceptor._integrity import FileEntry, Notary, runs
+from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._spool import Spool
 from auditline.interceptor._spool_store import ExportedFile, SpooledEvent
 
@@ -60,6 +62,7 @@ class ExporterConfig:
     retention_mode: str | None = None  # GOVERNANCE or COMPLIANCE
     retention_days: int = 0
     log_types: frozenset[int] = frozenset()  # empty: every log
+    checkpoint_interval: float = 3600.0  # a signed checkpoint at least this often, if idle
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -108,9 +111,15 @@ class Exporter:
         writer: ObjectWriter,
         *,
         node_id: str,
+        notary: Notary | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        # Signs a checkpoint for each batch (and when idle); None: no integrity objects.
+        self.notary = notary
+        self._frontier: Frontier | None = None  # the node's tree at the watermark
+        self._last_checkpoint = clock()
+        self._key_published = False
         self.spool = spool
         self.writer = writer
         self.node_id = node_id or "node"
@@ -158,6 +167,13 @@ class Exporter:
                 if self._flush_requested.is_set() and not self._backlog():
                     self._done_flushing()
                 delay = self.poll_interval
+                if self._checkpoint_due():
+                    try:
+                        self.checkpoint_idle()
+                    except Exception as exc:  # the store is down: the next round retries
+                        log.warning(
+                            "exporter %s: idle checkpoint failed: %s", self.config.name, exc
+                        )
                 continue
             try:
                 self.status.state = ExporterState.EXPORTING
@@ -256,7 +272,8 @@ class Exporter:
                     sha256=hashlib.sha256(body).hexdigest(),
                 )
             )
-        store.commit_files(name, files, watermark=last)
+        frontier = self._prove(first, [item for item, _, _ in chosen], by_log, files, retain_until)
+        store.commit_files(name, files, watermark=last, frontier=frontier)
         now = self.clock()
         self._last_cut = now
         self.status.watermark = last
@@ -268,6 +285,105 @@ class Exporter:
             self.status.last_object_key = files[-1].key
         self.status.backlog = self._backlog()
         return len(chosen)
+
+    # --- integrity ----------------------------------------------------------------------
+
+    def _retention(self) -> dict[str, Any]:
+        if not self.config.retention_days:
+            return {"retain_until": None, "mode": None}
+        until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            days=self.config.retention_days
+        )
+        return {"retain_until": until, "mode": self.config.retention_mode}
+
+    def _tree(self) -> Frontier:
+        if self._frontier is None:
+            self._frontier = self.spool.store.frontier(
+                self.config.name, self.spool.store.watermark(self.config.name)
+            )
+        return self._frontier
+
+    def _prove(
+        self,
+        first: int,
+        events: list[SpooledEvent],
+        by_log: dict[int, list[tuple[SpooledEvent, bytes]]],
+        files: list[ExportedFile],
+        retain_until: datetime.datetime | None,
+    ) -> Frontier | None:
+        """Write the batch's manifest with its signed checkpoint; the tree after it."""
+        notary = self.notary
+        if notary is None:
+            return None
+        store = self.spool.store
+        leaves = store.leaves(first, events[-1].seq)
+        if len(leaves) != len(events):
+            raise RuntimeError(f"the spool lacks leaves of events {first}..{events[-1].seq}")
+        entries = [
+            FileEntry(
+                key=exported.key,
+                sha256=exported.sha256,
+                bytes=exported.bytes,
+                format=self.config.format,
+                compression=self.config.compression,
+                log_type=LOG_DIRS.get(log_type, "account_api"),
+                seqs=runs(item.seq for item, _ in items),
+            )
+            for exported, (log_type, items) in zip(files, sorted(by_log.items()), strict=True)
+        ]
+        written = {seq for entry in entries for a, b in entry.seqs for seq in range(a, b + 1)}
+        self._publish_key()
+        key, body, after = notary.manifest(
+            prefix=self.config.prefix,
+            exporter=self.config.name,
+            tree_base=store.tree.base,
+            first_seq=first,
+            before=self._tree(),
+            leaves=leaves,
+            files=entries,
+            omitted=[e.seq for e in events if e.seq not in written],
+            created_ns=events[-1].end_ns,
+        )
+        mode = self.config.retention_mode if retain_until else None
+        self.writer.put(key, body, retain_until=retain_until, mode=mode)
+        self._frontier = after
+        self._last_checkpoint = self.clock()
+        return after
+
+    def _publish_key(self) -> None:
+        if self.notary is not None and not self._key_published:
+            key, body = self.notary.key_object(self.config.prefix)
+            self.writer.put(key, body, **self._retention())
+            self._key_published = True
+
+    def _checkpoint_due(self) -> bool:
+        return (
+            self.notary is not None
+            and not self._backlog()
+            and self.clock() - self._last_checkpoint >= self.config.checkpoint_interval
+        )
+
+    def checkpoint_idle(self) -> None:
+        """Sign the tree as it stands (nothing new exported): proof that it was not cut."""
+        notary = self.notary
+        if notary is None:
+            return
+        self._publish_key()
+        watermark = self.spool.store.watermark(self.config.name)
+        key, body, _ = notary.manifest(
+            prefix=self.config.prefix,
+            exporter=self.config.name,
+            tree_base=self.spool.store.tree.base,
+            first_seq=watermark + 1,
+            before=self._tree(),
+            leaves=[],
+            files=[],
+            omitted=[],
+            created_ns=time.time_ns(),
+            idle=True,
+        )
+        self.writer.put(key, body, **self._retention())
+        self._last_checkpoint = self.clock()
 
     # --- control ------------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import sqlite3
 import threading
 import time
@@ -32,6 +31,9 @@ import orjson
 from google.protobuf import json_format
 
 from auditline.audit.v1 import event_pb2
+from auditline.interceptor._merkle import Frontier
+from auditline.interceptor._reserve import DiskReserve
+from auditline.interceptor._spool_tree import TreeLog, leaves_of
 
 __all__ = ["EventPage", "ExportedFile", "SpoolStore", "SpooledEvent", "StoredEvent"]
 
@@ -144,38 +146,6 @@ class EventPage:
     more: bool
 
 
-class _Reserve:
-    """Space set aside for a full disk: a preallocated file beside the database."""
-
-    def __init__(self, path: Path, size: int) -> None:
-        self.path = path
-        self.size = size
-
-    def hold(self) -> bool:
-        """(Re)create the file at full size; False when the disk has no room for it and
-        as much again for the events to come (so that holding it is not at once undone)."""
-        if self.size <= 0:
-            return True
-        try:
-            if not self.path.exists():
-                stat = os.statvfs(self.path.parent)
-                if stat.f_bavail * stat.f_frsize < 2 * self.size:
-                    return False
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, self.size)
-            finally:
-                os.close(fd)
-        except OSError:
-            self.release()
-            return False
-        return True
-
-    def release(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-
-
 class SpoolStore:
     """The spool's database. Every method takes `lock`; callers may hold it too."""
 
@@ -194,7 +164,7 @@ class SpoolStore:
         self.lock = threading.RLock()
         self.retain_seconds = retain_seconds
         self._on_freed = on_freed
-        self._reserve = _Reserve(path.with_name(path.name + ".reserve"), reserve_bytes)
+        self._reserve = DiskReserve(path.with_name(path.name + ".reserve"), reserve_bytes)
         self._db = self._connect(durability)
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         self._reserve_pages = -(-reserve_bytes // self._page_size)
@@ -207,6 +177,7 @@ class SpoolStore:
         self.next_seq = max(int(row[0]), int(last_file[0])) + 1
         freed = self._db.execute("SELECT seq FROM freed").fetchone()
         self.freed_upto = int(freed[0]) if freed else 0
+        self.tree = TreeLog(self._db, self.next_seq, self.freed_upto)
         self.pending_bytes = self._size_between(self.freed_upto, None)
         self.retained_bytes = self._size_between(None, self.freed_upto)
 
@@ -316,12 +287,14 @@ class SpoolStore:
                 )
                 size += len(body)
                 seq += 1
+            leaves = leaves_of([row[-1] for row in rows])
             with self._transaction():
                 self._db.executemany(
                     "INSERT INTO events (seq, at_ns, end_ns, log_type, size, event_id, "
                     "event_name, account, code, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
+                self.tree.append(zip((row[0] for row in rows), leaves, strict=True))
             self.next_seq = seq
             self.pending_bytes += size
             return size
@@ -369,7 +342,18 @@ class SpoolStore:
     def unregister(self, exporter: str) -> None:
         with self.lock:
             self._db.execute("DELETE FROM watermarks WHERE exporter = ?", (exporter,))
+            self.tree.forget(exporter)
         self.free()
+
+    def leaves(self, first_seq: int, last_seq: int) -> list[bytes]:
+        """The Merkle leaf hashes of events `first_seq`..`last_seq`."""
+        with self.lock:
+            return self.tree.leaves(first_seq, last_seq)
+
+    def frontier(self, exporter: str, watermark: int) -> Frontier:
+        """The node's tree as it stood at `watermark`, as `exporter` last saved it."""
+        with self.lock:
+            return self.tree.frontier(exporter, watermark)
 
     def intent(self, exporter: str) -> tuple[int, int] | None:
         """The batch an exporter started and has not committed (after a failure or crash)."""
@@ -386,9 +370,16 @@ class SpoolStore:
                 "INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (exporter, first_seq, last_seq)
             )
 
-    def commit_files(self, exporter: str, files: Sequence[ExportedFile], watermark: int) -> None:
-        """Record a batch's files and move the exporter's watermark past it, in one
-        transaction (which also frees what every exporter has passed)."""
+    def commit_files(
+        self,
+        exporter: str,
+        files: Sequence[ExportedFile],
+        watermark: int,
+        frontier: Frontier | None = None,
+    ) -> None:
+        """Record a batch's files and move the exporter's watermark (and the tree's
+        frontier there) past it, in one transaction (which also frees what every
+        exporter has passed)."""
         with self.lock:
             with self._transaction():
                 now = time.time()
@@ -403,6 +394,8 @@ class SpoolStore:
                     "UPDATE watermarks SET seq = ? WHERE exporter = ?", (watermark, exporter)
                 )
                 self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
+                if frontier is not None:
+                    self.tree.save_frontier(exporter, frontier)
                 freed = self._pass_exported()
             self._account_freed(freed)
 

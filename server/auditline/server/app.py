@@ -46,6 +46,8 @@ from auditline.interceptor import (
 )
 from auditline.interceptor._export import ExporterConfig
 from auditline.interceptor._formats import apievent_dict
+from auditline.interceptor._integrity import Notary
+from auditline.interceptor._note import SigningKey
 from auditline.server.accounts import Accounts, IamEvent, LoginPolicy
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
@@ -132,7 +134,9 @@ SERVICES: tuple[ServiceRegistration, ...] = (
     _registration(
         audit_log_pb2.DESCRIPTOR.services_by_name["AuditLogService"],
         audit_log_pb2_grpc.add_AuditLogServiceServicer_to_server,
-        lambda server: AuditLogServicer(server.pipeline.spool),
+        lambda server: AuditLogServicer(
+            server.pipeline.spool, server.notary.origin, server.verifier_keys
+        ),
     ),
 )
 
@@ -189,6 +193,30 @@ def _prepare_data_dir(path: Path) -> str:
     return node_file.read_text().strip()
 
 
+def load_notary(settings: Settings, node_id: str) -> tuple[Notary, list[str]]:
+    """The node's checkpoint signer, and every verifier key it has used (current first).
+
+    The key comes from --audit-signing-key-file, else DATA_DIR/audit-signing.key
+    (created on first start, mode 0600). Each key ever used is listed in
+    DATA_DIR/audit-verifier-keys, so that a rotated-out key still verifies the
+    checkpoints it signed.
+    """
+    origin = f"{settings.deployment}/{node_id}"
+    path = settings.audit_signing_key_file or settings.data_dir / "audit-signing.key"
+    if settings.audit_signing_key_file is not None and not path.exists():
+        raise FileNotFoundError(f"no audit signing key at {path}")
+    key = SigningKey.load_or_create(path, origin)
+    listed = settings.data_dir / "audit-verifier-keys"
+    known = listed.read_text().split() if listed.exists() else []
+    if key.verifier.text not in known:
+        known.append(key.verifier.text)
+        listed.write_text("".join(f"{k}\n" for k in known))
+    return (
+        Notary(key=key, origin=origin, node_id=node_id),
+        [key.verifier.text, *(k for k in reversed(known) if k != key.verifier.text)],
+    )
+
+
 def load_hmac_key(settings: Settings, *, create: bool = True) -> bytes:
     """The audit HMAC key: from --audit-hmac-key-file, else created once in the data dir."""
     path = settings.audit_hmac_key_file or settings.data_dir / "audit-hmac.key"
@@ -224,6 +252,8 @@ class AuditlineServer:
     exporters: ExporterServicer
     accounts: Accounts
     usage: UsageServicer
+    notary: Notary
+    verifier_keys: list[str]
 
     def __init__(
         self, settings: Settings, *, interceptors: Sequence[grpc.ServerInterceptor] = ()
@@ -274,6 +304,8 @@ class AuditlineServer:
             clock=self.clock,
         )
         self.admin_credentials = self.accounts.bootstrap_admin(settings.data_dir, os.environ)
+        self.notary, self.verifier_keys = load_notary(settings, self.node_id)
+        self.pipeline.notary = self.notary
         self.audit_target = ensure_audit_target(
             self.db,
             self.store,

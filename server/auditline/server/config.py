@@ -152,6 +152,18 @@ class Settings:
             "default DATA_DIR/audit-hmac.key, created on first start"
         ),
     )
+    audit_signing_key_file: Path | None = field(
+        default=None,
+        metadata=_help(
+            "file holding the Ed25519 key that signs the log's checkpoints (a "
+            "PRIVATE+KEY+... signer key); default DATA_DIR/audit-signing.key, created on "
+            "first start. A new file rotates the key; the old ones stay listed"
+        ),
+    )
+    deployment: str = field(
+        default="auditline",
+        metadata=_help("the deployment's name: checkpoints' origin is <deployment>/<node id>"),
+    )
     trusted_proxies: str = field(
         default="", metadata=_help("comma-separated CIDRs whose x-forwarded-for is believed")
     )
@@ -235,6 +247,12 @@ class Settings:
                 "--backpressure drop loses events, which --audit-durability sync never "
                 "does: use block or reject"
             )
+        if (
+            not self.deployment
+            or "+" in self.deployment
+            or any(c.isspace() for c in self.deployment)
+        ):
+            raise ConfigError("--deployment must be a name without spaces or '+'")
         if self.export_retention_mode not in ("governance", "compliance"):
             raise ConfigError("--export-retention-mode must be governance or compliance")
         if (

@@ -40,6 +40,7 @@ _ALLOWED: dict[str, frozenset[int]] = {
     _AUDIT + "AuditLogService/ListEvents": frozenset({ROLE_AUDITOR}),
     _AUDIT + "AuditLogService/TailEvents": frozenset({ROLE_AUDITOR}),
     _AUDIT + "AuditLogService/GetEventCatalog": frozenset({ROLE_AUDITOR}),
+    _AUDIT + "AuditLogService/GetVerifierKeys": frozenset({ROLE_AUDITOR}),
 }
 
 

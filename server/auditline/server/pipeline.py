@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import sqlalchemy as sa
 
 from auditline.interceptor._export import Exporter, ExporterConfig, ObjectWriter
+from auditline.interceptor._integrity import Notary
 from auditline.interceptor._metrics import instrument
 from auditline.interceptor._spool import Spool
 from auditline.server.db import Database, tables
@@ -155,9 +156,11 @@ class AuditPipeline:
         )
         self.node_id = node_id
         self.exporters: dict[str, Exporter] = {}
+        # Signs each exporter's checkpoints (set by the server before any exporter).
+        self.notary: Notary | None = None
 
     def add_exporter(self, config: ExporterConfig, writer: ObjectWriter) -> Exporter:
-        exporter = Exporter(config, self.spool, writer, node_id=self.node_id)
+        exporter = Exporter(config, self.spool, writer, node_id=self.node_id, notary=self.notary)
         self.exporters[config.name] = exporter.start()
         return exporter
 

@@ -47,6 +47,51 @@ CATALOG_FORMAT_JSON: CatalogFormat.ValueType  # 2
 Global___CatalogFormat: _TypeAlias = CatalogFormat  # noqa: Y015
 
 @_typing.final
+class GetVerifierKeysRequest(_message.Message):
+    """Which node's keys: there are no options yet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVerifierKeysRequest: _TypeAlias = GetVerifierKeysRequest  # noqa: Y015
+
+@_typing.final
+class GetVerifierKeysResponse(_message.Message):
+    """The keys that sign checkpoints, as c2sp.org/signed-note verifier keys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    VERIFIER_KEYS_FIELD_NUMBER: _builtins.int
+    origin: _builtins.str
+    """The origin (first line) of this node's checkpoints: `<deployment>/<node id>`."""
+    @_builtins.property
+    def verifier_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Verifier keys, `<name>+<hex key id>+<base64 key>`; the current one first."""
+
+    def __init__(
+        self,
+        *,
+        origin: _builtins.str = ...,
+        verifier_keys: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["origin", b"origin", "verifier_keys", b"verifier_keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetVerifierKeysResponse: _TypeAlias = GetVerifierKeysResponse  # noqa: Y015
+
+@_typing.final
 class EventFilter(_message.Message):
     """Conditions an event must meet; unset fields match everything."""
 

@@ -50,6 +50,11 @@ class AuditLogServiceStub:
                 request_serializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetEventCatalogRequest.SerializeToString,
                 response_deserializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetEventCatalogResponse.FromString,
                 _registered_method=True)
+        self.GetVerifierKeys = channel.unary_unary(
+                '/auditline.audit.v1.AuditLogService/GetVerifierKeys',
+                request_serializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysRequest.SerializeToString,
+                response_deserializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysResponse.FromString,
+                _registered_method=True)
 
 
 class AuditLogServiceServicer:
@@ -78,6 +83,14 @@ class AuditLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetVerifierKeys(self, request, context):
+        """Get the keys that sign this node's checkpoints (the current one first), to
+        verify the exported log with `auditline verify`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +108,11 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.GetEventCatalog,
                     request_deserializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetEventCatalogRequest.FromString,
                     response_serializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetEventCatalogResponse.SerializeToString,
+            ),
+            'GetVerifierKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetVerifierKeys,
+                    request_deserializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysRequest.FromString,
+                    response_serializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +197,33 @@ class AuditLogService:
             '/auditline.audit.v1.AuditLogService/GetEventCatalog',
             auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetEventCatalogRequest.SerializeToString,
             auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetEventCatalogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetVerifierKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditline.audit.v1.AuditLogService/GetVerifierKeys',
+            auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysRequest.SerializeToString,
+            auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

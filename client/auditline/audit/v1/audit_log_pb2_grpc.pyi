@@ -41,6 +41,10 @@ class AuditLogServiceStub:
     """Get the catalog of audited events, generated from the service
     descriptors, as structured entries and as Sigma rules.
     """
+    GetVerifierKeys: _grpc.UnaryUnaryMultiCallable[_audit_log_pb2.GetVerifierKeysRequest, _audit_log_pb2.GetVerifierKeysResponse]
+    """Get the keys that sign this node's checkpoints (the current one first), to
+    verify the exported log with `auditline verify`.
+    """
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
@@ -54,6 +58,10 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     GetEventCatalog: _aio.UnaryUnaryMultiCallable[_audit_log_pb2.GetEventCatalogRequest, _audit_log_pb2.GetEventCatalogResponse]  # type: ignore[assignment]
     """Get the catalog of audited events, generated from the service
     descriptors, as structured entries and as Sigma rules.
+    """
+    GetVerifierKeys: _aio.UnaryUnaryMultiCallable[_audit_log_pb2.GetVerifierKeysRequest, _audit_log_pb2.GetVerifierKeysResponse]  # type: ignore[assignment]
+    """Get the keys that sign this node's checkpoints (the current one first), to
+    verify the exported log with `auditline verify`.
     """
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -83,6 +91,16 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audit_log_pb2.GetEventCatalogResponse, _abc.Awaitable[_audit_log_pb2.GetEventCatalogResponse]]:
         """Get the catalog of audited events, generated from the service
         descriptors, as structured entries and as Sigma rules.
+        """
+
+    @_abc_1.abstractmethod
+    def GetVerifierKeys(
+        self,
+        request: _audit_log_pb2.GetVerifierKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_log_pb2.GetVerifierKeysResponse, _abc.Awaitable[_audit_log_pb2.GetVerifierKeysResponse]]:
+        """Get the keys that sign this node's checkpoints (the current one first), to
+        verify the exported log with `auditline verify`.
         """
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -46,8 +46,15 @@ def _start_after(store: SpoolStore, since_event_id: str) -> int:
 
 
 class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, origin: str, verifier_keys: list[str]) -> None:
         self.spool = spool
+        self.origin = origin
+        self.verifier_keys = verifier_keys
+
+    def GetVerifierKeys(
+        self, request: pb.GetVerifierKeysRequest, context: grpc.ServicerContext
+    ) -> pb.GetVerifierKeysResponse:
+        return pb.GetVerifierKeysResponse(origin=self.origin, verifier_keys=self.verifier_keys)
 
     def GetEventCatalog(
         self, request: pb.GetEventCatalogRequest, context: grpc.ServicerContext

@@ -1,0 +1,115 @@
+"""What an exporter writes beside its files so that the log can be proven: a manifest
+with a signed checkpoint for every batch, and one at least every hour when idle.
+
+A manifest (JSON, `integrity/<node>/manifests/<first>-<last>-<key id>.json` under
+the exporter's prefix) names the node's tree as it stood before the batch (its
+frontier), each file of the batch (key, SHA-256, size, format, compression, log
+type, the events in it), the leaf hashes of the batch's events that this exporter
+does not write (log types it leaves out), and the checkpoint of the tree after the
+batch, signed by the node's key (c2sp.org/tlog-checkpoint). The frontier of each
+manifest must give the root of the one before: the checkpoints extend each other.
+The verifier key is published at `integrity/keys/<key id>.pub`.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from auditline.interceptor._merkle import Frontier
+from auditline.interceptor._note import Checkpoint, SigningKey
+
+__all__ = ["MANIFEST_FORMAT", "FileEntry", "Notary", "runs"]
+
+MANIFEST_FORMAT = "auditline-manifest/1"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def runs(seqs: Iterable[int]) -> list[list[int]]:
+    """Ascending numbers as [first, last] runs."""
+    out: list[list[int]] = []
+    for seq in seqs:
+        if out and out[-1][1] == seq - 1:
+            out[-1][1] = seq
+        else:
+            out.append([seq, seq])
+    return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FileEntry:
+    """One file of a batch, as its manifest lists it."""
+
+    key: str
+    sha256: str
+    bytes: int
+    format: str
+    compression: str
+    log_type: str
+    seqs: list[list[int]]  # the events in it, as [first, last] runs
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Notary:
+    """Signs a node's checkpoints: its key, and the log's origin (deployment/node)."""
+
+    key: SigningKey
+    origin: str
+    node_id: str
+
+    def key_object(self, prefix: str) -> tuple[str, bytes]:
+        """The published verifier key: its object key and contents."""
+        key_id = self.key.verifier.key_id
+        return f"{prefix}integrity/keys/{key_id:08x}.pub", (self.key.verifier.text + "\n").encode()
+
+    def manifest(
+        self,
+        *,
+        prefix: str,
+        exporter: str,
+        tree_base: int,
+        first_seq: int,
+        before: Frontier,
+        leaves: Sequence[bytes],
+        files: Sequence[FileEntry],
+        omitted: Sequence[int],
+        created_ns: int,
+        idle: bool = False,
+    ) -> tuple[str, bytes, Frontier]:
+        """A batch's manifest (its object key and contents) and the frontier after it.
+
+        `leaves` are those of events `first_seq`.. (all of the batch, in order);
+        `omitted` are the events of the batch in none of `files`.
+        """
+        after = before.copy()
+        after.extend(leaves)
+        last_seq = first_seq + len(leaves) - 1
+        checkpoint = Checkpoint(origin=self.origin, size=after.size, root=after.root())
+        created = datetime.datetime.fromtimestamp(created_ns / 1e9, datetime.UTC)
+        document: dict[str, Any] = {
+            "manifest": MANIFEST_FORMAT,
+            "origin": self.origin,
+            "node": self.node_id,
+            "exporter": exporter,
+            "created": created.isoformat().replace("+00:00", "Z"),
+            "tree_base": tree_base,
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+            "frontier": {"size": before.size, "hashes": [_b64(h) for h in before.hashes]},
+            "files": [dataclasses.asdict(f) for f in files],
+            "omitted": [[seq, _b64(leaves[seq - first_seq])] for seq in omitted],
+            "checkpoint": self.key.sign_note(checkpoint.text),
+        }
+        name = f"{first_seq:012d}-{last_seq:012d}-{self.key.verifier.key_id:08x}"
+        if idle:
+            name += f"-{created_ns // 1_000_000_000}"
+        key = f"{prefix}integrity/{self.node_id}/manifests/{name}.json"
+        return key, orjson.dumps(document, option=orjson.OPT_INDENT_2), after
