@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     # The server lives in the same distribution; imported here so that the
     # client modules themselves never depend on it.
+    from auditline.server.integrity_cli import add_integrity_parsers
     from auditline.server.serve import (
         add_audit_hash_parser,
         add_catalog_parser,
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(subparsers)
     add_catalog_parser(subparsers)
     add_audit_hash_parser(subparsers)
+    add_integrity_parsers(subparsers)
     return parser
 
 

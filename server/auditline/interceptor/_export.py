@@ -396,10 +396,15 @@ class Exporter:
             return self._flushed.wait_for(lambda: not self._flush_requested.is_set(), timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Flush (bounded by `timeout`), then stop the thread."""
-        if self._thread.is_alive():
-            self.flush(timeout)
+        """Flush (bounded by `timeout`), stop the thread, and sign the tree as it
+        stands: a later cut of the log's tail cannot go unseen."""
+        flushed = self._thread.is_alive() and self.flush(timeout)
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if flushed and self.notary is not None:
+            try:
+                self.checkpoint_idle()
+            except Exception as exc:  # the store is down: the log stays provable up to here
+                log.warning("exporter %s: final checkpoint failed: %s", self.config.name, exc)

@@ -1,0 +1,82 @@
+"""Where an exported log is read from: a local directory whose relative paths are the
+object keys (what `aws s3 sync` of the bucket gives), or an S3 bucket and prefix."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlparse
+
+__all__ = ["LocalDirectory", "Location", "S3Location", "open_location"]
+
+
+class Location(Protocol):
+    """Objects by key, as an exporter wrote them."""
+
+    def keys(self) -> Iterator[str]: ...
+
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is no such object."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalDirectory:
+    root: Path
+
+    def keys(self) -> Iterator[str]:
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file():
+                yield path.relative_to(self.root).as_posix()
+
+    def read(self, key: str) -> bytes | None:
+        path = self.root / key
+        return path.read_bytes() if path.is_file() else None
+
+
+class S3Location:
+    """`s3://BUCKET[/PREFIX]?endpoint=URL&region=R`; credentials from the standard AWS
+    variables and files."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.client = client
+
+    def keys(self) -> Iterator[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield item["Key"][len(self.prefix) :]
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+        except self.client.exceptions.NoSuchKey:
+            return None
+        return bytes(response["Body"].read())
+
+
+def open_location(text: str) -> Location:
+    """A location from its command-line form; `ValueError` when it is neither."""
+    if text.startswith("s3://"):
+        parsed = urlparse(text)
+        if not parsed.netloc:
+            raise ValueError(f"an S3 location is s3://BUCKET[/PREFIX]?endpoint=..., not {text!r}")
+        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        import boto3
+
+        client = boto3.client(
+            "s3", endpoint_url=query.get("endpoint"), region_name=query.get("region")
+        )
+        prefix = parsed.path.lstrip("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        return S3Location(parsed.netloc, prefix, client)
+    root = Path(text)
+    if not root.is_dir():
+        raise ValueError(f"{text} is not a directory (nor an s3:// URL)")
+    return LocalDirectory(root)

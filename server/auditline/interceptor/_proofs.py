@@ -1,0 +1,71 @@
+"""Self-contained proofs that one event is in a node's signed log.
+
+A proof (JSON) holds the event's exported line and its format, the tree's base and
+the event's leaf index (its sequence number - base - 1), the tree size, the RFC 6962
+inclusion path, and the signed checkpoint of that size. To check it: recompute the
+event's leaf from the line (`_leaf`), check that its `Sequence` is base + index + 1,
+walk the path to a root (RFC 9162 2.1.3.2), and check that the checkpoint is signed
+by a trusted key, names the same origin and size, and has that root.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+from auditline.interceptor._leaf import event_leaf, read_line
+from auditline.interceptor._locations import Location
+from auditline.interceptor._merkle import ProofError, inclusion_proof, verify_inclusion
+from auditline.interceptor._note import Checkpoint, VerifierKey, open_note
+from auditline.interceptor._verify import Verifier
+
+__all__ = ["PROOF_FORMAT", "ProofError", "prove", "verify_proof"]
+
+PROOF_FORMAT = "auditline-proof/1"
+
+
+def prove(location: Location, event_id: str, keys: Sequence[VerifierKey]) -> dict[str, Any]:
+    """The proof of event `event_id` against the largest checkpoint its log proves;
+    `ProofError` when the event is not found or its log cannot be proven up to it."""
+    verifier = Verifier(location, keys, keep_leaves=True)
+    verifier.run()
+    if event_id not in verifier.lines:
+        raise ProofError(f"event {event_id} is in no file of this location")
+    node, seq, format_name, line = verifier.lines[event_id]
+    base, leaves, notes = verifier.bases[node], verifier.leaves[node], verifier.notes.get(node, {})
+    index = seq - base - 1
+    sizes = [size for size in notes if index < size <= len(leaves)]
+    if not sizes:
+        raise ProofError(f"no checkpoint proven from the files covers event {event_id}")
+    size = max(sizes)
+    note = notes[size]
+    text, _ = open_note(note, keys)
+    return {
+        "proof": PROOF_FORMAT,
+        "origin": Checkpoint.parse(text).origin,
+        "tree_base": base,
+        "format": format_name,
+        "line": line.decode(),
+        "leaf_index": index,
+        "tree_size": size,
+        "inclusion": [base64.b64encode(h).decode() for h in inclusion_proof(index, leaves[:size])],
+        "checkpoint": note,
+    }
+
+
+def verify_proof(proof: dict[str, Any], keys: Sequence[VerifierKey]) -> dict[str, Any]:
+    """Check a proof; return its event. Raises `ProofError`, `NoteError` or `LineError`."""
+    if proof.get("proof") != PROOF_FORMAT:
+        raise ProofError(f"not an {PROOF_FORMAT} proof")
+    text, _ = open_note(proof["checkpoint"], keys)
+    checkpoint = Checkpoint.parse(text)
+    if checkpoint.origin != proof["origin"] or checkpoint.size != proof["tree_size"]:
+        raise ProofError("the checkpoint is of another log or size")
+    event = read_line(proof["format"], proof["line"].encode())
+    index = int(proof["leaf_index"])
+    if int(event["Sequence"]) != int(proof["tree_base"]) + index + 1:
+        raise ProofError("the event's sequence number is not its leaf index")
+    path = [base64.b64decode(h, validate=True) for h in proof["inclusion"]]
+    verify_inclusion(index, checkpoint.size, event_leaf(event), path, checkpoint.root)
+    return event
