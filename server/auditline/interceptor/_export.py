@@ -159,6 +159,10 @@ class Exporter:
 
     def _run(self) -> None:
         delay = self.poll_interval
+        try:
+            self._publish_key()  # at once, so that the log's key is there before any file
+        except Exception as exc:  # the store is down: the first manifest publishes it
+            log.warning("exporter %s: cannot publish its key yet: %s", self.config.name, exc)
         while not self._stop.is_set():
             self._wake.wait(delay)
             self._wake.clear()

@@ -15,7 +15,7 @@ __all__ = ["LocalDirectory", "Location", "S3Location", "open_location"]
 class Location(Protocol):
     """Objects by key, as an exporter wrote them."""
 
-    def keys(self) -> Iterator[str]: ...
+    def list_keys(self) -> Iterator[str]: ...
 
     def read(self, key: str) -> bytes | None:
         """The object's bytes, or None when there is no such object."""
@@ -25,7 +25,7 @@ class Location(Protocol):
 class LocalDirectory:
     root: Path
 
-    def keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[str]:
         for path in sorted(self.root.rglob("*")):
             if path.is_file():
                 yield path.relative_to(self.root).as_posix()
@@ -44,7 +44,7 @@ class S3Location:
         self.prefix = prefix
         self.client = client
 
-    def keys(self) -> Iterator[str]:
+    def list_keys(self) -> Iterator[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix
         )

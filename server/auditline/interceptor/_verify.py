@@ -166,7 +166,7 @@ class Verifier:
 
     def run(self) -> Report:
         started = time.perf_counter()
-        keys = list(self.location.keys())
+        keys = list(self.location.list_keys())
         manifests: dict[str, list[_Manifest]] = {}
         for key in keys:
             if "/manifests/" in key and "integrity/" in key and key.endswith(".json"):
@@ -212,7 +212,7 @@ class Verifier:
             if checkpoint.origin != document.get("origin"):
                 self._find("forged-checkpoint", node, "the checkpoint names another log", key=key)
                 checkpoint = None
-            document["_signer"] = signer.name
+            document["_signer"] = f"{signer.name}+{signer.key_id:08x}"
         return _Manifest(key=key, document=document, checkpoint=checkpoint, created=created)
 
     def _wanted(self, manifest: _Manifest) -> bool:

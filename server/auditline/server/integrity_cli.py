@@ -23,6 +23,7 @@ from auditline.interceptor._verify import KINDS, Report, Verifier
 
 __all__ = ["add_integrity_parsers"]
 
+
 def add_integrity_parsers(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
