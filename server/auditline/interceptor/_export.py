@@ -25,7 +25,6 @@ from typing import Any, Protocol
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import FORMATS, LOG_DIRS
 from auditline.interceptor._integrity import FileEntry, Notary, runs
-from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._spool import Spool
 from auditline.interceptor._spool_store import ExportedFile, SpooledEvent
 
@@ -117,7 +116,6 @@ class Exporter:
         self.config = config
         # Signs a checkpoint for each batch (and when idle); None: no integrity objects.
         self.notary = notary
-        self._frontier: Frontier | None = None  # the node's tree at the watermark
         self._last_checkpoint = clock()
         self._key_published = False
         self.spool = spool
@@ -276,8 +274,8 @@ class Exporter:
                     sha256=hashlib.sha256(body).hexdigest(),
                 )
             )
-        frontier = self._prove(first, [item for item, _, _ in chosen], by_log, files, retain_until)
-        store.commit_files(name, files, watermark=last, frontier=frontier)
+        self._prove(first, [item for item, _, _ in chosen], by_log, files, retain_until)
+        store.commit_files(name, files, watermark=last)
         now = self.clock()
         self._last_cut = now
         self.status.watermark = last
@@ -300,13 +298,6 @@ class Exporter:
         )
         return {"retain_until": until, "mode": self.config.retention_mode}
 
-    def _tree(self) -> Frontier:
-        if self._frontier is None:
-            self._frontier = self.spool.store.frontier(
-                self.config.name, self.spool.store.watermark(self.config.name)
-            )
-        return self._frontier
-
     def _prove(
         self,
         first: int,
@@ -314,15 +305,13 @@ class Exporter:
         by_log: dict[int, list[tuple[SpooledEvent, bytes]]],
         files: list[ExportedFile],
         retain_until: datetime.datetime | None,
-    ) -> Frontier | None:
-        """Write the batch's manifest with its signed checkpoint; the tree after it."""
+    ) -> None:
+        """Write the batch's manifest with its signed checkpoint."""
         notary = self.notary
         if notary is None:
-            return None
+            return
         store = self.spool.store
-        leaves = store.leaves(first, events[-1].seq)
-        if len(leaves) != len(events):
-            raise RuntimeError(f"the spool lacks leaves of events {first}..{events[-1].seq}")
+        last = events[-1].seq
         entries = [
             FileEntry(
                 key=exported.key,
@@ -335,24 +324,28 @@ class Exporter:
             )
             for exported, (log_type, items) in zip(files, sorted(by_log.items()), strict=True)
         ]
-        written = {seq for entry in entries for a, b in entry.seqs for seq in range(a, b + 1)}
+        omitted: list[tuple[int, bytes]] = []
+        if self.config.log_types:  # events of the logs this exporter leaves out
+            written = {item.seq for items in by_log.values() for item, _ in items}
+            left_out = [e.seq for e in events if e.seq not in written]
+            if left_out:
+                leaves = store.leaves(first, last)
+                omitted = [(seq, leaves[seq - first]) for seq in left_out]
         self._publish_key()
-        key, body, after = notary.manifest(
+        key, body = notary.manifest(
             prefix=self.config.prefix,
             exporter=self.config.name,
             tree_base=store.tree.base,
             first_seq=first,
-            before=self._tree(),
-            leaves=leaves,
+            before=store.frontier_at(first - 1),
+            after=store.frontier_at(last),
             files=entries,
-            omitted=[e.seq for e in events if e.seq not in written],
+            omitted=omitted,
             created_ns=events[-1].end_ns,
         )
         mode = self.config.retention_mode if retain_until else None
         self.writer.put(key, body, retain_until=retain_until, mode=mode)
-        self._frontier = after
         self._last_checkpoint = self.clock()
-        return after
 
     def _publish_key(self) -> None:
         if self.notary is not None and not self._key_published:
@@ -373,14 +366,16 @@ class Exporter:
         if notary is None:
             return
         self._publish_key()
-        watermark = self.spool.store.watermark(self.config.name)
-        key, body, _ = notary.manifest(
+        store = self.spool.store
+        watermark = store.watermark(self.config.name)
+        tree = store.frontier_at(watermark)
+        key, body = notary.manifest(
             prefix=self.config.prefix,
             exporter=self.config.name,
-            tree_base=self.spool.store.tree.base,
+            tree_base=store.tree.base,
             first_seq=watermark + 1,
-            before=self._tree(),
-            leaves=[],
+            before=tree,
+            after=tree,
             files=[],
             omitted=[],
             created_ns=time.time_ns(),

@@ -78,20 +78,16 @@ class Notary:
         tree_base: int,
         first_seq: int,
         before: Frontier,
-        leaves: Sequence[bytes],
+        after: Frontier,
         files: Sequence[FileEntry],
-        omitted: Sequence[int],
+        omitted: Sequence[tuple[int, bytes]],
         created_ns: int,
         idle: bool = False,
-    ) -> tuple[str, bytes, Frontier]:
-        """A batch's manifest (its object key and contents) and the frontier after it.
-
-        `leaves` are those of events `first_seq`.. (all of the batch, in order);
-        `omitted` are the events of the batch in none of `files`.
-        """
-        after = before.copy()
-        after.extend(leaves)
-        last_seq = first_seq + len(leaves) - 1
+    ) -> tuple[str, bytes]:
+        """A batch's manifest: its object key and contents. The batch is the events
+        `first_seq`.. that take the tree from `before` to `after`; `omitted` are the
+        (seq, leaf hash) of the batch's events in none of `files`."""
+        last_seq = first_seq + after.size - before.size - 1
         checkpoint = Checkpoint(origin=self.origin, size=after.size, root=after.root())
         created = datetime.datetime.fromtimestamp(created_ns / 1e9, datetime.UTC)
         document: dict[str, Any] = {
@@ -105,11 +101,11 @@ class Notary:
             "last_seq": last_seq,
             "frontier": {"size": before.size, "hashes": [_b64(h) for h in before.hashes]},
             "files": [dataclasses.asdict(f) for f in files],
-            "omitted": [[seq, _b64(leaves[seq - first_seq])] for seq in omitted],
+            "omitted": [[seq, _b64(leaf)] for seq, leaf in omitted],
             "checkpoint": self.key.sign_note(checkpoint.text),
         }
         name = f"{first_seq:012d}-{last_seq:012d}-{self.key.verifier.key_id:08x}"
         if idle:
             name += f"-{created_ns // 1_000_000_000}"
         key = f"{prefix}integrity/{self.node_id}/manifests/{name}.json"
-        return key, orjson.dumps(document, option=orjson.OPT_INDENT_2), after
+        return key, orjson.dumps(document, option=orjson.OPT_INDENT_2)

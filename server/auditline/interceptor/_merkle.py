@@ -66,18 +66,20 @@ class Frontier:
 
     def append(self, leaf: bytes) -> None:
         """Add one leaf hash."""
-        node = leaf
-        size = self.size
-        # Each trailing 1 bit of the old size is a complete subtree the new leaf joins.
-        while size & 1:
-            node = node_hash(self.hashes.pop(), node)
-            size >>= 1
-        self.hashes.append(node)
-        self.size += 1
+        self.extend((leaf,))
 
     def extend(self, leaves: Iterable[bytes]) -> None:
+        """Add leaf hashes in order: about one SHA-256 each."""
+        hashes, size, sha256 = self.hashes, self.size, hashlib.sha256
         for leaf in leaves:
-            self.append(leaf)
+            node, bits = leaf, size
+            # Each trailing 1 bit of the size is a complete subtree the new leaf joins.
+            while bits & 1:
+                node = sha256(b"\x01" + hashes.pop() + node).digest()
+                bits >>= 1
+            hashes.append(node)
+            size += 1
+        self.size = size
 
     def root(self) -> bytes:
         if not self.hashes:

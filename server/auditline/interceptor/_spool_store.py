@@ -288,13 +288,17 @@ class SpoolStore:
                 size += len(body)
                 seq += 1
             leaves = leaves_of([row[-1] for row in rows])
-            with self._transaction():
-                self._db.executemany(
-                    "INSERT INTO events (seq, at_ns, end_ns, log_type, size, event_id, "
-                    "event_name, account, code, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                self.tree.append(zip((row[0] for row in rows), leaves, strict=True))
+            try:
+                with self._transaction():
+                    self._db.executemany(
+                        "INSERT INTO events (seq, at_ns, end_ns, log_type, size, event_id, "
+                        "event_name, account, code, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                    self.tree.append(leaves)
+            except sqlite3.Error:
+                self.tree.rollback()
+                raise
             self.next_seq = seq
             self.pending_bytes += size
             return size
@@ -342,7 +346,6 @@ class SpoolStore:
     def unregister(self, exporter: str) -> None:
         with self.lock:
             self._db.execute("DELETE FROM watermarks WHERE exporter = ?", (exporter,))
-            self.tree.forget(exporter)
         self.free()
 
     def leaves(self, first_seq: int, last_seq: int) -> list[bytes]:
@@ -350,10 +353,10 @@ class SpoolStore:
         with self.lock:
             return self.tree.leaves(first_seq, last_seq)
 
-    def frontier(self, exporter: str, watermark: int) -> Frontier:
-        """The node's tree as it stood at `watermark`, as `exporter` last saved it."""
+    def frontier_at(self, seq: int) -> Frontier:
+        """The node's tree as it stood once event `seq` was in it."""
         with self.lock:
-            return self.tree.frontier(exporter, watermark)
+            return self.tree.frontier_at(seq)
 
     def intent(self, exporter: str) -> tuple[int, int] | None:
         """The batch an exporter started and has not committed (after a failure or crash)."""
@@ -375,11 +378,9 @@ class SpoolStore:
         exporter: str,
         files: Sequence[ExportedFile],
         watermark: int,
-        frontier: Frontier | None = None,
     ) -> None:
-        """Record a batch's files and move the exporter's watermark (and the tree's
-        frontier there) past it, in one transaction (which also frees what every
-        exporter has passed)."""
+        """Record a batch's files and move the exporter's watermark past it, in one
+        transaction (which also frees what every exporter has passed)."""
         with self.lock:
             with self._transaction():
                 now = time.time()
@@ -394,8 +395,6 @@ class SpoolStore:
                     "UPDATE watermarks SET seq = ? WHERE exporter = ?", (watermark, exporter)
                 )
                 self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
-                if frontier is not None:
-                    self.tree.save_frontier(exporter, frontier)
                 freed = self._pass_exported()
             self._account_freed(freed)
 

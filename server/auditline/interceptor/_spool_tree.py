@@ -2,14 +2,17 @@
 
 Leaf i (from 0) is the event numbered `base + 1 + i`; `base` is 0 for a spool made by
 this version (an older spool's tree starts after the events it had already exported).
-Leaf hashes are kept for good (32 bytes an event), so that any event can be proven;
-each exporter keeps the tree's right edge (`Frontier`) at its watermark, so that a
-batch extends it in time proportional to the batch. Every method runs inside the
-caller's lock (and transaction, where it writes).
+The spool's writer keeps the hash of every complete subtree as the tree grows
+(`nodes`: level 0 the leaves, level k the subtree of 2^k leaves starting at leaf
+index * 2^k): about two rows and one extra SHA-256 an event, kept for good. The tree
+as it stood at any size is then a handful of lookups, so an exporter's checkpoint
+costs it nothing per event. Every method runs inside the caller's lock (and
+transaction, where it writes).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterable, Sequence
 
@@ -18,35 +21,29 @@ import orjson
 from auditline.interceptor._leaf import event_leaf
 from auditline.interceptor._merkle import Frontier
 
-__all__ = ["TreeLog"]
+__all__ = ["TreeLog", "leaves_of"]
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS leaves (
-    seq INTEGER PRIMARY KEY,
-    hash BLOB NOT NULL
-);
+CREATE TABLE IF NOT EXISTS nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tree (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     base INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS frontiers (
-    exporter TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    hashes BLOB NOT NULL
-);
 """
 
 
-def pack(frontier: Frontier) -> bytes:
-    return b"".join(frontier.hashes)
-
-
-def unpack(size: int, blob: bytes) -> Frontier:
-    return Frontier(size, [blob[i : i + 32] for i in range(0, len(blob), 32)])
+def leaves_of(bodies: Sequence[bytes]) -> list[bytes]:
+    """The leaf hashes of numbered event bodies."""
+    return [event_leaf(orjson.loads(body)) for body in bodies]
 
 
 class TreeLog:
-    """Leaves and frontiers over the spool's connection."""
+    """Complete subtree hashes over the spool's connection."""
 
     def __init__(self, db: sqlite3.Connection, next_seq: int, freed_upto: int) -> None:
         self._db = db
@@ -57,56 +54,63 @@ class TreeLog:
             # the events every exporter had passed (the rest get their leaves now).
             base = 0 if next_seq == 1 else freed_upto
             db.execute("INSERT INTO tree VALUES (1, ?)", (base,))
-            self.base = base
-            self._backfill(base)
         else:
-            self.base = int(row[0])
+            base = int(row[0])
+        self.base = base
+        size = int(db.execute("SELECT COUNT(*) FROM nodes WHERE level = 0").fetchone()[0])
+        self._edge = self._frontier(size)  # the tree as it stands: where leaves go next
+        if row is None:
+            rows = db.execute("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq", (base,))
+            self.append(event_leaf(orjson.loads(body)) for _, body in rows.fetchall())
 
-    def _backfill(self, after: int) -> None:
-        rows = self._db.execute("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq", (after,))
-        self.append((seq, event_leaf(orjson.loads(body))) for seq, body in rows.fetchall())
+    @property
+    def size(self) -> int:
+        return self._edge.size
 
-    def append(self, leaves: Iterable[tuple[int, bytes]]) -> None:
-        """Add (seq, leaf hash) rows; the caller's transaction commits them."""
-        self._db.executemany("INSERT INTO leaves (seq, hash) VALUES (?, ?)", list(leaves))
+    def append(self, leaves: Iterable[bytes]) -> None:
+        """Add the next leaves, with the subtrees they complete; the caller's
+        transaction commits them (`rollback` forgets them when it does not)."""
+        hashes, size, sha256 = self._edge.hashes, self._edge.size, hashlib.sha256
+        rows = []
+        for leaf in leaves:
+            rows.append((0, size, leaf))
+            node, level, bits = leaf, 0, size
+            while bits & 1:
+                node = sha256(b"\x01" + hashes.pop() + node).digest()
+                level += 1
+                bits >>= 1
+                rows.append((level, size >> level, node))
+            hashes.append(node)
+            size += 1
+        self._db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)", rows)
+        self._edge.size = size
+
+    def rollback(self) -> None:
+        """The transaction that appended failed: go back to the tree as stored."""
+        size = int(self._db.execute("SELECT COUNT(*) FROM nodes WHERE level = 0").fetchone()[0])
+        self._edge = self._frontier(size)
 
     def leaves(self, first_seq: int, last_seq: int) -> list[bytes]:
         """The leaf hashes of events `first_seq`..`last_seq`, in order."""
         rows = self._db.execute(
-            "SELECT hash FROM leaves WHERE seq >= ? AND seq <= ? ORDER BY seq",
-            (first_seq, last_seq),
+            "SELECT hash FROM nodes WHERE level = 0 AND idx >= ? AND idx <= ? ORDER BY idx",
+            (first_seq - self.base - 1, last_seq - self.base - 1),
         ).fetchall()
-        return [bytes(row[0]) for row in rows]
-
-    def size_at(self, seq: int) -> int:
-        """The tree's size once event `seq` is in it."""
-        return seq - self.base
+        return [row[0] for row in rows]
 
     def frontier_at(self, seq: int) -> Frontier:
-        """The tree's right edge once event `seq` is in it (from the leaves: O(n))."""
-        frontier = Frontier()
-        frontier.extend(self.leaves(self.base + 1, seq))
-        return frontier
+        """The tree as it stood once event `seq` was in it."""
+        return self._frontier(seq - self.base)
 
-    def frontier(self, exporter: str, watermark: int) -> Frontier:
-        """An exporter's frontier at its watermark (made from the leaves the first time)."""
-        row = self._db.execute(
-            "SELECT size, hashes FROM frontiers WHERE exporter = ?", (exporter,)
-        ).fetchone()
-        if row is not None and int(row[0]) == self.size_at(watermark):
-            return unpack(int(row[0]), bytes(row[1]))
-        return self.frontier_at(watermark)
-
-    def save_frontier(self, exporter: str, frontier: Frontier) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO frontiers VALUES (?, ?, ?)",
-            (exporter, frontier.size, pack(frontier)),
-        )
-
-    def forget(self, exporter: str) -> None:
-        self._db.execute("DELETE FROM frontiers WHERE exporter = ?", (exporter,))
-
-
-def leaves_of(bodies: Sequence[bytes]) -> list[bytes]:
-    """The leaf hashes of numbered event bodies."""
-    return [event_leaf(orjson.loads(body)) for body in bodies]
+    def _frontier(self, size: int) -> Frontier:
+        hashes, start = [], 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                row = self._db.execute(
+                    "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, start >> level)
+                ).fetchone()
+                if row is None:
+                    raise LookupError(f"the spool lacks the tree's node {level}/{start >> level}")
+                hashes.append(row[0])
+                start += 1 << level
+        return Frontier(size, hashes)
