@@ -72,12 +72,14 @@ class SpoolStats:
 class _Batch:
     """Events committed together. `state`: open (taking events), queued, writing, written."""
 
-    __slots__ = ("items", "size", "state")
+    __slots__ = ("items", "size", "state", "written_ids")
 
     def __init__(self) -> None:
-        self.items: list[StoredEvent] = []
+        self.items: list[StoredEvent] = []  # those still to write
         self.size = 0
         self.state = "open"
+        # Items already committed while the rest waits (a full disk splits a batch).
+        self.written_ids: set[int] = set()
 
 
 class Spool:
@@ -241,16 +243,20 @@ class Spool:
 
     def _await(self, batch: _Batch, items: list[StoredEvent]) -> None:
         """Wait (holding the lock) until `batch` is written; on timeout, withdraw `items`."""
-        if self._written.wait_for(lambda: batch.state == "written", self.block_timeout):
+        mine = {id(item) for item in items}
+
+        def written() -> bool:
+            return batch.state == "written" or mine <= batch.written_ids
+
+        if self._written.wait_for(written, self.block_timeout):
             return
         # Not written in time: take these events back so that they never are (the
         # caller is told UNAVAILABLE), unless the writer has them in hand right now.
         self._written.wait_for(lambda: batch.state != "writing")
-        if batch.state == "written":
+        if written():
             return
-        mine = {id(item) for item in items}
         batch.items = [item for item in batch.items if id(item) not in mine]
-        withdrawn = sum(len(item.body) for item in items)
+        withdrawn = sum(len(item.body) for item in items if id(item) not in batch.written_ids)
         batch.size -= withdrawn
         self.stats.buffered_bytes -= withdrawn
         self.stats.accepted -= len(items)
@@ -356,7 +362,7 @@ class Spool:
             if marker is not None:
                 items = [self._stored(marker.marker()), *items]
             try:
-                self._insert(items)
+                count = self._insert_what_fits(items)
             except sqlite3.Error as exc:
                 self._requeue()
                 self._failed(exc)
@@ -365,12 +371,22 @@ class Spool:
                 if marker is not None:
                     self._losses.settle(marker)
                     marker = None
-                batch.state = "written"
-                if batch in self._queue:
-                    self._queue.remove(batch)
-                self.stats.buffered_bytes -= batch.size
+                    count -= 1
+                committed, batch.items = batch.items[:count], batch.items[count:]
+                size = sum(len(item.body) for item in committed)
+                batch.size -= size
+                batch.written_ids.update(id(item) for item in committed)
+                self.stats.buffered_bytes -= size
                 self._refresh_sizes()
+                if not batch.items:
+                    batch.state = "written"
+                    if batch in self._queue:
+                        self._queue.remove(batch)
                 self._written.notify_all()
+            if batch.items:  # the rest did not fit: the disk is full
+                self._requeue()
+                self._failed(None)
+                return False
         with self._new_events:
             self._new_events.notify_all()
         if self.store.pending_bytes + self.store.retained_bytes > self.max_bytes:
@@ -389,6 +405,24 @@ class Spool:
                     batch.state = "queued"
             self._written.notify_all()
 
+    def _insert_what_fits(self, items: list[StoredEvent]) -> int:
+        """Insert as many of `items` as the disk takes, in order (halving the batch
+        while it is full); return how many. Raises when not even the first fits."""
+        try:
+            self._insert(items)
+            return len(items)
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) != SQLITE_FULL or len(items) == 1:
+                raise
+        half = len(items) // 2
+        written = self._insert_what_fits(items[:half])
+        if written < half:
+            return written
+        try:
+            return half + self._insert_what_fits(items[half:])
+        except sqlite3.Error:
+            return half
+
     def _insert(self, items: list[StoredEvent]) -> int:
         """Insert; on a full disk, release the reserve and try once more."""
         try:
@@ -401,9 +435,10 @@ class Spool:
             self._set_degraded("the spool's disk is full")
             return self.store.insert(items)
 
-    def _failed(self, exc: sqlite3.Error) -> None:
+    def _failed(self, exc: sqlite3.Error | None) -> None:
+        """A write failed (`exc`; None: part of a batch did not fit on the disk)."""
         self.stats.write_errors += 1
-        if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
+        if exc is None or getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
             reason = "the spool's disk is full"
         else:
             reason = f"the spool cannot write ({type(exc).__name__}: {exc})"

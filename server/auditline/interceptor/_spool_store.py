@@ -440,6 +440,7 @@ class SpoolStore:
         passed = self._size_between(self.freed_upto, passed_upto)
         self._db.execute("INSERT OR REPLACE INTO freed VALUES (1, ?)", (passed_upto,))
         self.freed_upto = passed_upto
+        self.tree.prune(passed_upto)
         if self.retain_seconds > 0:
             oldest = time.time_ns() - int(self.retain_seconds * 1e9)
             deleted = self._delete_retained("at_ns < ?", oldest)

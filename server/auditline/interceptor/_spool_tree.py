@@ -4,9 +4,10 @@ Leaf i (from 0) is the event numbered `base + 1 + i`; `base` is 0 for a spool ma
 this version (an older spool's tree starts after the events it had already exported).
 The spool's writer keeps the hash of every complete subtree as the tree grows
 (`nodes`: level 0 the leaves, level k the subtree of 2^k leaves starting at leaf
-index * 2^k): about two rows and one extra SHA-256 an event, kept for good. The tree
-as it stood at any size is then a handful of lookups, so an exporter's checkpoint
-costs it nothing per event. Every method runs inside the caller's lock (and
+index * 2^k): about two rows and one extra SHA-256 an event. The tree as it stood at
+any size is then a handful of lookups, so an exporter's checkpoint costs it nothing
+per event. Once every exporter has passed an event, the nodes before it are pruned
+but for the few the tree there is made of. Every method runs inside the caller's lock (and
 transaction, where it writes).
 """
 
@@ -32,7 +33,8 @@ CREATE TABLE IF NOT EXISTS nodes (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tree (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    base INTEGER NOT NULL
+    base INTEGER NOT NULL,
+    size INTEGER NOT NULL
 );
 """
 
@@ -53,12 +55,11 @@ class TreeLog:
             # A new spool starts its tree at 0; one made before trees existed, after
             # the events every exporter had passed (the rest get their leaves now).
             base = 0 if next_seq == 1 else freed_upto
-            db.execute("INSERT INTO tree VALUES (1, ?)", (base,))
+            db.execute("INSERT INTO tree VALUES (1, ?, 0)", (base,))
         else:
             base = int(row[0])
         self.base = base
-        size = int(db.execute("SELECT COUNT(*) FROM nodes WHERE level = 0").fetchone()[0])
-        self._edge = self._frontier(size)  # the tree as it stands: where leaves go next
+        self._edge = self._frontier(self._stored_size())  # where leaves go next
         if row is None:
             rows = db.execute("SELECT seq, body FROM events WHERE seq > ? ORDER BY seq", (base,))
             self.append(event_leaf(orjson.loads(body)) for _, body in rows.fetchall())
@@ -83,12 +84,26 @@ class TreeLog:
             hashes.append(node)
             size += 1
         self._db.executemany("INSERT INTO nodes (level, idx, hash) VALUES (?, ?, ?)", rows)
+        self._db.execute("UPDATE tree SET size = ?", (size,))
         self._edge.size = size
+
+    def _stored_size(self) -> int:
+        return int(self._db.execute("SELECT size FROM tree").fetchone()[0])
 
     def rollback(self) -> None:
         """The transaction that appended failed: go back to the tree as stored."""
-        size = int(self._db.execute("SELECT COUNT(*) FROM nodes WHERE level = 0").fetchone()[0])
-        self._edge = self._frontier(size)
+        self._edge = self._frontier(self._stored_size())
+
+    def prune(self, seq: int) -> None:
+        """Forget the nodes no tree from event `seq` on needs (every exporter has passed
+        it): those entirely before it, but the subtrees the tree at `seq` is made of.
+        Keeps the spool bounded; the exported files and manifests prove the rest."""
+        size = seq - self.base
+        keep = self._nodes(size)
+        self._db.execute("DELETE FROM nodes WHERE ((idx + 1) << level) <= ?", (size,))
+        self._db.executemany(
+            "INSERT OR IGNORE INTO nodes (level, idx, hash) VALUES (?, ?, ?)", keep
+        )
 
     def leaves(self, first_seq: int, last_seq: int) -> list[bytes]:
         """The leaf hashes of events `first_seq`..`last_seq`, in order."""
@@ -103,14 +118,19 @@ class TreeLog:
         return self._frontier(seq - self.base)
 
     def _frontier(self, size: int) -> Frontier:
-        hashes, start = [], 0
+        return Frontier(size, [node[2] for node in self._nodes(size)])
+
+    def _nodes(self, size: int) -> list[tuple[int, int, bytes]]:
+        """(level, index, hash) of the complete subtrees the tree of `size` is made of."""
+        nodes, start = [], 0
         for level in range(size.bit_length() - 1, -1, -1):
             if size >> level & 1:
+                index = start >> level
                 row = self._db.execute(
-                    "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, start >> level)
+                    "SELECT hash FROM nodes WHERE level = ? AND idx = ?", (level, index)
                 ).fetchone()
                 if row is None:
-                    raise LookupError(f"the spool lacks the tree's node {level}/{start >> level}")
-                hashes.append(row[0])
+                    raise LookupError(f"the spool lacks the tree's node {level}/{index}")
+                nodes.append((level, index, row[0]))
                 start += 1 << level
-        return Frontier(size, hashes)
+        return nodes
