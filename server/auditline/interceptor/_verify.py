@@ -305,21 +305,17 @@ class Verifier:
     def _tail(
         self, node: str, manifests: list[_Manifest], roots: dict[int, bytes], base: int
     ) -> None:
-        """Every checkpoint (idle ones too) must be of a tree the files prove."""
+        """Every checkpoint (idle ones too) must be of a tree the files prove; the
+        largest one past them says how much of the tail is not."""
         proven = max(roots)
+        past = None
         for manifest in manifests:
             checkpoint = manifest.checkpoint
             if checkpoint is None or not self._wanted(manifest):
                 continue
             if checkpoint.size > proven:
-                self._find(
-                    "truncated-tail",
-                    node,
-                    "",
-                    key=manifest.key,
-                    first_seq=base + proven + 1,
-                    last_seq=base + checkpoint.size,
-                )
+                if past is None or checkpoint.size > past[1].size:
+                    past = (manifest, checkpoint)
             elif checkpoint.size in roots and roots[checkpoint.size] != checkpoint.root:
                 self._find(
                     "inconsistent-checkpoints",
@@ -327,6 +323,15 @@ class Verifier:
                     "an idle checkpoint disagrees",
                     key=manifest.key,
                 )
+        if past is not None:
+            self._find(
+                "truncated-tail",
+                node,
+                "",
+                key=past[0].key,
+                first_seq=base + proven + 1,
+                last_seq=base + past[1].size,
+            )
 
     # --- one batch ---------------------------------------------------------------------
 
