@@ -19,9 +19,16 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 
 from auditline.account.v1 import bucket_pb2
-from auditline.audit.v1 import audit_log_pb2, audit_log_pb2_grpc
+from auditline.audit.v1 import (
+    audit_log_pb2,
+    audit_log_pb2_grpc,
+    event_pb2,
+    exporter_pb2,
+    exporter_pb2_grpc,
+)
 from auditline.interceptor._locations import LocalDirectory, S3Location
 from auditline.interceptor._note import SigningKey, VerifierKey
 from auditline.interceptor._proofs import prove, verify_proof
@@ -397,3 +404,49 @@ def test_tampering_on_seaweedfs_is_found(serve: ServeFactory, seaweedfs: Seaweed
 
 def _verify_location(location: Any, keys: list[VerifierKey]) -> Report:
     return Verifier(location, keys).run()
+
+
+def test_an_ocsf_exporter_of_one_log_beside_the_default_is_proven(serve: ServeFactory) -> None:
+    """A second exporter writing only the IAM log, in OCSF: its bucket proves the whole
+    tree (the other logs' leaves are in its manifests), and a changed record shows."""
+    process = serve("--export-interval", "0.3", env=ADMIN)
+    api = Api(process.target).login_as_admin(ADMIN)
+    bucket = f"iam-{uuid.uuid4().hex[:10]}"
+    api.call(api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=bucket))
+    api.call(
+        exporter_pb2_grpc.ExporterServiceStub(api.channel).CreateExporter,
+        exporter_pb2.CreateExporterRequest(
+            exporter_id="iam-only",
+            exporter=exporter_pb2.Exporter(
+                display_name="IAM to the SIEM",
+                bucket=bucket,
+                format=exporter_pb2.OUTPUT_FORMAT_OCSF_JSON,
+                compression=exporter_pb2.COMPRESSION_ZSTD,
+                flush_interval=duration_pb2.Duration(seconds=1),
+                log_types=[event_pb2.LOG_TYPE_IAM],
+            ),
+        ),
+    )
+    _calls(process.target, 10)
+    assert process.terminate() == 0
+    keys = _keys(process.data_dir)
+    root = process.data_dir / "objects" / bucket / "objects"
+    files = sorted(p for p in root.rglob("*.jsonl.zst"))
+    assert files
+    assert all("/iam/" in p.as_posix() for p in files)
+    report = _verify(root, keys)
+    assert report.findings == []
+    assert report.ok
+    manifests = [json.loads(p.read_text()) for p in _manifests(root)]
+    assert any(m["omitted"] for m in manifests)  # the account API events' leaves
+    # One field of one OCSF record changed (the status, say): not the record its event makes.
+    import zstandard
+
+    path = files[0]
+    lines = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes()).splitlines()
+    record = json.loads(lines[0])
+    record["status_id"] = 2 if record["status_id"] == 1 else 1
+    changed = [json.dumps(record).encode(), *lines[1:]]
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"".join(x + b"\n" for x in changed)))
+    report = _verify(root, keys)
+    assert {"modified-file", "unreadable-line", "missing-events"} <= _kinds(report)
