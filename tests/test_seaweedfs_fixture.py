@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import socket
 import uuid
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -58,3 +60,19 @@ def test_wrong_credentials_are_refused(seaweedfs: SeaweedFS) -> None:
     s3 = seaweedfs.client(aws_secret_access_key="not-the-secret")
     with pytest.raises(ClientError):
         s3.list_buckets()
+
+
+def test_a_port_taken_before_the_first_start_moves_weed_to_fresh_ports(tmp_path: Path) -> None:
+    """The ports are chosen before weed binds them; if another test binds one first,
+    the fixture starts again elsewhere instead of failing the test that wanted S3."""
+    weed = SeaweedFS(tmp_path)
+    taken = weed.ports["volume.port.grpc"]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        try:
+            weed.start()
+            assert taken not in weed.ports.values()
+            weed.client().list_buckets()
+        finally:
+            weed.stop()

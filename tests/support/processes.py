@@ -1,7 +1,8 @@
-"""Finding binaries, free ports, polling with deadlines, stopping processes."""
+"""Finding binaries, free fixed ports, polling with deadlines, stopping processes."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -25,11 +26,31 @@ def find_binary(name: str) -> str:
     return found
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_fixed_port() -> int:
+    """A free TCP port on 127.0.0.1 *below* the kernel's ephemeral range.
+
+    A process that is stopped and restarted on the same port (an object store in an
+    outage test), or that binds several ports some time after they were chosen, must
+    not race every outgoing connection on the machine for them: those take ephemeral
+    ports, so a port outside that range is only contended by other explicit binds.
+    """
+    low, _ = _ephemeral_range()
+    while True:
+        port = random.randrange(10000, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def wait_for(

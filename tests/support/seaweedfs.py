@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tests.support.processes import find_binary, free_port, stop_process, wait_for
+from tests.support.processes import find_binary, free_fixed_port, stop_process, wait_for
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -29,6 +29,17 @@ _COMPONENT_PORTS = (
 )
 
 
+class _PortTaken(RuntimeError):
+    """weed exited because a port chosen for it was bound by someone else first."""
+
+
+def _choose_ports() -> dict[str, int]:
+    chosen: set[int] = set()
+    while len(chosen) < len(_COMPONENT_PORTS):
+        chosen.add(free_fixed_port())
+    return dict(zip(_COMPONENT_PORTS, sorted(chosen), strict=True))
+
+
 class SeaweedFS:
     """`weed server -s3` in a temporary directory, with one admin S3 identity."""
 
@@ -38,12 +49,30 @@ class SeaweedFS:
         self.workdir = workdir
         self.access_key = "AK" + secrets.token_hex(8).upper()
         self.secret_key = secrets.token_urlsafe(30)
-        self.ports = {name: free_port() for name in _COMPONENT_PORTS}
-        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.ports = _choose_ports()
         self.log_path = workdir / "weed.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._started_once = False
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
 
     def start(self, *, timeout: float = 60.0) -> None:
+        """Start weed; a first start whose port another test bound meanwhile retries on
+        fresh ports (a restart keeps its ports: clients know the endpoint)."""
+        for attempt in range(3):
+            try:
+                self._start_once(timeout=timeout)
+            except _PortTaken:
+                if self._started_once or attempt == 2:
+                    raise
+                self.ports = _choose_ports()
+                continue
+            self._started_once = True
+            return
+
+    def _start_once(self, *, timeout: float) -> None:
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "s3.json"
@@ -76,7 +105,10 @@ class SeaweedFS:
     def _s3_answers(self) -> bool | None:
         assert self._proc is not None
         if self._proc.poll() is not None:
-            raise RuntimeError(f"weed exited early:\n{self.log_path.read_text()[-3000:]}")
+            log = self.log_path.read_text()[-3000:]
+            if "address already in use" in log:
+                raise _PortTaken(f"weed could not bind a port:\n{log}")
+            raise RuntimeError(f"weed exited early:\n{log}")
         try:
             urllib.request.urlopen(self.endpoint, timeout=1)  # noqa: S310 - loopback test server
         except urllib.error.HTTPError:

@@ -440,13 +440,20 @@ class SpoolStore:
         passed = self._size_between(self.freed_upto, passed_upto)
         self._db.execute("INSERT OR REPLACE INTO freed VALUES (1, ?)", (passed_upto,))
         self.freed_upto = passed_upto
-        self.tree.prune(passed_upto)
         if self.retain_seconds > 0:
             oldest = time.time_ns() - int(self.retain_seconds * 1e9)
             deleted = self._delete_retained("at_ns < ?", oldest)
         else:
             deleted = self._delete_retained("seq <= ?", passed_upto)
+        self._prune_tree()
         return passed, deleted
+
+    def _prune_tree(self) -> None:
+        """Forget the tree's nodes before every exporter's watermark, but for what a new
+        exporter (which starts at the oldest event still kept) needs."""
+        oldest = self._db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+        keep_from = self.next_seq if oldest is None else int(oldest)
+        self.tree.prune(max(min(self.freed_upto, keep_from - 1), self.tree.base))
 
     def _delete_retained(self, condition: str, value: int) -> int:
         """Delete exported events matching `condition`; return their bytes."""
@@ -484,6 +491,7 @@ class SpoolStore:
             upto = int(row[0]) if row else self.freed_upto
             with self._transaction():
                 deleted = self._delete_retained("seq <= ?", upto)
+                self._prune_tree()
             self.retained_bytes -= deleted
             return deleted
 
