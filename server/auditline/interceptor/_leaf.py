@@ -14,6 +14,9 @@ the event and must be the same, so that no field of the record can change unseen
 
 from __future__ import annotations
 
+import calendar
+import datetime
+import functools
 from typing import Any
 
 import orjson
@@ -42,7 +45,30 @@ def event_leaf(document: dict[str, Any]) -> bytes:
 _EPOCH = "1970-01-01T00:00:00Z"
 
 
+@functools.lru_cache(maxsize=4096)
+def _whole_seconds(text: str) -> int:
+    when = datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC)
+    return calendar.timegm(when.utctimetuple())
+
+
 def _nanoseconds(text: str) -> int:
+    """Protobuf's JSON `Timestamp` as nanoseconds since the epoch.
+
+    The form every renderer writes (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`, 0/3/6/9 digits)
+    is read here, the seconds cached (a file's events share them): protobuf's own
+    parser took half the time of verifying an OCSF file. Anything else goes to it.
+    """
+    fraction = text[20:-1]
+    if (
+        len(text) in (20, 24, 27, 30)
+        and text[-1] == "Z"
+        and text[10] == "T"
+        and (fraction.isdigit() if fraction else text[19] == "Z")
+        and (not fraction or text[19] == ".")
+        and fraction.isascii()
+    ):
+        nanos = int(fraction.ljust(9, "0")) if fraction else 0
+        return _whole_seconds(text[:19]) * 1_000_000_000 + nanos
     stamp = timestamp_pb2.Timestamp()
     stamp.FromJsonString(text)
     return stamp.ToNanoseconds()
