@@ -170,3 +170,24 @@ def test_the_canonical_form_is_plain_sorted_json() -> None:
     expected = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert canonical(document) == expected.encode()
     assert event_leaf(document) == hashlib.sha256(b"\x00" + expected.encode()).digest()
+
+
+def test_timestamps_are_read_as_protobuf_reads_them() -> None:
+    """The leaf reader's own timestamp parser agrees with protobuf's on every form
+    protobuf writes (0, 3, 6 or 9 fraction digits) and defers to it on the rest."""
+    import random
+
+    from google.protobuf import timestamp_pb2
+
+    from auditline.interceptor._leaf import _nanoseconds
+
+    rng = random.Random(12)
+    texts = ["1970-01-01T00:00:00Z", "2026-12-04T21:53:09+01:00", "2026-12-04T21:53:09.5Z"]
+    for _ in range(3000):
+        nanos = rng.choice([0, rng.randrange(10**9), rng.randrange(1000) * 10**6])
+        stamp = timestamp_pb2.Timestamp(seconds=rng.randrange(4 * 10**9), nanos=nanos)
+        texts.append(stamp.ToJsonString())
+    for text in texts:
+        expected = timestamp_pb2.Timestamp()
+        expected.FromJsonString(text)
+        assert _nanoseconds(text) == expected.ToNanoseconds(), text
