@@ -1,7 +1,7 @@
 # One command each, on a fresh machine with python3 (3.11+):
 #   make run    set up .venv and run the service on its embedded defaults
 #   make test   set up .venv with the test tools and run the whole test suite
-#   make check  lint, type-check, buf lint, and check that generated code is fresh
+#   make check  lint, type-check, buf lint, generated code fresh, each wheel alone
 #   make ci     what .ci/run does: check + test
 
 PYTHON ?= python3
@@ -10,14 +10,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test check ci generate generate-check lint typecheck buf-lint bench clean
+.PHONY: run test check ci generate generate-check lint typecheck buf-lint layers bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+# The four distributions, editable, and the workspace's dev tools.
+DISTRIBUTIONS := proto interceptor client server
+PYPROJECTS := pyproject.toml $(addsuffix /pyproject.toml,$(DISTRIBUTIONS))
+
+$(STAMP): $(PYPROJECTS) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(addprefix -e ./,$(DISTRIBUTIONS)) -e ".[dev]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -30,7 +34,7 @@ generate: $(STAMP)
 	$(BIN)/python tools/generate.py
 
 # Regenerate and fail if that changed anything: committed code must match proto/.
-GENERATED_DIRS := client/auditline/account client/auditline/audit tests/generated
+GENERATED_DIRS := proto tests/generated
 
 generate-check: generate
 	@test -z "$$(git status --porcelain --untracked-files=all -- $(GENERATED_DIRS))" || \
@@ -48,7 +52,12 @@ buf-lint: $(STAMP)
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
 
-check: buf-lint generate-check lint typecheck
+# Every wheel alone in a clean virtual environment: its dependencies suffice and its
+# imports stay in its layer (tests/test_packaging.py; `make test` runs it too).
+layers: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 tests/test_packaging.py
+
+check: buf-lint generate-check lint typecheck layers
 
 ci: check test
 

@@ -1,9 +1,12 @@
-"""The distribution: one importable name, `auditline`, from a wheel and an editable install."""
+"""The distributions and their layers: each wheel holds its own layer only, installs
+alone into a clean virtual environment, and imports nothing above it."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -12,87 +15,180 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Distribution:
+    name: str
+    directory: str
+    packages: tuple[str, ...]
+    # Modules that must not be imported (nor, for third parties, even installed).
+    forbidden: tuple[str, ...]
+
+
+CONTRACT = Distribution(
+    name="auditline-contract",
+    directory="proto",
+    packages=("auditline.account", "auditline.audit"),
+    forbidden=("auditline.interceptor", "auditline.client", "auditline.server", "sqlalchemy"),
+)
+INTERCEPTOR = Distribution(
+    name="auditline-interceptor",
+    directory="interceptor",
+    packages=("auditline.interceptor",),
+    forbidden=(
+        "auditline.client",
+        "auditline.server",
+        "sqlalchemy",
+        "alembic",
+        "yaml",
+        "boto3",
+        "opentelemetry.sdk",
+    ),
+)
+CLIENT = Distribution(
+    name="auditline-client",
+    directory="client",
+    packages=("auditline.client",),
+    forbidden=("auditline.interceptor", "auditline.server", "sqlalchemy", "opentelemetry"),
+)
+SERVER = Distribution(
+    name="auditline-server",
+    directory="server",
+    packages=("auditline.server",),
+    forbidden=(),
+)
+DISTRIBUTIONS = (CONTRACT, INTERCEPTOR, CLIENT, SERVER)
+
+
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(out)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    (built,) = out.glob("auditline-*.whl")
-    return built
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheels")
+    for directory in [d.directory for d in DISTRIBUTIONS] + ["."]:
+        subprocess.run(
+            [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(out)],
+            cwd=ROOT / directory,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    return out
 
 
-def test_wheel_holds_only_the_auditline_namespace(wheel: Path) -> None:
-    names = zipfile.ZipFile(wheel).namelist()
-    top_level = {name.split("/")[0] for name in names}
-    assert top_level == {"auditline", wheel.name.split("-py3")[0] + ".dist-info"}
-    # A namespace package: neither source root may claim `auditline` alone.
+def _wheel(wheels: Path, name: str) -> zipfile.ZipFile:
+    (built,) = wheels.glob(f"{name.replace('-', '_')}-*.whl")
+    return zipfile.ZipFile(built)
+
+
+@pytest.mark.parametrize("dist", DISTRIBUTIONS, ids=lambda d: d.name)
+def test_each_wheel_holds_its_own_layer_only(wheels: Path, dist: Distribution) -> None:
+    names = [n for n in _wheel(wheels, dist.name).namelist() if ".dist-info/" not in n]
+    # `auditline` is a namespace every distribution adds to: none may claim it.
     assert "auditline/__init__.py" not in names
-    for expected in (
-        "auditline/account/v1/auth_pb2.py",
-        "auditline/account/v1/auth_pb2.pyi",
-        "auditline/account/v1/auth_pb2_grpc.py",
-        "auditline/account/v1/auth_pb2_grpc.pyi",
-        "auditline/audit/v1/event_pb2.py",
-        "auditline/client/cli.py",
-        "auditline/server/app.py",
-        "auditline/interceptor/__init__.py",
-    ):
-        assert expected in names
-    for typed in ("account", "audit", "client", "server", "interceptor"):
-        assert f"auditline/{typed}/py.typed" in names
+    prefixes = tuple(p.replace(".", "/") + "/" for p in dist.packages)
+    assert [n for n in names if not n.startswith(prefixes)] == []
+    for package in prefixes:
+        assert f"{package}py.typed" in names
 
 
-def test_installed_wheel_imports_without_the_source_tree(wheel: Path, tmp_path: Path) -> None:
-    target = tmp_path / "site"
+def test_the_contract_ships_its_proto_files_beside_the_code(wheels: Path) -> None:
+    names = _wheel(wheels, CONTRACT.name).namelist()
+    for proto in sorted((ROOT / "proto").rglob("*.proto")):
+        relative = proto.relative_to(ROOT / "proto").as_posix()
+        assert relative in names
+        assert relative.replace(".proto", "_pb2.pyi") in names
+
+
+def test_the_workspace_wheel_is_the_product_and_holds_no_code(wheels: Path) -> None:
+    wheel = _wheel(wheels, "auditline")
+    assert [n for n in wheel.namelist() if ".dist-info/" not in n] == []
+    metadata = wheel.read(next(n for n in wheel.namelist() if n.endswith("METADATA"))).decode()
+    assert "Requires-Dist: auditline-server==0.1.0" in metadata
+    assert "Requires-Dist: auditline-client==0.1.0" in metadata
+
+
+def test_every_distribution_has_the_same_version() -> None:
+    versions = {
+        directory: tomllib.loads((ROOT / directory / "pyproject.toml").read_text())["project"][
+            "version"
+        ]
+        for directory in [d.directory for d in DISTRIBUTIONS] + ["."]
+    }
+    assert len(set(versions.values())) == 1, versions
+
+
+_PROBE = """
+import importlib, importlib.util, pkgutil, sys
+packages, forbidden, source = sys.argv[1].split(","), sys.argv[2].split(","), sys.argv[3]
+for name in packages:
+    package = importlib.import_module(name)
+    for info in pkgutil.walk_packages(package.__path__, name + "."):
+        if ".migrations." not in info.name:
+            importlib.import_module(info.name)
+imported = [
+    m for m in sys.modules
+    for f in forbidden if f and (m == f or m.startswith(f + "."))
+]
+assert not imported, f"imported across the layer: {imported}"
+installed = [f for f in forbidden if f and "." not in f and importlib.util.find_spec(f)]
+assert not installed, f"installed though not needed: {installed}"
+stray = [m.__name__ for m in list(sys.modules.values())
+         if (getattr(m, "__file__", None) or "").startswith(source)]
+assert not stray, f"imported from the source tree: {stray}"
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("dist", DISTRIBUTIONS, ids=lambda d: d.name)
+def test_each_wheel_installs_alone_and_imports_nothing_above_it(
+    wheels: Path, dist: Distribution, tmp_path: Path
+) -> None:
+    """A clean virtual environment with only this distribution (and what it declares):
+    every module imports, and nothing of a layer above it is imported or installed."""
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
+    python = venv / "bin" / "python"
     subprocess.run(
         [
             sys.executable,
             "-m",
             "pip",
+            "--python",
+            str(python),
             "install",
             "--quiet",
-            "--no-deps",
-            "--target",
-            str(target),
-            str(wheel),
+            "--disable-pip-version-check",
+            "--find-links",
+            str(wheels),
+            dist.name,
         ],
         check=True,
         capture_output=True,
-        timeout=120,
-    )
-    source_roots = [str(ROOT / "client"), str(ROOT / "server"), str(ROOT)]
-    probe = (
-        "import sys\n"
-        f"sys.path[:] = [{str(target)!r}] + [p for p in sys.path if p not in {source_roots!r}]\n"
-        "import auditline.server, auditline.client.cli, auditline.account.v1.auth_pb2_grpc\n"
-        "import auditline.interceptor\n"
-        "for m in (auditline.server, auditline.client.cli, auditline.account.v1.auth_pb2_grpc):\n"
-        f"    assert m.__file__.startswith({str(target)!r}), m.__file__\n"
-        "print('ok')\n"
+        timeout=600,
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe],
+        [
+            str(python),
+            "-c",
+            _PROBE,
+            ",".join(dist.packages),
+            ",".join(dist.forbidden),
+            str(ROOT) + "/",
+        ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
         cwd=tmp_path,
     )
     assert result.stdout.strip() == "ok", result.stderr
-
-
-def test_interceptor_does_not_import_the_account_service() -> None:
-    probe = (
-        "import sys, auditline.interceptor\n"
-        "bad = [m for m in sys.modules if m.startswith('auditline.server')]\n"
-        "print(bad)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert result.stdout.strip() == "[]"
+    if dist in (CLIENT, SERVER):
+        commands = subprocess.run(
+            [str(venv / "bin" / "auditline"), "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        assert ("serve" in commands) is (dist is SERVER)
+        assert ("verify" in commands) is (dist is SERVER)

@@ -1,8 +1,9 @@
 """Regenerate the Python code of the contract: `python tools/generate.py`.
 
 Writes messages (`*_pb2.py`), gRPC stubs (`*_pb2_grpc.py`) and their types
-(`*.pyi`, by mypy-protobuf) for every file under `proto/` into `client/`, and
-for the test-only protos under `tests/proto/` into `tests/generated/`.
+(`*.pyi`, by mypy-protobuf) beside every file under `proto/` (the contract's
+distribution ships both, as googleapis-common-protos does), and for the test-only
+protos under `tests/proto/` into `tests/generated/`.
 The output is committed; CI runs this and fails when `git diff` shows a change.
 """
 
@@ -17,8 +18,8 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
-OUT = ROOT / "client"
-# The generated packages; everything else under client/auditline is hand-written.
+OUT = PROTO
+# The generated packages (under proto/ only the .proto files are written by hand).
 GENERATED = ("auditline/account", "auditline/audit")
 TEST_PROTO = ROOT / "tests" / "proto"
 TEST_OUT = ROOT / "tests" / "generated"
@@ -51,10 +52,26 @@ def main() -> int:
     )
 
 
+def _remove_generated(package: Path) -> None:
+    """Delete what an earlier run wrote (a file whose .proto is gone goes too)."""
+    if not package.exists():
+        return
+    for path in package.rglob("*"):
+        if path.is_file() and (
+            path.name.endswith(_GENERATED_SUFFIXES) or path.name in ("__init__.py", "py.typed")
+        ):
+            path.unlink()
+        elif path.name == "__pycache__":
+            shutil.rmtree(path)
+
+
+_GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+
+
 def generate(source: Path, out: Path, packages: tuple[str, ...], include: list[Path]) -> int:
     """Generate every .proto under `source` into `out`; return protoc's exit code."""
     for package in packages:
-        shutil.rmtree(out / package, ignore_errors=True)
+        _remove_generated(out / package)
     out.mkdir(parents=True, exist_ok=True)
     files = sorted(str(p.relative_to(source)) for p in source.rglob("*.proto"))
     well_known = str(resources.files("grpc_tools") / "_proto")

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from auditline.client._commands import add_commands
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMAND_GROUP", "build_parser", "main"]
+
+# Other distributions add their commands here: each entry point names a function
+# taking the subparsers (auditline-server: `serve`; auditline-interceptor: `verify`).
+COMMAND_GROUP = "auditline.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,20 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="The audited account service for S3-compatible object storage.",
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    # The server lives in the same distribution; imported here so that the
-    # client modules themselves never depend on it.
-    from auditline.server.integrity_cli import add_integrity_parsers
-    from auditline.server.serve import (
-        add_audit_hash_parser,
-        add_catalog_parser,
-        add_serve_parser,
-    )
-
-    add_serve_parser(subparsers)
     add_commands(subparsers)
-    add_catalog_parser(subparsers)
-    add_audit_hash_parser(subparsers)
-    add_integrity_parsers(subparsers)
+    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        entry.load()(subparsers)
     return parser
 
 

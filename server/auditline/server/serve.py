@@ -26,6 +26,13 @@ __all__ = ["add_audit_hash_parser", "add_catalog_parser", "add_serve_parser", "r
 log = logging.getLogger("auditline.server")
 
 
+def add_server_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The server's commands, for the `auditline.commands` entry point group."""
+    add_serve_parser(subparsers)
+    add_catalog_parser(subparsers)
+    add_audit_hash_parser(subparsers)
+
+
 def add_serve_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `serve` command to the CLI."""
     parser = subparsers.add_parser(
