@@ -9,7 +9,7 @@ import pytest
 
 from auditline.account.v1 import bucket_pb2, service_account_pb2
 from auditline.client import AsyncClient, Client
-from auditline.client.errors import (
+from auditline.errors import (
     AlreadyExistsError,
     AuditlineError,
     InvalidArgumentError,

@@ -27,7 +27,7 @@ class Distribution:
 CONTRACT = Distribution(
     name="auditline-contract",
     directory="proto",
-    packages=("auditline.account", "auditline.audit"),
+    packages=("auditline.account", "auditline.audit", "auditline.errors"),
     forbidden=("auditline.interceptor", "auditline.client", "auditline.server", "sqlalchemy"),
 )
 INTERCEPTOR = Distribution(

@@ -5,10 +5,10 @@
     with Client("127.0.0.1:50051", access_key=..., secret_key=...) as client:
         client.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
 
-Errors are `auditline.client.errors.AuditlineError` subclasses, one per gRPC code.
+Failed unary calls raise `auditline.errors.AuditlineError`, the subclass of their
+gRPC code (the one error type server and client share).
 """
 
 from auditline.client._client import AsyncClient, Client
-from auditline.client._errors import AuditlineError
 
-__all__ = ["AsyncClient", "AuditlineError", "Client"]
+__all__ = ["AsyncClient", "Client"]

@@ -3,7 +3,7 @@
 Both authenticate with the service account's keys (or use a given token), attach
 `authorization: Bearer <token>` to every call, authenticate again shortly before
 the token expires or when the server says it has, and raise typed errors
-(`auditline.client.errors`) instead of bare `grpc.RpcError`s for unary calls.
+(`auditline.errors`, one class per gRPC code) instead of bare `grpc.RpcError`s for unary calls.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from auditline.account.v1 import (
     usage_pb2_grpc,
 )
 from auditline.audit.v1 import audit_log_pb2_grpc, exporter_pb2_grpc, settings_pb2_grpc
-from auditline.client._errors import AuditlineError, from_rpc_error
+from auditline.errors import AuditlineError, from_rpc_error
 
 __all__ = ["AsyncClient", "Client"]
 

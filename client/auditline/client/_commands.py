@@ -28,7 +28,7 @@ from auditline.account.v1 import (
 )
 from auditline.audit.v1 import audit_log_pb2, exporter_pb2, settings_pb2
 from auditline.client._client import Client
-from auditline.client._errors import AuditlineError
+from auditline.errors import AuditlineError
 
 __all__ = ["add_commands"]
 

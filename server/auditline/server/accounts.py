@@ -15,13 +15,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from auditline.account.v1 import service_account_pb2
+from auditline.errors import PermissionDeniedError, ResourceExhaustedError, UnauthenticatedError
 from auditline.server import identity
 from auditline.server.db import Database, require_row, tables
-from auditline.server.errors import (
-    PermissionDeniedError,
-    ResourceExhaustedError,
-    UnauthenticatedError,
-)
 
 __all__ = ["Accounts", "Caller", "IamEvent", "LoginPolicy"]
 
@@ -183,7 +179,7 @@ class Accounts:
     # --- sessions ----------------------------------------------------------------
 
     def authenticate(self, access_key: str, secret_key: str, ip: str) -> tuple[str, float, Caller]:
-        """A new session token and its expiry, or an `ApiError` (and an IAM event)."""
+        """A new session token and its expiry, or an `AuditlineError` (and an IAM event)."""
         now = self.clock()
         accounts = tables.service_accounts
         with self.db.begin() as connection:

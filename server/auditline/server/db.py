@@ -146,7 +146,8 @@ def require_row(
     connection: Connection, column: sa.Column[Any], value: str, resource: str
 ) -> dict[str, Any]:
     """The row whose `column` is `value`, or NotFoundError naming `resource`."""
-    from auditline.server.errors import NotFoundError, shown
+    from auditline.errors import NotFoundError
+    from auditline.server.echo import shown
 
     row = connection.execute(sa.select(column.table).where(column == value)).mappings().first()
     if row is None:

@@ -3,7 +3,7 @@
 An interceptor placed after the audit interceptor. For every method of the
 `auditline.*` services except the open ones it requires `authorization: Bearer
 <token>`, checks the caller's role against the method, names the caller in the
-audit event, and turns `ApiError`s into statuses. Health and reflection pass
+audit event, and turns `AuditlineError`s into statuses. Health and reflection pass
 through untouched.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import grpc
 
+from auditline.errors import AuditlineError, PermissionDeniedError, UnauthenticatedError
 from auditline.interceptor import set_principal
 from auditline.server.accounts import ROLE_ADMIN, ROLE_AUDITOR, ROLE_STANDARD, Accounts, Caller
-from auditline.server.errors import ApiError, PermissionDeniedError, UnauthenticatedError
 
 __all__ = ["CallGuard", "current_caller"]
 
@@ -98,7 +98,7 @@ class CallGuard(grpc.ServerInterceptor):
                         return inner_unary(request, context)
                     finally:
                         _CALLER.reset(token)
-                except ApiError as error:
+                except AuditlineError as error:
                     context.abort_with_status(error.status())
 
             return handler._replace(unary_unary=unary)
@@ -108,7 +108,7 @@ class CallGuard(grpc.ServerInterceptor):
             def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 try:
                     caller = self._admit(method, context)
-                except ApiError as error:
+                except AuditlineError as error:
                     context.abort_with_status(error.status())
                 responses = inner_stream(request, context)
                 while True:
@@ -119,7 +119,7 @@ class CallGuard(grpc.ServerInterceptor):
                         item = next(responses)
                     except StopIteration:
                         return
-                    except ApiError as error:
+                    except AuditlineError as error:
                         context.abort_with_status(error.status())
                     finally:
                         _CALLER.reset(token)

@@ -13,7 +13,8 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from sqlalchemy.engine import Connection
 
-from auditline.server.errors import InvalidArgumentError, shown
+from auditline.errors import InvalidArgumentError
+from auditline.server.echo import shown
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000

@@ -9,10 +9,10 @@ import grpc
 
 from auditline.audit.v1 import audit_log_pb2 as pb
 from auditline.audit.v1 import audit_log_pb2_grpc
+from auditline.errors import NotFoundError
 from auditline.interceptor._spool import Spool
 from auditline.interceptor._spool_store import SpoolStore
 from auditline.server.catalog import catalog_response
-from auditline.server.errors import NotFoundError
 from auditline.server.services._common import (
     MAX_PAGE_SIZE,
     decode_page_token,

@@ -16,9 +16,9 @@ from sqlalchemy.engine import Connection
 
 from auditline.audit.v1 import event_pb2, settings_pb2_grpc
 from auditline.audit.v1 import settings_pb2 as pb
+from auditline.errors import FailedPreconditionError, InvalidArgumentError
 from auditline.interceptor import set_log_type
 from auditline.server.db import Database, tables
-from auditline.server.errors import FailedPreconditionError, InvalidArgumentError
 from auditline.server.guard import current_caller
 from auditline.server.objectstore import bucket_name_problem
 from auditline.server.services._common import timestamp

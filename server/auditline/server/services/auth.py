@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 
 from auditline.account.v1 import auth_pb2, auth_pb2_grpc, service_account_pb2
+from auditline.errors import InvalidArgumentError
 from auditline.interceptor import set_principal
 from auditline.interceptor._peer import parse_peer
 from auditline.server.accounts import Accounts, IamEvent
-from auditline.server.errors import InvalidArgumentError
 from auditline.server.services._common import timestamp
 
 

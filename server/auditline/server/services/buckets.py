@@ -11,15 +11,15 @@ from sqlalchemy.engine import Connection
 
 from auditline.account.v1 import bucket_pb2 as pb
 from auditline.account.v1 import bucket_pb2_grpc
-from auditline.server.accounts import ROLE_STANDARD, Caller
-from auditline.server.db import Database, require_row, tables
-from auditline.server.errors import (
+from auditline.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
-    shown,
 )
+from auditline.server.accounts import ROLE_STANDARD, Caller
+from auditline.server.db import Database, require_row, tables
+from auditline.server.echo import shown
 from auditline.server.guard import current_caller
 from auditline.server.objectstore import (
     BucketExistsError,

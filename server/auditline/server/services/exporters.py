@@ -12,13 +12,9 @@ from sqlalchemy.exc import IntegrityError
 
 from auditline.audit.v1 import exporter_pb2 as pb
 from auditline.audit.v1 import exporter_pb2_grpc
+from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
 from auditline.interceptor._export import Exporter, ExporterConfig, ObjectWriter
 from auditline.server.db import Database, require_row, tables
-from auditline.server.errors import (
-    AlreadyExistsError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-)
 from auditline.server.objectstore import ObjectStore, S3Store, bucket_name_problem
 from auditline.server.pipeline import AuditPipeline, BucketWriter
 from auditline.server.services._common import (

@@ -12,12 +12,8 @@ from sqlalchemy.exc import IntegrityError
 
 from auditline.account.v1 import permission_pb2 as pb
 from auditline.account.v1 import permission_pb2_grpc
+from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
 from auditline.server.db import Database, require_row, tables
-from auditline.server.errors import (
-    AlreadyExistsError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-)
 from auditline.server.objectstore import bucket_name_problem
 from auditline.server.services._common import (
     check_display_name,

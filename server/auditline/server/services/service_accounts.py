@@ -11,14 +11,14 @@ from sqlalchemy.exc import IntegrityError
 
 from auditline.account.v1 import service_account_pb2 as pb
 from auditline.account.v1 import service_account_pb2_grpc
-from auditline.server.accounts import ROLE_ADMIN, ROLE_STANDARD, Accounts
-from auditline.server.db import tables
-from auditline.server.errors import (
+from auditline.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
     InvalidArgumentError,
     PermissionDeniedError,
 )
+from auditline.server.accounts import ROLE_ADMIN, ROLE_STANDARD, Accounts
+from auditline.server.db import tables
 from auditline.server.guard import current_caller
 from auditline.server.services._common import (
     check_display_name,
