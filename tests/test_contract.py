@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from google.protobuf import descriptor, json_format
 
-from auditline.account.v1 import (
-    auth_pb2,
-    bucket_pb2,
-    permission_pb2,
-    service_account_pb2,
-    usage_pb2,
-)
 from auditline.audit.v1 import (
-    audit_log_pb2,
     event_pb2,
-    exporter_pb2,
     options_pb2,
-    settings_pb2,
 )
-
-FILES = (
-    auth_pb2,
-    bucket_pb2,
-    permission_pb2,
-    service_account_pb2,
-    usage_pb2,
-    audit_log_pb2,
-    event_pb2,
-    exporter_pb2,
-    options_pb2,
-    settings_pb2,
-)
+from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS, FILES
 
 EXPECTED_METHODS = {
     "auditline.account.v1.AuthService": {"Authenticate", "ValidateToken"},
@@ -179,3 +159,19 @@ def test_activity_numbers_are_ocsf_activity_ids() -> None:
     assert options_pb2.ACTIVITY_UPDATE == 3
     assert options_pb2.ACTIVITY_DELETE == 4
     assert options_pb2.ACTIVITY_OTHER == 99
+
+
+def test_the_contract_lists_every_file_of_proto() -> None:
+    proto = Path(__file__).resolve().parent.parent / "proto"
+    assert {f.DESCRIPTOR.name for f in FILES} == {
+        p.relative_to(proto).as_posix() for p in proto.rglob("*.proto")
+    }
+
+
+def test_the_exporter_names_of_the_contract_are_the_interceptors() -> None:
+    """Every format and compression the API can name, the exporter implements."""
+    from auditline.interceptor._export import COMPRESSIONS
+    from auditline.interceptor._formats import FORMATS
+
+    assert set(EXPORT_FORMATS.values()) == set(FORMATS)
+    assert set(EXPORT_COMPRESSIONS.values()) == set(COMPRESSIONS)

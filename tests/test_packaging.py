@@ -27,7 +27,7 @@ class Distribution:
 CONTRACT = Distribution(
     name="auditline-contract",
     directory="proto",
-    packages=("auditline.account", "auditline.audit", "auditline.errors"),
+    packages=("auditline.account", "auditline.audit", "auditline.contract", "auditline.errors"),
     forbidden=("auditline.interceptor", "auditline.client", "auditline.server", "sqlalchemy"),
 )
 INTERCEPTOR = Distribution(

@@ -23,14 +23,11 @@ from auditline.account.v1 import (
     usage_pb2_grpc,
 )
 from auditline.audit.v1 import audit_log_pb2_grpc, exporter_pb2_grpc, settings_pb2_grpc
+from auditline.contract import OPEN_METHODS
 from auditline.errors import AuditlineError, from_rpc_error
 
 __all__ = ["AsyncClient", "Client"]
 
-_OPEN = (
-    "/auditline.account.v1.AuthService/Authenticate",
-    "/auditline.account.v1.AuthService/ValidateToken",
-)
 _REFRESH_BEFORE = 30.0  # seconds before expiry a new token is fetched
 
 
@@ -110,7 +107,7 @@ class _SyncAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
         self.client = client
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        if details.method in _OPEN:
+        if details.method in OPEN_METHODS:
             call = continuation(details, request)
         else:
             call = continuation(_with_token(details, self.client._token()), request)
@@ -233,7 +230,7 @@ class _AsyncAuth(
         self.client = client
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        if details.method in _OPEN:
+        if details.method in OPEN_METHODS:
             call = await continuation(details, request)
         else:
             token = await self.client._token()

@@ -28,6 +28,7 @@ from auditline.account.v1 import (
 )
 from auditline.audit.v1 import audit_log_pb2, exporter_pb2, settings_pb2
 from auditline.client._client import Client
+from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
 from auditline.errors import AuditlineError
 
 __all__ = ["add_commands"]
@@ -335,15 +336,9 @@ def audit_target(c: Client, a: argparse.Namespace) -> None:
     )
 
 
-_FORMATS = {
-    "apievent-json": exporter_pb2.OUTPUT_FORMAT_APIEVENT_JSON,
-    "ocsf-json": exporter_pb2.OUTPUT_FORMAT_OCSF_JSON,
-}
-_COMPRESSIONS = {
-    "gzip": exporter_pb2.COMPRESSION_GZIP,
-    "zstd": exporter_pb2.COMPRESSION_ZSTD,
-    "none": exporter_pb2.COMPRESSION_NONE,
-}
+# By name, as the CLI takes them.
+_FORMATS = {name: number for number, name in EXPORT_FORMATS.items()}
+_COMPRESSIONS = {name: number for number, name in EXPORT_COMPRESSIONS.items()}
 
 
 def exporter_create(c: Client, a: argparse.Namespace) -> None:

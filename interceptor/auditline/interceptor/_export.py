@@ -28,12 +28,21 @@ from auditline.interceptor._integrity import FileEntry, Notary, runs
 from auditline.interceptor._spool import Spool
 from auditline.interceptor._spool_store import ExportedFile, SpooledEvent
 
-__all__ = ["Exporter", "ExporterConfig", "ExporterState", "ExporterStatus", "ObjectWriter"]
+__all__ = [
+    "COMPRESSIONS",
+    "Exporter",
+    "ExporterConfig",
+    "ExporterState",
+    "ExporterStatus",
+    "ObjectWriter",
+]
 
 log = logging.getLogger("auditline.interceptor")
 
 _FORMAT_DIRS = {"apievent-json": "apievent", "ocsf-json": "ocsf"}
 _EXTENSIONS = {"gzip": ".gz", "zstd": ".zst", "none": ""}
+# The compressions an exporter writes (the API names the same ones).
+COMPRESSIONS = tuple(_EXTENSIONS)
 
 
 class ObjectWriter(Protocol):

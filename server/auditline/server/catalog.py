@@ -20,33 +20,13 @@ from typing import Any
 import yaml
 from google.protobuf import descriptor_pb2
 
-from auditline.account.v1 import (
-    auth_pb2,
-    bucket_pb2,
-    permission_pb2,
-    service_account_pb2,
-    usage_pb2,
-)
 from auditline.audit.v1 import (
     audit_log_pb2,
     event_pb2,
-    exporter_pb2,
     options_pb2,
-    settings_pb2,
 )
+from auditline.contract import SERVICES
 from auditline.interceptor._methods import method_info
-
-# The contract's files with services: importing them fills the descriptor pool.
-_SERVICE_FILES = (
-    auth_pb2,
-    bucket_pb2,
-    permission_pb2,
-    service_account_pb2,
-    usage_pb2,
-    audit_log_pb2,
-    exporter_pb2,
-    settings_pb2,
-)
 
 __all__ = ["CatalogEntry", "catalog", "sigma_rules", "sigma_text"]
 
@@ -88,14 +68,7 @@ def _comments() -> dict[str, str]:
 @cache
 def catalog() -> tuple[CatalogEntry, ...]:
     """Every audited method of the service, ordered by service and method."""
-    services = sorted(
-        (
-            service
-            for file in _SERVICE_FILES
-            for service in file.DESCRIPTOR.services_by_name.values()
-        ),
-        key=lambda service: service.full_name,
-    )
+    services = sorted(SERVICES, key=lambda service: service.full_name)
     entries = []
     for service in services:
         for method in service.methods:

@@ -20,6 +20,8 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
+from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
+
 __all__ = [
     "ENV_PREFIX",
     "ConfigError",
@@ -232,10 +234,12 @@ class Settings:
             raise ConfigError("--audit-durability must be async or sync")
         if self.backpressure not in ("block", "reject", "drop"):
             raise ConfigError("--backpressure must be block, reject or drop")
-        if self.export_format not in ("apievent-json", "ocsf-json"):
-            raise ConfigError("--export-format must be apievent-json or ocsf-json")
-        if self.export_compression not in ("gzip", "zstd", "none"):
-            raise ConfigError("--export-compression must be gzip, zstd or none")
+        if self.export_format not in EXPORT_FORMATS.values():
+            raise ConfigError(f"--export-format must be one of {sorted(EXPORT_FORMATS.values())}")
+        if self.export_compression not in EXPORT_COMPRESSIONS.values():
+            raise ConfigError(
+                f"--export-compression must be one of {sorted(EXPORT_COMPRESSIONS.values())}"
+            )
         if self.spool_max_bytes < 1 << 16 or self.export_interval <= 0:
             raise ConfigError(
                 "--spool-max-bytes must be at least 65536 and --export-interval positive"

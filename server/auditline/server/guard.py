@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from auditline.contract import OPEN_METHODS
 from auditline.errors import AuditlineError, PermissionDeniedError, UnauthenticatedError
 from auditline.interceptor import set_principal
 from auditline.server.accounts import ROLE_ADMIN, ROLE_AUDITOR, ROLE_STANDARD, Accounts, Caller
@@ -27,7 +28,6 @@ _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
 
 _ACCOUNT = "/auditline.account.v1."
 _AUDIT = "/auditline.audit.v1."
-OPEN = frozenset({_ACCOUNT + "AuthService/Authenticate", _ACCOUNT + "AuthService/ValidateToken"})
 # Methods other roles may call besides admin (who may call everything). The
 # services narrow standard accounts further to what their permissions name.
 _ALLOWED: dict[str, frozenset[int]] = {
@@ -69,7 +69,7 @@ class CallGuard(grpc.ServerInterceptor):
         self.accounts = accounts
 
     def _admit(self, method: str, context: grpc.ServicerContext) -> Caller | None:
-        if method in OPEN:
+        if method in OPEN_METHODS:
             return None
         caller = self.accounts.caller_for_token(_bearer(context))
         set_principal(caller.display_name, caller.access_key)

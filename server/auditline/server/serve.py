@@ -21,7 +21,13 @@ from auditline.server.config import (
     settings_from_args,
 )
 
-__all__ = ["add_audit_hash_parser", "add_catalog_parser", "add_serve_parser", "run"]
+__all__ = [
+    "add_audit_hash_parser",
+    "add_catalog_parser",
+    "add_serve_parser",
+    "add_server_parsers",
+    "run",
+]
 
 log = logging.getLogger("auditline.server")
 

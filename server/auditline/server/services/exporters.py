@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from auditline.audit.v1 import exporter_pb2 as pb
 from auditline.audit.v1 import exporter_pb2_grpc
+from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
 from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
 from auditline.interceptor._export import Exporter, ExporterConfig, ObjectWriter
 from auditline.server.db import Database, require_row, tables
@@ -29,17 +30,9 @@ from auditline.server.services._common import (
 from auditline.server.services.buckets import require_bucket
 
 DEFAULT = "default"
-_FORMATS = {
-    pb.OUTPUT_FORMAT_UNSPECIFIED: "apievent-json",
-    pb.OUTPUT_FORMAT_APIEVENT_JSON: "apievent-json",
-    pb.OUTPUT_FORMAT_OCSF_JSON: "ocsf-json",
-}
-_COMPRESSIONS = {
-    pb.COMPRESSION_UNSPECIFIED: "gzip",
-    pb.COMPRESSION_NONE: "none",
-    pb.COMPRESSION_GZIP: "gzip",
-    pb.COMPRESSION_ZSTD: "zstd",
-}
+# Unset means the default the contract documents.
+_FORMATS = {pb.OUTPUT_FORMAT_UNSPECIFIED: "apievent-json", **EXPORT_FORMATS}
+_COMPRESSIONS = {pb.COMPRESSION_UNSPECIFIED: "gzip", **EXPORT_COMPRESSIONS}
 _MODES = {
     pb.OBJECT_LOCK_MODE_UNSPECIFIED: "",
     pb.OBJECT_LOCK_MODE_GOVERNANCE: "GOVERNANCE",
