@@ -16,13 +16,9 @@ import time
 import uuid
 from pathlib import Path
 
-from auditline.interceptor._export import Exporter, ExporterConfig
-from auditline.interceptor._integrity import Notary
-from auditline.interceptor._locations import LocalDirectory
-from auditline.interceptor._note import SigningKey
-from auditline.interceptor._spool import Spool
+from auditline.interceptor import Exporter, ExporterConfig, Spool
 from auditline.interceptor._spool_tree import leaves_of
-from auditline.interceptor._verify import Verifier
+from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, Verifier
 from auditline.server.objectstore import FilesystemStore
 from auditline.server.pipeline import BucketWriter
 from bench import interceptor as server_bench

@@ -84,9 +84,7 @@ def serve(mode: str, port_file: Path) -> None:
         interceptors.append(audit)
         flush = audit.flush
     elif mode in PIPELINE_MODES:
-        from auditline.interceptor import AuditInterceptor
-        from auditline.interceptor._export import Exporter, ExporterConfig
-        from auditline.interceptor._spool import Spool
+        from auditline.interceptor import AuditInterceptor, Exporter, ExporterConfig, Spool
         from auditline.server.objectstore import FilesystemStore
         from auditline.server.pipeline import BucketWriter
 

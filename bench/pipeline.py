@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from auditline.audit.v1 import event_pb2, options_pb2
-from auditline.interceptor._export import Exporter, ExporterConfig, compress
+from auditline.interceptor import Exporter, ExporterConfig, Spool
+from auditline.interceptor._compression import COMPRESSIONS, compress
 from auditline.interceptor._formats import FORMATS as FORMATS_BY_NAME
-from auditline.interceptor._spool import Spool
 from auditline.server.objectstore import FilesystemStore, ObjectStore, S3Store
 from auditline.server.pipeline import BucketWriter
 from bench import interceptor as server_bench
 
 FORMATS = ("apievent-json", "ocsf-json")
-COMPRESSIONS = ("none", "gzip", "zstd")
 
 
 def _event(i: int) -> event_pb2.ApiEvent:

@@ -170,7 +170,7 @@ def test_the_contract_lists_every_file_of_proto() -> None:
 
 def test_the_exporter_names_of_the_contract_are_the_interceptors() -> None:
     """Every format and compression the API can name, the exporter implements."""
-    from auditline.interceptor._export import COMPRESSIONS
+    from auditline.interceptor._compression import COMPRESSIONS
     from auditline.interceptor._formats import FORMATS
 
     assert set(EXPORT_FORMATS.values()) == set(FORMATS)

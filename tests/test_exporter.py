@@ -13,9 +13,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor._export import Exporter, ExporterConfig, ExporterState
-from auditline.interceptor._metrics import instrument
-from auditline.interceptor._spool import Spool
+from auditline.interceptor import Exporter, ExporterConfig, ExporterState, Spool, instrument
 from tests.support.exported import read_lines
 
 
@@ -173,10 +171,7 @@ def test_exported_lines_are_json(tmp_path: Path) -> None:
 def test_a_new_exporter_starts_at_the_oldest_kept_event_and_proves_it(tmp_path: Path) -> None:
     """Retained events outlive their tree nodes' pruning: a later exporter can still
     start at the oldest event kept, and its checkpoints verify."""
-    from auditline.interceptor._integrity import Notary
-    from auditline.interceptor._locations import LocalDirectory
-    from auditline.interceptor._note import SigningKey
-    from auditline.interceptor._verify import Verifier
+    from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, Verifier
     from auditline.server.objectstore import FilesystemStore
     from auditline.server.pipeline import BucketWriter
 

@@ -26,7 +26,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from auditline.interceptor import AsyncAuditInterceptor, AuditInterceptor, Spool, instrument
-from auditline.interceptor._spool_store import ExportedFile
+from auditline.interceptor._spool_records import ExportedFile
 from tests.support.echo import RAN, AsyncServer, SyncServer
 from tests.support.processes import wait_for
 

@@ -29,10 +29,16 @@ from auditline.audit.v1 import (
     exporter_pb2,
     exporter_pb2_grpc,
 )
-from auditline.interceptor._locations import LocalDirectory, S3Location
-from auditline.interceptor._note import SigningKey, VerifierKey
-from auditline.interceptor._proofs import prove, verify_proof
-from auditline.interceptor._verify import Report, Verifier
+from auditline.interceptor.integrity import (
+    LocalDirectory,
+    Report,
+    S3Location,
+    SigningKey,
+    Verifier,
+    VerifierKey,
+    prove,
+    verify_proof,
+)
 from tests.conftest import ServeFactory
 from tests.support.api import Api
 from tests.support.exported import DEFAULT_BUCKET

@@ -16,9 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from auditline.account.v1 import bucket_pb2
-from auditline.interceptor._locations import S3Location
-from auditline.interceptor._note import VerifierKey
-from auditline.interceptor._verify import Verifier
+from auditline.interceptor.integrity import S3Location, Verifier, VerifierKey
 from tests.conftest import ServeFactory
 from tests.support.api import Api, code_of
 from tests.support.exported import DEFAULT_BUCKET, exported_events, read_lines

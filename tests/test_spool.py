@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor import AuditUnavailableError
-from auditline.interceptor._spool import Spool
-from auditline.interceptor._spool_store import ExportedFile
+from auditline.interceptor import AuditUnavailableError, Spool
+from auditline.interceptor._spool_records import ExportedFile
 
 
 def _event(name: str = "Call", size: int = 0) -> event_pb2.ApiEvent:

@@ -14,8 +14,8 @@ the auditline account service.
 """
 
 from auditline.interceptor._aio import AsyncAuditInterceptor
-from auditline.interceptor._export import (
-    Exporter,
+from auditline.interceptor._export import Exporter
+from auditline.interceptor._export_config import (
     ExporterConfig,
     ExporterState,
     ExporterStatus,

@@ -19,7 +19,8 @@ from auditline.interceptor._locations import open_location
 from auditline.interceptor._merkle import ProofError
 from auditline.interceptor._note import NoteError, VerifierKey
 from auditline.interceptor._proofs import prove, verify_proof
-from auditline.interceptor._verify import KINDS, Report, Verifier
+from auditline.interceptor._verify import Verifier
+from auditline.interceptor._verify_report import KINDS, Report
 
 __all__ = ["add_integrity_parsers"]
 

@@ -10,99 +10,33 @@ another name; the watermark moves only after every file of the batch is stored.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import enum
-import gzip
 import hashlib
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from auditline.audit.v1 import event_pb2
+from auditline.interceptor._compression import compress, extension
+from auditline.interceptor._export_config import (
+    ExporterConfig,
+    ExporterState,
+    ExporterStatus,
+    ObjectWriter,
+)
 from auditline.interceptor._formats import FORMATS, LOG_DIRS
 from auditline.interceptor._integrity import FileEntry, Notary, runs
 from auditline.interceptor._spool import Spool
-from auditline.interceptor._spool_store import ExportedFile, SpooledEvent
+from auditline.interceptor._spool_records import ExportedFile, SpooledEvent
 
-__all__ = [
-    "COMPRESSIONS",
-    "Exporter",
-    "ExporterConfig",
-    "ExporterState",
-    "ExporterStatus",
-    "ObjectWriter",
-]
+__all__ = ["Exporter"]
 
 log = logging.getLogger("auditline.interceptor")
 
 _FORMAT_DIRS = {"apievent-json": "apievent", "ocsf-json": "ocsf"}
-_EXTENSIONS = {"gzip": ".gz", "zstd": ".zst", "none": ""}
-# The compressions an exporter writes (the API names the same ones).
-COMPRESSIONS = tuple(_EXTENSIONS)
-
-
-class ObjectWriter(Protocol):
-    """Where an exporter's files go: one bucket of some object store."""
-
-    def put(
-        self, key: str, data: bytes, *, retain_until: datetime.datetime | None, mode: str | None
-    ) -> None: ...
-
-
-class ExporterState(enum.Enum):
-    WAITING = "WAITING"
-    EXPORTING = "EXPORTING"
-    ERROR = "ERROR"
-
-
-@dataclasses.dataclass(frozen=True)
-class ExporterConfig:
-    name: str
-    format: str = "apievent-json"
-    compression: str = "gzip"
-    prefix: str = ""
-    flush_interval: float = 300.0
-    max_file_bytes: int = 2_500_000
-    retention_mode: str | None = None  # GOVERNANCE or COMPLIANCE
-    retention_days: int = 0
-    log_types: frozenset[int] = frozenset()  # empty: every log
-    checkpoint_interval: float = 3600.0  # a signed checkpoint at least this often, if idle
-
-    def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise ValueError(f"format must be one of {sorted(FORMATS)}")
-        if self.compression not in _EXTENSIONS:
-            raise ValueError(f"compression must be one of {sorted(_EXTENSIONS)}")
-        if self.flush_interval <= 0 or self.max_file_bytes < 1024:
-            raise ValueError("flush_interval must be positive and max_file_bytes >= 1024")
-
-
-@dataclasses.dataclass
-class ExporterStatus:
-    state: ExporterState = ExporterState.WAITING
-    last_error: str = ""
-    last_error_time: float = 0.0
-    last_success_time: float = 0.0
-    watermark: int = 0
-    backlog: int = 0
-    last_object_key: str = ""
-    exported_events: int = 0
-    exported_files: int = 0
-    errors: int = 0
-
-
-def compress(data: bytes, compression: str) -> bytes:
-    if compression == "gzip":
-        return gzip.compress(data, compresslevel=6, mtime=0)
-    if compression == "zstd":
-        import zstandard
-
-        return zstandard.ZstdCompressor(level=3).compress(data)
-    return data
 
 
 class Exporter:
@@ -262,7 +196,7 @@ class Exporter:
                 f"{self.config.prefix}{_FORMAT_DIRS[self.config.format]}/"
                 f"{LOG_DIRS.get(log_type, 'account_api')}/{day:%Y/%m/%d}/"
                 f"{self.node_id}-{first:012d}-{last:012d}.jsonl"
-                f"{_EXTENSIONS[self.config.compression]}"
+                f"{extension(self.config.compression)}"
             )
             body = compress(b"".join(line for _, line in items), self.config.compression)
             started = time.perf_counter()

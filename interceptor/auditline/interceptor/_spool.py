@@ -41,7 +41,8 @@ import orjson
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import apievent_dict
 from auditline.interceptor._losses import LossCounter, Losses
-from auditline.interceptor._spool_store import SQLITE_FULL, SpoolStore, StoredEvent
+from auditline.interceptor._spool_records import StoredEvent
+from auditline.interceptor._spool_store import SQLITE_FULL, SpoolStore
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
 
 __all__ = ["Spool", "SpoolStats"]

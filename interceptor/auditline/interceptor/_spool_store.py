@@ -3,7 +3,7 @@
 One connection (stdlib `sqlite3`, WAL) shared by the spool's writer, the exporters
 and the queries, one at a time under `lock`. The writer's side is `insert`; the
 exporters' side is `read`, `intent`, `begin_batch`, `commit_files` and `free`;
-the node's event queries are `page` and `seq_of`.
+the node's event queries are `queries` (`_spool_queries`).
 
 Sizes. `pending_bytes` are events some exporter still needs; `retained_bytes`
 are exported events kept for queries. Both count against the spool's cap, and
@@ -19,131 +19,25 @@ there is room.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-import orjson
-from google.protobuf import json_format
-
-from auditline.audit.v1 import event_pb2
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._reserve import DiskReserve
+from auditline.interceptor._spool_queries import EventQueries
+from auditline.interceptor._spool_records import ExportedFile, SpooledEvent, StoredEvent
+from auditline.interceptor._spool_schema import SCHEMA
 from auditline.interceptor._spool_tree import TreeLog, leaves_of
 
-__all__ = ["EventPage", "ExportedFile", "SpoolStore", "SpooledEvent", "StoredEvent"]
+__all__ = ["SpoolStore"]
 
 SQLITE_FULL = 13
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
-    at_ns INTEGER NOT NULL,
-    end_ns INTEGER NOT NULL,
-    log_type INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    event_id TEXT NOT NULL,
-    event_name TEXT NOT NULL,
-    account TEXT NOT NULL,
-    code INTEGER NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_id ON events (event_id);
-CREATE TABLE IF NOT EXISTS freed (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS watermarks (
-    exporter TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS intents (
-    exporter TEXT PRIMARY KEY,
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS files (
-    exporter TEXT NOT NULL,
-    key TEXT NOT NULL,
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL,
-    events INTEGER NOT NULL,
-    bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    written_at REAL NOT NULL,
-    PRIMARY KEY (exporter, key)
-);
-"""
 
 _EVENT_COLUMNS = "seq, at_ns, end_ns, log_type, body"
-_SEQUENCE_PLACEHOLDER = b'"Sequence":"0"'
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SpooledEvent:
-    """One event as the spool keeps it."""
-
-    seq: int
-    at_ns: int  # when the call arrived
-    end_ns: int  # when it ended
-    log_type: int
-    body: bytes  # the event as protobuf's JSON mapping of ApiEvent, Sequence set
-
-    def document(self) -> dict[str, Any]:
-        return dict(orjson.loads(self.body))
-
-    def event(self) -> event_pb2.ApiEvent:
-        return json_format.ParseDict(self.document(), event_pb2.ApiEvent())
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class StoredEvent:
-    """An event on its way into the store: its JSON with `"Sequence":"0"`, and the
-    columns the queries filter on."""
-
-    body: bytes
-    at_ns: int
-    end_ns: int
-    log_type: int
-    event_id: str
-    event_name: str
-    account: str
-    code: int
-
-    def numbered(self, seq: int) -> bytes:
-        """The body with its sequence number. The placeholder is found from the right:
-        only escaped strings follow the `Sequence` key, so the last unescaped match
-        is the key itself, whatever the request parameters hold."""
-        at = self.body.rfind(_SEQUENCE_PLACEHOLDER)
-        return b'%s"Sequence":"%d"%s' % (
-            self.body[:at],
-            seq,
-            self.body[at + len(_SEQUENCE_PLACEHOLDER) :],
-        )
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class ExportedFile:
-    """One file an exporter stored: what `commit_files` records."""
-
-    key: str
-    first_seq: int
-    last_seq: int
-    events: int
-    bytes: int
-    sha256: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class EventPage:
-    """Events of a query, and whether more match after the last one."""
-
-    events: list[SpooledEvent]
-    more: bool
 
 
 class SpoolStore:
@@ -178,6 +72,7 @@ class SpoolStore:
         freed = self._db.execute("SELECT seq FROM freed").fetchone()
         self.freed_upto = int(freed[0]) if freed else 0
         self.tree = TreeLog(self._db, self.next_seq, self.freed_upto)
+        self.queries = EventQueries(db=self._db, lock=self.lock)
         self.pending_bytes = self._size_between(self.freed_upto, None)
         self.retained_bytes = self._size_between(None, self.freed_upto)
 
@@ -192,7 +87,7 @@ class SpoolStore:
             "PRAGMA synchronous=FULL" if durability == "sync" else "PRAGMA synchronous=NORMAL"
         )
         db.execute("PRAGMA busy_timeout=10000")
-        db.executescript(_SCHEMA)
+        db.executescript(SCHEMA)
         self.path.chmod(0o600)
         return db
 
@@ -494,71 +389,3 @@ class SpoolStore:
                 self._prune_tree()
             self.retained_bytes -= deleted
             return deleted
-
-    # --- the node's queries ------------------------------------------------------------
-
-    def page(
-        self,
-        *,
-        since_ns: int | None = None,
-        until_ns: int | None = None,
-        after_seq: int = 0,
-        event_names: Sequence[str] = (),
-        account: str = "",
-        codes: Sequence[int] = (),
-        log_types: Sequence[int] = (),
-        limit: int = 100,
-        max_bytes: int | None = None,
-    ) -> EventPage:
-        """Events still on this node (the retention window), oldest first: at most
-        `limit` of them and, past the first, at most `max_bytes` of JSON."""
-        where = ["seq > ?"]
-        args: list[Any] = [after_seq]
-        if since_ns is not None:
-            where.append("at_ns >= ?")
-            args.append(since_ns)
-        if until_ns is not None:
-            where.append("at_ns < ?")
-            args.append(until_ns)
-        for column, values in (
-            ("event_name", event_names),
-            ("code", codes),
-            ("log_type", log_types),
-        ):
-            if values:
-                where.append(f"{column} IN ({', '.join('?' * len(values))})")
-                args += values
-        if account:
-            where.append("account = ?")
-            args.append(account)
-        sql = (
-            "SELECT seq, size FROM events WHERE "  # noqa: S608
-            + " AND ".join(where)
-            + " ORDER BY seq LIMIT ?"
-        )
-        with self.lock:
-            sizes = self._db.execute(sql, (*args, limit + 1)).fetchall()
-            chosen: list[int] = []
-            used = 0
-            for seq, size in sizes[:limit]:
-                if chosen and max_bytes is not None and used + size > max_bytes:
-                    break
-                chosen.append(seq)
-                used += size
-            events = []
-            if chosen:
-                rows = self._db.execute(
-                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq >= ? AND seq <= ? "  # noqa: S608
-                    f"AND seq IN ({', '.join('?' * len(chosen))}) ORDER BY seq",
-                    (chosen[0], chosen[-1], *chosen),
-                ).fetchall()
-                events = [SpooledEvent(*row) for row in rows]
-        return EventPage(events=events, more=len(sizes) > len(chosen))
-
-    def seq_of(self, event_id: str) -> int | None:
-        """The sequence number of a retained event, by its id."""
-        with self.lock:
-            row = self._db.execute(
-                "SELECT seq FROM events WHERE event_id = ?", (event_id,)
-            ).fetchone()
-        return int(row[0]) if row else None

@@ -17,7 +17,6 @@ import base64
 import binascii
 import dataclasses
 import datetime
-import gzip
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,94 +24,15 @@ from typing import Any
 
 import orjson
 
+from auditline.interceptor._compression import DATA_SUFFIXES, decompress
 from auditline.interceptor._leaf import LineError, event_leaf, read_line
 from auditline.interceptor._locations import Location
 from auditline.interceptor._losses import MARKER_NAME
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._note import Checkpoint, NoteError, VerifierKey, open_note
+from auditline.interceptor._verify_report import KINDS, Finding, NodeReport, Report
 
-__all__ = ["KINDS", "Finding", "NodeReport", "Report", "Verifier"]
-
-KINDS = {
-    "modified-file": "a file's bytes are not the ones its manifest lists",
-    "deleted-file": "a file its manifest lists is not there",
-    "missing-events": "events of the tree are in no file",
-    "inserted-event": "a file holds an event its manifest does not list",
-    "reordered-events": "a file's events are out of order",
-    "duplicated-event": "an event appears more than once",
-    "changed-events": "events do not hash to their signed root",
-    "truncated-tail": "a checkpoint is past the last events found",
-    "forged-checkpoint": "a trusted key's signature does not verify",
-    "untrusted-checkpoint": "no trusted key signed a checkpoint",
-    "inconsistent-checkpoints": "a checkpoint does not extend the one before it",
-    "uncovered-file": "an event file no manifest names",
-    "malformed-manifest": "a manifest that cannot be read",
-    "unreadable-line": "a line that is not an event of its file's format",
-}
-_DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Finding:
-    """One thing that is not as the signed checkpoints say."""
-
-    kind: str
-    node: str
-    detail: str
-    key: str = ""
-    first_seq: int | None = None
-    last_seq: int | None = None
-
-
-@dataclasses.dataclass(kw_only=True)
-class NodeReport:
-    """What was proven of one node's log."""
-
-    origin: str
-    node: str
-    first_seq: int = 0
-    last_seq: int = 0
-    tree_size: int = 0
-    root: str = ""
-    events: int = 0
-    files: int = 0
-    checkpoints: int = 0
-    keys: list[str] = dataclasses.field(default_factory=list)
-    dropped_before_logging: int = 0  # counted by DATA_LOSS markers
-
-
-@dataclasses.dataclass(kw_only=True)
-class Report:
-    nodes: list[NodeReport]
-    findings: list[Finding]
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.nodes) and not self.findings
-
-    @property
-    def events(self) -> int:
-        return sum(node.events for node in self.nodes)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "events": self.events,
-            "seconds": round(self.seconds, 3),
-            "nodes": [dataclasses.asdict(n) for n in self.nodes],
-            "findings": [dataclasses.asdict(f) for f in self.findings],
-        }
-
-
-def _decompress(key: str, data: bytes) -> bytes:
-    if key.endswith(".gz"):
-        return gzip.decompress(data)
-    if key.endswith(".zst"):
-        import zstandard
-
-        return bytes(zstandard.ZstdDecompressor().decompressobj().decompress(data))
-    return data
+__all__ = ["Verifier"]
 
 
 def _expand(runs: Sequence[Sequence[int]]) -> list[int]:
@@ -179,7 +99,7 @@ class Verifier:
             nodes.append(self._node(node, found, named))
         if self.since is None and self.until is None:
             for key in keys:
-                if key.endswith(_DATA_SUFFIXES) and "integrity/" not in key and key not in named:
+                if key.endswith(DATA_SUFFIXES) and "integrity/" not in key and key not in named:
                     node = key.rsplit("/", 1)[-1].split("-")[0]
                     self._find("uncovered-file", node, "", key=key)
         return Report(nodes=nodes, findings=self.findings, seconds=time.perf_counter() - started)
@@ -382,7 +302,7 @@ class Verifier:
         if hashlib.sha256(data).hexdigest() != entry["sha256"] or len(data) != entry["bytes"]:
             self._find("modified-file", node, "", key=key)
         try:
-            text = _decompress(key, data)
+            text = decompress(key, data)
         except Exception as exc:  # any decompressor's error: the file is damaged
             self._find(
                 "modified-file", node, f"cannot be decompressed ({type(exc).__name__})", key=key

@@ -16,7 +16,8 @@ from auditline.interceptor._integrity import Notary
 from auditline.interceptor._locations import LocalDirectory, Location, S3Location, open_location
 from auditline.interceptor._note import SigningKey, VerifierKey
 from auditline.interceptor._proofs import prove, verify_proof
-from auditline.interceptor._verify import Finding, Report, Verifier
+from auditline.interceptor._verify import Verifier
+from auditline.interceptor._verify_report import Finding, Report
 
 __all__ = [
     "Finding",

@@ -41,13 +41,12 @@ from auditline.audit.v1 import (
 from auditline.interceptor import (
     AuditInterceptor,
     EventDocument,
+    ExporterConfig,
     SummaryPolicy,
     record_event,
 )
-from auditline.interceptor._export import ExporterConfig
 from auditline.interceptor._formats import apievent_dict
-from auditline.interceptor._integrity import Notary
-from auditline.interceptor._note import SigningKey
+from auditline.interceptor.integrity import Notary, SigningKey
 from auditline.server.accounts import Accounts, IamEvent, LoginPolicy
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database

@@ -11,10 +11,8 @@ from urllib.parse import parse_qs, urlparse
 
 import sqlalchemy as sa
 
-from auditline.interceptor._export import Exporter, ExporterConfig, ObjectWriter
-from auditline.interceptor._integrity import Notary
-from auditline.interceptor._metrics import instrument
-from auditline.interceptor._spool import Spool
+from auditline.interceptor import Exporter, ExporterConfig, ObjectWriter, Spool, instrument
+from auditline.interceptor.integrity import Notary
 from auditline.server.db import Database, tables
 from auditline.server.objectstore import (
     BucketExistsError,

@@ -10,7 +10,7 @@ import grpc
 from auditline.audit.v1 import audit_log_pb2 as pb
 from auditline.audit.v1 import audit_log_pb2_grpc
 from auditline.errors import NotFoundError
-from auditline.interceptor._spool import Spool
+from auditline.interceptor import Spool
 from auditline.interceptor._spool_store import SpoolStore
 from auditline.server.catalog import catalog_response
 from auditline.server.services._common import (
@@ -36,7 +36,7 @@ PAGE_BYTES = 1 << 20
 
 
 def _start_after(store: SpoolStore, since_event_id: str) -> int:
-    seq = store.seq_of(since_event_id)
+    seq = store.queries.seq_of(since_event_id)
     if seq is None:
         raise NotFoundError(
             f"event {since_event_id} is not kept on this node (unknown, or "
@@ -70,7 +70,7 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
             after = decode_page_token(request.page_token, "after")
         elif request.since_event_id:
             after = _start_after(self.spool.store, request.since_event_id)
-        page = self.spool.store.page(
+        page = self.spool.store.queries.page(
             since_ns=request.since_time.ToNanoseconds() if request.HasField("since_time") else None,
             until_ns=request.until_time.ToNanoseconds() if request.HasField("until_time") else None,
             after_seq=after,
@@ -95,7 +95,7 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
         while context.is_active():
             seen = self.spool.stats.last_seq  # committed before the queries below
             while True:
-                batch = self.spool.store.page(
+                batch = self.spool.store.queries.page(
                     after_seq=after, limit=MAX_PAGE_SIZE, max_bytes=PAGE_BYTES, **filters
                 )
                 for item in batch.events:

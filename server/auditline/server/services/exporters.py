@@ -14,7 +14,7 @@ from auditline.audit.v1 import exporter_pb2 as pb
 from auditline.audit.v1 import exporter_pb2_grpc
 from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
 from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
-from auditline.interceptor._export import Exporter, ExporterConfig, ObjectWriter
+from auditline.interceptor import Exporter, ExporterConfig, ObjectWriter
 from auditline.server.db import Database, require_row, tables
 from auditline.server.objectstore import ObjectStore, S3Store, bucket_name_problem
 from auditline.server.pipeline import AuditPipeline, BucketWriter

@@ -1,0 +1,63 @@
+"""An exporter's configuration, its status, and where its files go."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from typing import Protocol
+
+from auditline.interceptor._compression import COMPRESSIONS
+from auditline.interceptor._formats import FORMATS
+
+__all__ = ["ExporterConfig", "ExporterState", "ExporterStatus", "ObjectWriter"]
+
+
+class ObjectWriter(Protocol):
+    """Where an exporter's files go: one bucket of some object store."""
+
+    def put(
+        self, key: str, data: bytes, *, retain_until: datetime.datetime | None, mode: str | None
+    ) -> None: ...
+
+
+class ExporterState(enum.Enum):
+    WAITING = "WAITING"
+    EXPORTING = "EXPORTING"
+    ERROR = "ERROR"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExporterConfig:
+    name: str
+    format: str = "apievent-json"
+    compression: str = "gzip"
+    prefix: str = ""
+    flush_interval: float = 300.0
+    max_file_bytes: int = 2_500_000
+    retention_mode: str | None = None  # GOVERNANCE or COMPLIANCE
+    retention_days: int = 0
+    log_types: frozenset[int] = frozenset()  # empty: every log
+    checkpoint_interval: float = 3600.0  # a signed checkpoint at least this often, if idle
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {sorted(FORMATS)}")
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}")
+        if self.flush_interval <= 0 or self.max_file_bytes < 1024:
+            raise ValueError("flush_interval must be positive and max_file_bytes >= 1024")
+
+
+@dataclasses.dataclass
+class ExporterStatus:
+    state: ExporterState = ExporterState.WAITING
+    last_error: str = ""
+    last_error_time: float = 0.0
+    last_success_time: float = 0.0
+    watermark: int = 0
+    backlog: int = 0
+    last_object_key: str = ""
+    exported_events: int = 0
+    exported_files: int = 0
+    errors: int = 0

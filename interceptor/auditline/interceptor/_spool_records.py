@@ -1,0 +1,79 @@
+"""The spool's records as they cross modules: an event stored, an event on its way in,
+a file an exporter stored, and a page of a query."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+
+from auditline.audit.v1 import event_pb2
+
+__all__ = ["EventPage", "ExportedFile", "SpooledEvent", "StoredEvent"]
+
+_SEQUENCE_PLACEHOLDER = b'"Sequence":"0"'
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpooledEvent:
+    """One event as the spool keeps it."""
+
+    seq: int
+    at_ns: int  # when the call arrived
+    end_ns: int  # when it ended
+    log_type: int
+    body: bytes  # the event as protobuf's JSON mapping of ApiEvent, Sequence set
+
+    def document(self) -> dict[str, Any]:
+        return dict(orjson.loads(self.body))
+
+    def event(self) -> event_pb2.ApiEvent:
+        return json_format.ParseDict(self.document(), event_pb2.ApiEvent())
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    """An event on its way into the store: its JSON with `"Sequence":"0"`, and the
+    columns the queries filter on."""
+
+    body: bytes
+    at_ns: int
+    end_ns: int
+    log_type: int
+    event_id: str
+    event_name: str
+    account: str
+    code: int
+
+    def numbered(self, seq: int) -> bytes:
+        """The body with its sequence number. The placeholder is found from the right:
+        only escaped strings follow the `Sequence` key, so the last unescaped match
+        is the key itself, whatever the request parameters hold."""
+        at = self.body.rfind(_SEQUENCE_PLACEHOLDER)
+        return b'%s"Sequence":"%d"%s' % (
+            self.body[:at],
+            seq,
+            self.body[at + len(_SEQUENCE_PLACEHOLDER) :],
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ExportedFile:
+    """One file an exporter stored: what `commit_files` records."""
+
+    key: str
+    first_seq: int
+    last_seq: int
+    events: int
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class EventPage:
+    """Events of a query, and whether more match after the last one."""
+
+    events: list[SpooledEvent]
+    more: bool

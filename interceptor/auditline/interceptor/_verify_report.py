@@ -1,0 +1,78 @@
+"""What `auditline verify` finds: each finding's kind, where, and the report per node."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = ["KINDS", "Finding", "NodeReport", "Report"]
+
+KINDS = {
+    "modified-file": "a file's bytes are not the ones its manifest lists",
+    "deleted-file": "a file its manifest lists is not there",
+    "missing-events": "events of the tree are in no file",
+    "inserted-event": "a file holds an event its manifest does not list",
+    "reordered-events": "a file's events are out of order",
+    "duplicated-event": "an event appears more than once",
+    "changed-events": "events do not hash to their signed root",
+    "truncated-tail": "a checkpoint is past the last events found",
+    "forged-checkpoint": "a trusted key's signature does not verify",
+    "untrusted-checkpoint": "no trusted key signed a checkpoint",
+    "inconsistent-checkpoints": "a checkpoint does not extend the one before it",
+    "uncovered-file": "an event file no manifest names",
+    "malformed-manifest": "a manifest that cannot be read",
+    "unreadable-line": "a line that is not an event of its file's format",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Finding:
+    """One thing that is not as the signed checkpoints say."""
+
+    kind: str
+    node: str
+    detail: str
+    key: str = ""
+    first_seq: int | None = None
+    last_seq: int | None = None
+
+
+@dataclasses.dataclass(kw_only=True)
+class NodeReport:
+    """What was proven of one node's log."""
+
+    origin: str
+    node: str
+    first_seq: int = 0
+    last_seq: int = 0
+    tree_size: int = 0
+    root: str = ""
+    events: int = 0
+    files: int = 0
+    checkpoints: int = 0
+    keys: list[str] = dataclasses.field(default_factory=list)
+    dropped_before_logging: int = 0  # counted by DATA_LOSS markers
+
+
+@dataclasses.dataclass(kw_only=True)
+class Report:
+    nodes: list[NodeReport]
+    findings: list[Finding]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.nodes) and not self.findings
+
+    @property
+    def events(self) -> int:
+        return sum(node.events for node in self.nodes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "seconds": round(self.seconds, 3),
+            "nodes": [dataclasses.asdict(n) for n in self.nodes],
+            "findings": [dataclasses.asdict(f) for f in self.findings],
+        }
