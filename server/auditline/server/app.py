@@ -5,12 +5,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -46,11 +44,12 @@ from auditline.interceptor import (
     record_event,
 )
 from auditline.interceptor._formats import apievent_dict
-from auditline.interceptor.integrity import Notary, SigningKey
+from auditline.interceptor.integrity import Notary
 from auditline.server.accounts import Accounts, IamEvent, LoginPolicy
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
 from auditline.server.guard import CallGuard
+from auditline.server.node import load_hmac_key, load_signing, prepare_data_dir, server_credentials
 from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.pipeline import (
     AuditPipeline,
@@ -183,65 +182,6 @@ def _server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-def _prepare_data_dir(path: Path) -> str:
-    """Create the data directory (owner-only) and return this node's stable id."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    node_file = path / "node-id"
-    if not node_file.exists():
-        node_file.write_text(uuid.uuid4().hex[:16] + "\n")
-    return node_file.read_text().strip()
-
-
-def load_notary(settings: Settings, node_id: str) -> tuple[Notary, list[str]]:
-    """The node's checkpoint signer, and every verifier key it has used (current first).
-
-    The key comes from --audit-signing-key-file, else DATA_DIR/audit-signing.key
-    (created on first start, mode 0600). Each key ever used is listed in
-    DATA_DIR/audit-verifier-keys, so that a rotated-out key still verifies the
-    checkpoints it signed.
-    """
-    origin = f"{settings.deployment}/{node_id}"
-    path = settings.audit_signing_key_file or settings.data_dir / "audit-signing.key"
-    if settings.audit_signing_key_file is not None and not path.exists():
-        raise FileNotFoundError(f"no audit signing key at {path}")
-    key = SigningKey.load_or_create(path, origin)
-    listed = settings.data_dir / "audit-verifier-keys"
-    known = listed.read_text().split() if listed.exists() else []
-    if key.verifier.text not in known:
-        known.append(key.verifier.text)
-        listed.write_text("".join(f"{k}\n" for k in known))
-    return (
-        Notary(key=key, origin=origin, node_id=node_id),
-        [key.verifier.text, *(k for k in reversed(known) if k != key.verifier.text)],
-    )
-
-
-def load_hmac_key(settings: Settings, *, create: bool = True) -> bytes:
-    """The audit HMAC key: from --audit-hmac-key-file, else created once in the data dir."""
-    path = settings.audit_hmac_key_file or settings.data_dir / "audit-hmac.key"
-    if not path.exists():
-        if settings.audit_hmac_key_file is not None or not create:
-            raise FileNotFoundError(f"no audit HMAC key at {path}")
-        # O_EXCL: two servers sharing a data dir never overwrite each other's key.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32) + "\n")
-    key = bytes.fromhex(path.read_text().strip())
-    if len(key) < 16:
-        raise ValueError(f"the audit HMAC key in {path} is shorter than 16 bytes")
-    return key
-
-
-def _server_credentials(settings: Settings) -> grpc.ServerCredentials:
-    assert settings.tls_cert is not None
-    assert settings.tls_key is not None
-    key_pair = (settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())
-    client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
-    return grpc.ssl_server_credentials(
-        [key_pair], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
-
-
 class AuditlineServer:
     """The service on one listening address. `start`, then `stop` once."""
 
@@ -258,7 +198,7 @@ class AuditlineServer:
         self, settings: Settings, *, interceptors: Sequence[grpc.ServerInterceptor] = ()
     ) -> None:
         self.settings = settings
-        self.node_id = _prepare_data_dir(settings.data_dir)
+        self.node_id = prepare_data_dir(settings.data_dir)
         self.clock: Callable[[], float] = time.time
         database_url = settings.database_url or f"sqlite:///{settings.data_dir / 'auditline.db'}"
         self.db = Database(database_url)
@@ -303,7 +243,8 @@ class AuditlineServer:
             clock=self.clock,
         )
         self.admin_credentials = self.accounts.bootstrap_admin(settings.data_dir, os.environ)
-        self.notary, self.verifier_keys = load_notary(settings, self.node_id)
+        signing = load_signing(settings, self.node_id)
+        self.notary, self.verifier_keys = signing.notary, list(signing.verifier_keys)
         self.pipeline.notary = self.notary
         self.audit_target = ensure_audit_target(
             self.db,
@@ -397,7 +338,7 @@ class AuditlineServer:
         try:
             if self.settings.tls:
                 self.port = self._server.add_secure_port(
-                    self.settings.listen, _server_credentials(self.settings)
+                    self.settings.listen, server_credentials(self.settings)
                 )
             else:
                 self.port = self._server.add_insecure_port(self.settings.listen)

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from auditline.interceptor import hmac_value
-from auditline.server.app import AuditlineServer, load_hmac_key
+from auditline.server.app import AuditlineServer
 from auditline.server.config import (
     ENV_PREFIX,
     ConfigError,
@@ -20,6 +20,7 @@ from auditline.server.config import (
     add_arguments,
     settings_from_args,
 )
+from auditline.server.node import load_hmac_key
 
 __all__ = [
     "add_audit_hash_parser",
