@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import REPOSITORY
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,7 +65,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for directory in [d.directory for d in DISTRIBUTIONS] + ["."]:
         subprocess.run(
             [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(out)],
-            cwd=ROOT / directory,
+            cwd=REPOSITORY / directory,
             check=True,
             capture_output=True,
             timeout=120,
@@ -91,8 +91,8 @@ def test_each_wheel_holds_its_own_layer_only(wheels: Path, dist: Distribution) -
 
 def test_the_contract_ships_its_proto_files_beside_the_code(wheels: Path) -> None:
     names = _wheel(wheels, CONTRACT.name).namelist()
-    for proto in sorted((ROOT / "proto").rglob("*.proto")):
-        relative = proto.relative_to(ROOT / "proto").as_posix()
+    for proto in sorted((REPOSITORY / "proto").rglob("*.proto")):
+        relative = proto.relative_to(REPOSITORY / "proto").as_posix()
         assert relative in names
         assert relative.replace(".proto", "_pb2.pyi") in names
 
@@ -107,9 +107,9 @@ def test_the_workspace_wheel_is_the_product_and_holds_no_code(wheels: Path) -> N
 
 def test_every_distribution_has_the_same_version() -> None:
     versions = {
-        directory: tomllib.loads((ROOT / directory / "pyproject.toml").read_text())["project"][
-            "version"
-        ]
+        directory: tomllib.loads((REPOSITORY / directory / "pyproject.toml").read_text())[
+            "project"
+        ]["version"]
         for directory in [d.directory for d in DISTRIBUTIONS] + ["."]
     }
     assert len(set(versions.values())) == 1, versions
@@ -173,7 +173,7 @@ def test_each_wheel_installs_alone_and_imports_nothing_above_it(
             _PROBE,
             ",".join(dist.packages),
             ",".join(dist.forbidden),
-            str(ROOT) + "/",
+            str(REPOSITORY) + "/",
         ],
         capture_output=True,
         text=True,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 from auditline.server.config import Settings
+from tests.support.paths import REPOSITORY
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = REPOSITORY / "README.md"
 
 
 def test_the_configuration_table_names_every_flag() -> None:

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -17,8 +16,9 @@ from hypothesis import strategies as st
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import apievent_dict, ocsf_dict, render
 from auditline.interceptor._leaf import LINE_FORMATS, LineError, canonical, event_leaf, read_line
+from tests.support.paths import TEST_DATA
 
-SCHEMA = Path(__file__).parent / "data" / "ocsf" / "api_activity.schema.json"
+SCHEMA = TEST_DATA / "ocsf" / "api_activity.schema.json"
 
 
 @cache

@@ -18,12 +18,12 @@ from botocore.exceptions import ClientError
 from auditline.account.v1 import bucket_pb2
 from auditline.interceptor.integrity import S3Location, Verifier, VerifierKey
 from tests.conftest import ServeFactory
+from tests.interceptor.test_formats import _validator
 from tests.support.api import Api, code_of
 from tests.support.exported import DEFAULT_BUCKET, exported_events, read_lines
 from tests.support.processes import wait_for
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.serve import ServeProcess
-from tests.test_formats import _validator
 
 ADMIN_KEY = "AKPIPELINE"
 ADMIN_SECRET = "pipeline-secret-" + uuid.uuid4().hex

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,11 +20,12 @@ from auditline.account.v1 import bucket_pb2, service_account_pb2
 from auditline.audit.v1 import audit_log_pb2, audit_log_pb2_grpc
 from auditline.server.catalog import catalog, sigma_rules, sigma_text
 from tests.conftest import ServeFactory
+from tests.contract.test_contract import EXPECTED_METHODS
 from tests.support.api import Api, code_of
 from tests.support.exported import DEFAULT_BUCKET, exported_files, read_lines
-from tests.test_contract import EXPECTED_METHODS
+from tests.support.paths import TEST_DATA
 
-SCHEMA = Path(__file__).parent / "data" / "sigma" / "sigma-detection-rule-schema.json"
+SCHEMA = TEST_DATA / "sigma" / "sigma-detection-rule-schema.json"
 ADMIN = {"AUDITLINE_ADMIN_ACCESS_KEY": "AKCATALOG", "AUDITLINE_ADMIN_SECRET_KEY": "cat-" + "s" * 30}
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from google.protobuf import descriptor, json_format
 
 from auditline.audit.v1 import (
@@ -11,6 +9,7 @@ from auditline.audit.v1 import (
     options_pb2,
 )
 from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS, FILES
+from tests.support.paths import REPOSITORY
 
 EXPECTED_METHODS = {
     "auditline.account.v1.AuthService": {"Authenticate", "ValidateToken"},
@@ -162,7 +161,7 @@ def test_activity_numbers_are_ocsf_activity_ids() -> None:
 
 
 def test_the_contract_lists_every_file_of_proto() -> None:
-    proto = Path(__file__).resolve().parent.parent / "proto"
+    proto = REPOSITORY / "proto"
     assert {f.DESCRIPTOR.name for f in FILES} == {
         p.relative_to(proto).as_posix() for p in proto.rglob("*.proto")
     }

@@ -16,9 +16,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from auditline.account.v1 import auth_pb2, auth_pb2_grpc, bucket_pb2, bucket_pb2_grpc
 from auditline.interceptor import hmac_value
 from tests.conftest import ServeFactory
+from tests.contract.test_contract import EXPECTED_METHODS
 from tests.support.certs import make_pki
 from tests.support.exported import exported_events
-from tests.test_contract import EXPECTED_METHODS
 
 Grpcurl = Callable[..., str]
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+from tests.support.paths import REPOSITORY
+
+EXAMPLES = REPOSITORY / "examples"
 
 
 @pytest.mark.parametrize("script", ["greeter.py", "greeter_async.py"])
