@@ -19,8 +19,8 @@ from pathlib import Path
 from auditline.interceptor import Exporter, ExporterConfig, Spool
 from auditline.interceptor._spool_tree import leaves_of
 from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, Verifier
+from auditline.server.audit_target import BucketWriter
 from auditline.server.objectstore import FilesystemStore
-from auditline.server.pipeline import BucketWriter
 from bench import interceptor as server_bench
 from bench.pipeline import _event
 

@@ -84,17 +84,22 @@ def serve(mode: str, port_file: Path) -> None:
         interceptors.append(audit)
         flush = audit.flush
     elif mode in PIPELINE_MODES:
-        from auditline.interceptor import AuditInterceptor, Exporter, ExporterConfig, Spool
-        from auditline.server.objectstore import FilesystemStore
-        from auditline.server.pipeline import BucketWriter
+        from auditline.interceptor import (
+            AuditInterceptor,
+            DirectoryWriter,
+            Exporter,
+            ExporterConfig,
+            Spool,
+        )
 
         workdir = Path(tempfile.mkdtemp(prefix="auditline-bench-"))
         sync = mode == "pipeline-sync"
         spool = Spool(workdir / "spool.db", node_id="bench", durability="sync" if sync else "async")
-        store = FilesystemStore(workdir / "objects")
-        store.create_bucket("audit", object_lock=False)
         Exporter(
-            ExporterConfig(name="default"), spool, BucketWriter(store, "audit"), node_id="bench"
+            ExporterConfig(name="default"),
+            spool,
+            DirectoryWriter(workdir / "objects"),
+            node_id="bench",
         ).start()
         audit = AuditInterceptor(
             spool, hmac_key=b"bench-key" * 4, node_id="bench", fail_closed=sync

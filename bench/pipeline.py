@@ -23,8 +23,8 @@ from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor import Exporter, ExporterConfig, Spool
 from auditline.interceptor._compression import COMPRESSIONS, compress
 from auditline.interceptor._formats import FORMATS as FORMATS_BY_NAME
+from auditline.server.audit_target import BucketWriter
 from auditline.server.objectstore import FilesystemStore, ObjectStore, S3Store
-from auditline.server.pipeline import BucketWriter
 from bench import interceptor as server_bench
 
 FORMATS = ("apievent-json", "ocsf-json")

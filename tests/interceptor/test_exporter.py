@@ -13,7 +13,14 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor import Exporter, ExporterConfig, ExporterState, Spool, instrument
+from auditline.interceptor import (
+    DirectoryWriter,
+    Exporter,
+    ExporterConfig,
+    ExporterState,
+    Spool,
+    instrument,
+)
 from tests.support.exported import read_lines
 
 
@@ -172,30 +179,31 @@ def test_a_new_exporter_starts_at_the_oldest_kept_event_and_proves_it(tmp_path: 
     """Retained events outlive their tree nodes' pruning: a later exporter can still
     start at the oldest event kept, and its checkpoints verify."""
     from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, Verifier
-    from auditline.server.objectstore import FilesystemStore
-    from auditline.server.pipeline import BucketWriter
 
     key = SigningKey.generate("test/n")
     notary = Notary(key=key, origin="test/n", node_id="n")
     spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=3600)
-    store = FilesystemStore(tmp_path / "objects")
-    for name in ("first", "later"):
-        store.create_bucket(name, object_lock=False)
     first = Exporter(
-        ExporterConfig(name="a"), spool, BucketWriter(store, "first"), node_id="n", notary=notary
+        ExporterConfig(name="a"),
+        spool,
+        DirectoryWriter(tmp_path / "first"),
+        node_id="n",
+        notary=notary,
     )
     _fill(spool, 37)
     while first.export_once():
         pass
     later = Exporter(
-        ExporterConfig(name="b"), spool, BucketWriter(store, "later"), node_id="n", notary=notary
+        ExporterConfig(name="b"),
+        spool,
+        DirectoryWriter(tmp_path / "later"),
+        node_id="n",
+        notary=notary,
     )
     _fill(spool, 5)
     while later.export_once():
         pass
-    report = Verifier(
-        LocalDirectory(tmp_path / "objects" / "later" / "objects"), [key.verifier]
-    ).run()
+    report = Verifier(LocalDirectory(tmp_path / "later"), [key.verifier]).run()
     assert report.findings == []
     assert report.nodes[0].first_seq == 1
     spool.close()

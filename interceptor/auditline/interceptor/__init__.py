@@ -8,9 +8,10 @@ Embed it in any Python gRPC server::
     server = grpc.server(executor, interceptors=[AuditInterceptor(sink)])
 
 `AsyncAuditInterceptor` takes the same arguments for `grpc.aio` servers. For
-durable delivery, give it a `Spool` as the sink and start `Exporter`s that write
-the spooled events as files through an `ObjectWriter`. This package never imports
-the auditline account service.
+durable delivery, give it a `Spool` as the sink, and a `Pipeline` runs `Exporter`s
+that write the spooled events as files through an `ObjectWriter` (`open_writer`: a
+directory, or an object-locked S3 bucket with the `[s3]` extra) and shuts it all
+down in order. This package never imports the auditline account service.
 """
 
 from auditline.interceptor._aio import AsyncAuditInterceptor
@@ -21,8 +22,11 @@ from auditline.interceptor._export_config import (
     ExporterStatus,
     ObjectWriter,
 )
-from auditline.interceptor._methods import activity_from_verb
+from auditline.interceptor._formats import event_document
+from auditline.interceptor._methods import MethodInfo, activity_from_verb, method_info
 from auditline.interceptor._metrics import instrument
+from auditline.interceptor._peer import TrustedProxies
+from auditline.interceptor._pipeline import Pipeline
 from auditline.interceptor._redact import MASK, hmac_value
 from auditline.interceptor._scope import record_event, set_log_type, set_principal
 from auditline.interceptor._sinks import MemorySink
@@ -37,29 +41,38 @@ from auditline.interceptor._types import (
     PrincipalResolver,
     Sink,
 )
+from auditline.interceptor._writers import DirectoryWriter, S3Writer, open_writer
 
 __all__ = [
     "MASK",
     "AsyncAuditInterceptor",
     "AuditInterceptor",
     "AuditUnavailableError",
+    "DirectoryWriter",
     "EventDocument",
     "Exporter",
     "ExporterConfig",
     "ExporterState",
     "ExporterStatus",
     "MemorySink",
+    "MethodInfo",
     "ObjectWriter",
+    "Pipeline",
     "Principal",
     "PrincipalInput",
     "PrincipalResolver",
+    "S3Writer",
     "Sink",
     "Spool",
     "SpoolStats",
     "SummaryPolicy",
+    "TrustedProxies",
     "activity_from_verb",
+    "event_document",
     "hmac_value",
     "instrument",
+    "method_info",
+    "open_writer",
     "record_event",
     "set_log_type",
     "set_principal",

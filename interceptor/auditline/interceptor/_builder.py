@@ -16,7 +16,6 @@ from google.protobuf import message
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import ACTIVITY_ENUM_NAMES, LOG_TYPE_ENUM_NAMES
-from auditline.interceptor._peer import parse_peer
 from auditline.interceptor._redact import Redactor, timestamp_text
 from auditline.interceptor._status import (
     as_status_code,
@@ -110,16 +109,7 @@ class EventBuilder:
 
     def source(self, record: CallRecord) -> tuple[str, int]:
         """The caller's address and port (the client behind trusted proxies)."""
-        address, port = parse_peer(record.peer)
-        proxies = self.config.trusted_proxies
-        if proxies:
-            forwarded = [
-                v for k, v in record.metadata if k == "x-forwarded-for" and isinstance(v, str)
-            ]
-            client = proxies.client_address(address, forwarded)
-            if client != address:
-                return client, 0
-        return address, port
+        return self.config.trusted_proxies.caller(record.peer, record.metadata)
 
     def _request_fields(self, record: CallRecord) -> tuple[str, str, dict[str, str]]:
         """(user agent, request id, allow-listed metadata), each value at most 1 KB."""

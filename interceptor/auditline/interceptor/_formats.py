@@ -15,6 +15,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor._redact import timestamp_text
+from auditline.interceptor._types import EventDocument
 
 __all__ = [
     "ACTIVITY_ENUM_NAMES",
@@ -283,6 +284,13 @@ def _times(event: event_pb2.ApiEvent) -> tuple[int, int]:
         event.request.request_time.ToNanoseconds(),
         event.response.response_time.ToNanoseconds(),
     )
+
+
+def event_document(event: event_pb2.ApiEvent) -> EventDocument:
+    """An `ApiEvent` message as a sink takes it: for an event recorded outside any call
+    (`record_event` returned False), handed to the sink by the service itself."""
+    start_ns, end_ns = _times(event)
+    return EventDocument(document=apievent_dict(event), at_ns=start_ns, end_ns=end_ns)
 
 
 def ocsf_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:

@@ -7,7 +7,8 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlparse
+
+from auditline.interceptor._s3 import parse_s3_url, s3_client
 
 __all__ = ["LocalDirectory", "Location", "S3Location", "open_location"]
 
@@ -63,20 +64,9 @@ class S3Location:
 def open_location(text: str) -> Location:
     """A location from its command-line form; `ValueError` when it is neither."""
     if text.startswith("s3://"):
-        parsed = urlparse(text)
-        if not parsed.netloc:
-            raise ValueError(f"an S3 location is s3://BUCKET[/PREFIX]?endpoint=..., not {text!r}")
-        query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-        import boto3
-
-        client = boto3.client(
-            "s3", endpoint_url=query.get("endpoint"), region_name=query.get("region")
-        )
-        prefix = parsed.path.lstrip("/")
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        return S3Location(parsed.netloc, prefix, client)
-    root = Path(text)
+        url = parse_s3_url(text)
+        return S3Location(url.bucket, url.prefix, s3_client(url))
+    root = Path(text.removeprefix("file://"))
     if not root.is_dir():
         raise ValueError(f"{text} is not a directory (nor an s3:// URL)")
     return LocalDirectory(root)

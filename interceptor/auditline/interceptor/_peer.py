@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from typing import Any
 from urllib.parse import unquote
 
 __all__ = ["TrustedProxies", "parse_peer"]
@@ -62,3 +63,18 @@ class TrustedProxies:
             if not self.trusts(hop):
                 break
         return client
+
+    def caller(self, peer: str, metadata: Iterable[tuple[str, Any]]) -> tuple[str, int]:
+        """The caller's address and port, from gRPC's peer string and the call's
+        metadata: the client behind trusted proxies (port 0, as the header has none).
+
+        The audit events and a service's own decisions (blocking an address after
+        failed logins, say) must agree on who called: both use this.
+        """
+        address, port = parse_peer(peer)
+        if self._networks:
+            forwarded = [v for k, v in metadata if k == "x-forwarded-for" and isinstance(v, str)]
+            client = self.client_address(address, forwarded)
+            if client != address:
+                return client, 0
+        return address, port

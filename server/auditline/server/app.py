@@ -38,27 +38,25 @@ from auditline.audit.v1 import (
 )
 from auditline.interceptor import (
     AuditInterceptor,
-    EventDocument,
     ExporterConfig,
+    Pipeline,
+    S3Writer,
+    Spool,
     SummaryPolicy,
+    TrustedProxies,
+    event_document,
     record_event,
 )
-from auditline.interceptor._formats import apievent_dict
 from auditline.interceptor.integrity import Notary
 from auditline.server.accounts import Accounts, IamEvent, LoginPolicy
+from auditline.server.audit_target import BucketWriter, audit_settings, ensure_audit_target
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
 from auditline.server.guard import CallGuard
 from auditline.server.node import load_hmac_key, load_signing, prepare_data_dir, server_credentials
 from auditline.server.objectstore import ObjectStore, open_store
-from auditline.server.pipeline import (
-    AuditPipeline,
-    BucketWriter,
-    audit_settings,
-    ensure_audit_target,
-    external_writer,
-)
 from auditline.server.reflection import enable_reflection
+from auditline.server.saved_exporters import SavedExporters
 from auditline.server.services.audit_log import AuditLogServicer
 from auditline.server.services.audit_settings import AuditSettingsServicer
 from auditline.server.services.auth import AuthServicer
@@ -97,7 +95,7 @@ SERVICES: tuple[ServiceRegistration, ...] = (
     _registration(
         auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
-        lambda server: AuthServicer(server.accounts),
+        lambda server: AuthServicer(server.accounts, server.trusted_proxies),
     ),
     _registration(
         usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
@@ -187,7 +185,8 @@ class AuditlineServer:
 
     db: Database
     store: ObjectStore
-    pipeline: AuditPipeline
+    pipeline: Pipeline
+    trusted_proxies: TrustedProxies
     exporters: ExporterServicer
     accounts: Accounts
     usage: UsageServicer
@@ -208,18 +207,19 @@ class AuditlineServer:
         self._executor = futures.ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix="auditline-rpc"
         )
-        self.pipeline = AuditPipeline(
+        spool = Spool(
             settings.data_dir / "audit" / "spool.db",
             node_id=self.node_id,
             durability=settings.audit_durability,
             backpressure=settings.backpressure,
             max_bytes=settings.spool_max_bytes,
             reserve_bytes=settings.spool_reserve_bytes or None,
-            memory_bytes=settings.spool_memory_bytes,
+            max_memory_bytes=settings.spool_memory_bytes,
             retain_seconds=settings.events_retention_days * 86400,
         )
+        self.trusted_proxies = TrustedProxies(split_list(settings.trusted_proxies))
         self.audit = AuditInterceptor(
-            self.pipeline.spool,
+            spool,
             fail_closed=settings.audit_durability == "sync",
             node_id=self.node_id,
             hmac_key=load_hmac_key(settings),
@@ -245,7 +245,7 @@ class AuditlineServer:
         self.admin_credentials = self.accounts.bootstrap_admin(settings.data_dir, os.environ)
         signing = load_signing(settings, self.node_id)
         self.notary, self.verifier_keys = signing.notary, list(signing.verifier_keys)
-        self.pipeline.notary = self.notary
+        self.pipeline = Pipeline(spool, interceptors=[self.audit], notary=self.notary)
         self.audit_target = ensure_audit_target(
             self.db,
             self.store,
@@ -265,16 +265,17 @@ class AuditlineServer:
                 else None,
                 retention_days=settings.export_retention_days,
             ),
-            external_writer(settings.export_target)
+            S3Writer.from_url(settings.export_target).check()
             if settings.export_target
             else BucketWriter(self.store, self.audit_target),
         )
         self.pipeline.instrument()
         self.follow_settings(*audit_settings(self.db))
+        saved = SavedExporters(self.db, self.store, self.pipeline)
         self.exporters = ExporterServicer(
-            self.db, self.store, self.pipeline, self.clock, lambda: audit_settings(self.db)[1]
+            self.db, self.store, saved, self.clock, lambda: audit_settings(self.db)[1]
         )
-        self.exporters.start_saved()
+        saved.start_all()
         self.usage = UsageServicer(self.db, self.store, self.clock)
         self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
         # The audit interceptor goes first: it must see the calls the others reject.
@@ -292,16 +293,7 @@ class AuditlineServer:
         completes only once both are durable); outside a call, to the spool."""
         api_event = iam_api_event(event, self.node_id)
         if not record_event(api_event, summarize=event.summarize):
-            self.pipeline.spool.emit_documents(
-                [
-                    EventDocument(
-                        document=apievent_dict(api_event),
-                        at_ns=api_event.request.request_time.ToNanoseconds(),
-                        end_ns=api_event.response.response_time.ToNanoseconds(),
-                    )
-                ],
-                wait=False,
-            )
+            self.pipeline.spool.emit_documents([event_document(api_event)], wait=False)
 
     def _audit_health(self, reason: str) -> None:
         """Health follows the audit path: NOT_SERVING while it cannot keep events (and,
@@ -361,6 +353,6 @@ class AuditlineServer:
         self._server.stop(grace).wait()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._snapshots.stop()
-        self.audit.close()  # every finished call's event is in the spool now
-        self.pipeline.stop(timeout=max(grace, 30.0))  # and in the bucket
+        # The interceptor's last events into the spool, then every exporter's last file.
+        self.pipeline.close(timeout=max(grace, 30.0))
         self.db.close()

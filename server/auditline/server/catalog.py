@@ -26,7 +26,7 @@ from auditline.audit.v1 import (
     options_pb2,
 )
 from auditline.contract import SERVICES
-from auditline.interceptor._methods import method_info
+from auditline.interceptor import method_info
 
 __all__ = ["CatalogEntry", "catalog", "sigma_rules", "sigma_text"]
 

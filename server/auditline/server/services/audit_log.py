@@ -11,7 +11,6 @@ from auditline.audit.v1 import audit_log_pb2 as pb
 from auditline.audit.v1 import audit_log_pb2_grpc
 from auditline.errors import NotFoundError
 from auditline.interceptor import Spool
-from auditline.interceptor._spool_store import SpoolStore
 from auditline.server.catalog import catalog_response
 from auditline.server.services._common import (
     MAX_PAGE_SIZE,
@@ -35,8 +34,8 @@ def _filters(request_filter: pb.EventFilter) -> dict[str, Any]:
 PAGE_BYTES = 1 << 20
 
 
-def _start_after(store: SpoolStore, since_event_id: str) -> int:
-    seq = store.queries.seq_of(since_event_id)
+def _start_after(spool: Spool, since_event_id: str) -> int:
+    seq = spool.store.queries.seq_of(since_event_id)
     if seq is None:
         raise NotFoundError(
             f"event {since_event_id} is not kept on this node (unknown, or "
@@ -69,7 +68,7 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
         if request.page_token:
             after = decode_page_token(request.page_token, "after")
         elif request.since_event_id:
-            after = _start_after(self.spool.store, request.since_event_id)
+            after = _start_after(self.spool, request.since_event_id)
         page = self.spool.store.queries.page(
             since_ns=request.since_time.ToNanoseconds() if request.HasField("since_time") else None,
             until_ns=request.until_time.ToNanoseconds() if request.HasField("until_time") else None,
@@ -87,7 +86,7 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
         self, request: pb.TailEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.TailEventsResponse]:
         after = (
-            _start_after(self.spool.store, request.since_event_id)
+            _start_after(self.spool, request.since_event_id)
             if request.since_event_id
             else self.spool.stats.last_seq
         )

@@ -6,15 +6,20 @@ import grpc
 
 from auditline.account.v1 import auth_pb2, auth_pb2_grpc, service_account_pb2
 from auditline.errors import InvalidArgumentError
-from auditline.interceptor import set_principal
-from auditline.interceptor._peer import parse_peer
+from auditline.interceptor import TrustedProxies, set_principal
 from auditline.server.accounts import Accounts, IamEvent
 from auditline.server.services._common import timestamp
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, trusted_proxies: TrustedProxies) -> None:
         self.accounts = accounts
+        # The same caller address the audit events name: behind a trusted load
+        # balancer, failed logins block the client, not the balancer.
+        self.trusted_proxies = trusted_proxies
+
+    def _caller_address(self, context: grpc.ServicerContext) -> str:
+        return self.trusted_proxies.caller(context.peer(), context.invocation_metadata())[0]
 
     def Authenticate(
         self, request: auth_pb2.AuthenticateRequest, context: grpc.ServicerContext
@@ -23,7 +28,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             raise InvalidArgumentError.field("access_key", "is required")
         if not request.secret_key:
             raise InvalidArgumentError.field("secret_key", "is required")
-        ip = parse_peer(context.peer())[0]
+        ip = self._caller_address(context)
         token, expires_at, caller = self.accounts.authenticate(
             request.access_key, request.secret_key, ip
         )
@@ -41,7 +46,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if not request.token:
             raise InvalidArgumentError.field("token", "is required")
         found = self.accounts.validate(request.token)
-        ip = parse_peer(context.peer())[0]
+        ip = self._caller_address(context)
         if found is None:
             self.accounts.iam(
                 IamEvent(

@@ -14,10 +14,10 @@ from auditline.audit.v1 import exporter_pb2 as pb
 from auditline.audit.v1 import exporter_pb2_grpc
 from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
 from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
-from auditline.interceptor import Exporter, ExporterConfig, ObjectWriter
+from auditline.interceptor import Exporter
 from auditline.server.db import Database, require_row, tables
-from auditline.server.objectstore import ObjectStore, S3Store, bucket_name_problem
-from auditline.server.pipeline import AuditPipeline, BucketWriter
+from auditline.server.objectstore import ObjectStore, bucket_name_problem
+from auditline.server.saved_exporters import SavedExporters
 from auditline.server.services._common import (
     check_display_name,
     check_new_id,
@@ -67,58 +67,15 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         self,
         db: Database,
         store: ObjectStore,
-        pipeline: AuditPipeline,
+        saved: SavedExporters,
         clock: Callable[[], float],
         default_target: Callable[[], str],
     ) -> None:
         self.db = db
         self.store = store
-        self.pipeline = pipeline
+        self.saved = saved
         self.clock = clock
         self.default_target = default_target
-
-    # --- runtime ------------------------------------------------------------------------
-
-    def start_saved(self) -> None:
-        """Start the exporters saved by earlier runs."""
-        with self.db.begin() as connection:
-            rows = [dict(r) for r in connection.execute(sa.select(tables.exporters)).mappings()]
-        for row in rows:
-            self._run(row)
-
-    @staticmethod
-    def _external_store(external: dict[str, Any]) -> S3Store:
-        """The external S3 target; credentials come from the server's AWS configuration."""
-        return S3Store(endpoint=external["endpoint"] or None, region=external["region"] or None)
-
-    def _writer(self, row: dict[str, Any]) -> ObjectWriter:
-        if row["external"]:
-            external = row["external"]
-            return BucketWriter(self._external_store(external), external["bucket"])
-        return BucketWriter(self.store, row["bucket"])
-
-    @staticmethod
-    def _config(row: dict[str, Any]) -> ExporterConfig:
-        return ExporterConfig(
-            name=row["id"],
-            format=row["format"],
-            compression=row["compression"],
-            prefix=row["prefix"],
-            flush_interval=row["flush_interval"],
-            max_file_bytes=row["max_file_bytes"],
-            retention_mode=row["retention_mode"] or None,
-            retention_days=row["retention_days"],
-            log_types=frozenset(row["log_types"]),
-        )
-
-    def _stop_running(self, exporter_id: str) -> None:
-        running = self.pipeline.exporters.pop(exporter_id, None)
-        if running is not None:
-            running.stop(timeout=5)
-
-    def _run(self, row: dict[str, Any]) -> None:
-        self._stop_running(row["id"])
-        self.pipeline.add_exporter(self._config(row), self._writer(row))
 
     # --- messages -----------------------------------------------------------------------
 
@@ -151,7 +108,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             retention_mode=_reverse(_MODES, row["retention_mode"]) if row["retention_mode"] else 0,  # type: ignore[arg-type]
             retention_days=row["retention_days"],
             log_types=row["log_types"],
-            status=self._status(self.pipeline.exporters.get(row["id"])),
+            status=self._status(self.saved.running(row["id"])),
         )
         exporter.flush_interval.FromMilliseconds(int(row["flush_interval"] * 1000))
         if row["external"]:
@@ -171,7 +128,9 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         return exporter
 
     def _default_row(self) -> dict[str, Any]:
-        config = self.pipeline.exporters[DEFAULT].config
+        running = self.saved.running(DEFAULT)
+        assert running is not None, "the default exporter runs while the server does"
+        config = running.config
         return {
             "id": DEFAULT,
             "display_name": "default (set by flags)",
@@ -250,7 +209,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             if not external["bucket"]:
                 raise InvalidArgumentError.field("exporter.external_s3.bucket", "is required")
             try:
-                self._external_store(external).usage(external["bucket"])
+                self.saved.external_writer(external).check()
             except Exception as exc:
                 raise FailedPreconditionError(
                     f"the external target bucket {external['bucket']} cannot be reached: "
@@ -295,7 +254,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                 connection.execute(tables.exporters.insert().values(**row))
         except IntegrityError:
             raise AlreadyExistsError("an exporter with this display name or id exists") from None
-        self._run(row)
+        self.saved.run(row)
         return pb.CreateExporterResponse(exporter=self._message(row))
 
     def _row(self, name: str) -> dict[str, Any]:
@@ -346,7 +305,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                 )
         except IntegrityError:
             raise AlreadyExistsError("another exporter has this display name") from None
-        self._run(new)
+        self.saved.run(new)
         return pb.UpdateExporterResponse(exporter=self._message(new))
 
     def DeleteExporter(
@@ -357,8 +316,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             raise FailedPreconditionError("exporters/default is set by the server's flags")
         with self.db.begin() as connection:
             connection.execute(tables.exporters.delete().where(tables.exporters.c.id == row["id"]))
-        self._stop_running(row["id"])
-        self.pipeline.spool.store.unregister(row["id"])
+        self.saved.remove(row["id"])
         return pb.DeleteExporterResponse()
 
 

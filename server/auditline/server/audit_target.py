@@ -1,4 +1,5 @@
-"""Wiring the export pipeline into `auditline serve`: spool, default exporter, target bucket."""
+"""Where `auditline serve` exports by default: the object-locked audit bucket in the
+service's own object store, created on first start and named by the audit settings."""
 
 from __future__ import annotations
 
@@ -6,29 +7,18 @@ import contextlib
 import datetime
 import logging
 from collections.abc import Callable
-from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import sqlalchemy as sa
 
-from auditline.interceptor import Exporter, ExporterConfig, ObjectWriter, Spool, instrument
-from auditline.interceptor.integrity import Notary
 from auditline.server.db import Database, tables
 from auditline.server.objectstore import (
     BucketExistsError,
     ObjectLockedError,
     ObjectStore,
     Retention,
-    S3Store,
 )
 
-__all__ = [
-    "AuditPipeline",
-    "BucketWriter",
-    "audit_settings",
-    "ensure_audit_target",
-    "external_writer",
-]
+__all__ = ["BucketWriter", "audit_settings", "ensure_audit_target"]
 
 log = logging.getLogger("auditline.server")
 
@@ -50,18 +40,6 @@ class BucketWriter:
             # the same bytes (keys are fixed by the batch), so it is done already.
             if self.store.get_object(self.bucket, key) != data:
                 raise
-
-
-def external_writer(url: str) -> BucketWriter:
-    """A writer for `s3://BUCKET?endpoint=URL&region=R`: a bucket outside this service
-    (credentials from the standard AWS variables or files). It must exist already."""
-    parsed = urlparse(url)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"an external export target is s3://BUCKET?endpoint=..., not {url!r}")
-    query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
-    store = S3Store(endpoint=query.get("endpoint"), region=query.get("region"))
-    store.usage(parsed.netloc)  # fails now, clearly, when the bucket is missing or unreadable
-    return BucketWriter(store, parsed.netloc)
 
 
 def ensure_audit_target(
@@ -125,51 +103,3 @@ def audit_settings(db: Database) -> tuple[bool, str]:
     if row is None:
         return False, ""
     return bool(row["account_logs_enabled"]), str(row["target_bucket"])
-
-
-class AuditPipeline:
-    """The spool and its exporters, started and stopped with the server."""
-
-    def __init__(
-        self,
-        spool_path: Path,
-        *,
-        node_id: str,
-        durability: str,
-        backpressure: str,
-        max_bytes: int,
-        reserve_bytes: int | None = None,
-        memory_bytes: int = 64 << 20,
-        retain_seconds: float = 0.0,
-    ) -> None:
-        self.spool = Spool(
-            spool_path,
-            node_id=node_id,
-            durability=durability,
-            backpressure=backpressure,
-            max_bytes=max_bytes,
-            reserve_bytes=reserve_bytes,
-            max_memory_bytes=memory_bytes,
-            retain_seconds=retain_seconds,
-        )
-        self.node_id = node_id
-        self.exporters: dict[str, Exporter] = {}
-        # Signs each exporter's checkpoints (set by the server before any exporter).
-        self.notary: Notary | None = None
-
-    def add_exporter(self, config: ExporterConfig, writer: ObjectWriter) -> Exporter:
-        exporter = Exporter(config, self.spool, writer, node_id=self.node_id, notary=self.notary)
-        self.exporters[config.name] = exporter.start()
-        return exporter
-
-    def instrument(self) -> None:
-        """Publish the pipeline's OpenTelemetry metrics (a no-op without an SDK set up)."""
-        instrument(self.spool, lambda: list(self.exporters.values()))
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Flush every exporter (bounded by `timeout`), then close the spool. A count of
-        dropped events not yet written is spooled first, so it is exported too."""
-        self.spool.flush(timeout, with_drop_marker=True)
-        for exporter in self.exporters.values():
-            exporter.stop(timeout)
-        self.spool.close()

@@ -1,0 +1,51 @@
+"""`auditline login`: trade a service account's keys for a stored session."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+
+from auditline.account.v1 import auth_pb2
+from auditline.client._client import Client
+from auditline.client._command_parsers import SubParsers, add_common_options
+from auditline.client._sessions import Session, save_session
+
+__all__ = ["add_login_command"]
+
+
+def _login(args: argparse.Namespace) -> int:
+    secret = os.environ.get("AUDITLINE_SECRET_KEY")
+    if not secret:
+        # Prompt without echo at a terminal; read a line when piped (scripts, tests).
+        secret = (
+            getpass.getpass("secret key: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
+        )
+    with Client(args.target, access_key=args.access_key, secret_key=secret) as client:
+        response = client.auth.Authenticate(
+            auth_pb2.AuthenticateRequest(access_key=args.access_key, secret_key=secret)
+        )
+    path = save_session(
+        args.target,
+        Session(token=response.token, expires=response.expire_time.ToSeconds()),
+    )
+    print(
+        f"logged in to {args.target} as {response.service_account} until "
+        f"{response.expire_time.ToJsonString()}; session saved in {path}"
+    )
+    return 0
+
+
+def add_login_command(subparsers: SubParsers) -> None:
+    """`auditline login --access-key KEY` (the secret from the environment or stdin)."""
+    parser = subparsers.add_parser(
+        "login",
+        help="authenticate and save the session",
+        description="Authenticate with a service account's keys "
+        "and save the session token (owner-only file). The secret "
+        "key comes from AUDITLINE_SECRET_KEY or standard input.",
+    )
+    add_common_options(parser)
+    parser.add_argument("--access-key", required=True)
+    parser.set_defaults(handler=_login)
