@@ -1,0 +1,157 @@
+"""The interceptor library's own pipeline, as an embedding service wires it: a spool,
+exporters writing to a directory or an S3 bucket, closed in the order that loses
+nothing; and the caller's address as a service's own decisions must see it."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import stat
+import threading
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from auditline_testing.v1 import echo_pb2, echo_pb2_grpc
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import (
+    AuditInterceptor,
+    DirectoryWriter,
+    ExporterConfig,
+    Pipeline,
+    S3Writer,
+    Spool,
+    TrustedProxies,
+    open_writer,
+)
+from auditline.interceptor.integrity import Notary, SigningKey, Verifier, open_location
+from tests.support.echo import SyncServer
+from tests.support.exported import read_lines
+from tests.support.seaweedfs import SeaweedFS
+
+
+def _exported(location: str) -> list[dict[str, object]]:
+    reader = open_location(location)
+    return [
+        record
+        for key in reader.list_keys()
+        if key.startswith("apievent/")
+        for record in read_lines(key, reader.read(key) or b"")
+    ]
+
+
+def test_closing_the_pipeline_exports_every_finished_call(tmp_path: Path) -> None:
+    """Calls finished just before shutdown are in the files, and the log verifies: the
+    pipeline drains the interceptor into the spool before the exporters' last file."""
+    key = SigningKey.generate("test/n1")
+    spool = Spool(tmp_path / "spool.db", node_id="n1")  # async: events wait in memory
+    audit = AuditInterceptor(spool, node_id="n1")
+    pipeline = Pipeline(
+        spool, interceptors=[audit], notary=Notary(key=key, origin="test/n1", node_id="n1")
+    )
+    # An interval no test waits for: only close() can write these files.
+    pipeline.add_exporter(
+        ExporterConfig(name="files", flush_interval=3600), DirectoryWriter(tmp_path / "log")
+    )
+    server = SyncServer([audit])
+    calls = 4 * 25
+
+    def client() -> None:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = echo_pb2_grpc.EchoServiceStub(channel)
+            for _ in range(25):
+                stub.Echo(echo_pb2.EchoRequest(text="hi"), timeout=30)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    server.stop()
+    pipeline.close()
+
+    records = _exported(str(tmp_path / "log"))
+    assert len(records) == calls
+    sequences = sorted(int(r["ApiEvent"]["Sequence"]) for r in records)  # type: ignore[index]
+    assert sequences == list(range(1, calls + 1))  # gap-free: nothing lost, nothing twice
+    report = Verifier(open_location(str(tmp_path / "log")), [key.verifier]).run()
+    assert report.ok, report.findings
+    assert report.events == calls
+    pipeline.close()  # a second close is harmless
+    with pytest.raises(RuntimeError):
+        pipeline.add_exporter(ExporterConfig(name="late"), DirectoryWriter(tmp_path / "late"))
+
+
+def test_an_exporter_added_again_resumes_where_it_stopped(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", node_id="n1")
+    pipeline = Pipeline(spool)
+    writer = DirectoryWriter(tmp_path / "log")
+    config = ExporterConfig(name="files", flush_interval=3600)
+    first = pipeline.add_exporter(config, writer)
+    for name in ("a", "b"):
+        _emit(spool, name)
+    assert first.flush(30)
+    second = pipeline.add_exporter(config, writer)  # restarted, as a changed exporter is
+    assert second is not first
+    assert pipeline.exporters["files"] is second
+    _emit(spool, "c")
+    pipeline.close()
+    names = [r["ApiEvent"]["EventName"] for r in _exported(str(tmp_path / "log"))]  # type: ignore[index]
+    assert sorted(names) == ["a", "b", "c"]  # each once
+
+
+def _emit(spool: Spool, name: str) -> None:
+    event = event_pb2.ApiEvent(event_name=name, version="2")
+    event.request.request_time.GetCurrentTime()
+    event.response.response_time.GetCurrentTime()
+    spool.emit(event)
+    assert spool.flush(10)
+
+
+def test_a_directory_keeps_a_written_key_and_stays_inside(tmp_path: Path) -> None:
+    writer = open_writer(str(tmp_path / "log"))
+    assert isinstance(writer, DirectoryWriter)
+    writer.put("a/b.jsonl.gz", b"first", retain_until=None, mode=None)
+    writer.put("a/b.jsonl.gz", b"first", retain_until=None, mode=None)  # a retry: done
+    with pytest.raises(FileExistsError):
+        writer.put("a/b.jsonl.gz", b"other", retain_until=None, mode=None)
+    written = tmp_path / "log" / "a" / "b.jsonl.gz"
+    assert written.read_bytes() == b"first"
+    assert not os.stat(written).st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    with pytest.raises(ValueError, match="leaves the directory"):
+        writer.put("../outside", b"x", retain_until=None, mode=None)
+    assert not (tmp_path / "outside").exists()
+    assert sorted(p.name for p in written.parent.iterdir()) == ["b.jsonl.gz"]  # no temp left
+
+
+def test_s3_writer_locks_objects_and_verify_reads_them_back(
+    seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", seaweedfs.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweedfs.secret_key)
+    bucket = f"embed-{uuid.uuid4().hex[:12]}"
+    client = seaweedfs.client()
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    url = f"s3://{bucket}/audit?endpoint={seaweedfs.endpoint}&region={seaweedfs.region}"
+    writer = open_writer(url)
+    assert isinstance(writer, S3Writer)
+    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    writer.put("x/one.jsonl", b'{"a":1}\n', retain_until=until, mode="GOVERNANCE")
+    retention = client.get_object_retention(Bucket=bucket, Key="audit/x/one.jsonl")
+    assert retention["Retention"]["Mode"] == "GOVERNANCE"
+    location = open_location(url)
+    assert list(location.list_keys()) == ["x/one.jsonl"]
+    assert location.read("x/one.jsonl") == b'{"a":1}\n'
+    with pytest.raises(Exception, match="NoSuchBucket"):
+        open_writer(f"s3://no-such-{bucket}?endpoint={seaweedfs.endpoint}")
+
+
+def test_the_caller_behind_a_trusted_proxy_is_the_forwarded_client() -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"])
+    forwarded = [("x-forwarded-for", "203.0.113.7, 10.1.2.3")]
+    assert proxies.caller("ipv4:10.0.0.1:5555", forwarded) == ("203.0.113.7", 0)
+    # From an untrusted peer the header is the client's own claim: ignored.
+    assert proxies.caller("ipv4:198.51.100.1:5555", forwarded) == ("198.51.100.1", 5555)
+    assert TrustedProxies().caller("ipv6:[::1]:7", forwarded) == ("::1", 7)

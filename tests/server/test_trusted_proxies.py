@@ -1,0 +1,85 @@
+"""Behind a trusted proxy the service decides about the client the audit log names:
+failed logins block the forwarded client's address, never the proxy's (which would
+lock every user out)."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+
+from auditline.account.v1 import auth_pb2, auth_pb2_grpc
+from tests.conftest import ServeFactory
+from tests.support.exported import exported_events
+
+ACCESS_KEY = "AKPROXIED"
+SECRET_KEY = "proxied-secret-" + uuid.uuid4().hex
+ATTACKER, USER = "203.0.113.7", "198.51.100.20"
+
+
+def test_failed_logins_block_the_forwarded_client_not_the_proxy(serve: ServeFactory) -> None:
+    process = serve(
+        "--trusted-proxies",
+        "127.0.0.1/32",  # the test's own connections play the proxy
+        "--login-block-seconds",
+        "600",
+        "--audit-unauthenticated-burst",
+        "100000",
+        env={"AUDITLINE_ADMIN_ACCESS_KEY": ACCESS_KEY, "AUDITLINE_ADMIN_SECRET_KEY": SECRET_KEY},
+    )
+    with grpc.insecure_channel(process.target) as channel:
+        auth = auth_pb2_grpc.AuthServiceStub(channel)
+
+        def login(access_key: str, secret_key: str, client: str | None) -> grpc.StatusCode:
+            metadata = (("x-forwarded-for", client),) if client else ()
+            try:
+                auth.Authenticate(
+                    auth_pb2.AuthenticateRequest(access_key=access_key, secret_key=secret_key),
+                    metadata=metadata,
+                    timeout=30,
+                )
+            except grpc.RpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        for attempt in range(100):
+            assert login(f"AKUNKNOWN{attempt}", "x", ATTACKER) == grpc.StatusCode.UNAUTHENTICATED
+        assert login(ACCESS_KEY, SECRET_KEY, ATTACKER) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Everyone else behind the same proxy, and the proxy itself, still log in.
+        assert login(ACCESS_KEY, SECRET_KEY, USER) == grpc.StatusCode.OK
+        assert login(ACCESS_KEY, SECRET_KEY, None) == grpc.StatusCode.OK
+    assert process.terminate() == 0
+    blocks = [e for e in exported_events(process.data_dir) if e["EventName"] == "IpBlocked"]
+    assert blocks
+    assert {e["Request"]["SourceIP"] for e in blocks} == {ATTACKER}
+
+
+@pytest.mark.parametrize("header", ["203.0.113.7", ""])
+def test_an_untrusted_peer_cannot_choose_its_address(serve: ServeFactory, header: str) -> None:
+    """Without --trusted-proxies the header is ignored: forging it does not dodge a block."""
+    process = serve(
+        "--login-block-seconds",
+        "600",
+        "--audit-unauthenticated-burst",
+        "100000",
+        env={"AUDITLINE_ADMIN_ACCESS_KEY": ACCESS_KEY, "AUDITLINE_ADMIN_SECRET_KEY": SECRET_KEY},
+    )
+    with grpc.insecure_channel(process.target) as channel:
+        auth = auth_pb2_grpc.AuthServiceStub(channel)
+        for attempt in range(100):
+            forged = (("x-forwarded-for", f"192.0.2.{attempt}"),)
+            with pytest.raises(grpc.RpcError):
+                auth.Authenticate(
+                    auth_pb2.AuthenticateRequest(access_key=f"AKUNKNOWN{attempt}", secret_key="x"),
+                    metadata=forged,
+                    timeout=30,
+                )
+        metadata = (("x-forwarded-for", header),) if header else ()
+        with pytest.raises(grpc.RpcError) as refused:
+            auth.Authenticate(
+                auth_pb2.AuthenticateRequest(access_key=ACCESS_KEY, secret_key=SECRET_KEY),
+                metadata=metadata,
+                timeout=30,
+            )
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
