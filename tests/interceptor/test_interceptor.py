@@ -566,7 +566,7 @@ def test_unix_socket_peer(flavour: str, tmp_path: Path) -> None:
 def test_trace_ids_from_the_active_opentelemetry_span() -> None:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from auditline.interceptor._core import _trace_ids
+    from auditline.interceptor._record import trace_ids as _trace_ids
 
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("call") as span:

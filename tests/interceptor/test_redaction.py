@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import MASK, MemorySink, hmac_value
-from auditline.interceptor._core import AuditCore, CallRecord, make_config
+from auditline.interceptor._core import AuditCore
 from auditline.interceptor._methods import method_info
+from auditline.interceptor._record import CallRecord, make_config
 from auditline.interceptor._redact import Redactor
 
 KEY = b"property-key"

@@ -30,7 +30,8 @@ from auditline.interceptor._pipeline import Pipeline
 from auditline.interceptor._redact import MASK, hmac_value
 from auditline.interceptor._scope import record_event, set_log_type, set_principal
 from auditline.interceptor._sinks import MemorySink
-from auditline.interceptor._spool import Spool, SpoolStats
+from auditline.interceptor._spool import Spool
+from auditline.interceptor._spool_records import SpoolStats
 from auditline.interceptor._summaries import SummaryPolicy
 from auditline.interceptor._sync import AuditInterceptor
 from auditline.interceptor._types import (

@@ -19,8 +19,8 @@ import grpc
 from google.protobuf import message
 
 from auditline.interceptor._base import AuditInterceptorBase, Refusal
-from auditline.interceptor._core import CallRecord
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
+from auditline.interceptor._record import CallRecord
 from auditline.interceptor._scope import SCOPE, CallScope
 from auditline.interceptor._status import sendable
 

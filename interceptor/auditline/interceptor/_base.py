@@ -8,8 +8,9 @@ from typing import Any
 
 import grpc
 
-from auditline.interceptor._core import AuditCore, CallRecord, make_config
+from auditline.interceptor._core import AuditCore
 from auditline.interceptor._methods import MethodInfo, method_info
+from auditline.interceptor._record import CallRecord, make_config
 from auditline.interceptor._summaries import SummaryPolicy
 from auditline.interceptor._types import (
     AuditUnavailableError,

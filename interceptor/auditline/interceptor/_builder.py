@@ -9,13 +9,14 @@ KB for unauthenticated callers), the error message at 1 KB, header values at 1 K
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from google.protobuf import message
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import ACTIVITY_ENUM_NAMES, LOG_TYPE_ENUM_NAMES
+from auditline.interceptor._record import AuditConfig, CallRecord
 from auditline.interceptor._redact import Redactor, timestamp_text
 from auditline.interceptor._status import (
     as_status_code,
@@ -23,9 +24,6 @@ from auditline.interceptor._status import (
     error_detail_lines,
     final_status,
 )
-
-if TYPE_CHECKING:
-    from auditline.interceptor._core import AuditConfig, CallRecord
 
 __all__ = ["MAX_ERROR_BYTES", "MAX_HEADER_CHARS", "EventBuilder"]
 

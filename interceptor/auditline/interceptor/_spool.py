@@ -28,7 +28,6 @@ are deleted first): `block` (wait up to `block_timeout`, then refuse), `reject`
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import sqlite3
 import threading
@@ -36,38 +35,21 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import orjson
-
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor._formats import apievent_dict
+from auditline.interceptor._formats import event_document
+from auditline.interceptor._log_gates import LogGates
 from auditline.interceptor._losses import LossCounter, Losses
-from auditline.interceptor._spool_records import StoredEvent
-from auditline.interceptor._spool_store import SQLITE_FULL, SpoolStore
+from auditline.interceptor._spool_disk import SpoolDisk
+from auditline.interceptor._spool_records import SpoolStats, StoredEvent, stored_event
+from auditline.interceptor._spool_store import SpoolStore
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
 
-__all__ = ["Spool", "SpoolStats"]
+__all__ = ["Spool"]
 
 log = logging.getLogger("auditline.interceptor")
 
 DURABILITY = ("async", "sync")
 BACKPRESSURE = ("block", "reject", "drop")
-
-_LOG_TYPES = {v.name: v.number for v in event_pb2.LogType.DESCRIPTOR.values}
-
-
-@dataclasses.dataclass
-class SpoolStats:
-    """The spool's figures, for metrics and health."""
-
-    accepted: int = 0  # events taken
-    dropped: int = 0  # events lost, each counted in a marker
-    rejected: int = 0  # calls refused before they ran
-    bytes: int = 0  # events some exporter still needs
-    retained_bytes: int = 0  # exported events kept for queries
-    buffered_bytes: int = 0  # events in memory, not yet written
-    last_seq: int = 0
-    write_errors: int = 0
-    degraded: bool = False  # writes are failing, or the disk reserve is spent
 
 
 class _Batch:
@@ -137,24 +119,20 @@ class Spool:
         self._queue: collections.deque[_Batch] = collections.deque()
         self._losses = LossCounter()
         self._force_marker = False
-        self._degraded = "" if self.store.reserve_held else "the disk has no room for the reserve"
-        self.stats.degraded = bool(self._degraded)
         # Told the reason whenever the spool turns degraded, and "" when it recovers
         # (from the writer thread): health checks follow it.
         self.on_degraded: Callable[[str], None] = lambda reason: None
-        # (since ns, LogType names kept or None for all), oldest first: which logs
-        # were switched on when; see `keep_logs`.
-        self._gates: list[tuple[int, frozenset[str] | None]] = []
+        self._disk = SpoolDisk(self.store, self.stats, lambda reason: self.on_degraded(reason))
+        self._gates = LogGates()
         self._closed = False
         self._close_deadline: float | None = None
-        self._next_recovery = 0.0
         self._writer = threading.Thread(target=self._run, name="auditline-spool", daemon=True)
         self._writer.start()
 
     @property
     def degraded(self) -> str:
         """Why the spool cannot promise to keep events right now; empty when it can."""
-        return self._degraded
+        return self._disk.reason
 
     # --- the request path ------------------------------------------------------------
 
@@ -162,7 +140,7 @@ class Spool:
         """Called before a call runs: refuse it when its event could not be kept."""
         if self._closed:
             raise AuditUnavailableError("the audit log is closed")
-        if self.durability == "sync" and self._degraded:
+        if self.durability == "sync" and self._disk.reason:
             self.stats.rejected += 1
             raise AuditUnavailableError("the audit log cannot record calls right now")
         if self._full() < self.max_bytes or self.backpressure == "drop":
@@ -184,15 +162,7 @@ class Spool:
 
     def emit(self, event: event_pb2.ApiEvent) -> None:
         """Take an event message (in sync durability, return once it is committed)."""
-        self.emit_documents(
-            [
-                EventDocument(
-                    document=apievent_dict(event),
-                    at_ns=event.request.request_time.ToNanoseconds(),
-                    end_ns=event.response.response_time.ToNanoseconds(),
-                )
-            ]
-        )
+        self.emit_documents([event_document(event)])
 
     def emit_documents(
         self, documents: Sequence[EventDocument], *, wait: bool | None = None
@@ -204,7 +174,7 @@ class Spool:
         that cannot be kept are dropped and counted, never raised about.
         """
         wait = self.durability == "sync" if wait is None else wait
-        items = [self._stored(d) for d in documents if self._wanted(d)]
+        items = [stored_event(self.node_id, d) for d in documents if self._gates.wanted(d)]
         if not items:
             return  # logs that were switched off when the call came (not a loss)
         size = sum(len(item.body) for item in items)
@@ -267,40 +237,12 @@ class Spool:
         self._losses.add(count, reason, at_ns)
         self.stats.dropped += count
 
-    def _stored(self, item: EventDocument) -> StoredEvent:
-        document = item.document
-        document["Sequence"] = "0"  # numbered when written (`StoredEvent.numbered`)
-        if not document.get("NodeId"):
-            document["NodeId"] = self.node_id
-        request = document.get("Request", {})
-        return StoredEvent(
-            body=orjson.dumps(document),
-            at_ns=item.at_ns,
-            end_ns=item.end_ns,
-            log_type=_LOG_TYPES.get(document.get("LogType", ""), 0),
-            event_id=document.get("EventId", ""),
-            event_name=document.get("EventName", ""),
-            account=request.get("AccountName", ""),
-            code=document.get("Response", {}).get("ResponseCode", 0),
-        )
-
     def keep_logs(self, log_types: frozenset[str] | None, since_ns: int | None = None) -> None:
         """From `since_ns` (now by default) keep only events of these logs (`LogType`
         names; None: all). The events of calls that came earlier are not affected,
         even when they reach the spool later."""
-        since = time.time_ns() if since_ns is None else since_ns
         with self._lock:
-            self._gates = [g for g in self._gates[-8:] if g[0] < since] + [(since, log_types)]
-
-    def _wanted(self, item: EventDocument) -> bool:
-        if not self._gates:
-            return True
-        kept: frozenset[str] | None = None
-        for since, log_types in self._gates:
-            if since > item.at_ns:
-                break
-            kept = log_types
-        return kept is None or item.document.get("LogType", "") in kept
+            self._gates.keep(log_types, since_ns)
 
     # --- the writer ------------------------------------------------------------------
 
@@ -319,7 +261,7 @@ class Spool:
         with self._work:
             self._work.wait_for(
                 lambda: self._closed or self._marker_forced() or self._has_sync_work(),
-                self.retry_interval if self._degraded else self.commit_interval,
+                self.retry_interval if self._disk.reason else self.commit_interval,
             )
             closing = self._closed
             batches = [b for b in self._queue if b.items]
@@ -329,8 +271,8 @@ class Spool:
                 self._queue.remove(empty)
             losses = self._losses.pending() if self._marker_due(closing) else None
         ok = self._write(batches, losses)
-        if ok and self._degraded and not self._queue:
-            self._recover()
+        if ok and self._disk.reason and not self._queue:
+            self._disk.recover(self.retry_interval)
         if closing:
             if ok and not self._queue and self._losses.pending() is None:
                 return False
@@ -361,12 +303,12 @@ class Spool:
         for batch in pending:
             items = batch.items
             if marker is not None:
-                items = [self._stored(marker.marker()), *items]
+                items = [stored_event(self.node_id, marker.marker()), *items]
             try:
-                count = self._insert_what_fits(items)
+                count = self._disk.insert_what_fits(items)
             except sqlite3.Error as exc:
                 self._requeue()
-                self._failed(exc)
+                self._disk.failed(exc)
                 return False
             with self._lock:
                 if marker is not None:
@@ -386,7 +328,7 @@ class Spool:
                 self._written.notify_all()
             if batch.items:  # the rest did not fit: the disk is full
                 self._requeue()
-                self._failed(None)
+                self._disk.failed(None)
                 return False
         with self._new_events:
             self._new_events.notify_all()
@@ -405,66 +347,6 @@ class Spool:
                 if batch.state == "writing":
                     batch.state = "queued"
             self._written.notify_all()
-
-    def _insert_what_fits(self, items: list[StoredEvent]) -> int:
-        """Insert as many of `items` as the disk takes, in order (halving the batch
-        while it is full); return how many. Raises when not even the first fits."""
-        try:
-            self._insert(items)
-            return len(items)
-        except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", None) != SQLITE_FULL or len(items) == 1:
-                raise
-        half = len(items) // 2
-        written = self._insert_what_fits(items[:half])
-        if written < half:
-            return written
-        try:
-            return half + self._insert_what_fits(items[half:])
-        except sqlite3.Error:
-            return half
-
-    def _insert(self, items: list[StoredEvent]) -> int:
-        """Insert; on a full disk, release the reserve and try once more."""
-        try:
-            return self.store.insert(items)
-        except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", None) != SQLITE_FULL or not self.store.reserve_held:
-                raise
-            self.store.release_reserve()
-            log.error("audit spool degraded: the disk is full; reserve released, new calls wait")
-            self._set_degraded("the spool's disk is full")
-            return self.store.insert(items)
-
-    def _failed(self, exc: sqlite3.Error | None) -> None:
-        """A write failed (`exc`; None: part of a batch did not fit on the disk)."""
-        self.stats.write_errors += 1
-        if exc is None or getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL:
-            reason = "the spool's disk is full"
-        else:
-            reason = f"the spool cannot write ({type(exc).__name__}: {exc})"
-        if self._degraded != reason:
-            log.error("audit spool degraded: %s; events wait in memory and are retried", reason)
-        self._set_degraded(reason)
-
-    def _set_degraded(self, reason: str) -> None:
-        changed = reason != self._degraded
-        self._degraded = reason
-        self.stats.degraded = True
-        if changed:
-            self.on_degraded(reason)
-
-    def _recover(self) -> None:
-        """Every queued event is written: take the reserve back if there is room."""
-        now = time.monotonic()
-        if now < self._next_recovery:
-            return
-        self._next_recovery = now + self.retry_interval
-        if self.store.restore_reserve():
-            log.warning("audit spool recovered: writing again, reserve restored")
-            self._degraded = ""
-            self.stats.degraded = False
-            self.on_degraded("")
 
     def _give_up(self) -> bool:
         """At shutdown, when writes keep failing for `block_timeout`: say what is lost."""

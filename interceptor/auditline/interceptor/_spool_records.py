@@ -10,9 +10,11 @@ import orjson
 from google.protobuf import json_format
 
 from auditline.audit.v1 import event_pb2
+from auditline.interceptor._types import EventDocument
 
-__all__ = ["EventPage", "ExportedFile", "SpooledEvent", "StoredEvent"]
+__all__ = ["EventPage", "ExportedFile", "SpoolStats", "SpooledEvent", "StoredEvent", "stored_event"]
 
+_LOG_TYPES = {v.name: v.number for v in event_pb2.LogType.DESCRIPTOR.values}
 _SEQUENCE_PLACEHOLDER = b'"Sequence":"0"'
 
 
@@ -77,3 +79,38 @@ class EventPage:
 
     events: list[SpooledEvent]
     more: bool
+
+
+@dataclasses.dataclass
+class SpoolStats:
+    """The spool's figures, for metrics and health."""
+
+    accepted: int = 0  # events taken
+    dropped: int = 0  # events lost, each counted in a marker
+    rejected: int = 0  # calls refused before they ran
+    bytes: int = 0  # events some exporter still needs
+    retained_bytes: int = 0  # exported events kept for queries
+    buffered_bytes: int = 0  # events in memory, not yet written
+    last_seq: int = 0
+    write_errors: int = 0
+    degraded: bool = False  # writes are failing, or the disk reserve is spent
+
+
+def stored_event(node_id: str, item: EventDocument) -> StoredEvent:
+    """An event as the spool stores it: numbered later, its node named, and the
+    columns the queries filter on taken from the document."""
+    document = item.document
+    document["Sequence"] = "0"  # numbered when written (`StoredEvent.numbered`)
+    if not document.get("NodeId"):
+        document["NodeId"] = node_id
+    request = document.get("Request", {})
+    return StoredEvent(
+        body=orjson.dumps(document),
+        at_ns=item.at_ns,
+        end_ns=item.end_ns,
+        log_type=_LOG_TYPES.get(document.get("LogType", ""), 0),
+        event_id=document.get("EventId", ""),
+        event_name=document.get("EventName", ""),
+        account=request.get("AccountName", ""),
+        code=document.get("Response", {}).get("ResponseCode", 0),
+    )

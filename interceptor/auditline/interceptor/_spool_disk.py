@@ -1,0 +1,102 @@
+"""The spool's writes through a full disk: write what fits, spend the reserve, turn
+degraded, and recover by itself once the disk has room again.
+
+Separate from the spool's queue and admission (`_spool.py`) because this is the part
+that meets the disk's failures; the spool asks it to insert, and reads `reason`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+
+from auditline.interceptor._spool_records import SpoolStats, StoredEvent
+from auditline.interceptor._spool_store import SQLITE_FULL, SpoolStore
+
+__all__ = ["SpoolDisk"]
+
+log = logging.getLogger("auditline.interceptor")
+
+_DISK_FULL = "the spool's disk is full"
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL
+
+
+class SpoolDisk:
+    """Inserts into the store, and knows whether the spool is degraded (and why)."""
+
+    def __init__(
+        self, store: SpoolStore, stats: SpoolStats, on_change: Callable[[str], None]
+    ) -> None:
+        self.store = store
+        self.stats = stats
+        # Told the new reason whenever it changes ("" on recovery), from the writer.
+        self._on_change = on_change
+        self.reason = "" if store.reserve_held else "the disk has no room for the reserve"
+        stats.degraded = bool(self.reason)
+        self._next_recovery = 0.0
+
+    def insert_what_fits(self, items: list[StoredEvent]) -> int:
+        """Insert as many of `items` as the disk takes, in order (halving the batch
+        while it is full); return how many. Raises when not even the first fits."""
+        try:
+            self._insert(items)
+            return len(items)
+        except sqlite3.Error as exc:
+            if not _is_full(exc) or len(items) == 1:
+                raise
+        half = len(items) // 2
+        written = self.insert_what_fits(items[:half])
+        if written < half:
+            return written
+        try:
+            return half + self.insert_what_fits(items[half:])
+        except sqlite3.Error:
+            return half
+
+    def _insert(self, items: list[StoredEvent]) -> int:
+        """Insert; on a full disk, release the reserve and try once more."""
+        try:
+            return self.store.insert(items)
+        except sqlite3.Error as exc:
+            if not _is_full(exc) or not self.store.reserve_held:
+                raise
+            self.store.release_reserve()
+            log.error("audit spool degraded: the disk is full; reserve released, new calls wait")
+            self._set(_DISK_FULL)
+            return self.store.insert(items)
+
+    def failed(self, exc: sqlite3.Error | None) -> None:
+        """A write failed (`exc`; None: part of a batch did not fit on the disk)."""
+        self.stats.write_errors += 1
+        if exc is None or _is_full(exc):
+            reason = _DISK_FULL
+        else:
+            reason = f"the spool cannot write ({type(exc).__name__}: {exc})"
+        if self.reason != reason:
+            log.error("audit spool degraded: %s; events wait in memory and are retried", reason)
+        self._set(reason)
+
+    def _set(self, reason: str) -> None:
+        changed = reason != self.reason
+        self.reason = reason
+        self.stats.degraded = True
+        if changed:
+            self._on_change(reason)
+
+    def recover(self, retry_interval: float) -> None:
+        """Every queued event is written: take the reserve back if there is room (tried
+        at most once per `retry_interval`)."""
+        now = time.monotonic()
+        if now < self._next_recovery:
+            return
+        self._next_recovery = now + retry_interval
+        if self.store.restore_reserve():
+            log.warning("audit spool recovered: writing again, reserve restored")
+            self.reason = ""
+            self.stats.degraded = False
+            self._on_change("")
