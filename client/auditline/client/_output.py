@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
 __all__ = ["print_message"]
@@ -34,6 +36,20 @@ def print_message(
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
+@cache
+def _enum_prefix(enum: EnumDescriptor) -> str:
+    """The prefix every value of the enum shares, protobuf's style (`ROLE_ADMIN` ->
+    `ROLE_`, `BUCKET_SCOPE_ALL` -> `BUCKET_SCOPE_`), so a table shows `READ_WRITE`."""
+    names = [value.name.split("_") for value in enum.values]
+    shared: list[str] = []
+    # Whole words only, and never a whole name.
+    for words in zip(*(name[:-1] for name in names), strict=False):
+        if len(set(words)) != 1:
+            break
+        shared.append(words[0])
+    return "".join(word + "_" for word in shared)
+
+
 def _cell(item: Message, path: str) -> str:
     value: Any = item
     repeated = False
@@ -42,9 +58,8 @@ def _cell(item: Message, path: str) -> str:
         value = getattr(value, part)
         repeated = field.is_repeated
         if field.enum_type is not None and not repeated:
-            # ROLE_ADMIN -> ADMIN, BUCKET_SCOPE_ALL -> ALL: up to two leading words are
-            # taken as the enum's prefix (so ACCESS_READ_WRITE shows as WRITE).
-            value = field.enum_type.values_by_number[value].name.split("_", 2)[-1]
+            name = field.enum_type.values_by_number[value].name
+            value = name.removeprefix(_enum_prefix(field.enum_type))
     if repeated:
         return ",".join(str(v) for v in value)
     if isinstance(value, Message):
