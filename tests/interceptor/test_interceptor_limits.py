@@ -20,8 +20,8 @@ from auditline.interceptor import (
     SummaryPolicy,
     record_event,
 )
-from tests.interceptor.test_interceptor import FLAVOURS, Harness
-from tests.support.api import code_of, error_of
+from tests.interceptor.harness import FLAVOURS, Harness
+from tests.support.outcome import code_of, error_of
 
 R = echo_pb2.EchoRequest
 

@@ -12,11 +12,14 @@ from typing import Any
 import grpc
 import pytest
 
-from auditline.account.v1 import auth_pb2, bucket_pb2
-from auditline.audit.v1 import audit_log_pb2, audit_log_pb2_grpc
+from auditline.account.v1 import auth_pb2, bucket_pb2, bucket_pb2_grpc
+from auditline.audit.v1 import audit_log_pb2
+from auditline.client import Client
+from auditline.errors import NotFoundError, ResourceExhaustedError
 from tests.conftest import ServeFactory
-from tests.support.api import Api, code_of, error_of
+from tests.support.clients import login_as_admin
 from tests.support.exported import exported_events
+from tests.support.outcome import code_of
 from tests.support.serve import ServeProcess
 
 ADMIN = {
@@ -46,8 +49,10 @@ def test_an_unauthenticated_flood_cannot_deny_service_or_fill_the_disk(
         "1",
         env=ADMIN,
     )
-    admin = Api(process.target).login_as_admin(ADMIN)
-    anonymous = Api(process.target)
+    admin = login_as_admin(process.target, ADMIN)
+    # Calls without a token: the client always sends one, so a plain channel's stub.
+    channel = grpc.insecure_channel(process.target)
+    anonymous = bucket_pb2_grpc.BucketServiceStub(channel)
     flood, big = 600, "x" * 95_000  # each call carries a 95 KB field
     served: list[Code] = []
     done = threading.Event()
@@ -56,17 +61,15 @@ def test_an_unauthenticated_flood_cannot_deny_service_or_fill_the_disk(
         while not done.is_set():
             served.append(
                 code_of(
-                    lambda: admin.call(
-                        admin.buckets.ListBuckets, bucket_pb2.ListBucketsRequest(page_size=1)
+                    lambda: admin.buckets.ListBuckets(
+                        bucket_pb2.ListBucketsRequest(page_size=1), timeout=30
                     )
                 )
             )
 
     def attack(_: int) -> Code:
         return code_of(
-            lambda: anonymous.call(
-                anonymous.buckets.ListBuckets, bucket_pb2.ListBucketsRequest(page_token=big)
-            )
+            lambda: anonymous.ListBuckets(bucket_pb2.ListBucketsRequest(page_token=big), timeout=30)
         )
 
     watcher = threading.Thread(target=authenticated)
@@ -75,6 +78,7 @@ def test_an_unauthenticated_flood_cannot_deny_service_or_fill_the_disk(
         codes = list(pool.map(attack, range(flood)))
     done.set()
     watcher.join(30)
+    channel.close()
     assert set(codes) == {Code.UNAUTHENTICATED}
     assert served
     assert set(served) == {Code.OK}
@@ -84,8 +88,7 @@ def test_an_unauthenticated_flood_cannot_deny_service_or_fill_the_disk(
     on_disk = sum(p.stat().st_size for p in spool.parent.glob("spool.db*"))
     assert on_disk < cap
     # A default page of events stays far below a client's 4 MB limit.
-    stub = audit_log_pb2_grpc.AuditLogServiceStub(admin.channel)
-    page = admin.call(stub.ListEvents, audit_log_pb2.ListEventsRequest(page_size=1000))
+    page = admin.events.ListEvents(audit_log_pb2.ListEventsRequest(page_size=1000))
     assert page.ByteSize() < 2 << 20
     events = _events(process)
     unauthenticated = [
@@ -109,13 +112,11 @@ def test_an_unauthenticated_flood_cannot_deny_service_or_fill_the_disk(
 
 def test_echoed_input_is_cut_and_the_log_says_what_the_client_saw(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    admin = Api(process.target).login_as_admin(ADMIN)
+    admin = login_as_admin(process.target, ADMIN)
     name = "buckets/" + "a" * 20_000
-    error = error_of(
-        lambda: admin.call(admin.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=name))
-    )
-    assert error.code() == Code.NOT_FOUND
-    details = error.details() or ""
+    with pytest.raises(NotFoundError) as error:
+        admin.buckets.GetBucket(bucket_pb2.GetBucketRequest(name=name))
+    details = error.value.details()
     assert len(details) < 200
     assert details.startswith("buckets/aaaa")
     (event,) = [e for e in _events(process) if e["Method"] == "GetBucket"]
@@ -126,21 +127,17 @@ def test_echoed_input_is_cut_and_the_log_says_what_the_client_saw(serve: ServeFa
 
 def test_oversized_messages_and_metadata_are_answered_and_audited(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    admin = Api(process.target).login_as_admin(ADMIN)
+    admin = login_as_admin(process.target, ADMIN)
     huge = bucket_pb2.CreateBucketRequest(bucket_id="b" * (5 << 20))  # over 4 MiB
-    error = error_of(lambda: admin.call(admin.buckets.CreateBucket, huge))
-    assert error.code() == Code.RESOURCE_EXHAUSTED
-    assert "the limit is 4194304" in (error.details() or "")
-    big_header = (("x-padding", "p" * 10_000),)  # over 8 KiB
-    error = error_of(
-        lambda: admin.buckets.ListBuckets(
-            bucket_pb2.ListBucketsRequest(), metadata=admin.metadata + big_header, timeout=30
-        )
-    )
-    assert error.code() == Code.RESOURCE_EXHAUSTED
-    assert "metadata" in (error.details() or "")
+    with pytest.raises(ResourceExhaustedError) as error:
+        admin.buckets.CreateBucket(huge)
+    assert "the limit is 4194304" in error.value.details()
+    big_header = (("x-padding", "p" * 10_000),)  # over 8 KiB, besides the client's token
+    with pytest.raises(ResourceExhaustedError) as error:
+        admin.buckets.ListBuckets(bucket_pb2.ListBucketsRequest(), metadata=big_header, timeout=30)
+    assert "metadata" in error.value.details()
     # The server keeps serving.
-    admin.call(admin.buckets.ListBuckets, bucket_pb2.ListBucketsRequest())
+    admin.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
     events = {e["Method"]: e for e in _events(process)}
     created = events["CreateBucket"]
     assert created["Response"]["ResponseStatus"] == "RESOURCE_EXHAUSTED"
@@ -161,10 +158,9 @@ def test_a_second_server_on_a_port_in_use_fails_at_start(serve: ServeFactory) ->
 
 def test_a_cancelled_tail_ends_cleanly(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    admin = Api(process.target).login_as_admin(ADMIN)
-    stub = audit_log_pb2_grpc.AuditLogServiceStub(admin.channel)
-    tail = stub.TailEvents(audit_log_pb2.TailEventsRequest(), metadata=admin.metadata)
-    admin.call(admin.buckets.ListBuckets, bucket_pb2.ListBucketsRequest())
+    admin = login_as_admin(process.target, ADMIN)
+    tail = admin.events.TailEvents(audit_log_pb2.TailEventsRequest())
+    admin.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
     assert next(tail).event.event_name
     tail.cancel()
     events = _events(process)
@@ -177,7 +173,12 @@ def test_a_cancelled_tail_ends_cleanly(serve: ServeFactory) -> None:
 def test_a_summarized_brute_force_still_records_the_block(serve: ServeFactory) -> None:
     """Past the rate, failed logins are counted; the block itself is an event of its own."""
     process = serve("--audit-unauthenticated-burst", "5", env=ADMIN)
-    anonymous = Api(process.target)
+    # A client that never logs in: its Authenticate calls go without a token.
+    anonymous = Client(
+        process.target,
+        access_key=ADMIN["AUDITLINE_ADMIN_ACCESS_KEY"],
+        secret_key=ADMIN["AUDITLINE_ADMIN_SECRET_KEY"],
+    )
     for n in range(100):
         code = code_of(
             lambda n=n: anonymous.auth.Authenticate(  # type: ignore[misc]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from typing import Any
 
-import grpc
+import pytest
 
 from auditline.account.v1 import bucket_pb2, service_account_pb2
-from auditline.audit.v1 import audit_log_pb2, audit_log_pb2_grpc, event_pb2
+from auditline.audit.v1 import audit_log_pb2, event_pb2
+from auditline.client import Client
+from auditline.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from tests.conftest import ServeFactory
-from tests.support.api import Api, code_of
+from tests.support.clients import login, login_as_admin
 from tests.support.processes import wait_for
 
 ADMIN = {
@@ -20,18 +23,12 @@ ADMIN = {
 }
 
 
-def _login(target: str) -> tuple[Api, audit_log_pb2_grpc.AuditLogServiceStub]:
-    api = Api(target).login_as_admin(ADMIN)
-    return api, audit_log_pb2_grpc.AuditLogServiceStub(api.channel)
-
-
-def _all(api: Api, stub: Any, **fields: Any) -> list[event_pb2.ApiEvent]:
+def _all(api: Client, **fields: Any) -> list[event_pb2.ApiEvent]:
     events: list[event_pb2.ApiEvent] = []
     token = ""
     while True:
-        response = api.call(
-            stub.ListEvents,
-            audit_log_pb2.ListEventsRequest(page_size=3, page_token=token, **fields),
+        response = api.events.ListEvents(
+            audit_log_pb2.ListEventsRequest(page_size=3, page_token=token, **fields)
         )
         events += response.events
         token = response.next_page_token
@@ -43,65 +40,51 @@ def test_list_events_filters_and_pages(serve: ServeFactory) -> None:
     # Events are exported (and freed from the exporters' backlog) at once, but stay
     # queryable for the retention window.
     process = serve("--export-interval", "0.1", env=ADMIN)
-    api, stub = _login(process.target)
+    api = login_as_admin(process.target, ADMIN)
     for _ in range(4):
-        code_of(
-            lambda: api.call(
-                api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name="buckets/missing")
-            )
-        )
-    api.call(api.buckets.ListBuckets, bucket_pb2.ListBucketsRequest())
+        with contextlib.suppress(NotFoundError):
+            api.buckets.GetBucket(bucket_pb2.GetBucketRequest(name="buckets/missing"))
+    api.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
     # Events reach the node's store a moment after their calls end.
     wait_for(
-        lambda: True if any(e.event_name == "ListBuckets" for e in _all(api, stub)) else None,
+        lambda: True if any(e.event_name == "ListBuckets" for e in _all(api)) else None,
         timeout=30,
         what="the events in the store",
         interval=0.1,
     )
-    everything = _all(api, stub)
+    everything = _all(api)
     sequences = [e.sequence for e in everything]
     assert sequences == sorted(sequences)
     assert len(set(sequences)) == len(sequences)
     missing = _all(
-        api, stub, filter=audit_log_pb2.EventFilter(event_names=["GetBucket"], response_codes=[5])
+        api, filter=audit_log_pb2.EventFilter(event_names=["GetBucket"], response_codes=[5])
     )
     assert len(missing) == 4
     assert all(e.response.response_status == "NOT_FOUND" for e in missing)
-    iam = _all(api, stub, filter=audit_log_pb2.EventFilter(log_types=[event_pb2.LOG_TYPE_IAM]))
+    iam = _all(api, filter=audit_log_pb2.EventFilter(log_types=[event_pb2.LOG_TYPE_IAM]))
     assert [e.event_name for e in iam] == ["LoginSuccess"]
-    mine = _all(api, stub, filter=audit_log_pb2.EventFilter(account_name="admin"))
+    mine = _all(api, filter=audit_log_pb2.EventFilter(account_name="admin"))
     assert mine
     assert all(e.request.account_name == "admin" for e in mine)
-    after = _all(api, stub, since_event_id=missing[1].event_id)
+    after = _all(api, since_event_id=missing[1].event_id)
     assert after[0].sequence == missing[1].sequence + 1
-    until = _all(api, stub, until_time=missing[0].request.request_time)
+    until = _all(api, until_time=missing[0].request.request_time)
     assert all(e.sequence < missing[0].sequence for e in until)
-    assert (
-        code_of(
-            lambda: api.call(
-                stub.ListEvents, audit_log_pb2.ListEventsRequest(since_event_id="no-such-event")
-            )
-        )
-        == grpc.StatusCode.NOT_FOUND
-    )
-    assert (
-        code_of(
-            lambda: api.call(stub.ListEvents, audit_log_pb2.ListEventsRequest(page_token="junk"))
-        )
-        == grpc.StatusCode.INVALID_ARGUMENT
-    )
+    with pytest.raises(NotFoundError):
+        api.events.ListEvents(audit_log_pb2.ListEventsRequest(since_event_id="no-such-event"))
+    with pytest.raises(InvalidArgumentError):
+        api.events.ListEvents(audit_log_pb2.ListEventsRequest(page_token="junk"))
 
 
 def test_tail_streams_events_made_after_it_started(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    api, stub = _login(process.target)
+    api = login_as_admin(process.target, ADMIN)
     received: list[event_pb2.ApiEvent] = []
     arrived = threading.Event()
-    tail = stub.TailEvents(
+    tail = api.events.TailEvents(
         audit_log_pb2.TailEventsRequest(
             filter=audit_log_pb2.EventFilter(event_names=["ListServiceAccounts"])
         ),
-        metadata=api.metadata,
         timeout=60,
     )
 
@@ -115,7 +98,7 @@ def test_tail_streams_events_made_after_it_started(serve: ServeFactory) -> None:
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     for _ in range(2):
-        api.call(api.accounts.ListServiceAccounts, service_account_pb2.ListServiceAccountsRequest())
+        api.accounts.ListServiceAccounts(service_account_pb2.ListServiceAccountsRequest())
     assert arrived.wait(30)
     tail.cancel()
     assert [e.event_name for e in received] == ["ListServiceAccounts"] * 2
@@ -123,15 +106,12 @@ def test_tail_streams_events_made_after_it_started(serve: ServeFactory) -> None:
 
 def test_standard_accounts_cannot_read_events(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    api, _ = _login(process.target)
-    created = api.call(
-        api.accounts.CreateServiceAccount,
+    api = login_as_admin(process.target, ADMIN)
+    created = api.accounts.CreateServiceAccount(
         service_account_pb2.CreateServiceAccountRequest(
             service_account=service_account_pb2.ServiceAccount(display_name="plain")
-        ),
+        )
     )
-    user = Api(process.target).login(created.service_account.access_key, created.secret_key)
-    stub = audit_log_pb2_grpc.AuditLogServiceStub(user.channel)
-    assert code_of(lambda: user.call(stub.ListEvents, audit_log_pb2.ListEventsRequest())) == (
-        grpc.StatusCode.PERMISSION_DENIED
-    )
+    user = login(process.target, created.service_account.access_key, created.secret_key)
+    with pytest.raises(PermissionDeniedError):
+        user.events.ListEvents(audit_log_pb2.ListEventsRequest())

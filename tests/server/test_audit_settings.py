@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import grpc
+import pytest
 
 from auditline.account.v1 import auth_pb2, bucket_pb2, service_account_pb2
-from auditline.audit.v1 import settings_pb2, settings_pb2_grpc
+from auditline.audit.v1 import settings_pb2
+from auditline.client import Client
+from auditline.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from tests.conftest import ServeFactory
-from tests.support.api import Api, code_of, error_of
+from tests.support.clients import login, login_as_admin
 from tests.support.exported import DEFAULT_BUCKET, exported_events, exported_files
+from tests.support.outcome import code_of
 
 ADMIN = {
     "AUDITLINE_ADMIN_ACCESS_KEY": "AKSETTINGS",
@@ -19,152 +29,114 @@ ADMIN = {
 Code = grpc.StatusCode
 
 
-def _admin(target: str) -> tuple[Api, settings_pb2_grpc.AuditSettingsServiceStub]:
-    api = Api(target).login_as_admin(ADMIN)
-    return api, settings_pb2_grpc.AuditSettingsServiceStub(api.channel)
-
-
-def _bucket(api: Api, immutable: bool) -> str:
+def _bucket(client: Client, immutable: bool) -> str:
     name = f"s-{uuid.uuid4().hex[:12]}"
-    api.call(
-        api.buckets.CreateBucket,
-        bucket_pb2.CreateBucketRequest(bucket_id=name, immutable=immutable),
-    )
+    client.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=name, immutable=immutable))
     return name
+
+
+def _login_as(admin: Client, target: str, role: service_account_pb2.Role.ValueType) -> Client:
+    created = admin.accounts.CreateServiceAccount(
+        service_account_pb2.CreateServiceAccountRequest(
+            service_account=service_account_pb2.ServiceAccount(
+                display_name=f"r-{uuid.uuid4().hex[:8]}", role=role
+            )
+        )
+    )
+    return login(target, created.service_account.access_key, created.secret_key)
 
 
 def test_only_immutable_buckets_may_be_the_target(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    api, settings = _admin(process.target)
-    current = api.call(settings.GetAuditSettings, settings_pb2.GetAuditSettingsRequest()).settings
+    admin = login_as_admin(process.target, ADMIN)
+    settings = admin.settings
+    current = settings.GetAuditSettings(settings_pb2.GetAuditSettingsRequest()).settings
     assert current.account_audit_logs_enabled
     assert current.target_bucket == DEFAULT_BUCKET
-    plain = _bucket(api, immutable=False)
-    for call in (
-        lambda: api.call(
-            settings.SetAuditTargetBucket,
-            settings_pb2.SetAuditTargetBucketRequest(target_bucket=plain),
-        ),
-        lambda: api.call(
-            settings.EnableAccountAuditLogs,
-            settings_pb2.EnableAccountAuditLogsRequest(target_bucket=plain),
-        ),
-    ):
-        error = error_of(call)
-        assert error.code() == Code.FAILED_PRECONDITION
-        assert "only immutable (object-locked) buckets" in (error.details() or "")
-    assert (
-        code_of(
-            lambda: api.call(
-                settings.SetAuditTargetBucket,
-                settings_pb2.SetAuditTargetBucketRequest(target_bucket="no-such-bucket"),
-            )
+    plain = _bucket(admin, immutable=False)
+    with pytest.raises(FailedPreconditionError) as target:
+        settings.SetAuditTargetBucket(settings_pb2.SetAuditTargetBucketRequest(target_bucket=plain))
+    with pytest.raises(FailedPreconditionError) as enable:
+        settings.EnableAccountAuditLogs(
+            settings_pb2.EnableAccountAuditLogsRequest(target_bucket=plain)
         )
-        == Code.NOT_FOUND
-    )
-    assert (
-        code_of(
-            lambda: api.call(
-                settings.SetAuditTargetBucket,
-                settings_pb2.SetAuditTargetBucketRequest(target_bucket="Bad_Name"),
-            )
+    for error in (target.value, enable.value):
+        assert "only immutable (object-locked) buckets" in error.details()
+    with pytest.raises(NotFoundError):
+        settings.SetAuditTargetBucket(
+            settings_pb2.SetAuditTargetBucketRequest(target_bucket="no-such-bucket")
         )
-        == Code.INVALID_ARGUMENT
-    )
+    with pytest.raises(InvalidArgumentError):
+        settings.SetAuditTargetBucket(
+            settings_pb2.SetAuditTargetBucketRequest(target_bucket="Bad_Name")
+        )
 
 
 def test_the_auditor_reads_but_does_not_change(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    api, _ = _admin(process.target)
-    created = api.call(
-        api.accounts.CreateServiceAccount,
-        service_account_pb2.CreateServiceAccountRequest(
-            service_account=service_account_pb2.ServiceAccount(
-                display_name="auditor", role=service_account_pb2.ROLE_AUDITOR
-            )
-        ),
-    )
-    auditor = Api(process.target).login(created.service_account.access_key, created.secret_key)
-    stub = settings_pb2_grpc.AuditSettingsServiceStub(auditor.channel)
-    assert auditor.call(stub.GetAuditSettings, settings_pb2.GetAuditSettingsRequest()).settings
-    for method, request in (
-        (stub.EnableAccountAuditLogs, settings_pb2.EnableAccountAuditLogsRequest()),
-        (stub.DisableAccountAuditLogs, settings_pb2.DisableAccountAuditLogsRequest()),
-        (
-            stub.SetAuditTargetBucket,
-            settings_pb2.SetAuditTargetBucketRequest(target_bucket=DEFAULT_BUCKET),
-        ),
-        (
-            stub.EnableBucketAuditLogging,
-            settings_pb2.EnableBucketAuditLoggingRequest(bucket=DEFAULT_BUCKET),
-        ),
-        (
-            stub.DisableBucketAuditLogging,
-            settings_pb2.DisableBucketAuditLoggingRequest(bucket=DEFAULT_BUCKET),
-        ),
-    ):
-        assert code_of(lambda m=method, r=request: auditor.call(m, r)) == (  # type: ignore[misc]
-            Code.PERMISSION_DENIED
+    admin = login_as_admin(process.target, ADMIN)
+    auditor = _login_as(admin, process.target, service_account_pb2.ROLE_AUDITOR).settings
+    assert auditor.GetAuditSettings(settings_pb2.GetAuditSettingsRequest()).settings
+    with pytest.raises(PermissionDeniedError):
+        auditor.EnableAccountAuditLogs(settings_pb2.EnableAccountAuditLogsRequest())
+    with pytest.raises(PermissionDeniedError):
+        auditor.DisableAccountAuditLogs(settings_pb2.DisableAccountAuditLogsRequest())
+    with pytest.raises(PermissionDeniedError):
+        auditor.SetAuditTargetBucket(
+            settings_pb2.SetAuditTargetBucketRequest(target_bucket=DEFAULT_BUCKET)
+        )
+    with pytest.raises(PermissionDeniedError):
+        auditor.EnableBucketAuditLogging(
+            settings_pb2.EnableBucketAuditLoggingRequest(bucket=DEFAULT_BUCKET)
+        )
+    with pytest.raises(PermissionDeniedError):
+        auditor.DisableBucketAuditLogging(
+            settings_pb2.DisableBucketAuditLoggingRequest(bucket=DEFAULT_BUCKET)
         )
 
 
 def test_bucket_audit_logging_is_recorded_and_reported(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    api, settings = _admin(process.target)
-    name = _bucket(api, immutable=False)
-    on = api.call(
-        settings.EnableBucketAuditLogging, settings_pb2.EnableBucketAuditLoggingRequest(bucket=name)
+    admin = login_as_admin(process.target, ADMIN)
+    name = _bucket(admin, immutable=False)
+    on = admin.settings.EnableBucketAuditLogging(
+        settings_pb2.EnableBucketAuditLoggingRequest(bucket=name)
     ).settings
     assert name in on.audited_buckets
-    bucket = api.call(
-        api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{name}")
-    ).bucket
+    bucket = admin.buckets.GetBucket(bucket_pb2.GetBucketRequest(name=f"buckets/{name}")).bucket
     assert bucket.audit_logging_enabled
-    off = api.call(
-        settings.DisableBucketAuditLogging,
-        settings_pb2.DisableBucketAuditLoggingRequest(bucket=name),
+    off = admin.settings.DisableBucketAuditLogging(
+        settings_pb2.DisableBucketAuditLoggingRequest(bucket=name)
     ).settings
     assert name not in off.audited_buckets
-    assert (
-        code_of(
-            lambda: api.call(
-                settings.EnableBucketAuditLogging,
-                settings_pb2.EnableBucketAuditLoggingRequest(bucket="missing-bucket"),
-            )
+    with pytest.raises(NotFoundError):
+        admin.settings.EnableBucketAuditLogging(
+            settings_pb2.EnableBucketAuditLoggingRequest(bucket="missing-bucket")
         )
-        == Code.NOT_FOUND
-    )
 
 
 def test_target_changes_and_disabling_decide_what_reaches_the_bucket(
     serve: ServeFactory,
 ) -> None:
     process = serve("--export-interval", "0.2", env=ADMIN)
-    api, settings = _admin(process.target)
-    new_target = _bucket(api, immutable=True)
-    changed = api.call(
-        settings.SetAuditTargetBucket,
-        settings_pb2.SetAuditTargetBucketRequest(target_bucket=new_target),
+    admin = login_as_admin(process.target, ADMIN)
+    new_target = _bucket(admin, immutable=True)
+    changed = admin.settings.SetAuditTargetBucket(
+        settings_pb2.SetAuditTargetBucketRequest(target_bucket=new_target)
     ).settings
     assert changed.target_bucket == new_target
     assert changed.updated_by == "admin"
     marker_on = f"on-{uuid.uuid4().hex[:8]}"
-    code_of(
-        lambda: api.call(
-            api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{marker_on}")
-        )
-    )
-    disabled = api.call(
-        settings.DisableAccountAuditLogs, settings_pb2.DisableAccountAuditLogsRequest()
+    with contextlib.suppress(NotFoundError):
+        admin.buckets.GetBucket(bucket_pb2.GetBucketRequest(name=f"buckets/{marker_on}"))
+    disabled = admin.settings.DisableAccountAuditLogs(
+        settings_pb2.DisableAccountAuditLogsRequest()
     ).settings
     assert not disabled.account_audit_logs_enabled
     assert disabled.target_bucket == new_target  # still visible
     marker_off = f"off-{uuid.uuid4().hex[:8]}"
-    code_of(
-        lambda: api.call(
-            api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{marker_off}")
-        )
-    )
+    with contextlib.suppress(NotFoundError):
+        admin.buckets.GetBucket(bucket_pb2.GetBucketRequest(name=f"buckets/{marker_off}"))
     assert process.terminate() == 0
     events = exported_events(process.data_dir, new_target)
     names = [e["Request"]["RequestParams"].get("name", "") for e in events]
@@ -179,10 +151,10 @@ def test_target_changes_and_disabling_decide_what_reaches_the_bucket(
 
 def test_the_three_logs_land_in_the_bucket(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    api, settings = _admin(process.target)
-    api.call(settings.EnableAccountAuditLogs, settings_pb2.EnableAccountAuditLogsRequest())
-    api.call(api.buckets.ListBuckets, bucket_pb2.ListBucketsRequest())
-    api.auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=api.token), timeout=30)
+    admin = login_as_admin(process.target, ADMIN)
+    admin.settings.EnableAccountAuditLogs(settings_pb2.EnableAccountAuditLogsRequest())
+    admin.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
+    admin.auth.ValidateToken(auth_pb2.ValidateTokenRequest(token=admin.token), timeout=30)
     assert process.terminate() == 0
     events = exported_events(process.data_dir)
     iam = {
@@ -204,69 +176,45 @@ def test_the_three_logs_land_in_the_bucket(serve: ServeFactory) -> None:
 
 
 def test_each_role_on_each_audit_method(serve: ServeFactory) -> None:
-    """admin: everything; auditor: the reads; standard: nothing."""
-    from auditline.audit.v1 import (
-        audit_log_pb2,
-        audit_log_pb2_grpc,
-        exporter_pb2,
-        exporter_pb2_grpc,
-    )
+    """admin: everything; auditor: the reads; standard: nothing. (tests/server/test_roles.py
+    checks every method of the contract against the guard's own table.)"""
+    from auditline.audit.v1 import audit_log_pb2, exporter_pb2
 
     process = serve(env=ADMIN)
-    admin, _ = _admin(process.target)
+    admin = login_as_admin(process.target, ADMIN)
     immutable = _bucket(admin, immutable=True)
-
-    def login_as(role: service_account_pb2.Role.ValueType) -> Api:
-        created = admin.call(
-            admin.accounts.CreateServiceAccount,
-            service_account_pb2.CreateServiceAccountRequest(
-                service_account=service_account_pb2.ServiceAccount(
-                    display_name=f"r-{uuid.uuid4().hex[:8]}", role=role
-                )
-            ),
-        )
-        return Api(process.target).login(created.service_account.access_key, created.secret_key)
-
     callers = {
         "admin": admin,
-        "auditor": login_as(service_account_pb2.ROLE_AUDITOR),
-        "standard": login_as(service_account_pb2.ROLE_STANDARD),
+        "auditor": _login_as(admin, process.target, service_account_pb2.ROLE_AUDITOR),
+        "standard": _login_as(admin, process.target, service_account_pb2.ROLE_STANDARD),
     }
     reads = [
-        ("AuditSettingsService", "GetAuditSettings", settings_pb2.GetAuditSettingsRequest()),
-        ("ExporterService", "ListExporters", exporter_pb2.ListExportersRequest()),
-        (
-            "ExporterService",
-            "GetExporter",
-            exporter_pb2.GetExporterRequest(name="exporters/default"),
-        ),
-        ("AuditLogService", "ListEvents", audit_log_pb2.ListEventsRequest()),
-        ("AuditLogService", "GetEventCatalog", audit_log_pb2.GetEventCatalogRequest()),
-        ("AuditLogService", "GetVerifierKeys", audit_log_pb2.GetVerifierKeysRequest()),
+        ("settings", "GetAuditSettings", settings_pb2.GetAuditSettingsRequest()),
+        ("exporters", "ListExporters", exporter_pb2.ListExportersRequest()),
+        ("exporters", "GetExporter", exporter_pb2.GetExporterRequest(name="exporters/default")),
+        ("events", "ListEvents", audit_log_pb2.ListEventsRequest()),
+        ("events", "GetEventCatalog", audit_log_pb2.GetEventCatalogRequest()),
+        ("events", "GetVerifierKeys", audit_log_pb2.GetVerifierKeysRequest()),
     ]
     writes = [
         (
-            "AuditSettingsService",
+            "settings",
             "SetAuditTargetBucket",
             settings_pb2.SetAuditTargetBucketRequest(target_bucket=immutable),
         ),
+        ("settings", "EnableAccountAuditLogs", settings_pb2.EnableAccountAuditLogsRequest()),
         (
-            "AuditSettingsService",
-            "EnableAccountAuditLogs",
-            settings_pb2.EnableAccountAuditLogsRequest(),
-        ),
-        (
-            "AuditSettingsService",
+            "settings",
             "EnableBucketAuditLogging",
             settings_pb2.EnableBucketAuditLoggingRequest(bucket=immutable),
         ),
         (
-            "AuditSettingsService",
+            "settings",
             "DisableBucketAuditLogging",
             settings_pb2.DisableBucketAuditLoggingRequest(bucket=immutable),
         ),
         (
-            "ExporterService",
+            "exporters",
             "CreateExporter",
             exporter_pb2.CreateExporterRequest(
                 exporter=exporter_pb2.Exporter(
@@ -275,30 +223,20 @@ def test_each_role_on_each_audit_method(serve: ServeFactory) -> None:
             ),
         ),
     ]
-    stubs = {
-        "AuditSettingsService": settings_pb2_grpc.AuditSettingsServiceStub,
-        "ExporterService": exporter_pb2_grpc.ExporterServiceStub,
-        "AuditLogService": audit_log_pb2_grpc.AuditLogServiceStub,
-    }
-    for role, api in callers.items():
+    for role, client in callers.items():
         for group, allowed_roles in ((reads, {"admin", "auditor"}), (writes, {"admin"})):
             for service, method, request in group:
-                stub = stubs[service](api.channel)
+                call = getattr(getattr(client, service), method)
                 if method == "CreateExporter" and role == "admin":
                     request.exporter.display_name = f"e-{uuid.uuid4().hex[:6]}"  # type: ignore[attr-defined]
-                code = code_of(
-                    lambda s=stub, m=method, r=request, a=api: (  # type: ignore[misc]
-                        a.call(getattr(s, m), r)
-                    )
-                )
+                code = code_of(lambda c=call, r=request: c(r))  # type: ignore[misc]
                 expected = Code.OK if role in allowed_roles else Code.PERMISSION_DENIED
                 assert code == expected, (role, method, code)
     # Disabling comes last for admin: the others were checked while logs were on.
-    for role, api in callers.items():
-        stub = settings_pb2_grpc.AuditSettingsServiceStub(api.channel)
+    for role, client in callers.items():
         code = code_of(
-            lambda s=stub, a=api: a.call(  # type: ignore[misc]
-                s.DisableAccountAuditLogs, settings_pb2.DisableAccountAuditLogsRequest()
+            lambda c=client: c.settings.DisableAccountAuditLogs(  # type: ignore[misc]
+                settings_pb2.DisableAccountAuditLogsRequest()
             )
         )
         assert code == (Code.OK if role == "admin" else Code.PERMISSION_DENIED)

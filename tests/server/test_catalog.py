@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -18,11 +19,13 @@ from sigma.validation import SigmaValidator
 
 from auditline.account.v1 import bucket_pb2, service_account_pb2
 from auditline.audit.v1 import audit_log_pb2, audit_log_pb2_grpc
+from auditline.errors import NotFoundError
 from auditline.server.catalog import catalog, sigma_rules, sigma_text
 from tests.conftest import ServeFactory
 from tests.contract.test_contract import EXPECTED_METHODS
-from tests.support.api import Api, code_of
+from tests.support.clients import login, login_as_admin
 from tests.support.exported import DEFAULT_BUCKET, exported_files, read_lines
+from tests.support.outcome import code_of
 from tests.support.paths import TEST_DATA
 
 SCHEMA = TEST_DATA / "sigma" / "sigma-detection-rule-schema.json"
@@ -83,15 +86,14 @@ def _matches(rule: dict[str, Any], record: dict[str, Any]) -> bool:
 
 def test_each_rule_matches_the_exported_ocsf_events_of_its_method(serve: ServeFactory) -> None:
     process = serve("--export-format", "ocsf-json", env=ADMIN)
-    api = Api(process.target).login_as_admin(ADMIN)
+    api = login_as_admin(process.target, ADMIN)
     name = f"cat-{uuid.uuid4().hex[:10]}"
-    api.call(api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=name))
-    api.call(api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{name}"))
-    code_of(
-        lambda: api.call(api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name="buckets/missing"))
-    )
-    api.call(api.buckets.DeleteBucket, bucket_pb2.DeleteBucketRequest(name=f"buckets/{name}"))
-    api.call(api.accounts.ListServiceAccounts, service_account_pb2.ListServiceAccountsRequest())
+    api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=name))
+    api.buckets.GetBucket(bucket_pb2.GetBucketRequest(name=f"buckets/{name}"))
+    with contextlib.suppress(NotFoundError):
+        api.buckets.GetBucket(bucket_pb2.GetBucketRequest(name="buckets/missing"))
+    api.buckets.DeleteBucket(bucket_pb2.DeleteBucketRequest(name=f"buckets/{name}"))
+    api.accounts.ListServiceAccounts(service_account_pb2.ListServiceAccountsRequest())
     assert process.terminate() == 0
     records = [
         r
@@ -120,31 +122,32 @@ def test_each_rule_matches_the_exported_ocsf_events_of_its_method(serve: ServeFa
 
 def test_the_catalog_is_served_to_auditors(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    admin = Api(process.target).login_as_admin(ADMIN)
-    created = admin.call(
-        admin.accounts.CreateServiceAccount,
+    admin = login_as_admin(process.target, ADMIN)
+    created = admin.accounts.CreateServiceAccount(
         service_account_pb2.CreateServiceAccountRequest(
             service_account=service_account_pb2.ServiceAccount(
                 display_name="auditor", role=service_account_pb2.ROLE_AUDITOR
             )
-        ),
+        )
     )
-    auditor = Api(process.target).login(created.service_account.access_key, created.secret_key)
-    stub = audit_log_pb2_grpc.AuditLogServiceStub(auditor.channel)
-    response = stub.GetEventCatalog(
+    auditor = login(process.target, created.service_account.access_key, created.secret_key)
+    response = auditor.events.GetEventCatalog(
         audit_log_pb2.GetEventCatalogRequest(format=audit_log_pb2.CATALOG_FORMAT_JSON),
-        metadata=auditor.metadata,
         timeout=30,
     )
     assert len(response.entries) == len(catalog())
     assert json.loads(response.sigma_rules) == sigma_rules()
-    anonymous = audit_log_pb2_grpc.AuditLogServiceStub(Api(process.target).channel)
-    assert (
-        code_of(
-            lambda: anonymous.GetEventCatalog(audit_log_pb2.GetEventCatalogRequest(), timeout=30)
+    # Without a token (the client always sends one: a plain channel's stub).
+    with grpc.insecure_channel(process.target) as channel:
+        anonymous = audit_log_pb2_grpc.AuditLogServiceStub(channel)
+        assert (
+            code_of(
+                lambda: anonymous.GetEventCatalog(
+                    audit_log_pb2.GetEventCatalogRequest(), timeout=30
+                )
+            )
+            == grpc.StatusCode.UNAUTHENTICATED
         )
-        == grpc.StatusCode.UNAUTHENTICATED
-    )
 
 
 def test_the_cli_prints_the_catalog() -> None:

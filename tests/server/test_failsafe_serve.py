@@ -25,8 +25,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditline.account.v1 import auth_pb2, bucket_pb2
 from auditline.account.v1 import service_account_pb2 as sa_pb
+from auditline.client import Client
 from tests.conftest import ServeFactory
-from tests.support.api import Api
+from tests.support.clients import login
 from tests.support.exported import exported_events
 from tests.support.processes import wait_for
 from tests.support.serve import ServeProcess
@@ -46,29 +47,34 @@ NO_SUMMARIES = (
 
 
 class Traffic:
-    """Calls of every kind, each client-side outcome kept as (method, code)."""
+    """Calls of every kind, each client-side outcome kept as (method, code).
+
+    Every client holds one token and never logs in again by itself: each Authenticate
+    the server sees is one made here, and counted.
+    """
 
     def __init__(self, target: str) -> None:
-        self.admin = Api(target).login(ADMIN_KEY, ADMIN_SECRET)
-        self.anonymous = Api(target)
-        self.forged = Api(target, token="forged-token")
+        self.admin = login(target, ADMIN_KEY, ADMIN_SECRET, renew=False)
+        self.forged = Client(target, token="forged-token")
         self.outcomes: list[tuple[str, str]] = [("Authenticate", "OK")]
         self.created_buckets: list[str] = []
         self.tokens = 0
         self._lock = threading.Lock()
         self._picks = itertools.count()
-        account = self.admin.call(
-            self.admin.accounts.CreateServiceAccount,
+        account = self.admin.accounts.CreateServiceAccount(
             sa_pb.CreateServiceAccountRequest(
                 service_account=sa_pb.ServiceAccount(
                     display_name="standard", role=sa_pb.ROLE_STANDARD
                 )
             ),
+            timeout=30,
         )
         self.outcomes.append(("CreateServiceAccount", "OK"))
         self.user_key, self.user_secret = account.service_account.access_key, account.secret_key
-        self.user = Api(target).login(self.user_key, self.user_secret)
+        self.user = login(target, self.user_key, self.user_secret, renew=False)
         self.outcomes.append(("Authenticate", "OK"))
+        # Logins and token checks need no token: the open methods, on any client.
+        self.auth = self.forged.auth
 
     def _call(self, method: str, call: Callable[[], Any]) -> Any:
         try:
@@ -86,36 +92,35 @@ class Traffic:
         if pick == 0:
             if self._call(
                 "CreateBucket",
-                lambda: admin.call(
-                    admin.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=name)
+                lambda: admin.buckets.CreateBucket(
+                    bucket_pb2.CreateBucketRequest(bucket_id=name), timeout=30
                 ),
             ):
                 self.created_buckets.append(name)
         elif pick == 1:
             self._call(
                 "CreateServiceAccount",
-                lambda: admin.call(
-                    admin.accounts.CreateServiceAccount,
+                lambda: admin.accounts.CreateServiceAccount(
                     sa_pb.CreateServiceAccountRequest(
                         service_account=sa_pb.ServiceAccount(
                             display_name=name, role=sa_pb.ROLE_ADMIN
                         )
                     ),
+                    timeout=30,
                 ),
             )
         elif pick == 2 and self.created_buckets:
             victim = self.created_buckets.pop()
             self._call(
                 "DeleteBucket",
-                lambda: admin.call(
-                    admin.buckets.DeleteBucket,
-                    bucket_pb2.DeleteBucketRequest(name=f"buckets/{victim}"),
+                lambda: admin.buckets.DeleteBucket(
+                    bucket_pb2.DeleteBucketRequest(name=f"buckets/{victim}"), timeout=30
                 ),
             )
         elif pick == 3:
             self._call(
                 "Authenticate",
-                lambda: self.anonymous.auth.Authenticate(
+                lambda: self.auth.Authenticate(
                     auth_pb2.AuthenticateRequest(access_key=self.user_key, secret_key="wrong"),
                     timeout=30,
                 ),
@@ -123,7 +128,7 @@ class Traffic:
         elif pick == 4:
             self._call(
                 "Authenticate",
-                lambda: self.anonymous.auth.Authenticate(
+                lambda: self.auth.Authenticate(
                     auth_pb2.AuthenticateRequest(access_key="AKNOBODY", secret_key="x"),
                     timeout=30,
                 ),
@@ -131,29 +136,29 @@ class Traffic:
         elif pick == 5:
             self._call(
                 "ListBuckets",
-                lambda: self.forged.call(
-                    self.forged.buckets.ListBuckets, bucket_pb2.ListBucketsRequest()
+                lambda: self.forged.buckets.ListBuckets(
+                    bucket_pb2.ListBucketsRequest(), timeout=30
                 ),
             )
         elif pick == 6:
             self._call(
                 "CreateBucket",
-                lambda: self.user.call(
-                    self.user.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=name)
+                lambda: self.user.buckets.CreateBucket(
+                    bucket_pb2.CreateBucketRequest(bucket_id=name), timeout=30
                 ),
             )
         elif pick == 7:
             self._call(
                 "GetBucket",
-                lambda: admin.call(
-                    admin.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{name}")
+                lambda: admin.buckets.GetBucket(
+                    bucket_pb2.GetBucketRequest(name=f"buckets/{name}"), timeout=30
                 ),
             )
         elif pick == 10:
             token = self.user.token if next(self._picks) % 2 else "forged-token"
             self._call(
                 "ValidateToken",
-                lambda: self.anonymous.auth.ValidateToken(
+                lambda: self.auth.ValidateToken(
                     auth_pb2.ValidateTokenRequest(token=token), timeout=30
                 ),
             )
@@ -163,7 +168,7 @@ class Traffic:
         else:
             response = self._call(
                 "Authenticate",
-                lambda: self.anonymous.auth.Authenticate(
+                lambda: self.auth.Authenticate(
                     auth_pb2.AuthenticateRequest(
                         access_key=self.user_key, secret_key=self.user_secret
                     ),
@@ -257,12 +262,11 @@ def test_fail_closed_server_on_a_full_disk(tmp_path: Path, serve: ServeFactory) 
 
         wait_for(recovered, timeout=30, what="the audit path to recover")
         traffic.run(until=lambda: traffic.outcomes[-1][1] != "UNAVAILABLE")  # serving again
-        buckets = traffic.admin.call(
-            traffic.admin.buckets.ListBuckets, bucket_pb2.ListBucketsRequest(page_size=1000)
+        buckets = traffic.admin.buckets.ListBuckets(
+            bucket_pb2.ListBucketsRequest(page_size=1000), timeout=30
         ).buckets
-        accounts = traffic.admin.call(
-            traffic.admin.accounts.ListServiceAccounts,
-            sa_pb.ListServiceAccountsRequest(page_size=1000),
+        accounts = traffic.admin.accounts.ListServiceAccounts(
+            sa_pb.ListServiceAccountsRequest(page_size=1000), timeout=30
         ).service_accounts
         assert process.terminate() == 0
     events = exported_events(data_dir)
@@ -307,7 +311,7 @@ def test_async_server_on_a_full_disk_counts_every_loss(tmp_path: Path, serve: Se
     data_dir = tmp_path / "data"
     with small_volume(data_dir / "audit", 24 << 20) as volume:
         process = _start(serve, data_dir, "--spool-memory-bytes", str(1 << 16))
-        admin = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+        admin = login(process.target, ADMIN_KEY, ADMIN_SECRET, renew=False)
         calls = 2  # the login: its call and its IAM event
         _fill_when_started(volume)
 
@@ -319,13 +323,13 @@ def test_async_server_on_a_full_disk_counts_every_loss(tmp_path: Path, serve: Se
         def dropping() -> bool | None:
             nonlocal calls
             for _ in range(50):
-                admin.call(admin.buckets.ListBuckets, bucket_pb2.ListBucketsRequest(page_size=1))
+                admin.buckets.ListBuckets(bucket_pb2.ListBucketsRequest(page_size=1), timeout=30)
                 calls += 1
             return True if health() == "NOT_SERVING" else None
 
         wait_for(dropping, timeout=120, what="the audit path to turn degraded", interval=0)
         for _ in range(2000):  # past the reserve and the memory bound: events are dropped
-            admin.call(admin.buckets.ListBuckets, bucket_pb2.ListBucketsRequest(page_size=1))
+            admin.buckets.ListBuckets(bucket_pb2.ListBucketsRequest(page_size=1), timeout=30)
             calls += 1
         assert health() == "NOT_SERVING"
         calls += 1

@@ -17,18 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from google.protobuf import duration_pb2
 
 from auditline.account.v1 import bucket_pb2
-from auditline.audit.v1 import (
-    audit_log_pb2,
-    audit_log_pb2_grpc,
-    event_pb2,
-    exporter_pb2,
-    exporter_pb2_grpc,
-)
+from auditline.audit.v1 import audit_log_pb2, event_pb2, exporter_pb2
+from auditline.errors import NotFoundError
 from auditline.interceptor.integrity import (
     LocalDirectory,
     Report,
@@ -40,7 +34,7 @@ from auditline.interceptor.integrity import (
     verify_proof,
 )
 from tests.conftest import ServeFactory
-from tests.support.api import Api
+from tests.support.clients import login_as_admin
 from tests.support.exported import DEFAULT_BUCKET
 from tests.support.processes import wait_for
 from tests.support.seaweedfs import SeaweedFS
@@ -53,14 +47,13 @@ ADMIN = {
 
 
 def _calls(target: str, count: int) -> None:
-    api = Api(target).login_as_admin(ADMIN)
-    for i in range(count):
-        if i % 2:
-            api.call(api.buckets.ListBuckets, bucket_pb2.ListBucketsRequest(page_size=1))
-        else:
-            with contextlib.suppress(grpc.RpcError):
-                api.call(api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name="buckets/none"))
-    api.close()
+    with login_as_admin(target, ADMIN) as api:
+        for i in range(count):
+            if i % 2:
+                api.buckets.ListBuckets(bucket_pb2.ListBucketsRequest(page_size=1))
+            else:
+                with contextlib.suppress(NotFoundError):
+                    api.buckets.GetBucket(bucket_pb2.GetBucketRequest(name="buckets/none"))
 
 
 def _keys(data_dir: Path) -> list[VerifierKey]:
@@ -293,11 +286,8 @@ def test_a_proof_of_one_event_verifies_offline_and_only_as_given(
 
 def test_verifier_keys_through_the_api(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
-    api = Api(process.target).login_as_admin(ADMIN)
-    response = api.call(
-        audit_log_pb2_grpc.AuditLogServiceStub(api.channel).GetVerifierKeys,
-        audit_log_pb2.GetVerifierKeysRequest(),
-    )
+    api = login_as_admin(process.target, ADMIN)
+    response = api.events.GetVerifierKeys(audit_log_pb2.GetVerifierKeysRequest())
     assert [VerifierKey.parse(k) for k in response.verifier_keys] == _keys(process.data_dir)
     assert response.origin.startswith("auditline/")
     keys = _objects(process.data_dir) / "integrity" / "keys"
@@ -416,11 +406,10 @@ def test_an_ocsf_exporter_of_one_log_beside_the_default_is_proven(serve: ServeFa
     """A second exporter writing only the IAM log, in OCSF: its bucket proves the whole
     tree (the other logs' leaves are in its manifests), and a changed record shows."""
     process = serve("--export-interval", "0.3", env=ADMIN)
-    api = Api(process.target).login_as_admin(ADMIN)
+    api = login_as_admin(process.target, ADMIN)
     bucket = f"iam-{uuid.uuid4().hex[:10]}"
-    api.call(api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=bucket))
-    api.call(
-        exporter_pb2_grpc.ExporterServiceStub(api.channel).CreateExporter,
+    api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=bucket))
+    api.exporters.CreateExporter(
         exporter_pb2.CreateExporterRequest(
             exporter_id="iam-only",
             exporter=exporter_pb2.Exporter(

@@ -16,11 +16,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from auditline.account.v1 import bucket_pb2
+from auditline.client import Client
+from auditline.errors import NotFoundError
 from auditline.interceptor.integrity import S3Location, Verifier, VerifierKey
 from tests.conftest import ServeFactory
 from tests.interceptor.test_formats import _validator
-from tests.support.api import Api, code_of
+from tests.support.clients import login
 from tests.support.exported import DEFAULT_BUCKET, exported_events, read_lines
+from tests.support.outcome import code_of
 from tests.support.processes import wait_for
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.serve import ServeProcess
@@ -30,30 +33,29 @@ ADMIN_SECRET = "pipeline-secret-" + uuid.uuid4().hex
 ENV = {"AUDITLINE_ADMIN_ACCESS_KEY": ADMIN_KEY, "AUDITLINE_ADMIN_SECRET_KEY": ADMIN_SECRET}
 
 
-def _mixed_calls(api: Api, count: int) -> list[tuple[str, str]]:
+def _mixed_calls(api: Client, count: int) -> list[tuple[str, str]]:
     """`count` calls of several methods and outcomes; return (method, status) of each."""
     made = []
     for i in range(count):
         if i % 3 == 0:
             code = code_of(
-                lambda: api.call(
-                    api.buckets.CreateBucket,
+                lambda: api.buckets.CreateBucket(
                     bucket_pb2.CreateBucketRequest(bucket_id=f"p-{uuid.uuid4().hex[:12]}"),
+                    timeout=30,
                 )
             )
             made.append(("CreateBucket", code.name))
         elif i % 3 == 1:
             code = code_of(
-                lambda: api.call(
-                    api.buckets.GetBucket,
-                    bucket_pb2.GetBucketRequest(name="buckets/no-such-bucket"),
+                lambda: api.buckets.GetBucket(
+                    bucket_pb2.GetBucketRequest(name="buckets/no-such-bucket"), timeout=30
                 )
             )
             made.append(("GetBucket", code.name))
         else:
             code = code_of(
-                lambda: api.call(
-                    api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id="Not_Valid")
+                lambda: api.buckets.CreateBucket(
+                    bucket_pb2.CreateBucketRequest(bucket_id="Not_Valid"), timeout=30
                 )
             )
             made.append(("CreateBucket", code.name))
@@ -81,7 +83,7 @@ def _check_complete(events: list[dict[str, Any]]) -> None:
 
 def test_every_call_lands_in_the_exported_files_in_order(serve: ServeFactory) -> None:
     process = serve(env=ENV)
-    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     made = _mixed_calls(api, 30)
     assert process.terminate() == 0  # a graceful stop flushes every exporter
     events = exported_events(process.data_dir)
@@ -126,7 +128,7 @@ def test_ocsf_zstd_files_on_seaweedfs_validate_and_are_locked(
         *(("--export-retention-mode", mode) if mode != "governance" else ()),
         env=env,
     )
-    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     made = _mixed_calls(api, 12)
     assert process.terminate() == 0
     files = _s3_records(seaweedfs, bucket)
@@ -155,7 +157,7 @@ def test_ocsf_zstd_files_on_seaweedfs_validate_and_are_locked(
 
 
 def _kill_under_load(
-    process: ServeProcess, api: Api, answers: int
+    process: ServeProcess, api: Client, answers: int
 ) -> tuple[list[tuple[str, float]], float]:
     """Create buckets from four threads; `kill -9` the server once `answers` calls were
     answered. Return each answered bucket with when its answer arrived, and when the
@@ -167,7 +169,7 @@ def _kill_under_load(
         while not stop.is_set():
             name = f"k-{uuid.uuid4().hex[:12]}"
             try:
-                api.call(api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=name))
+                api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=name), timeout=30)
             except grpc.RpcError:
                 return  # the server died under us
             answered.append((name, time.time()))
@@ -192,7 +194,7 @@ def _kill_under_load(
 def test_kill_9_in_sync_mode_loses_no_acknowledged_call(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     process = ServeProcess(data_dir, args=["--audit-durability", "sync"], env=ENV).start()
-    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     answered, _ = _kill_under_load(process, api, 40)
     acknowledged = [name for name, _ in answered]
     # Restart on the same data directory: the spool is replayed and exported.
@@ -218,7 +220,7 @@ ASYNC_LOSS_WINDOW = 0.1
 def test_kill_9_in_async_mode_loses_at_most_the_documented_window(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     process = ServeProcess(data_dir, env=ENV).start()
-    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     acknowledged, killed_at = _kill_under_load(process, api, 300)
     again = ServeProcess(data_dir, env=ENV).start()
     assert again.terminate() == 0
@@ -249,11 +251,11 @@ def test_reject_backpressure_refuses_calls_with_unavailable(serve: ServeFactory)
         "3600",
         env=ENV,
     )
-    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     request = bucket_pb2.ListBucketsRequest(page_size=1)
 
     def refused() -> bool | None:
-        code = code_of(lambda: api.call(api.buckets.ListBuckets, request))
+        code = code_of(lambda: api.buckets.ListBuckets(request, timeout=30))
         return True if code == grpc.StatusCode.UNAVAILABLE else None
 
     wait_for(refused, timeout=120, what="the full spool to refuse a call", interval=0)
@@ -287,7 +289,7 @@ def test_an_object_store_outage_only_grows_the_spool(
         "0.5",
         env=env,
     )
-    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     before = _mixed_calls(api, 6)
     wait_for(
         lambda: True if _s3_records(seaweed) else None, timeout=30, what="a first exported file"
@@ -344,14 +346,14 @@ def test_sync_mode_refuses_a_call_it_cannot_record(tmp_path: Path) -> None:
         ],
         env=ENV,
     ).start()
-    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     names: list[str] = []
 
     def refused() -> bool | None:
         name = f"s-{uuid.uuid4().hex[:12]}"
         code = code_of(
-            lambda: api.call(
-                api.buckets.CreateBucket, bucket_pb2.CreateBucketRequest(bucket_id=name)
+            lambda: api.buckets.CreateBucket(
+                bucket_pb2.CreateBucketRequest(bucket_id=name), timeout=30
             )
         )
         if code == grpc.StatusCode.UNAVAILABLE:
@@ -362,16 +364,10 @@ def test_sync_mode_refuses_a_call_it_cannot_record(tmp_path: Path) -> None:
     wait_for(refused, timeout=120, what="a refused call", interval=0)
     assert process.terminate() == 0  # the stop exports the spool, which makes room
     again = ServeProcess(data_dir, env=ENV).start()
-    api = Api(again.target).login(ADMIN_KEY, ADMIN_SECRET)
+    api = login(again.target, ADMIN_KEY, ADMIN_SECRET)
     # The refused call did not run: its bucket does not exist.
-    assert (
-        code_of(
-            lambda: api.call(
-                api.buckets.GetBucket, bucket_pb2.GetBucketRequest(name=f"buckets/{names[0]}")
-            )
-        )
-        == grpc.StatusCode.NOT_FOUND
-    )
+    with pytest.raises(NotFoundError):
+        api.buckets.GetBucket(bucket_pb2.GetBucketRequest(name=f"buckets/{names[0]}"))
     assert again.terminate() == 0
 
 
@@ -379,10 +375,10 @@ def test_drop_backpressure_leaves_a_marker_in_the_exported_log(serve: ServeFacto
     process = serve(
         "--backpressure", "drop", "--spool-max-bytes", "65536", "--export-interval", "3600", env=ENV
     )
-    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     request = bucket_pb2.ListBucketsRequest(page_size=1)
     for _ in range(400):  # about 300 bytes an event: well past 64 KiB
-        assert code_of(lambda: api.call(api.buckets.ListBuckets, request)) == grpc.StatusCode.OK
+        api.buckets.ListBuckets(request, timeout=30)
     assert process.terminate() == 0
     events = exported_events(process.data_dir)
     _check_complete(events)
@@ -405,7 +401,7 @@ def test_an_external_s3_target(serve: ServeFactory, seaweedfs: SeaweedFS) -> Non
     }
     target = f"s3://{bucket}?endpoint={seaweedfs.endpoint}&region=us-east-1"
     process = serve("--export-target", target, "--export-retention-days", "0", env=env)
-    api = Api(process.target).login(ADMIN_KEY, ADMIN_SECRET)
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     made = _mixed_calls(api, 6)
     assert process.terminate() == 0
     records = sorted(

@@ -1,0 +1,146 @@
+"""ServiceAccountService: the accounts' lifecycle, pages, enabling and disabling, the
+last admin, and concurrent creates."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from google.protobuf import field_mask_pb2
+
+from auditline.account.v1 import service_account_pb2 as sa_pb
+from auditline.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+from tests.support.account_server import Server, new_account
+from tests.support.clients import login
+
+
+def test_service_account_lifecycle(server: Server) -> None:
+    accounts = server.admin.accounts
+    account, secret = new_account(server.admin)
+    assert len(secret) >= 43  # 256 bits, URL-safe base64
+    assert account.access_key.startswith("AK")
+    assert account.enabled
+    name = account.name
+    got = accounts.GetServiceAccount(sa_pb.GetServiceAccountRequest(name=name)).service_account
+    assert got == account
+
+    updated = accounts.UpdateServiceAccount(
+        sa_pb.UpdateServiceAccountRequest(
+            service_account=sa_pb.ServiceAccount(
+                name=name, description="new words", display_name="ignored"
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+        )
+    ).service_account
+    assert updated.description == "new words"
+    assert updated.display_name == account.display_name
+
+    with pytest.raises(InvalidArgumentError) as error:
+        accounts.UpdateServiceAccount(
+            sa_pb.UpdateServiceAccountRequest(
+                service_account=sa_pb.ServiceAccount(name=name),
+                update_mask=field_mask_pb2.FieldMask(paths=["access_key"]),
+            )
+        )
+    assert error.value.field_violations[0][0] == "update_mask"
+
+    with pytest.raises(AlreadyExistsError):
+        accounts.CreateServiceAccount(
+            sa_pb.CreateServiceAccountRequest(
+                service_account=sa_pb.ServiceAccount(display_name=account.display_name)
+            )
+        )
+
+    accounts.DeleteServiceAccount(sa_pb.DeleteServiceAccountRequest(name=name))
+    with pytest.raises(NotFoundError):
+        accounts.GetServiceAccount(sa_pb.GetServiceAccountRequest(name=name))
+    with pytest.raises(InvalidArgumentError):
+        accounts.GetServiceAccount(sa_pb.GetServiceAccountRequest(name="accounts/x"))
+
+
+def test_listing_pages(server: Server) -> None:
+    accounts = server.admin.accounts
+    for _ in range(3):
+        new_account(server.admin)
+    seen: list[str] = []
+    token = ""
+    while True:
+        response = accounts.ListServiceAccounts(
+            sa_pb.ListServiceAccountsRequest(page_size=2, page_token=token)
+        )
+        assert len(response.service_accounts) <= 2
+        seen += [a.name for a in response.service_accounts]
+        token = response.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen)) >= 4
+    with pytest.raises(InvalidArgumentError):
+        accounts.ListServiceAccounts(sa_pb.ListServiceAccountsRequest(page_token="junk"))
+
+
+def test_disabling_an_account_stops_its_tokens_at_once(server: Server) -> None:
+    admin = server.admin
+    account, secret = new_account(admin)
+    # One token, never renewed: what disabling does to a token already handed out.
+    user = login(server.target, account.access_key, secret, renew=False)
+    # A client with the keys, which logs in again when its token is refused.
+    renewing = login(server.target, account.access_key, secret)
+    own = sa_pb.GetServiceAccountRequest(name=account.name)
+    assert user.accounts.GetServiceAccount(own).service_account.name == account.name
+    admin.accounts.DisableServiceAccount(sa_pb.DisableServiceAccountRequest(name=account.name))
+    with pytest.raises(UnauthenticatedError):
+        user.accounts.GetServiceAccount(own)
+    with pytest.raises(PermissionDeniedError):
+        login(server.target, account.access_key, secret)
+    with pytest.raises(PermissionDeniedError):  # its login again is refused
+        renewing.accounts.GetServiceAccount(own)
+    admin.accounts.EnableServiceAccount(sa_pb.EnableServiceAccountRequest(name=account.name))
+    again = login(server.target, account.access_key, secret)
+    assert again.accounts.GetServiceAccount(own).service_account.enabled
+
+
+def test_the_last_admin_cannot_be_removed(server: Server) -> None:
+    accounts = server.admin.accounts
+    name = "serviceAccounts/admin"
+    with pytest.raises(FailedPreconditionError):
+        accounts.DisableServiceAccount(sa_pb.DisableServiceAccountRequest(name=name))
+    with pytest.raises(FailedPreconditionError):
+        accounts.DeleteServiceAccount(sa_pb.DeleteServiceAccountRequest(name=name))
+
+
+def test_concurrent_creates_lose_nothing(server: Server) -> None:
+    names: list[str] = []
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            for _ in range(5):
+                names.append(new_account(server.admin)[0].name)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors
+    listed = set()
+    token = ""
+    while True:
+        response = server.admin.accounts.ListServiceAccounts(
+            sa_pb.ListServiceAccountsRequest(page_size=1000, page_token=token)
+        )
+        listed |= {a.name for a in response.service_accounts}
+        token = response.next_page_token
+        if not token:
+            break
+    assert len(names) == 30
+    assert set(names) <= listed
