@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf import message
 
+from auditline.interceptor._aio_call import AioCall, AuditedContext, async_iterator, settled
 from auditline.interceptor._base import AuditInterceptorBase, Refusal
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._record import CallRecord
-from auditline.interceptor._scope import SCOPE, CallScope
+from auditline.interceptor._scope import SCOPE
 from auditline.interceptor._status import sendable
 
 __all__ = ["AsyncAuditInterceptor"]
@@ -36,123 +36,6 @@ CANCEL_NOTICE_SECONDS = 0.005
 Handler = Any
 Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
-
-
-class _Call:
-    """What the interceptor tracks of one call while it runs."""
-
-    __slots__ = (
-        "admitted",
-        "auth_context",
-        "cls",
-        "deserialize",
-        "eof",
-        "first",
-        "headers_sent",
-        "info",
-        "last",
-        "peer",
-        "received",
-        "recorded",
-        "scope",
-        "sent",
-        "started",
-        "unary_response",
-        "undelivered",
-    )
-
-    def __init__(
-        self,
-        info: MethodInfo,
-        request_class: type[message.Message] | None,
-        deserialize: Deserializer,
-    ) -> None:
-        self.info = info
-        self.deserialize = deserialize
-        self.started = time.time_ns()
-        self.scope = CallScope()
-        self.received = 0
-        self.sent = 0
-        self.first: bytes | None = None
-        self.cls = request_class
-        self.last: Any = None
-        self.admitted = False
-        self.recorded = False
-        self.eof = False  # the request stream ended (half-closed, or cancelled: alike here)
-        self.undelivered = False  # the final status could not be sent: the client is gone
-        self.unary_response = False
-        self.headers_sent = False  # initial metadata went out (with a message, or alone)
-        # Read while the call is alive: gRPC may release it before a streaming
-        # handler's generator is finished (then only the status fields are safe).
-        self.peer = ""
-        self.auth_context: Any = None
-
-    def on_receive(self, raw: bytes, item: Any) -> None:
-        if self.received == 0:
-            self.first = raw
-            if isinstance(item, message.Message):
-                self.cls = type(item)
-        self.received += 1
-
-    def on_send(self, item: Any) -> None:
-        self.sent += 1
-        self.last = item
-
-
-class _AuditedContext:
-    """The servicer context a handler sees: counts reads and writes, and records the
-    call before an abort sends its status; delegates everything else."""
-
-    def __init__(self, context: Any, call: _Call, owner: AsyncAuditInterceptor) -> None:
-        self._context = context
-        self._call = call
-        self._owner = owner
-
-    async def read(self) -> Any:
-        raw = await self._context.read()
-        if raw is grpc.aio.EOF:
-            self._call.eof = True
-            return raw
-        return await self._owner._parse(self._call, raw, self._context)
-
-    async def write(self, item: Any) -> None:
-        # Counted before the write completes: a cancel may reach the task first, when
-        # the message has reached the client already.
-        self._call.headers_sent = True
-        self._call.on_send(item)
-        await self._context.write(item)
-
-    async def send_initial_metadata(self, metadata: Any) -> None:
-        self._call.headers_sent = True
-        await self._context.send_initial_metadata(metadata)
-
-    async def abort(self, code: Any, details: str = "", trailing_metadata: Any = ()) -> None:
-        await self._owner._abort(self._call, self._context, code, details, trailing_metadata)
-
-    async def abort_with_status(self, status: grpc.Status) -> None:
-        await self.abort(status.code, status.details, status.trailing_metadata)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._context, name)
-
-
-async def _settled(value: Any) -> Any:
-    """A handler's result: awaited when it is awaitable (a coroutine), else as it is.
-
-    Sync handlers on an asyncio server (with a migration thread pool) are wrapped as
-    coroutines here, so they run on the event loop thread.
-    """
-    return await value if inspect.isawaitable(value) else value
-
-
-async def _async_iterator(responses: Any) -> AsyncIterator[Any]:
-    """The responses of a streaming handler, async generator or plain generator alike."""
-    if hasattr(responses, "__anext__"):
-        async for item in responses:
-            yield item
-    else:
-        for item in responses:
-            yield item
 
 
 class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
@@ -181,7 +64,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
     # --- recording ------------------------------------------------------------
 
     def _capture(
-        self, call: _Call, context: Any, error: BaseException | None, response: Any
+        self, call: AioCall, context: Any, error: BaseException | None, response: Any
     ) -> CallRecord:
         return self._core.capture(
             info=call.info,
@@ -202,7 +85,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             auth_context=call.auth_context,
         )
 
-    async def _finish(self, call: _Call, context: Any, error: BaseException | None) -> None:
+    async def _finish(self, call: AioCall, context: Any, error: BaseException | None) -> None:
         """Record a finished call. Fail-closed, when its events cannot be kept and
         the answer is not sent yet, answer UNAVAILABLE instead."""
         if call.recorded:
@@ -223,7 +106,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
 
     async def _abort(
-        self, call: _Call, context: Any, code: Any, details: str, trailing_metadata: Any
+        self, call: AioCall, context: Any, code: Any, details: str, trailing_metadata: Any
     ) -> None:
         """Abort the call. grpc.aio sends the status at once, so in fail-closed mode the
         call's events are kept first (or the answer becomes UNAVAILABLE)."""
@@ -240,7 +123,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 code, details, trailing_metadata = grpc.StatusCode.UNAVAILABLE, reason, ()
         await context.abort(code, details, tuple(trailing_metadata))
 
-    async def _settle_at_eof(self, call: _Call, context: Any) -> None:
+    async def _settle_at_eof(self, call: AioCall, context: Any) -> None:
         """Learn whether a call whose request stream ended still reaches its client.
 
         grpc.aio ends a request stream the same way when the client half-closes and
@@ -268,7 +151,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             call.undelivered = True
             raise
 
-    async def _start(self, call: _Call, context: Any) -> None:
+    async def _start(self, call: AioCall, context: Any) -> None:
         """Before the handler: admission, then the limits on what the caller sent."""
         call.peer = context.peer()
         if self._core.config.principal is not None:
@@ -281,10 +164,10 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         if refusal is not None:
             await self._refuse(call, context, refusal)
 
-    async def _refuse(self, call: _Call, context: Any, refusal: Refusal) -> None:
+    async def _refuse(self, call: AioCall, context: Any, refusal: Refusal) -> None:
         await self._abort(call, context, refusal.code, refusal.details, ())
 
-    async def _parse(self, call: _Call, raw: bytes, context: Any) -> Any:
+    async def _parse(self, call: AioCall, raw: bytes, context: Any) -> Any:
         refusal = self._message_refusal(raw)
         if refusal is not None:
             call.on_receive(raw, None)
@@ -306,7 +189,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
     def _rejecting(self, info: MethodInfo, code: grpc.StatusCode, details: str) -> Handler:
         async def behavior(requests: AsyncIterator[bytes], context: Any) -> None:
-            call = _Call(info, None, None)
+            call = AioCall(info, None, None)
             try:
                 await self._start(call, context)
                 await self._abort(call, context, code, details, ())
@@ -357,7 +240,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         )
         return make(behavior, response_serializer=serialize)
 
-    async def _argument(self, call: _Call, request: Any, context: Any, streaming: bool) -> Any:
+    async def _argument(self, call: AioCall, request: Any, context: Any, streaming: bool) -> Any:
         if not streaming:
             return await self._parse(call, request, context)
 
@@ -380,14 +263,16 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         """The behavior of a unary-response call (unary-unary or stream-unary)."""
 
         async def behavior(request: Any, context: Any) -> bytes | None:
-            call = _Call(info, request_class, deserialize)
+            call = AioCall(info, request_class, deserialize)
             call.unary_response = True
             token = SCOPE.set(call.scope)
             error: BaseException | None = None
             try:
                 await self._start(call, context)
                 argument = await self._argument(call, request, context, streaming_request)
-                result = await _settled(inner(argument, _AuditedContext(context, call, self)))
+                result = await settled(
+                    inner(argument, AuditedContext(context, call, self._parse, self._abort))
+                )
                 response = self._serialize_unary(result, serialize, context)
                 if response is not None:
                     call.on_send(result)
@@ -414,15 +299,15 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         if inspect.isasyncgenfunction(inner) or inspect.isgeneratorfunction(inner):
 
             async def generator(request: Any, context: Any) -> AsyncIterator[Any]:
-                call = _Call(info, request_class, deserialize)
+                call = AioCall(info, request_class, deserialize)
                 error: BaseException | None = None
                 try:
                     token = SCOPE.set(call.scope)
                     try:
                         await self._start(call, context)
                         argument = await self._argument(call, request, context, streaming_request)
-                        responses = _async_iterator(
-                            inner(argument, _AuditedContext(context, call, self))
+                        responses = async_iterator(
+                            inner(argument, AuditedContext(context, call, self._parse, self._abort))
                         )
                     finally:
                         SCOPE.reset(token)
@@ -453,13 +338,13 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             return generator
 
         async def coroutine(request: Any, context: Any) -> None:
-            call = _Call(info, request_class, deserialize)
+            call = AioCall(info, request_class, deserialize)
             token = SCOPE.set(call.scope)
             error: BaseException | None = None
             try:
                 await self._start(call, context)
                 argument = await self._argument(call, request, context, streaming_request)
-                await inner(argument, _AuditedContext(context, call, self))
+                await inner(argument, AuditedContext(context, call, self._parse, self._abort))
                 await self._settle_at_eof(call, context)
             except BaseException as exc:
                 error = exc

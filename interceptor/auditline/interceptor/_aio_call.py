@@ -1,0 +1,144 @@
+"""What the asyncio interceptor keeps of a call while it runs (`AioCall`), and the
+context its handler sees (`AuditedContext`)."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import message
+
+from auditline.interceptor._methods import MethodInfo
+from auditline.interceptor._scope import CallScope
+
+__all__ = ["Abort", "AioCall", "AuditedContext", "Parse", "async_iterator", "settled"]
+
+Deserializer = Callable[[bytes], Any] | None
+
+
+# The interceptor's own steps the handler's context calls back into.
+Parse = Callable[["AioCall", bytes, Any], Awaitable[Any]]
+Abort = Callable[["AioCall", Any, Any, str, Any], Awaitable[None]]
+
+
+class AioCall:
+    """What the interceptor tracks of one call while it runs."""
+
+    __slots__ = (
+        "admitted",
+        "auth_context",
+        "cls",
+        "deserialize",
+        "eof",
+        "first",
+        "headers_sent",
+        "info",
+        "last",
+        "peer",
+        "received",
+        "recorded",
+        "scope",
+        "sent",
+        "started",
+        "unary_response",
+        "undelivered",
+    )
+
+    def __init__(
+        self,
+        info: MethodInfo,
+        request_class: type[message.Message] | None,
+        deserialize: Deserializer,
+    ) -> None:
+        self.info = info
+        self.deserialize = deserialize
+        self.started = time.time_ns()
+        self.scope = CallScope()
+        self.received = 0
+        self.sent = 0
+        self.first: bytes | None = None
+        self.cls = request_class
+        self.last: Any = None
+        self.admitted = False
+        self.recorded = False
+        self.eof = False  # the request stream ended (half-closed, or cancelled: alike here)
+        self.undelivered = False  # the final status could not be sent: the client is gone
+        self.unary_response = False
+        self.headers_sent = False  # initial metadata went out (with a message, or alone)
+        # Read while the call is alive: gRPC may release it before a streaming
+        # handler's generator is finished (then only the status fields are safe).
+        self.peer = ""
+        self.auth_context: Any = None
+
+    def on_receive(self, raw: bytes, item: Any) -> None:
+        if self.received == 0:
+            self.first = raw
+            if isinstance(item, message.Message):
+                self.cls = type(item)
+        self.received += 1
+
+    def on_send(self, item: Any) -> None:
+        self.sent += 1
+        self.last = item
+
+
+class AuditedContext:
+    """The servicer context a handler sees: counts reads and writes, and records the
+    call before an abort sends its status; delegates everything else."""
+
+    def __init__(self, context: Any, call: AioCall, parse: Parse, abort: Abort) -> None:
+        self._context = context
+        self._call = call
+        # Parse a message read (counted, the first kept); record the call before an
+        # abort sends its status.
+        self._parse = parse
+        self._abort = abort
+
+    async def read(self) -> Any:
+        raw = await self._context.read()
+        if raw is grpc.aio.EOF:
+            self._call.eof = True
+            return raw
+        return await self._parse(self._call, raw, self._context)
+
+    async def write(self, item: Any) -> None:
+        # Counted before the write completes: a cancel may reach the task first, when
+        # the message has reached the client already.
+        self._call.headers_sent = True
+        self._call.on_send(item)
+        await self._context.write(item)
+
+    async def send_initial_metadata(self, metadata: Any) -> None:
+        self._call.headers_sent = True
+        await self._context.send_initial_metadata(metadata)
+
+    async def abort(self, code: Any, details: str = "", trailing_metadata: Any = ()) -> None:
+        await self._abort(self._call, self._context, code, details, trailing_metadata)
+
+    async def abort_with_status(self, status: grpc.Status) -> None:
+        await self.abort(status.code, status.details, status.trailing_metadata)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+async def settled(value: Any) -> Any:
+    """A handler's result: awaited when it is awaitable (a coroutine), else as it is.
+
+    Sync handlers on an asyncio server (with a migration thread pool) are wrapped as
+    coroutines here, so they run on the event loop thread.
+    """
+    return await value if inspect.isawaitable(value) else value
+
+
+async def async_iterator(responses: Any) -> AsyncIterator[Any]:
+    """The responses of a streaming handler, async generator or plain generator alike."""
+    if hasattr(responses, "__anext__"):
+        async for item in responses:
+            yield item
+    else:
+        for item in responses:
+            yield item
