@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from auditline.account.v1 import bucket_pb2, service_account_pb2
+from auditline.account.v1 import auth_pb2, bucket_pb2, service_account_pb2
+from auditline.audit.v1 import audit_log_pb2
 from auditline.client import AsyncClient, Client
 from auditline.errors import (
     AlreadyExistsError,
@@ -95,3 +96,20 @@ def test_the_asyncio_client(serve: ServeFactory) -> None:
             assert invalid.value.field_violations
 
     asyncio.run(run())
+
+
+def test_an_anonymous_client_reaches_only_the_open_methods(serve: ServeFactory) -> None:
+    process = serve(env=ENV)
+    with Client(process.target) as anonymous:
+        assert anonymous.target == process.target
+        response = anonymous.auth.Authenticate(
+            auth_pb2.AuthenticateRequest(access_key=KEY, secret_key=SECRET)
+        )
+        assert response.token
+        with pytest.raises(UnauthenticatedError):
+            anonymous.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
+        # A stream's error is typed too, raised from its iteration.
+        with pytest.raises(UnauthenticatedError):
+            list(anonymous.events.TailEvents(audit_log_pb2.TailEventsRequest(), timeout=30))
+    with pytest.raises(ValueError, match="together"):
+        Client(process.target, access_key=KEY)

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from auditline.account.v1 import auth_pb2, bucket_pb2, bucket_pb2_grpc
+from auditline.account.v1 import auth_pb2, bucket_pb2
 from auditline.audit.v1 import audit_log_pb2
 from auditline.client import Client
 from auditline.errors import NotFoundError, ResourceExhaustedError
@@ -50,9 +50,7 @@ def test_an_unauthenticated_flood_cannot_deny_service_or_fill_the_disk(
         env=ADMIN,
     )
     admin = login_as_admin(process.target, ADMIN)
-    # Calls without a token: the client always sends one, so a plain channel's stub.
-    channel = grpc.insecure_channel(process.target)
-    anonymous = bucket_pb2_grpc.BucketServiceStub(channel)
+    anonymous = Client(process.target)  # calls without a token
     flood, big = 600, "x" * 95_000  # each call carries a 95 KB field
     served: list[Code] = []
     done = threading.Event()
@@ -69,7 +67,9 @@ def test_an_unauthenticated_flood_cannot_deny_service_or_fill_the_disk(
 
     def attack(_: int) -> Code:
         return code_of(
-            lambda: anonymous.ListBuckets(bucket_pb2.ListBucketsRequest(page_token=big), timeout=30)
+            lambda: anonymous.buckets.ListBuckets(
+                bucket_pb2.ListBucketsRequest(page_token=big), timeout=30
+            )
         )
 
     watcher = threading.Thread(target=authenticated)
@@ -78,7 +78,7 @@ def test_an_unauthenticated_flood_cannot_deny_service_or_fill_the_disk(
         codes = list(pool.map(attack, range(flood)))
     done.set()
     watcher.join(30)
-    channel.close()
+    anonymous.close()
     assert set(codes) == {Code.UNAUTHENTICATED}
     assert served
     assert set(served) == {Code.OK}

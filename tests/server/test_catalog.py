@@ -9,8 +9,8 @@ import sys
 import uuid
 from typing import Any
 
-import grpc
 import jsonschema
+import pytest
 import yaml
 from sigma.collection import SigmaCollection
 from sigma.plugins import InstalledSigmaPlugins
@@ -18,14 +18,14 @@ from sigma.rule import SigmaRule
 from sigma.validation import SigmaValidator
 
 from auditline.account.v1 import bucket_pb2, service_account_pb2
-from auditline.audit.v1 import audit_log_pb2, audit_log_pb2_grpc
-from auditline.errors import NotFoundError
+from auditline.audit.v1 import audit_log_pb2
+from auditline.client import Client
+from auditline.errors import NotFoundError, UnauthenticatedError
 from auditline.server.catalog import catalog, sigma_rules, sigma_text
 from tests.conftest import ServeFactory
 from tests.contract.test_contract import EXPECTED_METHODS
 from tests.support.clients import login, login_as_admin
 from tests.support.exported import DEFAULT_BUCKET, exported_files, read_lines
-from tests.support.outcome import code_of
 from tests.support.paths import TEST_DATA
 
 SCHEMA = TEST_DATA / "sigma" / "sigma-detection-rule-schema.json"
@@ -137,17 +137,8 @@ def test_the_catalog_is_served_to_auditors(serve: ServeFactory) -> None:
     )
     assert len(response.entries) == len(catalog())
     assert json.loads(response.sigma_rules) == sigma_rules()
-    # Without a token (the client always sends one: a plain channel's stub).
-    with grpc.insecure_channel(process.target) as channel:
-        anonymous = audit_log_pb2_grpc.AuditLogServiceStub(channel)
-        assert (
-            code_of(
-                lambda: anonymous.GetEventCatalog(
-                    audit_log_pb2.GetEventCatalogRequest(), timeout=30
-                )
-            )
-            == grpc.StatusCode.UNAUTHENTICATED
-        )
+    with Client(process.target) as anonymous, pytest.raises(UnauthenticatedError):
+        anonymous.events.GetEventCatalog(audit_log_pb2.GetEventCatalogRequest(), timeout=30)
 
 
 def test_the_cli_prints_the_catalog() -> None:

@@ -3,7 +3,10 @@
 Both authenticate with the service account's keys (or use a given token), attach
 `authorization: Bearer <token>` to every call, authenticate again shortly before
 the token expires or when the server says it has, and raise typed errors
-(`auditline.errors`, one class per gRPC code) instead of bare `grpc.RpcError`s for unary calls.
+(`auditline.errors`, one class per gRPC code) instead of bare `grpc.RpcError`s: from
+unary calls, and (sync client) from a stream's iteration. With neither keys nor a
+token a client is anonymous: it reaches the methods that need no token
+(`auditline.contract.OPEN_METHODS`) and is told UNAUTHENTICATED by the others.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ class _Session:
     """The keys and the current token; shared by the sync and asyncio clients."""
 
     def __init__(self, access_key: str | None, secret_key: str | None, token: str | None) -> None:
-        if not token and not (access_key and secret_key):
-            raise ValueError("give access_key and secret_key, or a token")
+        if bool(access_key) != bool(secret_key):
+            raise ValueError("give access_key and secret_key together (or a token, or neither)")
         self.access_key = access_key
         self.secret_key = secret_key
         self.token = token or ""
@@ -62,7 +65,8 @@ class _Session:
 
 def _authorized(details: Any, token: str) -> list[tuple[str, str]]:
     metadata = [(k, v) for k, v in (details.metadata or ()) if k != "authorization"]
-    metadata.append(("authorization", f"Bearer {token}"))
+    if token:  # an anonymous client sends none
+        metadata.append(("authorization", f"Bearer {token}"))
     return metadata
 
 
@@ -122,7 +126,27 @@ class _SyncAuth(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
         return call
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(_with_token(details, self.client._token()), request)
+        return _TypedStream(continuation(_with_token(details, self.client._token()), request))
+
+
+class _TypedStream:
+    """A server stream whose iteration raises the typed error; otherwise the call
+    itself (`cancel`, `code`, `details`, …)."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __iter__(self) -> _TypedStream:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._call)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
 
 
 def _credentials(
@@ -186,6 +210,7 @@ class Client(_Stubs):
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
     ) -> None:
+        self.target = target
         self._session = _Session(access_key, secret_key, token)
         credentials = _credentials(tls, root_certificates, private_key, certificate_chain)
         self._base = (
@@ -291,6 +316,7 @@ class AsyncClient(_Stubs):
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
     ) -> None:
+        self.target = target
         self._session = _Session(access_key, secret_key, token)
         interceptors = [_AsyncAuth(self)]
         # Tokens are fetched on a channel of their own: a call made from inside an
