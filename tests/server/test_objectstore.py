@@ -12,6 +12,7 @@ import pytest
 from auditline.server.objectstore import (
     BucketExistsError,
     BucketNotEmptyError,
+    BucketUsage,
     FilesystemStore,
     ObjectLockedError,
     ObjectStore,
@@ -46,7 +47,7 @@ def test_bucket_lifecycle(store: ObjectStore) -> None:
         store.create_bucket(name, object_lock=False)
     store.put_object(name, "a/b.txt", b"hello")
     assert store.get_object(name, "a/b.txt") == b"hello"
-    assert store.usage(name) == (5, 1)
+    assert store.usage(name) == BucketUsage(bytes=5, objects=1)
     with pytest.raises(BucketNotEmptyError):
         store.delete_bucket(name)
     store.delete_object(name, "a/b.txt")
@@ -64,7 +65,7 @@ def test_locked_objects_cannot_be_deleted(store: ObjectStore) -> None:
 
 def test_default_retention_locks_new_objects(store: ObjectStore) -> None:
     name = _name()
-    store.create_bucket(name, object_lock=True, retention=Retention("COMPLIANCE", 1))
+    store.create_bucket(name, object_lock=True, retention=Retention(mode="COMPLIANCE", days=1))
     store.put_object(name, "k", b"v")
     with pytest.raises(ObjectLockedError):
         store.delete_object(name, "k")
@@ -73,7 +74,7 @@ def test_default_retention_locks_new_objects(store: ObjectStore) -> None:
 def test_object_lock_can_be_turned_on_later(store: ObjectStore) -> None:
     name = _name()
     store.create_bucket(name, object_lock=False)
-    store.enable_object_lock(name, Retention("GOVERNANCE", 1))
+    store.enable_object_lock(name, Retention(mode="GOVERNANCE", days=1))
     store.put_object(name, "k", b"v", retain_until=_later(), mode="COMPLIANCE")
     with pytest.raises(ObjectLockedError):
         store.delete_object(name, "k")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from google.rpc import code_pb2
 from sqlalchemy.engine import Connection
 
 from auditline.account.v1 import service_account_pb2
@@ -28,7 +29,7 @@ ROLE_AUDITOR = service_account_pb2.ROLE_AUDITOR
 ROLE_STANDARD = service_account_pb2.ROLE_STANDARD
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Caller:
     """The authenticated service account of a call."""
 
@@ -38,7 +39,17 @@ class Caller:
     role: int
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Session:
+    """A valid session: its account, and when its token expires (epoch seconds). The
+    token itself is known only when it is issued (`token`; the store keeps a hash)."""
+
+    caller: Caller
+    expires_at: float
+    token: str = ""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class IamEvent:
     """An identity event for the IAM audit log (codes as in the IAM log's table)."""
 
@@ -178,8 +189,8 @@ class Accounts:
 
     # --- sessions ----------------------------------------------------------------
 
-    def authenticate(self, access_key: str, secret_key: str, ip: str) -> tuple[str, float, Caller]:
-        """A new session token and its expiry, or an `AuditlineError` (and an IAM event)."""
+    def authenticate(self, access_key: str, secret_key: str, ip: str) -> Session:
+        """A new session (its token and expiry), or an `AuditlineError` (and an IAM event)."""
         now = self.clock()
         accounts = tables.service_accounts
         with self.db.begin() as connection:
@@ -198,13 +209,13 @@ class Accounts:
         if not row["enabled"]:
             self.iam(
                 IamEvent(
-                    "f",
-                    "FailedLoginDisabledAccount",
-                    "the account is disabled",
-                    access_key,
-                    row["display_name"],
-                    ip,
-                    7,
+                    code="f",
+                    event_name="FailedLoginDisabledAccount",
+                    description="the account is disabled",
+                    access_key=access_key,
+                    account_name=row["display_name"],
+                    source_ip=ip,
+                    status=code_pb2.PERMISSION_DENIED,
                 )
             )
             raise PermissionDeniedError("the service account is disabled")
@@ -227,10 +238,22 @@ class Accounts:
             connection.execute(tables.sessions.delete().where(tables.sessions.c.expires_at < now))
         self.iam(
             IamEvent(
-                "s", "LoginSuccess", "successful login", access_key, row["display_name"], ip, 0
+                code="s",
+                event_name="LoginSuccess",
+                description="successful login",
+                access_key=access_key,
+                account_name=row["display_name"],
+                source_ip=ip,
+                status=code_pb2.OK,
             )
         )
-        return token, expires_at, Caller(row["id"], row["display_name"], access_key, row["role"])
+        caller = Caller(
+            account_id=row["id"],
+            display_name=row["display_name"],
+            access_key=access_key,
+            role=row["role"],
+        )
+        return Session(caller=caller, expires_at=expires_at, token=token)
 
     def _check_blocks(self, connection: Connection, access_key: str, ip: str, now: float) -> None:
         blocks = tables.ip_blocks
@@ -245,13 +268,13 @@ class Accounts:
             code = "limit_mu" if block.access_key == "" else "limit_wc"
             self.iam(
                 IamEvent(
-                    code,
-                    "BlockedLoginAttempt",
-                    "login attempt from a blocked address",
-                    access_key,
-                    "",
-                    ip,
-                    8,
+                    code=code,
+                    event_name="BlockedLoginAttempt",
+                    description="login attempt from a blocked address",
+                    access_key=access_key,
+                    account_name="",
+                    source_ip=ip,
+                    status=code_pb2.RESOURCE_EXHAUSTED,
                 )
             )
             wait = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(block.until))
@@ -266,25 +289,25 @@ class Accounts:
         if unknown:
             self.iam(
                 IamEvent(
-                    "fu",
-                    "FailedLoginUnknownAccessKey",
-                    "unknown access key",
-                    access_key,
-                    "",
-                    ip,
-                    16,
+                    code="fu",
+                    event_name="FailedLoginUnknownAccessKey",
+                    description="unknown access key",
+                    access_key=access_key,
+                    account_name="",
+                    source_ip=ip,
+                    status=code_pb2.UNAUTHENTICATED,
                 )
             )
         else:
             self.iam(
                 IamEvent(
-                    "fp",
-                    "FailedLoginWrongSecret",
-                    "wrong secret key",
-                    access_key,
-                    account_name,
-                    ip,
-                    16,
+                    code="fp",
+                    event_name="FailedLoginWrongSecret",
+                    description="wrong secret key",
+                    access_key=access_key,
+                    account_name=account_name,
+                    source_ip=ip,
+                    status=code_pb2.UNAUTHENTICATED,
                 )
             )
         since = now - policy.window_seconds
@@ -324,13 +347,13 @@ class Accounts:
             scope = "every account" if blocked_key == "" else f"account {access_key}"
             self.iam(
                 IamEvent(
-                    code,
-                    "IpBlocked",
-                    f"{ip} blocked for {scope}",
-                    access_key,
-                    account_name,
-                    ip,
-                    8,
+                    code=code,
+                    event_name="IpBlocked",
+                    description=f"{ip} blocked for {scope}",
+                    access_key=access_key,
+                    account_name=account_name,
+                    source_ip=ip,
+                    status=code_pb2.RESOURCE_EXHAUSTED,
                     summarize=False,
                 )
             )
@@ -343,9 +366,11 @@ class Accounts:
                 "the session token is not valid (expired, unknown, "
                 "or its account is disabled); authenticate again"
             )
-        return found[0]
+        return found.caller
 
-    def validate(self, token: str) -> tuple[Caller, float] | None:
+    def validate(self, token: str) -> Session | None:
+        """The session of a token, or None when it is unknown, expired or its account
+        disabled."""
         sessions, accounts = tables.sessions, tables.service_accounts
         with self.db.engine.connect() as connection:
             row = (
@@ -366,9 +391,13 @@ class Accounts:
             )
         if row is None or not row["enabled"] or row["expires_at"] <= self.clock():
             return None
-        return Caller(row["id"], row["display_name"], row["access_key"], row["role"]), float(
-            row["expires_at"]
+        caller = Caller(
+            account_id=row["id"],
+            display_name=row["display_name"],
+            access_key=row["access_key"],
+            role=row["role"],
         )
+        return Session(caller=caller, expires_at=float(row["expires_at"]))
 
     def end_sessions(self, connection: Connection, account_id: str) -> None:
         connection.execute(

@@ -49,7 +49,12 @@ from auditline.interceptor import (
 )
 from auditline.interceptor.integrity import Notary
 from auditline.server.accounts import Accounts, IamEvent, LoginPolicy
-from auditline.server.audit_target import BucketWriter, audit_settings, ensure_audit_target
+from auditline.server.audit_target import (
+    AuditTarget,
+    BucketWriter,
+    audit_settings,
+    ensure_audit_target,
+)
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
 from auditline.server.guard import CallGuard
@@ -270,10 +275,10 @@ class AuditlineServer:
             else BucketWriter(self.store, self.audit_target),
         )
         self.pipeline.instrument()
-        self.follow_settings(*audit_settings(self.db))
+        self.follow_settings(audit_settings(self.db))
         saved = SavedExporters(self.db, self.store, self.pipeline)
         self.exporters = ExporterServicer(
-            self.db, self.store, saved, self.clock, lambda: audit_settings(self.db)[1]
+            self.db, self.store, saved, self.clock, lambda: audit_settings(self.db).bucket
         )
         saved.start_all()
         self.usage = UsageServicer(self.db, self.store, self.clock)
@@ -308,13 +313,14 @@ class AuditlineServer:
             for name in ("", *self.service_names):
                 self._health.set(name, status)
 
-    def follow_settings(self, enabled: bool, target: str) -> None:
+    def follow_settings(self, target: AuditTarget) -> None:
         """Point the default exporter at the settings' target. While account audit logs
         are disabled only the settings log (changes of the settings) is kept: the
         other events are not spooled, as they happen."""
-        if target and not self.settings.export_target:
-            self.pipeline.exporters["default"].writer = BucketWriter(self.store, target)
-        self.pipeline.spool.keep_logs(None if enabled else frozenset({"LOG_TYPE_SETTINGS"}))
+        if target.bucket and not self.settings.export_target:
+            self.pipeline.exporters["default"].writer = BucketWriter(self.store, target.bucket)
+        kept = None if target.enabled else frozenset({"LOG_TYPE_SETTINGS"})
+        self.pipeline.spool.keep_logs(kept)
 
     @property
     def service_names(self) -> list[str]:

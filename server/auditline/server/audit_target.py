@@ -4,6 +4,7 @@ service's own object store, created on first start and named by the audit settin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import logging
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from auditline.server.objectstore import (
     Retention,
 )
 
-__all__ = ["BucketWriter", "audit_settings", "ensure_audit_target"]
+__all__ = ["AuditTarget", "BucketWriter", "audit_settings", "ensure_audit_target"]
 
 log = logging.getLogger("auditline.server")
 
@@ -68,7 +69,9 @@ def ensure_audit_target(
                 store.create_bucket(
                     bucket,
                     object_lock=True,
-                    retention=Retention(retention_mode, retention_days) if retention_days else None,
+                    retention=Retention(mode=retention_mode, days=retention_days)
+                    if retention_days
+                    else None,
                 )
             connection.execute(
                 tables.buckets.insert().values(
@@ -96,10 +99,18 @@ def ensure_audit_target(
     return bucket
 
 
-def audit_settings(db: Database) -> tuple[bool, str]:
-    """(account audit logs enabled, target bucket) as the settings say now."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AuditTarget:
+    """Where the audit settings send account audit logs now."""
+
+    enabled: bool  # account audit logs are on (the settings log always is)
+    bucket: str  # "" before the first start has set one
+
+
+def audit_settings(db: Database) -> AuditTarget:
+    """The audit target as the settings say now."""
     with db.begin() as connection:
         row = connection.execute(sa.select(tables.audit_settings)).mappings().first()
     if row is None:
-        return False, ""
-    return bool(row["account_logs_enabled"]), str(row["target_bucket"])
+        return AuditTarget(enabled=False, bucket="")
+    return AuditTarget(enabled=bool(row["account_logs_enabled"]), bucket=str(row["target_bucket"]))

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BucketExistsError",
     "BucketNotEmptyError",
+    "BucketUsage",
     "FilesystemStore",
     "NoSuchBucketError",
     "ObjectLockedError",
@@ -79,7 +80,15 @@ class ObjectLockedError(ObjectStoreError):
     pass
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BucketUsage:
+    """Bytes and objects in a bucket, every version counted."""
+
+    bytes: int
+    objects: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Retention:
     """Object-lock retention: mode `GOVERNANCE` or `COMPLIANCE`, for `days`."""
 
@@ -112,8 +121,8 @@ class ObjectStore(Protocol):
 
     def get_object(self, bucket: str, key: str) -> bytes: ...
 
-    def usage(self, bucket: str) -> tuple[int, int]:
-        """(bytes, objects) stored in the bucket, every version counted."""
+    def usage(self, bucket: str) -> BucketUsage:
+        """What the bucket holds, every version counted."""
         ...
 
 
@@ -235,9 +244,9 @@ class FilesystemStore:
     def get_object(self, bucket: str, key: str) -> bytes:
         return self._object(self._bucket(bucket), key).read_bytes()
 
-    def usage(self, bucket: str) -> tuple[int, int]:
+    def usage(self, bucket: str) -> BucketUsage:
         files = [p for p in (self._bucket(bucket) / "objects").rglob("*") if p.is_file()]
-        return sum(p.stat().st_size for p in files), len(files)
+        return BucketUsage(bytes=sum(p.stat().st_size for p in files), objects=len(files))
 
 
 # --- S3 -------------------------------------------------------------------------------
@@ -356,11 +365,11 @@ class S3Store:
     def get_object(self, bucket: str, key: str) -> bytes:
         return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
-    def usage(self, bucket: str) -> tuple[int, int]:
+    def usage(self, bucket: str) -> BucketUsage:
         size = count = 0
         paginator = self.client.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=bucket):
             for version in page.get("Versions", []):
                 size += int(version.get("Size", 0))
                 count += 1
-        return size, count
+        return BucketUsage(bytes=size, objects=count)

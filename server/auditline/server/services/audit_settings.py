@@ -18,14 +18,15 @@ from auditline.audit.v1 import event_pb2, settings_pb2_grpc
 from auditline.audit.v1 import settings_pb2 as pb
 from auditline.errors import FailedPreconditionError, InvalidArgumentError
 from auditline.interceptor import set_log_type
+from auditline.server.audit_target import AuditTarget
 from auditline.server.db import Database, tables
 from auditline.server.guard import current_caller
 from auditline.server.objectstore import bucket_name_problem
 from auditline.server.services._common import timestamp
 from auditline.server.services.buckets import require_bucket
 
-# Called after every change with (enabled, target bucket), so the exporter follows.
-SettingsListener = Callable[[bool, str], None]
+# Called after every change, so the exporter follows.
+SettingsListener = Callable[[AuditTarget], None]
 
 
 class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
@@ -33,7 +34,7 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
         self,
         db: Database,
         clock: Callable[[], float],
-        on_change: SettingsListener = lambda enabled, target: None,
+        on_change: SettingsListener = lambda target: None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -86,7 +87,9 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
                 )
             )
             settings = self._settings(connection)
-        self.on_change(settings.account_audit_logs_enabled, settings.target_bucket)
+        self.on_change(
+            AuditTarget(enabled=settings.account_audit_logs_enabled, bucket=settings.target_bucket)
+        )
         return settings
 
     def GetAuditSettings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+from google.rpc import code_pb2
 
 from auditline.account.v1 import auth_pb2, auth_pb2_grpc, service_account_pb2
 from auditline.errors import InvalidArgumentError
@@ -29,13 +30,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if not request.secret_key:
             raise InvalidArgumentError.field("secret_key", "is required")
         ip = self._caller_address(context)
-        token, expires_at, caller = self.accounts.authenticate(
-            request.access_key, request.secret_key, ip
-        )
+        session = self.accounts.authenticate(request.access_key, request.secret_key, ip)
+        caller = session.caller
         set_principal(caller.display_name, caller.access_key)
         return auth_pb2.AuthenticateResponse(
-            token=token,
-            expire_time=timestamp(expires_at),
+            token=session.token,
+            expire_time=timestamp(session.expires_at),
             service_account=f"serviceAccounts/{caller.account_id}",
             role=service_account_pb2.Role.ValueType(caller.role),
         )
@@ -50,34 +50,34 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if found is None:
             self.accounts.iam(
                 IamEvent(
-                    "tv",
-                    "TokenValidated",
-                    "the token is not valid",
-                    "",
-                    "",
-                    ip,
-                    16,
+                    code="tv",
+                    event_name="TokenValidated",
+                    description="the token is not valid",
+                    access_key="",
+                    account_name="",
+                    source_ip=ip,
+                    status=code_pb2.UNAUTHENTICATED,
                     method="ValidateToken",
                 )
             )
             return auth_pb2.ValidateTokenResponse(valid=False)
-        caller, expires_at = found
+        caller = found.caller
         set_principal(caller.display_name, caller.access_key)
         self.accounts.iam(
             IamEvent(
-                "tv",
-                "TokenValidated",
-                "the token is valid",
-                caller.access_key,
-                caller.display_name,
-                ip,
-                0,
+                code="tv",
+                event_name="TokenValidated",
+                description="the token is valid",
+                access_key=caller.access_key,
+                account_name=caller.display_name,
+                source_ip=ip,
+                status=code_pb2.OK,
                 method="ValidateToken",
             )
         )
         return auth_pb2.ValidateTokenResponse(
             valid=True,
-            expire_time=timestamp(expires_at),
+            expire_time=timestamp(found.expires_at),
             service_account=f"serviceAccounts/{caller.account_id}",
             role=service_account_pb2.Role.ValueType(caller.role),
         )

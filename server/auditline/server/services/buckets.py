@@ -42,7 +42,7 @@ def _retention(message: pb.Retention, field: str) -> Retention | None:
         raise InvalidArgumentError.field(f"{field}.mode", "must be GOVERNANCE or COMPLIANCE")
     if not 1 <= message.days <= 36500:
         raise InvalidArgumentError.field(f"{field}.days", "must be 1 to 36500")
-    return Retention(_MODES[message.mode], message.days)
+    return Retention(mode=_MODES[message.mode], days=message.days)
 
 
 def require_bucket(connection: Connection, name: str) -> dict[str, Any]:

@@ -35,10 +35,10 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             )
         response = pb.GetCurrentUsageResponse(measure_time=timestamp(self.clock()))
         for name in names:
-            size, count = self.store.usage(name)
-            response.buckets.add(bucket=name, bytes=size, object_count=count)
-            response.total_bytes += size
-            response.total_object_count += count
+            usage = self.store.usage(name)
+            response.buckets.add(bucket=name, bytes=usage.bytes, object_count=usage.objects)
+            response.total_bytes += usage.bytes
+            response.total_object_count += usage.objects
         with self.db.begin() as connection:
             connection.execute(
                 tables.usage_snapshots.insert().values(
