@@ -27,9 +27,9 @@ def test_the_reference_note_signs_and_opens() -> None:
     assert signer.verifier.text == VERIFIER
     assert signer.text == SIGNER
     assert signer.sign_note(TEXT) == NOTE
-    text, key = open_note(NOTE, [VerifierKey.parse(VERIFIER)])
-    assert text == TEXT
-    assert key.name == "PeterNeumann"
+    opened = open_note(NOTE, [VerifierKey.parse(VERIFIER)])
+    assert opened.text == TEXT
+    assert opened.signer.name == "PeterNeumann"
 
 
 def test_a_changed_note_is_forged_and_an_unknown_key_untrusted() -> None:
@@ -65,8 +65,7 @@ def test_checkpoints_round_trip() -> None:
     key = SigningKey.generate("auditline.example/node-1")
     checkpoint = Checkpoint(origin="auditline.example/node-1", size=3, root=root_of([b"x" * 32]))
     note = key.sign_note(checkpoint.text)
-    text, _ = open_note(note, [key.verifier])
-    assert Checkpoint.parse(text) == checkpoint
+    assert Checkpoint.parse(open_note(note, [key.verifier]).text) == checkpoint
     for bad in ("o\n-1\nAAAA\n", "o\n01\n" + checkpoint.text.split("\n")[2] + "\n", "o\n1\n"):
         with pytest.raises(NoteError):
             Checkpoint.parse(bad)

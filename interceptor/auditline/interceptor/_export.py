@@ -162,7 +162,7 @@ class Exporter:
         render = FORMATS[self.config.format]
         if intent is not None:  # a batch that failed or was cut short by a crash: redo it
             pending: Iterable[SpooledEvent] = store.read(
-                intent[0] - 1, limit=intent[1] - intent[0] + 1
+                intent.first_seq - 1, limit=intent.last_seq - intent.first_seq + 1
             )
         else:
             pending = store.iterate(watermark, batch=500)
@@ -275,7 +275,7 @@ class Exporter:
                 leaves = store.leaves(first, last)
                 omitted = [(seq, leaves[seq - first]) for seq in left_out]
         self._publish_key()
-        key, body = notary.manifest(
+        manifest = notary.manifest(
             prefix=self.config.prefix,
             exporter=self.config.name,
             tree_base=store.tree.base,
@@ -287,13 +287,13 @@ class Exporter:
             created_ns=events[-1].end_ns,
         )
         mode = self.config.retention_mode if retain_until else None
-        self.writer.put(key, body, retain_until=retain_until, mode=mode)
+        self.writer.put(manifest.key, manifest.body, retain_until=retain_until, mode=mode)
         self._last_checkpoint = self.clock()
 
     def _publish_key(self) -> None:
         if self.notary is not None and not self._key_published:
-            key, body = self.notary.key_object(self.config.prefix)
-            self.writer.put(key, body, **self._retention())
+            published = self.notary.key_object(self.config.prefix)
+            self.writer.put(published.key, published.body, **self._retention())
             self._key_published = True
 
     def _checkpoint_due(self) -> bool:
@@ -312,7 +312,7 @@ class Exporter:
         store = self.spool.store
         watermark = store.watermark(self.config.name)
         tree = store.frontier_at(watermark)
-        key, body = notary.manifest(
+        manifest = notary.manifest(
             prefix=self.config.prefix,
             exporter=self.config.name,
             tree_base=store.tree.base,
@@ -324,7 +324,7 @@ class Exporter:
             created_ns=time.time_ns(),
             idle=True,
         )
-        self.writer.put(key, body, **self._retention())
+        self.writer.put(manifest.key, manifest.body, **self._retention())
         self._last_checkpoint = self.clock()
 
     # --- control ------------------------------------------------------------------------

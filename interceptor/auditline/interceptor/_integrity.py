@@ -58,6 +58,14 @@ class FileEntry:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class IntegrityObject:
+    """An object the exporter writes beside its files: a key, or a manifest."""
+
+    key: str
+    body: bytes
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Notary:
     """Signs a node's checkpoints: its key, and the log's origin (deployment/node)."""
 
@@ -65,10 +73,12 @@ class Notary:
     origin: str
     node_id: str
 
-    def key_object(self, prefix: str) -> tuple[str, bytes]:
-        """The published verifier key: its object key and contents."""
-        key_id = self.key.verifier.key_id
-        return f"{prefix}integrity/keys/{key_id:08x}.pub", (self.key.verifier.text + "\n").encode()
+    def key_object(self, prefix: str) -> IntegrityObject:
+        """The published verifier key."""
+        return IntegrityObject(
+            key=f"{prefix}integrity/keys/{self.key.verifier.key_id:08x}.pub",
+            body=(self.key.verifier.text + "\n").encode(),
+        )
 
     def manifest(
         self,
@@ -83,8 +93,8 @@ class Notary:
         omitted: Sequence[tuple[int, bytes]],
         created_ns: int,
         idle: bool = False,
-    ) -> tuple[str, bytes]:
-        """A batch's manifest: its object key and contents. The batch is the events
+    ) -> IntegrityObject:
+        """A batch's manifest. The batch is the events
         `first_seq`.. that take the tree from `before` to `after`; `omitted` are the
         (seq, leaf hash) of the batch's events in none of `files`."""
         last_seq = first_seq + after.size - before.size - 1
@@ -108,4 +118,4 @@ class Notary:
         if idle:
             name += f"-{created_ns // 1_000_000_000}"
         key = f"{prefix}integrity/{self.node_id}/manifests/{name}.json"
-        return key, orjson.dumps(document, option=orjson.OPT_INDENT_2)
+        return IntegrityObject(key=key, body=orjson.dumps(document, option=orjson.OPT_INDENT_2))

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 __all__ = [
     "Checkpoint",
     "NoteError",
+    "OpenedNote",
     "SigningKey",
     "VerifierKey",
     "open_note",
@@ -147,7 +148,15 @@ class SigningKey:
         return f"{text}\n{_DASH}{self.name} {blob}\n"
 
 
-def open_note(note: str, keys: Sequence[VerifierKey]) -> tuple[str, VerifierKey]:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OpenedNote:
+    """A signed note's text, and the trusted key that signed it."""
+
+    text: str
+    signer: VerifierKey
+
+
+def open_note(note: str, keys: Sequence[VerifierKey]) -> OpenedNote:
     """The text of a signed note and the trusted key that signed it; `NoteError` when
     no trusted key signed it, or a trusted key's signature fails (c2sp.org/signed-note)."""
     split = note.rfind("\n\n")
@@ -177,7 +186,7 @@ def open_note(note: str, keys: Sequence[VerifierKey]) -> tuple[str, VerifierKey]
     if trusted is None:
         names = ", ".join(line[len(_DASH) :].partition(" ")[0] for line in lines)
         raise NoteError("untrusted", f"signed only by keys not trusted here ({names})")
-    return text, trusted
+    return OpenedNote(text=text, signer=trusted)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -40,7 +40,7 @@ def prove(location: Location, event_id: str, keys: Sequence[VerifierKey]) -> dic
         raise ProofError(f"no checkpoint proven from the files covers event {event_id}")
     size = max(sizes)
     note = notes[size]
-    text, _ = open_note(note, keys)
+    text = open_note(note, keys).text
     return {
         "proof": PROOF_FORMAT,
         "origin": Checkpoint.parse(text).origin,
@@ -58,7 +58,7 @@ def verify_proof(proof: dict[str, Any], keys: Sequence[VerifierKey]) -> dict[str
     """Check a proof; return its event. Raises `ProofError`, `NoteError` or `LineError`."""
     if proof.get("proof") != PROOF_FORMAT:
         raise ProofError(f"not an {PROOF_FORMAT} proof")
-    text, _ = open_note(proof["checkpoint"], keys)
+    text = open_note(proof["checkpoint"], keys).text
     checkpoint = Checkpoint.parse(text)
     if checkpoint.origin != proof["origin"] or checkpoint.size != proof["tree_size"]:
         raise ProofError("the checkpoint is of another log or size")

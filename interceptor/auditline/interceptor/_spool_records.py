@@ -12,7 +12,15 @@ from google.protobuf import json_format
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._types import EventDocument
 
-__all__ = ["EventPage", "ExportedFile", "SpoolStats", "SpooledEvent", "StoredEvent", "stored_event"]
+__all__ = [
+    "BatchIntent",
+    "EventPage",
+    "ExportedFile",
+    "SpoolStats",
+    "SpooledEvent",
+    "StoredEvent",
+    "stored_event",
+]
 
 _LOG_TYPES = {v.name: v.number for v in event_pb2.LogType.DESCRIPTOR.values}
 _SEQUENCE_PLACEHOLDER = b'"Sequence":"0"'
@@ -114,3 +122,12 @@ def stored_event(node_id: str, item: EventDocument) -> StoredEvent:
         account=request.get("AccountName", ""),
         code=document.get("Response", {}).get("ResponseCode", 0),
     )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchIntent:
+    """A batch an exporter began and has not committed: it is redone as it was, so a
+    retried upload lands under the same keys."""
+
+    first_seq: int
+    last_seq: int

@@ -28,7 +28,12 @@ from pathlib import Path
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._reserve import DiskReserve
 from auditline.interceptor._spool_queries import EventQueries
-from auditline.interceptor._spool_records import ExportedFile, SpooledEvent, StoredEvent
+from auditline.interceptor._spool_records import (
+    BatchIntent,
+    ExportedFile,
+    SpooledEvent,
+    StoredEvent,
+)
 from auditline.interceptor._spool_schema import SCHEMA
 from auditline.interceptor._spool_tree import TreeLog, leaves_of
 
@@ -253,13 +258,13 @@ class SpoolStore:
         with self.lock:
             return self.tree.frontier_at(seq)
 
-    def intent(self, exporter: str) -> tuple[int, int] | None:
+    def intent(self, exporter: str) -> BatchIntent | None:
         """The batch an exporter started and has not committed (after a failure or crash)."""
         with self.lock:
             row = self._db.execute(
                 "SELECT first_seq, last_seq FROM intents WHERE exporter = ?", (exporter,)
             ).fetchone()
-        return (int(row[0]), int(row[1])) if row else None
+        return BatchIntent(first_seq=int(row[0]), last_seq=int(row[1])) if row else None
 
     def begin_batch(self, exporter: str, first_seq: int, last_seq: int) -> None:
         """Write down a batch before uploading it, so a retry uploads the same batch."""

@@ -121,7 +121,8 @@ class Verifier:
             return None
         checkpoint = None
         try:
-            text, signer = open_note(note, self.keys)
+            opened = open_note(note, self.keys)
+            text, signer = opened.text, opened.signer
             checkpoint = Checkpoint.parse(text)
         except NoteError as exc:
             kind = {"forged": "forged-checkpoint", "untrusted": "untrusted-checkpoint"}.get(
