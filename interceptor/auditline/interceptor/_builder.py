@@ -1,7 +1,8 @@
-"""Building the redacted event of a captured call, as a JSON document or an `ApiEvent`.
+"""Building the redacted event of a captured call: one JSON document, exactly protobuf's
+JSON mapping of `ApiEvent` (a test checks that it round-trips unchanged).
 
-Both forms carry the same content (a test checks it field by field): the
-document is what the spool stores, the message what `emit`-only sinks get.
+The document is what the spool stores; a sink that takes messages gets the `ApiEvent`
+parsed from it (`event_of`), so there is one builder and one content.
 Everything a caller controls is bounded here: bodies at `max_body_bytes` (a few
 KB for unauthenticated callers), the error message at 1 KB, header values at 1 KB.
 """
@@ -12,7 +13,7 @@ import json
 from typing import Any
 
 import grpc
-from google.protobuf import message
+from google.protobuf import json_format, message
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import ACTIVITY_ENUM_NAMES, LOG_TYPE_ENUM_NAMES
@@ -25,7 +26,7 @@ from auditline.interceptor._status import (
     final_status,
 )
 
-__all__ = ["MAX_ERROR_BYTES", "MAX_HEADER_CHARS", "EventBuilder"]
+__all__ = ["MAX_ERROR_BYTES", "MAX_HEADER_CHARS", "EventBuilder", "event_of"]
 
 MAX_ERROR_BYTES = 1024
 MAX_HEADER_CHARS = 1024
@@ -150,7 +151,7 @@ class EventBuilder:
             return None, False
         return self._body(record.response, None, self._body_cap(record))
 
-    # --- the two forms -----------------------------------------------------------------
+    # --- the event --------------------------------------------------------------------
 
     def document(self, record: CallRecord, event_id: str) -> dict[str, Any]:
         """The redacted event as protobuf's JSON mapping of `ApiEvent` writes it.
@@ -208,47 +209,7 @@ class EventBuilder:
             "IamCode": "",
         }
 
-    def event(self, record: CallRecord, event_id: str) -> event_pb2.ApiEvent:
-        """The redacted `ApiEvent` of a record."""
-        info = record.info
-        event = event_pb2.ApiEvent(
-            event_name=info.event_name,
-            version="2",
-            event_id=event_id,
-            node_id=self.config.node_id,
-            service=info.service,
-            method=info.method,
-            activity=info.activity,  # type: ignore[arg-type]
-            log_type=record.log_type or self.config.log_type,  # type: ignore[arg-type]
-            trace_id=record.trace_id,
-            span_id=record.span_id,
-        )
-        request = event.request
-        if record.principal is not None:
-            request.account_name = record.principal.account_name
-            request.access_key = record.principal.access_key
-        request.request_time.FromNanoseconds(record.started_ns)
-        request.user_agent, request.request_id, metadata = self._request_fields(record)
-        request.source_ip, request.source_port = self.source(record)
-        request.metadata.update(metadata)
-        request.message_count = record.request_count
-        params, request.params_truncated = self._body(
-            record.request, record.request_class, self._body_cap(record)
-        )
-        request.request_params.SetInParent()
-        if params:
-            request.request_params.update(params)
 
-        response = event.response
-        response.response_time.FromNanoseconds(record.ended_ns)
-        code, details = self.status(record)
-        response.response_code = code.value[0]
-        response.response_status = code.name
-        response.response_error, response.error_truncated = cut_text(details, MAX_ERROR_BYTES)
-        response.message_count = self._messages_received(record, code)
-        response.response_body.SetInParent()
-        body, response.body_truncated = self._response_body(record, code)
-        if body:
-            response.response_body.update(body)
-        response.error_details.extend(error_detail_lines(record.trailing_metadata))
-        return event
+def event_of(document: dict[str, Any]) -> event_pb2.ApiEvent:
+    """The `ApiEvent` message of a document, for sinks that take messages."""
+    return json_format.ParseDict(document, event_pb2.ApiEvent())

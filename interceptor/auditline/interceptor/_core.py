@@ -22,7 +22,7 @@ import grpc
 from google.protobuf import message
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor._builder import EventBuilder
+from auditline.interceptor._builder import EventBuilder, event_of
 from auditline.interceptor._formats import apievent_dict
 from auditline.interceptor._methods import MethodInfo
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds, trace_ids
@@ -302,7 +302,7 @@ class AuditCore:
                 if self._emit_documents is not None:
                     self._emit_documents([summary], wait=False)
                 else:
-                    self.sink.emit(_as_event(summary.document))
+                    self.sink.emit(event_of(summary.document))
             except Exception as exc:
                 self._sink_failed(exc)
 
@@ -338,9 +338,8 @@ class AuditCore:
         if self._emit_documents is not None:
             self._emit_documents(self._documents(record), wait=wait)
             return
-        for related in record.related:
-            self.sink.emit(related.event)
-        self.sink.emit(self.builder.event(record, self._ids.next()))
+        for document in self._documents(record):
+            self.sink.emit(event_of(document.document))
 
     def _deliver_events(self, events: tuple[event_pb2.ApiEvent, ...]) -> None:
         try:
@@ -394,10 +393,4 @@ class AuditCore:
         return self.builder.document(record, self._ids.next())
 
     def build_event(self, record: CallRecord) -> event_pb2.ApiEvent:
-        return self.builder.event(record, self._ids.next())
-
-
-def _as_event(document: dict[str, Any]) -> event_pb2.ApiEvent:
-    from google.protobuf import json_format
-
-    return json_format.ParseDict(document, event_pb2.ApiEvent())
+        return event_of(self.build_document(record))
