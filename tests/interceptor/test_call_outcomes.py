@@ -54,6 +54,13 @@ CASES: dict[str, tuple[Callable[[echo_pb2_grpc.EchoServiceStub], Any], str, str,
         1,
         0,
     ),
+    "unary no response after OK as a number": (
+        lambda s: s.Echo(R(action="none_ok_number")),
+        "INTERNAL",
+        "the handler returned no response",
+        1,
+        0,
+    ),
     "server stream ok": (lambda s: list(s.ListThings(R(text="l"))), "OK", "", 1, 3),
     "server stream abort": (
         lambda s: list(s.ListThings(R(action="abort"))),

@@ -128,6 +128,9 @@ def act(
         set_principal("alice", "AKALICE")
     if action == "none":
         return None
+    if action == "none_ok_number":  # the OK code given as a number, then no response
+        context.set_code(0)  # type: ignore[arg-type]
+        return None
     return reply(request)
 
 
@@ -209,6 +212,9 @@ async def act_async(
     if action == "principal":
         set_principal("alice", "AKALICE")
     if action == "none":
+        return None
+    if action == "none_ok_number":
+        context.set_code(0)  # type: ignore[arg-type]
         return None
     return reply(request)
 

@@ -18,7 +18,7 @@ import grpc
 from google.protobuf import message
 
 from auditline.interceptor._aio_call import AioCall, AuditedContext, async_iterator, settled
-from auditline.interceptor._base import AuditInterceptorBase, Refusal
+from auditline.interceptor._base import AuditInterceptorBase, Refusal, serialize_unary
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._record import CallRecord
 from auditline.interceptor._scope import SCOPE
@@ -201,16 +201,6 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
     # --- wrapping the four call shapes -------------------------------------
 
-    @staticmethod
-    def _serialize_unary(result: Any, serialize: Serializer, context: Any) -> bytes | None:
-        if result is None:
-            code = context.code()
-            if code is None or code == grpc.StatusCode.OK or code == 0:
-                context.set_code(grpc.StatusCode.INTERNAL)
-                context.set_details("the handler returned no response")
-            return None
-        return serialize(result) if serialize is not None else result
-
     def _wrap(self, info: MethodInfo, handler: Handler) -> Handler:
         deserialize: Deserializer = handler.request_deserializer
         serialize: Serializer = handler.response_serializer
@@ -273,7 +263,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 result = await settled(
                     inner(argument, AuditedContext(context, call, self._parse, self._abort))
                 )
-                response = self._serialize_unary(result, serialize, context)
+                response = serialize_unary(result, serialize, context)
                 if response is not None:
                     call.on_send(result)
                 await self._settle_at_eof(call, context)

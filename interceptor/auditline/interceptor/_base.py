@@ -35,6 +35,21 @@ class Refusal(Exception):
         self.details = details
 
 
+def serialize_unary(
+    result: Any, serialize: Callable[[Any], bytes] | None, context: Any
+) -> bytes | None:
+    """A unary handler's response as bytes; None when it returned none, and then, unless
+    it set an error, INTERNAL with a reason (gRPC would say "Failed to serialize
+    response!"). The code may have been set as a StatusCode or as a number."""
+    if result is None:
+        code = context.code()
+        if code is None or code == grpc.StatusCode.OK or code == 0:
+            context.set_code(grpc.StatusCode.INTERNAL)
+            context.set_details("the handler returned no response")
+        return None
+    return serialize(result) if serialize is not None else result
+
+
 class AuditInterceptorBase:
     """Records every call as an `ApiEvent` handed to `sink`.
 

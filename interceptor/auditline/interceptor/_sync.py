@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 from google.protobuf import message
 
-from auditline.interceptor._base import AuditInterceptorBase
+from auditline.interceptor._base import AuditInterceptorBase, serialize_unary
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._scope import SCOPE, CallScope, enter_scope, exit_scope
 from auditline.interceptor._status import sendable
@@ -230,16 +230,6 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         if refusal is not None:
             context.abort(refusal.code, refusal.details)
 
-    @staticmethod
-    def _serialize_unary(result: Any, serialize: Serializer, context: Any) -> bytes | None:
-        if result is None:
-            if context.code() in (None, grpc.StatusCode.OK):
-                # gRPC would answer INTERNAL "Failed to serialize response!"; say why.
-                context.set_code(grpc.StatusCode.INTERNAL)
-                context.set_details("the handler returned no response")
-            return None
-        return serialize(result) if serialize is not None else result
-
     def _unary_response(
         self,
         info: MethodInfo,
@@ -258,7 +248,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                 self._start(context)
                 admitted = True
                 result = inner(request.argument(context), context)
-                response = self._serialize_unary(result, serialize, context)
+                response = serialize_unary(result, serialize, context)
             except BaseException as exc:
                 exit_scope(token)
                 self._end(
