@@ -48,11 +48,17 @@ STATS = "/bench.Control/Stats"
 
 
 class _CountingSink:
+    """Counts events. It takes them as documents, as the spool does (a sink with only
+    `emit` gets each as an `ApiEvent` message parsed from its document: ~70 us more)."""
+
     def __init__(self) -> None:
         self.count = 0
 
     def emit(self, event: Any) -> None:
         self.count += 1
+
+    def emit_documents(self, documents: Any, *, wait: bool) -> None:
+        self.count += len(documents)
 
 
 def _authenticate(
