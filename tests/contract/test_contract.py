@@ -12,7 +12,7 @@ from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS, FILES
 from tests.support.paths import REPOSITORY
 
 EXPECTED_METHODS = {
-    "auditline.account.v1.AuthService": {"Authenticate", "ValidateToken"},
+    "auditline.account.v1.AuthService": {"Authenticate", "ValidateToken", "Logout"},
     "auditline.account.v1.UsageService": {"GetHistoricalUsage", "GetCurrentUsage"},
     "auditline.account.v1.PermissionService": {
         "ListPermissions",
@@ -20,6 +20,7 @@ EXPECTED_METHODS = {
         "GetPermission",
         "UpdatePermission",
         "DeletePermission",
+        "BatchCreatePermissions",
     },
     "auditline.account.v1.ServiceAccountService": {
         "ListServiceAccounts",

@@ -135,6 +135,23 @@ REQUESTS: dict[str, Request] = {
     _ACCOUNT + "ServiceAccountService/DisableServiceAccount": lambda w, c: (
         sa_pb.DisableServiceAccountRequest(name=w.new_account())
     ),
+    # Ends every session of the caller's own account; its client logs in again.
+    _ACCOUNT + "AuthService/Logout": lambda w, c: auth_pb2.LogoutRequest(
+        service_account=c.account.name
+    ),
+    _ACCOUNT + "PermissionService/BatchCreatePermissions": lambda w, c: (
+        permission_pb2.BatchCreatePermissionsRequest(
+            requests=[
+                permission_pb2.CreatePermissionRequest(
+                    permission=permission_pb2.Permission(
+                        display_name=new_name("perm"),
+                        access=permission_pb2.ACCESS_READ,
+                        bucket_scope=permission_pb2.BUCKET_SCOPE_ALL,
+                    )
+                )
+            ]
+        )
+    ),
     _ACCOUNT + "PermissionService/ListPermissions": lambda w, c: (
         permission_pb2.ListPermissionsRequest()
     ),

@@ -1,4 +1,5 @@
-"""`auditline login`: trade a service account's keys for a stored session."""
+"""`auditline login` and `logout`: trade a service account's keys for a stored session,
+and end it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import sys
 
 from auditline.account.v1 import auth_pb2
 from auditline.client._client import Client
-from auditline.client._command_parsers import SubParsers, add_common_options
-from auditline.client._sessions import Session, save_session
+from auditline.client._command_parsers import SubParsers, add_command, add_common_options
+from auditline.client._output import print_message
+from auditline.client._sessions import Session, forget_session, save_session
 
-__all__ = ["add_login_command"]
+__all__ = ["add_login_command", "add_logout_command"]
 
 
 def _login(args: argparse.Namespace) -> int:
@@ -49,3 +51,26 @@ def add_login_command(subparsers: SubParsers) -> None:
     add_common_options(parser)
     parser.add_argument("--access-key", required=True)
     parser.set_defaults(handler=_login)
+
+
+def _logout(client: Client, args: argparse.Namespace) -> None:
+    response = client.auth.Logout(auth_pb2.LogoutRequest(service_account=args.account or ""))
+    if not args.account:
+        forget_session(args.target)
+    if args.json:
+        print_message(response, as_json=True)
+    else:
+        whose = args.account or "this session"
+        print(f"logged out {whose} on {args.target}: {response.ended_sessions} session(s) ended")
+
+
+def add_logout_command(subparsers: SubParsers) -> None:
+    """`auditline logout [--account serviceAccounts/ID]`."""
+    parser = add_command(
+        subparsers,
+        "logout",
+        _logout,
+        "end the stored session (its token stops working), or, for admins, every "
+        "session of a service account",
+    )
+    parser.add_argument("--account", help="serviceAccounts/ID: end all its sessions (admins)")

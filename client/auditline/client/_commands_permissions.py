@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import yaml
+from google.protobuf import json_format
 
 from auditline.account.v1 import permission_pb2
 from auditline.client._client import Client
@@ -57,8 +61,45 @@ def _delete(client: Client, args: argparse.Namespace) -> None:
     print(f"deleted permissions/{args.id}")
 
 
+def import_requests(path: Path) -> list[permission_pb2.CreatePermissionRequest]:
+    """The permissions of a JSON or YAML file: a list of objects with a `Permission`'s
+    fields (protobuf's JSON names or field names; enums by name) and an optional `id`.
+    `ValueError` names the entry and field that cannot be read."""
+    try:
+        entries = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"cannot read {path}: {error}") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{path} must hold a list of permissions (objects)")
+    requests = []
+    for index, entry in enumerate(entries):
+        entry = dict(entry)
+        permission_id = str(entry.pop("id", "") or entry.pop("permission_id", "") or "")
+        try:
+            permission = json_format.ParseDict(entry, permission_pb2.Permission())
+        except json_format.ParseError as error:
+            raise ValueError(f"{path}: entry {index}: {error}") from None
+        requests.append(
+            permission_pb2.CreatePermissionRequest(
+                permission=permission, permission_id=permission_id
+            )
+        )
+    return requests
+
+
+def _import(client: Client, args: argparse.Namespace) -> None:
+    try:
+        requests = import_requests(args.file)
+    except ValueError as error:
+        args.parser_error(str(error))  # a usage error: exit 2, nothing sent
+    response = client.permissions.BatchCreatePermissions(
+        permission_pb2.BatchCreatePermissionsRequest(requests=requests)
+    )
+    print_message(response, as_json=args.json, rows=response.permissions, columns=_COLUMNS)
+
+
 def add_permission_commands(subparsers: SubParsers) -> None:
-    """`auditline permission create|list|get|delete`."""
+    """`auditline permission create|import|list|get|delete`."""
     permission = add_group(subparsers, "permission", "bucket permissions")
     parser = add_command(permission, "create", _create, "create a permission")
     parser.add_argument("name")
@@ -68,6 +109,13 @@ def add_permission_commands(subparsers: SubParsers) -> None:
     scope.add_argument("--prefix")
     scope.add_argument("--bucket", action="append")
     parser.add_argument("--access", choices=sorted(_ACCESS), required=True)
+    parser = add_command(
+        permission,
+        "import",
+        _import,
+        "create the permissions a JSON or YAML file lists: all of them, or none",
+    )
+    parser.add_argument("file", type=Path)
     add_command(permission, "list", _list, "list permissions")
     add_command(permission, "get", _get, "show a permission").add_argument("id")
     parser = add_command(permission, "delete", _delete, "delete a permission")

@@ -12,7 +12,7 @@ from typing import Any
 
 from auditline.client._client import Client
 
-__all__ = ["Session", "logged_in_client", "save_session", "sessions_file"]
+__all__ = ["Session", "forget_session", "logged_in_client", "save_session", "sessions_file"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -46,6 +46,15 @@ def save_session(target: str, session: Session) -> Path:
     with os.fdopen(fd, "w") as out:
         json.dump(sessions, out)
     return path
+
+
+def forget_session(target: str) -> None:
+    """Drop the stored session for `target` (after a logout)."""
+    sessions = _load_sessions()
+    if sessions.pop(target, None) is not None:
+        fd = os.open(sessions_file(), os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "w") as out:
+            json.dump(sessions, out)
 
 
 def logged_in_client(target: str) -> Client:

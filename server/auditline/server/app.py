@@ -48,7 +48,7 @@ from auditline.interceptor import (
     record_event,
 )
 from auditline.interceptor.integrity import Notary
-from auditline.server.accounts import Accounts, IamEvent, LoginPolicy
+from auditline.server.accounts import Accounts
 from auditline.server.audit_target import (
     AuditTarget,
     BucketWriter,
@@ -58,6 +58,7 @@ from auditline.server.audit_target import (
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
 from auditline.server.guard import CallGuard
+from auditline.server.iam import IamEvent
 from auditline.server.node import load_hmac_key, load_signing, prepare_data_dir, server_credentials
 from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.reflection import enable_reflection
@@ -70,6 +71,7 @@ from auditline.server.services.exporters import ExporterServicer
 from auditline.server.services.permissions import PermissionServicer
 from auditline.server.services.service_accounts import ServiceAccountServicer
 from auditline.server.services.usage import UsageServicer, UsageSnapshots
+from auditline.server.sessions import LoginPolicy
 
 __all__ = ["AUDIT_HEALTH", "SERVICES", "AuditlineServer", "ServiceRegistration"]
 

@@ -18,9 +18,10 @@ import grpc
 from auditline.contract import OPEN_METHODS
 from auditline.errors import AuditlineError, PermissionDeniedError, UnauthenticatedError
 from auditline.interceptor import set_principal
-from auditline.server.accounts import ROLE_ADMIN, ROLE_AUDITOR, ROLE_STANDARD, Accounts, Caller
+from auditline.server.accounts import ROLE_ADMIN, ROLE_AUDITOR, ROLE_STANDARD, Accounts
+from auditline.server.sessions import Caller
 
-__all__ = ["CallGuard", "current_caller"]
+__all__ = ["CallGuard", "bearer_token", "current_caller"]
 
 _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
     "auditline_caller", default=None
@@ -31,6 +32,7 @@ _AUDIT = "/auditline.audit.v1."
 # Methods other roles may call besides admin (who may call everything). The
 # services narrow standard accounts further to what their permissions name.
 _ALLOWED: dict[str, frozenset[int]] = {
+    _ACCOUNT + "AuthService/Logout": frozenset({ROLE_STANDARD, ROLE_AUDITOR}),
     _ACCOUNT + "ServiceAccountService/GetServiceAccount": frozenset({ROLE_STANDARD}),
     _ACCOUNT + "BucketService/ListBuckets": frozenset({ROLE_STANDARD}),
     _ACCOUNT + "BucketService/GetBucket": frozenset({ROLE_STANDARD}),
@@ -52,7 +54,8 @@ def current_caller() -> Caller:
     return caller
 
 
-def _bearer(context: grpc.ServicerContext) -> str:
+def bearer_token(context: grpc.ServicerContext) -> str:
+    """The call's `authorization: Bearer` token, or UnauthenticatedError."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")
@@ -71,7 +74,7 @@ class CallGuard(grpc.ServerInterceptor):
     def _admit(self, method: str, context: grpc.ServicerContext) -> Caller | None:
         if method in OPEN_METHODS:
             return None
-        caller = self.accounts.caller_for_token(_bearer(context))
+        caller = self.accounts.sessions.caller_for_token(bearer_token(context))
         set_principal(caller.display_name, caller.access_key)
         if caller.role != ROLE_ADMIN and caller.role not in _ALLOWED.get(method, ()):
             raise PermissionDeniedError(

@@ -137,3 +137,50 @@ class ValidateTokenResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ValidateTokenResponse: _TypeAlias = ValidateTokenResponse  # noqa: Y015
+
+@_typing.final
+class LogoutRequest(_message.Message):
+    """Whose sessions to end."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_ACCOUNT_FIELD_NUMBER: _builtins.int
+    service_account: _builtins.str
+    """Empty: the session of the token this call carries. A service account's
+    resource name (`serviceAccounts/<id>`): every session of that account; only an
+    admin may name another account than its own.
+    """
+    def __init__(
+        self,
+        *,
+        service_account: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service_account", b"service_account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutRequest: _TypeAlias = LogoutRequest  # noqa: Y015
+
+@_typing.final
+class LogoutResponse(_message.Message):
+    """What the logout ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDED_SESSIONS_FIELD_NUMBER: _builtins.int
+    ended_sessions: _builtins.int
+    """How many sessions (tokens) stopped working."""
+    def __init__(
+        self,
+        *,
+        ended_sessions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_sessions", b"ended_sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogoutResponse: _TypeAlias = LogoutResponse  # noqa: Y015

@@ -46,6 +46,11 @@ class AuthServiceStub:
                 request_serializer=auditline_dot_account_dot_v1_dot_auth__pb2.ValidateTokenRequest.SerializeToString,
                 response_deserializer=auditline_dot_account_dot_v1_dot_auth__pb2.ValidateTokenResponse.FromString,
                 _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/auditline.account.v1.AuthService/Logout',
+                request_serializer=auditline_dot_account_dot_v1_dot_auth__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=auditline_dot_account_dot_v1_dot_auth__pb2.LogoutResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -67,6 +72,13 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Logout(self, request, context):
+        """Log out: end the caller's session, or (admins) every session of an account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +91,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ValidateToken,
                     request_deserializer=auditline_dot_account_dot_v1_dot_auth__pb2.ValidateTokenRequest.FromString,
                     response_serializer=auditline_dot_account_dot_v1_dot_auth__pb2.ValidateTokenResponse.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=auditline_dot_account_dot_v1_dot_auth__pb2.LogoutRequest.FromString,
+                    response_serializer=auditline_dot_account_dot_v1_dot_auth__pb2.LogoutResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +154,33 @@ class AuthService:
             '/auditline.account.v1.AuthService/ValidateToken',
             auditline_dot_account_dot_v1_dot_auth__pb2.ValidateTokenRequest.SerializeToString,
             auditline_dot_account_dot_v1_dot_auth__pb2.ValidateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditline.account.v1.AuthService/Logout',
+            auditline_dot_account_dot_v1_dot_auth__pb2.LogoutRequest.SerializeToString,
+            auditline_dot_account_dot_v1_dot_auth__pb2.LogoutResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,8 @@ class AuthServiceStub:
     """Authenticate and get a session token."""
     ValidateToken: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ValidateTokenRequest, _auth_pb2.ValidateTokenResponse]
     """Test a session token for validity."""
+    Logout: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]
+    """Log out: end the caller's session, or (admins) every session of an account."""
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
@@ -51,6 +53,8 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """Authenticate and get a session token."""
     ValidateToken: _aio.UnaryUnaryMultiCallable[_auth_pb2.ValidateTokenRequest, _auth_pb2.ValidateTokenResponse]  # type: ignore[assignment]
     """Test a session token for validity."""
+    Logout: _aio.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]  # type: ignore[assignment]
+    """Log out: end the caller's session, or (admins) every session of an account."""
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """Exchanges service-account keys for short-lived session tokens. Every other
@@ -72,5 +76,13 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.ValidateTokenResponse, _abc.Awaitable[_auth_pb2.ValidateTokenResponse]]:
         """Test a session token for validity."""
+
+    @_abc_1.abstractmethod
+    def Logout(
+        self,
+        request: _auth_pb2.LogoutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.LogoutResponse, _abc.Awaitable[_auth_pb2.LogoutResponse]]:
+        """Log out: end the caller's session, or (admins) every session of an account."""
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,7 +27,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%auditline/account/v1/permission.proto\x12\x14\x61uditline.account.v1\x1a auditline/audit/v1/options.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x02\n\nPermission\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x37\n\x0c\x62ucket_scope\x18\x04 \x01(\x0e\x32!.auditline.account.v1.BucketScope\x12\x15\n\rbucket_prefix\x18\x05 \x01(\t\x12\x14\n\x0c\x62ucket_names\x18\x06 \x03(\t\x12,\n\x06\x61\x63\x63\x65ss\x18\x07 \x01(\x0e\x32\x1c.auditline.account.v1.Access\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x16ListPermissionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"i\n\x17ListPermissionsResponse\x12\x35\n\x0bpermissions\x18\x01 \x03(\x0b\x32 .auditline.account.v1.Permission\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x17\x43reatePermissionRequest\x12\x34\n\npermission\x18\x01 \x01(\x0b\x32 .auditline.account.v1.Permission\x12\x15\n\rpermission_id\x18\x02 \x01(\t\"P\n\x18\x43reatePermissionResponse\x12\x34\n\npermission\x18\x01 \x01(\x0b\x32 .auditline.account.v1.Permission\"$\n\x14GetPermissionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x15GetPermissionResponse\x12\x34\n\npermission\x18\x01 \x01(\x0b\x32 .auditline.account.v1.Permission\"\x80\x01\n\x17UpdatePermissionRequest\x12\x34\n\npermission\x18\x01 \x01(\x0b\x32 .auditline.account.v1.Permission\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"P\n\x18UpdatePermissionResponse\x12\x34\n\npermission\x18\x01 \x01(\x0b\x32 .auditline.account.v1.Permission\"6\n\x17\x44\x65letePermissionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x1a\n\x18\x44\x65letePermissionResponse*r\n\x0b\x42ucketScope\x12\x1c\n\x18\x42UCKET_SCOPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42UCKET_SCOPE_ALL\x10\x01\x12\x17\n\x13\x42UCKET_SCOPE_PREFIX\x10\x02\x12\x16\n\x12\x42UCKET_SCOPE_NAMES\x10\x03*Z\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43\x43\x45SS_READ\x10\x01\x12\x10\n\x0c\x41\x43\x43\x45SS_WRITE\x10\x02\x12\x15\n\x11\x41\x43\x43\x45SS_READ_WRITE\x10\x03\x32\xee\x04\n\x11PermissionService\x12v\n\x0fListPermissions\x12,.auditline.account.v1.ListPermissionsRequest\x1a-.auditline.account.v1.ListPermissionsResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12y\n\x10\x43reatePermission\x12-.auditline.account.v1.CreatePermissionRequest\x1a..auditline.account.v1.CreatePermissionResponse\"\x06\xaa\x9f\x19\x02\x10\x01\x12p\n\rGetPermission\x12*.auditline.account.v1.GetPermissionRequest\x1a+.auditline.account.v1.GetPermissionResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12y\n\x10UpdatePermission\x12-.auditline.account.v1.UpdatePermissionRequest\x1a..auditline.account.v1.UpdatePermissionResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12y\n\x10\x44\x65letePermission\x12-.auditline.account.v1.DeletePermissionRequest\x1a..auditline.account.v1.DeletePermissionResponse\"\x06\xaa\x9f\x19\x02\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%auditline/account/v1/permission.proto\x12\x14\x61uditline.account.v1\x1a auditline/audit/v1/options.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x02\n\nPermission\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x37\n\x0c\x62ucket_scope\x18\x04 \x01(\x0e\x32!.auditline.account.v1.BucketScope\x12\x15\n\rbucket_prefix\x18\x05 \x01(\t\x12\x14\n\x0c\x62ucket_names\x18\x06 \x03(\t\x12,\n\x06\x61\x63\x63\x65ss\x18\x07 \x01(\x0e\x32\x1c.auditline.account.v1.Access\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x16ListPermissionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"i\n\x17ListPermissionsResponse\x12\x35\n\x0bpermissions\x18\x01 \x03(\x0b\x32 .auditline.account.v1.Permission\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x17\x43reatePermissionRequest\x12\x34\n\npermission\x18\x01 \x01(\x0b\x32 .auditline.account.v1.Permission\x12\x15\n\rpermission_id\x18\x02 \x01(\t\"P\n\x18\x43reatePermissionResponse\x12\x34\n\npermission\x18\x01 \x01(\x0b\x32 .auditline.account.v1.Permission\"`\n\x1d\x42\x61tchCreatePermissionsRequest\x12?\n\x08requests\x18\x01 \x03(\x0b\x32-.auditline.account.v1.CreatePermissionRequest\"W\n\x1e\x42\x61tchCreatePermissionsResponse\x12\x35\n\x0bpermissions\x18\x01 \x03(\x0b\x32 .auditline.account.v1.Permission\"$\n\x14GetPermissionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"M\n\x15GetPermissionResponse\x12\x34\n\npermission\x18\x01 \x01(\x0b\x32 .auditline.account.v1.Permission\"\x80\x01\n\x17UpdatePermissionRequest\x12\x34\n\npermission\x18\x01 \x01(\x0b\x32 .auditline.account.v1.Permission\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"P\n\x18UpdatePermissionResponse\x12\x34\n\npermission\x18\x01 \x01(\x0b\x32 .auditline.account.v1.Permission\"6\n\x17\x44\x65letePermissionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"\x1a\n\x18\x44\x65letePermissionResponse*r\n\x0b\x42ucketScope\x12\x1c\n\x18\x42UCKET_SCOPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42UCKET_SCOPE_ALL\x10\x01\x12\x17\n\x13\x42UCKET_SCOPE_PREFIX\x10\x02\x12\x16\n\x12\x42UCKET_SCOPE_NAMES\x10\x03*Z\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x41\x43\x43\x45SS_READ\x10\x01\x12\x10\n\x0c\x41\x43\x43\x45SS_WRITE\x10\x02\x12\x15\n\x11\x41\x43\x43\x45SS_READ_WRITE\x10\x03\x32\xfc\x05\n\x11PermissionService\x12v\n\x0fListPermissions\x12,.auditline.account.v1.ListPermissionsRequest\x1a-.auditline.account.v1.ListPermissionsResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12y\n\x10\x43reatePermission\x12-.auditline.account.v1.CreatePermissionRequest\x1a..auditline.account.v1.CreatePermissionResponse\"\x06\xaa\x9f\x19\x02\x10\x01\x12p\n\rGetPermission\x12*.auditline.account.v1.GetPermissionRequest\x1a+.auditline.account.v1.GetPermissionResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12y\n\x10UpdatePermission\x12-.auditline.account.v1.UpdatePermissionRequest\x1a..auditline.account.v1.UpdatePermissionResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12y\n\x10\x44\x65letePermission\x12-.auditline.account.v1.DeletePermissionRequest\x1a..auditline.account.v1.DeletePermissionResponse\"\x06\xaa\x9f\x19\x02\x10\x04\x12\x8b\x01\n\x16\x42\x61tchCreatePermissions\x12\x33.auditline.account.v1.BatchCreatePermissionsRequest\x1a\x34.auditline.account.v1.BatchCreatePermissionsResponse\"\x06\xaa\x9f\x19\x02\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,10 +44,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PERMISSIONSERVICE'].methods_by_name['UpdatePermission']._serialized_options = b'\252\237\031\002\020\003'
   _globals['_PERMISSIONSERVICE'].methods_by_name['DeletePermission']._loaded_options = None
   _globals['_PERMISSIONSERVICE'].methods_by_name['DeletePermission']._serialized_options = b'\252\237\031\002\020\004'
-  _globals['_BUCKETSCOPE']._serialized_start=1254
-  _globals['_BUCKETSCOPE']._serialized_end=1368
-  _globals['_ACCESS']._serialized_start=1370
-  _globals['_ACCESS']._serialized_end=1460
+  _globals['_PERMISSIONSERVICE'].methods_by_name['BatchCreatePermissions']._loaded_options = None
+  _globals['_PERMISSIONSERVICE'].methods_by_name['BatchCreatePermissions']._serialized_options = b'\252\237\031\002\020\001'
+  _globals['_BUCKETSCOPE']._serialized_start=1441
+  _globals['_BUCKETSCOPE']._serialized_end=1555
+  _globals['_ACCESS']._serialized_start=1557
+  _globals['_ACCESS']._serialized_end=1647
   _globals['_PERMISSION']._serialized_start=165
   _globals['_PERMISSION']._serialized_end=480
   _globals['_LISTPERMISSIONSREQUEST']._serialized_start=482
@@ -58,18 +60,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEPERMISSIONREQUEST']._serialized_end=756
   _globals['_CREATEPERMISSIONRESPONSE']._serialized_start=758
   _globals['_CREATEPERMISSIONRESPONSE']._serialized_end=838
-  _globals['_GETPERMISSIONREQUEST']._serialized_start=840
-  _globals['_GETPERMISSIONREQUEST']._serialized_end=876
-  _globals['_GETPERMISSIONRESPONSE']._serialized_start=878
-  _globals['_GETPERMISSIONRESPONSE']._serialized_end=955
-  _globals['_UPDATEPERMISSIONREQUEST']._serialized_start=958
-  _globals['_UPDATEPERMISSIONREQUEST']._serialized_end=1086
-  _globals['_UPDATEPERMISSIONRESPONSE']._serialized_start=1088
-  _globals['_UPDATEPERMISSIONRESPONSE']._serialized_end=1168
-  _globals['_DELETEPERMISSIONREQUEST']._serialized_start=1170
-  _globals['_DELETEPERMISSIONREQUEST']._serialized_end=1224
-  _globals['_DELETEPERMISSIONRESPONSE']._serialized_start=1226
-  _globals['_DELETEPERMISSIONRESPONSE']._serialized_end=1252
-  _globals['_PERMISSIONSERVICE']._serialized_start=1463
-  _globals['_PERMISSIONSERVICE']._serialized_end=2085
+  _globals['_BATCHCREATEPERMISSIONSREQUEST']._serialized_start=840
+  _globals['_BATCHCREATEPERMISSIONSREQUEST']._serialized_end=936
+  _globals['_BATCHCREATEPERMISSIONSRESPONSE']._serialized_start=938
+  _globals['_BATCHCREATEPERMISSIONSRESPONSE']._serialized_end=1025
+  _globals['_GETPERMISSIONREQUEST']._serialized_start=1027
+  _globals['_GETPERMISSIONREQUEST']._serialized_end=1063
+  _globals['_GETPERMISSIONRESPONSE']._serialized_start=1065
+  _globals['_GETPERMISSIONRESPONSE']._serialized_end=1142
+  _globals['_UPDATEPERMISSIONREQUEST']._serialized_start=1145
+  _globals['_UPDATEPERMISSIONREQUEST']._serialized_end=1273
+  _globals['_UPDATEPERMISSIONRESPONSE']._serialized_start=1275
+  _globals['_UPDATEPERMISSIONRESPONSE']._serialized_end=1355
+  _globals['_DELETEPERMISSIONREQUEST']._serialized_start=1357
+  _globals['_DELETEPERMISSIONREQUEST']._serialized_end=1411
+  _globals['_DELETEPERMISSIONRESPONSE']._serialized_start=1413
+  _globals['_DELETEPERMISSIONRESPONSE']._serialized_end=1439
+  _globals['_PERMISSIONSERVICE']._serialized_start=1650
+  _globals['_PERMISSIONSERVICE']._serialized_end=2414
 # @@protoc_insertion_point(module_scope)

@@ -244,6 +244,56 @@ class CreatePermissionResponse(_message.Message):
 Global___CreatePermissionResponse: _TypeAlias = CreatePermissionResponse  # noqa: Y015
 
 @_typing.final
+class BatchCreatePermissionsRequest(_message.Message):
+    """Permissions to create together, as an imported file lists them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreatePermissionRequest]:
+        """One request per permission, at most 100; if any is invalid, none is created
+        and the field violations name each one (`requests[2].permission.bucket_names`).
+        """
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___CreatePermissionRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreatePermissionsRequest: _TypeAlias = BatchCreatePermissionsRequest  # noqa: Y015
+
+@_typing.final
+class BatchCreatePermissionsResponse(_message.Message):
+    """The created permissions, in the order of the requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERMISSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def permissions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Permission]:
+        """The created permissions."""
+
+    def __init__(
+        self,
+        *,
+        permissions: _abc.Iterable[Global___Permission] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["permissions", b"permissions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchCreatePermissionsResponse: _TypeAlias = BatchCreatePermissionsResponse  # noqa: Y015
+
+@_typing.final
 class GetPermissionRequest(_message.Message):
     """The permission to get."""
 

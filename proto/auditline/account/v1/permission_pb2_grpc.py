@@ -60,6 +60,11 @@ class PermissionServiceStub:
                 request_serializer=auditline_dot_account_dot_v1_dot_permission__pb2.DeletePermissionRequest.SerializeToString,
                 response_deserializer=auditline_dot_account_dot_v1_dot_permission__pb2.DeletePermissionResponse.FromString,
                 _registered_method=True)
+        self.BatchCreatePermissions = channel.unary_unary(
+                '/auditline.account.v1.PermissionService/BatchCreatePermissions',
+                request_serializer=auditline_dot_account_dot_v1_dot_permission__pb2.BatchCreatePermissionsRequest.SerializeToString,
+                response_deserializer=auditline_dot_account_dot_v1_dot_permission__pb2.BatchCreatePermissionsResponse.FromString,
+                _registered_method=True)
 
 
 class PermissionServiceServicer:
@@ -101,6 +106,13 @@ class PermissionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchCreatePermissions(self, request, context):
+        """Create permissions from an imported file: all of them, or none (AIP-233).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PermissionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +140,11 @@ def add_PermissionServiceServicer_to_server(servicer, server):
                     servicer.DeletePermission,
                     request_deserializer=auditline_dot_account_dot_v1_dot_permission__pb2.DeletePermissionRequest.FromString,
                     response_serializer=auditline_dot_account_dot_v1_dot_permission__pb2.DeletePermissionResponse.SerializeToString,
+            ),
+            'BatchCreatePermissions': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreatePermissions,
+                    request_deserializer=auditline_dot_account_dot_v1_dot_permission__pb2.BatchCreatePermissionsRequest.FromString,
+                    response_serializer=auditline_dot_account_dot_v1_dot_permission__pb2.BatchCreatePermissionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +283,33 @@ class PermissionService:
             '/auditline.account.v1.PermissionService/DeletePermission',
             auditline_dot_account_dot_v1_dot_permission__pb2.DeletePermissionRequest.SerializeToString,
             auditline_dot_account_dot_v1_dot_permission__pb2.DeletePermissionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreatePermissions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditline.account.v1.PermissionService/BatchCreatePermissions',
+            auditline_dot_account_dot_v1_dot_permission__pb2.BatchCreatePermissionsRequest.SerializeToString,
+            auditline_dot_account_dot_v1_dot_permission__pb2.BatchCreatePermissionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

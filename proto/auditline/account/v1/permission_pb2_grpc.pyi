@@ -43,6 +43,8 @@ class PermissionServiceStub:
     """Update a permission."""
     DeletePermission: _grpc.UnaryUnaryMultiCallable[_permission_pb2.DeletePermissionRequest, _permission_pb2.DeletePermissionResponse]
     """Delete a permission by id."""
+    BatchCreatePermissions: _grpc.UnaryUnaryMultiCallable[_permission_pb2.BatchCreatePermissionsRequest, _permission_pb2.BatchCreatePermissionsResponse]
+    """Create permissions from an imported file: all of them, or none (AIP-233)."""
 
 @_typing.type_check_only
 class PermissionServiceAsyncStub(PermissionServiceStub):
@@ -59,6 +61,8 @@ class PermissionServiceAsyncStub(PermissionServiceStub):
     """Update a permission."""
     DeletePermission: _aio.UnaryUnaryMultiCallable[_permission_pb2.DeletePermissionRequest, _permission_pb2.DeletePermissionResponse]  # type: ignore[assignment]
     """Delete a permission by id."""
+    BatchCreatePermissions: _aio.UnaryUnaryMultiCallable[_permission_pb2.BatchCreatePermissionsRequest, _permission_pb2.BatchCreatePermissionsResponse]  # type: ignore[assignment]
+    """Create permissions from an imported file: all of them, or none (AIP-233)."""
 
 class PermissionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Permissions: which buckets a service account may read or write."""
@@ -102,5 +106,13 @@ class PermissionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_permission_pb2.DeletePermissionResponse, _abc.Awaitable[_permission_pb2.DeletePermissionResponse]]:
         """Delete a permission by id."""
+
+    @_abc_1.abstractmethod
+    def BatchCreatePermissions(
+        self,
+        request: _permission_pb2.BatchCreatePermissionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_permission_pb2.BatchCreatePermissionsResponse, _abc.Awaitable[_permission_pb2.BatchCreatePermissionsResponse]]:
+        """Create permissions from an imported file: all of them, or none (AIP-233)."""
 
 def add_PermissionServiceServicer_to_server(servicer: PermissionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

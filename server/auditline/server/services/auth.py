@@ -1,4 +1,4 @@
-"""AuthService: keys for session tokens."""
+"""AuthService: keys for session tokens, and logging out."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import grpc
 from google.rpc import code_pb2
 
 from auditline.account.v1 import auth_pb2, auth_pb2_grpc, service_account_pb2
-from auditline.errors import InvalidArgumentError
+from auditline.errors import AuditlineError, InvalidArgumentError, PermissionDeniedError
 from auditline.interceptor import TrustedProxies, set_principal
-from auditline.server.accounts import Accounts, IamEvent
-from auditline.server.services._common import timestamp
+from auditline.server.accounts import ROLE_ADMIN, Accounts
+from auditline.server.guard import bearer_token, current_caller
+from auditline.server.iam import IamEvent
+from auditline.server.services._common import resource_id, timestamp
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
@@ -30,7 +32,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if not request.secret_key:
             raise InvalidArgumentError.field("secret_key", "is required")
         ip = self._caller_address(context)
-        session = self.accounts.authenticate(request.access_key, request.secret_key, ip)
+        session = self.accounts.sessions.authenticate(request.access_key, request.secret_key, ip)
         caller = session.caller
         set_principal(caller.display_name, caller.access_key)
         return auth_pb2.AuthenticateResponse(
@@ -45,10 +47,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.ValidateTokenResponse:
         if not request.token:
             raise InvalidArgumentError.field("token", "is required")
-        found = self.accounts.validate(request.token)
+        found = self.accounts.sessions.validate(request.token)
         ip = self._caller_address(context)
         if found is None:
-            self.accounts.iam(
+            self.accounts.sessions.iam(
                 IamEvent(
                     code="tv",
                     event_name="TokenValidated",
@@ -63,7 +65,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             return auth_pb2.ValidateTokenResponse(valid=False)
         caller = found.caller
         set_principal(caller.display_name, caller.access_key)
-        self.accounts.iam(
+        self.accounts.sessions.iam(
             IamEvent(
                 code="tv",
                 event_name="TokenValidated",
@@ -81,3 +83,51 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             service_account=f"serviceAccounts/{caller.account_id}",
             role=service_account_pb2.Role.ValueType(caller.role),
         )
+
+    def Logout(
+        self, request: auth_pb2.LogoutRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.LogoutResponse:
+        caller = current_caller()
+        ip = self._caller_address(context)
+
+        def record(code: str, description: str, status: int) -> None:
+            self.accounts.sessions.iam(
+                IamEvent(
+                    code=code,
+                    event_name="LogoutSuccess" if code == "slo" else "LogoutFailed",
+                    description=description,
+                    access_key=caller.access_key,
+                    account_name=caller.display_name,
+                    source_ip=ip,
+                    status=status,
+                    method="Logout",
+                )
+            )
+
+        try:
+            ended, whose = self._end_sessions(request, context, caller.account_id, caller.role)
+        except AuditlineError as error:
+            record("flo", error.message, error.code().value[0])
+            raise
+        record("slo", f"{ended} session(s) of {whose} ended", code_pb2.OK)
+        return auth_pb2.LogoutResponse(ended_sessions=ended)
+
+    def _end_sessions(
+        self,
+        request: auth_pb2.LogoutRequest,
+        context: grpc.ServicerContext,
+        caller_id: str,
+        caller_role: int,
+    ) -> tuple[int, str]:
+        """End the sessions the request names; (how many, whose)."""
+        if not request.service_account:
+            return self.accounts.sessions.end_token(bearer_token(context)), "this token"
+        account_id = resource_id(request.service_account, "serviceAccounts", "service_account")
+        if account_id != caller_id and caller_role != ROLE_ADMIN:
+            raise PermissionDeniedError(
+                "only an admin may end the sessions of another service account"
+            )
+        with self.accounts.db.begin() as connection:
+            self.accounts.require(connection, account_id)
+            ended = self.accounts.sessions.end_sessions(connection, account_id)
+        return ended, f"serviceAccounts/{account_id}"

@@ -17,7 +17,7 @@ from auditline.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from auditline.server.accounts import ROLE_STANDARD, Caller
+from auditline.server.accounts import ROLE_STANDARD
 from auditline.server.db import Database, require_row, tables
 from auditline.server.echo import shown
 from auditline.server.guard import current_caller
@@ -31,6 +31,7 @@ from auditline.server.objectstore import (
 )
 from auditline.server.services._common import next_page_token, page, resource_id, timestamp
 from auditline.server.services.permissions import covers
+from auditline.server.sessions import Caller
 
 _MODES = {pb.RETENTION_MODE_GOVERNANCE: "GOVERNANCE", pb.RETENTION_MODE_COMPLIANCE: "COMPLIANCE"}
 

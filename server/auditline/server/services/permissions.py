@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import sqlalchemy as sa
+from google.rpc import error_details_pb2
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -34,6 +35,7 @@ UPDATABLE = (
     "bucket_names",
     "access",
 )
+MAX_BATCH = 100  # permissions one BatchCreatePermissions may create
 _SCOPES = {pb.BUCKET_SCOPE_ALL, pb.BUCKET_SCOPE_PREFIX, pb.BUCKET_SCOPE_NAMES}
 _ACCESS = {pb.ACCESS_READ, pb.ACCESS_WRITE, pb.ACCESS_READ_WRITE}
 
@@ -60,6 +62,40 @@ def _message(row: dict[str, Any]) -> pb.Permission:
         create_time=timestamp(row["created_at"]),
         update_time=timestamp(row["updated_at"]),
     )
+
+
+def _prefixed(
+    error: InvalidArgumentError, prefix: str
+) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    """An entry's violations, named as fields of the batch request."""
+    return [
+        error_details_pb2.BadRequest.FieldViolation(field=prefix + field, description=problem)
+        for field, problem in error.field_violations
+    ]
+
+
+def _duplicates(
+    request: pb.BatchCreatePermissionsRequest,
+) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    """Entries that repeat an earlier entry's display name or id."""
+    found = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(request.requests):
+        for field, value in (
+            ("permission.display_name", item.permission.display_name),
+            ("permission_id", item.permission_id),
+        ):
+            if not value:
+                continue
+            first = seen.setdefault((field, value), index)
+            if first != index:
+                found.append(
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=f"requests[{index}].{field}",
+                        description=f"repeats requests[{first}]",
+                    )
+                )
+    return found
 
 
 class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
@@ -153,6 +189,51 @@ class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
                 "a permission with this display name or id exists already"
             ) from None
         return pb.CreatePermissionResponse(permission=_message(row))
+
+    def BatchCreatePermissions(
+        self, request: pb.BatchCreatePermissionsRequest, context: grpc.ServicerContext
+    ) -> pb.BatchCreatePermissionsResponse:
+        """All the permissions of an imported file, or none: every invalid entry is named
+        in one answer, so a file is fixed in one pass."""
+        if not request.requests:
+            raise InvalidArgumentError.field("requests", "must hold at least one permission")
+        if len(request.requests) > MAX_BATCH:
+            raise InvalidArgumentError.field("requests", f"may hold at most {MAX_BATCH}")
+        now = self.clock()
+        try:
+            with self.db.begin() as connection:
+                rows, violations = self._batch_rows(connection, request, now)
+                if violations:
+                    raise InvalidArgumentError(
+                        f"{len(violations)} problem(s) in the {len(request.requests)} "
+                        "permissions; none was created",
+                        details=[error_details_pb2.BadRequest(field_violations=violations)],
+                    )
+                connection.execute(tables.permissions.insert(), rows)
+        except IntegrityError:
+            raise AlreadyExistsError(
+                "a permission with one of these display names or ids exists already; "
+                "none was created"
+            ) from None
+        return pb.BatchCreatePermissionsResponse(permissions=[_message(r) for r in rows])
+
+    def _batch_rows(
+        self, connection: Connection, request: pb.BatchCreatePermissionsRequest, now: float
+    ) -> tuple[list[dict[str, Any]], list[error_details_pb2.BadRequest.FieldViolation]]:
+        """The rows to insert, and every entry's problems."""
+        rows: list[dict[str, Any]] = []
+        violations: list[error_details_pb2.BadRequest.FieldViolation] = []
+        for index, item in enumerate(request.requests):
+            values = self._values(item.permission)
+            try:
+                check_new_id(item.permission_id, "permission_id")
+                self._validate(connection, values)
+            except InvalidArgumentError as error:
+                violations += _prefixed(error, f"requests[{index}].")
+                continue
+            row_id = item.permission_id or uuid.uuid4().hex[:12]
+            rows.append({"id": row_id, **values, "created_at": now, "updated_at": now})
+        return rows, violations + _duplicates(request)
 
     def GetPermission(
         self, request: pb.GetPermissionRequest, context: grpc.ServicerContext

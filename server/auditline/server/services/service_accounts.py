@@ -197,7 +197,7 @@ class ServiceAccountServicer(service_account_pb2_grpc.ServiceAccountServiceServi
                 .values(enabled=enabled, updated_at=self.accounts.clock())
             )
             if not enabled:
-                self.accounts.end_sessions(connection, account_id)
+                self.accounts.sessions.end_sessions(connection, account_id)
             return self._message(connection, self.accounts.require(connection, account_id))
 
     def EnableServiceAccount(

@@ -1,0 +1,45 @@
+"""The IAM audit log's events: what the service records about logins and sessions,
+and the codes of the account audit log document's IAM table."""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["IAM_CODES", "IamEvent"]
+
+# Every IAM event code the service produces, with the description the account audit
+# log document gives it (its IAM table). One place: the catalog lists these.
+IAM_CODES: dict[str, str] = {
+    "s": "Successful sign-on event.",
+    "f": "Failed login.",
+    "fp": "Failed login (incorrect password).",
+    "fu": "Failed login (invalid email/username).",
+    "limit_wc": (
+        "An IP address is blocked with 10 failed login attempts into a single account "
+        "from the same IP address."
+    ),
+    "limit_mu": (
+        "An IP address is blocked with 100 failed login attempts using different "
+        "usernames, all with incorrect passwords in 24 hours."
+    ),
+    "slo": "User successfully signed out.",
+    "flo": "User logout failed.",
+    "tv": "A session token was checked (ValidateToken); not in the document's table.",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IamEvent:
+    """An identity event for the IAM audit log (codes as in the IAM log's table)."""
+
+    code: str  # a key of IAM_CODES
+    event_name: str
+    description: str
+    access_key: str
+    account_name: str
+    source_ip: str
+    status: int  # the gRPC code the caller got
+    method: str = "Authenticate"  # the AuthService method that produced it
+    # May be counted with its call in a summary of unauthenticated calls past their
+    # rate; a block of an address never is: it is recorded on its own.
+    summarize: bool = True

@@ -1,0 +1,292 @@
+"""Sessions: logins (with brute-force protection), tokens, and logouts, over the database."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from google.rpc import code_pb2
+from sqlalchemy.engine import Connection
+
+from auditline.errors import PermissionDeniedError, ResourceExhaustedError, UnauthenticatedError
+from auditline.server import identity
+from auditline.server.db import Database, tables
+from auditline.server.iam import IamEvent
+
+__all__ = ["Caller", "LoginPolicy", "Session", "Sessions"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Caller:
+    """The authenticated service account of a call."""
+
+    account_id: str
+    display_name: str
+    access_key: str
+    role: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Session:
+    """A valid session: its account, and when its token expires (epoch seconds). The
+    token itself is known only when it is issued (`token`; the store keeps a hash)."""
+
+    caller: Caller
+    expires_at: float
+    token: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoginPolicy:
+    """Brute-force protection: the seed's IAM rules, with a configurable block time."""
+
+    per_account_failures: int = 10
+    per_ip_failures: int = 100
+    window_seconds: float = 24 * 3600
+    block_seconds: float = 900
+
+
+class Sessions:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        token_ttl: float,
+        policy: LoginPolicy,
+        iam: Callable[[IamEvent], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.db = db
+        self.token_ttl = token_ttl
+        self.policy = policy
+        self.iam = iam
+        self.clock = clock
+
+    def authenticate(self, access_key: str, secret_key: str, ip: str) -> Session:
+        """A new session (its token and expiry), or an `AuditlineError` (and an IAM event)."""
+        now = self.clock()
+        accounts = tables.service_accounts
+        with self.db.begin() as connection:
+            self._check_blocks(connection, access_key, ip, now)
+            row = (
+                connection.execute(sa.select(accounts).where(accounts.c.access_key == access_key))
+                .mappings()
+                .first()
+            )
+        if not identity.verify_secret(secret_key, row["secret_hash"] if row else None):
+            self._failed_login(
+                access_key, row["display_name"] if row else "", ip, now, unknown=row is None
+            )
+            raise UnauthenticatedError("wrong access key or secret key")
+        assert row is not None
+        if not row["enabled"]:
+            self.iam(
+                IamEvent(
+                    code="f",
+                    event_name="FailedLoginDisabledAccount",
+                    description="the account is disabled",
+                    access_key=access_key,
+                    account_name=row["display_name"],
+                    source_ip=ip,
+                    status=code_pb2.PERMISSION_DENIED,
+                )
+            )
+            raise PermissionDeniedError("the service account is disabled")
+        token = identity.new_token()
+        expires_at = now + self.token_ttl
+        with self.db.begin() as connection:
+            connection.execute(
+                tables.sessions.insert().values(
+                    token_hash=identity.hash_token(token),
+                    account_id=row["id"],
+                    expires_at=expires_at,
+                )
+            )
+            connection.execute(
+                tables.login_failures.delete().where(
+                    tables.login_failures.c.ip == ip,
+                    tables.login_failures.c.access_key == access_key,
+                )
+            )
+            connection.execute(tables.sessions.delete().where(tables.sessions.c.expires_at < now))
+        self.iam(
+            IamEvent(
+                code="s",
+                event_name="LoginSuccess",
+                description="successful login",
+                access_key=access_key,
+                account_name=row["display_name"],
+                source_ip=ip,
+                status=code_pb2.OK,
+            )
+        )
+        caller = Caller(
+            account_id=row["id"],
+            display_name=row["display_name"],
+            access_key=access_key,
+            role=row["role"],
+        )
+        return Session(caller=caller, expires_at=expires_at, token=token)
+
+    def _check_blocks(self, connection: Connection, access_key: str, ip: str, now: float) -> None:
+        blocks = tables.ip_blocks
+        block = connection.execute(
+            sa.select(blocks.c.access_key, blocks.c.until)
+            .where(
+                blocks.c.ip == ip, blocks.c.access_key.in_(["", access_key]), blocks.c.until > now
+            )
+            .order_by(blocks.c.until.desc())
+        ).first()
+        if block is not None:
+            code = "limit_mu" if block.access_key == "" else "limit_wc"
+            self.iam(
+                IamEvent(
+                    code=code,
+                    event_name="BlockedLoginAttempt",
+                    description="login attempt from a blocked address",
+                    access_key=access_key,
+                    account_name="",
+                    source_ip=ip,
+                    status=code_pb2.RESOURCE_EXHAUSTED,
+                )
+            )
+            wait = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(block.until))
+            raise ResourceExhaustedError(
+                f"too many failed logins from {ip}; logins from it are blocked until {wait}"
+            )
+
+    def _failed_login(
+        self, access_key: str, account_name: str, ip: str, now: float, *, unknown: bool
+    ) -> None:
+        failures, policy = tables.login_failures, self.policy
+        if unknown:
+            self.iam(
+                IamEvent(
+                    code="fu",
+                    event_name="FailedLoginUnknownAccessKey",
+                    description="unknown access key",
+                    access_key=access_key,
+                    account_name="",
+                    source_ip=ip,
+                    status=code_pb2.UNAUTHENTICATED,
+                )
+            )
+        else:
+            self.iam(
+                IamEvent(
+                    code="fp",
+                    event_name="FailedLoginWrongSecret",
+                    description="wrong secret key",
+                    access_key=access_key,
+                    account_name=account_name,
+                    source_ip=ip,
+                    status=code_pb2.UNAUTHENTICATED,
+                )
+            )
+        since = now - policy.window_seconds
+        with self.db.begin() as connection:
+            connection.execute(failures.insert().values(ip=ip, access_key=access_key, at=now))
+            connection.execute(failures.delete().where(failures.c.at < since))
+            per_account = connection.execute(
+                sa.select(sa.func.count()).where(
+                    failures.c.ip == ip, failures.c.access_key == access_key, failures.c.at >= since
+                )
+            ).scalar_one()
+            per_ip = connection.execute(
+                sa.select(sa.func.count()).where(failures.c.ip == ip, failures.c.at >= since)
+            ).scalar_one()
+            blocked_key = None
+            if per_ip >= policy.per_ip_failures:
+                blocked_key, code = "", "limit_mu"
+            elif per_account >= policy.per_account_failures:
+                blocked_key, code = access_key, "limit_wc"
+            if blocked_key is not None:
+                blocks = tables.ip_blocks
+                connection.execute(
+                    blocks.delete().where(blocks.c.ip == ip, blocks.c.access_key == blocked_key)
+                )
+                connection.execute(
+                    blocks.insert().values(
+                        ip=ip, access_key=blocked_key, until=now + policy.block_seconds
+                    )
+                )
+                connection.execute(
+                    failures.delete().where(
+                        failures.c.ip == ip,
+                        *([failures.c.access_key == access_key] if blocked_key else []),
+                    )
+                )
+        if blocked_key is not None:
+            scope = "every account" if blocked_key == "" else f"account {access_key}"
+            self.iam(
+                IamEvent(
+                    code=code,
+                    event_name="IpBlocked",
+                    description=f"{ip} blocked for {scope}",
+                    access_key=access_key,
+                    account_name=account_name,
+                    source_ip=ip,
+                    status=code_pb2.RESOURCE_EXHAUSTED,
+                    summarize=False,
+                )
+            )
+
+    def caller_for_token(self, token: str) -> Caller:
+        """The caller a bearer token belongs to, or UnauthenticatedError."""
+        found = self.validate(token)
+        if found is None:
+            raise UnauthenticatedError(
+                "the session token is not valid (expired, unknown, "
+                "or its account is disabled); authenticate again"
+            )
+        return found.caller
+
+    def validate(self, token: str) -> Session | None:
+        """The session of a token, or None when it is unknown, expired or its account
+        disabled."""
+        sessions, accounts = tables.sessions, tables.service_accounts
+        with self.db.engine.connect() as connection:
+            row = (
+                connection.execute(
+                    sa.select(
+                        accounts.c.id,
+                        accounts.c.display_name,
+                        accounts.c.access_key,
+                        accounts.c.role,
+                        accounts.c.enabled,
+                        sessions.c.expires_at,
+                    )
+                    .join(accounts, accounts.c.id == sessions.c.account_id)
+                    .where(sessions.c.token_hash == identity.hash_token(token))
+                )
+                .mappings()
+                .first()
+            )
+        if row is None or not row["enabled"] or row["expires_at"] <= self.clock():
+            return None
+        caller = Caller(
+            account_id=row["id"],
+            display_name=row["display_name"],
+            access_key=row["access_key"],
+            role=row["role"],
+        )
+        return Session(caller=caller, expires_at=float(row["expires_at"]))
+
+    def end_sessions(self, connection: Connection, account_id: str) -> int:
+        """End every session of an account; return how many there were."""
+        ended = connection.execute(
+            tables.sessions.delete().where(tables.sessions.c.account_id == account_id)
+        )
+        return int(ended.rowcount)
+
+    def end_token(self, token: str) -> int:
+        """End the session of one token (1, or 0 when it had ended already)."""
+        with self.db.begin() as connection:
+            ended = connection.execute(
+                tables.sessions.delete().where(
+                    tables.sessions.c.token_hash == identity.hash_token(token)
+                )
+            )
+        return int(ended.rowcount)
