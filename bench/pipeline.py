@@ -93,7 +93,9 @@ def export_rate(
     started = time.process_time()
     for first in range(0, len(spooled), 2400):
         chunk = spooled[first : first + 2400]
-        body = compress(b"".join(render(e.body, e.at_ns, e.end_ns) for e in chunk), compression)
+        body = compress(
+            b"".join(render(e.body, e.at_ns, e.end_ns, e.log_type) for e in chunk), compression
+        )
         writer.put(f"rcw/{first}", body, retain_until=None, mode=None)
     render_cpu = time.process_time() - started
     # The whole exporter: also reading the spool, recording files, freeing events.

@@ -21,7 +21,7 @@ from auditline.interceptor import (
     Spool,
     instrument,
 )
-from tests.support.exported import read_lines
+from tests.support.exported import event_of, read_lines
 
 
 class MemoryWriter:
@@ -54,7 +54,7 @@ def _fill(spool: Spool, count: int, log_type: int = event_pb2.LOG_TYPE_ACCOUNT_A
 def _sequences(writer: MemoryWriter, apievent: bool = True) -> list[int]:
     records = [r for key, data in writer.objects.items() for r in read_lines(key, data)]
     if apievent:
-        return sorted(int(r["ApiEvent"]["Sequence"]) for r in records)
+        return sorted(int(event_of(r)["Sequence"]) for r in records)
     return sorted(r["metadata"]["sequence"] for r in records)
 
 

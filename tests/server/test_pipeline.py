@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from tests.conftest import ServeFactory
 from tests.interceptor.test_formats import _validator
 from tests.support.clients import login
-from tests.support.exported import DEFAULT_BUCKET, exported_events
+from tests.support.exported import DEFAULT_BUCKET, event_of, exported_events
 from tests.support.pipeline_calls import (
     ADMIN_KEY,
     ADMIN_SECRET,
@@ -113,7 +113,7 @@ def test_an_external_s3_target(serve: ServeFactory, seaweedfs: SeaweedFS) -> Non
     made = mixed_calls(api, 6)
     assert process.terminate() == 0
     records = sorted(
-        (r["ApiEvent"] for rs in s3_records(seaweedfs, bucket).values() for r in rs),
+        (event_of(r) for rs in s3_records(seaweedfs, bucket).values() for r in rs),
         key=lambda e: int(e["Sequence"]),
     )
     check_complete(records)

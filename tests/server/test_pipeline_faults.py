@@ -20,7 +20,7 @@ from auditline.errors import NotFoundError
 from auditline.interceptor.integrity import S3Location, Verifier, VerifierKey
 from tests.conftest import ServeFactory
 from tests.support.clients import login
-from tests.support.exported import DEFAULT_BUCKET, exported_events
+from tests.support.exported import DEFAULT_BUCKET, event_of, exported_events
 from tests.support.outcome import code_of
 from tests.support.pipeline_calls import (
     ADMIN_KEY,
@@ -189,7 +189,7 @@ def test_an_object_store_outage_only_grows_the_spool(
     )
     assert process.terminate() == 0
     records = sorted(
-        (r["ApiEvent"] for rs in s3_records(seaweed).values() for r in rs),
+        (event_of(r) for rs in s3_records(seaweed).values() for r in rs),
         key=lambda e: int(e["Sequence"]),
     )
     check_complete(records)

@@ -9,6 +9,8 @@ from typing import Any
 
 import zstandard
 
+from auditline.interceptor._leaf import read_line
+
 DEFAULT_BUCKET = "auditline-audit-logs"
 
 
@@ -28,10 +30,16 @@ def read_lines(name: str, data: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.splitlines() if line.strip()]
 
 
+def event_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The `ApiEvent` of an apievent-json record, in whichever of the document's shapes
+    its log is written (`ApiEvent`, the IAM structure, the console structure)."""
+    return read_line("apievent-json", json.dumps(record).encode())
+
+
 def exported_events(data_dir: Path, bucket: str = DEFAULT_BUCKET) -> list[dict[str, Any]]:
     """Every exported `ApiEvent` (apievent-json files), in sequence order."""
     events = [
-        record["ApiEvent"]
+        event_of(record)
         for path in exported_files(data_dir, bucket)
         for record in read_lines(path.name, path.read_bytes())
     ]

@@ -169,7 +169,7 @@ class Exporter:
         chosen: list[tuple[SpooledEvent, bytes, int]] = []
         size = 0
         for item in pending:
-            line = render(item.body, item.at_ns, item.end_ns)
+            line = render(item.body, item.at_ns, item.end_ns, item.log_type)
             if intent is None and chosen and size + len(line) > self.config.max_file_bytes:
                 break
             chosen.append((item, line, item.log_type or event_pb2.LOG_TYPE_ACCOUNT_API))

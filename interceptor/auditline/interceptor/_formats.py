@@ -1,4 +1,6 @@
-"""Rendering events as JSON Lines: the `ApiEvent` shape, or OCSF 1.8.0 API Activity.
+"""Rendering events as JSON Lines: the account audit log document's shapes (`ApiEvent`,
+and for the IAM and settings logs the document's IAM and console structures,
+`_log_shapes`), or OCSF 1.8.0 API Activity.
 
 Both render from the protobuf message by hand (protobuf's `MessageToDict` costs
 about ten times as much); tests check the `ApiEvent` rendering against
@@ -14,6 +16,7 @@ import orjson
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from auditline.audit.v1 import event_pb2, options_pb2
+from auditline.interceptor._log_shapes import console_record, iam_record
 from auditline.interceptor._redact import timestamp_text
 from auditline.interceptor._types import EventDocument
 
@@ -298,19 +301,23 @@ def ocsf_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:
     return ocsf_from_document(apievent_dict(event), *_times(event))
 
 
-def _apievent_line(body: bytes, start_ns: int, end_ns: int) -> bytes:
+def _apievent_line(body: bytes, start_ns: int, end_ns: int, log_type: int) -> bytes:
+    if log_type == event_pb2.LOG_TYPE_IAM:
+        return orjson.dumps(iam_record(orjson.loads(body)), option=orjson.OPT_APPEND_NEWLINE)
+    if log_type == event_pb2.LOG_TYPE_SETTINGS:
+        return orjson.dumps(console_record(orjson.loads(body)), option=orjson.OPT_APPEND_NEWLINE)
     # The spool holds the event's JSON already: the line only wraps it.
     return b'{"ApiEvent":' + body + b"}\n"
 
 
-def _ocsf_line(body: bytes, start_ns: int, end_ns: int) -> bytes:
+def _ocsf_line(body: bytes, start_ns: int, end_ns: int, log_type: int) -> bytes:
     return orjson.dumps(
         ocsf_from_document(orjson.loads(body), start_ns, end_ns), option=orjson.OPT_APPEND_NEWLINE
     )
 
 
-# Each renders one spooled event (its JSON body and its start and end times).
-FORMATS: dict[str, Callable[[bytes, int, int], bytes]] = {
+# Each renders one spooled event: its JSON body, its start and end times, its log type.
+FORMATS: dict[str, Callable[[bytes, int, int, int], bytes]] = {
     "apievent-json": _apievent_line,
     "ocsf-json": _ocsf_line,
 }
@@ -318,4 +325,4 @@ FORMATS: dict[str, Callable[[bytes, int, int], bytes]] = {
 
 def render(format_name: str, event: event_pb2.ApiEvent) -> bytes:
     """One JSON Lines record of `event` in the named format."""
-    return FORMATS[format_name](orjson.dumps(apievent_dict(event)), *_times(event))
+    return FORMATS[format_name](orjson.dumps(apievent_dict(event)), *_times(event), event.log_type)

@@ -7,7 +7,9 @@ the escapes JSON requires, integers in decimal. (Numbers that are not whole, fou
 only in request and response bodies, are written in their shortest round-trip form.)
 Its hash is RFC 6962's leaf hash, SHA-256(0x00 || data).
 
-From an `apievent-json` line the event is the line's `ApiEvent`. From an `ocsf-json`
+From an `apievent-json` line the event is the line's `ApiEvent` (or, in the IAM and
+console structures, the event the record carries, which must make the record again:
+`_log_shapes`). From an `ocsf-json`
 line it is `document_from_ocsf` of the record; the record is then made again from
 the event and must be the same, so that no field of the record can change unseen.
 """
@@ -23,6 +25,7 @@ import orjson
 from google.protobuf import timestamp_pb2
 
 from auditline.interceptor._formats import document_from_ocsf, ocsf_from_document
+from auditline.interceptor._log_shapes import document_from_console, document_from_iam
 from auditline.interceptor._merkle import leaf_hash
 
 __all__ = ["LINE_FORMATS", "LineError", "canonical", "event_leaf", "read_line"]
@@ -75,10 +78,20 @@ def _nanoseconds(text: str) -> int:
 
 
 def _from_apievent(record: Any) -> dict[str, Any]:
-    document = record["ApiEvent"]
-    if not isinstance(document, dict):
-        raise TypeError("ApiEvent is not an object")
-    return document
+    """The event of a line in one of the document's shapes (`_log_shapes`)."""
+    if "ApiEvent" in record:
+        document = record["ApiEvent"]
+        if not isinstance(document, dict):
+            raise TypeError("ApiEvent is not an object")
+        return document
+    try:
+        if record.get("created_by") == "IAM":
+            return document_from_iam(record)
+        if "ConsoleEvent" in record:
+            return document_from_console(record)
+    except ValueError as error:
+        raise LineError(str(error)) from None
+    raise KeyError("ApiEvent")
 
 
 def _from_ocsf(record: Any) -> dict[str, Any]:
