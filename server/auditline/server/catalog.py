@@ -1,4 +1,5 @@
-"""The event catalog: every audited method, generated from the contract, as Sigma rules.
+"""The event catalog: every audited method, generated from the contract, and every IAM
+event (from `iam.IAM_EVENTS`), as Sigma rules.
 
 Never a hand-kept list: the services, methods, event names and activities come
 from the descriptors and their `(auditline.audit.v1.event)` options, and the
@@ -27,16 +28,19 @@ from auditline.audit.v1 import (
 )
 from auditline.contract import SERVICES
 from auditline.interceptor import method_info
+from auditline.server.iam import IAM_CODES, IAM_EVENTS
 
 __all__ = ["CatalogEntry", "catalog", "sigma_rules", "sigma_text"]
 
 # Fixed, so rule ids stay the same from release to release.
+_AUTH_SERVICE = "auditline.account.v1.AuthService"
+_LOG_TYPES = {"account_api": event_pb2.LOG_TYPE_ACCOUNT_API, "iam": event_pb2.LOG_TYPE_IAM}
 _RULE_NAMESPACE = uuid.UUID("5d7c3c52-9a3e-4d55-8d1b-6a3c0b1c1e01")
 _ACTIVITY_WORDS = {1: "Create", 2: "Read", 3: "Update", 4: "Delete", 99: "Other"}
 _LEVELS = {1: "low", 2: "informational", 3: "low", 4: "medium", 99: "informational"}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class CatalogEntry:
     event_name: str
     service: str
@@ -45,6 +49,7 @@ class CatalogEntry:
     description: str
     rule_id: str
     log_type: str = "account_api"
+    iam_codes: tuple[str, ...] = ()
 
 
 @cache
@@ -67,7 +72,8 @@ def _comments() -> dict[str, str]:
 
 @cache
 def catalog() -> tuple[CatalogEntry, ...]:
-    """Every audited method of the service, ordered by service and method."""
+    """Every audited method of the service, ordered by service and method; then every
+    IAM event, with its codes and the account audit log document's description of each."""
     services = sorted(SERVICES, key=lambda service: service.full_name)
     entries = []
     for service in services:
@@ -89,6 +95,19 @@ def catalog() -> tuple[CatalogEntry, ...]:
                     rule_id=str(uuid.uuid5(_RULE_NAMESPACE, info.event_name)),
                 )
             )
+    for name, kind in IAM_EVENTS.items():
+        entries.append(
+            CatalogEntry(
+                event_name=name,
+                service=_AUTH_SERVICE,
+                method=kind.method,
+                activity=options_pb2.ACTIVITY_OTHER,
+                description=" ".join(f"{code}: {IAM_CODES[code]}" for code in kind.codes),
+                rule_id=str(uuid.uuid5(_RULE_NAMESPACE, f"iam/{name}")),
+                log_type="iam",
+                iam_codes=kind.codes,
+            )
+        )
     return tuple(entries)
 
 
@@ -148,7 +167,8 @@ def catalog_response(form: int) -> audit_log_pb2.GetEventCatalogResponse:
                 activity=options_pb2.Activity.ValueType(e.activity),
                 description=e.description,
                 rule_id=e.rule_id,
-                log_type=event_pb2.LOG_TYPE_ACCOUNT_API,
+                log_type=_LOG_TYPES[e.log_type],
+                iam_codes=e.iam_codes,
             )
             for e in catalog()
         ],

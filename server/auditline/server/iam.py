@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["IAM_CODES", "IamEvent"]
+__all__ = ["IAM_CODES", "IAM_EVENTS", "IamEvent", "IamEventKind"]
 
 # Every IAM event code the service produces, with the description the account audit
 # log document gives it (its IAM table). One place: the catalog lists these.
@@ -29,6 +29,29 @@ IAM_CODES: dict[str, str] = {
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class IamEventKind:
+    """An IAM event the service writes: the codes it carries, the method that writes it."""
+
+    codes: tuple[str, ...]
+    method: str  # of AuthService
+
+
+# Every IAM event, by name. `IamEvent` refuses any other name or code, so this table
+# (and the catalog made from it) cannot fall behind the code.
+IAM_EVENTS: dict[str, IamEventKind] = {
+    "LoginSuccess": IamEventKind(codes=("s",), method="Authenticate"),
+    "FailedLoginDisabledAccount": IamEventKind(codes=("f",), method="Authenticate"),
+    "FailedLoginWrongSecret": IamEventKind(codes=("fp",), method="Authenticate"),
+    "FailedLoginUnknownAccessKey": IamEventKind(codes=("fu",), method="Authenticate"),
+    "BlockedLoginAttempt": IamEventKind(codes=("limit_wc", "limit_mu"), method="Authenticate"),
+    "IpBlocked": IamEventKind(codes=("limit_wc", "limit_mu"), method="Authenticate"),
+    "TokenValidated": IamEventKind(codes=("tv",), method="ValidateToken"),
+    "LogoutSuccess": IamEventKind(codes=("slo",), method="Logout"),
+    "LogoutFailed": IamEventKind(codes=("flo",), method="Logout"),
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class IamEvent:
     """An identity event for the IAM audit log (codes as in the IAM log's table)."""
 
@@ -43,3 +66,10 @@ class IamEvent:
     # May be counted with its call in a summary of unauthenticated calls past their
     # rate; a block of an address never is: it is recorded on its own.
     summarize: bool = True
+
+    def __post_init__(self) -> None:
+        kind = IAM_EVENTS.get(self.event_name)
+        if kind is None or self.code not in kind.codes or self.method != kind.method:
+            raise ValueError(
+                f"IAM event {self.event_name}/{self.code} from {self.method} is not in IAM_EVENTS"
+            )

@@ -294,6 +294,7 @@ class CatalogEntry(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     RULE_ID_FIELD_NUMBER: _builtins.int
     LOG_TYPE_FIELD_NUMBER: _builtins.int
+    IAM_CODES_FIELD_NUMBER: _builtins.int
     event_name: _builtins.str
     """The event name."""
     service: _builtins.str
@@ -308,6 +309,12 @@ class CatalogEntry(_message.Message):
     """The stable id of the event's Sigma rule (a UUID derived from the name)."""
     log_type: _event_pb2.LogType.ValueType
     """The log the event belongs to."""
+    @_builtins.property
+    def iam_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For IAM events, the IAM log's event codes the event is written with
+        (`content.type` of the IAM structure).
+        """
+
     def __init__(
         self,
         *,
@@ -318,10 +325,11 @@ class CatalogEntry(_message.Message):
         description: _builtins.str = ...,
         rule_id: _builtins.str = ...,
         log_type: _event_pb2.LogType.ValueType = ...,
+        iam_codes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "description", b"description", "event_name", b"event_name", "log_type", b"log_type", "method", b"method", "rule_id", b"rule_id", "service", b"service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "description", b"description", "event_name", b"event_name", "iam_codes", b"iam_codes", "log_type", b"log_type", "method", b"method", "rule_id", b"rule_id", "service", b"service"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -339,7 +347,9 @@ class GetEventCatalogResponse(_message.Message):
     """The same catalog as Sigma rules, in the requested format."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEntry]:
-        """Every audited event, ordered by service and method."""
+        """Every audited event: each method, ordered by service and method, then each
+        IAM event.
+        """
 
     def __init__(
         self,
