@@ -51,6 +51,7 @@ def events(draw: st.DrawFn) -> event_pb2.ApiEvent:
         trace_id=draw(st.sampled_from(["", "0af7651916cd43dd8448eb211c80319c"])),
         span_id=draw(st.sampled_from(["", "b7ad6b7169203331"])),
         iam_code=draw(st.sampled_from(["", "fp", "s"])),
+        iam_description=draw(st.sampled_from(["", "Failed login (incorrect password)."])),
     )
     request, response = event.request, event.response
     request.account_name = draw(TEXT)

@@ -66,6 +66,10 @@ def test_each_log_is_written_in_its_documented_structure(serve: ServeFactory) ->
     assert success["content"]["user_name"] == "admin"
     assert success["content"]["client_id"] == KEY
     assert success["content"]["ip"] == "127.0.0.1"
+    # The document's description of each code, from its IAM table.
+    assert success["content"]["description"] == IAM_CODES["s"]
+    failed = next(r for r in iam if r["content"]["type"] == "fp")
+    assert failed["content"]["description"] == "Failed login (incorrect password)."
     assert SECRET not in json.dumps(iam)
 
     settings = records["settings"]

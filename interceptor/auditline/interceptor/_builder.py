@@ -207,6 +207,7 @@ class EventBuilder:
             "TraceId": record.trace_id,
             "SpanId": record.span_id,
             "IamCode": "",
+            "IamDescription": "",
         }
 
 

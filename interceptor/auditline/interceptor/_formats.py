@@ -123,6 +123,7 @@ def apievent_dict(event: event_pb2.ApiEvent) -> dict[str, Any]:
         "TraceId": event.trace_id,
         "SpanId": event.span_id,
         "IamCode": event.iam_code,
+        "IamDescription": event.iam_description,
     }
     return out
 

@@ -89,7 +89,7 @@ def iam_record(document: dict[str, Any]) -> dict[str, Any]:
         "content": {
             "date": _milliseconds(request.get("RequestTime", "")),
             "type": document.get("IamCode", ""),
-            "description": response.get("ResponseError", ""),
+            "description": document.get("IamDescription", ""),
             "connection": "",
             "connection_id": "",
             "client_id": request.get("AccessKey", ""),

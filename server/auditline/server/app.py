@@ -58,7 +58,7 @@ from auditline.server.audit_target import (
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
 from auditline.server.guard import CallGuard
-from auditline.server.iam import IamEvent
+from auditline.server.iam import IAM_CODES, IamEvent
 from auditline.server.node import load_hmac_key, load_signing, prepare_data_dir, server_credentials
 from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.reflection import enable_reflection
@@ -161,6 +161,7 @@ def iam_api_event(event: IamEvent, node_id: str) -> event_pb2.ApiEvent:
         activity=options_pb2.ACTIVITY_OTHER,
         log_type=event_pb2.LOG_TYPE_IAM,
         iam_code=event.code,
+        iam_description=IAM_CODES[event.code],
     )
     api_event.request.account_name = event.account_name
     api_event.request.access_key = event.access_key

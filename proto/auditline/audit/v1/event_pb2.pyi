@@ -75,6 +75,7 @@ class ApiEvent(_message.Message):
     TRACE_ID_FIELD_NUMBER: _builtins.int
     SPAN_ID_FIELD_NUMBER: _builtins.int
     IAM_CODE_FIELD_NUMBER: _builtins.int
+    IAM_DESCRIPTION_FIELD_NUMBER: _builtins.int
     event_name: _builtins.str
     """The event name: the method name unless the method's options rename it."""
     version: _builtins.str
@@ -101,6 +102,10 @@ class ApiEvent(_message.Message):
     """A short machine-readable code for IAM events (for example `fp` for a
     failed login with a wrong secret), as in the IAM audit log.
     """
+    iam_description: _builtins.str
+    """The account audit log document's description of the IAM code (its IAM
+    table), kept in the event so that the IAM record shows it provably.
+    """
     @_builtins.property
     def request(self) -> Global___ApiRequest:
         """Who called, from where, when, and with which (redacted) parameters."""
@@ -126,10 +131,11 @@ class ApiEvent(_message.Message):
         trace_id: _builtins.str = ...,
         span_id: _builtins.str = ...,
         iam_code: _builtins.str = ...,
+        iam_description: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "event_id", b"event_id", "event_name", b"event_name", "iam_code", b"iam_code", "log_type", b"log_type", "method", b"method", "node_id", b"node_id", "request", b"request", "response", b"response", "sequence", b"sequence", "service", b"service", "span_id", b"span_id", "trace_id", b"trace_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity", "event_id", b"event_id", "event_name", b"event_name", "iam_code", b"iam_code", "iam_description", b"iam_description", "log_type", b"log_type", "method", b"method", "node_id", b"node_id", "request", b"request", "response", b"response", "sequence", b"sequence", "service", b"service", "span_id", b"span_id", "trace_id", b"trace_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
