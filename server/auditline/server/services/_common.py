@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from auditline.errors import InvalidArgumentError
 from auditline.server.echo import shown
+from auditline.server.objectstore import bucket_name_problem
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -35,6 +36,20 @@ def resource_id(name: str, collection: str, field: str = "name") -> str:
             field, f"must look like {collection}/{{id}}, not {shown(name)!r}"
         )
     return name[len(prefix) :]
+
+
+def bucket_id(value: str, field: str) -> str:
+    """A bucket named either way the API writes it (`x`, or its resource name
+    `buckets/x`) → `x`; INVALID_ARGUMENT naming the field and both forms otherwise."""
+    name = value.removeprefix("buckets/")
+    problem = bucket_name_problem(name)
+    if problem:
+        raise InvalidArgumentError.field(
+            field,
+            f"takes a bucket name (my-bucket) or its resource name (buckets/my-bucket); "
+            f"{shown(name)!r} {problem}",
+        )
+    return name
 
 
 def check_new_id(value: str, field: str) -> None:

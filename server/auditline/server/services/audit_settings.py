@@ -21,8 +21,7 @@ from auditline.interceptor import set_log_type
 from auditline.server.audit_target import AuditTarget
 from auditline.server.db import Database, tables
 from auditline.server.guard import current_caller
-from auditline.server.objectstore import bucket_name_problem
-from auditline.server.services._common import timestamp
+from auditline.server.services._common import bucket_id, timestamp
 from auditline.server.services.buckets import require_bucket
 
 # Called after every change, so the exporter follows.
@@ -55,16 +54,16 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
             settings.update_time.CopyFrom(timestamp(row["updated_at"]))
         return settings
 
-    def _immutable_bucket(self, connection: Connection, name: str, field: str) -> None:
-        problem = bucket_name_problem(name)
-        if problem:
-            raise InvalidArgumentError.field(field, problem)
+    def _immutable_bucket(self, connection: Connection, value: str, field: str) -> str:
+        """The bucket's name, when it exists and is immutable."""
+        name = bucket_id(value, field)
         bucket = require_bucket(connection, name)
         if not bucket["immutable"]:
             raise FailedPreconditionError(
                 f"buckets/{name} is not immutable: only immutable (object-locked) buckets may "
                 "be the audit log target; turn object lock on with SetObjectImmutability"
             )
+        return name
 
     def _change(self, **values: Any) -> pb.AuditSettings:
         """Apply a change, tell the pipeline, file the call under the settings log."""
@@ -109,7 +108,7 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
                     raise InvalidArgumentError.field(
                         "target_bucket", "is required: no target bucket is set yet"
                     )
-            self._immutable_bucket(connection, target, "target_bucket")
+            target = self._immutable_bucket(connection, target, "target_bucket")
         return pb.EnableAccountAuditLogsResponse(
             settings=self._change(account_logs_enabled=True, target_bucket=target)
         )
@@ -125,15 +124,11 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
         if not request.target_bucket:
             raise InvalidArgumentError.field("target_bucket", "is required")
         with self.db.begin() as connection:
-            self._immutable_bucket(connection, request.target_bucket, "target_bucket")
-        return pb.SetAuditTargetBucketResponse(
-            settings=self._change(target_bucket=request.target_bucket)
-        )
+            target = self._immutable_bucket(connection, request.target_bucket, "target_bucket")
+        return pb.SetAuditTargetBucketResponse(settings=self._change(target_bucket=target))
 
-    def _bucket_logging(self, bucket: str, enabled: bool) -> pb.AuditSettings:
-        problem = bucket_name_problem(bucket)
-        if problem:
-            raise InvalidArgumentError.field("bucket", problem)
+    def _bucket_logging(self, value: str, enabled: bool) -> pb.AuditSettings:
+        bucket = bucket_id(value, "bucket")
         set_log_type(event_pb2.LOG_TYPE_SETTINGS)
         with self.db.begin() as connection:
             require_bucket(connection, bucket)

@@ -16,9 +16,10 @@ from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
 from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
 from auditline.interceptor import Exporter
 from auditline.server.db import Database, require_row, tables
-from auditline.server.objectstore import ObjectStore, bucket_name_problem
+from auditline.server.objectstore import ObjectStore
 from auditline.server.saved_exporters import SavedExporters
 from auditline.server.services._common import (
+    bucket_id,
     check_display_name,
     check_new_id,
     mask_paths,
@@ -166,7 +167,8 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         }
         target = exporter.WhichOneof("target")
         if target == "bucket":
-            values |= {"bucket": exporter.bucket, "external": None}
+            bucket = bucket_id(exporter.bucket, "exporter.bucket") if exporter.bucket else ""
+            values |= {"bucket": bucket, "external": None}
         elif target == "external_s3":
             external = exporter.external_s3
             if external.access_key_id or external.secret_access_key:
@@ -221,9 +223,6 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             raise InvalidArgumentError.field(
                 "exporter.bucket", "a target (bucket or external_s3) is required"
             )
-        problem = bucket_name_problem(bucket)
-        if problem:
-            raise InvalidArgumentError.field("exporter.bucket", problem)
         with self.db.begin() as connection:
             require_bucket(connection, bucket)
         try:

@@ -15,8 +15,8 @@ from auditline.account.v1 import permission_pb2 as pb
 from auditline.account.v1 import permission_pb2_grpc
 from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
 from auditline.server.db import Database, require_row, tables
-from auditline.server.objectstore import bucket_name_problem
 from auditline.server.services._common import (
+    bucket_id,
     check_display_name,
     check_new_id,
     list_page,
@@ -123,12 +123,6 @@ class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
                 raise InvalidArgumentError.field(
                     "permission.bucket_names", "must name at least one bucket"
                 )
-            for name in names:
-                problem = bucket_name_problem(name)
-                if problem:
-                    raise InvalidArgumentError.field(
-                        "permission.bucket_names", f"{name!r} {problem}"
-                    )
             t = tables.buckets
             known = set(
                 connection.execute(sa.select(t.c.name).where(t.c.name.in_(names))).scalars()
@@ -147,7 +141,11 @@ class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
             "description": permission.description,
             "bucket_scope": permission.bucket_scope,
             "bucket_prefix": permission.bucket_prefix,
-            "bucket_names": list(dict.fromkeys(permission.bucket_names)),
+            "bucket_names": list(
+                dict.fromkeys(
+                    bucket_id(name, "permission.bucket_names") for name in permission.bucket_names
+                )
+            ),
             "access": permission.access,
         }
 
@@ -224,8 +222,8 @@ class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
         rows: list[dict[str, Any]] = []
         violations: list[error_details_pb2.BadRequest.FieldViolation] = []
         for index, item in enumerate(request.requests):
-            values = self._values(item.permission)
             try:
+                values = self._values(item.permission)
                 check_new_id(item.permission_id, "permission_id")
                 self._validate(connection, values)
             except InvalidArgumentError as error:
