@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Callable
 from typing import TypeAlias
 
 from auditline.client._client import Client
 from auditline.client._sessions import logged_in_client
-from auditline.errors import AuditlineError
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -44,16 +42,10 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_logged_in(command: Command) -> Handler:
+    # A refusal is an answer, not a crash: `cli.main` prints its reason and exits 1.
     def handler(args: argparse.Namespace) -> int:
         with logged_in_client(args.target) as client:
-            try:
-                command(client, args)
-            except AuditlineError as error:
-                # A refusal is an answer, not a crash: its reason, then exit 1.
-                print(f"error: {error.code().name}: {error.message}", file=sys.stderr)
-                for field, problem in error.field_violations:
-                    print(f"  {field}: {problem}", file=sys.stderr)
-                return 1
+            command(client, args)
         return 0
 
     return handler

@@ -44,6 +44,8 @@ def _tail(client: Client, args: argparse.Namespace) -> None:
     stream = client.events.TailEvents(audit_log_pb2.TailEventsRequest(filter=_event_filter(args)))
     # One line per event, flushed, so a pipe (`| jq`) sees each event as it comes;
     # Ctrl-C ends the stream rather than the program with a traceback.
+    if not args.json:
+        print("SEQUENCE  EVENT_NAME  ACCOUNT_NAME  RESPONSE_STATUS", flush=True)
     try:
         for item in stream:
             if args.json:

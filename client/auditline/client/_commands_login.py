@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 
-from auditline.account.v1 import auth_pb2
+from auditline.account.v1 import auth_pb2, service_account_pb2
 from auditline.client._client import Client
 from auditline.client._command_parsers import SubParsers, add_command, add_common_options
 from auditline.client._output import print_message
@@ -32,10 +33,24 @@ def _login(args: argparse.Namespace) -> int:
         args.target,
         Session(token=response.token, expires=response.expire_time.ToSeconds()),
     )
-    print(
-        f"logged in to {args.target} as {response.service_account} until "
-        f"{response.expire_time.ToJsonString()}; session saved in {path}"
-    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "target": args.target,
+                    "service_account": response.service_account,
+                    "role": service_account_pb2.Role.Name(response.role),
+                    "expire_time": response.expire_time.ToJsonString(),
+                    "sessions_file": str(path),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(
+            f"logged in to {args.target} as {response.service_account} until "
+            f"{response.expire_time.ToJsonString()}; session saved in {path}"
+        )
     return 0
 
 

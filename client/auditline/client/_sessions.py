@@ -24,15 +24,27 @@ class Session:
 
 
 def sessions_file() -> Path:
-    """Where the sessions are kept (AUDITLINE_CONFIG_DIR, else ~/.config/auditline)."""
-    base = os.environ.get("AUDITLINE_CONFIG_DIR") or Path.home() / ".config" / "auditline"
+    """Where the sessions are kept: `$AUDITLINE_CONFIG_DIR`, else
+    `$XDG_CONFIG_HOME/auditline`, else `~/.config/auditline` (the XDG default)."""
+    base = os.environ.get("AUDITLINE_CONFIG_DIR")
+    if not base:
+        config_home = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+        base = str(Path(config_home) / "auditline")
     return Path(base) / "sessions.json"
 
 
 def _load_sessions() -> dict[str, Any]:
     # Raw JSON, so that saving one target rewrites every other entry as it was.
     path = sessions_file()
-    return dict(json.loads(path.read_text())) if path.exists() else {}
+    if not path.exists():
+        return {}
+    try:
+        sessions = json.loads(path.read_text())
+    except ValueError:
+        sessions = None
+    if not isinstance(sessions, dict):
+        raise ValueError(f"{path} is not a sessions file: remove it and log in again")
+    return sessions
 
 
 def save_session(target: str, session: Session) -> Path:
