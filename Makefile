@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test check ci generate generate-check lint typecheck buf-lint layers bench clean
+.PHONY: run test check ci generate generate-check lint typecheck buf-lint contract-baseline layers bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,14 @@ typecheck: $(STAMP)
 buf-lint: $(STAMP)
 	$(BIN)/buf lint
 	$(BIN)/buf format --diff --exit-code
+	$(BIN)/buf breaking --against $(CONTRACT_BASELINE)
+
+# The contract as last released: `buf breaking` compares proto/ with it (FILE rules).
+# At a release, `make contract-baseline` takes the new one; commit it with the tag.
+CONTRACT_BASELINE := tools/contract-baseline.binpb
+
+contract-baseline: $(STAMP)
+	$(BIN)/buf build -o $(CONTRACT_BASELINE)
 
 # Every wheel alone in a clean virtual environment: its dependencies suffice and its
 # imports stay in its layer (tests/test_packaging.py; `make test` runs it too).
