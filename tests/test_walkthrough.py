@@ -1,4 +1,5 @@
-"""The README's walkthrough, run as a user runs it: `auditline` commands in a shell."""
+"""The README's walkthrough, run as a user runs it: its own commands, verbatim, in a
+shell; and the same steps' details (file modes, exit codes, what was recorded)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ServeFactory
+from tests.support.paths import REPOSITORY
 
 SECRET = "walkthrough-secret-0123"
 
@@ -92,3 +94,63 @@ def test_the_walkthrough(serve: ServeFactory, tmp_path: Path) -> None:
         for line in gzip.decompress(path.read_bytes()).splitlines()[:2]
     ]
     assert all("ApiEvent" in record for record in first_lines)
+
+
+def _walkthrough_blocks() -> list[list[tuple[str, list[str]]]]:
+    """The walkthrough's `sh` blocks: each a list of (command, the output shown)."""
+    text = (REPOSITORY / "README.md").read_text()
+    section = text[text.index("## Five-minute walkthrough") : text.index("## Architecture")]
+    blocks = []
+    for block in section.split("```sh\n")[1:]:
+        steps: list[tuple[str, list[str]]] = []
+        for line in block[: block.index("```")].splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            elif steps:
+                steps[-1][1].append(line)
+        blocks.append(steps)
+    return blocks
+
+
+def _looks_alike(shown: list[str], output: str) -> bool:
+    """The README's output and this run's agree where a run cannot differ: a table's
+    header, the start of a message, the shape of an exported line."""
+    lines = output.splitlines()
+    if not shown:
+        return True
+    if not lines:
+        return False
+    first = shown[0]
+    if first.split() and all(w.isupper() or "." in w or "_" in w for w in first.split()):
+        return lines[0].split() == first.split()  # a table's header
+    if first.startswith('{"ApiEvent":'):
+        return len(lines) == len(shown) and all(line.startswith('{"ApiEvent":') for line in lines)
+    return lines[0].split()[:3] == first.split()[:3]
+
+
+def test_the_readme_walkthrough_runs_as_written(serve: ServeFactory, tmp_path: Path) -> None:
+    # As `make run` does: ./data, keys generated into data/admin-credentials.
+    process = serve(data_dir=tmp_path / "data")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AUDITLINE_ADMIN_")},
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+        "AUDITLINE_TARGET": process.target,
+        "AUDITLINE_CONFIG_DIR": str(tmp_path / "config"),
+    }
+    running, stopped = _walkthrough_blocks()
+    assert len(running) >= 5
+    for when, steps in (("running", running), ("stopped", stopped)):
+        if when == "stopped":
+            assert process.terminate() == 0  # the README's Ctrl-C
+        for command, shown in steps:
+            result = subprocess.run(
+                ["bash", "-c", command],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert result.returncode == 0, (command, result.stdout, result.stderr)
+            assert _looks_alike(shown, result.stdout), (command, shown, result.stdout)
