@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
 
 from auditline.account.v1 import (
     auth_pb2,
@@ -176,6 +177,15 @@ def iam_api_event(event: IamEvent, node_id: str) -> event_pb2.ApiEvent:
     return api_event
 
 
+def _tracing(tracer_provider: TracerProvider) -> grpc.ServerInterceptor:
+    from opentelemetry.instrumentation.grpc import server_interceptor
+
+    interceptor: grpc.ServerInterceptor = server_interceptor(  # type: ignore[no-untyped-call]
+        tracer_provider=tracer_provider
+    )
+    return interceptor
+
+
 def _server_options(settings: Settings) -> list[tuple[str, int]]:
     """gRPC's own limits sit above the interceptor's, so that an oversized request is
     answered and audited by the interceptor rather than dropped unseen by gRPC."""
@@ -202,7 +212,11 @@ class AuditlineServer:
     verifier_keys: list[str]
 
     def __init__(
-        self, settings: Settings, *, interceptors: Sequence[grpc.ServerInterceptor] = ()
+        self,
+        settings: Settings,
+        *,
+        interceptors: Sequence[grpc.ServerInterceptor] = (),
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.settings = settings
         self.node_id = prepare_data_dir(settings.data_dir)
@@ -287,9 +301,12 @@ class AuditlineServer:
         self.usage = UsageServicer(self.db, self.store, self.clock)
         self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
         # The audit interceptor goes first: it must see the calls the others reject.
+        # Only the tracing one comes before it, so that each event carries the ids of
+        # its call's span.
+        tracing = [] if tracer_provider is None else [_tracing(tracer_provider)]
         self._server = grpc.server(
             self._executor,
-            interceptors=[self.audit, CallGuard(self.accounts), *interceptors],
+            interceptors=[*tracing, self.audit, CallGuard(self.accounts), *interceptors],
             options=_server_options(settings),
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)

@@ -21,6 +21,7 @@ from auditline.server.config import (
     settings_from_args,
 )
 from auditline.server.node import load_hmac_key
+from auditline.server.telemetry import telemetry_from_environment
 
 __all__ = [
     "add_audit_hash_parser",
@@ -139,7 +140,8 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     try:
-        server = AuditlineServer(settings)
+        telemetry = telemetry_from_environment(os.environ)
+        server = AuditlineServer(settings, tracer_provider=telemetry.tracer_provider)
         port = server.start()
     except Exception as exc:  # a missing bucket, an unreachable store, a bad key file...
         log.debug("start-up failed", exc_info=True)
@@ -160,5 +162,6 @@ def run(settings: Settings) -> int:
     stop.wait()
     log.info("health NOT_SERVING; in-flight calls get %.1fs to finish", settings.shutdown_grace)
     server.stop()
+    telemetry.shutdown()  # the last metrics and spans
     log.info("stopped")
     return 0
