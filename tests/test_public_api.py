@@ -45,6 +45,8 @@ PUBLIC: dict[str, set[str]] = {
     "auditline.interceptor": {
         "MASK",
         "AsyncAuditInterceptor",
+        "AuditPolicy",
+        "AuditRule",
         "AuditInterceptor",
         "AuditUnavailableError",
         "DirectoryWriter",

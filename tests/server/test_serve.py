@@ -197,7 +197,7 @@ def test_mutual_tls_requires_a_client_certificate(serve: ServeFactory, tmp_path:
 
 
 def test_every_call_to_the_server_is_audited(serve: ServeFactory) -> None:
-    server = serve()
+    server = serve("--audit-policy", "*=all")  # health checks one by one too
     with grpc.insecure_channel(server.target) as channel:
         stub = bucket_pb2_grpc.BucketServiceStub(channel)
         with pytest.raises(grpc.RpcError):

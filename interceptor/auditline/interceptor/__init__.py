@@ -27,6 +27,7 @@ from auditline.interceptor._methods import MethodInfo, activity_from_verb, metho
 from auditline.interceptor._metrics import instrument
 from auditline.interceptor._peer import TrustedProxies
 from auditline.interceptor._pipeline import Pipeline
+from auditline.interceptor._policy import AuditPolicy, AuditRule
 from auditline.interceptor._redact import MASK, hmac_value
 from auditline.interceptor._scope import record_event, set_log_type, set_principal
 from auditline.interceptor._sinks import MemorySink
@@ -48,6 +49,8 @@ __all__ = [
     "MASK",
     "AsyncAuditInterceptor",
     "AuditInterceptor",
+    "AuditPolicy",
+    "AuditRule",
     "AuditUnavailableError",
     "DirectoryWriter",
     "EventDocument",

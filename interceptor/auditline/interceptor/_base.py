@@ -10,6 +10,7 @@ import grpc
 
 from auditline.interceptor._core import AuditCore
 from auditline.interceptor._methods import MethodInfo, method_info
+from auditline.interceptor._policy import AuditPolicy
 from auditline.interceptor._record import CallRecord, make_config
 from auditline.interceptor._summaries import SummaryPolicy
 from auditline.interceptor._types import (
@@ -77,6 +78,10 @@ class AuditInterceptorBase:
         summaries: past this rate per source address, unauthenticated calls are
             counted in a `CallsSummarized` event per interval instead of one event
             each (default: every call is recorded).
+        policy: what to record per service or method (`AuditPolicy`): every call,
+            only the denied or the allowed ones, or a summary; the calls it leaves
+            out are counted in a `CallsSummarized` event per interval (default: every
+            call is recorded).
         node_id: recorded in every event.
         fail_closed: a call completes only once its events are durable in the sink;
             otherwise it is answered UNAVAILABLE (and refused before it runs when
@@ -96,6 +101,7 @@ class AuditInterceptorBase:
         max_message_bytes: int | None = None,
         max_metadata_bytes: int | None = None,
         summaries: SummaryPolicy | None = None,
+        policy: AuditPolicy | None = None,
         node_id: str = "",
         fail_closed: bool = False,
     ) -> None:
@@ -112,6 +118,7 @@ class AuditInterceptorBase:
                 max_message_bytes=max_message_bytes,
                 max_metadata_bytes=max_metadata_bytes,
                 summaries=summaries,
+                policy=policy,
                 fail_closed=fail_closed,
             ),
         )
@@ -139,8 +146,7 @@ class AuditInterceptorBase:
     @property
     def summarized_calls(self) -> int:
         """How many calls were counted in summaries rather than recorded one by one."""
-        summarizer = self._core.summarizer
-        return summarizer.summarized if summarizer is not None else 0
+        return sum(summarizer.summarized for summarizer in self._core.summarizers)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the events of every call finished so far reached the sink."""

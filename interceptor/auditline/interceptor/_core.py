@@ -27,7 +27,7 @@ from auditline.interceptor._formats import apievent_dict
 from auditline.interceptor._methods import MethodInfo
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds, trace_ids
 from auditline.interceptor._scope import CallScope
-from auditline.interceptor._summaries import CallSummarizer
+from auditline.interceptor._summaries import CallSummarizer, SummaryPolicy
 from auditline.interceptor._types import (
     AuditUnavailableError,
     EventDocument,
@@ -80,6 +80,19 @@ class AuditCore:
             CallSummarizer(config.summaries, node_id=config.node_id)
             if config.summaries is not None
             else None
+        )
+        # The calls the audit policy leaves out, counted per source and interval.
+        self.policy_summarizer = (
+            None
+            if config.policy.records_everything
+            else CallSummarizer(
+                config.summaries or SummaryPolicy(),
+                node_id=config.node_id,
+                reason="left out by the audit policy",
+            )
+        )
+        self.summarizers = tuple(
+            s for s in (self.summarizer, self.policy_summarizer) if s is not None
         )
         self.sink_errors = 0
         # What the background worker did: events delivered, CPU time spent on them.
@@ -182,14 +195,26 @@ class AuditCore:
             self._start_worker()
         self._pending.append(record)
 
-    def _summarized(self, record: CallRecord) -> bool:
-        """Count an unauthenticated call past its source's rate instead of recording it."""
+    def _summarizer_for(self, record: CallRecord) -> CallSummarizer | None:
+        """Where a call is counted instead of recorded: left out by the audit policy, or
+        an unauthenticated call past its source's rate; None: it gets its own event."""
+        if self.policy_summarizer is not None:
+            allowed = self.builder.status(record)[0] == grpc.StatusCode.OK
+            if not self.config.policy.individually(record.info.full_method, allowed=allowed):
+                return self.policy_summarizer
         summarizer = self.summarizer
         if summarizer is None or record.principal is not None:
+            return None
+        if summarizer.record_individually(self.builder.source(record)[0]):
+            return None
+        return summarizer
+
+    def _summarized(self, record: CallRecord) -> bool:
+        """Count the call in a summary instead of recording it, where it is due."""
+        summarizer = self._summarizer_for(record)
+        if summarizer is None:
             return False
         source = self.builder.source(record)[0]
-        if summarizer.record_individually(source):
-            return False
         summarizer.count(
             source=source,
             method=record.info.full_method,
@@ -255,8 +280,8 @@ class AuditCore:
                     unsettled.append((item, time.monotonic()))
             if unsettled:
                 unsettled = self._settle(unsettled, force=closed)
-            if self.summarizer is not None:
-                self._emit_summaries(self.summarizer.due(everything=closed))
+            for summarizer in self.summarizers:
+                self._emit_summaries(summarizer.due(everything=closed))
             self.worker_cpu_seconds += time.thread_time() - started
             if closed:
                 return
@@ -384,8 +409,9 @@ class AuditCore:
         if thread is not None:
             self._wake.set()
             thread.join(timeout)
-        elif self.summarizer is not None:
-            self._emit_summaries(self.summarizer.due(everything=True))
+        else:
+            for summarizer in self.summarizers:
+                self._emit_summaries(summarizer.due(everything=True))
 
     # --- for tests and tools ------------------------------------------------
 

@@ -16,6 +16,7 @@ from opentelemetry import trace
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._methods import MethodInfo
 from auditline.interceptor._peer import TrustedProxies
+from auditline.interceptor._policy import AuditPolicy
 from auditline.interceptor._scope import RelatedEvent
 from auditline.interceptor._summaries import SummaryPolicy
 from auditline.interceptor._types import Metadata, Principal, PrincipalResolver
@@ -89,6 +90,7 @@ class AuditConfig:
     max_message_bytes: int | None = None
     max_metadata_bytes: int | None = None
     summaries: SummaryPolicy | None = None
+    policy: AuditPolicy = dataclasses.field(default_factory=AuditPolicy)
     fail_closed: bool = False
     log_type: int = event_pb2.LOG_TYPE_ACCOUNT_API
 
@@ -121,6 +123,7 @@ def make_config(
     max_message_bytes: int | None = None,
     max_metadata_bytes: int | None = None,
     summaries: SummaryPolicy | None = None,
+    policy: AuditPolicy | None = None,
     log_type: int = event_pb2.LOG_TYPE_ACCOUNT_API,
 ) -> AuditConfig:
     if max_body_bytes < 1:
@@ -138,6 +141,7 @@ def make_config(
         max_message_bytes=max_message_bytes,
         max_metadata_bytes=max_metadata_bytes,
         summaries=summaries,
+        policy=policy or AuditPolicy(),
         fail_closed=fail_closed,
         log_type=log_type,
     )

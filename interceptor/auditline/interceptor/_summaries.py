@@ -79,10 +79,12 @@ class CallSummarizer:
         policy: SummaryPolicy,
         *,
         node_id: str = "",
+        reason: str = "unauthenticated calls past their rate",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
         self.node_id = node_id
+        self.reason = reason  # written in each summary: why its calls were counted
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
@@ -152,6 +154,7 @@ class CallSummarizer:
         event.request.request_time.FromNanoseconds(counts.first_ns)
         event.request.request_params.update(
             {
+                "reason": self.reason,
                 "calls": counts.calls,
                 "methods": counts.methods,
                 "codes": counts.codes,

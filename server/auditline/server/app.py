@@ -39,6 +39,7 @@ from auditline.audit.v1 import (
 )
 from auditline.interceptor import (
     AuditInterceptor,
+    AuditPolicy,
     ExporterConfig,
     Pipeline,
     S3Writer,
@@ -251,6 +252,7 @@ class AuditlineServer:
             unauthenticated_max_body_bytes=settings.audit_unauthenticated_body_bytes,
             max_message_bytes=settings.max_message_bytes,
             max_metadata_bytes=settings.max_metadata_bytes,
+            policy=AuditPolicy.parse(split_list(settings.audit_policy)),
             summaries=SummaryPolicy(
                 rate=settings.audit_unauthenticated_rate,
                 burst=settings.audit_unauthenticated_burst,

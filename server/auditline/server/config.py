@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
+from auditline.interceptor import AuditPolicy
 
 __all__ = [
     "ENV_PREFIX",
@@ -179,6 +180,18 @@ class Settings:
         default=4096,
         metadata=_help("the same cut for calls without an authenticated caller"),
     )
+    audit_policy: str = field(
+        default=(
+            "grpc.health.v1.Health/*=summary,"
+            "grpc.reflection.v1.ServerReflection/*=summary,"
+            "grpc.reflection.v1alpha.ServerReflection/*=summary"
+        ),
+        metadata=_help(
+            "what to record, comma-separated PATTERN=RECORD rules (PATTERN: pkg.Service/Method, "
+            "pkg.Service/* or *; RECORD: all, denied, allowed or summary; the first match "
+            "wins, no match: all). Calls left out are counted in CallsSummarized events"
+        ),
+    )
     audit_unauthenticated_rate: float = field(
         default=10.0,
         metadata=_help(
@@ -267,6 +280,10 @@ class Settings:
             raise ConfigError(
                 "the unauthenticated rate, burst and summary interval must be positive"
             )
+        try:
+            AuditPolicy.parse(split_list(self.audit_policy))
+        except ValueError as exc:
+            raise ConfigError(f"--audit-policy: {exc}") from None
         if self.max_message_bytes < 1024 or self.max_metadata_bytes < 1024:
             raise ConfigError("--max-message-bytes and --max-metadata-bytes must be at least 1024")
         if self.spool_reserve_bytes < 0 or self.spool_memory_bytes < 1 << 16:

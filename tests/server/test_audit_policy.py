@@ -1,0 +1,77 @@
+"""`auditline serve`'s audit policy: health checks and reflection are summarized by
+default, every other call is recorded, and `--audit-policy` changes what is."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from auditline.account.v1 import bucket_pb2
+from auditline.errors import InvalidArgumentError
+from tests.conftest import ServeFactory
+from tests.support.clients import login
+from tests.support.exported import exported_events
+from tests.support.serve import ServeProcess
+
+KEY, SECRET = "AKPOLICY", "policy-" + uuid.uuid4().hex
+ENV = {"AUDITLINE_ADMIN_ACCESS_KEY": KEY, "AUDITLINE_ADMIN_SECRET_KEY": SECRET}
+CHECK = "/grpc.health.v1.Health/Check"
+
+
+def _probe(process: ServeProcess, times: int) -> None:
+    with grpc.insecure_channel(process.target) as channel:
+        health: Any = health_pb2_grpc.HealthStub(channel)  # its stubs omit the methods
+        for _ in range(times):
+            health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+
+
+def _run(
+    serve: ServeFactory, *args: str, calls: Callable[[ServeProcess], None]
+) -> list[dict[str, Any]]:
+    process = serve(*args, env=ENV)
+    calls(process)
+    assert process.terminate() == 0
+    return exported_events(process.data_dir)
+
+
+def _calls(process: ServeProcess) -> None:
+    _probe(process, 7)
+    admin = login(process.target, KEY, SECRET)
+    admin.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id="policy-ok"))
+    with contextlib.suppress(InvalidArgumentError):
+        admin.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id="Bad_Name"))
+    admin.close()
+
+
+def test_health_checks_are_counted_not_recorded_by_default(serve: ServeFactory) -> None:
+    events = _run(serve, calls=_calls)
+    assert not [e for e in events if e["Method"] == "Check"]
+    summaries = [
+        e["Request"]["RequestParams"] for e in events if e["EventName"] == "CallsSummarized"
+    ]
+    assert sum(s["methods"].get(CHECK, 0) for s in summaries) == 7
+    assert {s["reason"] for s in summaries} == {"left out by the audit policy"}
+    created = [e for e in events if e["EventName"] == "CreateBucket"]
+    assert [e["Response"]["ResponseStatus"] for e in created] == ["OK", "INVALID_ARGUMENT"]
+
+
+def test_the_flag_chooses_what_is_recorded(serve: ServeFactory) -> None:
+    events = _run(
+        serve,
+        "--audit-policy",
+        "auditline.account.v1.BucketService/*=denied,*=all",
+        calls=_calls,
+    )
+    assert len([e for e in events if e["Method"] == "Check"]) == 7  # no rule for health now
+    created = [e for e in events if e["EventName"] == "CreateBucket"]
+    assert [e["Response"]["ResponseStatus"] for e in created] == ["INVALID_ARGUMENT"]
+    summaries = [
+        e["Request"]["RequestParams"] for e in events if e["EventName"] == "CallsSummarized"
+    ]
+    methods = {m: n for s in summaries for m, n in s["methods"].items()}
+    assert methods == {"/auditline.account.v1.BucketService/CreateBucket": 1}
