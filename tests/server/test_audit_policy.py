@@ -4,14 +4,19 @@ default, every other call is recorded, and `--audit-policy` changes what is."""
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditline.account.v1 import bucket_pb2
+from auditline.audit.v1 import settings_pb2
 from auditline.errors import InvalidArgumentError
 from tests.conftest import ServeFactory
 from tests.support.clients import login
@@ -75,3 +80,40 @@ def test_the_flag_chooses_what_is_recorded(serve: ServeFactory) -> None:
     ]
     methods = {m: n for s in summaries for m, n in s["methods"].items()}
     assert methods == {"/auditline.account.v1.BucketService/CreateBucket": 1}
+
+
+def test_the_policy_is_shown_and_each_start_records_it(serve: ServeFactory, tmp_path: Path) -> None:
+    rules = "auditline.account.v1.UsageService/*=denied,grpc.health.v1.Health/*=summary"
+    process = serve("--audit-policy", rules, env=ENV)
+    admin = login(process.target, KEY, SECRET)
+    settings = admin.settings.GetAuditSettings(settings_pb2.GetAuditSettingsRequest()).settings
+    assert list(settings.audit_policy) == rules.split(",")
+    admin.close()
+    env = {
+        **os.environ,
+        "AUDITLINE_TARGET": process.target,
+        "AUDITLINE_CONFIG_DIR": str(tmp_path / "config"),
+        "AUDITLINE_SECRET_KEY": SECRET,
+    }
+    for args in (("login", "--access-key", KEY), ("audit", "policy")):
+        shown = subprocess.run(
+            [sys.executable, "-m", "auditline.client.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env=env,
+        ).stdout
+    assert shown.splitlines() == [
+        "PATTERN  RECORD",
+        "auditline.account.v1.UsageService/*  denied",
+        "grpc.health.v1.Health/*  summary",
+        "(no match)  all",
+    ]
+    assert process.terminate() == 0
+    applied = [
+        e for e in exported_events(process.data_dir) if e["EventName"] == "AuditPolicyApplied"
+    ]
+    assert len(applied) == 1
+    assert applied[0]["LogType"] == "LOG_TYPE_SETTINGS"
+    assert applied[0]["Request"]["RequestParams"] == {"rules": rules.split(",")}

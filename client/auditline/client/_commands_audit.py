@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from auditline.audit.v1 import settings_pb2
 from auditline.client._client import Client
@@ -17,6 +18,18 @@ _COLUMNS = ("account_audit_logs_enabled", "target_bucket", "audited_buckets", "u
 def _show(client: Client, args: argparse.Namespace) -> None:
     response = client.settings.GetAuditSettings(settings_pb2.GetAuditSettingsRequest())
     print_message(response.settings, as_json=args.json, columns=_COLUMNS)
+
+
+def _policy(client: Client, args: argparse.Namespace) -> None:
+    settings = client.settings.GetAuditSettings(settings_pb2.GetAuditSettingsRequest()).settings
+    if args.json:
+        print(json.dumps({"audit_policy": list(settings.audit_policy)}, indent=2))
+        return
+    print("PATTERN  RECORD")
+    for rule in settings.audit_policy:
+        pattern, _, record = rule.rpartition("=")
+        print(f"{pattern}  {record}")
+    print("(no match)  all")
 
 
 def _enable(client: Client, args: argparse.Namespace) -> None:
@@ -44,6 +57,7 @@ def add_audit_commands(subparsers: SubParsers) -> None:
     """`auditline audit settings|enable|disable|target`."""
     audit = add_group(subparsers, "audit", "audit settings")
     add_command(audit, "settings", _show, "show the audit settings")
+    add_command(audit, "policy", _policy, "show what this node records (its audit policy)")
     add_command(audit, "enable", _enable, "turn account audit logs on").add_argument(
         "bucket", nargs="?"
     )

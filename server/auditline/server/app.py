@@ -129,7 +129,12 @@ SERVICES: tuple[ServiceRegistration, ...] = (
     _registration(
         settings_pb2.DESCRIPTOR.services_by_name["AuditSettingsService"],
         settings_pb2_grpc.add_AuditSettingsServiceServicer_to_server,
-        lambda server: AuditSettingsServicer(server.db, server.clock, server.follow_settings),
+        lambda server: AuditSettingsServicer(
+            server.db,
+            server.clock,
+            server.follow_settings,
+            policy=split_list(server.settings.audit_policy),
+        ),
     ),
     _registration(
         exporter_pb2.DESCRIPTOR.services_by_name["ExporterService"],
@@ -204,6 +209,7 @@ class AuditlineServer:
 
     db: Database
     store: ObjectStore
+    settings: Settings
     pipeline: Pipeline
     trusted_proxies: TrustedProxies
     exporters: ExporterServicer
@@ -313,6 +319,7 @@ class AuditlineServer:
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self.pipeline.spool.on_degraded = self._audit_health
+        self._record_policy()
         self.port = 0
 
     def _record_iam(self, event: IamEvent) -> None:
@@ -321,6 +328,28 @@ class AuditlineServer:
         api_event = iam_api_event(event, self.node_id)
         if not record_event(api_event, summarize=event.summarize):
             self.pipeline.spool.emit_documents([event_document(api_event)], wait=False)
+
+    def _record_policy(self) -> None:
+        """Say in the settings log which audit policy this start applies: a change of
+        it (a flag, between starts) is recorded like every other settings change."""
+        now = time.time_ns()
+        event = event_pb2.ApiEvent(
+            event_name="AuditPolicyApplied",
+            version="2",
+            event_id=str(uuid.uuid4()),
+            node_id=self.node_id,
+            service="auditline.audit.v1.AuditSettingsService",
+            method="AuditPolicyApplied",
+            activity=options_pb2.ACTIVITY_UPDATE,
+            log_type=event_pb2.LOG_TYPE_SETTINGS,
+        )
+        event.request.account_name = "auditline serve"
+        event.request.request_time.FromNanoseconds(now)
+        event.request.request_params.update({"rules": split_list(self.settings.audit_policy)})
+        event.response.response_time.FromNanoseconds(now)
+        event.response.response_status = "OK"
+        event.response.response_body.SetInParent()
+        self.pipeline.spool.emit_documents([event_document(event)], wait=False)
 
     def _audit_health(self, reason: str) -> None:
         """Health follows the audit path: NOT_SERVING while it cannot keep events (and,

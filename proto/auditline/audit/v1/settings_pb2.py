@@ -26,7 +26,7 @@ from auditline.audit.v1 import options_pb2 as auditline_dot_audit_dot_v1_dot_opt
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!auditline/audit/v1/settings.proto\x12\x12\x61uditline.audit.v1\x1a auditline/audit/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\rAuditSettings\x12\"\n\x1a\x61\x63\x63ount_audit_logs_enabled\x18\x01 \x01(\x08\x12\x15\n\rtarget_bucket\x18\x02 \x01(\t\x12\x17\n\x0f\x61udited_buckets\x18\x03 \x03(\t\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x05 \x01(\t\"\x19\n\x17GetAuditSettingsRequest\"O\n\x18GetAuditSettingsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings\"6\n\x1d\x45nableAccountAuditLogsRequest\x12\x15\n\rtarget_bucket\x18\x01 \x01(\t\"U\n\x1e\x45nableAccountAuditLogsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings\" \n\x1e\x44isableAccountAuditLogsRequest\"V\n\x1f\x44isableAccountAuditLogsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings\"4\n\x1bSetAuditTargetBucketRequest\x12\x15\n\rtarget_bucket\x18\x01 \x01(\t\"S\n\x1cSetAuditTargetBucketResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings\"1\n\x1f\x45nableBucketAuditLoggingRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\"W\n EnableBucketAuditLoggingResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings\"2\n DisableBucketAuditLoggingRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\"X\n!DisableBucketAuditLoggingResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings2\xcb\x06\n\x14\x41uditSettingsService\x12u\n\x10GetAuditSettings\x12+.auditline.audit.v1.GetAuditSettingsRequest\x1a,.auditline.audit.v1.GetAuditSettingsResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12\x87\x01\n\x16\x45nableAccountAuditLogs\x12\x31.auditline.audit.v1.EnableAccountAuditLogsRequest\x1a\x32.auditline.audit.v1.EnableAccountAuditLogsResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12\x8a\x01\n\x17\x44isableAccountAuditLogs\x12\x32.auditline.audit.v1.DisableAccountAuditLogsRequest\x1a\x33.auditline.audit.v1.DisableAccountAuditLogsResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12\x81\x01\n\x14SetAuditTargetBucket\x12/.auditline.audit.v1.SetAuditTargetBucketRequest\x1a\x30.auditline.audit.v1.SetAuditTargetBucketResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12\x8d\x01\n\x18\x45nableBucketAuditLogging\x12\x33.auditline.audit.v1.EnableBucketAuditLoggingRequest\x1a\x34.auditline.audit.v1.EnableBucketAuditLoggingResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12\x90\x01\n\x19\x44isableBucketAuditLogging\x12\x34.auditline.audit.v1.DisableBucketAuditLoggingRequest\x1a\x35.auditline.audit.v1.DisableBucketAuditLoggingResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!auditline/audit/v1/settings.proto\x12\x12\x61uditline.audit.v1\x1a auditline/audit/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x01\n\rAuditSettings\x12\"\n\x1a\x61\x63\x63ount_audit_logs_enabled\x18\x01 \x01(\x08\x12\x15\n\rtarget_bucket\x18\x02 \x01(\t\x12\x17\n\x0f\x61udited_buckets\x18\x03 \x03(\t\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x05 \x01(\t\x12\x14\n\x0c\x61udit_policy\x18\x06 \x03(\t\"\x19\n\x17GetAuditSettingsRequest\"O\n\x18GetAuditSettingsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings\"6\n\x1d\x45nableAccountAuditLogsRequest\x12\x15\n\rtarget_bucket\x18\x01 \x01(\t\"U\n\x1e\x45nableAccountAuditLogsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings\" \n\x1e\x44isableAccountAuditLogsRequest\"V\n\x1f\x44isableAccountAuditLogsResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings\"4\n\x1bSetAuditTargetBucketRequest\x12\x15\n\rtarget_bucket\x18\x01 \x01(\t\"S\n\x1cSetAuditTargetBucketResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings\"1\n\x1f\x45nableBucketAuditLoggingRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\"W\n EnableBucketAuditLoggingResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings\"2\n DisableBucketAuditLoggingRequest\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\t\"X\n!DisableBucketAuditLoggingResponse\x12\x33\n\x08settings\x18\x01 \x01(\x0b\x32!.auditline.audit.v1.AuditSettings2\xcb\x06\n\x14\x41uditSettingsService\x12u\n\x10GetAuditSettings\x12+.auditline.audit.v1.GetAuditSettingsRequest\x1a,.auditline.audit.v1.GetAuditSettingsResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12\x87\x01\n\x16\x45nableAccountAuditLogs\x12\x31.auditline.audit.v1.EnableAccountAuditLogsRequest\x1a\x32.auditline.audit.v1.EnableAccountAuditLogsResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12\x8a\x01\n\x17\x44isableAccountAuditLogs\x12\x32.auditline.audit.v1.DisableAccountAuditLogsRequest\x1a\x33.auditline.audit.v1.DisableAccountAuditLogsResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12\x81\x01\n\x14SetAuditTargetBucket\x12/.auditline.audit.v1.SetAuditTargetBucketRequest\x1a\x30.auditline.audit.v1.SetAuditTargetBucketResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12\x8d\x01\n\x18\x45nableBucketAuditLogging\x12\x33.auditline.audit.v1.EnableBucketAuditLoggingRequest\x1a\x34.auditline.audit.v1.EnableBucketAuditLoggingResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12\x90\x01\n\x19\x44isableBucketAuditLogging\x12\x34.auditline.audit.v1.DisableBucketAuditLoggingRequest\x1a\x35.auditline.audit.v1.DisableBucketAuditLoggingResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,31 +46,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITSETTINGSSERVICE'].methods_by_name['DisableBucketAuditLogging']._loaded_options = None
   _globals['_AUDITSETTINGSSERVICE'].methods_by_name['DisableBucketAuditLogging']._serialized_options = b'\252\237\031\002\020\003'
   _globals['_AUDITSETTINGS']._serialized_start=125
-  _globals['_AUDITSETTINGS']._serialized_end=293
-  _globals['_GETAUDITSETTINGSREQUEST']._serialized_start=295
-  _globals['_GETAUDITSETTINGSREQUEST']._serialized_end=320
-  _globals['_GETAUDITSETTINGSRESPONSE']._serialized_start=322
-  _globals['_GETAUDITSETTINGSRESPONSE']._serialized_end=401
-  _globals['_ENABLEACCOUNTAUDITLOGSREQUEST']._serialized_start=403
-  _globals['_ENABLEACCOUNTAUDITLOGSREQUEST']._serialized_end=457
-  _globals['_ENABLEACCOUNTAUDITLOGSRESPONSE']._serialized_start=459
-  _globals['_ENABLEACCOUNTAUDITLOGSRESPONSE']._serialized_end=544
-  _globals['_DISABLEACCOUNTAUDITLOGSREQUEST']._serialized_start=546
-  _globals['_DISABLEACCOUNTAUDITLOGSREQUEST']._serialized_end=578
-  _globals['_DISABLEACCOUNTAUDITLOGSRESPONSE']._serialized_start=580
-  _globals['_DISABLEACCOUNTAUDITLOGSRESPONSE']._serialized_end=666
-  _globals['_SETAUDITTARGETBUCKETREQUEST']._serialized_start=668
-  _globals['_SETAUDITTARGETBUCKETREQUEST']._serialized_end=720
-  _globals['_SETAUDITTARGETBUCKETRESPONSE']._serialized_start=722
-  _globals['_SETAUDITTARGETBUCKETRESPONSE']._serialized_end=805
-  _globals['_ENABLEBUCKETAUDITLOGGINGREQUEST']._serialized_start=807
-  _globals['_ENABLEBUCKETAUDITLOGGINGREQUEST']._serialized_end=856
-  _globals['_ENABLEBUCKETAUDITLOGGINGRESPONSE']._serialized_start=858
-  _globals['_ENABLEBUCKETAUDITLOGGINGRESPONSE']._serialized_end=945
-  _globals['_DISABLEBUCKETAUDITLOGGINGREQUEST']._serialized_start=947
-  _globals['_DISABLEBUCKETAUDITLOGGINGREQUEST']._serialized_end=997
-  _globals['_DISABLEBUCKETAUDITLOGGINGRESPONSE']._serialized_start=999
-  _globals['_DISABLEBUCKETAUDITLOGGINGRESPONSE']._serialized_end=1087
-  _globals['_AUDITSETTINGSSERVICE']._serialized_start=1090
-  _globals['_AUDITSETTINGSSERVICE']._serialized_end=1933
+  _globals['_AUDITSETTINGS']._serialized_end=315
+  _globals['_GETAUDITSETTINGSREQUEST']._serialized_start=317
+  _globals['_GETAUDITSETTINGSREQUEST']._serialized_end=342
+  _globals['_GETAUDITSETTINGSRESPONSE']._serialized_start=344
+  _globals['_GETAUDITSETTINGSRESPONSE']._serialized_end=423
+  _globals['_ENABLEACCOUNTAUDITLOGSREQUEST']._serialized_start=425
+  _globals['_ENABLEACCOUNTAUDITLOGSREQUEST']._serialized_end=479
+  _globals['_ENABLEACCOUNTAUDITLOGSRESPONSE']._serialized_start=481
+  _globals['_ENABLEACCOUNTAUDITLOGSRESPONSE']._serialized_end=566
+  _globals['_DISABLEACCOUNTAUDITLOGSREQUEST']._serialized_start=568
+  _globals['_DISABLEACCOUNTAUDITLOGSREQUEST']._serialized_end=600
+  _globals['_DISABLEACCOUNTAUDITLOGSRESPONSE']._serialized_start=602
+  _globals['_DISABLEACCOUNTAUDITLOGSRESPONSE']._serialized_end=688
+  _globals['_SETAUDITTARGETBUCKETREQUEST']._serialized_start=690
+  _globals['_SETAUDITTARGETBUCKETREQUEST']._serialized_end=742
+  _globals['_SETAUDITTARGETBUCKETRESPONSE']._serialized_start=744
+  _globals['_SETAUDITTARGETBUCKETRESPONSE']._serialized_end=827
+  _globals['_ENABLEBUCKETAUDITLOGGINGREQUEST']._serialized_start=829
+  _globals['_ENABLEBUCKETAUDITLOGGINGREQUEST']._serialized_end=878
+  _globals['_ENABLEBUCKETAUDITLOGGINGRESPONSE']._serialized_start=880
+  _globals['_ENABLEBUCKETAUDITLOGGINGRESPONSE']._serialized_end=967
+  _globals['_DISABLEBUCKETAUDITLOGGINGREQUEST']._serialized_start=969
+  _globals['_DISABLEBUCKETAUDITLOGGINGREQUEST']._serialized_end=1019
+  _globals['_DISABLEBUCKETAUDITLOGGINGRESPONSE']._serialized_start=1021
+  _globals['_DISABLEBUCKETAUDITLOGGINGRESPONSE']._serialized_end=1109
+  _globals['_AUDITSETTINGSSERVICE']._serialized_start=1112
+  _globals['_AUDITSETTINGSSERVICE']._serialized_end=1955
 # @@protoc_insertion_point(module_scope)

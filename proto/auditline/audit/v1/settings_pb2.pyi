@@ -30,6 +30,7 @@ class AuditSettings(_message.Message):
     AUDITED_BUCKETS_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
+    AUDIT_POLICY_FIELD_NUMBER: _builtins.int
     account_audit_logs_enabled: _builtins.bool
     """Whether console, IAM and account API audit logs are written."""
     target_bucket: _builtins.str
@@ -44,6 +45,13 @@ class AuditSettings(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the settings last changed."""
 
+    @_builtins.property
+    def audit_policy(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The audit policy in force on the node that answered: `PATTERN=RECORD` rules,
+        the first match wins, no match records every call (`auditline serve
+        --audit-policy`; each start records it in the settings log).
+        """
+
     def __init__(
         self,
         *,
@@ -52,10 +60,11 @@ class AuditSettings(_message.Message):
         audited_buckets: _abc.Iterable[_builtins.str] | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         updated_by: _builtins.str = ...,
+        audit_policy: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_audit_logs_enabled", b"account_audit_logs_enabled", "audited_buckets", b"audited_buckets", "target_bucket", b"target_bucket", "update_time", b"update_time", "updated_by", b"updated_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_audit_logs_enabled", b"account_audit_logs_enabled", "audit_policy", b"audit_policy", "audited_buckets", b"audited_buckets", "target_bucket", b"target_bucket", "update_time", b"update_time", "updated_by", b"updated_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

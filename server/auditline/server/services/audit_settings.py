@@ -7,7 +7,7 @@ changes of the settings are themselves written, to the settings log.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -34,10 +34,12 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
         db: Database,
         clock: Callable[[], float],
         on_change: SettingsListener = lambda target: None,
+        policy: Sequence[str] = (),
     ) -> None:
         self.db = db
         self.clock = clock
         self.on_change = on_change
+        self.policy = list(policy)  # this node's audit policy rules, as given
 
     def _settings(self, connection: Connection) -> pb.AuditSettings:
         row = connection.execute(sa.select(tables.audit_settings)).mappings().first()
@@ -46,7 +48,7 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
             .where(tables.buckets.c.audit_logging.is_(True))
             .order_by(tables.buckets.c.name)
         ).scalars()
-        settings = pb.AuditSettings(audited_buckets=list(audited))
+        settings = pb.AuditSettings(audited_buckets=list(audited), audit_policy=self.policy)
         if row is not None:
             settings.account_audit_logs_enabled = row["account_logs_enabled"]
             settings.target_bucket = row["target_bucket"]
