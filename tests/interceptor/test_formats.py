@@ -47,7 +47,7 @@ def events(draw: st.DrawFn) -> event_pb2.ApiEvent:
         service=draw(TEXT),
         method=draw(TEXT),
         activity=draw(st.sampled_from([0, 1, 2, 3, 4, 99])),  # type: ignore[arg-type]
-        log_type=draw(st.sampled_from([0, 1, 2, 3])),  # type: ignore[arg-type]
+        log_type=draw(st.sampled_from([0, 1, 2, 3, 4])),  # type: ignore[arg-type]
         trace_id=draw(st.sampled_from(["", "0af7651916cd43dd8448eb211c80319c"])),
         span_id=draw(st.sampled_from(["", "b7ad6b7169203331"])),
         iam_code=draw(st.sampled_from(["", "fp", "s"])),

@@ -61,6 +61,9 @@ def test_health_checks_are_counted_not_recorded_by_default(serve: ServeFactory) 
     ]
     assert sum(s["methods"].get(CHECK, 0) for s in summaries) == 7
     assert {s["reason"] for s in summaries} == {"left out by the audit policy"}
+    # In their own log: routine probes do not crowd the account API log.
+    logs = {e["LogType"] for e in events if e["EventName"] == "CallsSummarized"}
+    assert logs == {"LOG_TYPE_SUMMARIES"}
     created = [e for e in events if e["EventName"] == "CreateBucket"]
     assert [e["Response"]["ResponseStatus"] for e in created] == ["OK", "INVALID_ARGUMENT"]
 

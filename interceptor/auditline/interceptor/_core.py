@@ -89,6 +89,8 @@ class AuditCore:
                 config.summaries or SummaryPolicy(),
                 node_id=config.node_id,
                 reason="left out by the audit policy",
+                # Their own log: routine probes do not crowd the account API log.
+                log_type=event_pb2.LOG_TYPE_SUMMARIES,
             )
         )
         self.summarizers = tuple(

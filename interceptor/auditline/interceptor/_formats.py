@@ -40,6 +40,7 @@ _LOG_DIR_NAMES = {
     "LOG_TYPE_ACCOUNT_API": "account_api",
     "LOG_TYPE_IAM": "iam",
     "LOG_TYPE_SETTINGS": "settings",
+    "LOG_TYPE_SUMMARIES": "summaries",
 }
 ACTIVITY_ENUM_NAMES = {v.number: v.name for v in options_pb2.Activity.DESCRIPTOR.values}
 LOG_TYPE_ENUM_NAMES = {v.number: v.name for v in event_pb2.LogType.DESCRIPTOR.values}

@@ -80,11 +80,13 @@ class CallSummarizer:
         *,
         node_id: str = "",
         reason: str = "unauthenticated calls past their rate",
+        log_type: int = event_pb2.LOG_TYPE_ACCOUNT_API,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
         self.node_id = node_id
         self.reason = reason  # written in each summary: why its calls were counted
+        self.log_type = log_type  # the log its summaries are filed under
         self._clock = clock
         self._lock = threading.Lock()
         self._buckets: dict[str, _Bucket] = {}
@@ -148,7 +150,7 @@ class CallSummarizer:
             service="auditline.audit.v1",
             method=SUMMARY_NAME,
             activity=options_pb2.ACTIVITY_OTHER,
-            log_type=event_pb2.LOG_TYPE_ACCOUNT_API,
+            log_type=self.log_type,  # type: ignore[arg-type]
         )
         event.request.source_ip = source
         event.request.request_time.FromNanoseconds(counts.first_ns)

@@ -36,6 +36,10 @@ class _LogTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LogType.Value
     """Identity events: logins, failed logins, blocked IPs, token checks."""
     LOG_TYPE_SETTINGS: _LogType.ValueType  # 3
     """Changes of the audit settings themselves (the console log of the seed)."""
+    LOG_TYPE_SUMMARIES: _LogType.ValueType  # 4
+    """Counts of the calls the audit policy records only in summaries (health
+    checks and reflection, by default): `CallsSummarized` events.
+    """
 
 class LogType(_LogType, metaclass=_LogTypeEnumTypeWrapper):
     """Which of the three account audit logs an event belongs to. Enabling account
@@ -50,6 +54,10 @@ LOG_TYPE_IAM: LogType.ValueType  # 2
 """Identity events: logins, failed logins, blocked IPs, token checks."""
 LOG_TYPE_SETTINGS: LogType.ValueType  # 3
 """Changes of the audit settings themselves (the console log of the seed)."""
+LOG_TYPE_SUMMARIES: LogType.ValueType  # 4
+"""Counts of the calls the audit policy records only in summaries (health
+checks and reflection, by default): `CallsSummarized` events.
+"""
 Global___LogType: _TypeAlias = LogType  # noqa: Y015
 
 @_typing.final
