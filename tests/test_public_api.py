@@ -58,6 +58,7 @@ PUBLIC: dict[str, set[str]] = {
         "MemorySink",
         "MethodInfo",
         "ObjectWriter",
+        "OtelLogSink",
         "Pipeline",
         "Principal",
         "PrincipalInput",

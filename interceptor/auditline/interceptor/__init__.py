@@ -25,6 +25,7 @@ from auditline.interceptor._export_config import (
 from auditline.interceptor._formats import event_document
 from auditline.interceptor._methods import MethodInfo, activity_from_verb, method_info
 from auditline.interceptor._metrics import instrument
+from auditline.interceptor._otel_logs import OtelLogSink
 from auditline.interceptor._peer import TrustedProxies
 from auditline.interceptor._pipeline import Pipeline
 from auditline.interceptor._policy import AuditPolicy, AuditRule
@@ -61,6 +62,7 @@ __all__ = [
     "MemorySink",
     "MethodInfo",
     "ObjectWriter",
+    "OtelLogSink",
     "Pipeline",
     "Principal",
     "PrincipalInput",
