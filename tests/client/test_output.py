@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from auditline.account.v1 import permission_pb2, service_account_pb2
-from auditline.client._output import print_message
+from auditline.client._commands import add_commands
+from auditline.client._output import print_deleted, print_message
 
 
 def test_enum_cells_drop_only_the_enums_own_prefix(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,3 +36,31 @@ def test_role_cells(capsys: pytest.CaptureFixture[str]) -> None:
     account = service_account_pb2.ServiceAccount(role=service_account_pb2.ROLE_AUDITOR)
     print_message(account, as_json=False, columns=("role",))
     assert capsys.readouterr().out.splitlines() == ["ROLE", "AUDITOR"]
+
+
+def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[Any]:
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        yield path, parser
+        return
+    for name, child in actions[0].choices.items():
+        yield from _leaves(child, (*path, name))
+
+
+def test_every_client_command_takes_json() -> None:
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    leaves = dict(_leaves(parser))
+    assert ("bucket", "delete") in leaves
+    missing = [
+        " ".join(path)
+        for path, leaf in leaves.items()
+        if "--json" not in {o for a in leaf._actions for o in a.option_strings}
+    ]
+    assert missing == []
+
+
+def test_a_delete_says_what_it_deleted_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    print_deleted("buckets/x", as_json=True)
+    print_deleted("buckets/x", as_json=False)
+    assert capsys.readouterr().out.splitlines() == ['{"deleted": "buckets/x"}', "deleted buckets/x"]

@@ -7,7 +7,7 @@ import argparse
 from auditline.account.v1 import service_account_pb2
 from auditline.client._client import Client
 from auditline.client._command_parsers import Command, SubParsers, add_command, add_group
-from auditline.client._output import print_message
+from auditline.client._output import print_deleted, print_message
 
 __all__ = ["add_account_commands"]
 
@@ -49,7 +49,7 @@ def _delete(client: Client, args: argparse.Namespace) -> None:
     client.accounts.DeleteServiceAccount(
         service_account_pb2.DeleteServiceAccountRequest(name=f"serviceAccounts/{args.id}")
     )
-    print(f"deleted serviceAccounts/{args.id}")
+    print_deleted(f"serviceAccounts/{args.id}", as_json=args.json)
 
 
 def _by_name(method: str) -> Command:

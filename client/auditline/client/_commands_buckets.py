@@ -7,7 +7,7 @@ import argparse
 from auditline.account.v1 import bucket_pb2
 from auditline.client._client import Client
 from auditline.client._command_parsers import SubParsers, add_command, add_group
-from auditline.client._output import print_message
+from auditline.client._output import print_deleted, print_message
 
 __all__ = ["add_bucket_commands"]
 
@@ -47,7 +47,7 @@ def _get(client: Client, args: argparse.Namespace) -> None:
 
 def _delete(client: Client, args: argparse.Namespace) -> None:
     client.buckets.DeleteBucket(bucket_pb2.DeleteBucketRequest(name=f"buckets/{args.name}"))
-    print(f"deleted buckets/{args.name}")
+    print_deleted(f"buckets/{args.name}", as_json=args.json)
 
 
 def _lock(client: Client, args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ from google.protobuf import duration_pb2
 from auditline.audit.v1 import exporter_pb2
 from auditline.client._client import Client
 from auditline.client._command_parsers import SubParsers, add_command, add_group
-from auditline.client._output import print_message
+from auditline.client._output import print_deleted, print_message
 from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
 
 __all__ = ["add_exporter_commands"]
@@ -60,7 +60,7 @@ def _get(client: Client, args: argparse.Namespace) -> None:
 
 def _delete(client: Client, args: argparse.Namespace) -> None:
     client.exporters.DeleteExporter(exporter_pb2.DeleteExporterRequest(name=f"exporters/{args.id}"))
-    print(f"deleted exporters/{args.id}")
+    print_deleted(f"exporters/{args.id}", as_json=args.json)
 
 
 def add_exporter_commands(subparsers: SubParsers) -> None:

@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from auditline.account.v1 import permission_pb2
 from auditline.client._client import Client
 from auditline.client._command_parsers import SubParsers, add_command, add_group
-from auditline.client._output import print_message
+from auditline.client._output import print_deleted, print_message
 
 __all__ = ["add_permission_commands"]
 
@@ -58,7 +58,7 @@ def _delete(client: Client, args: argparse.Namespace) -> None:
     client.permissions.DeletePermission(
         permission_pb2.DeletePermissionRequest(name=f"permissions/{args.id}", force=args.force)
     )
-    print(f"deleted permissions/{args.id}")
+    print_deleted(f"permissions/{args.id}", as_json=args.json)
 
 
 def import_requests(path: Path) -> list[permission_pb2.CreatePermissionRequest]:

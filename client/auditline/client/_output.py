@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from functools import cache
 from typing import Any
@@ -10,7 +11,7 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.message import Message
 
-__all__ = ["print_message"]
+__all__ = ["print_deleted", "print_message"]
 
 
 def print_message(
@@ -37,6 +38,11 @@ def print_message(
 
 
 @cache
+def print_deleted(name: str, *, as_json: bool) -> None:
+    """What a delete says: the resource's name, as a sentence or as JSON."""
+    print(json.dumps({"deleted": name}) if as_json else f"deleted {name}")
+
+
 def _enum_prefix(enum: EnumDescriptor) -> str:
     """The prefix every value of the enum shares, protobuf's style (`ROLE_ADMIN` ->
     `ROLE_`, `BUCKET_SCOPE_ALL` -> `BUCKET_SCOPE_`), so a table shows `READ_WRITE`."""
