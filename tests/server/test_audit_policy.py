@@ -120,3 +120,23 @@ def test_the_policy_is_shown_and_each_start_records_it(serve: ServeFactory, tmp_
     assert len(applied) == 1
     assert applied[0]["LogType"] == "LOG_TYPE_SETTINGS"
     assert applied[0]["Request"]["RequestParams"] == {"rules": rules.split(",")}
+
+
+def test_reflection_streams_are_counted_not_recorded_by_default(
+    serve: ServeFactory, grpcurl: Callable[..., str]
+) -> None:
+    process = serve(env=ENV)
+    listed = grpcurl(process.target, "list")
+    assert "auditline.account.v1.BucketService" in listed
+    grpcurl(process.target, "describe", "auditline.account.v1.AuthenticateRequest")
+    assert process.terminate() == 0
+    events = exported_events(process.data_dir)
+    assert not [e for e in events if e["Method"] == "ServerReflectionInfo"]
+    counted = [
+        n
+        for e in events
+        if e["EventName"] == "CallsSummarized"
+        for m, n in e["Request"]["RequestParams"]["methods"].items()
+        if m.endswith("/ServerReflectionInfo")
+    ]
+    assert sum(counted) >= 2
