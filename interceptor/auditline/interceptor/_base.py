@@ -146,7 +146,7 @@ class AuditInterceptorBase:
     @property
     def summarized_calls(self) -> int:
         """How many calls were counted in summaries rather than recorded one by one."""
-        return sum(summarizer.summarized for summarizer in self._core.summarizers)
+        return sum(summarizer.summarized for summarizer in self._core.counting.summarizers)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until the events of every call finished so far reached the sink."""

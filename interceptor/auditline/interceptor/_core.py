@@ -27,7 +27,7 @@ from auditline.interceptor._formats import apievent_dict
 from auditline.interceptor._methods import MethodInfo
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds, trace_ids
 from auditline.interceptor._scope import CallScope
-from auditline.interceptor._summaries import CallSummarizer, SummaryPolicy
+from auditline.interceptor._summaries import Counting
 from auditline.interceptor._types import (
     AuditUnavailableError,
     EventDocument,
@@ -76,26 +76,7 @@ class AuditCore:
         self.builder = EventBuilder(config)
         self.admit: Callable[[], None] = getattr(sink, "admit", None) or (lambda: None)
         self._emit_documents: Callable[..., None] | None = getattr(sink, "emit_documents", None)
-        self.summarizer = (
-            CallSummarizer(config.summaries, node_id=config.node_id)
-            if config.summaries is not None
-            else None
-        )
-        # The calls the audit policy leaves out, counted per source and interval.
-        self.policy_summarizer = (
-            None
-            if config.policy.records_everything
-            else CallSummarizer(
-                config.summaries or SummaryPolicy(),
-                node_id=config.node_id,
-                reason="left out by the audit policy",
-                # Their own log: routine probes do not crowd the account API log.
-                log_type=event_pb2.LOG_TYPE_SUMMARIES,
-            )
-        )
-        self.summarizers = tuple(
-            s for s in (self.summarizer, self.policy_summarizer) if s is not None
-        )
+        self.counting = Counting(config.summaries, config.policy, node_id=config.node_id)
         self.sink_errors = 0
         # What the background worker did: events delivered, CPU time spent on them.
         self.delivered = 0
@@ -197,23 +178,14 @@ class AuditCore:
             self._start_worker()
         self._pending.append(record)
 
-    def _summarizer_for(self, record: CallRecord) -> CallSummarizer | None:
-        """Where a call is counted instead of recorded: left out by the audit policy, or
-        an unauthenticated call past its source's rate; None: it gets its own event."""
-        if self.policy_summarizer is not None:
-            allowed = self.builder.status(record)[0] == grpc.StatusCode.OK
-            if not self.config.policy.individually(record.info.full_method, allowed=allowed):
-                return self.policy_summarizer
-        summarizer = self.summarizer
-        if summarizer is None or record.principal is not None:
-            return None
-        if summarizer.record_individually(self.builder.source(record)[0]):
-            return None
-        return summarizer
-
     def _summarized(self, record: CallRecord) -> bool:
         """Count the call in a summary instead of recording it, where it is due."""
-        summarizer = self._summarizer_for(record)
+        summarizer = self.counting.summarizer_for(
+            method=record.info.full_method,
+            authenticated=record.principal is not None,
+            allowed=lambda: self.builder.status(record)[0] == grpc.StatusCode.OK,
+            source=lambda: self.builder.source(record)[0],
+        )
         if summarizer is None:
             return False
         source = self.builder.source(record)[0]
@@ -282,7 +254,7 @@ class AuditCore:
                     unsettled.append((item, time.monotonic()))
             if unsettled:
                 unsettled = self._settle(unsettled, force=closed)
-            for summarizer in self.summarizers:
+            for summarizer in self.counting.summarizers:
                 self._emit_summaries(summarizer.due(everything=closed))
             self.worker_cpu_seconds += time.thread_time() - started
             if closed:
@@ -412,7 +384,7 @@ class AuditCore:
             self._wake.set()
             thread.join(timeout)
         else:
-            for summarizer in self.summarizers:
+            for summarizer in self.counting.summarizers:
                 self._emit_summaries(summarizer.due(everything=True))
 
     # --- for tests and tools ------------------------------------------------

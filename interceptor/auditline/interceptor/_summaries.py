@@ -18,9 +18,10 @@ from collections.abc import Callable
 
 from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor._formats import apievent_dict
+from auditline.interceptor._policy import AuditPolicy
 from auditline.interceptor._types import EventDocument
 
-__all__ = ["SUMMARY_NAME", "CallSummarizer", "SummaryPolicy"]
+__all__ = ["SUMMARY_NAME", "CallSummarizer", "Counting", "SummaryPolicy"]
 
 SUMMARY_NAME = "CallsSummarized"
 _GLOBAL_FACTOR = 20
@@ -170,3 +171,42 @@ class CallSummarizer:
         return EventDocument(
             document=apievent_dict(event), at_ns=counts.first_ns, end_ns=counts.last_ns
         )
+
+
+class Counting:
+    """Where calls are counted instead of recorded: those the audit policy leaves out
+    (in a log of their own), and unauthenticated calls past their source's rate."""
+
+    def __init__(
+        self, summaries: SummaryPolicy | None, policy: AuditPolicy, *, node_id: str
+    ) -> None:
+        self.policy = policy
+        self.rate = CallSummarizer(summaries, node_id=node_id) if summaries else None
+        self.left_out = (
+            None
+            if policy.records_everything
+            else CallSummarizer(
+                summaries or SummaryPolicy(),
+                node_id=node_id,
+                reason="left out by the audit policy",
+                # Routine probes do not crowd the account API log.
+                log_type=event_pb2.LOG_TYPE_SUMMARIES,
+            )
+        )
+        self.summarizers = tuple(s for s in (self.rate, self.left_out) if s is not None)
+
+    def summarizer_for(
+        self,
+        *,
+        method: str,
+        authenticated: bool,
+        allowed: Callable[[], bool],
+        source: Callable[[], str],
+    ) -> CallSummarizer | None:
+        """The summarizer that counts this call; None: it gets its own event. (`allowed`
+        and `source` are asked only when needed: they cost a status and a peer parse.)"""
+        if self.left_out is not None and not self.policy.individually(method, allowed=allowed()):
+            return self.left_out
+        if self.rate is None or authenticated or self.rate.record_individually(source()):
+            return None
+        return self.rate

@@ -60,7 +60,7 @@ from auditline.server.audit_target import (
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
 from auditline.server.guard import CallGuard
-from auditline.server.iam import IAM_CODES, IamEvent
+from auditline.server.iam import IamEvent, iam_api_event
 from auditline.server.node import load_hmac_key, load_signing, prepare_data_dir, server_credentials
 from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.reflection import enable_reflection
@@ -149,38 +149,6 @@ SERVICES: tuple[ServiceRegistration, ...] = (
         ),
     ),
 )
-
-
-def iam_api_event(event: IamEvent, node_id: str) -> event_pb2.ApiEvent:
-    """The IAM-log `ApiEvent` of an identity event."""
-    now = time.time_ns()
-    code = grpc.StatusCode.OK
-    for candidate in grpc.StatusCode:
-        if candidate.value[0] == event.status:
-            code = candidate
-    api_event = event_pb2.ApiEvent(
-        event_name=event.event_name,
-        version="2",
-        event_id=str(uuid.uuid4()),
-        node_id=node_id,
-        service="auditline.account.v1.AuthService",
-        method=event.method,
-        activity=options_pb2.ACTIVITY_OTHER,
-        log_type=event_pb2.LOG_TYPE_IAM,
-        iam_code=event.code,
-        iam_description=IAM_CODES[event.code],
-    )
-    api_event.request.account_name = event.account_name
-    api_event.request.access_key = event.access_key
-    api_event.request.source_ip = event.source_ip
-    api_event.request.request_time.FromNanoseconds(now)
-    api_event.request.request_params.SetInParent()
-    api_event.response.response_time.FromNanoseconds(now)
-    api_event.response.response_code = event.status
-    api_event.response.response_status = code.name
-    api_event.response.response_error = "" if event.status == 0 else event.description
-    api_event.response.response_body.SetInParent()
-    return api_event
 
 
 def _tracing(tracer_provider: TracerProvider) -> grpc.ServerInterceptor:

@@ -4,8 +4,14 @@ and the codes of the account audit log document's IAM table."""
 from __future__ import annotations
 
 import dataclasses
+import time
+import uuid
 
-__all__ = ["IAM_CODES", "IAM_EVENTS", "IamEvent", "IamEventKind"]
+import grpc
+
+from auditline.audit.v1 import event_pb2, options_pb2
+
+__all__ = ["IAM_CODES", "IAM_EVENTS", "IamEvent", "IamEventKind", "iam_api_event"]
 
 # Every IAM event code the service produces, with the description the account audit
 # log document gives it (its IAM table). One place: the catalog lists these.
@@ -73,3 +79,35 @@ class IamEvent:
             raise ValueError(
                 f"IAM event {self.event_name}/{self.code} from {self.method} is not in IAM_EVENTS"
             )
+
+
+def iam_api_event(event: IamEvent, node_id: str) -> event_pb2.ApiEvent:
+    """The IAM-log `ApiEvent` of an identity event."""
+    now = time.time_ns()
+    code = grpc.StatusCode.OK
+    for candidate in grpc.StatusCode:
+        if candidate.value[0] == event.status:
+            code = candidate
+    api_event = event_pb2.ApiEvent(
+        event_name=event.event_name,
+        version="2",
+        event_id=str(uuid.uuid4()),
+        node_id=node_id,
+        service="auditline.account.v1.AuthService",
+        method=event.method,
+        activity=options_pb2.ACTIVITY_OTHER,
+        log_type=event_pb2.LOG_TYPE_IAM,
+        iam_code=event.code,
+        iam_description=IAM_CODES[event.code],
+    )
+    api_event.request.account_name = event.account_name
+    api_event.request.access_key = event.access_key
+    api_event.request.source_ip = event.source_ip
+    api_event.request.request_time.FromNanoseconds(now)
+    api_event.request.request_params.SetInParent()
+    api_event.response.response_time.FromNanoseconds(now)
+    api_event.response.response_code = event.status
+    api_event.response.response_status = code.name
+    api_event.response.response_error = "" if event.status == 0 else event.description
+    api_event.response.response_body.SetInParent()
+    return api_event
