@@ -43,7 +43,9 @@ PUBLIC: dict[str, set[str]] = {
     },
     # auditline-interceptor
     "auditline.interceptor": {
+        "DROP_EVENT",
         "MASK",
+        "SUMMARY_EVENT",
         "AsyncAuditInterceptor",
         "AuditPolicy",
         "AuditRule",

@@ -9,20 +9,30 @@ import sys
 import uuid
 from typing import Any
 
+import grpc
 import jsonschema
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sigma.collection import SigmaCollection
 from sigma.plugins import InstalledSigmaPlugins
 from sigma.rule import SigmaRule
 from sigma.validation import SigmaValidator
 
 from auditline.account.v1 import bucket_pb2, service_account_pb2
-from auditline.audit.v1 import audit_log_pb2
+from auditline.audit.v1 import audit_log_pb2, settings_pb2
 from auditline.client import Client
 from auditline.errors import NotFoundError, UnauthenticatedError
-from auditline.server.catalog import catalog, sigma_rules, sigma_text
+from auditline.server.catalog import (
+    CATALOG_VERSION,
+    CHANGELOG,
+    catalog,
+    catalog_digest,
+    sigma_rules,
+    sigma_text,
+)
 from auditline.server.iam import IAM_CODES, IAM_EVENTS, IamEvent
+from auditline.server.services.audit_settings import SETTINGS_LOG_METHODS
 from tests.conftest import ServeFactory
 from tests.contract.test_contract import EXPECTED_METHODS
 from tests.support.clients import login, login_as_admin
@@ -34,15 +44,19 @@ ADMIN = {"AUDITLINE_ADMIN_ACCESS_KEY": "AKCATALOG", "AUDITLINE_ADMIN_SECRET_KEY"
 
 
 def test_every_method_of_the_contract_has_one_rule() -> None:
-    methods = [(e.service, e.method) for e in catalog() if e.log_type == "account_api"]
     expected = {(s, m) for s, ms in EXPECTED_METHODS.items() for m in ms}
+    method_entries = [e for e in catalog() if (e.service, e.method) in expected and not e.iam_codes]
+    methods = [(e.service, e.method) for e in method_entries]
     assert sorted(methods) == sorted(expected)
     ids = [e.rule_id for e in catalog()]
     assert len(ids) == len(set(ids))
     for entry in catalog():
         assert uuid.UUID(entry.rule_id).version == 5
     # Descriptions come from the methods' comments in proto/.
-    by_method = {e.method: e for e in catalog() if e.log_type == "account_api"}
+    by_method = {e.method: e for e in method_entries}
+    # The changes of the audit settings are filed in the settings log, and say so.
+    assert by_method["DisableAccountAuditLogs"].log_type == "settings"
+    assert by_method["GetAuditSettings"].log_type == "account_api"
     assert by_method["CreateBucket"].description.startswith("Create bucket")
     assert by_method["Authenticate"].description == "Authenticate and get a session token."
 
@@ -171,6 +185,7 @@ def test_the_catalog_is_served_to_auditors(serve: ServeFactory) -> None:
         timeout=30,
     )
     assert len(response.entries) == len(catalog())
+    assert response.version == CATALOG_VERSION
     assert json.loads(response.sigma_rules) == sigma_rules()
     with Client(process.target) as anonymous, pytest.raises(UnauthenticatedError):
         anonymous.events.GetEventCatalog(audit_log_pb2.GetEventCatalogRequest(), timeout=30)
@@ -186,3 +201,70 @@ def test_the_cli_prints_the_catalog() -> None:
             check=True,
         )
         assert result.stdout == sigma_text(form)
+
+
+def test_every_event_of_a_mixed_run_matches_exactly_one_rule(serve: ServeFactory) -> None:
+    process = serve(
+        "--export-format",
+        "ocsf-json",
+        "--audit-unauthenticated-rate",
+        "1",
+        "--audit-unauthenticated-burst",
+        "1",
+        env=ADMIN,
+    )
+    with (
+        Client(process.target, access_key="AKCATALOG", secret_key="wrong") as wrong,
+        pytest.raises(UnauthenticatedError),
+    ):
+        wrong.token  # noqa: B018 (IAM: fp)
+    with Client(process.target) as anonymous:  # past the rate: counted in a summary
+        for _ in range(4):
+            with contextlib.suppress(UnauthenticatedError):
+                anonymous.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
+    with grpc.insecure_channel(process.target) as channel:  # health: the policy's summary
+        health: Any = health_pb2_grpc.HealthStub(channel)
+        for _ in range(3):
+            health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+    api = login_as_admin(process.target, ADMIN)
+    api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id="mixed", immutable=True))
+    api.settings.EnableBucketAuditLogging(
+        settings_pb2.EnableBucketAuditLoggingRequest(bucket="mixed")
+    )
+    api.settings.DisableBucketAuditLogging(
+        settings_pb2.DisableBucketAuditLoggingRequest(bucket="mixed")
+    )
+    api.settings.SetAuditTargetBucket(
+        settings_pb2.SetAuditTargetBucketRequest(target_bucket="mixed")
+    )
+    api.settings.DisableAccountAuditLogs(settings_pb2.DisableAccountAuditLogsRequest())
+    api.settings.EnableAccountAuditLogs(settings_pb2.EnableAccountAuditLogsRequest())
+    api.settings.GetAuditSettings(settings_pb2.GetAuditSettingsRequest())
+    api.close()
+    assert process.terminate() == 0
+    records = [
+        r
+        for bucket in (DEFAULT_BUCKET, "mixed")
+        for path in exported_files(process.data_dir, bucket)
+        for r in read_lines(path.name, path.read_bytes())
+    ]
+    logs = {r["metadata"]["log_name"] for r in records}
+    assert logs == {"account_api", "iam", "settings", "summaries"}
+    rules = sigma_rules()
+    for record in records:
+        matching = [rule["title"] for rule in rules if _matches(rule, record)]
+        assert len(matching) == 1, (record["api"]["operation"], matching)
+    by_operation = {r["api"]["operation"]: r["metadata"]["log_name"] for r in records}
+    for method in SETTINGS_LOG_METHODS:
+        assert by_operation[method] == "settings", method
+    assert by_operation["GetAuditSettings"] == "account_api"
+
+
+def test_a_changed_catalog_needs_a_changelog_line() -> None:
+    """The newest changelog line pins the catalog's digest: a catalog that changed
+    without a new version and line fails here (add one with the digest shown)."""
+    version, digest, line = CHANGELOG[-1]
+    assert digest == catalog_digest(), f"add a CHANGELOG line with digest {catalog_digest()}"
+    assert version == CATALOG_VERSION
+    assert line
+    assert sigma_text("yaml").startswith(f"# auditline event catalog {CATALOG_VERSION}:")

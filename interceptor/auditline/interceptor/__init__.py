@@ -23,6 +23,7 @@ from auditline.interceptor._export_config import (
     ObjectWriter,
 )
 from auditline.interceptor._formats import event_document
+from auditline.interceptor._losses import MARKER_NAME as DROP_EVENT
 from auditline.interceptor._methods import MethodInfo, activity_from_verb, method_info
 from auditline.interceptor._metrics import instrument
 from auditline.interceptor._otel_logs import OtelLogSink
@@ -34,6 +35,7 @@ from auditline.interceptor._scope import record_event, set_log_type, set_princip
 from auditline.interceptor._sinks import MemorySink
 from auditline.interceptor._spool import Spool
 from auditline.interceptor._spool_records import SpoolStats
+from auditline.interceptor._summaries import SUMMARY_NAME as SUMMARY_EVENT
 from auditline.interceptor._summaries import SummaryPolicy
 from auditline.interceptor._sync import AuditInterceptor
 from auditline.interceptor._types import (
@@ -47,7 +49,9 @@ from auditline.interceptor._types import (
 from auditline.interceptor._writers import DirectoryWriter, S3Writer, open_writer
 
 __all__ = [
+    "DROP_EVENT",
     "MASK",
+    "SUMMARY_EVENT",
     "AsyncAuditInterceptor",
     "AuditInterceptor",
     "AuditPolicy",

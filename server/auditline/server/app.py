@@ -66,7 +66,7 @@ from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.reflection import enable_reflection
 from auditline.server.saved_exporters import SavedExporters
 from auditline.server.services.audit_log import AuditLogServicer
-from auditline.server.services.audit_settings import AuditSettingsServicer
+from auditline.server.services.audit_settings import POLICY_EVENT, AuditSettingsServicer
 from auditline.server.services.auth import AuthServicer
 from auditline.server.services.buckets import BucketServicer
 from auditline.server.services.exporters import ExporterServicer
@@ -302,12 +302,12 @@ class AuditlineServer:
         it (a flag, between starts) is recorded like every other settings change."""
         now = time.time_ns()
         event = event_pb2.ApiEvent(
-            event_name="AuditPolicyApplied",
+            event_name=POLICY_EVENT,
             version="2",
             event_id=str(uuid.uuid4()),
             node_id=self.node_id,
             service="auditline.audit.v1.AuditSettingsService",
-            method="AuditPolicyApplied",
+            method=POLICY_EVENT,
             activity=options_pb2.ACTIVITY_UPDATE,
             log_type=event_pb2.LOG_TYPE_SETTINGS,
         )

@@ -12,6 +12,7 @@ Activity fields the `ocsf-json` exporter writes (`class_uid`, `activity_id`,
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import uuid
 from functools import cache
@@ -27,14 +28,46 @@ from auditline.audit.v1 import (
     options_pb2,
 )
 from auditline.contract import SERVICES
-from auditline.interceptor import method_info
+from auditline.interceptor import DROP_EVENT, SUMMARY_EVENT, method_info
 from auditline.server.iam import IAM_CODES, IAM_EVENTS
+from auditline.server.services.audit_settings import POLICY_EVENT, SETTINGS_LOG_METHODS
 
-__all__ = ["CatalogEntry", "catalog", "sigma_rules", "sigma_text"]
+__all__ = [
+    "CATALOG_VERSION",
+    "CHANGELOG",
+    "CatalogEntry",
+    "catalog",
+    "catalog_digest",
+    "sigma_rules",
+    "sigma_text",
+]
+
+# What changed in the catalog, newest last: (version, the catalog's digest then, the
+# change). The catalog itself is generated; this line is written by hand when it
+# changes, and a test fails until it is (the newest digest must be the catalog's).
+CHANGELOG: tuple[tuple[str, str, str], ...] = (
+    (
+        "1.0.0",
+        "",
+        "Every audited method of the contract, with a Sigma rule each.",
+    ),
+    (
+        "1.1.0",
+        "4075d77498583978",
+        "IAM events with their codes; the drop marker, both summaries and the audit "
+        "policy event; settings changes filed in the settings log.",
+    ),
+)
+CATALOG_VERSION = CHANGELOG[-1][0]
 
 # Fixed, so rule ids stay the same from release to release.
 _AUTH_SERVICE = "auditline.account.v1.AuthService"
-_LOG_TYPES = {"account_api": event_pb2.LOG_TYPE_ACCOUNT_API, "iam": event_pb2.LOG_TYPE_IAM}
+_LOG_TYPES = {
+    "account_api": event_pb2.LOG_TYPE_ACCOUNT_API,
+    "iam": event_pb2.LOG_TYPE_IAM,
+    "settings": event_pb2.LOG_TYPE_SETTINGS,
+    "summaries": event_pb2.LOG_TYPE_SUMMARIES,
+}
 _RULE_NAMESPACE = uuid.UUID("5d7c3c52-9a3e-4d55-8d1b-6a3c0b1c1e01")
 _ACTIVITY_WORDS = {1: "Create", 2: "Read", 3: "Update", 4: "Delete", 99: "Other"}
 _LEVELS = {1: "low", 2: "informational", 3: "low", 4: "medium", 99: "informational"}
@@ -85,6 +118,9 @@ def catalog() -> tuple[CatalogEntry, ...]:
                 or _comments().get(method.full_name, "")
                 or (f"{method.name} on {service.full_name}")
             )
+            settings = (
+                method.name in SETTINGS_LOG_METHODS and service.name == "AuditSettingsService"
+            )
             entries.append(
                 CatalogEntry(
                     event_name=info.event_name,
@@ -93,6 +129,7 @@ def catalog() -> tuple[CatalogEntry, ...]:
                     activity=info.activity,
                     description=description,
                     rule_id=str(uuid.uuid5(_RULE_NAMESPACE, info.event_name)),
+                    log_type="settings" if settings else "account_api",
                 )
             )
     for name, kind in IAM_EVENTS.items():
@@ -108,13 +145,73 @@ def catalog() -> tuple[CatalogEntry, ...]:
                 iam_codes=kind.codes,
             )
         )
+    entries.extend(_PRODUCT_EVENTS)
     return tuple(entries)
+
+
+# The events the product writes of itself, not for a call: each with the log it
+# lands in (a rule per log where one name lands in two).
+_PRODUCT_EVENTS = tuple(
+    CatalogEntry(
+        event_name=name,
+        service=service,
+        method=name,
+        activity=options_pb2.ACTIVITY_OTHER
+        if name != POLICY_EVENT
+        else options_pb2.ACTIVITY_UPDATE,
+        description=description,
+        rule_id=str(uuid.uuid5(_RULE_NAMESPACE, f"{log}/{name}")),
+        log_type=log,
+    )
+    for name, service, log, description in (
+        (
+            DROP_EVENT,
+            "auditline.audit.v1",
+            "settings",
+            "Events the audit path could not keep: how many, why, between which times.",
+        ),
+        (
+            SUMMARY_EVENT,
+            "auditline.audit.v1",
+            "account_api",
+            "Unauthenticated calls past their source's rate, counted per source and interval.",
+        ),
+        (
+            SUMMARY_EVENT,
+            "auditline.audit.v1",
+            "summaries",
+            "Calls the audit policy records only in summaries, per source and interval.",
+        ),
+        (
+            POLICY_EVENT,
+            "auditline.audit.v1.AuditSettingsService",
+            "settings",
+            "The audit policy a start of the server applies.",
+        ),
+    )
+)
+
+
+def catalog_digest() -> str:
+    """A short digest of the catalog's content (what `CHANGELOG` pins)."""
+    entries = [dataclasses.asdict(entry) for entry in catalog()]
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _rule(entry: CatalogEntry) -> dict[str, Any]:
     short_service = entry.service.rpartition(".")[2]
+    # One name in two logs (CallsSummarized): the rules say which log they select.
+    shared = sum(e.event_name == entry.event_name for e in catalog()) > 1
+    selection: dict[str, Any] = {
+        "class_uid": 6003,
+        "activity_id": entry.activity,
+        "api.operation": entry.event_name,
+        "api.service.name": entry.service,
+    }
+    if shared:
+        selection["metadata.log_name"] = entry.log_type
     return {
-        "title": f"auditline {entry.event_name}",
+        "title": f"auditline {entry.event_name}" + (f" ({entry.log_type})" if shared else ""),
         "id": entry.rule_id,
         "status": "stable",
         "description": f"{entry.description} ({short_service}, OCSF API Activity: "
@@ -122,12 +219,7 @@ def _rule(entry: CatalogEntry) -> dict[str, Any]:
         "author": "auditline",
         "logsource": {"product": "auditline", "service": entry.log_type},
         "detection": {
-            "selection": {
-                "class_uid": 6003,
-                "activity_id": entry.activity,
-                "api.operation": entry.event_name,
-                "api.service.name": entry.service,
-            },
+            "selection": selection,
             "condition": "selection",
         },
         "fields": ["actor.user.name", "actor.user.uid", "src_endpoint.ip", "status_code"],
@@ -152,7 +244,8 @@ def sigma_text(form: str = "yaml") -> str:
         return json.dumps(rules, indent=2) + "\n"
     if form != "yaml":
         raise ValueError("the catalog comes as yaml or json")
-    return yaml.safe_dump_all(rules, sort_keys=False, explicit_start=True)
+    header = f"# auditline event catalog {CATALOG_VERSION}: {CHANGELOG[-1][2]}\n"
+    return header + yaml.safe_dump_all(rules, sort_keys=False, explicit_start=True)
 
 
 def catalog_response(form: int) -> audit_log_pb2.GetEventCatalogResponse:
@@ -173,4 +266,5 @@ def catalog_response(form: int) -> audit_log_pb2.GetEventCatalogResponse:
             for e in catalog()
         ],
         sigma_rules=text,
+        version=CATALOG_VERSION,
     )

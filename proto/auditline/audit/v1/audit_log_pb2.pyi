@@ -343,8 +343,11 @@ class GetEventCatalogResponse(_message.Message):
 
     ENTRIES_FIELD_NUMBER: _builtins.int
     SIGMA_RULES_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     sigma_rules: _builtins.str
     """The same catalog as Sigma rules, in the requested format."""
+    version: _builtins.str
+    """The catalog's version (semantic; a new one whenever its content changes)."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogEntry]:
         """Every audited event: each method, ordered by service and method, then each
@@ -356,10 +359,11 @@ class GetEventCatalogResponse(_message.Message):
         *,
         entries: _abc.Iterable[Global___CatalogEntry] | None = ...,
         sigma_rules: _builtins.str = ...,
+        version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "sigma_rules", b"sigma_rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "sigma_rules", b"sigma_rules", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,6 +24,20 @@ from auditline.server.guard import current_caller
 from auditline.server.services._common import bucket_id, timestamp
 from auditline.server.services.buckets import require_bucket
 
+# The methods whose events are filed in the settings log (the changes of the audit
+# settings; the catalog reads this, and a test checks each lands there).
+SETTINGS_LOG_METHODS = frozenset(
+    {
+        "EnableAccountAuditLogs",
+        "DisableAccountAuditLogs",
+        "SetAuditTargetBucket",
+        "EnableBucketAuditLogging",
+        "DisableBucketAuditLogging",
+    }
+)
+# The settings-log event of each start: the audit policy it applies.
+POLICY_EVENT = "AuditPolicyApplied"
+
 # Called after every change, so the exporter follows.
 SettingsListener = Callable[[AuditTarget], None]
 
