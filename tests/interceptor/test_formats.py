@@ -184,7 +184,7 @@ def test_timestamps_are_read_as_protobuf_reads_them() -> None:
 
     from google.protobuf import timestamp_pb2
 
-    from auditline.interceptor._leaf import _nanoseconds
+    from auditline.interceptor._leaf import timestamp_nanoseconds
 
     rng = random.Random(12)
     texts = ["1970-01-01T00:00:00Z", "2026-12-04T21:53:09+01:00", "2026-12-04T21:53:09.5Z"]
@@ -195,4 +195,4 @@ def test_timestamps_are_read_as_protobuf_reads_them() -> None:
     for text in texts:
         expected = timestamp_pb2.Timestamp()
         expected.FromJsonString(text)
-        assert _nanoseconds(text) == expected.ToNanoseconds(), text
+        assert timestamp_nanoseconds(text) == expected.ToNanoseconds(), text

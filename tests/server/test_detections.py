@@ -4,18 +4,17 @@ server's OCSF export — scripted attacks find exactly their rules, a quiet run 
 
 from __future__ import annotations
 
-import datetime
 import json
-import sqlite3
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
-from sigma.backends.sqlite.sqlite import sqliteBackend
 from sigma.collection import SigmaCollection
-from sigma.correlations import SigmaCorrelationRule
 from sigma.plugins import InstalledSigmaPlugins
 from sigma.validation import SigmaValidator
 
@@ -24,6 +23,7 @@ from auditline.account.v1 import service_account_pb2 as sa_pb
 from auditline.audit.v1 import exporter_pb2, settings_pb2
 from auditline.client import Client
 from auditline.errors import AuditlineError
+from auditline.server.detection import DetectionError, Detector, rules_text
 from auditline.server.detection_rules import shipped_rules_text
 from tests.conftest import ServeFactory
 from tests.support.clients import login
@@ -64,73 +64,15 @@ def test_the_rules_follow_the_sigma_specification_and_lint_clean() -> None:
     assert [str(issue) for issue in lint.validate_rules(plain)] == []
 
 
-def _fields(rule: dict[str, Any]) -> set[str]:
-    """The fields a rule's selections and correlation name."""
-    named = {
-        f.split("|")[0]
-        for s in rule.get("detection", {}).values()
-        if isinstance(s, dict)
-        for f in s
-    }
-    correlation = rule.get("correlation", {})
-    named |= set(correlation.get("group-by", []))
-    if "field" in correlation.get("condition", {}):
-        named.add(correlation["condition"]["field"])
-    return named
-
-
-def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        elif isinstance(value, list):
-            flat[f"{prefix}{key}"] = json.dumps(value)
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _matches(records: list[dict[str, Any]]) -> dict[str, set[str]]:
-    """Each rule's title → the operations of the events it matched (its evidence)."""
-    rows = [_flatten(r) for r in records]
-    for row in rows:  # the backend's correlations read an ISO `timestamp`
-        when = datetime.datetime.fromtimestamp(row["time"] / 1000, datetime.UTC)
-        row["timestamp"] = when.strftime("%Y-%m-%d %H:%M:%S.%f")
-    # Every field a rule names is a column, so that a rule whose field no event has
-    # matches nothing rather than failing.
-    named = {f for r in _rules() for f in _fields(r)}
-    columns = sorted({c for row in rows for c in row} | named)
-    db = sqlite3.connect(":memory:")
-    db.execute(f"CREATE TABLE logs ({', '.join(f'`{c}` COLLATE NOCASE' for c in columns)})")
-    for row in rows:
-        keys = list(row)
-        names = ", ".join(f"`{k}`" for k in keys)
-        insert = f"INSERT INTO logs ({names}) VALUES ({', '.join('?' * len(keys))})"  # noqa: S608
-        db.execute(insert, [row[k] for k in keys])
-    collection = SigmaCollection.from_yaml(shipped_rules_text())
-    backend = sqliteBackend(table="logs")  # type: ignore[no-untyped-call]
+    """Each rule's title → the operations of the events it matched (its evidence),
+    found by the product's own detector."""
+    operations = {r["metadata"]["uid"]: r["api"]["operation"] for r in records}
     found: dict[str, set[str]] = {}
-    # Plain rules first: a correlation is converted from its base rules' conversion.
-    ordered = sorted(collection.rules, key=lambda r: isinstance(r, SigmaCorrelationRule))
-    for rule in ordered:
-        if isinstance(rule, SigmaCorrelationRule):
-            queries = backend.convert_correlation_rule(rule)  # type: ignore[no-untyped-call]
-        else:
-            # Empty for a correlation's base rule: it is reported through the correlation.
-            queries = backend.convert_rule(rule)  # type: ignore[no-untyped-call]
-        for query in queries:
-            correlation = isinstance(rule, SigmaCorrelationRule)
-            if not correlation:
-                query = query.replace("SELECT * FROM logs", "SELECT rowid FROM logs", 1)
-            results = db.execute(query).fetchall()
-            for result in results:
-                if correlation:  # the evidence: `<slot>:<rowid>` of each event
-                    rowids = [int(i.rsplit(":", 1)[1]) for i in json.loads(result[8])]
-                else:
-                    rowids = [result[0]]
-                for rowid in rowids:
-                    found.setdefault(rule.title, set()).add(rows[rowid - 1]["api.operation"])
+    for detection in Detector(rules_text()).run(records):
+        found.setdefault(detection.title, set()).update(
+            operations[event_id] for event_id in detection.event_ids
+        )
     return found
 
 
@@ -231,3 +173,61 @@ def _quiet(target: str) -> None:
 
 def test_a_quiet_run_finds_nothing(serve: ServeFactory) -> None:
     assert _matches(_export(serve, _quiet)) == {}
+
+
+def test_the_cli_back_tests_exported_files_in_either_format(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    process = serve(env=ENV)  # apievent-json files: read back and made OCSF records
+    _attacks(process.target)
+    assert process.terminate() == 0
+    exported = process.data_dir / "objects" / DEFAULT_BUCKET / "objects"
+    own = tmp_path / "rules"
+    own.mkdir()
+    (own / "bucket_created.yml").write_text(
+        "title: my bucket created\nid: 0c1e2d3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f\nstatus: test\n"
+        "logsource: {product: auditline}\ndetection:\n  selection:\n"
+        "    api.operation: CreateBucket\n  condition: selection\nlevel: low\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "auditline.client.cli",
+            "detect",
+            str(exported),
+            "--rules",
+            str(own),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    titles = {d["title"] for d in json.loads(result.stdout)}
+    assert "auditline brute force against one account" in titles
+    assert "my bucket created" in titles
+    (own / "broken.yml").write_text("title: broken\nlogsource: {product: x}\ndetection: {}\n")
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "auditline.client.cli",
+            "detect",
+            str(exported),
+            "--rules",
+            str(own),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert "auditline detect: error:" in refused.stderr
+
+
+def test_a_rule_that_does_not_compile_is_refused_at_once() -> None:
+    with pytest.raises(DetectionError):
+        Detector("title: x\nlogsource: {product: x}\ndetection: {}\n")

@@ -30,6 +30,7 @@ from auditline.interceptor._otel_logs import OtelLogSink
 from auditline.interceptor._peer import TrustedProxies
 from auditline.interceptor._pipeline import Pipeline
 from auditline.interceptor._policy import AuditPolicy, AuditRule
+from auditline.interceptor._reading import ExportedEvent, ocsf_record, read_exported
 from auditline.interceptor._redact import MASK, hmac_value
 from auditline.interceptor._scope import record_event, set_log_type, set_principal
 from auditline.interceptor._sinks import MemorySink
@@ -59,6 +60,7 @@ __all__ = [
     "AuditUnavailableError",
     "DirectoryWriter",
     "EventDocument",
+    "ExportedEvent",
     "Exporter",
     "ExporterConfig",
     "ExporterState",
@@ -82,7 +84,9 @@ __all__ = [
     "hmac_value",
     "instrument",
     "method_info",
+    "ocsf_record",
     "open_writer",
+    "read_exported",
     "record_event",
     "set_log_type",
     "set_principal",

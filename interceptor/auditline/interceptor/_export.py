@@ -27,7 +27,7 @@ from auditline.interceptor._export_config import (
     ExporterStatus,
     ObjectWriter,
 )
-from auditline.interceptor._formats import FORMATS, LOG_DIRS
+from auditline.interceptor._formats import FORMAT_DIRS, FORMATS, LOG_DIRS
 from auditline.interceptor._integrity import FileEntry, Notary, runs
 from auditline.interceptor._spool import Spool
 from auditline.interceptor._spool_records import ExportedFile, SpooledEvent
@@ -35,8 +35,6 @@ from auditline.interceptor._spool_records import ExportedFile, SpooledEvent
 __all__ = ["Exporter"]
 
 log = logging.getLogger("auditline.interceptor")
-
-_FORMAT_DIRS = {"apievent-json": "apievent", "ocsf-json": "ocsf"}
 
 
 class Exporter:
@@ -193,7 +191,7 @@ class Exporter:
         files = []
         for log_type, items in sorted(by_log.items()):
             key = (
-                f"{self.config.prefix}{_FORMAT_DIRS[self.config.format]}/"
+                f"{self.config.prefix}{FORMAT_DIRS[self.config.format]}/"
                 f"{LOG_DIRS.get(log_type, 'account_api')}/{day:%Y/%m/%d}/"
                 f"{self.node_id}-{first:012d}-{last:012d}.jsonl"
                 f"{extension(self.config.compression)}"

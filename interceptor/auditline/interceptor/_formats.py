@@ -23,6 +23,7 @@ from auditline.interceptor._types import EventDocument
 __all__ = [
     "ACTIVITY_ENUM_NAMES",
     "FORMATS",
+    "FORMAT_DIRS",
     "LOG_DIRS",
     "LOG_TYPE_ENUM_NAMES",
     "apievent_dict",
@@ -44,6 +45,8 @@ _LOG_DIR_NAMES = {
 }
 ACTIVITY_ENUM_NAMES = {v.number: v.name for v in options_pb2.Activity.DESCRIPTOR.values}
 LOG_TYPE_ENUM_NAMES = {v.number: v.name for v in event_pb2.LogType.DESCRIPTOR.values}
+# The folder of each format's files (`<prefix><folder>/<log>/YYYY/MM/DD/…`).
+FORMAT_DIRS = {"apievent-json": "apievent", "ocsf-json": "ocsf"}
 # The folder of each log type's files, by the `LogType` number.
 LOG_DIRS = {number: _LOG_DIR_NAMES[name] for number, name in LOG_TYPE_ENUM_NAMES.items()}
 

@@ -28,7 +28,14 @@ from auditline.interceptor._formats import document_from_ocsf, ocsf_from_documen
 from auditline.interceptor._log_shapes import document_from_console, document_from_iam
 from auditline.interceptor._merkle import leaf_hash
 
-__all__ = ["LINE_FORMATS", "LineError", "canonical", "event_leaf", "read_line"]
+__all__ = [
+    "LINE_FORMATS",
+    "LineError",
+    "canonical",
+    "event_leaf",
+    "read_line",
+    "timestamp_nanoseconds",
+]
 
 
 class LineError(ValueError):
@@ -54,7 +61,7 @@ def _whole_seconds(text: str) -> int:
     return calendar.timegm(when.utctimetuple())
 
 
-def _nanoseconds(text: str) -> int:
+def timestamp_nanoseconds(text: str) -> int:
     """Protobuf's JSON `Timestamp` as nanoseconds since the epoch.
 
     The form every renderer writes (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`, 0/3/6/9 digits)
@@ -98,8 +105,8 @@ def _from_ocsf(record: Any) -> dict[str, Any]:
     document = document_from_ocsf(record)
     again = ocsf_from_document(
         document,
-        _nanoseconds(document["Request"].get("RequestTime", _EPOCH)),
-        _nanoseconds(document["Response"].get("ResponseTime", _EPOCH)),
+        timestamp_nanoseconds(document["Request"].get("RequestTime", _EPOCH)),
+        timestamp_nanoseconds(document["Response"].get("ResponseTime", _EPOCH)),
     )
     if again != record:
         raise LineError("the OCSF record is not the one its event makes")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -38,6 +40,7 @@ def add_server_parsers(subparsers: argparse._SubParsersAction[argparse.ArgumentP
     """The server's commands, for the `auditline.commands` entry point group."""
     add_serve_parser(subparsers)
     add_catalog_parser(subparsers)
+    add_detect_parser(subparsers)
     add_audit_hash_parser(subparsers)
 
 
@@ -91,6 +94,49 @@ def add_catalog_parser(
     )
     parser.add_argument("--format", choices=("yaml", "json"), default="yaml")
     parser.set_defaults(handler=_catalog_command)
+
+
+def add_detect_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Add `detect`: the detection rules over exported files (back-testing)."""
+    parser = subparsers.add_parser(
+        "detect",
+        help="run the detection rules over exported audit files",
+        description="Run the shipped Sigma detection rules (and your own) over the events "
+        "of exported files, in either format, from a directory or an s3:// bucket, and "
+        "print what they find.",
+    )
+    parser.add_argument("location", help="a directory, or s3://BUCKET[/PREFIX]?endpoint=URL")
+    parser.add_argument(
+        "--rules", action="append", type=Path, default=[], help="a directory of .yml rules"
+    )
+    parser.add_argument(
+        "--no-shipped", action="store_true", help="only the rules of --rules directories"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.set_defaults(handler=_detect_command)
+
+
+def _detect_command(args: argparse.Namespace) -> int:
+    from auditline.interceptor import ocsf_record, read_exported
+    from auditline.interceptor.integrity import open_location
+    from auditline.server.detection import DetectionError, Detector, rules_text
+
+    try:
+        detector = Detector(rules_text(args.rules, shipped=not args.no_shipped))
+    except DetectionError as error:
+        args.parser_error(str(error))
+    records = [ocsf_record(e.document) for e in read_exported(open_location(args.location))]
+    found = detector.run(records)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(d) for d in found], indent=2))
+        return 0
+    print("LEVEL  RULE  EVENTS")
+    for detection in found:
+        print(f"{detection.level}  {detection.title}  {', '.join(detection.event_ids)}")
+    print(f"({len(records)} events, {detector.rules} rules, {len(found)} detections)")
+    return 0
 
 
 def _catalog_command(args: argparse.Namespace) -> int:
