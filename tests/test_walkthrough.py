@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ServeFactory
+from tests.support.cli import run_auditline
 from tests.support.paths import REPOSITORY
 
 SECRET = "walkthrough-secret-0123"
@@ -29,15 +30,7 @@ def test_the_walkthrough(serve: ServeFactory, tmp_path: Path) -> None:
     }
 
     def auditline(*args: str, code: int = 0, extra: dict[str, str] | None = None) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "auditline.client.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**env, **(extra or {})},
-        )
-        assert result.returncode == code, (args, result.stdout, result.stderr)
+        result = run_auditline({**env, **(extra or {})}, *args, code=code)
         return result.stdout + result.stderr
 
     # Not logged in yet: a clear message, a non-zero exit.

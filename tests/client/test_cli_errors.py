@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 from tests.conftest import ServeFactory
+from tests.support.cli import run_auditline
 from tests.support.processes import free_fixed_port
 
 KEY, SECRET = "AKCLI", "cli-" + uuid.uuid4().hex
@@ -21,17 +22,7 @@ ENV = {"AUDITLINE_ADMIN_ACCESS_KEY": KEY, "AUDITLINE_ADMIN_SECRET_KEY": SECRET}
 def _run(
     env: dict[str, str], *args: str, code: int, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "auditline.client.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-    )
-    assert result.returncode == code, (args, result.stdout, result.stderr)
-    return result
+    return run_auditline(env, *args, code=code, stdin=stdin)
 
 
 def _env(tmp_path: Path, target: str, **extra: str) -> dict[str, str]:

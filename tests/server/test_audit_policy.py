@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +17,7 @@ from auditline.account.v1 import bucket_pb2
 from auditline.audit.v1 import settings_pb2
 from auditline.errors import InvalidArgumentError
 from tests.conftest import ServeFactory
+from tests.support.cli import run_auditline
 from tests.support.clients import login
 from tests.support.exported import exported_events
 from tests.support.serve import ServeProcess
@@ -98,15 +97,8 @@ def test_the_policy_is_shown_and_each_start_records_it(serve: ServeFactory, tmp_
         "AUDITLINE_CONFIG_DIR": str(tmp_path / "config"),
         "AUDITLINE_SECRET_KEY": SECRET,
     }
-    for args in (("login", "--access-key", KEY), ("audit", "policy")):
-        shown = subprocess.run(
-            [sys.executable, "-m", "auditline.client.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-            env=env,
-        ).stdout
+    run_auditline(env, "login", "--access-key", KEY)
+    shown = run_auditline(env, "audit", "policy").stdout
     assert shown.splitlines() == [
         "PATTERN  RECORD",
         "auditline.account.v1.UsageService/*  denied",

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from auditline.client import Client
 from auditline.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
 from auditline.server.iam import IAM_CODES
 from tests.conftest import ServeFactory
+from tests.support.cli import run_auditline
 from tests.support.clients import login
 from tests.support.exported import exported_events
 
@@ -90,15 +89,7 @@ def test_the_cli_logs_out(serve: ServeFactory, tmp_path: Path) -> None:
     }
 
     def auditline(*args: str, code: int = 0) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "auditline.client.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env=env,
-        )
-        assert result.returncode == code, (args, result.stdout, result.stderr)
+        result = run_auditline(env, *args, code=code)
         return result.stdout + result.stderr
 
     auditline("login", "--access-key", KEY)

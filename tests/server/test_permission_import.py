@@ -4,8 +4,6 @@ permission import`): all of them or none, every invalid entry named."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ import pytest
 from auditline.account.v1 import permission_pb2 as pb
 from auditline.errors import AlreadyExistsError, InvalidArgumentError
 from tests.support.account_server import ADMIN_KEY, ADMIN_SECRET, Server, new_bucket, new_name
+from tests.support.cli import run_auditline
 
 
 def _request(**fields: object) -> pb.CreatePermissionRequest:
@@ -103,15 +102,7 @@ def test_the_cli_imports_a_yaml_file(server: Server, tmp_path: Path) -> None:
     }
 
     def auditline(*args: str, code: int = 0) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "auditline.client.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env=env,
-        )
-        assert result.returncode == code, (args, result.stdout, result.stderr)
+        result = run_auditline(env, *args, code=code)
         return result.stdout + result.stderr
 
     auditline("login", "--access-key", ADMIN_KEY)
