@@ -20,7 +20,7 @@ from sigma.validation import SigmaValidator
 
 from auditline.account.v1 import bucket_pb2, permission_pb2
 from auditline.account.v1 import service_account_pb2 as sa_pb
-from auditline.audit.v1 import exporter_pb2, settings_pb2
+from auditline.audit.v1 import audit_log_pb2, exporter_pb2, settings_pb2
 from auditline.client import Client
 from auditline.errors import AuditlineError
 from auditline.server.detection import DetectionError, Detector, rules_text
@@ -28,7 +28,10 @@ from auditline.server.detection_rules import shipped_rules_text
 from tests.conftest import ServeFactory
 from tests.support.clients import login
 from tests.support.exported import DEFAULT_BUCKET, exported_files, read_lines
+from tests.support.integrity_checks import objects_dir, verifier_keys, verify
 from tests.support.paths import TEST_DATA
+from tests.support.processes import wait_for
+from tests.support.serve import ServeProcess
 
 KEY, SECRET = "AKDETECT", "detect-" + uuid.uuid4().hex
 ENV = {"AUDITLINE_ADMIN_ACCESS_KEY": KEY, "AUDITLINE_ADMIN_SECRET_KEY": SECRET}
@@ -231,3 +234,104 @@ def test_the_cli_back_tests_exported_files_in_either_format(
 def test_a_rule_that_does_not_compile_is_refused_at_once() -> None:
     with pytest.raises(DetectionError):
         Detector("title: x\nlogsource: {product: x}\ndetection: {}\n")
+
+
+def _findings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("class_uid") == 2004]
+
+
+def _node_attacks(target: str) -> None:
+    """What the engine must see on the node: a brute force, an admin made, an exporter
+    deleted (the audit logs stay on: findings are spooled like other events)."""
+    admin = login(target, KEY, SECRET)
+    for _ in range(10):
+        with (
+            Client(target, access_key=KEY, secret_key="wrong") as wrong,
+            pytest.raises(AuditlineError),
+        ):
+            wrong.token  # noqa: B018
+    admin.accounts.CreateServiceAccount(
+        sa_pb.CreateServiceAccountRequest(
+            service_account=sa_pb.ServiceAccount(display_name="shadow", role=sa_pb.ROLE_ADMIN)
+        )
+    )
+    admin.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id="loot"))
+    exporter = admin.exporters.CreateExporter(
+        exporter_pb2.CreateExporterRequest(
+            exporter=exporter_pb2.Exporter(display_name="siem", bucket="loot")
+        )
+    ).exporter
+    admin.exporters.DeleteExporter(exporter_pb2.DeleteExporterRequest(name=exporter.name))
+    # Wait until the engine has reported all four (it runs every 0.2 s here).
+    wanted = 4
+
+    def found() -> bool | None:
+        listed = admin.events.ListEvents(
+            audit_log_pb2.ListEventsRequest(
+                filter=audit_log_pb2.EventFilter(event_names=["DetectionFinding"]),
+                page_size=100,
+            )
+        )
+        return True if len(listed.events) >= wanted else None
+
+    wait_for(found, timeout=30, what="the detection findings")
+    admin.close()
+
+
+def test_the_node_reports_findings_as_ocsf_detection_findings(serve: ServeFactory) -> None:
+    process = serve(*ARGS, "--detection-interval", "0.2", env=ENV)
+    _node_attacks(process.target)
+    assert process.terminate() == 0
+    records = [
+        record
+        for path in exported_files(process.data_dir, DEFAULT_BUCKET)
+        for record in read_lines(path.name, path.read_bytes())
+    ]
+    findings = _findings(records)
+    validator = jsonschema.Draft202012Validator(
+        json.loads((TEST_DATA / "ocsf" / "detection_finding.schema.json").read_text())
+    )
+    for finding in findings:
+        errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(finding)]
+        assert not errors, errors
+        assert finding["metadata"]["log_name"] == "findings"
+    titles = sorted(f["finding_info"]["title"] for f in findings)
+    assert titles == [
+        "auditline address blocked after failed logins",
+        "auditline admin account created or role raised to admin",
+        "auditline brute force against one account",
+        "auditline exporter deleted or changed",
+    ]
+    # Each points at the events that made it, which the export holds.
+    operations = {r["metadata"]["uid"]: r["api"]["operation"] for r in records if "api" in r}
+    by_title = {f["finding_info"]["title"]: f for f in findings}
+    evidence = by_title["auditline brute force against one account"]["finding_info"]
+    related = [operations[e["uid"]] for e in evidence["related_events"]]
+    assert related == ["FailedLoginWrongSecret"] * 10
+    assert by_title["auditline admin account created or role raised to admin"]["severity"] == "High"
+    # The findings are in the log's tree like every event: the export still verifies.
+    report = verify(objects_dir(process.data_dir), verifier_keys(process.data_dir))
+    assert report.ok, report.findings
+
+
+def test_a_quiet_node_reports_nothing(serve: ServeFactory) -> None:
+    process = serve(*ARGS, "--detection-interval", "0.2", env=ENV)
+    _quiet(process.target)
+    admin = login(process.target, KEY, SECRET)
+    admin.close()
+    assert process.terminate() == 0
+    records = [
+        record
+        for path in exported_files(process.data_dir, DEFAULT_BUCKET)
+        for record in read_lines(path.name, path.read_bytes())
+    ]
+    assert _findings(records) == []
+
+
+def test_a_rule_directory_that_does_not_compile_stops_the_start(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "broken.yml").write_text("title: broken\nlogsource: {product: x}\ndetection: {}\n")
+    process = ServeProcess(tmp_path / "data", args=["--detection-rules", str(rules)], env=ENV)
+    with pytest.raises(RuntimeError, match="DetectionError"):
+        process.start()

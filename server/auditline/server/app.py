@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -59,6 +60,8 @@ from auditline.server.audit_target import (
 )
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
+from auditline.server.detection import Detector, rules_text
+from auditline.server.detection_engine import DetectionEngine
 from auditline.server.guard import CallGuard
 from auditline.server.iam import IamEvent, iam_api_event
 from auditline.server.node import load_hmac_key, load_signing, prepare_data_dir, server_credentials
@@ -276,6 +279,17 @@ class AuditlineServer:
         saved.start_all()
         self.usage = UsageServicer(self.db, self.store, self.clock)
         self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
+        # A rule that does not compile stops the start, with the reason.
+        self._detection = (
+            DetectionEngine(
+                spool,
+                Detector(rules_text(Path(d) for d in split_list(settings.detection_rules))),
+                node_id=self.node_id,
+                interval=settings.detection_interval,
+            )
+            if settings.detection_interval > 0
+            else None
+        )
         # The audit interceptor goes first: it must see the calls the others reject.
         # Only the tracing one comes before it, so that each event carries the ids of
         # its call's span.
@@ -366,6 +380,8 @@ class AuditlineServer:
             ) from None
         self._server.start()
         self._snapshots.start()
+        if self._detection is not None:
+            self._detection.start()
         for name in ("", *self.service_names):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._audit_health(self.pipeline.spool.degraded)
@@ -378,6 +394,8 @@ class AuditlineServer:
         self._server.stop(grace).wait()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._snapshots.stop()
+        if self._detection is not None:
+            self._detection.stop()
         # The interceptor's last events into the spool, then every exporter's last file.
         self.pipeline.close(timeout=max(grace, 30.0))
         self.db.close()

@@ -192,6 +192,17 @@ class Settings:
             "wins, no match: all). Calls left out are counted in CallsSummarized events"
         ),
     )
+    detection_interval: float = field(
+        default=5.0,
+        metadata=_help(
+            "seconds between runs of the detection rules over new events (findings go to "
+            "the findings log); 0 turns detection off"
+        ),
+    )
+    detection_rules: str = field(
+        default="",
+        metadata=_help("comma-separated directories of your own Sigma rules (.yml), run too"),
+    )
     audit_unauthenticated_rate: float = field(
         default=10.0,
         metadata=_help(

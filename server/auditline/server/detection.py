@@ -25,7 +25,7 @@ from sigma.exceptions import SigmaError
 
 from auditline.server.detection_rules import shipped_rules_text
 
-__all__ = ["Detection", "DetectionError", "Detector", "rules_text"]
+__all__ = ["Detection", "DetectionError", "DetectionWindow", "Detector", "rules_text"]
 
 
 class DetectionError(ValueError):
@@ -102,8 +102,12 @@ class Detector:
             except SigmaError as error:
                 raise DetectionError(f"rule {rule.title!r} does not compile: {error}") from None
             for query in queries:
-                if not correlation:
-                    query = query.replace("SELECT * FROM logs", "SELECT rowid FROM logs", 1)
+                if not correlation:  # the new rows only: `rowid > ?`
+                    head = "SELECT * FROM logs WHERE "
+                    if not query.startswith(head):
+                        raise DetectionError(f"rule {rule.title!r}: unexpected query {query!r}")
+                    condition = query[len(head) :]
+                    query = f"SELECT rowid FROM logs WHERE rowid > ? AND ({condition})"  # noqa: S608
                 self._queries.append((rule, query, correlation))
 
     @property
@@ -112,31 +116,73 @@ class Detector:
 
     def run(self, records: list[dict[str, Any]]) -> list[Detection]:
         """Every match of every rule over these OCSF records."""
-        rows = [_flatten(record) for record in records]
-        for row in rows:
+        window = DetectionWindow(self)
+        window.add(records)
+        found = window.detect(since_rowid=0)
+        window.close()
+        return found
+
+
+class DetectionWindow:
+    """Events kept in one SQLite table as they arrive, so that each run looks at the
+    new rows with the plain rules and at the whole window with the correlations (no
+    rebuild per run)."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+        self.db = sqlite3.connect(":memory:", check_same_thread=False)
+        self._columns = sorted(detector._fields | {"timestamp", "time", "metadata.uid"})
+        names = ", ".join(f"`{c}` COLLATE NOCASE" for c in self._columns)
+        self.db.execute(f"CREATE TABLE logs ({names})")
+        self.last_rowid = 0
+
+    def add(self, records: Iterable[dict[str, Any]]) -> None:
+        for record in records:
+            row = _flatten(record)
             when = datetime.datetime.fromtimestamp(row.get("time", 0) / 1000, datetime.UTC)
             row["timestamp"] = when.strftime("%Y-%m-%d %H:%M:%S.%f")
-        columns = sorted({c for row in rows for c in row} | self._fields | {"timestamp"})
-        db = sqlite3.connect(":memory:")
-        db.execute(f"CREATE TABLE logs ({', '.join(f'`{c}` COLLATE NOCASE' for c in columns)})")
-        for row in rows:
+            for column in row.keys() - set(self._columns):
+                self.db.execute(f"ALTER TABLE logs ADD COLUMN `{column}` COLLATE NOCASE")
+                self._columns.append(column)
             names = ", ".join(f"`{k}`" for k in row)
             insert = f"INSERT INTO logs ({names}) VALUES ({', '.join('?' * len(row))})"  # noqa: S608
-            db.execute(insert, list(row.values()))
+            cursor = self.db.execute(insert, list(row.values()))
+            self.last_rowid = int(cursor.lastrowid or self.last_rowid)
+
+    def forget_before(self, time_ms: int) -> None:
+        """Drop the events older than the longest correlation looks back."""
+        self.db.execute("DELETE FROM logs WHERE time < ?", (time_ms,))
+
+    def detect(self, *, since_rowid: int) -> list[Detection]:
+        """The plain rules' matches among rows after `since_rowid`, and every
+        correlation's over the whole window."""
         found = []
-        for rule, query, correlation in self._queries:
-            for result in db.execute(query).fetchall():
+        for rule, query, correlation in self.detector._queries:
+            if correlation:
+                results = self.db.execute(query).fetchall()
+            else:
+                results = self.db.execute(query, (since_rowid,)).fetchall()
+            for result in results:
                 if correlation:  # its evidence: `<slot>:<rowid>` of each event
                     rowids = [int(i.rsplit(":", 1)[1]) for i in json.loads(result[8])]
                 else:
                     rowids = [int(result[0])]
+                marks = ", ".join("?" * len(rowids))
+                uids = dict(
+                    self.db.execute(
+                        f"SELECT rowid, `metadata.uid` FROM logs WHERE rowid IN ({marks})",  # noqa: S608
+                        rowids,
+                    ).fetchall()
+                )
                 found.append(
                     Detection(
                         rule_id=str(rule.id),
                         title=rule.title,
                         level=rule.level.name.lower() if rule.level else "",
-                        event_ids=tuple(str(rows[r - 1].get("metadata.uid", "")) for r in rowids),
+                        event_ids=tuple(str(uids.get(r, "")) for r in rowids),
                     )
                 )
-        db.close()
         return found
+
+    def close(self) -> None:
+        self.db.close()

@@ -40,6 +40,10 @@ class _LogTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LogType.Value
     """Counts of the calls the audit policy records only in summaries (health
     checks and reflection, by default): `CallsSummarized` events.
     """
+    LOG_TYPE_FINDINGS: _LogType.ValueType  # 5
+    """What the detection rules found: `DetectionFinding` events (OCSF Detection
+    Finding records in the ocsf-json format).
+    """
 
 class LogType(_LogType, metaclass=_LogTypeEnumTypeWrapper):
     """Which of the three account audit logs an event belongs to. Enabling account
@@ -57,6 +61,10 @@ LOG_TYPE_SETTINGS: LogType.ValueType  # 3
 LOG_TYPE_SUMMARIES: LogType.ValueType  # 4
 """Counts of the calls the audit policy records only in summaries (health
 checks and reflection, by default): `CallsSummarized` events.
+"""
+LOG_TYPE_FINDINGS: LogType.ValueType  # 5
+"""What the detection rules found: `DetectionFinding` events (OCSF Detection
+Finding records in the ocsf-json format).
 """
 Global___LogType: _TypeAlias = LogType  # noqa: Y015
 
