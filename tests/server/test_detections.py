@@ -241,8 +241,8 @@ def _findings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _node_attacks(target: str) -> None:
-    """What the engine must see on the node: a brute force, an admin made, an exporter
-    deleted (the audit logs stay on: findings are spooled like other events)."""
+    """What the engine must see on the node: a brute force, an admin made, the audit
+    logs turned off (and on again), an exporter deleted."""
     admin = login(target, KEY, SECRET)
     for _ in range(10):
         with (
@@ -255,6 +255,8 @@ def _node_attacks(target: str) -> None:
             service_account=sa_pb.ServiceAccount(display_name="shadow", role=sa_pb.ROLE_ADMIN)
         )
     )
+    admin.settings.DisableAccountAuditLogs(settings_pb2.DisableAccountAuditLogsRequest())
+    admin.settings.EnableAccountAuditLogs(settings_pb2.EnableAccountAuditLogsRequest())
     admin.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id="loot"))
     exporter = admin.exporters.CreateExporter(
         exporter_pb2.CreateExporterRequest(
@@ -262,8 +264,8 @@ def _node_attacks(target: str) -> None:
         )
     ).exporter
     admin.exporters.DeleteExporter(exporter_pb2.DeleteExporterRequest(name=exporter.name))
-    # Wait until the engine has reported all four (it runs every 0.2 s here).
-    wanted = 4
+    # Wait until the engine has reported all five (it runs every 0.2 s here).
+    wanted = 5
 
     def found() -> bool | None:
         listed = admin.events.ListEvents(
@@ -299,6 +301,7 @@ def test_the_node_reports_findings_as_ocsf_detection_findings(serve: ServeFactor
     assert titles == [
         "auditline address blocked after failed logins",
         "auditline admin account created or role raised to admin",
+        "auditline audit logging disabled or redirected",
         "auditline brute force against one account",
         "auditline exporter deleted or changed",
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 
 from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor._formats import apievent_dict
@@ -34,6 +35,7 @@ class Losses:
         """The `AuditEventsDropped` event of these losses (status DATA_LOSS)."""
         event = event_pb2.ApiEvent(
             event_name=MARKER_NAME,
+            event_id=str(uuid.uuid4()),  # like every event: findings and proofs name it
             version="2",
             service="auditline.audit.v1",
             method=MARKER_NAME,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 from auditline.audit.v1 import event_pb2, options_pb2
@@ -146,6 +147,7 @@ class CallSummarizer:
     def _summary(self, source: str, counts: _Counts) -> EventDocument:
         event = event_pb2.ApiEvent(
             event_name=SUMMARY_NAME,
+            event_id=str(uuid.uuid4()),  # like every event: findings and proofs name it
             version="2",
             node_id=self.node_id,
             service="auditline.audit.v1",

@@ -352,7 +352,9 @@ class AuditlineServer:
         other events are not spooled, as they happen."""
         if target.bucket and not self.settings.export_target:
             self.pipeline.exporters["default"].writer = BucketWriter(self.store, target.bucket)
-        kept = None if target.enabled else frozenset({"LOG_TYPE_SETTINGS"})
+        # Disabled: the settings log is still kept, and what the detections find (the
+        # audit logs turned off is exactly when a finding matters).
+        kept = None if target.enabled else frozenset({"LOG_TYPE_SETTINGS", "LOG_TYPE_FINDINGS"})
         self.pipeline.spool.keep_logs(kept)
 
     @property

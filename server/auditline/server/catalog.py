@@ -29,6 +29,7 @@ from auditline.audit.v1 import (
 )
 from auditline.contract import SERVICES
 from auditline.interceptor import DROP_EVENT, SUMMARY_EVENT, method_info
+from auditline.server.detection_rules import FINDING_EVENT
 from auditline.server.iam import IAM_CODES, IAM_EVENTS
 from auditline.server.services.audit_settings import POLICY_EVENT, SETTINGS_LOG_METHODS
 
@@ -57,6 +58,11 @@ CHANGELOG: tuple[tuple[str, str, str], ...] = (
         "IAM events with their codes; the drop marker, both summaries and the audit "
         "policy event; settings changes filed in the settings log.",
     ),
+    (
+        "1.2.0",
+        "712df692ae83a6f3",
+        "DetectionFinding, the findings log's event (an OCSF Detection Finding).",
+    ),
 )
 CATALOG_VERSION = CHANGELOG[-1][0]
 
@@ -67,6 +73,7 @@ _LOG_TYPES = {
     "iam": event_pb2.LOG_TYPE_IAM,
     "settings": event_pb2.LOG_TYPE_SETTINGS,
     "summaries": event_pb2.LOG_TYPE_SUMMARIES,
+    "findings": event_pb2.LOG_TYPE_FINDINGS,
 }
 _RULE_NAMESPACE = uuid.UUID("5d7c3c52-9a3e-4d55-8d1b-6a3c0b1c1e01")
 _ACTIVITY_WORDS = {1: "Create", 2: "Read", 3: "Update", 4: "Delete", 99: "Other"}
@@ -188,6 +195,13 @@ _PRODUCT_EVENTS = tuple(
             "settings",
             "The audit policy a start of the server applies.",
         ),
+        (
+            FINDING_EVENT,
+            "auditline.detections",
+            "findings",
+            "What a detection rule found: the rule and the events that make it "
+            "(an OCSF Detection Finding).",
+        ),
     )
 )
 
@@ -210,6 +224,8 @@ def _rule(entry: CatalogEntry) -> dict[str, Any]:
     }
     if shared:
         selection["metadata.log_name"] = entry.log_type
+    if entry.event_name == FINDING_EVENT:  # its OCSF record is a Detection Finding
+        selection = {"class_uid": 2004, "metadata.log_name": "findings"}
     return {
         "title": f"auditline {entry.event_name}" + (f" ({entry.log_type})" if shared else ""),
         "id": entry.rule_id,

@@ -19,12 +19,12 @@ from opentelemetry import metrics
 from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor import Spool, event_document, ocsf_record
 from auditline.server.detection import Detection, DetectionWindow, Detector
+from auditline.server.detection_rules import FINDING_EVENT
 
 __all__ = ["FINDING_EVENT", "DetectionEngine"]
 
 log = logging.getLogger("auditline.server")
 
-FINDING_EVENT = "DetectionFinding"
 _FINDINGS = "LOG_TYPE_FINDINGS"
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from importlib import resources
 
-__all__ = ["shipped_rules_text"]
+__all__ = ["FINDING_EVENT", "shipped_rules_text"]
+
+# The event each match of a rule becomes (in the findings log).
+FINDING_EVENT = "DetectionFinding"
 
 
 def shipped_rules_text() -> str:
