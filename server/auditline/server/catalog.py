@@ -238,7 +238,11 @@ def _rule(entry: CatalogEntry) -> dict[str, Any]:
             "selection": selection,
             "condition": "selection",
         },
-        "fields": ["actor.user.name", "actor.user.uid", "src_endpoint.ip", "status_code"],
+        "fields": (
+            ["finding_info.title", "finding_info.analytic.uid", "severity"]
+            if entry.event_name == FINDING_EVENT
+            else ["actor.user.name", "actor.user.uid", "src_endpoint.ip", "status_code"]
+        ),
         "falsepositives": ["Every call of this method matches: the rule names the event"],
         "level": _LEVELS.get(entry.activity, "informational"),
         # pySigma's lint accepts only the spec's tag namespaces; this is what the rules
