@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from auditline.account.v1 import bucket_pb2
+from auditline.account.v1 import service_account_pb2 as sa_pb
+from auditline.audit.v1 import audit_log_pb2
 from tests.conftest import ServeFactory
 from tests.support.clients import login
 from tests.support.exported import exported_events
 from tests.support.paths import REPOSITORY
+from tests.support.processes import wait_for
 from tests.support.serve import ServeProcess
 
 KEY, SECRET = "AKOTEL", "otel-" + uuid.uuid4().hex
@@ -61,3 +64,30 @@ def test_an_unknown_exporter_stops_the_start(tmp_path: Path) -> None:
     process = ServeProcess(tmp_path / "data", env=ENV | {"OTEL_METRICS_EXPORTER": "prometheus"})
     with pytest.raises(RuntimeError, match="OTEL_METRICS_EXPORTER: unknown exporter 'prometheus'"):
         process.start()
+
+
+def test_detection_findings_are_counted(serve: ServeFactory) -> None:
+    process = serve(
+        "--detection-interval",
+        "0.2",
+        env=ENV | {"OTEL_METRICS_EXPORTER": "console", "OTEL_METRIC_EXPORT_INTERVAL": "200"},
+    )
+    admin = login(process.target, KEY, SECRET)
+    admin.accounts.CreateServiceAccount(
+        sa_pb.CreateServiceAccountRequest(
+            service_account=sa_pb.ServiceAccount(display_name="root2", role=sa_pb.ROLE_ADMIN)
+        )
+    )
+
+    def found() -> bool | None:
+        listed = admin.events.ListEvents(
+            audit_log_pb2.ListEventsRequest(
+                filter=audit_log_pb2.EventFilter(event_names=["DetectionFinding"])
+            )
+        )
+        return True if listed.events else None
+
+    wait_for(found, timeout=30, what="a detection finding")
+    admin.close()
+    assert process.terminate() == 0
+    assert '"name": "auditline.detections.findings"' in process.log()
