@@ -23,7 +23,7 @@ from auditline.account.v1 import service_account_pb2 as sa_pb
 from auditline.audit.v1 import audit_log_pb2, exporter_pb2, settings_pb2
 from auditline.client import Client
 from auditline.errors import AuditlineError
-from auditline.server.detection import DetectionError, Detector, rules_text
+from auditline.server.detection import DetectionError, DetectionWindow, Detector, rules_text
 from auditline.server.detection_rules import shipped_rules_text
 from tests.conftest import ServeFactory
 from tests.support.clients import login
@@ -338,3 +338,29 @@ def test_a_rule_directory_that_does_not_compile_stops_the_start(tmp_path: Path) 
     process = ServeProcess(tmp_path / "data", args=["--detection-rules", str(rules)], env=ENV)
     with pytest.raises(RuntimeError, match="DetectionError"):
         process.start()
+
+
+def _record(uid: str, operation: str, time_ms: int) -> dict[str, Any]:
+    return {
+        "class_uid": 6003,
+        "time": time_ms,
+        "status_id": 1,
+        "metadata": {"uid": uid, "log_name": "account_api"},
+        "api": {"operation": operation, "service": {"name": "x"}},
+    }
+
+
+def test_the_window_looks_at_new_rows_and_keeps_a_bounded_past() -> None:
+    window = DetectionWindow(Detector(rules_text()))
+    window.add([_record("a", "SetObjectImmutability", 1_000), _record("b", "ListBuckets", 2_000)])
+    first = window.detect(since_rowid=0)
+    assert [d.event_ids for d in first] == [("a",)]
+    since = window.last_rowid
+    window.add([_record("c", "SetObjectImmutability", 3_000)])
+    # Only the new row is looked at by the plain rules: "a" is not reported again.
+    assert [d.event_ids for d in window.detect(since_rowid=since)] == [("c",)]
+    window.forget_before(0, keep_at_most=1)
+    assert window.db.execute("SELECT `metadata.uid` FROM logs").fetchall() == [("c",)]
+    window.forget_before(5_000, keep_at_most=10)
+    assert window.db.execute("SELECT COUNT(*) FROM logs").fetchone() == (0,)
+    window.close()

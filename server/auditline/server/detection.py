@@ -149,9 +149,14 @@ class DetectionWindow:
             cursor = self.db.execute(insert, list(row.values()))
             self.last_rowid = int(cursor.lastrowid or self.last_rowid)
 
-    def forget_before(self, time_ms: int) -> None:
-        """Drop the events older than the longest correlation looks back."""
-        self.db.execute("DELETE FROM logs WHERE time < ?", (time_ms,))
+    def forget_before(self, time_ms: int, *, keep_at_most: int) -> None:
+        """Drop the events older than the longest correlation looks back, and beyond the
+        newest `keep_at_most` (a busy node's correlations see fewer hours, not more
+        CPU)."""
+        self.db.execute(
+            "DELETE FROM logs WHERE time < ? OR rowid <= ?",
+            (time_ms, self.last_rowid - keep_at_most),
+        )
 
     def detect(self, *, since_rowid: int) -> list[Detection]:
         """The plain rules' matches among rows after `since_rowid`, and every

@@ -31,8 +31,10 @@ _FINDINGS = "LOG_TYPE_FINDINGS"
 class DetectionEngine:
     """A thread that reads new spooled events, runs the rules, and spools findings."""
 
-    # The events the correlations look back over: their longest timespan (24 h).
+    # The events the correlations look back over: their longest timespan (24 h), and
+    # at most this many (each run's correlations read the whole window).
     window_seconds = 24 * 3600.0
+    window_events = 50_000
     batch = 5_000  # events read from the spool at a time
 
     def __init__(self, spool: Spool, detector: Detector, *, node_id: str, interval: float) -> None:
@@ -75,7 +77,9 @@ class DetectionEngine:
         since = self._window.last_rowid
         documents = [item.document() for item in new]
         self._window.add(ocsf_record(d) for d in documents if d.get("LogType") != _FINDINGS)
-        self._window.forget_before(int((time.time() - self.window_seconds) * 1000))
+        self._window.forget_before(
+            int((time.time() - self.window_seconds) * 1000), keep_at_most=self.window_events
+        )
         made = 0
         for detection in self._window.detect(since_rowid=since):
             key = (detection.rule_id, min(detection.event_ids))
