@@ -359,8 +359,14 @@ def test_the_window_looks_at_new_rows_and_keeps_a_bounded_past() -> None:
     window.add([_record("c", "SetObjectImmutability", 3_000)])
     # Only the new row is looked at by the plain rules: "a" is not reported again.
     assert [d.event_ids for d in window.detect(since_rowid=since)] == [("c",)]
+    # A caller's own keys never become columns: the table keeps the rules' fields only.
+    columns = window.db.execute("SELECT COUNT(*) FROM pragma_table_info('logs')").fetchone()
+    odd = _record("d", "ListBuckets", 3_500)
+    odd["api"]["request"] = {"data": {"labels": {f"k{n}": "v" for n in range(3000)}}}
+    window.add([odd])
+    assert window.db.execute("SELECT COUNT(*) FROM pragma_table_info('logs')").fetchone() == columns
     window.forget_before(0, keep_at_most=1)
-    assert window.db.execute("SELECT `metadata.uid` FROM logs").fetchall() == [("c",)]
+    assert window.db.execute("SELECT `metadata.uid` FROM logs").fetchall() == [("d",)]
     window.forget_before(5_000, keep_at_most=10)
     assert window.db.execute("SELECT COUNT(*) FROM logs").fetchone() == (0,)
     window.close()

@@ -137,13 +137,14 @@ class DetectionWindow:
         self.last_rowid = 0
 
     def add(self, records: Iterable[dict[str, Any]]) -> None:
+        # Only the columns the rules name: a caller's own keys (a map in a request)
+        # never become columns, so no request can grow the table's shape.
+        wanted = self._columns
         for record in records:
-            row = _flatten(record)
-            when = datetime.datetime.fromtimestamp(row.get("time", 0) / 1000, datetime.UTC)
-            row["timestamp"] = when.strftime("%Y-%m-%d %H:%M:%S.%f")
-            for column in row.keys() - set(self._columns):
-                self.db.execute(f"ALTER TABLE logs ADD COLUMN `{column}` COLLATE NOCASE")
-                self._columns.append(column)
+            flat = _flatten(record)
+            when = datetime.datetime.fromtimestamp(flat.get("time", 0) / 1000, datetime.UTC)
+            flat["timestamp"] = when.strftime("%Y-%m-%d %H:%M:%S.%f")
+            row = {column: flat.get(column) for column in wanted}
             names = ", ".join(f"`{k}`" for k in row)
             insert = f"INSERT INTO logs ({names}) VALUES ({', '.join('?' * len(row))})"  # noqa: S608
             cursor = self.db.execute(insert, list(row.values()))
