@@ -45,6 +45,7 @@ PUBLIC: dict[str, set[str]] = {
     "auditline.interceptor": {
         "DROP_EVENT",
         "MASK",
+        "PARTITIONINGS",
         "SUMMARY_EVENT",
         "AsyncAuditInterceptor",
         "AuditPolicy",

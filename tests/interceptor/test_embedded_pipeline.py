@@ -25,6 +25,7 @@ from auditline.interceptor import (
     Spool,
     TrustedProxies,
     open_writer,
+    read_exported,
 )
 from auditline.interceptor.integrity import Notary, SigningKey, Verifier, open_location
 from tests.support.echo import SyncServer
@@ -155,3 +156,26 @@ def test_the_caller_behind_a_trusted_proxy_is_the_forwarded_client() -> None:
     # From an untrusted peer the header is the client's own claim: ignored.
     assert proxies.caller("ipv4:198.51.100.1:5555", forwarded) == ("198.51.100.1", 5555)
     assert TrustedProxies().caller("ipv6:[::1]:7", forwarded) == ("::1", 7)
+
+
+def test_hive_partitioned_keys_are_read_back_and_verify(tmp_path: Path) -> None:
+    key = SigningKey.generate("test/n1")
+    spool = Spool(tmp_path / "spool.db", node_id="n1")
+    pipeline = Pipeline(spool, notary=Notary(key=key, origin="test/n1", node_id="n1"))
+    pipeline.add_exporter(
+        ExporterConfig(name="lake", flush_interval=3600, partitioning="hive"),
+        DirectoryWriter(tmp_path / "log"),
+    )
+    for name in ("a", "b"):
+        _emit(spool, name)
+    pipeline.close()
+    data = [p for p in (tmp_path / "log").rglob("*.jsonl.gz")]
+    assert len(data) == 1
+    parts = data[0].relative_to(tmp_path / "log").parts
+    assert parts[0:2] == ("apievent", "account_api")
+    assert [p.split("=")[0] for p in parts[2:5]] == ["year", "month", "day"]
+    location = open_location(str(tmp_path / "log"))
+    assert [e.document["EventName"] for e in read_exported(location)] == ["a", "b"]
+    assert Verifier(location, [key.verifier]).run().ok
+    with pytest.raises(ValueError, match="partitioning"):
+        ExporterConfig(name="x", partitioning="weekly")

@@ -49,6 +49,24 @@ def test_every_call_lands_in_the_exported_files_in_order(serve: ServeFactory) ->
     assert any(k.startswith("apievent/account_api/") for k in keys)
 
 
+def test_hive_partitioned_keys(serve: ServeFactory) -> None:
+    process = serve("--export-partitioning", "hive", env=ENV)
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
+    made = mixed_calls(api, 5)
+    assert process.terminate() == 0
+    root = process.data_dir / "objects" / DEFAULT_BUCKET / "objects"
+    keys = [p.relative_to(root).as_posix() for p in root.rglob("*.gz")]
+    assert keys
+    for key in keys:
+        folders = key.split("/")
+        assert [f.split("=")[0] for f in folders[2:5]] == ["year", "month", "day"], key
+    events = exported_events(process.data_dir)
+    check_complete(events)
+    assert len([e for e in events if e["Service"] == "auditline.account.v1.BucketService"]) == len(
+        made
+    )
+
+
 @pytest.mark.seaweedfs
 @pytest.mark.parametrize("mode", ["governance", "compliance"])
 def test_ocsf_zstd_files_on_seaweedfs_validate_and_are_locked(

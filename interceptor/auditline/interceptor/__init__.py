@@ -17,6 +17,7 @@ down in order. This package never imports the auditline account service.
 from auditline.interceptor._aio import AsyncAuditInterceptor
 from auditline.interceptor._export import Exporter
 from auditline.interceptor._export_config import (
+    PARTITIONINGS,
     ExporterConfig,
     ExporterState,
     ExporterStatus,
@@ -52,6 +53,7 @@ from auditline.interceptor._writers import DirectoryWriter, S3Writer, open_write
 __all__ = [
     "DROP_EVENT",
     "MASK",
+    "PARTITIONINGS",
     "SUMMARY_EVENT",
     "AsyncAuditInterceptor",
     "AuditInterceptor",

@@ -22,6 +22,7 @@ from typing import Any
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._compression import compress, extension
 from auditline.interceptor._export_config import (
+    PARTITIONINGS,
     ExporterConfig,
     ExporterState,
     ExporterStatus,
@@ -192,7 +193,8 @@ class Exporter:
         for log_type, items in sorted(by_log.items()):
             key = (
                 f"{self.config.prefix}{FORMAT_DIRS[self.config.format]}/"
-                f"{LOG_DIRS.get(log_type, 'account_api')}/{day:%Y/%m/%d}/"
+                f"{LOG_DIRS.get(log_type, 'account_api')}/"
+                f"{day.strftime(PARTITIONINGS[self.config.partitioning])}/"
                 f"{self.node_id}-{first:012d}-{last:012d}.jsonl"
                 f"{extension(self.config.compression)}"
             )

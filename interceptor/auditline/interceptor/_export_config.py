@@ -10,7 +10,7 @@ from typing import Protocol
 from auditline.interceptor._compression import COMPRESSIONS
 from auditline.interceptor._formats import FORMATS
 
-__all__ = ["ExporterConfig", "ExporterState", "ExporterStatus", "ObjectWriter"]
+__all__ = ["PARTITIONINGS", "ExporterConfig", "ExporterState", "ExporterStatus", "ObjectWriter"]
 
 
 class ObjectWriter(Protocol):
@@ -27,6 +27,10 @@ class ExporterState(enum.Enum):
     ERROR = "ERROR"
 
 
+# How a file's key names its day, by partitioning.
+PARTITIONINGS = {"date": "%Y/%m/%d", "hive": "year=%Y/month=%m/day=%d"}
+
+
 @dataclasses.dataclass(frozen=True)
 class ExporterConfig:
     name: str
@@ -39,12 +43,17 @@ class ExporterConfig:
     retention_days: int = 0
     log_types: frozenset[int] = frozenset()  # empty: every log
     checkpoint_interval: float = 3600.0  # a signed checkpoint at least this often, if idle
+    # The day's folders in a file's key: `date` (2026/12/05) or `hive`
+    # (year=2026/month=12/day=05, which DuckDB, Athena, Spark and Trino prune on).
+    partitioning: str = "date"
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {sorted(FORMATS)}")
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}")
+        if self.partitioning not in PARTITIONINGS:
+            raise ValueError(f"partitioning must be one of {sorted(PARTITIONINGS)}")
         if self.flush_interval <= 0 or self.max_file_bytes < 1024:
             raise ValueError("flush_interval must be positive and max_file_bytes >= 1024")
 

@@ -260,6 +260,7 @@ class AuditlineServer:
                 name="default",
                 format=settings.export_format,
                 compression=settings.export_compression,
+                partitioning=settings.export_partitioning,
                 flush_interval=settings.export_interval,
                 retention_mode=settings.export_retention_mode.upper()
                 if settings.export_retention_days

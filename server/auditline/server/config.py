@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
-from auditline.interceptor import AuditPolicy
+from auditline.interceptor import PARTITIONINGS, AuditPolicy
 
 __all__ = [
     "ENV_PREFIX",
@@ -138,6 +138,13 @@ class Settings:
         default="apievent-json", metadata=_help("apievent-json or ocsf-json")
     )
     export_compression: str = field(default="gzip", metadata=_help("gzip, zstd or none"))
+    export_partitioning: str = field(
+        default="date",
+        metadata=_help(
+            "the day's folders in file keys: date (YYYY/MM/DD) or hive "
+            "(year=YYYY/month=MM/day=DD, which DuckDB, Athena, Spark and Trino prune on)"
+        ),
+    )
     export_retention_days: int = field(
         default=30, metadata=_help("object-lock retention of exported files, days (0: none)")
     )
@@ -260,6 +267,8 @@ class Settings:
             raise ConfigError("--backpressure must be block, reject or drop")
         if self.export_format not in EXPORT_FORMATS.values():
             raise ConfigError(f"--export-format must be one of {sorted(EXPORT_FORMATS.values())}")
+        if self.export_partitioning not in PARTITIONINGS:
+            raise ConfigError(f"--export-partitioning must be one of {sorted(PARTITIONINGS)}")
         if self.export_compression not in EXPORT_COMPRESSIONS.values():
             raise ConfigError(
                 f"--export-compression must be one of {sorted(EXPORT_COMPRESSIONS.values())}"
