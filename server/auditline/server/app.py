@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from pathlib import Path
@@ -66,6 +65,7 @@ from auditline.server.guard import CallGuard
 from auditline.server.iam import IamEvent, iam_api_event
 from auditline.server.node import load_hmac_key, load_signing, prepare_data_dir, server_credentials
 from auditline.server.objectstore import ObjectStore, open_store
+from auditline.server.product_events import product_event
 from auditline.server.reflection import enable_reflection
 from auditline.server.saved_exporters import SavedExporters
 from auditline.server.services.audit_log import AuditLogServicer
@@ -315,23 +315,15 @@ class AuditlineServer:
     def _record_policy(self) -> None:
         """Say in the settings log which audit policy this start applies: a change of
         it (a flag, between starts) is recorded like every other settings change."""
-        now = time.time_ns()
-        event = event_pb2.ApiEvent(
-            event_name=POLICY_EVENT,
-            version="2",
-            event_id=str(uuid.uuid4()),
-            node_id=self.node_id,
+        event = product_event(
+            POLICY_EVENT,
             service="auditline.audit.v1.AuditSettingsService",
-            method=POLICY_EVENT,
             activity=options_pb2.ACTIVITY_UPDATE,
             log_type=event_pb2.LOG_TYPE_SETTINGS,
+            node_id=self.node_id,
+            account_name="auditline serve",
+            params={"rules": split_list(self.settings.audit_policy)},
         )
-        event.request.account_name = "auditline serve"
-        event.request.request_time.FromNanoseconds(now)
-        event.request.request_params.update({"rules": split_list(self.settings.audit_policy)})
-        event.response.response_time.FromNanoseconds(now)
-        event.response.response_status = "OK"
-        event.response.response_body.SetInParent()
         self.pipeline.spool.emit_documents([event_document(event)], wait=False)
 
     def _audit_health(self, reason: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 
 from opentelemetry import metrics
 
@@ -20,6 +19,7 @@ from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor import Spool, event_document, ocsf_record
 from auditline.server.detection import Detection, DetectionWindow, Detector
 from auditline.server.detection_rules import FINDING_EVENT
+from auditline.server.product_events import product_event
 
 __all__ = ["FINDING_EVENT", "DetectionEngine"]
 
@@ -93,30 +93,19 @@ class DetectionEngine:
         return made
 
     def _finding(self, detection: Detection) -> event_pb2.ApiEvent:
-        now = time.time_ns()
-        event = event_pb2.ApiEvent(
-            event_name=FINDING_EVENT,
-            version="2",
-            event_id=str(uuid.uuid4()),
-            node_id=self.node_id,
+        return product_event(
+            FINDING_EVENT,
             service="auditline.detections",
-            method=FINDING_EVENT,
             activity=options_pb2.ACTIVITY_CREATE,
             log_type=event_pb2.LOG_TYPE_FINDINGS,
-        )
-        event.request.account_name = "auditline detections"
-        event.request.request_time.FromNanoseconds(now)
-        event.request.request_params.update(
-            {
+            node_id=self.node_id,
+            account_name="auditline detections",
+            params={
                 "rule": {
                     "id": detection.rule_id,
                     "title": detection.title,
                     "level": detection.level,
                 },
                 "events": list(detection.event_ids),
-            }
+            },
         )
-        event.response.response_time.FromNanoseconds(now)
-        event.response.response_status = "OK"
-        event.response.response_body.SetInParent()
-        return event
