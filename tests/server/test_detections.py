@@ -27,7 +27,7 @@ from auditline.server.detection import DetectionError, DetectionWindow, Detector
 from auditline.server.detection_rules import shipped_rules_text
 from tests.conftest import ServeFactory
 from tests.support.clients import login
-from tests.support.exported import DEFAULT_BUCKET, exported_files, read_lines
+from tests.support.exported import DEFAULT_BUCKET, exported_records
 from tests.support.integrity_checks import objects_dir, verifier_keys, verify
 from tests.support.paths import TEST_DATA
 from tests.support.processes import wait_for
@@ -83,11 +83,7 @@ def _export(serve: ServeFactory, script: Any) -> list[dict[str, Any]]:
     process = serve(*ARGS, env=ENV)
     script(process.target)
     assert process.terminate() == 0
-    return [
-        record
-        for path in exported_files(process.data_dir, DEFAULT_BUCKET)
-        for record in read_lines(path.name, path.read_bytes())
-    ]
+    return exported_records(process.data_dir)
 
 
 def _attacks(target: str) -> None:
@@ -284,11 +280,7 @@ def test_the_node_reports_findings_as_ocsf_detection_findings(serve: ServeFactor
     process = serve(*ARGS, "--detection-interval", "0.2", env=ENV)
     _node_attacks(process.target)
     assert process.terminate() == 0
-    records = [
-        record
-        for path in exported_files(process.data_dir, DEFAULT_BUCKET)
-        for record in read_lines(path.name, path.read_bytes())
-    ]
+    records = exported_records(process.data_dir)
     findings = _findings(records)
     validator = jsonschema.Draft202012Validator(
         json.loads((TEST_DATA / "ocsf" / "detection_finding.schema.json").read_text())
@@ -323,11 +315,7 @@ def test_a_quiet_node_reports_nothing(serve: ServeFactory) -> None:
     admin = login(process.target, KEY, SECRET)
     admin.close()
     assert process.terminate() == 0
-    records = [
-        record
-        for path in exported_files(process.data_dir, DEFAULT_BUCKET)
-        for record in read_lines(path.name, path.read_bytes())
-    ]
+    records = exported_records(process.data_dir)
     assert _findings(records) == []
 
 

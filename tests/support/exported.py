@@ -30,6 +30,15 @@ def read_lines(name: str, data: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.splitlines() if line.strip()]
 
 
+def exported_records(data_dir: Path, bucket: str = DEFAULT_BUCKET) -> list[dict[str, Any]]:
+    """Every record of every exported file, as written (either format), file by file."""
+    return [
+        record
+        for path in exported_files(data_dir, bucket)
+        for record in read_lines(path.name, path.read_bytes())
+    ]
+
+
 def event_of(record: dict[str, Any]) -> dict[str, Any]:
     """The `ApiEvent` of an apievent-json record, in whichever of the document's shapes
     its log is written (`ApiEvent`, the IAM structure, the console structure)."""
