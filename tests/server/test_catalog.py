@@ -37,10 +37,9 @@ from auditline.server.iam import IAM_CODES, IAM_EVENTS, IamEvent
 from auditline.server.services.audit_settings import SETTINGS_LOG_METHODS
 from tests.conftest import ServeFactory
 from tests.contract.test_contract import EXPECTED_METHODS
-from tests.support.clients import login, login_as_admin
+from tests.support.clients import login, login_as_admin, wait_for_findings
 from tests.support.exported import DEFAULT_BUCKET, exported_files, read_lines
 from tests.support.paths import TEST_DATA
-from tests.support.processes import wait_for
 
 SCHEMA = TEST_DATA / "sigma" / "sigma-detection-rule-schema.json"
 ADMIN = {"AUDITLINE_ADMIN_ACCESS_KEY": "AKCATALOG", "AUDITLINE_ADMIN_SECRET_KEY": "cat-" + "s" * 30}
@@ -246,15 +245,7 @@ def test_every_event_of_a_mixed_run_matches_exactly_one_rule(serve: ServeFactory
     api.settings.EnableAccountAuditLogs(settings_pb2.EnableAccountAuditLogsRequest())
     api.settings.GetAuditSettings(settings_pb2.GetAuditSettingsRequest())
 
-    def finding() -> bool | None:  # the audit logs were turned off: a detection finding
-        listed = api.events.ListEvents(
-            audit_log_pb2.ListEventsRequest(
-                filter=audit_log_pb2.EventFilter(event_names=["DetectionFinding"])
-            )
-        )
-        return True if listed.events else None
-
-    wait_for(finding, timeout=30, what="a detection finding")
+    wait_for_findings(api)  # the audit logs were turned off: a detection finding
     api.close()
     assert process.terminate() == 0
     records = [

@@ -20,17 +20,16 @@ from sigma.validation import SigmaValidator
 
 from auditline.account.v1 import bucket_pb2, permission_pb2
 from auditline.account.v1 import service_account_pb2 as sa_pb
-from auditline.audit.v1 import audit_log_pb2, exporter_pb2, settings_pb2
+from auditline.audit.v1 import exporter_pb2, settings_pb2
 from auditline.client import Client
 from auditline.errors import AuditlineError
 from auditline.server.detection import DetectionError, DetectionWindow, Detector, rules_text
 from auditline.server.detection_rules import shipped_rules_text
 from tests.conftest import ServeFactory
-from tests.support.clients import login
+from tests.support.clients import login, wait_for_findings
 from tests.support.exported import DEFAULT_BUCKET, exported_records
 from tests.support.integrity_checks import objects_dir, verifier_keys, verify
 from tests.support.paths import TEST_DATA
-from tests.support.processes import wait_for
 from tests.support.serve import ServeProcess
 
 KEY, SECRET = "AKDETECT", "detect-" + uuid.uuid4().hex
@@ -86,15 +85,41 @@ def _export(serve: ServeFactory, script: Any) -> list[dict[str, Any]]:
     return exported_records(process.data_dir)
 
 
-def _attacks(target: str) -> None:
-    admin = login(target, KEY, SECRET)
-    # Brute force one account, then spray unknown keys from the same address.
+def _brute_force(target: str) -> None:
+    """Ten wrong secret keys for the admin's access key, from one address."""
     for _ in range(10):
         with (
             Client(target, access_key=KEY, secret_key="wrong") as wrong,
             pytest.raises(AuditlineError),
         ):
             wrong.token  # noqa: B018
+
+
+def _make_an_admin(admin: Client) -> None:
+    admin.accounts.CreateServiceAccount(
+        sa_pb.CreateServiceAccountRequest(
+            service_account=sa_pb.ServiceAccount(display_name="shadow", role=sa_pb.ROLE_ADMIN)
+        )
+    )
+
+
+def _cover_tracks(admin: Client) -> None:
+    """Audit logs off (and on again), an exporter made and deleted."""
+    admin.settings.DisableAccountAuditLogs(settings_pb2.DisableAccountAuditLogsRequest())
+    admin.settings.EnableAccountAuditLogs(settings_pb2.EnableAccountAuditLogsRequest())
+    admin.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id="loot"))
+    exporter = admin.exporters.CreateExporter(
+        exporter_pb2.CreateExporterRequest(
+            exporter=exporter_pb2.Exporter(display_name="siem", bucket="loot")
+        )
+    ).exporter
+    admin.exporters.DeleteExporter(exporter_pb2.DeleteExporterRequest(name=exporter.name))
+
+
+def _attacks(target: str) -> None:
+    admin = login(target, KEY, SECRET)
+    # Brute force one account, then spray unknown keys from the same address.
+    _brute_force(target)
     for n in range(10):
         with (
             Client(target, access_key=f"AKSPRAY{n}", secret_key="x") as spray,
@@ -102,11 +127,7 @@ def _attacks(target: str) -> None:
         ):
             spray.token  # noqa: B018
     # Privilege: an admin account, a permission on every bucket.
-    admin.accounts.CreateServiceAccount(
-        sa_pb.CreateServiceAccountRequest(
-            service_account=sa_pb.ServiceAccount(display_name="shadow", role=sa_pb.ROLE_ADMIN)
-        )
-    )
+    _make_an_admin(admin)
     admin.permissions.CreatePermission(
         permission_pb2.CreatePermissionRequest(
             permission=permission_pb2.Permission(
@@ -117,15 +138,7 @@ def _attacks(target: str) -> None:
         )
     )
     # Covering tracks: audit logs off (and on again), an exporter deleted, lock changed.
-    admin.settings.DisableAccountAuditLogs(settings_pb2.DisableAccountAuditLogsRequest())
-    admin.settings.EnableAccountAuditLogs(settings_pb2.EnableAccountAuditLogsRequest())
-    admin.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id="loot"))
-    exporter = admin.exporters.CreateExporter(
-        exporter_pb2.CreateExporterRequest(
-            exporter=exporter_pb2.Exporter(display_name="siem", bucket="loot")
-        )
-    ).exporter
-    admin.exporters.DeleteExporter(exporter_pb2.DeleteExporterRequest(name=exporter.name))
+    _cover_tracks(admin)
     admin.buckets.SetObjectImmutability(
         bucket_pb2.SetObjectImmutabilityRequest(name="buckets/loot")
     )
@@ -240,39 +253,10 @@ def _node_attacks(target: str) -> None:
     """What the engine must see on the node: a brute force, an admin made, the audit
     logs turned off (and on again), an exporter deleted."""
     admin = login(target, KEY, SECRET)
-    for _ in range(10):
-        with (
-            Client(target, access_key=KEY, secret_key="wrong") as wrong,
-            pytest.raises(AuditlineError),
-        ):
-            wrong.token  # noqa: B018
-    admin.accounts.CreateServiceAccount(
-        sa_pb.CreateServiceAccountRequest(
-            service_account=sa_pb.ServiceAccount(display_name="shadow", role=sa_pb.ROLE_ADMIN)
-        )
-    )
-    admin.settings.DisableAccountAuditLogs(settings_pb2.DisableAccountAuditLogsRequest())
-    admin.settings.EnableAccountAuditLogs(settings_pb2.EnableAccountAuditLogsRequest())
-    admin.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id="loot"))
-    exporter = admin.exporters.CreateExporter(
-        exporter_pb2.CreateExporterRequest(
-            exporter=exporter_pb2.Exporter(display_name="siem", bucket="loot")
-        )
-    ).exporter
-    admin.exporters.DeleteExporter(exporter_pb2.DeleteExporterRequest(name=exporter.name))
-    # Wait until the engine has reported all five (it runs every 0.2 s here).
-    wanted = 5
-
-    def found() -> bool | None:
-        listed = admin.events.ListEvents(
-            audit_log_pb2.ListEventsRequest(
-                filter=audit_log_pb2.EventFilter(event_names=["DetectionFinding"]),
-                page_size=100,
-            )
-        )
-        return True if len(listed.events) >= wanted else None
-
-    wait_for(found, timeout=30, what="the detection findings")
+    _brute_force(target)
+    _make_an_admin(admin)
+    _cover_tracks(admin)
+    wait_for_findings(admin, 5)  # the engine runs every 0.2 s here
     admin.close()
 
 

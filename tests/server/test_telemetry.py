@@ -12,12 +12,10 @@ import pytest
 
 from auditline.account.v1 import bucket_pb2
 from auditline.account.v1 import service_account_pb2 as sa_pb
-from auditline.audit.v1 import audit_log_pb2
 from tests.conftest import ServeFactory
-from tests.support.clients import login
+from tests.support.clients import login, wait_for_findings
 from tests.support.exported import exported_events
 from tests.support.paths import REPOSITORY
-from tests.support.processes import wait_for
 from tests.support.serve import ServeProcess
 
 KEY, SECRET = "AKOTEL", "otel-" + uuid.uuid4().hex
@@ -79,15 +77,7 @@ def test_detection_findings_are_counted(serve: ServeFactory) -> None:
         )
     )
 
-    def found() -> bool | None:
-        listed = admin.events.ListEvents(
-            audit_log_pb2.ListEventsRequest(
-                filter=audit_log_pb2.EventFilter(event_names=["DetectionFinding"])
-            )
-        )
-        return True if listed.events else None
-
-    wait_for(found, timeout=30, what="a detection finding")
+    wait_for_findings(admin)
     admin.close()
     assert process.terminate() == 0
     assert '"name": "auditline.detections.findings"' in process.log()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from auditline.audit.v1 import audit_log_pb2
 from auditline.client import Client
+from tests.support.processes import wait_for
 
 
 def login(target: str, access_key: str, secret_key: str, *, renew: bool = True) -> Client:
@@ -30,3 +32,15 @@ def login_as_admin(target: str, env: Mapping[str, str], *, renew: bool = True) -
         env["AUDITLINE_ADMIN_SECRET_KEY"],
         renew=renew,
     )
+
+
+def wait_for_findings(client: Client, count: int = 1) -> None:
+    """Wait until the node's detection engine has reported `count` findings."""
+    request = audit_log_pb2.ListEventsRequest(
+        filter=audit_log_pb2.EventFilter(event_names=["DetectionFinding"]), page_size=100
+    )
+
+    def enough() -> bool | None:
+        return True if len(client.events.ListEvents(request).events) >= count else None
+
+    wait_for(enough, timeout=30, what=f"{count} detection finding(s)")
