@@ -11,6 +11,7 @@ Activity fields the `ocsf-json` exporter writes (`class_uid`, `activity_id`,
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -212,10 +213,10 @@ def catalog_digest() -> str:
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _rule(entry: CatalogEntry) -> dict[str, Any]:
+def _rule(entry: CatalogEntry, *, shared: bool) -> dict[str, Any]:
+    """The entry's rule; `shared`: its name is in two logs (CallsSummarized), so the
+    rule says which log it selects."""
     short_service = entry.service.rpartition(".")[2]
-    # One name in two logs (CallsSummarized): the rules say which log they select.
-    shared = sum(e.event_name == entry.event_name for e in catalog()) > 1
     selection: dict[str, Any] = {
         "class_uid": 6003,
         "activity_id": entry.activity,
@@ -253,7 +254,8 @@ def _rule(entry: CatalogEntry) -> dict[str, Any]:
 
 def sigma_rules() -> list[dict[str, Any]]:
     """One Sigma rule per catalogued event."""
-    return [_rule(entry) for entry in catalog()]
+    names = collections.Counter(entry.event_name for entry in catalog())
+    return [_rule(entry, shared=names[entry.event_name] > 1) for entry in catalog()]
 
 
 @cache
