@@ -1,8 +1,8 @@
 """Export pipeline speed: `python -m bench.pipeline`.
 
 1. Per format x compression, on one core: events per second through render +
-   compress + write, to the filesystem and to SeaweedFS (started here on
-   loopback), and the bytes per event of the files.
+   encode (compress, or Parquet) + write, to the filesystem and to SeaweedFS
+   (started here on loopback), and the bytes per event of the files.
 2. The server's throughput with the whole pipeline running (interceptor, spool,
    exporter to the filesystem), in async and sync durability, against the bare
    server measured in the same run (the load of `bench.interceptor`).
@@ -21,13 +21,14 @@ from typing import Any
 
 from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor import Exporter, ExporterConfig, Spool
-from auditline.interceptor._compression import COMPRESSIONS, compress
+from auditline.interceptor._compression import COMPRESSIONS
+from auditline.interceptor._export import encode_file
 from auditline.interceptor._formats import FORMATS as FORMATS_BY_NAME
 from auditline.server.audit_target import BucketWriter
 from auditline.server.objectstore import FilesystemStore, ObjectStore, S3Store
 from bench import interceptor as server_bench
 
-FORMATS = ("apievent-json", "ocsf-json")
+FORMATS = tuple(FORMATS_BY_NAME)
 
 
 def _event(i: int) -> event_pb2.ApiEvent:
@@ -80,8 +81,15 @@ def export_rate(
     for i in range(events):
         spool.emit(_event(i))
     spool.flush(60)
+    config = ExporterConfig(
+        name="bench",
+        format=fmt,
+        compression=compression,
+        lake_region="us-east-1",
+        lake_account_id="123456789012",
+    )
     exporter = Exporter(
-        ExporterConfig(name="bench", format=fmt, compression=compression),
+        config,
         spool,
         BucketWriter(store, bucket),
         node_id="bench",
@@ -89,13 +97,12 @@ def export_rate(
     spooled = spool.store.read(0, limit=events)
     render = FORMATS_BY_NAME[fmt]
     writer = BucketWriter(store, bucket)
-    # Render + compress + write alone, file by file, on events read beforehand.
+    # Render + encode + write alone, file by file, on events read beforehand.
     started = time.process_time()
     for first in range(0, len(spooled), 2400):
         chunk = spooled[first : first + 2400]
-        body = compress(
-            b"".join(render(e.body, e.at_ns, e.end_ns, e.log_type) for e in chunk), compression
-        )
+        lines = [render(e.body, e.at_ns, e.end_ns, e.log_type, config.ocsf_version) for e in chunk]
+        body = encode_file(config, lines)
         writer.put(f"rcw/{first}", body, retain_until=None, mode=None)
     render_cpu = time.process_time() - started
     # The whole exporter: also reading the spool, recording files, freeing events.
@@ -130,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             seaweed.start()
             stores["SeaweedFS"] = S3Store(client=seaweed.client())
         try:
-            print(f"\nrender + compress + write, {args.events:,} CreateBucket events, one core\n")
+            print(f"\nrender + encode + write, {args.events:,} CreateBucket events, one core\n")
             print(
-                "| format | compression | store | render+compress+write events/s "
+                "| format | compression | store | render+encode+write events/s "
                 "| whole exporter events/s | bytes/event |"
             )
             print("| --- | --- | --- | ---: | ---: | ---: |")

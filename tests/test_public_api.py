@@ -13,6 +13,8 @@ PUBLIC: dict[str, set[str]] = {
     "auditline.contract": {
         "EXPORT_COMPRESSIONS",
         "EXPORT_FORMATS",
+        "EXPORT_OCSF_VERSIONS",
+        "EXPORT_PARTITIONINGS",
         "FILES",
         "OPEN_METHODS",
         "SERVICES",
@@ -45,6 +47,8 @@ PUBLIC: dict[str, set[str]] = {
     "auditline.interceptor": {
         "DROP_EVENT",
         "MASK",
+        "LAKE_PARTITION",
+        "OCSF_VERSIONS",
         "PARTITIONINGS",
         "SUMMARY_EVENT",
         "AsyncAuditInterceptor",

@@ -1,4 +1,5 @@
-"""Exported record formats against their specs: protobuf's JSON mapping and OCSF 1.8.0."""
+"""Exported record formats against their specs: protobuf's JSON mapping, and OCSF 1.8.0
+and 1.1.0."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from functools import cache
 from typing import Any
 
 import jsonschema
+import pytest
 from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,14 +18,12 @@ from hypothesis import strategies as st
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import apievent_dict, ocsf_dict, render
 from auditline.interceptor._leaf import LINE_FORMATS, LineError, canonical, event_leaf, read_line
-from tests.support.paths import TEST_DATA
-
-SCHEMA = TEST_DATA / "ocsf" / "api_activity.schema.json"
+from auditline.interceptor._ocsf import OCSF_VERSIONS, class_schema
 
 
 @cache
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
+def _validator(class_uid: int = 6003, version: str = "1.8.0") -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(class_schema(class_uid, version))
 
 
 TEXT = st.text(max_size=20)
@@ -114,13 +114,15 @@ def test_apievent_rendering_is_protobufs_json_mapping(event: event_pb2.ApiEvent)
     assert json_format.ParseDict(expected, event_pb2.ApiEvent()) == event
 
 
+@pytest.mark.parametrize("version", OCSF_VERSIONS)
 @settings(max_examples=200, deadline=None)
-@given(events())
-def test_ocsf_rendering_is_valid_api_activity(event: event_pb2.ApiEvent) -> None:
-    record: dict[str, Any] = json.loads(render("ocsf-json", event))
-    errors = sorted(_validator().iter_errors(record), key=lambda e: list(e.path))
+@given(event=events())
+def test_ocsf_rendering_is_valid_api_activity(version: str, event: event_pb2.ApiEvent) -> None:
+    record: dict[str, Any] = json.loads(render("ocsf-json", event, version))
+    errors = sorted(_validator(6003, version).iter_errors(record), key=lambda e: list(e.path))
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
-    assert record == ocsf_dict(event)
+    assert record["metadata"]["version"] == version
+    assert record == ocsf_dict(event, version)
     assert record["class_uid"] == 6003
     assert record["type_uid"] == 600300 + record["activity_id"]
     assert record["api"]["operation"] == event.event_name
@@ -134,8 +136,9 @@ def test_the_leaf_is_the_same_from_every_format(event: event_pb2.ApiEvent) -> No
     document = apievent_dict(event)
     leaf = event_leaf(document)
     for format_name in LINE_FORMATS:
-        line = render(format_name, event)
-        assert event_leaf(read_line(format_name, line)) == leaf, format_name
+        for version in OCSF_VERSIONS:
+            line = render(format_name, event, version)
+            assert event_leaf(read_line(format_name, line)) == leaf, (format_name, version)
 
 
 @settings(max_examples=100, deadline=None)

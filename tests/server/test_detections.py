@@ -23,6 +23,7 @@ from auditline.account.v1 import service_account_pb2 as sa_pb
 from auditline.audit.v1 import exporter_pb2, settings_pb2
 from auditline.client import Client
 from auditline.errors import AuditlineError
+from auditline.interceptor._ocsf import class_schema
 from auditline.server.detection import DetectionError, DetectionWindow, Detector, rules_text
 from auditline.server.detection_rules import shipped_rules_text
 from tests.conftest import ServeFactory
@@ -266,9 +267,7 @@ def test_the_node_reports_findings_as_ocsf_detection_findings(serve: ServeFactor
     assert process.terminate() == 0
     records = exported_records(process.data_dir)
     findings = _findings(records)
-    validator = jsonschema.Draft202012Validator(
-        json.loads((TEST_DATA / "ocsf" / "detection_finding.schema.json").read_text())
-    )
+    validator = jsonschema.Draft202012Validator(class_schema(2004, "1.8.0"))
     for finding in findings:
         errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(finding)]
         assert not errors, errors

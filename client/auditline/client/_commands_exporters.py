@@ -10,7 +10,12 @@ from auditline.audit.v1 import exporter_pb2
 from auditline.client._client import Client
 from auditline.client._command_parsers import SubParsers, add_command, add_group
 from auditline.client._output import print_deleted, print_message
-from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
+from auditline.contract import (
+    EXPORT_COMPRESSIONS,
+    EXPORT_FORMATS,
+    EXPORT_OCSF_VERSIONS,
+    EXPORT_PARTITIONINGS,
+)
 
 __all__ = ["add_exporter_commands"]
 
@@ -27,6 +32,8 @@ _COLUMNS = (
 # By name, as the CLI takes them.
 _FORMATS = {name: number for number, name in EXPORT_FORMATS.items()}
 _COMPRESSIONS = {name: number for number, name in EXPORT_COMPRESSIONS.items()}
+_PARTITIONINGS = {name: number for number, name in EXPORT_PARTITIONINGS.items()}
+_OCSF_VERSIONS = {name: number for number, name in EXPORT_OCSF_VERSIONS.items()}
 
 
 def _create(client: Client, args: argparse.Namespace) -> None:
@@ -39,6 +46,10 @@ def _create(client: Client, args: argparse.Namespace) -> None:
                 prefix=args.prefix,
                 format=_FORMATS[args.format],
                 compression=_COMPRESSIONS[args.compression],
+                partitioning=_PARTITIONINGS[args.partitioning],
+                ocsf_version=_OCSF_VERSIONS[args.ocsf_version],
+                lake_region=args.lake_region,
+                lake_account_id=args.lake_account_id,
                 flush_interval=duration_pb2.Duration(seconds=args.interval),
             ),
         )
@@ -73,6 +84,12 @@ def add_exporter_commands(subparsers: SubParsers) -> None:
     parser.add_argument("--prefix", default="")
     parser.add_argument("--format", choices=sorted(_FORMATS), default="apievent-json")
     parser.add_argument("--compression", choices=sorted(_COMPRESSIONS), default="gzip")
+    parser.add_argument("--partitioning", choices=sorted(_PARTITIONINGS), default="date")
+    parser.add_argument("--ocsf-version", choices=list(_OCSF_VERSIONS), default="1.8.0")
+    parser.add_argument("--lake-region", default="", help="ocsf-parquet: the region= partition")
+    parser.add_argument(
+        "--lake-account-id", default="", help="ocsf-parquet: the accountId= partition"
+    )
     parser.add_argument("--interval", type=int, default=300, help="seconds between files")
     add_command(exporter, "list", _list, "list exporters with their status")
     add_command(exporter, "get", _get, "show an exporter").add_argument("id")

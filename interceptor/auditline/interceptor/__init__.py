@@ -17,6 +17,7 @@ down in order. This package never imports the auditline account service.
 from auditline.interceptor._aio import AsyncAuditInterceptor
 from auditline.interceptor._export import Exporter
 from auditline.interceptor._export_config import (
+    LAKE_PARTITION,
     PARTITIONINGS,
     ExporterConfig,
     ExporterState,
@@ -27,6 +28,7 @@ from auditline.interceptor._formats import event_document
 from auditline.interceptor._losses import MARKER_NAME as DROP_EVENT
 from auditline.interceptor._methods import MethodInfo, activity_from_verb, method_info
 from auditline.interceptor._metrics import instrument
+from auditline.interceptor._ocsf import OCSF_VERSIONS
 from auditline.interceptor._otel_logs import OtelLogSink
 from auditline.interceptor._peer import TrustedProxies
 from auditline.interceptor._pipeline import Pipeline
@@ -52,7 +54,9 @@ from auditline.interceptor._writers import DirectoryWriter, S3Writer, open_write
 
 __all__ = [
     "DROP_EVENT",
+    "LAKE_PARTITION",
     "MASK",
+    "OCSF_VERSIONS",
     "PARTITIONINGS",
     "SUMMARY_EVENT",
     "AsyncAuditInterceptor",

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import json_format, message
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor._formats import ACTIVITY_ENUM_NAMES, LOG_TYPE_ENUM_NAMES
+from auditline.interceptor._log_names import ACTIVITY_ENUM_NAMES, LOG_TYPE_ENUM_NAMES
 from auditline.interceptor._record import AuditConfig, CallRecord
 from auditline.interceptor._redact import Redactor, timestamp_text
 from auditline.interceptor._status import (

@@ -1,5 +1,5 @@
 """The exported files' compressions: one list for the exporter that writes them and
-the verifier that reads them back."""
+the verifier that reads them back, and a data file's lines whatever its form."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ __all__ = ["COMPRESSIONS", "DATA_SUFFIXES", "compress", "decompress", "extension
 _EXTENSIONS = {"gzip": ".gz", "zstd": ".zst", "none": ""}
 # The compressions an exporter writes (the API's enum names the same ones).
 COMPRESSIONS = tuple(_EXTENSIONS)
-# How an event file's key ends, whatever its compression.
-DATA_SUFFIXES = tuple(".jsonl" + ext for ext in _EXTENSIONS.values())
+# How an event file's key ends, whatever its format and compression (a Parquet file
+# is compressed inside).
+DATA_SUFFIXES = (*(".jsonl" + ext for ext in _EXTENSIONS.values()), ".parquet")
 
 
 def extension(compression: str) -> str:
@@ -31,7 +32,11 @@ def compress(data: bytes, compression: str) -> bytes:
 
 
 def decompress(key: str, data: bytes) -> bytes:
-    """A file's lines, by its key's suffix."""
+    """A file's lines, by its key's suffix (a Parquet file's records as JSON lines)."""
+    if key.endswith(".parquet"):
+        from auditline.interceptor._ocsf_parquet import parquet_lines
+
+        return parquet_lines(data)
     if key.endswith(".gz"):
         return gzip.decompress(data)
     if key.endswith(".zst"):

@@ -28,14 +28,25 @@ from auditline.interceptor._export_config import (
     ExporterStatus,
     ObjectWriter,
 )
-from auditline.interceptor._formats import FORMAT_DIRS, FORMATS, LOG_DIRS
+from auditline.interceptor._formats import FORMAT_DIRS, FORMATS
 from auditline.interceptor._integrity import FileEntry, Notary, runs
+from auditline.interceptor._log_names import LOG_DIRS
 from auditline.interceptor._spool import Spool
 from auditline.interceptor._spool_records import ExportedFile, SpooledEvent
 
-__all__ = ["Exporter"]
+__all__ = ["Exporter", "encode_file"]
 
 log = logging.getLogger("auditline.interceptor")
+
+
+def encode_file(config: ExporterConfig, lines: list[bytes]) -> bytes:
+    """A file's bytes from its events' rendered lines (`FORMATS`): the lines compressed,
+    or, for `ocsf-parquet`, their records as Parquet."""
+    if config.format == "ocsf-parquet":
+        from auditline.interceptor._ocsf_parquet import parquet_file
+
+        return parquet_file(lines, version=config.ocsf_version, compression=config.compression)
+    return compress(b"".join(lines), config.compression)
 
 
 class Exporter:
@@ -159,6 +170,7 @@ class Exporter:
         watermark = store.watermark(name)
         intent = store.intent(name)
         render = FORMATS[self.config.format]
+        version = self.config.ocsf_version
         if intent is not None:  # a batch that failed or was cut short by a crash: redo it
             pending: Iterable[SpooledEvent] = store.read(
                 intent.first_seq - 1, limit=intent.last_seq - intent.first_seq + 1
@@ -168,7 +180,7 @@ class Exporter:
         chosen: list[tuple[SpooledEvent, bytes, int]] = []
         size = 0
         for item in pending:
-            line = render(item.body, item.at_ns, item.end_ns, item.log_type)
+            line = render(item.body, item.at_ns, item.end_ns, item.log_type, version)
             if intent is None and chosen and size + len(line) > self.config.max_file_bytes:
                 break
             chosen.append((item, line, item.log_type or event_pb2.LOG_TYPE_ACCOUNT_API))
@@ -191,14 +203,8 @@ class Exporter:
             )
         files = []
         for log_type, items in sorted(by_log.items()):
-            key = (
-                f"{self.config.prefix}{FORMAT_DIRS[self.config.format]}/"
-                f"{LOG_DIRS.get(log_type, 'account_api')}/"
-                f"{day.strftime(PARTITIONINGS[self.config.partitioning])}/"
-                f"{self.node_id}-{first:012d}-{last:012d}.jsonl"
-                f"{extension(self.config.compression)}"
-            )
-            body = compress(b"".join(line for _, line in items), self.config.compression)
+            key = self._key(LOG_DIRS.get(log_type, "account_api"), day, first, last)
+            body = encode_file(self.config, [line for _, line in items])
             started = time.perf_counter()
             self.writer.put(
                 key,
@@ -230,6 +236,23 @@ class Exporter:
             self.status.last_object_key = files[-1].key
         self.status.backlog = self._backlog()
         return len(chosen)
+
+    def _key(self, log: str, day: datetime.datetime, first: int, last: int) -> str:
+        config = self.config
+        name = f"{self.node_id}-{first:012d}-{last:012d}"
+        if config.format == "ocsf-parquet":
+            # A Security Lake custom source's layout, under its location (the prefix);
+            # the log in the file's name (each is one OCSF class).
+            return (
+                f"{config.prefix}region={config.lake_region}/"
+                f"accountId={config.lake_account_id}/"
+                f"eventDay={day.strftime('%Y%m%d')}/{log}-{name}.parquet"
+            )
+        return (
+            f"{config.prefix}{FORMAT_DIRS[config.format]}/{log}/"
+            f"{day.strftime(PARTITIONINGS[config.partitioning])}/"
+            f"{name}.jsonl{extension(config.compression)}"
+        )
 
     # --- integrity ----------------------------------------------------------------------
 

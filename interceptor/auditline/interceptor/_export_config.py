@@ -5,12 +5,21 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import re
 from typing import Protocol
 
 from auditline.interceptor._compression import COMPRESSIONS
 from auditline.interceptor._formats import FORMATS
+from auditline.interceptor._ocsf import OCSF_VERSION, OCSF_VERSIONS
 
-__all__ = ["PARTITIONINGS", "ExporterConfig", "ExporterState", "ExporterStatus", "ObjectWriter"]
+__all__ = [
+    "LAKE_PARTITION",
+    "PARTITIONINGS",
+    "ExporterConfig",
+    "ExporterState",
+    "ExporterStatus",
+    "ObjectWriter",
+]
 
 
 class ObjectWriter(Protocol):
@@ -27,6 +36,9 @@ class ExporterState(enum.Enum):
     ERROR = "ERROR"
 
 
+MAX_PARQUET_FILE_BYTES = 256 * 1024 * 1024
+# A `region=` or `accountId=` partition's value.
+LAKE_PARTITION = re.compile(r"[A-Za-z0-9_-]{0,64}")
 # How a file's key names its day, by partitioning.
 PARTITIONINGS = {"date": "%Y/%m/%d", "hive": "year=%Y/month=%m/day=%d"}
 
@@ -46,6 +58,12 @@ class ExporterConfig:
     # The day's folders in a file's key: `date` (2026/12/05) or `hive`
     # (year=2026/month=12/day=05, which DuckDB, Athena, Spark and Trino prune on).
     partitioning: str = "date"
+    # The OCSF version of the `ocsf-*` formats' records (1.1.0: what Security Lake takes).
+    ocsf_version: str = OCSF_VERSION
+    # The `ocsf-parquet` format's keys: `region=<region>/accountId=<id>/eventDay=…`, the
+    # layout of an Amazon Security Lake custom source (whose location is the prefix).
+    lake_region: str = ""
+    lake_account_id: str = ""
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -54,6 +72,15 @@ class ExporterConfig:
             raise ValueError(f"compression must be one of {sorted(COMPRESSIONS)}")
         if self.partitioning not in PARTITIONINGS:
             raise ValueError(f"partitioning must be one of {sorted(PARTITIONINGS)}")
+        if self.ocsf_version not in OCSF_VERSIONS:
+            raise ValueError(f"ocsf_version must be one of {list(OCSF_VERSIONS)}")
+        if self.format == "ocsf-parquet" and not (self.lake_region and self.lake_account_id):
+            raise ValueError("the ocsf-parquet format needs a lake region and account id")
+        if any(not LAKE_PARTITION.fullmatch(v) for v in (self.lake_region, self.lake_account_id)):
+            raise ValueError("a lake region or account id is letters, digits, '-' and '_'")
+        if self.max_file_bytes > MAX_PARQUET_FILE_BYTES and self.format == "ocsf-parquet":
+            # One row group per file; Security Lake takes row groups of at most 256 MB.
+            raise ValueError(f"an ocsf-parquet file is at most {MAX_PARQUET_FILE_BYTES} bytes")
         if self.flush_interval <= 0 or self.max_file_bytes < 1024:
             raise ValueError("flush_interval must be positive and max_file_bytes >= 1024")
 

@@ -9,9 +9,10 @@ Its hash is RFC 6962's leaf hash, SHA-256(0x00 || data).
 
 From an `apievent-json` line the event is the line's `ApiEvent` (or, in the IAM and
 console structures, the event the record carries, which must make the record again:
-`_log_shapes`). From an `ocsf-json`
-line it is `document_from_ocsf` of the record; the record is then made again from
-the event and must be the same, so that no field of the record can change unseen.
+`_log_shapes`). From an `ocsf-json` line (or an `ocsf-parquet` row) it is
+`document_from_ocsf` of the record; the record is then made again from the event (in
+the record's OCSF version) and must be the same, so that no field of the record can
+change unseen.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from typing import Any
 import orjson
 from google.protobuf import timestamp_pb2
 
-from auditline.interceptor._formats import document_from_ocsf, ocsf_from_document
 from auditline.interceptor._log_shapes import document_from_console, document_from_iam
 from auditline.interceptor._merkle import leaf_hash
+from auditline.interceptor._ocsf import document_from_ocsf, ocsf_from_document
 
 __all__ = [
     "LINE_FORMATS",
@@ -107,13 +108,20 @@ def _from_ocsf(record: Any) -> dict[str, Any]:
         document,
         timestamp_nanoseconds(document["Request"].get("RequestTime", _EPOCH)),
         timestamp_nanoseconds(document["Response"].get("ResponseTime", _EPOCH)),
+        record["metadata"]["version"],
     )
     if again != record:
         raise LineError("the OCSF record is not the one its event makes")
     return document
 
 
-LINE_FORMATS = {"apievent-json": _from_apievent, "ocsf-json": _from_ocsf}
+# An `ocsf-parquet` file's rows are read as the JSON lines of its records
+# (`_compression.decompress`).
+LINE_FORMATS = {
+    "apievent-json": _from_apievent,
+    "ocsf-json": _from_ocsf,
+    "ocsf-parquet": _from_ocsf,
+}
 
 
 def read_line(format_name: str, line: bytes) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from auditline.interceptor._compression import DATA_SUFFIXES, decompress
-from auditline.interceptor._formats import FORMAT_DIRS, ocsf_from_document
+from auditline.interceptor._formats import FORMAT_DIRS
 from auditline.interceptor._leaf import read_line, timestamp_nanoseconds
 from auditline.interceptor._locations import Location
+from auditline.interceptor._ocsf import OCSF_VERSION, ocsf_from_document
 
 __all__ = ["ExportedEvent", "ocsf_record", "read_exported"]
 
@@ -23,7 +24,7 @@ _BY_FOLDER = {folder: name for name, folder in FORMAT_DIRS.items()}
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ExportedEvent:
     key: str  # the file it was read from
-    format: str  # apievent-json or ocsf-json
+    format: str  # apievent-json, ocsf-json or ocsf-parquet
     document: dict[str, Any]  # the event as protobuf's JSON mapping of ApiEvent
 
 
@@ -33,8 +34,11 @@ def read_exported(location: Location) -> Iterator[ExportedEvent]:
     for key in sorted(location.list_keys()):
         if not key.endswith(DATA_SUFFIXES) or "integrity/" in key:
             continue
-        # The format's folder, after any prefix: `[prefix]apievent/iam/2026/…`.
+        # The format's folder, after any prefix: `[prefix]apievent/iam/2026/…`; Parquet
+        # files are in Security Lake's layout, without one.
         format_name = next((_BY_FOLDER[p] for p in key.split("/") if p in _BY_FOLDER), "")
+        if key.endswith(".parquet"):
+            format_name = "ocsf-parquet"
         if not format_name:
             continue
         data = location.read(key)
@@ -49,10 +53,11 @@ def read_exported(location: Location) -> Iterator[ExportedEvent]:
                 yield ExportedEvent(key=key, format=format_name, document=document)
 
 
-def ocsf_record(document: dict[str, Any]) -> dict[str, Any]:
-    """The OCSF 1.8.0 API Activity record the `ocsf-json` format writes of an event."""
+def ocsf_record(document: dict[str, Any], version: str = OCSF_VERSION) -> dict[str, Any]:
+    """The OCSF record (of `version`) the `ocsf-json` format writes of an event."""
     return ocsf_from_document(
         document,
         timestamp_nanoseconds(document.get("Request", {}).get("RequestTime", _EPOCH)),
         timestamp_nanoseconds(document.get("Response", {}).get("ResponseTime", _EPOCH)),
+        version,
     )

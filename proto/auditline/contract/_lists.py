@@ -69,3 +69,11 @@ EXPORT_FORMATS: dict[exporter_pb2.OutputFormat.ValueType, str] = _enum_names(
 EXPORT_COMPRESSIONS: dict[exporter_pb2.Compression.ValueType, str] = _enum_names(
     "Compression", "COMPRESSION_"
 )
+EXPORT_PARTITIONINGS: dict[exporter_pb2.Partitioning.ValueType, str] = _enum_names(
+    "Partitioning", "PARTITIONING_"
+)
+# `OCSF_VERSION_1_1_0` → `1.1.0`.
+EXPORT_OCSF_VERSIONS: dict[exporter_pb2.OcsfVersion.ValueType, str] = {
+    number: name.replace("-", ".")
+    for number, name in _enum_names("OcsfVersion", "OCSF_VERSION_").items()
+}

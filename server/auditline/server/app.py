@@ -261,6 +261,9 @@ class AuditlineServer:
                 format=settings.export_format,
                 compression=settings.export_compression,
                 partitioning=settings.export_partitioning,
+                ocsf_version=settings.export_ocsf_version,
+                lake_region=settings.export_lake_region,
+                lake_account_id=settings.export_lake_account_id,
                 flush_interval=settings.export_interval,
                 retention_mode=settings.export_retention_mode.upper()
                 if settings.export_retention_days

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
-from auditline.interceptor import PARTITIONINGS, AuditPolicy
+from auditline.interceptor import OCSF_VERSIONS, PARTITIONINGS, AuditPolicy
 
 __all__ = [
     "ENV_PREFIX",
@@ -135,7 +135,22 @@ class Settings:
         default=300.0, metadata=_help("seconds between files of the default exporter")
     )
     export_format: str = field(
-        default="apievent-json", metadata=_help("apievent-json or ocsf-json")
+        default="apievent-json",
+        metadata=_help(
+            "apievent-json, ocsf-json or ocsf-parquet (Amazon Security Lake's custom "
+            "source layout: needs --export-lake-region and --export-lake-account-id)"
+        ),
+    )
+    export_ocsf_version: str = field(
+        default="1.8.0",
+        metadata=_help("the OCSF formats' version: 1.8.0, or 1.1.0 (what Security Lake takes)"),
+    )
+    export_lake_region: str = field(
+        default="", metadata=_help("the ocsf-parquet format's region= partition, e.g. us-east-1")
+    )
+    export_lake_account_id: str = field(
+        default="",
+        metadata=_help("the ocsf-parquet format's accountId= partition, e.g. 123456789012"),
     )
     export_compression: str = field(default="gzip", metadata=_help("gzip, zstd or none"))
     export_partitioning: str = field(
@@ -269,6 +284,15 @@ class Settings:
             raise ConfigError(f"--export-format must be one of {sorted(EXPORT_FORMATS.values())}")
         if self.export_partitioning not in PARTITIONINGS:
             raise ConfigError(f"--export-partitioning must be one of {sorted(PARTITIONINGS)}")
+        if self.export_ocsf_version not in OCSF_VERSIONS:
+            raise ConfigError(f"--export-ocsf-version must be one of {list(OCSF_VERSIONS)}")
+        if self.export_format == "ocsf-parquet" and not (
+            self.export_lake_region and self.export_lake_account_id
+        ):
+            raise ConfigError(
+                "--export-format ocsf-parquet needs --export-lake-region and "
+                "--export-lake-account-id (the keys' region= and accountId= partitions)"
+            )
         if self.export_compression not in EXPORT_COMPRESSIONS.values():
             raise ConfigError(
                 f"--export-compression must be one of {sorted(EXPORT_COMPRESSIONS.values())}"

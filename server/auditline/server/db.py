@@ -128,6 +128,10 @@ class tables:
         sa.Column("retention_mode", sa.String(16), nullable=False),
         sa.Column("retention_days", sa.Integer, nullable=False),
         sa.Column("log_types", sa.JSON, nullable=False),
+        sa.Column("partitioning", sa.String(16), nullable=False, server_default="date"),
+        sa.Column("ocsf_version", sa.String(16), nullable=False, server_default="1.8.0"),
+        sa.Column("lake_region", sa.String(64), nullable=False, server_default=""),
+        sa.Column("lake_account_id", sa.String(64), nullable=False, server_default=""),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
     )

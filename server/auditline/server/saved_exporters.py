@@ -37,6 +37,10 @@ def config_of(row: dict[str, Any]) -> ExporterConfig:
         retention_mode=row["retention_mode"] or None,
         retention_days=row["retention_days"],
         log_types=frozenset(row["log_types"]),
+        partitioning=row["partitioning"],
+        ocsf_version=row["ocsf_version"],
+        lake_region=row["lake_region"],
+        lake_account_id=row["lake_account_id"],
     )
 
 

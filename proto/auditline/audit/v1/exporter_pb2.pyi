@@ -34,7 +34,13 @@ class _OutputFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OutputFo
     OUTPUT_FORMAT_APIEVENT_JSON: _OutputFormat.ValueType  # 1
     """JSON Lines of the `ApiEvent` shape."""
     OUTPUT_FORMAT_OCSF_JSON: _OutputFormat.ValueType  # 2
-    """JSON Lines of OCSF 1.8.0 API Activity (class_uid 6003)."""
+    """JSON Lines of OCSF API Activity (class_uid 6003; Detection Finding, 2004, for the
+    findings log), of the exporter's `ocsf_version`.
+    """
+    OUTPUT_FORMAT_OCSF_PARQUET: _OutputFormat.ValueType  # 3
+    """The same records as Parquet, in an Amazon Security Lake custom source's layout:
+    `{prefix}region={lake_region}/accountId={lake_account_id}/eventDay={yyyyMMdd}/`.
+    """
 
 class OutputFormat(_OutputFormat, metaclass=_OutputFormatEnumTypeWrapper):
     """The record format of exported files."""
@@ -44,8 +50,62 @@ OUTPUT_FORMAT_UNSPECIFIED: OutputFormat.ValueType  # 0
 OUTPUT_FORMAT_APIEVENT_JSON: OutputFormat.ValueType  # 1
 """JSON Lines of the `ApiEvent` shape."""
 OUTPUT_FORMAT_OCSF_JSON: OutputFormat.ValueType  # 2
-"""JSON Lines of OCSF 1.8.0 API Activity (class_uid 6003)."""
+"""JSON Lines of OCSF API Activity (class_uid 6003; Detection Finding, 2004, for the
+findings log), of the exporter's `ocsf_version`.
+"""
+OUTPUT_FORMAT_OCSF_PARQUET: OutputFormat.ValueType  # 3
+"""The same records as Parquet, in an Amazon Security Lake custom source's layout:
+`{prefix}region={lake_region}/accountId={lake_account_id}/eventDay={yyyyMMdd}/`.
+"""
 Global___OutputFormat: _TypeAlias = OutputFormat  # noqa: Y015
+
+class _Partitioning:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PartitioningEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Partitioning.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PARTITIONING_UNSPECIFIED: _Partitioning.ValueType  # 0
+    """Not set; `PARTITIONING_DATE`."""
+    PARTITIONING_DATE: _Partitioning.ValueType  # 1
+    """`2026/12/05/`."""
+    PARTITIONING_HIVE: _Partitioning.ValueType  # 2
+    """`year=2026/month=12/day=05/`, which DuckDB, Athena, Spark and Trino prune on."""
+
+class Partitioning(_Partitioning, metaclass=_PartitioningEnumTypeWrapper):
+    """How the JSON formats' keys name a file's day."""
+
+PARTITIONING_UNSPECIFIED: Partitioning.ValueType  # 0
+"""Not set; `PARTITIONING_DATE`."""
+PARTITIONING_DATE: Partitioning.ValueType  # 1
+"""`2026/12/05/`."""
+PARTITIONING_HIVE: Partitioning.ValueType  # 2
+"""`year=2026/month=12/day=05/`, which DuckDB, Athena, Spark and Trino prune on."""
+Global___Partitioning: _TypeAlias = Partitioning  # noqa: Y015
+
+class _OcsfVersion:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OcsfVersionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OcsfVersion.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OCSF_VERSION_UNSPECIFIED: _OcsfVersion.ValueType  # 0
+    """Not set; `OCSF_VERSION_1_8_0`."""
+    OCSF_VERSION_1_8_0: _OcsfVersion.ValueType  # 1
+    """OCSF 1.8.0."""
+    OCSF_VERSION_1_1_0: _OcsfVersion.ValueType  # 2
+    """OCSF 1.1.0, the version Amazon Security Lake custom sources take."""
+
+class OcsfVersion(_OcsfVersion, metaclass=_OcsfVersionEnumTypeWrapper):
+    """The OCSF version of the OCSF formats' records."""
+
+OCSF_VERSION_UNSPECIFIED: OcsfVersion.ValueType  # 0
+"""Not set; `OCSF_VERSION_1_8_0`."""
+OCSF_VERSION_1_8_0: OcsfVersion.ValueType  # 1
+"""OCSF 1.8.0."""
+OCSF_VERSION_1_1_0: OcsfVersion.ValueType  # 2
+"""OCSF 1.1.0, the version Amazon Security Lake custom sources take."""
+Global___OcsfVersion: _TypeAlias = OcsfVersion  # noqa: Y015
 
 class _Compression:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -236,6 +296,10 @@ class Exporter(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    PARTITIONING_FIELD_NUMBER: _builtins.int
+    OCSF_VERSION_FIELD_NUMBER: _builtins.int
+    LAKE_REGION_FIELD_NUMBER: _builtins.int
+    LAKE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name, `exporters/{exporter}`. Output only."""
     display_name: _builtins.str
@@ -254,6 +318,18 @@ class Exporter(_message.Message):
     """The object-lock mode of written files."""
     retention_days: _builtins.int
     """How many days written files stay locked."""
+    partitioning: Global___Partitioning.ValueType
+    """How the JSON formats' keys name a file's day."""
+    ocsf_version: Global___OcsfVersion.ValueType
+    """The OCSF version of the OCSF formats."""
+    lake_region: _builtins.str
+    """The `region=` partition of the `OUTPUT_FORMAT_OCSF_PARQUET` format's keys, for
+    example `us-east-1`; required by that format.
+    """
+    lake_account_id: _builtins.str
+    """The `accountId=` partition of the `OUTPUT_FORMAT_OCSF_PARQUET` format's keys, for
+    example `123456789012`; required by that format.
+    """
     @_builtins.property
     def external_s3(self) -> Global___ExternalS3Target:
         """A bucket elsewhere."""
@@ -296,10 +372,14 @@ class Exporter(_message.Message):
         status: Global___ExporterStatus | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        partitioning: Global___Partitioning.ValueType = ...,
+        ocsf_version: Global___OcsfVersion.ValueType = ...,
+        lake_region: _builtins.str = ...,
+        lake_account_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "create_time", b"create_time", "external_s3", b"external_s3", "flush_interval", b"flush_interval", "status", b"status", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "compression", b"compression", "create_time", b"create_time", "display_name", b"display_name", "external_s3", b"external_s3", "flush_interval", b"flush_interval", "format", b"format", "log_types", b"log_types", "max_file_bytes", b"max_file_bytes", "name", b"name", "prefix", b"prefix", "retention_days", b"retention_days", "retention_mode", b"retention_mode", "status", b"status", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "compression", b"compression", "create_time", b"create_time", "display_name", b"display_name", "external_s3", b"external_s3", "flush_interval", b"flush_interval", "format", b"format", "lake_account_id", b"lake_account_id", "lake_region", b"lake_region", "log_types", b"log_types", "max_file_bytes", b"max_file_bytes", "name", b"name", "ocsf_version", b"ocsf_version", "partitioning", b"partitioning", "prefix", b"prefix", "retention_days", b"retention_days", "retention_mode", b"retention_mode", "status", b"status", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["bucket", "external_s3"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015

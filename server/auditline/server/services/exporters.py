@@ -12,12 +12,17 @@ from sqlalchemy.exc import IntegrityError
 
 from auditline.audit.v1 import exporter_pb2 as pb
 from auditline.audit.v1 import exporter_pb2_grpc
-from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
+from auditline.contract import (
+    EXPORT_COMPRESSIONS,
+    EXPORT_FORMATS,
+    EXPORT_OCSF_VERSIONS,
+    EXPORT_PARTITIONINGS,
+)
 from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
-from auditline.interceptor import Exporter
+from auditline.interceptor import LAKE_PARTITION, Exporter
 from auditline.server.db import Database, require_row, tables
 from auditline.server.objectstore import ObjectStore
-from auditline.server.saved_exporters import SavedExporters
+from auditline.server.saved_exporters import SavedExporters, config_of
 from auditline.server.services._common import (
     bucket_id,
     check_display_name,
@@ -34,6 +39,8 @@ DEFAULT = "default"
 # Unset means the default the contract documents.
 _FORMATS = {pb.OUTPUT_FORMAT_UNSPECIFIED: "apievent-json", **EXPORT_FORMATS}
 _COMPRESSIONS = {pb.COMPRESSION_UNSPECIFIED: "gzip", **EXPORT_COMPRESSIONS}
+_PARTITIONINGS = {pb.PARTITIONING_UNSPECIFIED: "date", **EXPORT_PARTITIONINGS}
+_OCSF_VERSIONS = {pb.OCSF_VERSION_UNSPECIFIED: "1.8.0", **EXPORT_OCSF_VERSIONS}
 _MODES = {
     pb.OBJECT_LOCK_MODE_UNSPECIFIED: "",
     pb.OBJECT_LOCK_MODE_GOVERNANCE: "GOVERNANCE",
@@ -56,6 +63,10 @@ UPDATABLE = (
     "retention_mode",
     "retention_days",
     "log_types",
+    "partitioning",
+    "ocsf_version",
+    "lake_region",
+    "lake_account_id",
 )
 
 
@@ -109,6 +120,10 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             retention_mode=_reverse(_MODES, row["retention_mode"]) if row["retention_mode"] else 0,  # type: ignore[arg-type]
             retention_days=row["retention_days"],
             log_types=row["log_types"],
+            partitioning=_reverse(_PARTITIONINGS, row["partitioning"]),  # type: ignore[arg-type]
+            ocsf_version=_reverse(_OCSF_VERSIONS, row["ocsf_version"]),  # type: ignore[arg-type]
+            lake_region=row["lake_region"],
+            lake_account_id=row["lake_account_id"],
             status=self._status(self.saved.running(row["id"])),
         )
         exporter.flush_interval.FromMilliseconds(int(row["flush_interval"] * 1000))
@@ -145,6 +160,10 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             "retention_mode": config.retention_mode or "",
             "retention_days": config.retention_days,
             "log_types": sorted(config.log_types),
+            "partitioning": config.partitioning,
+            "ocsf_version": config.ocsf_version,
+            "lake_region": config.lake_region,
+            "lake_account_id": config.lake_account_id,
         }
 
     # --- validation ---------------------------------------------------------------------
@@ -164,6 +183,10 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             "retention_mode": _MODES.get(exporter.retention_mode, ""),
             "retention_days": exporter.retention_days,
             "log_types": sorted(set(exporter.log_types)),
+            "partitioning": _PARTITIONINGS.get(exporter.partitioning),
+            "ocsf_version": _OCSF_VERSIONS.get(exporter.ocsf_version),
+            "lake_region": exporter.lake_region,
+            "lake_account_id": exporter.lake_account_id,
         }
         target = exporter.WhichOneof("target")
         if target == "bucket":
@@ -196,6 +219,23 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             raise InvalidArgumentError.field("exporter.format", "is not a known format")
         if row["compression"] is None:
             raise InvalidArgumentError.field("exporter.compression", "is not known")
+        if row["partitioning"] is None:
+            raise InvalidArgumentError.field("exporter.partitioning", "is not known")
+        if row["ocsf_version"] is None:
+            raise InvalidArgumentError.field("exporter.ocsf_version", "is not known")
+        for field in ("lake_region", "lake_account_id"):
+            if row["format"] == "ocsf-parquet" and not row[field]:
+                raise InvalidArgumentError.field(
+                    f"exporter.{field}", "is required by OUTPUT_FORMAT_OCSF_PARQUET"
+                )
+            if not LAKE_PARTITION.fullmatch(row[field]):
+                raise InvalidArgumentError.field(
+                    f"exporter.{field}", "must be up to 64 letters, digits, '-' or '_'"
+                )
+        try:  # the exporter's own rules (an ocsf-parquet file's size, ...)
+            config_of(row)
+        except ValueError as error:
+            raise InvalidArgumentError(str(error)) from None
         if row["flush_interval"] <= 0:
             raise InvalidArgumentError.field("exporter.flush_interval", "must be positive")
         if row["max_file_bytes"] < 1024:
