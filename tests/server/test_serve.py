@@ -128,6 +128,8 @@ def test_settings_come_from_environment_variables(serve: ServeFactory, tmp_path:
         (["--tls-cert", "x.pem"], "--tls-cert and --tls-key go together"),
         (["--listen", "nowhere"], "--listen wants HOST:PORT"),
         (["--max-workers", "0"], "--max-workers must be at least 1"),
+        (["--export-format", "ocsf-parquet"], "needs --export-lake-region and"),
+        (["--export-ocsf-version", "1.2.0"], "--export-ocsf-version must be one of"),
     ],
 )
 def test_bad_settings_are_usage_errors(args: list[str], message: str, tmp_path: Path) -> None:

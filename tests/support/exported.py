@@ -10,6 +10,7 @@ from typing import Any
 import zstandard
 
 from auditline.interceptor._leaf import read_line
+from auditline.interceptor._ocsf_parquet import parquet_lines
 
 DEFAULT_BUCKET = "auditline-audit-logs"
 
@@ -23,7 +24,11 @@ def exported_files(data_dir: Path, bucket: str = DEFAULT_BUCKET) -> list[Path]:
 
 
 def read_lines(name: str, data: bytes) -> list[dict[str, Any]]:
-    if name.endswith(".gz"):
+    """A file's records; a Parquet file's rows as the product reads them back (its free-
+    form columns are JSON text), checked apart in tests/interceptor/test_ocsf_parquet.py."""
+    if name.endswith(".parquet"):
+        data = parquet_lines(data)
+    elif name.endswith(".gz"):
         data = gzip.decompress(data)
     elif name.endswith(".zst"):
         data = zstandard.ZstdDecompressor().decompressobj().decompress(data)

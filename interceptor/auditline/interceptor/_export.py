@@ -1,7 +1,8 @@
 """Exporters: read the spool from their watermark and write compressed files.
 
 A file is cut when the flush interval has passed or the file reached its size,
-whichever comes first. Each batch of events is split by log type, one file per
+whichever comes first, and at midnight UTC: a file holds one day's events, the day its
+key names. Each batch of events is split by log type, one file per
 type, under a key fixed by the node and the batch's sequence range. The batch is
 written down (its "intent") before any upload, so a retry after a failure or a
 crash uploads the same events under the same keys and never a second copy under
@@ -37,6 +38,7 @@ from auditline.interceptor._spool_records import ExportedFile, SpooledEvent
 __all__ = ["Exporter", "encode_file"]
 
 log = logging.getLogger("auditline.interceptor")
+_DAY_NS = 86_400 * 10**9
 
 
 def encode_file(config: ExporterConfig, lines: list[bytes]) -> bytes:
@@ -181,8 +183,13 @@ class Exporter:
         size = 0
         for item in pending:
             line = render(item.body, item.at_ns, item.end_ns, item.log_type, version)
-            if intent is None and chosen and size + len(line) > self.config.max_file_bytes:
-                break
+            if intent is None and chosen:
+                if size + len(line) > self.config.max_file_bytes:
+                    break
+                # A file holds one (UTC) day's events, the day its key names: a query
+                # that prunes by the key's day then misses none.
+                if item.at_ns // _DAY_NS != chosen[0][0].at_ns // _DAY_NS:
+                    break
             chosen.append((item, line, item.log_type or event_pb2.LOG_TYPE_ACCOUNT_API))
             size += len(line)
         if not chosen:

@@ -35,6 +35,7 @@ __all__ = [
     "canonical",
     "event_leaf",
     "read_line",
+    "record_time",
     "timestamp_nanoseconds",
 ]
 
@@ -83,6 +84,14 @@ def timestamp_nanoseconds(text: str) -> int:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromJsonString(text)
     return stamp.ToNanoseconds()
+
+
+def record_time(document: dict[str, Any]) -> int:
+    """The `time` of the event's OCSF record, epoch ms: when the call started, or for
+    a detection finding, when it was made."""
+    if document.get("LogType") == "LOG_TYPE_FINDINGS":
+        return timestamp_nanoseconds(document["Response"].get("ResponseTime", _EPOCH)) // 10**6
+    return timestamp_nanoseconds(document["Request"].get("RequestTime", _EPOCH)) // 10**6
 
 
 def _from_apievent(record: Any) -> dict[str, Any]:

@@ -162,6 +162,9 @@ def parquet_file(lines: list[bytes], *, version: str, compression: str) -> bytes
         out,
         compression=_CODECS[compression],
         data_page_size=DATA_PAGE_BYTES,
+        # A dictionary page is a page too; pyarrow checks its limit after adding the
+        # value that crosses it, so the limit leaves room for one large value.
+        dictionary_pagesize_limit=DATA_PAGE_BYTES // 2,
         row_group_size=max(len(rows), 1),
         sorting_columns=[pq.SortingColumn(_leaf_index(schema, "time"))],
         write_statistics=True,

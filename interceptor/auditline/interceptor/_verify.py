@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from auditline.interceptor._compression import DATA_SUFFIXES, decompress
-from auditline.interceptor._leaf import LineError, event_leaf, read_line
+from auditline.interceptor._leaf import LineError, event_leaf, read_line, record_time
 from auditline.interceptor._locations import Location
 from auditline.interceptor._losses import MARKER_NAME
 from auditline.interceptor._merkle import Frontier
@@ -264,11 +264,12 @@ class Verifier:
         for entry in manifest.document.get("files", []):
             listed = _expand(entry["seqs"])
             listed_anywhere.update(listed)
-            seen = self._file(node, entry, leaves)
-            if seen is None:
+            order = self._file(node, entry, leaves)
+            if order is None:
                 continue
-            if seen != sorted(seen):
+            if order != sorted(order):
                 self._find("reordered-events", node, "", key=entry["key"], **span)
+            seen = [seq for _, seq in order]
             extra = sorted(set(seen) - set(listed))
             if extra:
                 self._find(
@@ -294,7 +295,11 @@ class Verifier:
                 leaves.setdefault(int(seq), base64.b64decode(leaf))
         return leaves
 
-    def _file(self, node: str, entry: dict[str, Any], leaves: dict[int, bytes]) -> list[int] | None:
+    def _file(
+        self, node: str, entry: dict[str, Any], leaves: dict[int, bytes]
+    ) -> list[tuple[int, int]] | None:
+        """The file's events' order keys as read: (0, sequence), or for Parquet, whose
+        rows are sorted by time, (time in ms, sequence)."""
         key = entry["key"]
         data = self.location.read(key)
         if data is None:
@@ -309,7 +314,8 @@ class Verifier:
                 "modified-file", node, f"cannot be decompressed ({type(exc).__name__})", key=key
             )
             return None
-        seen: list[int] = []
+        seen: list[tuple[int, int]] = []
+        by_time = entry["format"] == "ocsf-parquet"
         for number, line in enumerate(_lines(text), 1):
             try:
                 document = read_line(entry["format"], line)
@@ -328,7 +334,7 @@ class Verifier:
                 )
                 continue
             leaves[seq] = event_leaf(document)
-            seen.append(seq)
+            seen.append((record_time(document) if by_time else 0, seq))
             self._count(document)
             if self._keep:
                 self.lines[document.get("EventId", "")] = (node, seq, entry["format"], line)
