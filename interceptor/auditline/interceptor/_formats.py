@@ -6,6 +6,11 @@ same records, `_ocsf_parquet`).
 The `ApiEvent` shape is rendered from the protobuf message by hand (protobuf's
 `MessageToDict` costs about ten times as much); tests check it against protobuf's own
 JSON mapping, and the OCSF records against each version's OCSF schema.
+
+One deviation from protobuf's JSON mapping, in the files only: `Sequence` (int64) is
+written as a JSON number, not as text, so that SQL engines read it as one (the
+document's shape leaves it to us: it has no such field). protobuf's JSON parsers take
+either; the event as the spool, the API and the leaf know it keeps the text.
 """
 
 from __future__ import annotations
@@ -136,13 +141,21 @@ def ocsf_dict(event: event_pb2.ApiEvent, version: str = OCSF_VERSION) -> dict[st
     return ocsf_from_document(apievent_dict(event), *_times(event), version)
 
 
+_SEQUENCE_KEY = b'"Sequence":"'
+
+
 def _apievent_line(body: bytes, start_ns: int, end_ns: int, log_type: int, version: str) -> bytes:
-    if log_type == event_pb2.LOG_TYPE_IAM:
-        return orjson.dumps(iam_record(orjson.loads(body)), option=orjson.OPT_APPEND_NEWLINE)
-    if log_type == event_pb2.LOG_TYPE_SETTINGS:
-        return orjson.dumps(console_record(orjson.loads(body)), option=orjson.OPT_APPEND_NEWLINE)
-    # The spool holds the event's JSON already: the line only wraps it.
-    return b'{"ApiEvent":' + body + b"}\n"
+    if log_type in (event_pb2.LOG_TYPE_IAM, event_pb2.LOG_TYPE_SETTINGS):
+        document = orjson.loads(body)
+        document["Sequence"] = int(document["Sequence"])
+        shape = iam_record if log_type == event_pb2.LOG_TYPE_IAM else console_record
+        return orjson.dumps(shape(document), option=orjson.OPT_APPEND_NEWLINE)
+    # The spool holds the event's JSON already: the line only wraps it, with `Sequence`
+    # as a number (protobuf's JSON writes 64-bit integers as text; its parsers take
+    # both). Found from the right: only escaped strings follow the key.
+    start = body.rfind(_SEQUENCE_KEY) + len(_SEQUENCE_KEY)
+    end = body.index(b'"', start)
+    return b'{"ApiEvent":%s%s%s}\n' % (body[: start - 1], body[start:end], body[end + 1 :])
 
 
 def _ocsf_line(body: bytes, start_ns: int, end_ns: int, log_type: int, version: str) -> bytes:

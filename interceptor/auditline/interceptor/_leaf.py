@@ -95,20 +95,29 @@ def record_time(document: dict[str, Any]) -> int:
 
 
 def _from_apievent(record: Any) -> dict[str, Any]:
-    """The event of a line in one of the document's shapes (`_log_shapes`)."""
+    """The event of a line in one of the document's shapes (`_log_shapes`). The files
+    write `Sequence` as a number (`_formats`); the event, as protobuf's JSON mapping,
+    has it as text (files written before hold text, and read the same)."""
     if "ApiEvent" in record:
         document = record["ApiEvent"]
         if not isinstance(document, dict):
             raise TypeError("ApiEvent is not an object")
-        return document
-    try:
-        if record.get("created_by") == "IAM":
-            return document_from_iam(record)
-        if "ConsoleEvent" in record:
-            return document_from_console(record)
-    except ValueError as error:
-        raise LineError(str(error)) from None
-    raise KeyError("ApiEvent")
+    else:
+        try:
+            if record.get("created_by") == "IAM":
+                document = document_from_iam(record)
+            elif "ConsoleEvent" in record:
+                document = document_from_console(record)
+            else:
+                raise KeyError("ApiEvent")
+        except ValueError as error:
+            raise LineError(str(error)) from None
+    sequence = document.get("Sequence")
+    if type(sequence) is int:
+        document["Sequence"] = str(sequence)
+    elif sequence is not None and not isinstance(sequence, str):
+        raise TypeError("Sequence is not an integer")
+    return document
 
 
 def _from_ocsf(record: Any) -> dict[str, Any]:
