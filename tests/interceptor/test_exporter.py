@@ -207,3 +207,25 @@ def test_a_new_exporter_starts_at_the_oldest_kept_event_and_proves_it(tmp_path: 
     assert report.findings == []
     assert report.nodes[0].first_seq == 1
     spool.close()
+
+
+def test_a_file_holds_one_days_events(tmp_path: Path) -> None:
+    """Files are cut at midnight UTC, so that the day a key names holds every event of
+    the file (a query pruning by the key's day misses none)."""
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    midnight = 1_800_057_600 * 10**9  # 2027-01-16T00:00:00Z
+    for offset in (-2, -1, 0, 1):
+        event = event_pb2.ApiEvent(event_name="Call", version="2")
+        event.request.request_time.FromNanoseconds(midnight + offset * 10**9)
+        event.response.response_time.FromNanoseconds(midnight + offset * 10**9)
+        spool.emit(event)
+    assert spool.flush(10)
+    writer = MemoryWriter()
+    exporter = Exporter(ExporterConfig(name="a", partitioning="hive"), spool, writer, node_id="n")
+    while exporter.export_once():
+        pass
+    assert sorted(writer.objects) == [
+        "apievent/account_api/year=2027/month=01/day=15/n-000000000001-000000000002.jsonl.gz",
+        "apievent/account_api/year=2027/month=01/day=16/n-000000000003-000000000004.jsonl.gz",
+    ]
+    spool.close()
