@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import apievent_dict, ocsf_dict, render
-from auditline.interceptor._leaf import LINE_FORMATS, LineError, canonical, event_leaf, read_line
+from auditline.interceptor._leaf import LineError, canonical, event_leaf, read_line
 from auditline.interceptor._ocsf import OCSF_VERSIONS, class_schema
 
 
@@ -138,7 +138,8 @@ def test_ocsf_rendering_is_valid_api_activity(version: str, event: event_pb2.Api
 def test_the_leaf_is_the_same_from_every_format(event: event_pb2.ApiEvent) -> None:
     document = apievent_dict(event)
     leaf = event_leaf(document)
-    for format_name in LINE_FORMATS:
+    # (An `ocsf-parquet` row reads back as the `ocsf-json` line: test_ocsf_parquet.py.)
+    for format_name in ("apievent-json", "ocsf-json"):
         for version in OCSF_VERSIONS:
             line = render(format_name, event, version)
             assert event_leaf(read_line(format_name, line)) == leaf, (format_name, version)

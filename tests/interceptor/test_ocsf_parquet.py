@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,12 @@ from auditline.interceptor._compression import decompress
 from auditline.interceptor._formats import apievent_dict, render
 from auditline.interceptor._leaf import event_leaf, read_line
 from auditline.interceptor._ocsf import OCSF_VERSIONS, WRITTEN_ATTRIBUTES, class_schema
-from auditline.interceptor._ocsf_parquet import DATA_PAGE_BYTES, arrow_schema, parquet_file
+from auditline.interceptor._ocsf_parquet import (
+    DATA_PAGE_BYTES,
+    arrow_schema,
+    column_line,
+    parquet_file,
+)
 from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, Verifier
 from tests.interceptor.test_formats import events
 from tests.support.parquet_pages import page_sizes
@@ -204,7 +208,7 @@ def test_an_attribute_without_a_column_is_refused_not_dropped() -> None:
     record: dict[str, Any] = {"class_uid": 6003, "time": 1, "metadata": {"sequence": 1}}
     record["actor"] = {"user": {"name": "a", "email_addr": "a@example.com"}}
     with pytest.raises(ValueError, match="email_addr"):
-        parquet_file([json.dumps(record).encode()], version="1.8.0", compression="zstd")
+        parquet_file([column_line(record, "1.8.0")], version="1.8.0", compression="zstd")
 
 
 # The shipped schemas as compiled from github.com/ocsf/ocsf-schema (see ocsf/README.md):
@@ -240,8 +244,10 @@ def test_the_shipped_ocsf_schemas_are_the_compiled_ones() -> None:
 def test_any_event_comes_back_from_parquet_exactly(version: str, event: event_pb2.ApiEvent) -> None:
     """Whatever an event holds (bodies of any JSON, empty strings, big numbers), its row
     read back is its record: the leaf recomputed from Parquet is the event's."""
-    line = render("ocsf-parquet", event, version)
-    data = parquet_file([line], version=version, compression="zstd")
+    line = render("ocsf-json", event, version)
+    data = parquet_file(
+        [render("ocsf-parquet", event, version)], version=version, compression="zstd"
+    )
     (back,) = decompress("x.parquet", data).splitlines()
     assert orjson.loads(back) == orjson.loads(line)
     assert event_leaf(read_line("ocsf-parquet", back)) == event_leaf(apievent_dict(event))

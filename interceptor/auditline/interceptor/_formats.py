@@ -165,13 +165,22 @@ def _ocsf_line(body: bytes, start_ns: int, end_ns: int, log_type: int, version: 
     )
 
 
+def _ocsf_column_line(
+    body: bytes, start_ns: int, end_ns: int, log_type: int, version: str
+) -> bytes:
+    from auditline.interceptor._ocsf_parquet import column_line
+
+    return column_line(ocsf_from_document(orjson.loads(body), start_ns, end_ns, version), version)
+
+
 # Each renders one spooled event: its JSON body, its start and end times, its log
 # type, and the OCSF version the exporter writes (the ApiEvent shapes have none).
-# An `ocsf-parquet` file is made of its events' `ocsf-json` lines (`_ocsf_parquet`).
+# An `ocsf-parquet` file is made of its events' lines as its columns take them, the
+# free-form attributes as JSON text (`_ocsf_parquet`).
 FORMATS: dict[str, Callable[[bytes, int, int, int, str], bytes]] = {
     "apievent-json": _apievent_line,
     "ocsf-json": _ocsf_line,
-    "ocsf-parquet": _ocsf_line,
+    "ocsf-parquet": _ocsf_column_line,
 }
 
 

@@ -117,7 +117,7 @@ def _from_apievent(record: Any) -> dict[str, Any]:
         document["Sequence"] = str(sequence)
     elif sequence is not None and not isinstance(sequence, str):
         raise TypeError("Sequence is not an integer")
-    return document
+    return dict(document)
 
 
 def _from_ocsf(record: Any) -> dict[str, Any]:

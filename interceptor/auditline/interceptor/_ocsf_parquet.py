@@ -19,6 +19,7 @@ pyarrow is imported only here, and only when a Parquet file is made or read.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -29,7 +30,7 @@ from auditline.interceptor._ocsf import WRITTEN_ATTRIBUTES, class_schema
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["DATA_PAGE_BYTES", "arrow_schema", "parquet_file", "parquet_lines"]
+__all__ = ["DATA_PAGE_BYTES", "arrow_schema", "column_line", "parquet_file", "parquet_lines"]
 
 DATA_PAGE_BYTES = 1 << 20  # Security Lake: data pages of at most 1 MB, uncompressed
 _JSON = {b"ocsf_type": b"json"}  # a field's metadata: the column holds JSON text
@@ -98,64 +99,113 @@ def arrow_schema(class_uid: int, version: str) -> pa.Schema:
     )
 
 
-def _to_columns(value: Any, kind: Any, field_metadata: Any) -> Any:
-    """A record's value as its column takes it: free-form values as JSON text."""
+@cache
+def _json_paths(class_uid: int, version: str) -> tuple[tuple[str, ...], ...]:
+    """Where a record's free-form attributes are (those written as JSON text)."""
     import pyarrow as pa
 
-    if value is None:
-        return None
-    if field_metadata == _JSON:
-        return orjson.dumps(value).decode()
-    if pa.types.is_struct(kind):
-        unknown = value.keys() - {kind.field(i).name for i in range(kind.num_fields)}
-        if unknown:  # an attribute without a column would be lost
-            raise ValueError(f"OCSF attributes without a column: {sorted(unknown)}")
-        return {
-            kind.field(i).name: _to_columns(
-                value.get(kind.field(i).name), kind.field(i).type, kind.field(i).metadata
-            )
-            for i in range(kind.num_fields)
-        }
-    if pa.types.is_list(kind):
-        return [_to_columns(v, kind.value_type, None) for v in value]
-    return value
+    def walk(fields: Any, prefix: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+        for field in fields:
+            if field.metadata == _JSON:
+                yield (*prefix, field.name)
+            elif pa.types.is_struct(field.type):
+                yield from walk(field.type, (*prefix, field.name))
+
+    return tuple(walk(arrow_schema(class_uid, version), ()))
 
 
-def _from_columns(value: Any, kind: Any, field_metadata: Any) -> Any:
-    """The inverse: a row's value as the record had it (null attributes left out)."""
+def _as_text(record: dict[str, Any], paths: tuple[tuple[str, ...], ...]) -> dict[str, Any]:
+    for path in paths:
+        parent: Any = record
+        for key in path[:-1]:
+            parent = parent.get(key)
+            if not isinstance(parent, dict):
+                break
+        else:
+            if path[-1] in parent:
+                parent[path[-1]] = orjson.dumps(parent[path[-1]]).decode()
+    return record
+
+
+Reader = Callable[[Any], Any]
+
+
+def _reader(kind: pa.DataType, metadata: Any) -> Reader | None:
+    """How a column's value becomes the record's again (None: as it is): JSON text
+    parsed, null attributes left out."""
     import pyarrow as pa
 
-    if field_metadata == _JSON:
-        return orjson.loads(value)
+    if metadata == _JSON:
+        return orjson.loads
     if pa.types.is_struct(kind):
-        out = {}
-        for i in range(kind.num_fields):
-            child = kind.field(i)
-            if value.get(child.name) is not None:
-                out[child.name] = _from_columns(value[child.name], child.type, child.metadata)
-        return out
+        children = [(f.name, _reader(f.type, f.metadata)) for f in kind]
+
+        def struct(value: dict[str, Any]) -> dict[str, Any]:
+            return {
+                name: (read(value[name]) if read else value[name])
+                for name, read in children
+                if value[name] is not None
+            }
+
+        return struct
     if pa.types.is_list(kind):
-        return [_from_columns(v, kind.value_type, None) for v in value]
-    return value
+        item = _reader(kind.value_type, None)
+        return (lambda value: [item(v) for v in value]) if item else None
+    return None
 
 
-def _sort_key(record: dict[str, Any]) -> tuple[int, int]:
-    return record["time"], record["metadata"].get("sequence", 0)
+def _unknown(value: Any, kind: pa.DataType, prefix: str = "") -> Iterator[str]:
+    """The attributes of a record that have no column (to name them in an error)."""
+    import pyarrow as pa
+
+    if isinstance(value, dict) and pa.types.is_struct(kind):
+        names = {field.name: field for field in kind}
+        for key, child in value.items():
+            if key not in names:
+                yield prefix + key
+            else:
+                yield from _unknown(child, names[key].type, f"{prefix}{key}.")
+
+
+def column_line(record: dict[str, Any], version: str) -> bytes:
+    """An OCSF record as a JSON line of its columns' values: the free-form attributes
+    as JSON text (what `parquet_file` takes)."""
+    return orjson.dumps(_as_text(record, _json_paths(record["class_uid"], version)))
 
 
 def parquet_file(lines: list[bytes], *, version: str, compression: str) -> bytes:
-    """A Parquet file of the OCSF records given as JSON lines (all of one class)."""
+    """A Parquet file of OCSF records (all of one class), given as `column_line`s."""
     import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
     import pyarrow.parquet as pq
 
-    records = sorted((orjson.loads(line) for line in lines), key=_sort_key)
-    classes = {record["class_uid"] for record in records}
-    if len(classes) != 1:
-        raise ValueError(f"a Parquet file holds one OCSF class, not {sorted(classes)}")
-    schema = arrow_schema(classes.pop(), version)
-    row_type = pa.struct(list(schema))
-    rows = [_to_columns(record, row_type, None) for record in records]
-    table = pa.Table.from_pylist(rows, schema=schema)
+    text = b"\n".join(line.rstrip(b"\n") for line in lines)
+    class_uid = orjson.loads(lines[0])["class_uid"]
+    schema = arrow_schema(class_uid, version)
+    # pyarrow's own JSON reader fills the columns (parsing and converting each record
+    # in Python cost five times as much); an attribute without a column is refused.
+    try:
+        table = pj.read_json(
+            io.BytesIO(text),
+            read_options=pj.ReadOptions(block_size=len(text) + 1),
+            parse_options=pj.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="error"
+            ),
+        )
+    except pa.ArrowInvalid as error:
+        records = [orjson.loads(line) for line in lines]
+        unknown = sorted({p for r in records for p in _unknown(r, pa.struct(list(schema)))})
+        raise ValueError(f"OCSF records that do not fit the columns: {error} {unknown}") from None
+    classes = pc.unique(table["class_uid"]).to_pylist()
+    if classes != [class_uid]:
+        raise ValueError(f"a Parquet file holds one OCSF class, not {classes}")
+    # By time, then by sequence.
+    keys = pa.table({"time": table["time"], "seq": pc.struct_field(table["metadata"], "sequence")})
+    table = table.take(
+        pc.sort_indices(keys, sort_keys=[("time", "ascending"), ("seq", "ascending")])
+    )
+    table = table.select(schema.names).cast(schema)
     out = io.BytesIO()
     pq.write_table(
         table,
@@ -165,7 +215,7 @@ def parquet_file(lines: list[bytes], *, version: str, compression: str) -> bytes
         # A dictionary page is a page too; pyarrow checks its limit after adding the
         # value that crosses it, so the limit leaves room for one large value.
         dictionary_pagesize_limit=DATA_PAGE_BYTES // 2,
-        row_group_size=max(len(rows), 1),
+        row_group_size=max(table.num_rows, 1),
         sorting_columns=[pq.SortingColumn(_leaf_index(schema, "time"))],
         write_statistics=True,
     )
@@ -197,8 +247,8 @@ def parquet_lines(data: bytes) -> bytes:
     import pyarrow.parquet as pq
 
     table = pq.read_table(io.BytesIO(data))
-    row_type = pa.struct(list(table.schema))
+    read = _reader(pa.struct(list(table.schema)), None)
+    assert read is not None  # a struct's reader
     return b"".join(
-        orjson.dumps(_from_columns(row, row_type, None), option=orjson.OPT_APPEND_NEWLINE)
-        for row in table.to_pylist()
+        orjson.dumps(read(row), option=orjson.OPT_APPEND_NEWLINE) for row in table.to_pylist()
     )
