@@ -1,4 +1,7 @@
-"""`auditline events …`: the audit events the node still keeps, listed or followed."""
+"""`auditline events …`: the audit events the node still keeps, listed or followed.
+
+`events query` (SQL over the exported log files) is auditline-interceptor's: it adds
+itself to this group through the `events.query` entry point (see `cli`)."""
 
 from __future__ import annotations
 
@@ -63,7 +66,9 @@ def _tail(client: Client, args: argparse.Namespace) -> None:
 
 def add_event_commands(subparsers: SubParsers) -> None:
     """`auditline events list|tail`, filtered by event name, account and status code."""
-    events = add_group(subparsers, "events", "audit events kept on the node")
+    events = add_group(
+        subparsers, "events", "audit events: kept on the node (list, tail), exported (query)"
+    )
     for verb, command, text in (
         ("list", _list, "list events"),
         ("tail", _tail, "stream new events"),

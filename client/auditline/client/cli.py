@@ -18,6 +18,8 @@ __all__ = ["COMMAND_GROUP", "build_parser", "main"]
 
 # Other distributions add their commands here: each entry point names a function
 # taking the subparsers (auditline-server: `serve`; auditline-interceptor: `verify`).
+# An entry point named `GROUP.NAME` adds to a group of the client's instead: its
+# function takes that group's subparsers (auditline-interceptor: `events.query`).
 COMMAND_GROUP = "auditline.commands"
 
 
@@ -44,8 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_commands(subparsers)
     for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
-        entry.load()(subparsers)
+        group, _, _ = entry.name.rpartition(".")
+        entry.load()(_group_subparsers(subparsers, group, entry.name) if group else subparsers)
     return parser
+
+
+def _group_subparsers(subparsers: SubParsers, group: str, entry: str) -> SubParsers:
+    """The subcommands of the client's group `group` (`events`), for an entry point
+    that adds one (`events.query`)."""
+    parser = subparsers.choices.get(group)
+    # argparse keeps a parser's subcommands only among its actions.
+    found = [
+        action
+        for action in (parser._actions if parser is not None else [])
+        if isinstance(action, argparse._SubParsersAction)
+    ]
+    if not found:
+        raise LookupError(f"{COMMAND_GROUP} entry point {entry!r}: no command group {group!r}")
+    return found[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
