@@ -33,6 +33,7 @@ from auditline.interceptor._otel_logs import OtelLogSink
 from auditline.interceptor._peer import TrustedProxies
 from auditline.interceptor._pipeline import Pipeline
 from auditline.interceptor._policy import AuditPolicy, AuditRule
+from auditline.interceptor._query import QueryError, QueryResult, query_exported
 from auditline.interceptor._reading import ExportedEvent, ocsf_record, read_exported
 from auditline.interceptor._redact import MASK, hmac_value
 from auditline.interceptor._scope import record_event, set_log_type, set_principal
@@ -79,6 +80,8 @@ __all__ = [
     "Principal",
     "PrincipalInput",
     "PrincipalResolver",
+    "QueryError",
+    "QueryResult",
     "S3Writer",
     "Sink",
     "Spool",
@@ -92,6 +95,7 @@ __all__ = [
     "method_info",
     "ocsf_record",
     "open_writer",
+    "query_exported",
     "read_exported",
     "record_event",
     "set_log_type",
