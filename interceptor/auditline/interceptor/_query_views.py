@@ -117,9 +117,11 @@ def _read_json(paths: list[str], columns: dict[str, str]) -> str:
     """The files' lines with the given columns typed (DuckDB converts `"7"` to 7, an
     RFC 3339 text to a timestamp, an object to JSON; missing keys are NULL)."""
     spec = ", ".join(f"{_text(name)}: {_text(kind)}" for name, kind in columns.items())
+    # `records=true`: each line is one record. Left to guess, DuckDB reads every file
+    # again to find out (1.6 s for `SELECT 1` over 140 files; 0.25 s with it).
     return (
-        f"read_json({_files_sql(paths)}, format='newline_delimited', columns={{{spec}}}, "
-        "filename=true, hive_partitioning=false)"
+        f"read_json({_files_sql(paths)}, format='newline_delimited', records=true, "
+        f"columns={{{spec}}}, filename=true, hive_partitioning=false)"
     )
 
 
