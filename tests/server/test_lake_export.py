@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import uuid
 
 import duckdb
 import pyarrow.parquet as pq
@@ -27,6 +26,7 @@ from tests.support.pipeline_calls import (
     ENV,
     mixed_calls,
     s3_records,
+    serve_on_seaweedfs,
 )
 from tests.support.seaweedfs import SeaweedFS
 
@@ -78,22 +78,15 @@ def test_ocsf_1_1_0_parquet_on_the_filesystem(serve: ServeFactory) -> None:
 
 @pytest.mark.seaweedfs
 def test_ocsf_parquet_on_seaweedfs(serve: ServeFactory, seaweedfs: SeaweedFS) -> None:
-    bucket = f"lake-{uuid.uuid4().hex[:10]}"
-    env = ENV | {
-        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
-    }
-    process = serve(
-        "--object-store",
-        f"s3://?endpoint={seaweedfs.endpoint}&region=us-east-1",
-        "--audit-bucket",
-        bucket,
+    process, bucket = serve_on_seaweedfs(
+        serve,
+        seaweedfs,
+        "lake",
         "--export-format",
         "ocsf-parquet",
         "--export-compression",
         "zstd",
         *LAKE,
-        env=env,
     )
     api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     made = mixed_calls(api, 8)

@@ -19,6 +19,7 @@ from tests.support.pipeline_calls import (
     check_complete,
     mixed_calls,
     s3_records,
+    serve_on_seaweedfs,
 )
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.serve import ServeProcess
@@ -72,22 +73,15 @@ def test_hive_partitioned_keys(serve: ServeFactory) -> None:
 def test_ocsf_zstd_files_on_seaweedfs_validate_and_are_locked(
     serve: ServeFactory, seaweedfs: SeaweedFS, mode: str
 ) -> None:
-    bucket = f"audit-{uuid.uuid4().hex[:10]}"
-    env = ENV | {
-        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
-    }
-    process = serve(
-        "--object-store",
-        f"s3://?endpoint={seaweedfs.endpoint}&region=us-east-1",
-        "--audit-bucket",
-        bucket,
+    process, bucket = serve_on_seaweedfs(
+        serve,
+        seaweedfs,
+        "audit",
         "--export-format",
         "ocsf-json",
         "--export-compression",
         "zstd",
         *(("--export-retention-mode", mode) if mode != "governance" else ()),
-        env=env,
     )
     api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     made = mixed_calls(api, 12)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from auditline.account.v1 import bucket_pb2
@@ -10,6 +11,7 @@ from auditline.client import Client
 from tests.support.exported import DEFAULT_BUCKET, read_lines
 from tests.support.outcome import code_of
 from tests.support.seaweedfs import SeaweedFS
+from tests.support.serve import ServeProcess
 
 ADMIN_KEY = "AKPIPELINE"
 
@@ -18,6 +20,21 @@ ADMIN_SECRET = "pipeline-secret-" + uuid.uuid4().hex
 
 
 ENV = {"AUDITLINE_ADMIN_ACCESS_KEY": ADMIN_KEY, "AUDITLINE_ADMIN_SECRET_KEY": ADMIN_SECRET}
+
+
+def serve_on_seaweedfs(
+    serve: Callable[..., ServeProcess], seaweedfs: SeaweedFS, prefix: str, *args: str
+) -> tuple[ServeProcess, str]:
+    """`auditline serve ARGS` with SeaweedFS as its object store and a new audit bucket
+    named `prefix-…`; the process and the bucket."""
+    bucket = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    env = ENV | {
+        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+    }
+    store = f"s3://?endpoint={seaweedfs.endpoint}&region=us-east-1"
+    process = serve("--object-store", store, "--audit-bucket", bucket, *args, env=env)
+    return process, bucket
 
 
 def mixed_calls(api: Client, count: int) -> list[tuple[str, str]]:
