@@ -21,16 +21,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor._compression import compress, extension
+from auditline.interceptor._compression import compress
 from auditline.interceptor._export_config import (
-    PARTITIONINGS,
     ExporterConfig,
     ExporterState,
     ExporterStatus,
     ObjectWriter,
 )
-from auditline.interceptor._formats import FORMAT_DIRS, FORMATS
+from auditline.interceptor._formats import FORMATS
 from auditline.interceptor._integrity import FileEntry, Notary, runs
+from auditline.interceptor._keys import object_key
 from auditline.interceptor._log_names import LOG_DIRS
 from auditline.interceptor._spool import Spool
 from auditline.interceptor._spool_records import ExportedFile, SpooledEvent
@@ -210,7 +210,14 @@ class Exporter:
             )
         files = []
         for log_type, items in sorted(by_log.items()):
-            key = self._key(LOG_DIRS.get(log_type, "account_api"), day, first, last)
+            key = object_key(
+                self.config,
+                node=self.node_id,
+                log=LOG_DIRS.get(log_type, "account_api"),
+                day=day,
+                first=first,
+                last=last,
+            )
             body = encode_file(self.config, [line for _, line in items])
             started = time.perf_counter()
             self.writer.put(
@@ -243,23 +250,6 @@ class Exporter:
             self.status.last_object_key = files[-1].key
         self.status.backlog = self._backlog()
         return len(chosen)
-
-    def _key(self, log: str, day: datetime.datetime, first: int, last: int) -> str:
-        config = self.config
-        name = f"{self.node_id}-{first:012d}-{last:012d}"
-        if config.format == "ocsf-parquet":
-            # A Security Lake custom source's layout, under its location (the prefix);
-            # the log in the file's name (each is one OCSF class).
-            return (
-                f"{config.prefix}region={config.lake_region}/"
-                f"accountId={config.lake_account_id}/"
-                f"eventDay={day.strftime('%Y%m%d')}/{log}-{name}.parquet"
-            )
-        return (
-            f"{config.prefix}{FORMAT_DIRS[config.format]}/{log}/"
-            f"{day.strftime(PARTITIONINGS[config.partitioning])}/"
-            f"{name}.jsonl{extension(config.compression)}"
-        )
 
     # --- integrity ----------------------------------------------------------------------
 

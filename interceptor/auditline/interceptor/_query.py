@@ -42,7 +42,6 @@ import dataclasses
 import datetime
 import decimal
 import importlib
-import re
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -52,27 +51,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from auditline.interceptor._compression import DATA_SUFFIXES
+from auditline.interceptor._keys import DataFile, data_file
 from auditline.interceptor._locations import LocalDirectory, Location
-from auditline.interceptor._log_names import LOG_DIR_NAMES
 from auditline.interceptor._query_views import Views
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["VIEWS", "DataFile", "QueryError", "QueryResult", "data_file", "query_exported"]
+__all__ = ["VIEWS", "QueryError", "QueryResult", "query_exported"]
 
 VIEWS = ("events", "ocsf", "iam", "settings", "files")
-_LOGS = "|".join(sorted(set(LOG_DIR_NAMES.values())))
-_NAME = r"(?P<node>[^/]+)-(?P<first>\d{12,})-(?P<last>\d{12,})"
-_JSON_KEY = re.compile(
-    rf"(?:^|/)(?P<format>apievent|ocsf)/(?P<log>{_LOGS})/(?:(?P<y>\d{{4}})/(?P<m>\d\d)/"
-    rf"(?P<d>\d\d)|year=(?P<hy>\d{{4}})/month=(?P<hm>\d\d)/day=(?P<hd>\d\d))/{_NAME}\.jsonl"
-    r"(?:\.gz|\.zst)?$"
-)
-_PARQUET_KEY = re.compile(
-    rf"(?:^|/)region=[^/]*/accountId=[^/]*/eventDay=(?P<day>\d{{8}})/(?P<log>{_LOGS})-"
-    rf"{_NAME}\.parquet$"
-)
 
 
 class QueryError(ValueError):
@@ -89,41 +77,6 @@ class QueryResult:
     files_listed: int  # the location's data files
     files_read: int  # those whose day can overlap the range
     bytes_read: int
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class DataFile:
-    key: str
-    format: str  # apievent-json, ocsf-json or ocsf-parquet
-    log: str
-    node: str
-    day: datetime.date
-    first_seq: int
-    last_seq: int
-
-
-def data_file(key: str) -> DataFile | None:
-    """What an exported data file's key says of it; None for any other object."""
-    if "integrity/" in key:
-        return None
-    if match := _PARQUET_KEY.search(key):
-        format_name, text = "ocsf-parquet", match["day"]
-        day = datetime.date(int(text[:4]), int(text[4:6]), int(text[6:]))
-    elif match := _JSON_KEY.search(key):
-        format_name = f"{match['format']}-json"
-        parts = match.group("y", "m", "d") if match["y"] else match.group("hy", "hm", "hd")
-        day = datetime.date(*map(int, parts))
-    else:
-        return None
-    return DataFile(
-        key=key,
-        format=format_name,
-        log=match["log"],
-        node=match["node"],
-        day=day,
-        first_seq=int(match["first"]),
-        last_seq=int(match["last"]),
-    )
 
 
 def query_exported(

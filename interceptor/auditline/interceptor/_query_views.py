@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import duckdb
     import pyarrow as pa
 
-    from auditline.interceptor._query import DataFile
+    from auditline.interceptor._keys import DataFile
 
 __all__ = ["Views"]
 
