@@ -58,6 +58,7 @@ EXPECTED_METHODS = {
         "TailEvents",
         "GetEventCatalog",
         "GetVerifierKeys",
+        "QueryEvents",
     },
 }
 

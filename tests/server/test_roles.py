@@ -202,6 +202,9 @@ REQUESTS: dict[str, Request] = {
     ),
     _AUDIT + "AuditLogService/GetEventCatalog": lambda w, c: audit_log_pb2.GetEventCatalogRequest(),
     _AUDIT + "AuditLogService/GetVerifierKeys": lambda w, c: audit_log_pb2.GetVerifierKeysRequest(),
+    _AUDIT + "AuditLogService/QueryEvents": lambda w, c: audit_log_pb2.QueryEventsRequest(
+        sql="SELECT count(*) FROM files"
+    ),
     _AUDIT + "ExporterService/CreateExporter": lambda w, c: exporter_pb2.CreateExporterRequest(
         exporter=exporter_pb2.Exporter(display_name=new_name("exp"), bucket=w.bucket)
     ),

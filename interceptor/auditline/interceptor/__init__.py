@@ -25,6 +25,7 @@ from auditline.interceptor._export_config import (
     ObjectWriter,
 )
 from auditline.interceptor._formats import event_document
+from auditline.interceptor._locations import LocalDirectory, Location, S3Location
 from auditline.interceptor._losses import MARKER_NAME as DROP_EVENT
 from auditline.interceptor._methods import MethodInfo, activity_from_verb, method_info
 from auditline.interceptor._metrics import instrument
@@ -33,7 +34,7 @@ from auditline.interceptor._otel_logs import OtelLogSink
 from auditline.interceptor._peer import TrustedProxies
 from auditline.interceptor._pipeline import Pipeline
 from auditline.interceptor._policy import AuditPolicy, AuditRule
-from auditline.interceptor._query import QueryError, QueryResult, query_exported
+from auditline.interceptor._query import QueryError, QueryLimitError, QueryResult, query_exported
 from auditline.interceptor._reading import ExportedEvent, ocsf_record, read_exported
 from auditline.interceptor._redact import MASK, hmac_value
 from auditline.interceptor._scope import record_event, set_log_type, set_principal
@@ -72,6 +73,8 @@ __all__ = [
     "ExporterConfig",
     "ExporterState",
     "ExporterStatus",
+    "LocalDirectory",
+    "Location",
     "MemorySink",
     "MethodInfo",
     "ObjectWriter",
@@ -81,7 +84,9 @@ __all__ = [
     "PrincipalInput",
     "PrincipalResolver",
     "QueryError",
+    "QueryLimitError",
     "QueryResult",
+    "S3Location",
     "S3Writer",
     "Sink",
     "Spool",

@@ -45,6 +45,12 @@ class S3Location:
         self.prefix = prefix
         self.client = client
 
+    @classmethod
+    def from_url(cls, text: str) -> S3Location:
+        """`s3://BUCKET[/PREFIX]?endpoint=URL&region=R`; `ValueError` when it is not."""
+        url = parse_s3_url(text)
+        return cls(url.bucket, url.prefix, s3_client(url))
+
     def list_keys(self) -> Iterator[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.prefix
@@ -64,8 +70,7 @@ class S3Location:
 def open_location(text: str) -> Location:
     """A location from its command-line form; `ValueError` when it is neither."""
     if text.startswith("s3://"):
-        url = parse_s3_url(text)
-        return S3Location(url.bucket, url.prefix, s3_client(url))
+        return S3Location.from_url(text)
     root = Path(text.removeprefix("file://"))
     if not root.is_dir():
         raise ValueError(f"{text} is not a directory (nor an s3:// URL)")

@@ -58,13 +58,21 @@ from auditline.interceptor._query_views import Views
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["VIEWS", "QueryError", "QueryResult", "query_exported"]
+__all__ = ["VIEWS", "QueryError", "QueryLimitError", "QueryResult", "query_exported"]
 
 VIEWS = ("events", "ocsf", "iam", "settings", "files")
 
 
 class QueryError(ValueError):
     """A query that could not run: bad SQL, a limit reached, the extra not installed."""
+
+
+class QueryLimitError(QueryError):
+    """A query stopped by one of its bounds: `limit` is "bytes", "time" or "memory"."""
+
+    def __init__(self, message: str, *, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -88,10 +96,16 @@ def query_exported(
     max_rows: int = 10_000,
     max_bytes: int | None = None,
     timeout: float = 60.0,
+    threads: int | None = None,
+    memory_bytes: int | None = None,
 ) -> QueryResult:
     """Run one SELECT (or DESCRIBE, SHOW, SUMMARIZE, EXPLAIN) over the views of the
     module's text, the events kept to [since, until] (both inclusive; a naive time is
-    UTC); `QueryError` says why it could not run."""
+    UTC); `QueryError` says why it could not run.
+
+    `threads` and `memory_bytes` cap DuckDB's (default: every core, 80% of the RAM);
+    what does not fit in memory spills to the temporary directory, at most as much
+    again."""
     since, until = _utc(since), _utc(until)
     listed = [f for f in map(data_file, location.list_keys()) if f is not None]
     chosen = [
@@ -105,8 +119,13 @@ def query_exported(
         paths = _local_paths(location, chosen, Path(scratch), max_bytes)
         size = sum(path.stat().st_size for path in paths.values())
         if max_bytes is not None and size > max_bytes:
-            raise QueryError(f"the files to read hold {size} bytes, over the limit of {max_bytes}")
-        with duckdb.connect(":memory:") as connection:
+            raise QueryLimitError(
+                f"the files to read hold {size} bytes, over the limit of {max_bytes}",
+                limit="bytes",
+            )
+        with duckdb.connect(
+            ":memory:", config=_config(scratch, threads, memory_bytes)
+        ) as connection:
             Views(connection, chosen, paths, since, until).create()
             columns, types, rows, truncated = _run(duckdb, connection, sql, max_rows, timeout)
     return QueryResult(
@@ -118,6 +137,17 @@ def query_exported(
         files_read=len(chosen),
         bytes_read=size,
     )
+
+
+def _config(scratch: str, threads: int | None, memory_bytes: int | None) -> dict[str, Any]:
+    # The spill files go to the query's own temporary directory, never the working one.
+    config: dict[str, Any] = {"temp_directory": str(Path(scratch) / "spill")}
+    if threads is not None:
+        config["threads"] = threads
+    if memory_bytes is not None:
+        config["memory_limit"] = f"{memory_bytes}B"
+        config["max_temp_directory_size"] = f"{memory_bytes}B"
+    return config
 
 
 def _utc(value: datetime.datetime | None) -> datetime.datetime | None:
@@ -146,7 +176,9 @@ def _local_paths(
 
     def fetch(index: int, file: DataFile) -> tuple[str, Path]:
         nonlocal downloaded
-        over = QueryError(f"the files to read hold over the limit of {max_bytes} bytes")
+        over = QueryLimitError(
+            f"the files to read hold over the limit of {max_bytes} bytes", limit="bytes"
+        )
         if max_bytes is not None and downloaded > max_bytes:
             raise over  # stop downloading once past the limit, not after it all
         data = location.read(file.key)
@@ -189,8 +221,10 @@ def _run(
         kinds = [column[1] for column in connection.description or []]
         names = tuple(column[0] for column in connection.description or [])
         rows = connection.fetchmany(max_rows + 1)
+    except duckdb.OutOfMemoryException as error:
+        raise QueryLimitError(_message(error), limit="memory") from None
     except duckdb.InterruptException:
-        raise QueryError(f"the query ran longer than {timeout:g} s") from None
+        raise QueryLimitError(f"the query ran longer than {timeout:g} s", limit="time") from None
     except duckdb.Error as error:
         raise QueryError(_message(error)) from None
     finally:

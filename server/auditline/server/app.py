@@ -63,6 +63,7 @@ from auditline.server.detection import Detector, rules_text
 from auditline.server.detection_engine import DetectionEngine
 from auditline.server.guard import CallGuard
 from auditline.server.iam import IamEvent, iam_api_event
+from auditline.server.log_queries import ExportedLogQueries, QueryLimits, exporter_location
 from auditline.server.node import load_hmac_key, load_signing, prepare_data_dir, server_credentials
 from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.product_events import product_event
@@ -148,7 +149,7 @@ SERVICES: tuple[ServiceRegistration, ...] = (
         audit_log_pb2.DESCRIPTOR.services_by_name["AuditLogService"],
         audit_log_pb2_grpc.add_AuditLogServiceServicer_to_server,
         lambda server: AuditLogServicer(
-            server.pipeline.spool, server.notary.origin, server.verifier_keys
+            server.pipeline.spool, server.notary.origin, server.verifier_keys, server.log_queries
         ),
     ),
 )
@@ -188,6 +189,7 @@ class AuditlineServer:
     usage: UsageServicer
     notary: Notary
     verifier_keys: list[str]
+    log_queries: ExportedLogQueries
 
     def __init__(
         self,
@@ -281,6 +283,16 @@ class AuditlineServer:
             self.db, self.store, saved, self.clock, lambda: audit_settings(self.db).bucket
         )
         saved.start_all()
+        self.log_queries = ExportedLogQueries(
+            locate=lambda name: exporter_location(
+                self.exporters.row(name), self.store, settings.export_target
+            ),
+            limits=QueryLimits(
+                timeout=settings.query_timeout,
+                max_bytes=settings.query_max_bytes,
+                memory_bytes=settings.query_memory_bytes,
+            ),
+        )
         self.usage = UsageServicer(self.db, self.store, self.clock)
         self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
         # A rule that does not compile stops the start, with the reason.

@@ -64,6 +64,11 @@ CHANGELOG: tuple[tuple[str, str, str], ...] = (
         "712df692ae83a6f3",
         "DetectionFinding, the findings log's event (an OCSF Detection Finding).",
     ),
+    (
+        "1.3.0",
+        "45fb2a6a912ade50",
+        "QueryEvents, SQL over an exporter's files.",
+    ),
 )
 CATALOG_VERSION = CHANGELOG[-1][0]
 

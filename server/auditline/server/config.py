@@ -120,6 +120,21 @@ class Settings:
         default=7.0,
         metadata=_help("days exported events stay queryable on the node (ListEvents, TailEvents)"),
     )
+    query_timeout: float = field(
+        default=30.0,
+        metadata=_help("seconds a QueryEvents call's SQL may run (and its call's deadline)"),
+    )
+    query_max_bytes: int = field(
+        default=256 << 20,
+        metadata=_help("bytes of exported files a QueryEvents call may read"),
+    )
+    query_memory_bytes: int = field(
+        default=256 << 20,
+        metadata=_help(
+            "memory a QueryEvents call's SQL may use (on one thread), and as much again "
+            "spilled to disk"
+        ),
+    )
     audit_bucket: str = field(
         default="auditline-audit-logs",
         metadata=_help("the object-locked bucket created for the audit logs on first start"),
@@ -268,6 +283,10 @@ class Settings:
             raise ConfigError("--max-workers must be at least 1")
         if self.token_ttl <= 0:
             raise ConfigError("--token-ttl must be positive")
+        if min(self.query_timeout, self.query_max_bytes, self.query_memory_bytes) <= 0:
+            raise ConfigError(
+                "--query-timeout, --query-max-bytes and --query-memory-bytes must be positive"
+            )
         if self.login_block_seconds < 0 or self.usage_snapshot_interval < 0:
             raise ConfigError(
                 "--login-block-seconds and --usage-snapshot-interval must not be negative"

@@ -43,6 +43,7 @@ _ALLOWED: dict[str, frozenset[int]] = {
     _AUDIT + "AuditLogService/TailEvents": frozenset({ROLE_AUDITOR}),
     _AUDIT + "AuditLogService/GetEventCatalog": frozenset({ROLE_AUDITOR}),
     _AUDIT + "AuditLogService/GetVerifierKeys": frozenset({ROLE_AUDITOR}),
+    _AUDIT + "AuditLogService/QueryEvents": frozenset({ROLE_AUDITOR}),
 }
 
 

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from auditline.audit.v1 import event_pb2 as auditline_dot_audit_dot_v1_dot_event__pb2
 from auditline.audit.v1 import options_pb2 as auditline_dot_audit_dot_v1_dot_options__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"auditline/audit/v1/audit_log.proto\x12\x12\x61uditline.audit.v1\x1a\x1e\x61uditline/audit/v1/event.proto\x1a auditline/audit/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x18\n\x16GetVerifierKeysRequest\"@\n\x17GetVerifierKeysResponse\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x15\n\rverifier_keys\x18\x02 \x03(\t\"\x80\x01\n\x0b\x45ventFilter\x12\x13\n\x0b\x65vent_names\x18\x01 \x03(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x02 \x01(\t\x12\x16\n\x0eresponse_codes\x18\x03 \x03(\x05\x12.\n\tlog_types\x18\x04 \x03(\x0e\x32\x1b.auditline.audit.v1.LogType\"\xe3\x01\n\x11ListEventsRequest\x12.\n\nsince_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nuntil_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esince_event_id\x18\x03 \x01(\t\x12/\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1f.auditline.audit.v1.EventFilter\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"[\n\x12ListEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.auditline.audit.v1.ApiEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\\\n\x11TailEventsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.auditline.audit.v1.EventFilter\x12\x16\n\x0esince_event_id\x18\x02 \x01(\t\"A\n\x12TailEventsResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.ApiEvent\"K\n\x16GetEventCatalogRequest\x12\x31\n\x06\x66ormat\x18\x01 \x01(\x0e\x32!.auditline.audit.v1.CatalogFormat\"\xdb\x01\n\x0c\x43\x61talogEntry\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12.\n\x08\x61\x63tivity\x18\x04 \x01(\x0e\x32\x1c.auditline.audit.v1.Activity\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07rule_id\x18\x06 \x01(\t\x12-\n\x08log_type\x18\x07 \x01(\x0e\x32\x1b.auditline.audit.v1.LogType\x12\x11\n\tiam_codes\x18\x08 \x03(\t\"r\n\x17GetEventCatalogResponse\x12\x31\n\x07\x65ntries\x18\x01 \x03(\x0b\x32 .auditline.audit.v1.CatalogEntry\x12\x13\n\x0bsigma_rules\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t*a\n\rCatalogFormat\x12\x1e\n\x1a\x43\x41TALOG_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41TALOG_FORMAT_YAML\x10\x01\x12\x17\n\x13\x43\x41TALOG_FORMAT_JSON\x10\x02\x32\xcb\x03\n\x0f\x41uditLogService\x12\x65\n\nListEvents\x12%.auditline.audit.v1.ListEventsRequest\x1a&.auditline.audit.v1.ListEventsResponse\"\x08\xaa\x9f\x19\x04\x10\x02\x18\x01\x12g\n\nTailEvents\x12%.auditline.audit.v1.TailEventsRequest\x1a&.auditline.audit.v1.TailEventsResponse\"\x08\xaa\x9f\x19\x04\x10\x02\x18\x01\x30\x01\x12t\n\x0fGetEventCatalog\x12*.auditline.audit.v1.GetEventCatalogRequest\x1a+.auditline.audit.v1.GetEventCatalogResponse\"\x08\xaa\x9f\x19\x04\x10\x02\x18\x01\x12r\n\x0fGetVerifierKeys\x12*.auditline.audit.v1.GetVerifierKeysRequest\x1a+.auditline.audit.v1.GetVerifierKeysResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"auditline/audit/v1/audit_log.proto\x12\x12\x61uditline.audit.v1\x1a\x1e\x61uditline/audit/v1/event.proto\x1a auditline/audit/v1/options.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x01\n\x12QueryEventsRequest\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12.\n\nsince_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nuntil_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65xporter\x18\x04 \x01(\t\x12\x10\n\x08max_rows\x18\x05 \x01(\x05\")\n\x0bQueryColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\"\xc2\x01\n\x13QueryEventsResponse\x12\x30\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x1f.auditline.audit.v1.QueryColumn\x12(\n\x04rows\x18\x02 \x03(\x0b\x32\x1a.google.protobuf.ListValue\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x14\n\x0c\x66iles_listed\x18\x04 \x01(\x05\x12\x12\n\nfiles_read\x18\x05 \x01(\x05\x12\x12\n\nbytes_read\x18\x06 \x01(\x03\"\x18\n\x16GetVerifierKeysRequest\"@\n\x17GetVerifierKeysResponse\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x15\n\rverifier_keys\x18\x02 \x03(\t\"\x80\x01\n\x0b\x45ventFilter\x12\x13\n\x0b\x65vent_names\x18\x01 \x03(\t\x12\x14\n\x0c\x61\x63\x63ount_name\x18\x02 \x01(\t\x12\x16\n\x0eresponse_codes\x18\x03 \x03(\x05\x12.\n\tlog_types\x18\x04 \x03(\x0e\x32\x1b.auditline.audit.v1.LogType\"\xe3\x01\n\x11ListEventsRequest\x12.\n\nsince_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nuntil_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esince_event_id\x18\x03 \x01(\t\x12/\n\x06\x66ilter\x18\x04 \x01(\x0b\x32\x1f.auditline.audit.v1.EventFilter\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"[\n\x12ListEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.auditline.audit.v1.ApiEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\\\n\x11TailEventsRequest\x12/\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1f.auditline.audit.v1.EventFilter\x12\x16\n\x0esince_event_id\x18\x02 \x01(\t\"A\n\x12TailEventsResponse\x12+\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.ApiEvent\"K\n\x16GetEventCatalogRequest\x12\x31\n\x06\x66ormat\x18\x01 \x01(\x0e\x32!.auditline.audit.v1.CatalogFormat\"\xdb\x01\n\x0c\x43\x61talogEntry\x12\x12\n\nevent_name\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12.\n\x08\x61\x63tivity\x18\x04 \x01(\x0e\x32\x1c.auditline.audit.v1.Activity\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0f\n\x07rule_id\x18\x06 \x01(\t\x12-\n\x08log_type\x18\x07 \x01(\x0e\x32\x1b.auditline.audit.v1.LogType\x12\x11\n\tiam_codes\x18\x08 \x03(\t\"r\n\x17GetEventCatalogResponse\x12\x31\n\x07\x65ntries\x18\x01 \x03(\x0b\x32 .auditline.audit.v1.CatalogEntry\x12\x13\n\x0bsigma_rules\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t*a\n\rCatalogFormat\x12\x1e\n\x1a\x43\x41TALOG_FORMAT_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41TALOG_FORMAT_YAML\x10\x01\x12\x17\n\x13\x43\x41TALOG_FORMAT_JSON\x10\x02\x32\xb5\x04\n\x0f\x41uditLogService\x12\x65\n\nListEvents\x12%.auditline.audit.v1.ListEventsRequest\x1a&.auditline.audit.v1.ListEventsResponse\"\x08\xaa\x9f\x19\x04\x10\x02\x18\x01\x12g\n\nTailEvents\x12%.auditline.audit.v1.TailEventsRequest\x1a&.auditline.audit.v1.TailEventsResponse\"\x08\xaa\x9f\x19\x04\x10\x02\x18\x01\x30\x01\x12t\n\x0fGetEventCatalog\x12*.auditline.audit.v1.GetEventCatalogRequest\x1a+.auditline.audit.v1.GetEventCatalogResponse\"\x08\xaa\x9f\x19\x04\x10\x02\x18\x01\x12r\n\x0fGetVerifierKeys\x12*.auditline.audit.v1.GetVerifierKeysRequest\x1a+.auditline.audit.v1.GetVerifierKeysResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12h\n\x0bQueryEvents\x12&.auditline.audit.v1.QueryEventsRequest\x1a\'.auditline.audit.v1.QueryEventsResponse\"\x08\xaa\x9f\x19\x04\x10\x02\x18\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,28 +43,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITLOGSERVICE'].methods_by_name['GetEventCatalog']._serialized_options = b'\252\237\031\004\020\002\030\001'
   _globals['_AUDITLOGSERVICE'].methods_by_name['GetVerifierKeys']._loaded_options = None
   _globals['_AUDITLOGSERVICE'].methods_by_name['GetVerifierKeys']._serialized_options = b'\252\237\031\002\020\002'
-  _globals['_CATALOGFORMAT']._serialized_start=1279
-  _globals['_CATALOGFORMAT']._serialized_end=1376
-  _globals['_GETVERIFIERKEYSREQUEST']._serialized_start=157
-  _globals['_GETVERIFIERKEYSREQUEST']._serialized_end=181
-  _globals['_GETVERIFIERKEYSRESPONSE']._serialized_start=183
-  _globals['_GETVERIFIERKEYSRESPONSE']._serialized_end=247
-  _globals['_EVENTFILTER']._serialized_start=250
-  _globals['_EVENTFILTER']._serialized_end=378
-  _globals['_LISTEVENTSREQUEST']._serialized_start=381
-  _globals['_LISTEVENTSREQUEST']._serialized_end=608
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=610
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=701
-  _globals['_TAILEVENTSREQUEST']._serialized_start=703
-  _globals['_TAILEVENTSREQUEST']._serialized_end=795
-  _globals['_TAILEVENTSRESPONSE']._serialized_start=797
-  _globals['_TAILEVENTSRESPONSE']._serialized_end=862
-  _globals['_GETEVENTCATALOGREQUEST']._serialized_start=864
-  _globals['_GETEVENTCATALOGREQUEST']._serialized_end=939
-  _globals['_CATALOGENTRY']._serialized_start=942
-  _globals['_CATALOGENTRY']._serialized_end=1161
-  _globals['_GETEVENTCATALOGRESPONSE']._serialized_start=1163
-  _globals['_GETEVENTCATALOGRESPONSE']._serialized_end=1277
-  _globals['_AUDITLOGSERVICE']._serialized_start=1379
-  _globals['_AUDITLOGSERVICE']._serialized_end=1838
+  _globals['_AUDITLOGSERVICE'].methods_by_name['QueryEvents']._loaded_options = None
+  _globals['_AUDITLOGSERVICE'].methods_by_name['QueryEvents']._serialized_options = b'\252\237\031\004\020\002\030\001'
+  _globals['_CATALOGFORMAT']._serialized_start=1717
+  _globals['_CATALOGFORMAT']._serialized_end=1814
+  _globals['_QUERYEVENTSREQUEST']._serialized_start=188
+  _globals['_QUERYEVENTSREQUEST']._serialized_end=353
+  _globals['_QUERYCOLUMN']._serialized_start=355
+  _globals['_QUERYCOLUMN']._serialized_end=396
+  _globals['_QUERYEVENTSRESPONSE']._serialized_start=399
+  _globals['_QUERYEVENTSRESPONSE']._serialized_end=593
+  _globals['_GETVERIFIERKEYSREQUEST']._serialized_start=595
+  _globals['_GETVERIFIERKEYSREQUEST']._serialized_end=619
+  _globals['_GETVERIFIERKEYSRESPONSE']._serialized_start=621
+  _globals['_GETVERIFIERKEYSRESPONSE']._serialized_end=685
+  _globals['_EVENTFILTER']._serialized_start=688
+  _globals['_EVENTFILTER']._serialized_end=816
+  _globals['_LISTEVENTSREQUEST']._serialized_start=819
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1046
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1048
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1139
+  _globals['_TAILEVENTSREQUEST']._serialized_start=1141
+  _globals['_TAILEVENTSREQUEST']._serialized_end=1233
+  _globals['_TAILEVENTSRESPONSE']._serialized_start=1235
+  _globals['_TAILEVENTSRESPONSE']._serialized_end=1300
+  _globals['_GETEVENTCATALOGREQUEST']._serialized_start=1302
+  _globals['_GETEVENTCATALOGREQUEST']._serialized_end=1377
+  _globals['_CATALOGENTRY']._serialized_start=1380
+  _globals['_CATALOGENTRY']._serialized_end=1599
+  _globals['_GETEVENTCATALOGRESPONSE']._serialized_start=1601
+  _globals['_GETEVENTCATALOGRESPONSE']._serialized_end=1715
+  _globals['_AUDITLOGSERVICE']._serialized_start=1817
+  _globals['_AUDITLOGSERVICE']._serialized_end=2382
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from auditline.audit.v1 import options_pb2 as _options_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -45,6 +46,127 @@ CATALOG_FORMAT_YAML: CatalogFormat.ValueType  # 1
 CATALOG_FORMAT_JSON: CatalogFormat.ValueType  # 2
 """A JSON array of rules."""
 Global___CatalogFormat: _TypeAlias = CatalogFormat  # noqa: Y015
+
+@_typing.final
+class QueryEventsRequest(_message.Message):
+    """A query over an exporter's files."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SQL_FIELD_NUMBER: _builtins.int
+    SINCE_TIME_FIELD_NUMBER: _builtins.int
+    UNTIL_TIME_FIELD_NUMBER: _builtins.int
+    EXPORTER_FIELD_NUMBER: _builtins.int
+    MAX_ROWS_FIELD_NUMBER: _builtins.int
+    sql: _builtins.str
+    """One SELECT statement (or DESCRIBE, SHOW, SUMMARIZE, EXPLAIN), for example
+    `SELECT EventName, count(*) FROM events GROUP BY 1`.
+    """
+    exporter: _builtins.str
+    """Whose files: an exporter's resource name, `exporters/{exporter}`; empty for
+    `exporters/default`, the one set by the server's flags.
+    """
+    max_rows: _builtins.int
+    """The most rows to return (default 100, at most 1000)."""
+    @_builtins.property
+    def since_time(self) -> _timestamp_pb2.Timestamp:
+        """Only events at or after this time; files of earlier days are not read."""
+
+    @_builtins.property
+    def until_time(self) -> _timestamp_pb2.Timestamp:
+        """Only events at or before this time; files of later days are not read."""
+
+    def __init__(
+        self,
+        *,
+        sql: _builtins.str = ...,
+        since_time: _timestamp_pb2.Timestamp | None = ...,
+        until_time: _timestamp_pb2.Timestamp | None = ...,
+        exporter: _builtins.str = ...,
+        max_rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since_time", b"since_time", "until_time", b"until_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exporter", b"exporter", "max_rows", b"max_rows", "since_time", b"since_time", "sql", b"sql", "until_time", b"until_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryEventsRequest: _TypeAlias = QueryEventsRequest  # noqa: Y015
+
+@_typing.final
+class QueryColumn(_message.Message):
+    """A result column."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The column's name."""
+    type: _builtins.str
+    """Its DuckDB type, for example `VARCHAR` or `TIMESTAMP WITH TIME ZONE`."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryColumn: _TypeAlias = QueryColumn  # noqa: Y015
+
+@_typing.final
+class QueryEventsResponse(_message.Message):
+    """The result of a query."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COLUMNS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    FILES_LISTED_FIELD_NUMBER: _builtins.int
+    FILES_READ_FIELD_NUMBER: _builtins.int
+    BYTES_READ_FIELD_NUMBER: _builtins.int
+    truncated: _builtins.bool
+    """More rows were there than returned (the row limit or the 1 MiB response)."""
+    files_listed: _builtins.int
+    """The exporter's data files."""
+    files_read: _builtins.int
+    """Those read: the ones whose day can overlap the time range."""
+    bytes_read: _builtins.int
+    """The bytes of the files read."""
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueryColumn]:
+        """The columns, in order."""
+
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[_struct_pb2.ListValue]:
+        """The rows, one value per column, as JSON holds them: timestamps as RFC 3339
+        text, structs as objects, JSON columns parsed; integers beyond 2^53 (which a
+        double cannot hold exactly) as decimal text.
+        """
+
+    def __init__(
+        self,
+        *,
+        columns: _abc.Iterable[Global___QueryColumn] | None = ...,
+        rows: _abc.Iterable[_struct_pb2.ListValue] | None = ...,
+        truncated: _builtins.bool = ...,
+        files_listed: _builtins.int = ...,
+        files_read: _builtins.int = ...,
+        bytes_read: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_read", b"bytes_read", "columns", b"columns", "files_listed", b"files_listed", "files_read", b"files_read", "rows", b"rows", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryEventsResponse: _TypeAlias = QueryEventsResponse  # noqa: Y015
 
 @_typing.final
 class GetVerifierKeysRequest(_message.Message):

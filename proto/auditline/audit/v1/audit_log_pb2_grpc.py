@@ -55,6 +55,11 @@ class AuditLogServiceStub:
                 request_serializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysRequest.SerializeToString,
                 response_deserializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysResponse.FromString,
                 _registered_method=True)
+        self.QueryEvents = channel.unary_unary(
+                '/auditline.audit.v1.AuditLogService/QueryEvents',
+                request_serializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.QueryEventsRequest.SerializeToString,
+                response_deserializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.QueryEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AuditLogServiceServicer:
@@ -91,6 +96,19 @@ class AuditLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryEvents(self, request, context):
+        """Run one SQL statement (DuckDB's dialect) over an exporter's files: the whole
+        exported log of every node, older events included, in views named `events`,
+        `ocsf`, `iam`, `settings` and `files` (as `auditline events query`). Bounded:
+        one query at a time per node (`RESOURCE_EXHAUSTED` meanwhile), a row limit,
+        a response of at most 1 MiB, and the server's limits on the bytes read, the
+        time taken and the memory used (`RESOURCE_EXHAUSTED`, or `DEADLINE_EXCEEDED`
+        when the call's deadline comes first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +131,11 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.GetVerifierKeys,
                     request_deserializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysRequest.FromString,
                     response_serializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysResponse.SerializeToString,
+            ),
+            'QueryEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryEvents,
+                    request_deserializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.QueryEventsRequest.FromString,
+                    response_serializer=auditline_dot_audit_dot_v1_dot_audit__log__pb2.QueryEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +247,33 @@ class AuditLogService:
             '/auditline.audit.v1.AuditLogService/GetVerifierKeys',
             auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysRequest.SerializeToString,
             auditline_dot_audit_dot_v1_dot_audit__log__pb2.GetVerifierKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/auditline.audit.v1.AuditLogService/QueryEvents',
+            auditline_dot_audit_dot_v1_dot_audit__log__pb2.QueryEventsRequest.SerializeToString,
+            auditline_dot_audit_dot_v1_dot_audit__log__pb2.QueryEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,15 @@ class AuditLogServiceStub:
     """Get the keys that sign this node's checkpoints (the current one first), to
     verify the exported log with `auditline verify`.
     """
+    QueryEvents: _grpc.UnaryUnaryMultiCallable[_audit_log_pb2.QueryEventsRequest, _audit_log_pb2.QueryEventsResponse]
+    """Run one SQL statement (DuckDB's dialect) over an exporter's files: the whole
+    exported log of every node, older events included, in views named `events`,
+    `ocsf`, `iam`, `settings` and `files` (as `auditline events query`). Bounded:
+    one query at a time per node (`RESOURCE_EXHAUSTED` meanwhile), a row limit,
+    a response of at most 1 MiB, and the server's limits on the bytes read, the
+    time taken and the memory used (`RESOURCE_EXHAUSTED`, or `DEADLINE_EXCEEDED`
+    when the call's deadline comes first).
+    """
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
@@ -62,6 +71,15 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     GetVerifierKeys: _aio.UnaryUnaryMultiCallable[_audit_log_pb2.GetVerifierKeysRequest, _audit_log_pb2.GetVerifierKeysResponse]  # type: ignore[assignment]
     """Get the keys that sign this node's checkpoints (the current one first), to
     verify the exported log with `auditline verify`.
+    """
+    QueryEvents: _aio.UnaryUnaryMultiCallable[_audit_log_pb2.QueryEventsRequest, _audit_log_pb2.QueryEventsResponse]  # type: ignore[assignment]
+    """Run one SQL statement (DuckDB's dialect) over an exporter's files: the whole
+    exported log of every node, older events included, in views named `events`,
+    `ocsf`, `iam`, `settings` and `files` (as `auditline events query`). Bounded:
+    one query at a time per node (`RESOURCE_EXHAUSTED` meanwhile), a row limit,
+    a response of at most 1 MiB, and the server's limits on the bytes read, the
+    time taken and the memory used (`RESOURCE_EXHAUSTED`, or `DEADLINE_EXCEEDED`
+    when the call's deadline comes first).
     """
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -101,6 +119,21 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audit_log_pb2.GetVerifierKeysResponse, _abc.Awaitable[_audit_log_pb2.GetVerifierKeysResponse]]:
         """Get the keys that sign this node's checkpoints (the current one first), to
         verify the exported log with `auditline verify`.
+        """
+
+    @_abc_1.abstractmethod
+    def QueryEvents(
+        self,
+        request: _audit_log_pb2.QueryEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_log_pb2.QueryEventsResponse, _abc.Awaitable[_audit_log_pb2.QueryEventsResponse]]:
+        """Run one SQL statement (DuckDB's dialect) over an exporter's files: the whole
+        exported log of every node, older events included, in views named `events`,
+        `ocsf`, `iam`, `settings` and `files` (as `auditline events query`). Bounded:
+        one query at a time per node (`RESOURCE_EXHAUSTED` meanwhile), a row limit,
+        a response of at most 1 MiB, and the server's limits on the bytes read, the
+        time taken and the memory used (`RESOURCE_EXHAUSTED`, or `DEADLINE_EXCEEDED`
+        when the call's deadline comes first).
         """
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

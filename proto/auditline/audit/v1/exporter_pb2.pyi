@@ -340,7 +340,7 @@ class Exporter(_message.Message):
 
     @_builtins.property
     def log_types(self) -> _containers.RepeatedScalarFieldContainer[_event_pb2.LogType.ValueType]:
-        """Which logs to export; empty for all three."""
+        """Which logs to export; empty for all of them."""
 
     @_builtins.property
     def status(self) -> Global___ExporterStatus:

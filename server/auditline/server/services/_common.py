@@ -66,10 +66,10 @@ def check_display_name(value: str, field: str = "display_name") -> None:
         raise InvalidArgumentError.field(field, "must be at most 128 characters")
 
 
-def page_limit(page_size: int, default: int = DEFAULT_PAGE_SIZE) -> int:
-    """A request's page size, validated and capped."""
+def page_limit(page_size: int, default: int = DEFAULT_PAGE_SIZE, field: str = "page_size") -> int:
+    """A request's page size (the field `field`), validated and capped."""
     if page_size < 0:
-        raise InvalidArgumentError.field("page_size", "must not be negative")
+        raise InvalidArgumentError.field(field, "must not be negative")
     return min(page_size or default, MAX_PAGE_SIZE)
 
 

@@ -1,4 +1,5 @@
-"""AuditLogService: the events kept on this node, listed and tailed; the event catalog."""
+"""AuditLogService: the events kept on this node, listed and tailed; the exported log
+queried (`log_queries`); the event catalog and the verifier keys."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from auditline.audit.v1 import audit_log_pb2_grpc
 from auditline.errors import NotFoundError
 from auditline.interceptor import Spool
 from auditline.server.catalog import catalog_response
+from auditline.server.log_queries import ExportedLogQueries
 from auditline.server.services._common import (
     MAX_PAGE_SIZE,
     decode_page_token,
@@ -45,10 +47,22 @@ def _start_after(spool: Spool, since_event_id: str) -> int:
 
 
 class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
-    def __init__(self, spool: Spool, origin: str, verifier_keys: list[str]) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        origin: str,
+        verifier_keys: list[str],
+        queries: ExportedLogQueries,
+    ) -> None:
         self.spool = spool
         self.origin = origin
         self.verifier_keys = verifier_keys
+        self.queries = queries
+
+    def QueryEvents(
+        self, request: pb.QueryEventsRequest, context: grpc.ServicerContext
+    ) -> pb.QueryEventsResponse:
+        return self.queries.run(request, context.time_remaining())
 
     def GetVerifierKeys(
         self, request: pb.GetVerifierKeysRequest, context: grpc.ServicerContext

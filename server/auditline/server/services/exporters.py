@@ -232,6 +232,12 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                 raise InvalidArgumentError.field(
                     f"exporter.{field}", "must be up to 64 letters, digits, '-' or '_'"
                 )
+        prefix = row["prefix"]
+        if prefix and (not prefix.endswith("/") or {"", ".", ".."} & set(prefix.split("/")[:-1])):
+            # Folders, so that the files can be found again under it (QueryEvents).
+            raise InvalidArgumentError.field(
+                "exporter.prefix", "must be empty or folders ending in '/', like audit/"
+            )
         try:  # the exporter's own rules (an ocsf-parquet file's size, ...)
             config_of(row)
         except ValueError as error:
@@ -296,7 +302,9 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         self.saved.run(row)
         return pb.CreateExporterResponse(exporter=self._message(row))
 
-    def _row(self, name: str) -> dict[str, Any]:
+    def row(self, name: str) -> dict[str, Any]:
+        """The definition of the exporter `exporters/{id}` (the default one's from the
+        flags); NOT_FOUND when there is none."""
         exporter_id = resource_id(name, "exporters")
         if exporter_id == DEFAULT:
             return self._default_row()
@@ -306,7 +314,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
     def GetExporter(
         self, request: pb.GetExporterRequest, context: grpc.ServicerContext
     ) -> pb.GetExporterResponse:
-        return pb.GetExporterResponse(exporter=self._message(self._row(request.name)))
+        return pb.GetExporterResponse(exporter=self._message(self.row(request.name)))
 
     def ListExporters(
         self, request: pb.ListExportersRequest, context: grpc.ServicerContext
@@ -329,7 +337,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
     def UpdateExporter(
         self, request: pb.UpdateExporterRequest, context: grpc.ServicerContext
     ) -> pb.UpdateExporterResponse:
-        row = self._row(request.exporter.name)
+        row = self.row(request.exporter.name)
         if row["id"] == DEFAULT:
             raise FailedPreconditionError("exporters/default is set by the server's flags")
         paths = mask_paths(request.update_mask, request.exporter, UPDATABLE)
@@ -350,7 +358,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
     def DeleteExporter(
         self, request: pb.DeleteExporterRequest, context: grpc.ServicerContext
     ) -> pb.DeleteExporterResponse:
-        row = self._row(request.name)
+        row = self.row(request.name)
         if row["id"] == DEFAULT:
             raise FailedPreconditionError("exporters/default is set by the server's flags")
         with self.db.begin() as connection:
