@@ -6,6 +6,7 @@ serving. (The bounds, code by code: test_log_queries.py; each role: test_roles.p
 from __future__ import annotations
 
 import datetime
+import functools
 import uuid
 from collections.abc import Iterator
 
@@ -77,7 +78,7 @@ def _calls(admin: Client, tag: str) -> list[tuple[str, str]]:
         else:
             method, request = "CreateBucket", bucket_pb2.CreateBucketRequest(bucket_id=f"{tag}_X")
         call = getattr(admin.buckets, method)
-        made.append((method, code_of(lambda call=call, request=request: call(request)).name))
+        made.append((method, code_of(functools.partial(call, request)).name))
     return made
 
 
@@ -86,7 +87,7 @@ def test_an_auditor_finds_exactly_the_calls_made(server: Server) -> None:
     tag = "q" + uuid.uuid4().hex[:8]
     made = _calls(server.admin, tag)
     sql = (
-        "SELECT Method, Response.ResponseStatus, Sequence, time FROM events "
+        "SELECT Method, Response.ResponseStatus, Sequence, time FROM events "  # noqa: S608
         "WHERE Service = 'auditline.account.v1.BucketService' AND "
         f"(Request.RequestParams->>'bucket_id' LIKE '{tag}%' "
         f"OR Request.RequestParams->>'name' = 'buckets/{tag}-no') ORDER BY Sequence"
@@ -106,7 +107,8 @@ def test_an_auditor_finds_exactly_the_calls_made(server: Server) -> None:
         ("time", "TIMESTAMP WITH TIME ZONE"),
     ]
     assert response.files_read == response.files_listed > 0
-    assert response.bytes_read > 0 and not response.truncated
+    assert response.bytes_read > 0
+    assert not response.truncated
     # A range after today reads no file, and so finds nothing.
     tomorrow = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
     since = timestamp_pb2.Timestamp()
@@ -132,7 +134,7 @@ def test_a_saved_exporters_files_are_queried_by_its_name(server: Server) -> None
     tag = "s" + uuid.uuid4().hex[:8]
     made = _calls(server.admin, tag)
     sql = (
-        "SELECT api.operation, status_code FROM ocsf "
+        "SELECT api.operation, status_code FROM ocsf "  # noqa: S608
         f"WHERE api.request.data->>'bucket_id' LIKE '{tag}%' "
         f"OR api.request.data->>'name' = 'buckets/{tag}-no' ORDER BY metadata.sequence"
     )
@@ -158,7 +160,7 @@ def test_a_refused_query_is_audited_and_the_server_keeps_serving(server: Server)
     auditor = login_as(server, sa_pb.ROLE_AUDITOR)
     marker = "refused_" + uuid.uuid4().hex[:8]
     with pytest.raises(InvalidArgumentError) as bad_sql:
-        _query(auditor, f"SELECT {marker} FROM events")
+        _query(auditor, f"SELECT {marker} FROM events")  # noqa: S608 - the test's own
     assert bad_sql.value.field_violations[0][0] == "sql"
     with pytest.raises(NotFoundError):
         _query(auditor, "SELECT 1", exporter="exporters/no-such-exporter")
@@ -176,4 +178,4 @@ def test_a_refused_query_is_audited_and_the_server_keeps_serving(server: Server)
             page_size=1000,
         )
     ).events
-    assert any(marker in event.request.request_params["sql"] for event in listed)
+    assert any(marker in str(event.request.request_params["sql"]) for event in listed)
