@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import PostgreSQL
 from tests.support.processes import find_binary
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.serve import ServeProcess
@@ -21,6 +22,17 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgreSQL]:
+    """One PostgreSQL server per test process; each test server makes its own database."""
+    server = PostgreSQL()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
 
 
 ServeFactory = Callable[..., ServeProcess]

@@ -20,7 +20,8 @@ from tests.support.clients import login
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """`auditline serve` on the filesystem store, then on SeaweedFS, with an admin."""
+    """`auditline serve` on SQLite and the filesystem, then on PostgreSQL and SeaweedFS,
+    with an admin."""
     process, store = start_server(
         tmp_path_factory.mktemp("account") / "data", request.param, request
     )

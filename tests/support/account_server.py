@@ -19,12 +19,15 @@ from auditline.account.v1 import service_account_pb2 as sa_pb
 from auditline.client import Client
 from auditline.server.objectstore import FilesystemStore, ObjectStore, S3Store
 from tests.support.clients import login
+from tests.support.postgres import PostgreSQL
 from tests.support.seaweedfs import SeaweedFS
 from tests.support.serve import ServeProcess
 
 ADMIN_KEY = "AKTESTADMIN"
 ADMIN_SECRET = "admin-secret-" + uuid.uuid4().hex
-BACKENDS = ("file", "s3")
+# The state store and the object store: each of the two of each is run once, so the
+# account suite runs on SQLite and on PostgreSQL, on the filesystem and on S3.
+BACKENDS = ("sqlite+file", "postgresql+s3")
 
 
 def admin_env() -> dict[str, str]:
@@ -46,10 +49,14 @@ class Server:
 def start_server(
     data_dir: Path, backend: str, request: pytest.FixtureRequest, *args: str
 ) -> tuple[ServeProcess, ObjectStore]:
-    """`auditline serve` on the filesystem store, or on the session's SeaweedFS."""
+    """`auditline serve` on SQLite and the filesystem store, or on PostgreSQL and
+    SeaweedFS (a new database of the session's server): `backend` is one of BACKENDS."""
     env = admin_env()
     store: ObjectStore
-    if backend == "s3":
+    if backend.startswith("postgresql+"):
+        postgres: PostgreSQL = request.getfixturevalue("postgres")
+        args = ("--database-url", postgres.new_database(), *args)
+    if backend.endswith("+s3"):
         seaweed: SeaweedFS = request.getfixturevalue("seaweedfs")
         env |= {
             "AWS_ACCESS_KEY_ID": seaweed.access_key,

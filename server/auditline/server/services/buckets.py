@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from auditline.account.v1 import bucket_pb2 as pb
 from auditline.account.v1 import bucket_pb2_grpc
@@ -115,7 +116,13 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
                 "audit_logging": False,
                 "created_at": self.clock(),
             }
-            connection.execute(tables.buckets.insert().values(**row))
+            try:
+                connection.execute(tables.buckets.insert().values(**row))
+            except IntegrityError:
+                # Another replica's create of the name, committed between the check
+                # above and this insert (a store may accept a second create of a
+                # bucket its owner has, as S3 in us-east-1 does).
+                raise AlreadyExistsError(f"buckets/{name} exists already") from None
         return pb.CreateBucketResponse(bucket=_message(row))
 
     def GetBucket(
