@@ -11,6 +11,7 @@ token a client is anonymous: it reaches the methods that need no token
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -32,6 +33,13 @@ from auditline.errors import AuditlineError, from_rpc_error
 __all__ = ["AsyncClient", "Client"]
 
 _REFRESH_BEFORE = 30.0  # seconds before expiry a new token is fetched
+
+# Calls go round the addresses a target gives (several replicas in
+# `ipv4:HOST:PORT,HOST:PORT`, or a DNS name with several addresses); with one
+# address, this is that address.
+_CHANNEL_OPTIONS = [
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+]
 
 
 class _Session:
@@ -184,7 +192,8 @@ class _Stubs:
 class Client(_Stubs):
     """A synchronous client of every auditline service.
 
-    `Client("127.0.0.1:50051", access_key=..., secret_key=...)`; `tls=True` uses the
+    `Client("127.0.0.1:50051", access_key=..., secret_key=...)`, or several replicas
+    in turn with `Client("ipv4:127.0.0.1:50051,127.0.0.1:50052", ...)`; `tls=True` uses the
     system roots, or pass `root_certificates` (PEM) for a private CA, and
     `private_key` / `certificate_chain` for mutual TLS.
     """
@@ -214,9 +223,9 @@ class Client(_Stubs):
         self._session = _Session(access_key, secret_key, token)
         credentials = _credentials(tls, root_certificates, private_key, certificate_chain)
         self._base = (
-            grpc.secure_channel(target, credentials)
+            grpc.secure_channel(target, credentials, _CHANNEL_OPTIONS)
             if credentials
-            else grpc.insecure_channel(target)
+            else grpc.insecure_channel(target, _CHANNEL_OPTIONS)
         )
         self._authenticator = auth_pb2_grpc.AuthServiceStub(self._base)
         self.channel = grpc.intercept_channel(self._base, _SyncAuth(self))
@@ -323,11 +332,15 @@ class AsyncClient(_Stubs):
         # interceptor of the same asyncio channel would wait on itself.
         credentials = _credentials(tls, root_certificates, private_key, certificate_chain)
         if credentials is not None:
-            self.channel = grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
-            self._auth_channel = grpc.aio.secure_channel(target, credentials)
+            self.channel = grpc.aio.secure_channel(
+                target, credentials, _CHANNEL_OPTIONS, interceptors=interceptors
+            )
+            self._auth_channel = grpc.aio.secure_channel(target, credentials, _CHANNEL_OPTIONS)
         else:
-            self.channel = grpc.aio.insecure_channel(target, interceptors=interceptors)
-            self._auth_channel = grpc.aio.insecure_channel(target)
+            self.channel = grpc.aio.insecure_channel(
+                target, _CHANNEL_OPTIONS, interceptors=interceptors
+            )
+            self._auth_channel = grpc.aio.insecure_channel(target, _CHANNEL_OPTIONS)
         self._authenticator = auth_pb2_grpc.AuthServiceStub(self._auth_channel)
         self._attach_stubs(self.channel)
 

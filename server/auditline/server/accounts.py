@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from auditline.account.v1 import service_account_pb2
 from auditline.server import identity
@@ -61,15 +62,21 @@ class Accounts:
             return None
         access_key = env.get("AUDITLINE_ADMIN_ACCESS_KEY") or identity.new_access_key()
         secret_key = env.get("AUDITLINE_ADMIN_SECRET_KEY") or identity.new_secret_key()
-        self.create(
-            "admin",
-            "created on first start",
-            ROLE_ADMIN,
-            [],
-            "admin",
-            access_key=access_key,
-            secret_key=secret_key,
-        )
+        try:
+            self.create(
+                "admin",
+                "created on first start",
+                ROLE_ADMIN,
+                [],
+                "admin",
+                access_key=access_key,
+                secret_key=secret_key,
+            )
+        except IntegrityError:
+            # Replicas starting together on one database: one of them made the admin
+            # (its id is fixed), and wrote its keys in its own data directory.
+            log.info("the first admin was created by another replica starting at once")
+            return None
         if env.get("AUDITLINE_ADMIN_SECRET_KEY"):
             log.info("bootstrap admin %s created from AUDITLINE_ADMIN_* variables", access_key)
             return None

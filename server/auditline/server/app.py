@@ -68,6 +68,7 @@ from auditline.server.node import load_hmac_key, load_signing, prepare_data_dir,
 from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.product_events import product_event
 from auditline.server.reflection import enable_reflection
+from auditline.server.replicas import StateFollower
 from auditline.server.saved_exporters import SavedExporters
 from auditline.server.services.audit_log import AuditLogServicer
 from auditline.server.services.audit_settings import POLICY_EVENT, AuditSettingsServicer
@@ -277,6 +278,7 @@ class AuditlineServer:
             else BucketWriter(self.store, self.audit_target),
         )
         self.pipeline.instrument()
+        self._target: AuditTarget | None = None
         self.follow_settings(audit_settings(self.db))
         saved = SavedExporters(self.db, self.store, self.pipeline)
         self.exporters = ExporterServicer(
@@ -295,6 +297,10 @@ class AuditlineServer:
         )
         self.usage = UsageServicer(self.db, self.store, self.clock)
         self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
+        self._follower = StateFollower(
+            interval=settings.state_poll_interval,
+            steps=[saved.reconcile, lambda: self.follow_settings(audit_settings(self.db))],
+        )
         # A rule that does not compile stops the start, with the reason.
         self._detection = (
             DetectionEngine(
@@ -358,6 +364,9 @@ class AuditlineServer:
         """Point the default exporter at the settings' target. While account audit logs
         are disabled only the settings log (changes of the settings) is kept: the
         other events are not spooled, as they happen."""
+        if target == self._target:
+            return  # the replicas' follower asks every few seconds
+        self._target = target
         if target.bucket and not self.settings.export_target:
             self.pipeline.exporters["default"].writer = BucketWriter(self.store, target.bucket)
         # Disabled: the settings log is still kept, and what the detections find (the
@@ -390,6 +399,7 @@ class AuditlineServer:
             ) from None
         self._server.start()
         self._snapshots.start()
+        self._follower.start()
         if self._detection is not None:
             self._detection.start()
         for name in ("", *self.service_names):
@@ -404,6 +414,7 @@ class AuditlineServer:
         self._server.stop(grace).wait()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._snapshots.stop()
+        self._follower.stop()
         if self._detection is not None:
             self._detection.stop()
         # The interceptor's last events into the spool, then every exporter's last file.

@@ -3,13 +3,13 @@ service's own object store, created on first start and named by the audit settin
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import logging
 from collections.abc import Callable
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from auditline.server.db import Database, tables
 from auditline.server.objectstore import (
@@ -54,7 +54,27 @@ def ensure_audit_target(
     """On first start: an object-locked bucket for the audit logs, set as the target.
 
     Returns the target bucket in force (an operator may have chosen another one).
+    Replicas starting together on one database: one sets the target, and the others,
+    refused by the tables' keys, read it.
     """
+    try:
+        return _first_target(db, store, bucket, retention_days, clock, retention_mode)
+    except IntegrityError:
+        target = audit_settings(db).bucket
+        if not target:
+            raise
+        log.info("the audit target %s was set by another replica starting at once", target)
+        return target
+
+
+def _first_target(
+    db: Database,
+    store: ObjectStore,
+    bucket: str,
+    retention_days: int,
+    clock: Callable[[], float],
+    retention_mode: str,
+) -> str:
     settings = tables.audit_settings
     with db.begin() as connection:
         row = connection.execute(sa.select(settings)).mappings().first()
@@ -64,14 +84,19 @@ def ensure_audit_target(
             sa.select(tables.buckets.c.name).where(tables.buckets.c.name == bucket)
         ).first()
         if known is None:
-            # A bucket left by an earlier data directory is reused.
-            with contextlib.suppress(BucketExistsError):
+            try:
                 store.create_bucket(
                     bucket,
                     object_lock=True,
                     retention=Retention(mode=retention_mode, days=retention_days)
                     if retention_days
                     else None,
+                )
+            except BucketExistsError:
+                # Adopted, and said so: a bucket left by an earlier state (a data
+                # directory or database since removed) keeps its files.
+                log.warning(
+                    "the audit bucket %s exists in the object store already: adopted", bucket
                 )
             connection.execute(
                 tables.buckets.insert().values(

@@ -120,6 +120,13 @@ class Settings:
         default=7.0,
         metadata=_help("days exported events stay queryable on the node (ListEvents, TailEvents)"),
     )
+    state_poll_interval: float = field(
+        default=2.0,
+        metadata=_help(
+            "seconds between reads of the state replicas share (the audit target, the "
+            "exporters), so that a change made on another replica applies here; 0: never"
+        ),
+    )
     query_timeout: float = field(
         default=30.0,
         metadata=_help("seconds a QueryEvents call's SQL may run (and its call's deadline)"),
@@ -287,9 +294,13 @@ class Settings:
             raise ConfigError(
                 "--query-timeout, --query-max-bytes and --query-memory-bytes must be positive"
             )
-        if self.login_block_seconds < 0 or self.usage_snapshot_interval < 0:
+        if (
+            min(self.login_block_seconds, self.usage_snapshot_interval, self.state_poll_interval)
+            < 0
+        ):
             raise ConfigError(
-                "--login-block-seconds and --usage-snapshot-interval must not be negative"
+                "--login-block-seconds, --usage-snapshot-interval and --state-poll-interval "
+                "must not be negative"
             )
         if self.object_store and not self.object_store.startswith(("file://", "s3://")):
             raise ConfigError("--object-store must start with file:// or s3://")

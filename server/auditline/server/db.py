@@ -21,6 +21,8 @@ from sqlalchemy.engine import Connection, Engine
 __all__ = ["Database", "metadata", "require_row", "tables"]
 
 metadata = sa.MetaData()
+# The PostgreSQL advisory lock that serialises migrations (any constant of the service's).
+_MIGRATION_LOCK = 0x6175646974  # "audit"
 
 
 class tables:
@@ -190,6 +192,12 @@ class Database:
             "script_location", str(resources.files("auditline.server") / "migrations")
         )
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together: one migrates, the others wait for its
+                # commit (the lock is the transaction's) and find the schema at head.
+                connection.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                )
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 

@@ -7,6 +7,8 @@ stops it when the row goes. `services/exporters.py` serves the API over these ro
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +25,8 @@ from auditline.server.db import Database, tables
 from auditline.server.objectstore import ObjectStore
 
 __all__ = ["SavedExporters", "config_of"]
+
+log = logging.getLogger("auditline.server")
 
 
 def config_of(row: dict[str, Any]) -> ExporterConfig:
@@ -49,13 +53,25 @@ class SavedExporters:
         self.db = db
         self.store = store
         self.pipeline = pipeline
+        # What runs here: exporter id → its row's `updated_at` when it was started.
+        self._running: dict[str, float] = {}
+        self._lock = threading.Lock()
 
     def start_all(self) -> None:
         """Start the exporters saved by earlier runs."""
+        self.reconcile()
+
+    def reconcile(self) -> None:
+        """Run exactly the saved exporters, as saved: the ones another replica created
+        or changed are started or restarted, the ones it deleted stopped."""
         with self.db.begin() as connection:
             rows = [dict(r) for r in connection.execute(sa.select(tables.exporters)).mappings()]
-        for row in rows:
-            self.run(row)
+        with self._lock:
+            for row in rows:
+                if self._running.get(row["id"]) != row["updated_at"]:
+                    self._run(row)
+            for exporter_id in set(self._running) - {row["id"] for row in rows}:
+                self._remove(exporter_id)
 
     @staticmethod
     def external_writer(external: dict[str, Any]) -> S3Writer:
@@ -73,12 +89,28 @@ class SavedExporters:
 
     def run(self, row: dict[str, Any]) -> None:
         """Start the row's exporter, or restart it with the row's new settings."""
-        self.pipeline.add_exporter(config_of(row), self.writer(row))
+        with self._lock:
+            self._run(row)
+
+    def _run(self, row: dict[str, Any]) -> None:
+        try:
+            self.pipeline.add_exporter(config_of(row), self.writer(row))
+        except Exception:
+            # One exporter this replica cannot start (an external bucket it cannot
+            # reach) must not stop the others; it is tried again at the next change.
+            log.exception("exporter %s could not be started", row["id"])
+        self._running[row["id"]] = row["updated_at"]
 
     def running(self, exporter_id: str) -> Exporter | None:
         return self.pipeline.exporters.get(exporter_id)
 
     def remove(self, exporter_id: str) -> None:
         """Stop the exporter and forget its watermark: its row is gone."""
-        self.pipeline.remove_exporter(exporter_id)
+        with self._lock:
+            self._remove(exporter_id)
+
+    def _remove(self, exporter_id: str) -> None:
+        if exporter_id in self.pipeline.exporters:
+            self.pipeline.remove_exporter(exporter_id)
         self.pipeline.spool.store.unregister(exporter_id)
+        self._running.pop(exporter_id, None)
