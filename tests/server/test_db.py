@@ -4,16 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from auditline.server.db import Database, metadata
+from tests.support.postgres import PostgreSQL
 
 
-def test_migrations_build_the_declared_schema(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path / 'state.db'}")
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_migrations_build_the_declared_schema(
+    tmp_path: Path, dialect: str, request: pytest.FixtureRequest
+) -> None:
+    if dialect == "sqlite":
+        url = f"sqlite:///{tmp_path / 'state.db'}"
+    else:
+        postgres: PostgreSQL = request.getfixturevalue("postgres")
+        url = postgres.new_database()
+    database = Database(url)
     with database.engine.connect() as connection:
+        assert connection.dialect.name == dialect
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    database.close()
     assert differences == []
 
 
@@ -22,7 +34,7 @@ def test_opening_twice_migrates_once(tmp_path: Path) -> None:
     Database(url).close()
     database = Database(url)
     with database.engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0003"
+        assert MigrationContext.configure(connection).get_current_revision() == "0004"
 
 
 def test_exporters_saved_before_the_data_lake_keep_what_they_wrote(tmp_path: Path) -> None:

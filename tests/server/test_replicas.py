@@ -210,6 +210,24 @@ def test_an_exporter_and_the_audit_settings_reach_every_replica(cluster: Cluster
         return True if {r.values[0].string_value for r in rows} == _node_ids(cluster) else None
 
     wait_for(every_node_exports, timeout=60, what="the new exporter's files from every node")
+
+    # Any replica shows every node's status of it, as each node reported it.
+    def reported() -> exporter_pb2.Exporter | None:
+        got = (
+            cluster.admins[2]
+            .exporters.GetExporter(exporter_pb2.GetExporterRequest(name=exporter.name))
+            .exporter
+        )
+        written = {n.node_id for n in got.node_statuses if n.status.last_object_key}
+        return got if written == _node_ids(cluster) else None
+
+    shown = wait_for(reported, timeout=30, what="every node's status of the exporter")
+    for node in shown.node_statuses:
+        assert node.status.state != exporter_pb2.EXPORTER_STATE_ERROR
+        assert node.status.last_object_key.startswith("everyone/ocsf/")
+        assert node.node_id in node.status.last_object_key
+        assert node.status.watermark > 0
+        assert node.report_time.seconds > 0
     # Account audit logs turned off on one replica: within the poll interval the
     # others keep no more account API events either.
     cluster.admins[0].settings.DisableAccountAuditLogs(

@@ -61,6 +61,7 @@ from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
 from auditline.server.detection import Detector, rules_text
 from auditline.server.detection_engine import DetectionEngine
+from auditline.server.exporter_reports import report_statuses
 from auditline.server.guard import CallGuard
 from auditline.server.iam import IamEvent, iam_api_event
 from auditline.server.log_queries import ExportedLogQueries, QueryLimits, exporter_location
@@ -299,7 +300,13 @@ class AuditlineServer:
         self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
         self._follower = StateFollower(
             interval=settings.state_poll_interval,
-            steps=[saved.reconcile, lambda: self.follow_settings(audit_settings(self.db))],
+            steps=[
+                saved.reconcile,
+                lambda: self.follow_settings(audit_settings(self.db)),
+                lambda: report_statuses(
+                    self.db, self.node_id, dict(self.pipeline.exporters), self.clock
+                ),
+            ],
         )
         # A rule that does not compile stops the start, with the reason.
         self._detection = (

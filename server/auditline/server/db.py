@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["Database", "metadata", "require_row", "tables"]
+__all__ = ["Database", "metadata", "require_row", "tables", "upsert"]
 
 metadata = sa.MetaData()
 # The PostgreSQL advisory lock that serialises migrations (any constant of the service's).
@@ -137,6 +137,21 @@ class tables:
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
     )
+    exporter_status = sa.Table(
+        "exporter_status",
+        metadata,
+        # No foreign key: `default` (the flags' exporter of each node) has no row.
+        sa.Column("exporter_id", sa.String(64), primary_key=True),
+        sa.Column("node_id", sa.String(64), primary_key=True),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("last_error", sa.Text, nullable=False),
+        sa.Column("last_error_time", sa.Float, nullable=False),
+        sa.Column("last_success_time", sa.Float, nullable=False),
+        sa.Column("watermark", sa.BigInteger, nullable=False),
+        sa.Column("backlog", sa.BigInteger, nullable=False),
+        sa.Column("last_object_key", sa.Text, nullable=False),
+        sa.Column("reported_at", sa.Float, nullable=False),
+    )
     audit_settings = sa.Table(
         "audit_settings",
         metadata,
@@ -159,6 +174,25 @@ def require_row(
     if row is None:
         raise NotFoundError(f"{shown(resource)} does not exist")
     return dict(row)
+
+
+def upsert(
+    connection: Connection, table: sa.Table, values: dict[str, Any], keys: tuple[str, ...]
+) -> None:
+    """Insert the row, or update the one with the same `keys`: one statement, so that
+    replicas writing the same row at once do not collide."""
+    insert: Any
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = insert(table).values(**values)
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: value for name, value in values.items() if name not in keys},
+        )
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from auditline.errors import PermissionDeniedError, ResourceExhaustedError, UnauthenticatedError
 from auditline.server import identity
-from auditline.server.db import Database, tables
+from auditline.server.db import Database, tables, upsert
 from auditline.server.iam import IamEvent
 
 __all__ = ["Caller", "LoginPolicy", "Session", "Sessions"]
@@ -203,14 +203,12 @@ class Sessions:
             elif per_account >= policy.per_account_failures:
                 blocked_key, code = access_key, "limit_wc"
             if blocked_key is not None:
-                blocks = tables.ip_blocks
-                connection.execute(
-                    blocks.delete().where(blocks.c.ip == ip, blocks.c.access_key == blocked_key)
-                )
-                connection.execute(
-                    blocks.insert().values(
-                        ip=ip, access_key=blocked_key, until=now + policy.block_seconds
-                    )
+                # One statement: replicas blocking the same address at once agree.
+                upsert(
+                    connection,
+                    tables.ip_blocks,
+                    {"ip": ip, "access_key": blocked_key, "until": now + policy.block_seconds},
+                    ("ip", "access_key"),
                 )
                 connection.execute(
                     failures.delete().where(

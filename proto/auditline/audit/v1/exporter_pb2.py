@@ -29,7 +29,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!auditline/audit/v1/exporter.proto\x12\x12\x61uditline.audit.v1\x1a\x1e\x61uditline/audit/v1/event.proto\x1a auditline/audit/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x7f\n\x10\x45xternalS3Target\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0e\n\x06\x62ucket\x18\x03 \x01(\t\x12\x15\n\raccess_key_id\x18\x04 \x01(\t\x12\"\n\x11secret_access_key\x18\x05 \x01(\tB\x07\x80\x01\x01\xa8\x9f\x19\x01\"\xff\x01\n\x0e\x45xporterStatus\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32!.auditline.audit.v1.ExporterState\x12\x12\n\nlast_error\x18\x02 \x01(\t\x12\x33\n\x0flast_error_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11last_success_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\twatermark\x18\x05 \x01(\x03\x12\x0f\n\x07\x62\x61\x63klog\x18\x06 \x01(\x03\x12\x17\n\x0flast_object_key\x18\x07 \x01(\t\"\x81\x06\n\x08\x45xporter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x10\n\x06\x62ucket\x18\x03 \x01(\tH\x00\x12;\n\x0b\x65xternal_s3\x18\x04 \x01(\x0b\x32$.auditline.audit.v1.ExternalS3TargetH\x00\x12\x0e\n\x06prefix\x18\x05 \x01(\t\x12\x30\n\x06\x66ormat\x18\x06 \x01(\x0e\x32 .auditline.audit.v1.OutputFormat\x12\x34\n\x0b\x63ompression\x18\x07 \x01(\x0e\x32\x1f.auditline.audit.v1.Compression\x12\x31\n\x0e\x66lush_interval\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_file_bytes\x18\t \x01(\x03\x12:\n\x0eretention_mode\x18\n \x01(\x0e\x32\".auditline.audit.v1.ObjectLockMode\x12\x16\n\x0eretention_days\x18\x0b \x01(\x05\x12.\n\tlog_types\x18\x0c \x03(\x0e\x32\x1b.auditline.audit.v1.LogType\x12\x32\n\x06status\x18\r \x01(\x0b\x32\".auditline.audit.v1.ExporterStatus\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0cpartitioning\x18\x10 \x01(\x0e\x32 .auditline.audit.v1.Partitioning\x12\x35\n\x0cocsf_version\x18\x11 \x01(\x0e\x32\x1f.auditline.audit.v1.OcsfVersion\x12\x13\n\x0blake_region\x18\x12 \x01(\t\x12\x17\n\x0flake_account_id\x18\x13 \x01(\tB\x08\n\x06target\"\\\n\x15\x43reateExporterRequest\x12.\n\x08\x65xporter\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.Exporter\x12\x13\n\x0b\x65xporter_id\x18\x02 \x01(\t\"H\n\x16\x43reateExporterResponse\x12.\n\x08\x65xporter\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.Exporter\"\"\n\x12GetExporterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x13GetExporterResponse\x12.\n\x08\x65xporter\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.Exporter\"=\n\x14ListExportersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x15ListExportersResponse\x12/\n\texporters\x18\x01 \x03(\x0b\x32\x1c.auditline.audit.v1.Exporter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n\x15UpdateExporterRequest\x12.\n\x08\x65xporter\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.Exporter\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"H\n\x16UpdateExporterResponse\x12.\n\x08\x65xporter\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.Exporter\"%\n\x15\x44\x65leteExporterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteExporterResponse*\x8b\x01\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x1f\n\x1bOUTPUT_FORMAT_APIEVENT_JSON\x10\x01\x12\x1b\n\x17OUTPUT_FORMAT_OCSF_JSON\x10\x02\x12\x1e\n\x1aOUTPUT_FORMAT_OCSF_PARQUET\x10\x03*Z\n\x0cPartitioning\x12\x1c\n\x18PARTITIONING_UNSPECIFIED\x10\x00\x12\x15\n\x11PARTITIONING_DATE\x10\x01\x12\x15\n\x11PARTITIONING_HIVE\x10\x02*[\n\x0bOcsfVersion\x12\x1c\n\x18OCSF_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12OCSF_VERSION_1_8_0\x10\x01\x12\x16\n\x12OCSF_VERSION_1_1_0\x10\x02*l\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x01\x12\x14\n\x10\x43OMPRESSION_GZIP\x10\x02\x12\x14\n\x10\x43OMPRESSION_ZSTD\x10\x03*t\n\x0eObjectLockMode\x12 \n\x1cOBJECT_LOCK_MODE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bOBJECT_LOCK_MODE_GOVERNANCE\x10\x01\x12\x1f\n\x1bOBJECT_LOCK_MODE_COMPLIANCE\x10\x02*\x83\x01\n\rExporterState\x12\x1e\n\x1a\x45XPORTER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPORTER_STATE_WAITING\x10\x01\x12\x1c\n\x18\x45XPORTER_STATE_EXPORTING\x10\x02\x12\x18\n\x14\x45XPORTER_STATE_ERROR\x10\x03\x32\xba\x04\n\x0f\x45xporterService\x12o\n\x0e\x43reateExporter\x12).auditline.audit.v1.CreateExporterRequest\x1a*.auditline.audit.v1.CreateExporterResponse\"\x06\xaa\x9f\x19\x02\x10\x01\x12\x66\n\x0bGetExporter\x12&.auditline.audit.v1.GetExporterRequest\x1a\'.auditline.audit.v1.GetExporterResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12l\n\rListExporters\x12(.auditline.audit.v1.ListExportersRequest\x1a).auditline.audit.v1.ListExportersResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12o\n\x0eUpdateExporter\x12).auditline.audit.v1.UpdateExporterRequest\x1a*.auditline.audit.v1.UpdateExporterResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12o\n\x0e\x44\x65leteExporter\x12).auditline.audit.v1.DeleteExporterRequest\x1a*.auditline.audit.v1.DeleteExporterResponse\"\x06\xaa\x9f\x19\x02\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!auditline/audit/v1/exporter.proto\x12\x12\x61uditline.audit.v1\x1a\x1e\x61uditline/audit/v1/event.proto\x1a auditline/audit/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x7f\n\x10\x45xternalS3Target\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0e\n\x06\x62ucket\x18\x03 \x01(\t\x12\x15\n\raccess_key_id\x18\x04 \x01(\t\x12\"\n\x11secret_access_key\x18\x05 \x01(\tB\x07\x80\x01\x01\xa8\x9f\x19\x01\"\xff\x01\n\x0e\x45xporterStatus\x12\x30\n\x05state\x18\x01 \x01(\x0e\x32!.auditline.audit.v1.ExporterState\x12\x12\n\nlast_error\x18\x02 \x01(\t\x12\x33\n\x0flast_error_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11last_success_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\twatermark\x18\x05 \x01(\x03\x12\x0f\n\x07\x62\x61\x63klog\x18\x06 \x01(\x03\x12\x17\n\x0flast_object_key\x18\x07 \x01(\t\"\xc0\x06\n\x08\x45xporter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x10\n\x06\x62ucket\x18\x03 \x01(\tH\x00\x12;\n\x0b\x65xternal_s3\x18\x04 \x01(\x0b\x32$.auditline.audit.v1.ExternalS3TargetH\x00\x12\x0e\n\x06prefix\x18\x05 \x01(\t\x12\x30\n\x06\x66ormat\x18\x06 \x01(\x0e\x32 .auditline.audit.v1.OutputFormat\x12\x34\n\x0b\x63ompression\x18\x07 \x01(\x0e\x32\x1f.auditline.audit.v1.Compression\x12\x31\n\x0e\x66lush_interval\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0emax_file_bytes\x18\t \x01(\x03\x12:\n\x0eretention_mode\x18\n \x01(\x0e\x32\".auditline.audit.v1.ObjectLockMode\x12\x16\n\x0eretention_days\x18\x0b \x01(\x05\x12.\n\tlog_types\x18\x0c \x03(\x0e\x32\x1b.auditline.audit.v1.LogType\x12\x32\n\x06status\x18\r \x01(\x0b\x32\".auditline.audit.v1.ExporterStatus\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x0cpartitioning\x18\x10 \x01(\x0e\x32 .auditline.audit.v1.Partitioning\x12\x35\n\x0cocsf_version\x18\x11 \x01(\x0e\x32\x1f.auditline.audit.v1.OcsfVersion\x12\x13\n\x0blake_region\x18\x12 \x01(\t\x12\x17\n\x0flake_account_id\x18\x13 \x01(\t\x12=\n\rnode_statuses\x18\x14 \x03(\x0b\x32&.auditline.audit.v1.NodeExporterStatusB\x08\n\x06target\"\x8a\x01\n\x12NodeExporterStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x32\n\x06status\x18\x02 \x01(\x0b\x32\".auditline.audit.v1.ExporterStatus\x12/\n\x0breport_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x15\x43reateExporterRequest\x12.\n\x08\x65xporter\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.Exporter\x12\x13\n\x0b\x65xporter_id\x18\x02 \x01(\t\"H\n\x16\x43reateExporterResponse\x12.\n\x08\x65xporter\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.Exporter\"\"\n\x12GetExporterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"E\n\x13GetExporterResponse\x12.\n\x08\x65xporter\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.Exporter\"=\n\x14ListExportersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x15ListExportersResponse\x12/\n\texporters\x18\x01 \x03(\x0b\x32\x1c.auditline.audit.v1.Exporter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n\x15UpdateExporterRequest\x12.\n\x08\x65xporter\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.Exporter\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"H\n\x16UpdateExporterResponse\x12.\n\x08\x65xporter\x18\x01 \x01(\x0b\x32\x1c.auditline.audit.v1.Exporter\"%\n\x15\x44\x65leteExporterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteExporterResponse*\x8b\x01\n\x0cOutputFormat\x12\x1d\n\x19OUTPUT_FORMAT_UNSPECIFIED\x10\x00\x12\x1f\n\x1bOUTPUT_FORMAT_APIEVENT_JSON\x10\x01\x12\x1b\n\x17OUTPUT_FORMAT_OCSF_JSON\x10\x02\x12\x1e\n\x1aOUTPUT_FORMAT_OCSF_PARQUET\x10\x03*Z\n\x0cPartitioning\x12\x1c\n\x18PARTITIONING_UNSPECIFIED\x10\x00\x12\x15\n\x11PARTITIONING_DATE\x10\x01\x12\x15\n\x11PARTITIONING_HIVE\x10\x02*[\n\x0bOcsfVersion\x12\x1c\n\x18OCSF_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12OCSF_VERSION_1_8_0\x10\x01\x12\x16\n\x12OCSF_VERSION_1_1_0\x10\x02*l\n\x0b\x43ompression\x12\x1b\n\x17\x43OMPRESSION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43OMPRESSION_NONE\x10\x01\x12\x14\n\x10\x43OMPRESSION_GZIP\x10\x02\x12\x14\n\x10\x43OMPRESSION_ZSTD\x10\x03*t\n\x0eObjectLockMode\x12 \n\x1cOBJECT_LOCK_MODE_UNSPECIFIED\x10\x00\x12\x1f\n\x1bOBJECT_LOCK_MODE_GOVERNANCE\x10\x01\x12\x1f\n\x1bOBJECT_LOCK_MODE_COMPLIANCE\x10\x02*\x83\x01\n\rExporterState\x12\x1e\n\x1a\x45XPORTER_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPORTER_STATE_WAITING\x10\x01\x12\x1c\n\x18\x45XPORTER_STATE_EXPORTING\x10\x02\x12\x18\n\x14\x45XPORTER_STATE_ERROR\x10\x03\x32\xba\x04\n\x0f\x45xporterService\x12o\n\x0e\x43reateExporter\x12).auditline.audit.v1.CreateExporterRequest\x1a*.auditline.audit.v1.CreateExporterResponse\"\x06\xaa\x9f\x19\x02\x10\x01\x12\x66\n\x0bGetExporter\x12&.auditline.audit.v1.GetExporterRequest\x1a\'.auditline.audit.v1.GetExporterResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12l\n\rListExporters\x12(.auditline.audit.v1.ListExportersRequest\x1a).auditline.audit.v1.ListExportersResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12o\n\x0eUpdateExporter\x12).auditline.audit.v1.UpdateExporterRequest\x1a*.auditline.audit.v1.UpdateExporterResponse\"\x06\xaa\x9f\x19\x02\x10\x03\x12o\n\x0e\x44\x65leteExporter\x12).auditline.audit.v1.DeleteExporterRequest\x1a*.auditline.audit.v1.DeleteExporterResponse\"\x06\xaa\x9f\x19\x02\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,44 +48,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPORTERSERVICE'].methods_by_name['UpdateExporter']._serialized_options = b'\252\237\031\002\020\003'
   _globals['_EXPORTERSERVICE'].methods_by_name['DeleteExporter']._loaded_options = None
   _globals['_EXPORTERSERVICE'].methods_by_name['DeleteExporter']._serialized_options = b'\252\237\031\002\020\004'
-  _globals['_OUTPUTFORMAT']._serialized_start=2080
-  _globals['_OUTPUTFORMAT']._serialized_end=2219
-  _globals['_PARTITIONING']._serialized_start=2221
-  _globals['_PARTITIONING']._serialized_end=2311
-  _globals['_OCSFVERSION']._serialized_start=2313
-  _globals['_OCSFVERSION']._serialized_end=2404
-  _globals['_COMPRESSION']._serialized_start=2406
-  _globals['_COMPRESSION']._serialized_end=2514
-  _globals['_OBJECTLOCKMODE']._serialized_start=2516
-  _globals['_OBJECTLOCKMODE']._serialized_end=2632
-  _globals['_EXPORTERSTATE']._serialized_start=2635
-  _globals['_EXPORTERSTATE']._serialized_end=2766
+  _globals['_OUTPUTFORMAT']._serialized_start=2284
+  _globals['_OUTPUTFORMAT']._serialized_end=2423
+  _globals['_PARTITIONING']._serialized_start=2425
+  _globals['_PARTITIONING']._serialized_end=2515
+  _globals['_OCSFVERSION']._serialized_start=2517
+  _globals['_OCSFVERSION']._serialized_end=2608
+  _globals['_COMPRESSION']._serialized_start=2610
+  _globals['_COMPRESSION']._serialized_end=2718
+  _globals['_OBJECTLOCKMODE']._serialized_start=2720
+  _globals['_OBJECTLOCKMODE']._serialized_end=2836
+  _globals['_EXPORTERSTATE']._serialized_start=2839
+  _globals['_EXPORTERSTATE']._serialized_end=2970
   _globals['_EXTERNALS3TARGET']._serialized_start=222
   _globals['_EXTERNALS3TARGET']._serialized_end=349
   _globals['_EXPORTERSTATUS']._serialized_start=352
   _globals['_EXPORTERSTATUS']._serialized_end=607
   _globals['_EXPORTER']._serialized_start=610
-  _globals['_EXPORTER']._serialized_end=1379
-  _globals['_CREATEEXPORTERREQUEST']._serialized_start=1381
-  _globals['_CREATEEXPORTERREQUEST']._serialized_end=1473
-  _globals['_CREATEEXPORTERRESPONSE']._serialized_start=1475
-  _globals['_CREATEEXPORTERRESPONSE']._serialized_end=1547
-  _globals['_GETEXPORTERREQUEST']._serialized_start=1549
-  _globals['_GETEXPORTERREQUEST']._serialized_end=1583
-  _globals['_GETEXPORTERRESPONSE']._serialized_start=1585
-  _globals['_GETEXPORTERRESPONSE']._serialized_end=1654
-  _globals['_LISTEXPORTERSREQUEST']._serialized_start=1656
-  _globals['_LISTEXPORTERSREQUEST']._serialized_end=1717
-  _globals['_LISTEXPORTERSRESPONSE']._serialized_start=1719
-  _globals['_LISTEXPORTERSRESPONSE']._serialized_end=1816
-  _globals['_UPDATEEXPORTERREQUEST']._serialized_start=1818
-  _globals['_UPDATEEXPORTERREQUEST']._serialized_end=1938
-  _globals['_UPDATEEXPORTERRESPONSE']._serialized_start=1940
-  _globals['_UPDATEEXPORTERRESPONSE']._serialized_end=2012
-  _globals['_DELETEEXPORTERREQUEST']._serialized_start=2014
-  _globals['_DELETEEXPORTERREQUEST']._serialized_end=2051
-  _globals['_DELETEEXPORTERRESPONSE']._serialized_start=2053
-  _globals['_DELETEEXPORTERRESPONSE']._serialized_end=2077
-  _globals['_EXPORTERSERVICE']._serialized_start=2769
-  _globals['_EXPORTERSERVICE']._serialized_end=3339
+  _globals['_EXPORTER']._serialized_end=1442
+  _globals['_NODEEXPORTERSTATUS']._serialized_start=1445
+  _globals['_NODEEXPORTERSTATUS']._serialized_end=1583
+  _globals['_CREATEEXPORTERREQUEST']._serialized_start=1585
+  _globals['_CREATEEXPORTERREQUEST']._serialized_end=1677
+  _globals['_CREATEEXPORTERRESPONSE']._serialized_start=1679
+  _globals['_CREATEEXPORTERRESPONSE']._serialized_end=1751
+  _globals['_GETEXPORTERREQUEST']._serialized_start=1753
+  _globals['_GETEXPORTERREQUEST']._serialized_end=1787
+  _globals['_GETEXPORTERRESPONSE']._serialized_start=1789
+  _globals['_GETEXPORTERRESPONSE']._serialized_end=1858
+  _globals['_LISTEXPORTERSREQUEST']._serialized_start=1860
+  _globals['_LISTEXPORTERSREQUEST']._serialized_end=1921
+  _globals['_LISTEXPORTERSRESPONSE']._serialized_start=1923
+  _globals['_LISTEXPORTERSRESPONSE']._serialized_end=2020
+  _globals['_UPDATEEXPORTERREQUEST']._serialized_start=2022
+  _globals['_UPDATEEXPORTERREQUEST']._serialized_end=2142
+  _globals['_UPDATEEXPORTERRESPONSE']._serialized_start=2144
+  _globals['_UPDATEEXPORTERRESPONSE']._serialized_end=2216
+  _globals['_DELETEEXPORTERREQUEST']._serialized_start=2218
+  _globals['_DELETEEXPORTERREQUEST']._serialized_end=2255
+  _globals['_DELETEEXPORTERRESPONSE']._serialized_start=2257
+  _globals['_DELETEEXPORTERRESPONSE']._serialized_end=2281
+  _globals['_EXPORTERSERVICE']._serialized_start=2973
+  _globals['_EXPORTERSERVICE']._serialized_end=3543
 # @@protoc_insertion_point(module_scope)

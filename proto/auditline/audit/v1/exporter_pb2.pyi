@@ -300,6 +300,7 @@ class Exporter(_message.Message):
     OCSF_VERSION_FIELD_NUMBER: _builtins.int
     LAKE_REGION_FIELD_NUMBER: _builtins.int
     LAKE_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    NODE_STATUSES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name, `exporters/{exporter}`. Output only."""
     display_name: _builtins.str
@@ -354,6 +355,12 @@ class Exporter(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the exporter last changed. Output only."""
 
+    @_builtins.property
+    def node_statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeExporterStatus]:
+        """Each node's status, as the node last reported it (replicas report every
+        `--state-poll-interval`); `status` is the answering node's, now. Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -376,16 +383,51 @@ class Exporter(_message.Message):
         ocsf_version: Global___OcsfVersion.ValueType = ...,
         lake_region: _builtins.str = ...,
         lake_account_id: _builtins.str = ...,
+        node_statuses: _abc.Iterable[Global___NodeExporterStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "create_time", b"create_time", "external_s3", b"external_s3", "flush_interval", b"flush_interval", "status", b"status", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "compression", b"compression", "create_time", b"create_time", "display_name", b"display_name", "external_s3", b"external_s3", "flush_interval", b"flush_interval", "format", b"format", "lake_account_id", b"lake_account_id", "lake_region", b"lake_region", "log_types", b"log_types", "max_file_bytes", b"max_file_bytes", "name", b"name", "ocsf_version", b"ocsf_version", "partitioning", b"partitioning", "prefix", b"prefix", "retention_days", b"retention_days", "retention_mode", b"retention_mode", "status", b"status", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "compression", b"compression", "create_time", b"create_time", "display_name", b"display_name", "external_s3", b"external_s3", "flush_interval", b"flush_interval", "format", b"format", "lake_account_id", b"lake_account_id", "lake_region", b"lake_region", "log_types", b"log_types", "max_file_bytes", b"max_file_bytes", "name", b"name", "node_statuses", b"node_statuses", "ocsf_version", b"ocsf_version", "partitioning", b"partitioning", "prefix", b"prefix", "retention_days", b"retention_days", "retention_mode", b"retention_mode", "status", b"status", "target", b"target", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["bucket", "external_s3"]  # noqa: Y015
     _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
 
 Global___Exporter: _TypeAlias = Exporter  # noqa: Y015
+
+@_typing.final
+class NodeExporterStatus(_message.Message):
+    """One node's status of an exporter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REPORT_TIME_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The node's id (the `<node>` of its files' keys)."""
+    @_builtins.property
+    def status(self) -> Global___ExporterStatus:
+        """The status the node reported."""
+
+    @_builtins.property
+    def report_time(self) -> _timestamp_pb2.Timestamp:
+        """When the node reported it: a node that stopped reporting is stale."""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        status: Global___ExporterStatus | None = ...,
+        report_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report_time", b"report_time", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "report_time", b"report_time", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeExporterStatus: _TypeAlias = NodeExporterStatus  # noqa: Y015
 
 @_typing.final
 class CreateExporterRequest(_message.Message):

@@ -19,8 +19,9 @@ from auditline.contract import (
     EXPORT_PARTITIONINGS,
 )
 from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
-from auditline.interceptor import LAKE_PARTITION, Exporter
+from auditline.interceptor import LAKE_PARTITION, Exporter, ExporterStatus
 from auditline.server.db import Database, require_row, tables
+from auditline.server.exporter_reports import forget_exporter, node_statuses
 from auditline.server.objectstore import ObjectStore
 from auditline.server.saved_exporters import SavedExporters, config_of
 from auditline.server.services._common import (
@@ -95,7 +96,10 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
     def _status(exporter: Exporter | None) -> pb.ExporterStatus:
         if exporter is None:
             return pb.ExporterStatus()
-        s = exporter.status
+        return ExporterServicer._status_of(exporter.status)
+
+    @staticmethod
+    def _status_of(s: ExporterStatus) -> pb.ExporterStatus:
         status = pb.ExporterStatus(
             state=_STATES[s.state.value],
             last_error=s.last_error,
@@ -108,6 +112,19 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         if s.last_success_time:
             status.last_success_time.CopyFrom(timestamp(s.last_success_time))
         return status
+
+    def _messages(self, rows: list[dict[str, Any]]) -> list[pb.Exporter]:
+        reports = node_statuses(self.db, [row["id"] for row in rows])
+        messages = []
+        for row in rows:
+            message = self._message(row)
+            for report in reports[row["id"]]:
+                node = message.node_statuses.add(
+                    node_id=report.node_id, status=self._status_of(report.status)
+                )
+                node.report_time.CopyFrom(timestamp(report.reported_at))
+            messages.append(message)
+        return messages
 
     def _message(self, row: dict[str, Any]) -> pb.Exporter:
         exporter = pb.Exporter(
@@ -300,7 +317,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         except IntegrityError:
             raise AlreadyExistsError("an exporter with this display name or id exists") from None
         self.saved.run(row)
-        return pb.CreateExporterResponse(exporter=self._message(row))
+        return pb.CreateExporterResponse(exporter=self._messages([row])[0])
 
     def row(self, name: str) -> dict[str, Any]:
         """The definition of the exporter `exporters/{id}` (the default one's from the
@@ -314,7 +331,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
     def GetExporter(
         self, request: pb.GetExporterRequest, context: grpc.ServicerContext
     ) -> pb.GetExporterResponse:
-        return pb.GetExporterResponse(exporter=self._message(self.row(request.name)))
+        return pb.GetExporterResponse(exporter=self._messages([self.row(request.name)])[0])
 
     def ListExporters(
         self, request: pb.ListExportersRequest, context: grpc.ServicerContext
@@ -330,7 +347,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         rows = [self._default_row(), *saved]
         chunk = rows[offset : offset + limit]
         return pb.ListExportersResponse(
-            exporters=[self._message(r) for r in chunk],
+            exporters=self._messages(chunk),
             next_page_token=next_page_token(offset, limit, len(chunk), len(rows)),
         )
 
@@ -353,7 +370,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         except IntegrityError:
             raise AlreadyExistsError("another exporter has this display name") from None
         self.saved.run(new)
-        return pb.UpdateExporterResponse(exporter=self._message(new))
+        return pb.UpdateExporterResponse(exporter=self._messages([new])[0])
 
     def DeleteExporter(
         self, request: pb.DeleteExporterRequest, context: grpc.ServicerContext
@@ -364,6 +381,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         with self.db.begin() as connection:
             connection.execute(tables.exporters.delete().where(tables.exporters.c.id == row["id"]))
         self.saved.remove(row["id"])
+        forget_exporter(self.db, row["id"])
         return pb.DeleteExporterResponse()
 
 
