@@ -101,7 +101,7 @@ def test_the_workspace_wheel_is_the_product_and_holds_no_code(wheels: Path) -> N
     wheel = _wheel(wheels, "auditline")
     assert [n for n in wheel.namelist() if ".dist-info/" not in n] == []
     metadata = wheel.read(next(n for n in wheel.namelist() if n.endswith("METADATA"))).decode()
-    assert "Requires-Dist: auditline-server==0.1.0" in metadata
+    assert "Requires-Dist: auditline-server[postgres]==0.1.0" in metadata
     assert "Requires-Dist: auditline-client==0.1.0" in metadata
 
 

@@ -7,6 +7,7 @@ several replicas at once give one success."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections import Counter
@@ -137,7 +138,9 @@ def test_a_token_works_on_every_replica_and_its_revocation_too(cluster: Cluster)
         sa_pb.DisableServiceAccountRequest(name=account.name)
     )
     for holder in holders:
-        code = code_of(lambda h=holder: h.buckets.ListBuckets(bucket_pb2.ListBucketsRequest()))
+        code = code_of(
+            functools.partial(holder.buckets.ListBuckets, bucket_pb2.ListBucketsRequest())
+        )
         assert code == grpc.StatusCode.UNAUTHENTICATED
         holder.close()
 
@@ -147,14 +150,14 @@ def test_login_failures_on_several_replicas_add_up_to_a_block(cluster: Cluster) 
     wrong = auth_pb2.AuthenticateRequest(access_key=account.access_key, secret_key="wrong")
     for attempt in range(10):  # the per-account limit, spread over the replicas
         anonymous = Client(cluster.replicas[attempt % REPLICAS].target)
-        assert code_of(lambda a=anonymous: a.auth.Authenticate(wrong)) == (
+        assert code_of(functools.partial(anonymous.auth.Authenticate, wrong)) == (
             grpc.StatusCode.UNAUTHENTICATED
         )
         anonymous.close()
     right = auth_pb2.AuthenticateRequest(access_key=account.access_key, secret_key=secret)
     for replica in cluster.replicas:
         anonymous = Client(replica.target)
-        code = code_of(lambda a=anonymous: a.auth.Authenticate(right))
+        code = code_of(functools.partial(anonymous.auth.Authenticate, right))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
         anonymous.close()
 
@@ -236,7 +239,7 @@ def test_an_exporter_and_the_audit_settings_reach_every_replica(cluster: Cluster
     try:
         for admin in cluster.admins[1:]:
             wait_for(
-                lambda admin=admin: True if not _keeps_a_new_call(admin, bucket) else None,
+                functools.partial(_keeps_a_new_call, admin, bucket, expected=False),
                 timeout=10 * POLL + 10,
                 what="the replica to follow the setting",
             )
@@ -246,20 +249,22 @@ def test_an_exporter_and_the_audit_settings_reach_every_replica(cluster: Cluster
         )
     for admin in cluster.admins[1:]:
         wait_for(
-            lambda admin=admin: True if _keeps_a_new_call(admin, bucket) else None,
+            functools.partial(_keeps_a_new_call, admin, bucket, expected=True),
             timeout=10 * POLL + 10,
             what="the replica to follow the setting back",
         )
 
 
-def _keeps_a_new_call(admin: Client, bucket: str) -> bool:
-    """Whether a GetBucket call on the replica is kept in its log."""
+def _keeps_a_new_call(admin: Client, bucket: str, *, expected: bool) -> bool | None:
+    """True when a GetBucket call on the replica is kept in its log or not, as
+    `expected`; else None (for `wait_for`)."""
     listed = audit_log_pb2.ListEventsRequest(
         filter=audit_log_pb2.EventFilter(event_names=["GetBucket"]), page_size=1000
     )
     before = len(admin.events.ListEvents(listed).events)
     admin.buckets.GetBucket(bucket_pb2.GetBucketRequest(name=f"buckets/{bucket}"))
-    return len(admin.events.ListEvents(listed).events) > before
+    kept = len(admin.events.ListEvents(listed).events) > before
+    return True if kept == expected else None
 
 
 def test_creates_of_one_name_on_several_replicas_give_one_success(cluster: Cluster) -> None:
