@@ -8,6 +8,7 @@ several replicas at once give one success."""
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import uuid
 from collections import Counter
@@ -288,3 +289,73 @@ def test_creates_of_one_name_on_several_replicas_give_one_success(cluster: Clust
     assert Counter(codes) == Counter(
         {grpc.StatusCode.OK: 1, grpc.StatusCode.ALREADY_EXISTS: REPLICAS * 2 - 1}
     )
+
+
+def test_a_replica_killed_under_load_loses_no_acknowledged_event(cluster: Cluster) -> None:
+    """`kill -9` of one replica in sync mode while a round-robin client's calls run: the
+    others keep serving, and after its restart every call that was answered OK, on
+    any replica, is exported once."""
+    tag = "kill" + uuid.uuid4().hex[:8]
+    victim_index = 1
+    victim = cluster.replicas[victim_index]
+    acknowledged: list[str] = []
+    after_kill: list[str] = []
+    killed, stop = threading.Event(), threading.Event()
+
+    def load(worker: int) -> None:
+        with Client(cluster.round_robin, access_key=ADMIN_KEY, secret_key=ADMIN_SECRET) as client:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                name = f"{tag}-{worker}-{i}"
+                request = bucket_pb2.CreateBucketRequest(bucket_id=name)
+                if code_of(functools.partial(client.buckets.CreateBucket, request, timeout=10)) == (
+                    grpc.StatusCode.OK
+                ):
+                    acknowledged.append(name)
+                    if killed.is_set():
+                        after_kill.append(name)
+
+    workers = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        wait_for(lambda: len(acknowledged) >= 40 or None, timeout=60, what="load")
+        victim.proc.kill()
+        victim.proc.wait(timeout=10)
+        killed.set()
+        wait_for(lambda: len(after_kill) >= 40 or None, timeout=60, what="the others serving")
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    victim.start(timeout=60)
+    cluster.admins[victim_index].close()
+    cluster.admins[victim_index] = login(victim.target, ADMIN_KEY, ADMIN_SECRET)
+    sql = (
+        "SELECT Request.RequestParams->>'bucket_id' AS bucket, count(*) AS copies, "  # noqa: S608
+        "any_value(NodeId) AS node "
+        f"FROM events WHERE EventName = 'CreateBucket' AND bucket LIKE '{tag}-%' "
+        "GROUP BY bucket"
+    )
+    wanted = set(acknowledged)
+
+    def exported() -> dict[str, tuple[float, str]] | None:
+        rows = (
+            cluster.admins[0]
+            .events.QueryEvents(
+                audit_log_pb2.QueryEventsRequest(sql=sql, max_rows=1000), timeout=60
+            )
+            .rows
+        )
+        found = {
+            row.values[0].string_value: (row.values[1].number_value, row.values[2].string_value)
+            for row in rows
+        }
+        return found if wanted <= set(found) else None
+
+    found = wait_for(exported, timeout=90, what="every acknowledged call's event")
+    assert all(copies == 1 for copies, _ in found.values()), found
+    # The killed replica had served some of them: its spool was exported after the restart.
+    victim_id = (victim.data_dir / "node-id").read_text().strip()
+    assert any(found[name][1] == victim_id for name in wanted)
