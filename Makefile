@@ -1,6 +1,7 @@
 # One command each, on a fresh machine with python3 (3.11+):
 #   make run    set up .venv and run the service on its embedded defaults
 #   make test   set up .venv with the test tools and run the whole test suite
+#   make cluster  PostgreSQL, SeaweedFS and three replicas, to try several replicas
 #   make check  lint, type-check, buf lint, generated code fresh, each wheel alone
 #   make ci     what .ci/run does: check + test
 
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: run test check ci generate generate-check lint typecheck buf-lint contract-baseline layers bench clean
+.PHONY: run test check ci cluster generate generate-check lint typecheck buf-lint contract-baseline layers bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,10 @@ $(STAMP): $(PYPROJECTS) | $(BIN)/python
 
 run: $(STAMP)
 	$(BIN)/auditline serve $(ARGS)
+
+# PostgreSQL, SeaweedFS and three replicas on free ports, until Ctrl-C (tools/cluster.py).
+cluster: $(STAMP)
+	$(BIN)/python tools/cluster.py $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(ARGS)
