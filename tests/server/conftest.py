@@ -1,4 +1,4 @@
-"""The account service's shared server: one per test module and object-store backend."""
+"""The account service's shared server: one per test module and backend pair."""
 
 from __future__ import annotations
 
@@ -6,14 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.account_server import (
-    ADMIN_KEY,
-    ADMIN_SECRET,
-    BACKENDS,
-    Server,
-    start_server,
-)
-from tests.support.clients import login
+from tests.support.account_server import BACKENDS, Server, module_server
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -22,12 +15,4 @@ def server(
 ) -> Iterator[Server]:
     """`auditline serve` on SQLite and the filesystem, then on PostgreSQL and SeaweedFS,
     with an admin."""
-    process, store = start_server(
-        tmp_path_factory.mktemp("account") / "data", request.param, request
-    )
-    try:
-        admin = login(process.target, ADMIN_KEY, ADMIN_SECRET)
-        yield Server(process, store, admin)
-        admin.close()
-    finally:
-        process.stop()
+    yield from module_server(request, tmp_path_factory, "account")

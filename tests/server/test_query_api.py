@@ -21,16 +21,13 @@ from auditline.audit.v1 import exporter_pb2
 from auditline.client import Client
 from auditline.errors import InvalidArgumentError, NotFoundError
 from tests.support.account_server import (
-    ADMIN_KEY,
-    ADMIN_SECRET,
     BACKENDS,
     Server,
     login_as,
+    module_server,
     new_bucket,
     new_name,
-    start_server,
 )
-from tests.support.clients import login
 from tests.support.outcome import code_of
 from tests.support.processes import wait_for
 
@@ -40,16 +37,7 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """A server exporting every 0.2 s, so that calls reach the files at once."""
-    process, store = start_server(
-        tmp_path_factory.mktemp("query") / "data", request.param, request,
-        "--export-interval", "0.2",
-    )  # fmt: skip
-    try:
-        admin = login(process.target, ADMIN_KEY, ADMIN_SECRET)
-        yield Server(process, store, admin)
-        admin.close()
-    finally:
-        process.stop()
+    yield from module_server(request, tmp_path_factory, "query", "--export-interval", "0.2")
 
 
 def _query(client: Client, sql: str, **fields: object) -> pb.QueryEventsResponse:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,25 @@ def start_server(
         store = FilesystemStore(data_dir / "objects")
     process = ServeProcess(data_dir, args=["--usage-snapshot-interval", "0", *args], env=env)
     return process.start(), store
+
+
+def module_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    label: str,
+    *args: str,
+) -> Iterator[Server]:
+    """The body of a module's `server` fixture (parametrized by BACKENDS): `auditline
+    serve ARGS` with an admin logged in, stopped after the module."""
+    process, store = start_server(
+        tmp_path_factory.mktemp(label) / "data", request.param, request, *args
+    )
+    try:
+        admin = login(process.target, ADMIN_KEY, ADMIN_SECRET)
+        yield Server(process, store, admin)
+        admin.close()
+    finally:
+        process.stop()
 
 
 def new_name(prefix: str = "t") -> str:

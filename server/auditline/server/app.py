@@ -67,9 +67,9 @@ from auditline.server.iam import IamEvent, iam_api_event
 from auditline.server.log_queries import ExportedLogQueries, QueryLimits, exporter_location
 from auditline.server.node import load_hmac_key, load_signing, prepare_data_dir, server_credentials
 from auditline.server.objectstore import ObjectStore, open_store
+from auditline.server.periodic import Periodic
 from auditline.server.product_events import product_event
 from auditline.server.reflection import enable_reflection
-from auditline.server.replicas import StateFollower
 from auditline.server.saved_exporters import SavedExporters
 from auditline.server.services.audit_log import AuditLogServicer
 from auditline.server.services.audit_settings import POLICY_EVENT, AuditSettingsServicer
@@ -78,7 +78,7 @@ from auditline.server.services.buckets import BucketServicer
 from auditline.server.services.exporters import ExporterServicer
 from auditline.server.services.permissions import PermissionServicer
 from auditline.server.services.service_accounts import ServiceAccountServicer
-from auditline.server.services.usage import UsageServicer, UsageSnapshots
+from auditline.server.services.usage import UsageServicer
 from auditline.server.sessions import LoginPolicy
 
 __all__ = ["AUDIT_HEALTH", "SERVICES", "AuditlineServer", "ServiceRegistration"]
@@ -297,8 +297,13 @@ class AuditlineServer:
             ),
         )
         self.usage = UsageServicer(self.db, self.store, self.clock)
-        self._snapshots = UsageSnapshots(self.usage, settings.usage_snapshot_interval)
-        self._follower = StateFollower(
+        self._snapshots = Periodic(
+            name="usage", interval=settings.usage_snapshot_interval, steps=[self.usage.measure]
+        )
+        # What other replicas change in the database, applied here; and this node's
+        # exporters' status, reported there.
+        self._follower = Periodic(
+            name="follow",
             interval=settings.state_poll_interval,
             steps=[
                 saved.reconcile,

@@ -1,5 +1,5 @@
 """Each node's exporter status in the database: every replica reports its own (the
-`StateFollower` round), and `ExporterService` shows all of them, whichever replica
+follower's round, `periodic`), and `ExporterService` shows all of them, whichever replica
 answers."""
 
 from __future__ import annotations

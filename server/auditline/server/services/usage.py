@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import logging
-import threading
 from collections.abc import Callable
 
 import grpc
@@ -15,8 +13,6 @@ from auditline.account.v1 import usage_pb2_grpc
 from auditline.server.db import Database, tables
 from auditline.server.objectstore import ObjectStore
 from auditline.server.services._common import timestamp
-
-log = logging.getLogger("auditline.server")
 
 
 class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
@@ -79,29 +75,3 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
                 object_count=snapshots[-1][1],
             )
         return response
-
-
-class UsageSnapshots:
-    """Takes a usage snapshot every `interval` seconds until stopped."""
-
-    def __init__(self, usage: UsageServicer, interval: float) -> None:
-        self.usage = usage
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="auditline-usage", daemon=True)
-
-    def start(self) -> None:
-        if self.interval > 0:
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.usage.measure()
-            except Exception:
-                log.exception("usage snapshot failed")
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(10)
