@@ -298,7 +298,9 @@ class AuditlineServer:
         )
         self.usage = UsageServicer(self.db, self.store, self.clock)
         self._snapshots = Periodic(
-            name="usage", interval=settings.usage_snapshot_interval, steps=[self.usage.measure]
+            name="usage",
+            interval=settings.usage_snapshot_interval,
+            steps=[lambda: self.usage.scheduled_snapshot(settings.usage_snapshot_interval)],
         )
         # What other replicas change in the database, applied here; and this node's
         # exporters' status, reported there.
