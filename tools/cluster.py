@@ -46,14 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         postgres.start()
         seaweed.start()
         env = {
-            "AWS_ACCESS_KEY_ID": seaweed.access_key,
-            "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
+            **seaweed.aws_env,
             "AUDITLINE_ADMIN_ACCESS_KEY": "AKCLUSTERADMIN",
             "AUDITLINE_ADMIN_SECRET_KEY": admin_secret,
         }
         common = [
             "--database-url", postgres.url(),
-            "--object-store", f"s3://?endpoint={seaweed.endpoint}&region=us-east-1",
+            "--object-store", seaweed.store_url,
             "--audit-durability", "sync",
             "--export-interval", "5",
         ]  # fmt: skip

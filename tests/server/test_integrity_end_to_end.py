@@ -93,10 +93,7 @@ def test_tampering_on_seaweedfs_is_found(serve: ServeFactory, seaweedfs: Seaweed
     bucket = f"proof-{uuid.uuid4().hex[:10]}"
     client = seaweedfs.client()
     client.create_bucket(Bucket=bucket)  # no object lock: the test tampers with it
-    env = ADMIN | {
-        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
-    }
+    env = ADMIN | seaweedfs.aws_env
     target = f"s3://{bucket}?endpoint={seaweedfs.endpoint}&region=us-east-1"
     process = serve(
         "--export-target",

@@ -115,10 +115,7 @@ def test_ocsf_zstd_files_on_seaweedfs_validate_and_are_locked(
 def test_an_external_s3_target(serve: ServeFactory, seaweedfs: SeaweedFS) -> None:
     bucket = f"siem-{uuid.uuid4().hex[:10]}"
     seaweedfs.client().create_bucket(Bucket=bucket)
-    env = ENV | {
-        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
-    }
+    env = ENV | seaweedfs.aws_env
     target = f"s3://{bucket}?endpoint={seaweedfs.endpoint}&region=us-east-1"
     process = serve("--export-target", target, "--export-retention-days", "0", env=env)
     api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
@@ -138,10 +135,7 @@ def test_an_external_s3_target(serve: ServeFactory, seaweedfs: SeaweedFS) -> Non
 
 
 def test_a_missing_external_target_fails_at_start(tmp_path: Path, seaweedfs: SeaweedFS) -> None:
-    env = ENV | {
-        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
-    }
+    env = ENV | seaweedfs.aws_env
     process = ServeProcess(
         tmp_path / "data",
         args=["--export-target", f"s3://no-such-bucket-xyz?endpoint={seaweedfs.endpoint}"],

@@ -157,13 +157,10 @@ def test_an_object_store_outage_only_grows_the_spool(
     serve: ServeFactory, private_seaweedfs: SeaweedFS
 ) -> None:
     seaweed = private_seaweedfs
-    env = ENV | {
-        "AWS_ACCESS_KEY_ID": seaweed.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-    }
+    env = ENV | seaweed.aws_env
     process = serve(
         "--object-store",
-        f"s3://?endpoint={seaweed.endpoint}&region=us-east-1",
+        seaweed.store_url,
         "--export-interval",
         "0.5",
         env=env,

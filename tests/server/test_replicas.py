@@ -64,13 +64,10 @@ def cluster(
 ) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("replicas")
     database = postgres.new_database()
-    env = admin_env() | {
-        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
-    }
+    env = admin_env() | seaweedfs.aws_env
     args = [
         "--database-url", database,
-        "--object-store", f"s3://?endpoint={seaweedfs.endpoint}&region=us-east-1",
+        "--object-store", seaweedfs.store_url,
         "--audit-bucket", f"replicas-{uuid.uuid4().hex[:8]}",
         "--audit-durability", "sync",
         "--export-interval", "0.5",

@@ -59,11 +59,8 @@ def start_server(
         args = ("--database-url", postgres.new_database(), *args)
     if backend.endswith("+s3"):
         seaweed: SeaweedFS = request.getfixturevalue("seaweedfs")
-        env |= {
-            "AWS_ACCESS_KEY_ID": seaweed.access_key,
-            "AWS_SECRET_ACCESS_KEY": seaweed.secret_key,
-        }
-        args = ("--object-store", f"s3://?endpoint={seaweed.endpoint}&region=us-east-1", *args)
+        env |= seaweed.aws_env
+        args = ("--object-store", seaweed.store_url, *args)
         store = S3Store(client=seaweed.client())
     else:
         store = FilesystemStore(data_dir / "objects")

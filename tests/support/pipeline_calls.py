@@ -28,11 +28,8 @@ def serve_on_seaweedfs(
     """`auditline serve ARGS` with SeaweedFS as its object store and a new audit bucket
     named `prefix-…`; the process and the bucket."""
     bucket = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    env = ENV | {
-        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
-        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
-    }
-    store = f"s3://?endpoint={seaweedfs.endpoint}&region=us-east-1"
+    env = ENV | seaweedfs.aws_env
+    store = seaweedfs.store_url
     process = serve("--object-store", store, "--audit-bucket", bucket, *args, env=env)
     return process, bucket
 

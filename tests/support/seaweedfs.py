@@ -58,6 +58,16 @@ class SeaweedFS:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3.port']}"
 
+    @property
+    def store_url(self) -> str:
+        """The `--object-store` of `auditline serve` on this SeaweedFS."""
+        return f"s3://?endpoint={self.endpoint}&region={self.region}"
+
+    @property
+    def aws_env(self) -> dict[str, str]:
+        """The environment that gives a process this SeaweedFS's S3 identity."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
     def start(self, *, timeout: float = 60.0) -> None:
         """Start weed; a first start whose port another test bound meanwhile retries on
         fresh ports (a restart keeps its ports: clients know the endpoint)."""

@@ -36,10 +36,11 @@ from auditline.interceptor import (
 )
 from auditline.server.objectstore import FilesystemStore, ObjectStore, S3Store
 from auditline.server.services._common import page_limit
+from auditline.server.services.exporters import DEFAULT
 
 __all__ = ["ExportedLogQueries", "QueryLimits", "exporter_location"]
 
-DEFAULT_EXPORTER = "exporters/default"
+DEFAULT_EXPORTER = f"exporters/{DEFAULT}"
 # A response stays well under the 4 MB a gRPC client takes by default.
 RESPONSE_BYTES = 1 << 20
 # What a double (and so a JSON reader) holds exactly; larger integers go as text.
@@ -55,7 +56,7 @@ class QueryLimits:
 
 def exporter_location(row: dict[str, Any], store: ObjectStore, export_target: str) -> Location:
     """Where the exporter of `row` (`ExporterServicer.row`) writes, to read back."""
-    if row["id"] == "default" and export_target:
+    if row["id"] == DEFAULT and export_target:
         return S3Location.from_url(export_target)
     prefix: str = row["prefix"]
     if row["external"]:
