@@ -25,7 +25,8 @@ from auditline.interceptor._compression import COMPRESSIONS
 from auditline.interceptor._export import encode_file
 from auditline.interceptor._formats import FORMATS as FORMATS_BY_NAME
 from auditline.server.audit_target import BucketWriter
-from auditline.server.objectstore import FilesystemStore, ObjectStore, S3Store
+from auditline.server.objectstore import FilesystemStore, ObjectStore
+from auditline.server.s3_store import S3Store
 from bench import interceptor as server_bench
 
 FORMATS = tuple(FORMATS_BY_NAME)

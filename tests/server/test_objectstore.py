@@ -11,15 +11,17 @@ import pytest
 
 from auditline.server.objectstore import (
     BucketExistsError,
+    BucketLock,
     BucketNotEmptyError,
     BucketUsage,
     FilesystemStore,
+    NoSuchBucketError,
     ObjectLockedError,
     ObjectStore,
     Retention,
-    S3Store,
     bucket_name_problem,
 )
+from auditline.server.s3_store import S3Store
 from tests.support.seaweedfs import SeaweedFS
 
 
@@ -78,6 +80,27 @@ def test_object_lock_can_be_turned_on_later(store: ObjectStore) -> None:
     store.put_object(name, "k", b"v", retain_until=_later(), mode="COMPLIANCE")
     with pytest.raises(ObjectLockedError):
         store.delete_object(name, "k")
+
+
+def test_buckets_are_listed_with_their_lock_settings(store: ObjectStore) -> None:
+    plain, locked, kept = _name(), _name(), _name()
+    store.create_bucket(plain, object_lock=False)
+    store.create_bucket(locked, object_lock=True)
+    store.create_bucket(kept, object_lock=True, retention=Retention(mode="COMPLIANCE", days=3))
+    listed = store.list_buckets()
+    assert {plain, locked, kept} <= set(listed)
+    assert listed == sorted(listed)
+    assert store.bucket_lock(plain) == BucketLock(object_lock=False, retention=None)
+    assert store.bucket_lock(locked) == BucketLock(object_lock=True, retention=None)
+    assert store.bucket_lock(kept) == BucketLock(
+        object_lock=True, retention=Retention(mode="COMPLIANCE", days=3)
+    )
+    store.enable_object_lock(plain, Retention(mode="GOVERNANCE", days=2))
+    assert store.bucket_lock(plain) == BucketLock(
+        object_lock=True, retention=Retention(mode="GOVERNANCE", days=2)
+    )
+    with pytest.raises(NoSuchBucketError):
+        store.bucket_lock(_name())
 
 
 @pytest.mark.parametrize(

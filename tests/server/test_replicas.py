@@ -67,7 +67,7 @@ def cluster(
     env = admin_env() | seaweedfs.aws_env
     args = [
         "--database-url", database,
-        "--object-store", seaweedfs.store_url,
+        *seaweedfs.shared_store_args,
         "--audit-bucket", f"replicas-{uuid.uuid4().hex[:8]}",
         "--audit-durability", "sync",
         "--export-interval", "0.5",
@@ -251,6 +251,60 @@ def test_an_exporter_and_the_audit_settings_reach_every_replica(cluster: Cluster
             timeout=10 * POLL + 10,
             what="the replica to follow the setting back",
         )
+
+
+def test_an_exporter_deleted_on_one_replica_stops_on_every_replica(
+    cluster: Cluster, seaweedfs: SeaweedFS
+) -> None:
+    admin = cluster.admins[0]
+    bucket = new_bucket(admin)
+    definition = exporter_pb2.Exporter(display_name=new_name("doomed"), bucket=bucket)
+    definition.flush_interval.FromMilliseconds(300)
+    exporter = admin.exporters.CreateExporter(
+        exporter_pb2.CreateExporterRequest(exporter=definition)
+    ).exporter
+    s3 = seaweedfs.client()
+
+    def every_node_wrote() -> bool | None:
+        for replica in cluster.admins:
+            replica.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        return True if all(any(n in k for k in keys) for n in _node_ids(cluster)) else None
+
+    wait_for(every_node_wrote, timeout=60, what="the exporter's files from every node")
+    cluster.admins[1].exporters.DeleteExporter(
+        exporter_pb2.DeleteExporterRequest(name=exporter.name)
+    )
+    exporter_id = exporter.name.rpartition("/")[2]
+    stopped = f"exporter {exporter_id} stopped: its definition was deleted"
+    for process in cluster.replicas:
+        wait_for(
+            functools.partial(_logged, process, stopped),
+            timeout=10 * POLL + 10,
+            what="every replica to stop the deleted exporter",
+        )
+    files = s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0)
+    # New calls on every replica, exported by the default exporter: the deleted one
+    # (flushing every 0.3 s when it ran) writes none of them.
+    tag = "after" + uuid.uuid4().hex[:8]
+    missing = bucket_pb2.GetBucketRequest(name=f"buckets/{tag}")
+    for replica in cluster.admins:
+        code_of(functools.partial(replica.buckets.GetBucket, missing))
+    sql = (
+        "SELECT count(*) FROM events WHERE "  # noqa: S608
+        f"Request.RequestParams->>'name' = 'buckets/{tag}'"
+    )
+
+    def default_exported() -> bool | None:
+        rows = admin.events.QueryEvents(audit_log_pb2.QueryEventsRequest(sql=sql)).rows
+        return True if rows and rows[0].values[0].number_value == REPLICAS else None
+
+    wait_for(default_exported, timeout=60, what="the default exporter's files of the calls")
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == files
+
+
+def _logged(process: ServeProcess, line: str) -> bool | None:
+    return True if line in process.log() else None
 
 
 def _keeps_a_new_call(admin: Client, bucket: str, *, expected: bool) -> bool | None:

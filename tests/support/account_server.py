@@ -18,7 +18,8 @@ import pytest
 from auditline.account.v1 import bucket_pb2, permission_pb2
 from auditline.account.v1 import service_account_pb2 as sa_pb
 from auditline.client import Client
-from auditline.server.objectstore import FilesystemStore, ObjectStore, S3Store
+from auditline.server.objectstore import FilesystemStore, ObjectStore
+from auditline.server.s3_store import S3Store
 from tests.support.clients import login
 from tests.support.postgres import PostgreSQL
 from tests.support.seaweedfs import SeaweedFS
@@ -60,7 +61,7 @@ def start_server(
     if backend.endswith("+s3"):
         seaweed: SeaweedFS = request.getfixturevalue("seaweedfs")
         env |= seaweed.aws_env
-        args = ("--object-store", seaweed.store_url, *args)
+        args = (*seaweed.shared_store_args, *args)
         store = S3Store(client=seaweed.client())
     else:
         store = FilesystemStore(data_dir / "objects")

@@ -29,8 +29,7 @@ def serve_on_seaweedfs(
     named `prefix-…`; the process and the bucket."""
     bucket = f"{prefix}-{uuid.uuid4().hex[:10]}"
     env = ENV | seaweedfs.aws_env
-    store = seaweedfs.store_url
-    process = serve("--object-store", store, "--audit-bucket", bucket, *args, env=env)
+    process = serve(*seaweedfs.shared_store_args, "--audit-bucket", bucket, *args, env=env)
     return process, bucket
 
 

@@ -64,6 +64,13 @@ class SeaweedFS:
         return f"s3://?endpoint={self.endpoint}&region={self.region}"
 
     @property
+    def shared_store_args(self) -> list[str]:
+        """`auditline serve` arguments for this SeaweedFS as an object store other tests'
+        servers use too: their buckets are left outside this server's catalogue (the
+        default, adopting them, would make each server's bucket list everyone's)."""
+        return ["--object-store", self.store_url, "--bucket-mismatch", "leave"]
+
+    @property
     def aws_env(self) -> dict[str, str]:
         """The environment that gives a process this SeaweedFS's S3 identity."""
         return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}

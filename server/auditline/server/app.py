@@ -57,6 +57,11 @@ from auditline.server.audit_target import (
     audit_settings,
     ensure_audit_target,
 )
+from auditline.server.bucket_reconciliation import (
+    BUCKETS_RECONCILED_EVENT,
+    Reconciliation,
+    reconcile_buckets,
+)
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
 from auditline.server.detection import Detector, rules_text
@@ -259,6 +264,13 @@ class AuditlineServer:
             self.clock,
             settings.export_retention_mode.upper(),
         )
+        reconciliation = reconcile_buckets(
+            self.db,
+            self.store,
+            policy=settings.bucket_mismatch,
+            audit_bucket=self.audit_target,
+            clock=self.clock,
+        )
         self.pipeline.add_exporter(
             ExporterConfig(
                 name="default",
@@ -338,6 +350,7 @@ class AuditlineServer:
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self.pipeline.spool.on_degraded = self._audit_health
         self._record_policy()
+        self._record_reconciliation(reconciliation)
         self.port = 0
 
     def _record_iam(self, event: IamEvent) -> None:
@@ -358,6 +371,25 @@ class AuditlineServer:
             node_id=self.node_id,
             account_name="auditline serve",
             params={"rules": split_list(self.settings.audit_policy)},
+        )
+        self.pipeline.spool.emit_documents([event_document(event)], wait=False)
+
+    def _record_reconciliation(self, reconciliation: Reconciliation) -> None:
+        """Buckets a start adopted into the catalogue or forgot: changes of the account's
+        resources no call made, so said in the account log."""
+        if not reconciliation.changed:
+            return
+        event = product_event(
+            BUCKETS_RECONCILED_EVENT,
+            service="auditline.account.v1.BucketService",
+            activity=options_pb2.ACTIVITY_UPDATE,
+            log_type=event_pb2.LOG_TYPE_ACCOUNT_API,
+            node_id=self.node_id,
+            account_name="auditline serve",
+            params={
+                "adopted": list(reconciliation.adopted),
+                "forgotten": list(reconciliation.forgotten),
+            },
         )
         self.pipeline.spool.emit_documents([event_document(event)], wait=False)
 

@@ -30,6 +30,7 @@ from auditline.audit.v1 import (
 )
 from auditline.contract import SERVICES
 from auditline.interceptor import DROP_EVENT, SUMMARY_EVENT, method_info
+from auditline.server.bucket_reconciliation import BUCKETS_RECONCILED_EVENT
 from auditline.server.detection_rules import FINDING_EVENT
 from auditline.server.iam import IAM_CODES, IAM_EVENTS
 from auditline.server.services.audit_settings import POLICY_EVENT, SETTINGS_LOG_METHODS
@@ -68,6 +69,11 @@ CHANGELOG: tuple[tuple[str, str, str], ...] = (
         "1.3.0",
         "45fb2a6a912ade50",
         "QueryEvents, SQL over an exporter's files.",
+    ),
+    (
+        "1.4.0",
+        "bb5852230637af05",
+        "BucketsReconciled, the buckets a start adopted from the object store or forgot.",
     ),
 )
 CATALOG_VERSION = CHANGELOG[-1][0]
@@ -170,7 +176,7 @@ _PRODUCT_EVENTS = tuple(
         service=service,
         method=name,
         activity=options_pb2.ACTIVITY_OTHER
-        if name != POLICY_EVENT
+        if name not in (POLICY_EVENT, BUCKETS_RECONCILED_EVENT)
         else options_pb2.ACTIVITY_UPDATE,
         description=description,
         rule_id=str(uuid.uuid5(_RULE_NAMESPACE, f"{log}/{name}")),
@@ -200,6 +206,13 @@ _PRODUCT_EVENTS = tuple(
             "auditline.audit.v1.AuditSettingsService",
             "settings",
             "The audit policy a start of the server applies.",
+        ),
+        (
+            BUCKETS_RECONCILED_EVENT,
+            "auditline.account.v1.BucketService",
+            "account_api",
+            "Buckets a start of the server adopted from the object store into the catalogue "
+            "or forgot because the store no longer has them (--bucket-mismatch=adopt).",
         ),
         (
             FINDING_EVENT,

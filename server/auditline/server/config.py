@@ -22,6 +22,7 @@ from typing import Any
 
 from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
 from auditline.interceptor import OCSF_VERSIONS, PARTITIONINGS, AuditPolicy
+from auditline.server.bucket_reconciliation import BUCKET_MISMATCH_POLICIES
 
 __all__ = [
     "ENV_PREFIX",
@@ -75,6 +76,15 @@ class Settings:
         metadata=_help(
             "file:///path or s3://?endpoint=URL&region=R (AWS credentials from the "
             "standard variables); default file://DATA_DIR/objects"
+        ),
+    )
+    bucket_mismatch: str = field(
+        default="adopt",
+        metadata=_help(
+            "a bucket in the object store and not the catalogue, or the reverse, at start: "
+            "adopt (catalogue the store's; the reverse stops the start), follow-store "
+            "(also forget the catalogue's), leave (a shared store: leave the store's "
+            "alone) or refuse"
         ),
     )
     token_ttl: float = field(default=3600.0, metadata=_help("session token lifetime, seconds"))
@@ -304,6 +314,8 @@ class Settings:
             )
         if self.object_store and not self.object_store.startswith(("file://", "s3://")):
             raise ConfigError("--object-store must start with file:// or s3://")
+        if self.bucket_mismatch not in BUCKET_MISMATCH_POLICIES:
+            raise ConfigError(f"--bucket-mismatch must be one of {list(BUCKET_MISMATCH_POLICIES)}")
         if self.export_target and not self.export_target.startswith("s3://"):
             raise ConfigError("--export-target must be empty or s3://BUCKET?endpoint=...")
         if self.audit_durability not in ("async", "sync"):

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["Database", "metadata", "require_row", "tables", "upsert"]
+__all__ = ["Database", "insert_new", "metadata", "require_row", "tables", "upsert"]
 
 metadata = sa.MetaData()
 # The PostgreSQL advisory lock that serialises migrations (any constant of the service's).
@@ -176,23 +176,38 @@ def require_row(
     return dict(row)
 
 
-def upsert(
-    connection: Connection, table: sa.Table, values: dict[str, Any], keys: tuple[str, ...]
-) -> None:
-    """Insert the row, or update the one with the same `keys`: one statement, so that
-    replicas writing the same row at once do not collide."""
+def _insert(connection: Connection, table: sa.Table, values: dict[str, Any]) -> Any:
+    """An INSERT that can say what to do on a conflict (both dialects have one)."""
     insert: Any
     if connection.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = insert(table).values(**values)
+    return insert(table).values(**values)
+
+
+def upsert(
+    connection: Connection, table: sa.Table, values: dict[str, Any], keys: tuple[str, ...]
+) -> None:
+    """Insert the row, or update the one with the same `keys`: one statement, so that
+    replicas writing the same row at once do not collide."""
     connection.execute(
-        statement.on_conflict_do_update(
+        _insert(connection, table, values).on_conflict_do_update(
             index_elements=list(keys),
             set_={name: value for name, value in values.items() if name not in keys},
         )
     )
+
+
+def insert_new(
+    connection: Connection, table: sa.Table, values: dict[str, Any], keys: tuple[str, ...]
+) -> bool:
+    """Insert the row unless one with the same `keys` exists; whether it was inserted
+    (of replicas doing the same at once, exactly one is told True)."""
+    statement = _insert(connection, table, values).on_conflict_do_nothing(index_elements=list(keys))
+    # RETURNING, not rowcount: on PostgreSQL (psycopg) a skipped row read as one.
+    returned = connection.execute(statement.returning(*(table.c[key] for key in keys)))
+    return returned.first() is not None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

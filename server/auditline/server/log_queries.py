@@ -34,7 +34,8 @@ from auditline.interceptor import (
     S3Location,
     query_exported,
 )
-from auditline.server.objectstore import FilesystemStore, ObjectStore, S3Store
+from auditline.server.objectstore import FilesystemStore, ObjectStore
+from auditline.server.s3_store import S3Store
 from auditline.server.services._common import page_limit
 from auditline.server.services.exporters import DEFAULT
 

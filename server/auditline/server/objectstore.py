@@ -4,7 +4,7 @@ Both keep S3's rules: bucket names, object lock that can be turned on but never
 off, default retention, and locked objects that cannot be overwritten or deleted
 before their retention ends. Chosen by URL: `file:///path` or
 `s3://?endpoint=http://host:port&region=us-east-1` (credentials from the standard
-AWS variables or config files).
+AWS variables or config files); the S3 backend is `auditline.server.s3_store`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlparse
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 __all__ = [
     "BucketExistsError",
+    "BucketLock",
     "BucketNotEmptyError",
     "BucketUsage",
     "FilesystemStore",
@@ -33,7 +31,6 @@ __all__ = [
     "ObjectStore",
     "ObjectStoreError",
     "Retention",
-    "S3Store",
     "bucket_name_problem",
     "open_store",
 ]
@@ -96,8 +93,23 @@ class Retention:
     days: int
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BucketLock:
+    """A bucket's object-lock state as its store says: on or off, and the default
+    retention when one is set."""
+
+    object_lock: bool
+    retention: Retention | None
+
+
 class ObjectStore(Protocol):
     """What the account service needs of a storage system."""
+
+    def list_buckets(self) -> list[str]:
+        """Every bucket's name, sorted."""
+        ...
+
+    def bucket_lock(self, name: str) -> BucketLock: ...
 
     def create_bucket(
         self, name: str, *, object_lock: bool, retention: Retention | None = None
@@ -135,6 +147,8 @@ def open_store(url: str) -> ObjectStore:
         return FilesystemStore(Path(unquote(parsed.path)))
     if parsed.scheme == "s3":
         query = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        from auditline.server.s3_store import S3Store
+
         return S3Store(endpoint=query.get("endpoint"), region=query.get("region"))
     raise ValueError(f"object store URL must start with file:// or s3://, not {url!r}")
 
@@ -170,6 +184,17 @@ class FilesystemStore:
 
     def _lock_file(self, bucket: Path, key: str) -> Path:
         return bucket / "locks" / (key.replace("/", "%2F") + ".json")
+
+    def list_buckets(self) -> list[str]:
+        return sorted(p.parent.name for p in self.root.glob("*/.bucket.json"))
+
+    def bucket_lock(self, name: str) -> BucketLock:
+        config = self._config(self._bucket(name))
+        retention = config["retention"]
+        return BucketLock(
+            object_lock=bool(config["object_lock"]),
+            retention=Retention(**retention) if retention else None,
+        )
 
     def create_bucket(
         self, name: str, *, object_lock: bool, retention: Retention | None = None
@@ -247,129 +272,3 @@ class FilesystemStore:
     def usage(self, bucket: str) -> BucketUsage:
         files = [p for p in (self._bucket(bucket) / "objects").rglob("*") if p.is_file()]
         return BucketUsage(bytes=sum(p.stat().st_size for p in files), objects=len(files))
-
-
-# --- S3 -------------------------------------------------------------------------------
-
-
-class S3Store:
-    """Any S3-compatible endpoint, through boto3."""
-
-    def __init__(
-        self,
-        *,
-        endpoint: str | None = None,
-        region: str | None = None,
-        client: S3Client | None = None,
-    ) -> None:
-        if client is None:
-            import boto3
-            from botocore.config import Config
-
-            client = boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name=region,
-                config=Config(
-                    s3={"addressing_style": "path"}, retries={"max_attempts": 3, "mode": "standard"}
-                ),
-            )
-        self.client = client
-
-    @staticmethod
-    def _code(error: Exception) -> str:
-        response = getattr(error, "response", None) or {}
-        return str(response.get("Error", {}).get("Code", ""))
-
-    def create_bucket(
-        self, name: str, *, object_lock: bool, retention: Retention | None = None
-    ) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
-        except ClientError as exc:
-            if self._code(exc) in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise BucketExistsError(name) from None
-            raise
-        if object_lock and retention is not None:
-            self._default_retention(name, retention)
-
-    def _default_retention(self, name: str, retention: Retention | None) -> None:
-        configuration: Any = {"ObjectLockEnabled": "Enabled"}
-        if retention is not None:
-            configuration["Rule"] = {
-                "DefaultRetention": {"Mode": retention.mode, "Days": retention.days}
-            }
-        self.client.put_object_lock_configuration(
-            Bucket=name, ObjectLockConfiguration=configuration
-        )
-
-    def delete_bucket(self, name: str) -> None:
-        from botocore.exceptions import ClientError
-
-        # Some S3 implementations (SeaweedFS by default) delete non-empty buckets;
-        # S3's rule is checked here so that every backend keeps it.
-        try:
-            listing = self.client.list_object_versions(Bucket=name, MaxKeys=1)
-            if listing.get("Versions"):
-                raise BucketNotEmptyError(name)
-            self.client.delete_bucket(Bucket=name)
-        except ClientError as exc:
-            code = self._code(exc)
-            if code == "BucketNotEmpty":
-                raise BucketNotEmptyError(name) from None
-            if code == "NoSuchBucket":
-                raise NoSuchBucketError(name) from None
-            raise
-
-    def enable_object_lock(self, name: str, retention: Retention | None) -> None:
-        # Object lock needs versioning; S3 turns it on for an existing bucket this way.
-        self.client.put_bucket_versioning(
-            Bucket=name, VersioningConfiguration={"Status": "Enabled"}
-        )
-        self._default_retention(name, retention)
-
-    def put_object(
-        self,
-        bucket: str,
-        key: str,
-        data: bytes,
-        *,
-        retain_until: datetime.datetime | None = None,
-        mode: str | None = None,
-    ) -> None:
-        extra: dict[str, Any] = {}
-        if retain_until is not None:
-            extra = {
-                "ObjectLockMode": mode or "COMPLIANCE",
-                "ObjectLockRetainUntilDate": retain_until,
-            }
-        self.client.put_object(Bucket=bucket, Key=key, Body=data, **extra)
-
-    def delete_object(self, bucket: str, key: str) -> None:
-        from botocore.exceptions import ClientError
-
-        versions = self.client.list_object_versions(Bucket=bucket, Prefix=key)
-        targets = [v for v in versions.get("Versions", []) if v.get("Key") == key]
-        try:
-            if not targets:
-                self.client.delete_object(Bucket=bucket, Key=key)
-            for version in targets:
-                self.client.delete_object(Bucket=bucket, Key=key, VersionId=version["VersionId"])
-        except ClientError as exc:
-            if self._code(exc) == "AccessDenied":
-                raise ObjectLockedError(f"{bucket}/{key} is locked") from None
-            raise
-
-    def get_object(self, bucket: str, key: str) -> bytes:
-        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-
-    def usage(self, bucket: str) -> BucketUsage:
-        size = count = 0
-        paginator = self.client.get_paginator("list_object_versions")
-        for page in paginator.paginate(Bucket=bucket):
-            for version in page.get("Versions", []):
-                size += int(version.get("Size", 0))
-                count += 1
-        return BucketUsage(bytes=size, objects=count)

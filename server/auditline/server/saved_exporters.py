@@ -112,5 +112,6 @@ class SavedExporters:
     def _remove(self, exporter_id: str) -> None:
         if exporter_id in self.pipeline.exporters:
             self.pipeline.remove_exporter(exporter_id)
+            log.info("exporter %s stopped: its definition was deleted", exporter_id)
         self.pipeline.spool.store.unregister(exporter_id)
         self._running.pop(exporter_id, None)

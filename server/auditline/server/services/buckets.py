@@ -105,8 +105,11 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
             try:
                 self.store.create_bucket(name, object_lock=request.immutable, retention=retention)
             except BucketExistsError:
+                # Outside the catalogue (see --bucket-mismatch): the name is taken, as
+                # by another account's bucket in S3.
                 raise AlreadyExistsError(
-                    f"a bucket named {name} exists in the object store already"
+                    f"a bucket named {name} exists in the object store, outside this "
+                    "service's catalogue"
                 ) from None
             row = {
                 "name": name,
