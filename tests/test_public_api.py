@@ -56,6 +56,7 @@ PUBLIC: dict[str, set[str]] = {
         "AuditRule",
         "AuditInterceptor",
         "AuditUnavailableError",
+        "AuditWorker",
         "DirectoryWriter",
         "EventDocument",
         "ExportedEvent",

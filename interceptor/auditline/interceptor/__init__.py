@@ -52,6 +52,7 @@ from auditline.interceptor._types import (
     PrincipalResolver,
     Sink,
 )
+from auditline.interceptor._worker import AuditWorker
 from auditline.interceptor._writers import DirectoryWriter, S3Writer, open_writer
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "AuditPolicy",
     "AuditRule",
     "AuditUnavailableError",
+    "AuditWorker",
     "DirectoryWriter",
     "EventDocument",
     "ExportedEvent",

@@ -9,13 +9,17 @@ KB for unauthenticated callers), the error message at 1 KB, header values at 1 K
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 from google.protobuf import json_format, message
 
 from auditline.audit.v1 import event_pb2
+from auditline.interceptor._formats import apievent_dict
 from auditline.interceptor._log_names import ACTIVITY_ENUM_NAMES, LOG_TYPE_ENUM_NAMES
 from auditline.interceptor._record import AuditConfig, CallRecord
 from auditline.interceptor._redact import Redactor, timestamp_text
@@ -25,8 +29,11 @@ from auditline.interceptor._status import (
     error_detail_lines,
     final_status,
 )
+from auditline.interceptor._types import EventDocument
 
 __all__ = ["MAX_ERROR_BYTES", "MAX_HEADER_CHARS", "EventBuilder", "event_of"]
+
+log = logging.getLogger("auditline.interceptor")
 
 MAX_ERROR_BYTES = 1024
 MAX_HEADER_CHARS = 1024
@@ -209,6 +216,40 @@ class EventBuilder:
             "IamCode": "",
             "IamDescription": "",
         }
+
+    def documents(
+        self, record: CallRecord, *, event_id: str, next_id: Callable[[], str]
+    ) -> list[EventDocument]:
+        """A call's events as the sink stores them: those its handler recorded
+        (`record_event`), then its own, named `event_id`."""
+        documents = [self.related_document(r.event, next_id) for r in record.related]
+        try:
+            document = self.document(record, event_id)
+        except Exception:
+            # A bug must not cost the call its event: record it without its bodies.
+            log.exception("could not build the audit event of %s", record.info.full_method)
+            document = self.document(
+                dataclasses.replace(record, request=None, response=None), event_id
+            )
+            document["Request"]["RequestParams"] = {"unbuildable": True}
+        documents.append(
+            EventDocument(document=document, at_ns=record.started_ns, end_ns=record.ended_ns)
+        )
+        return documents
+
+    def related_document(
+        self, event: event_pb2.ApiEvent, next_id: Callable[[], str]
+    ) -> EventDocument:
+        """An event a handler recorded with its call, with an id and this node's."""
+        if not event.event_id:
+            event.event_id = next_id()
+        if not event.node_id:
+            event.node_id = self.config.node_id
+        return EventDocument(
+            document=apievent_dict(event),
+            at_ns=event.request.request_time.ToNanoseconds(),
+            end_ns=event.response.response_time.ToNanoseconds(),
+        )
 
 
 def event_of(document: dict[str, Any]) -> event_pb2.ApiEvent:

@@ -23,7 +23,6 @@ from google.protobuf import message
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._builder import EventBuilder, event_of
-from auditline.interceptor._formats import apievent_dict
 from auditline.interceptor._methods import MethodInfo
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds, trace_ids
 from auditline.interceptor._scope import CallScope
@@ -35,6 +34,7 @@ from auditline.interceptor._types import (
     PrincipalInput,
     Sink,
 )
+from auditline.interceptor._worker import AuditWorker
 
 __all__ = ["AuditCore"]
 
@@ -74,6 +74,10 @@ class AuditCore:
         self.sink = sink
         self.config = config
         self.builder = EventBuilder(config)
+        # With an audit worker the captures are built there, not here.
+        self._worker = sink if isinstance(sink, AuditWorker) else None
+        if self._worker is not None:
+            self._worker.start(config)
         self.admit: Callable[[], None] = getattr(sink, "admit", None) or (lambda: None)
         self._emit_documents: Callable[..., None] | None = getattr(sink, "emit_documents", None)
         self.counting = Counting(config.summaries, config.policy, node_id=config.node_id)
@@ -306,34 +310,17 @@ class AuditCore:
                 self._sink_failed(exc)
 
     def _documents(self, record: CallRecord) -> list[EventDocument]:
-        documents = [self._related_document(r.event) for r in record.related]
-        try:
-            document = self.builder.document(record, self._ids.next())
-        except Exception:
-            # A bug must not cost the call its event: record it without its bodies.
-            log.exception("could not build the audit event of %s", record.info.full_method)
-            document = self.builder.document(
-                dataclasses.replace(record, request=None, response=None), self._ids.next()
-            )
-            document["Request"]["RequestParams"] = {"unbuildable": True}
-        documents.append(
-            EventDocument(document=document, at_ns=record.started_ns, end_ns=record.ended_ns)
-        )
-        return documents
+        return self.builder.documents(record, event_id=self._ids.next(), next_id=self._ids.next)
 
     def _related_document(self, event: event_pb2.ApiEvent) -> EventDocument:
-        if not event.event_id:
-            event.event_id = self._ids.next()
-        if not event.node_id:
-            event.node_id = self.config.node_id
-        return EventDocument(
-            document=apievent_dict(event),
-            at_ns=event.request.request_time.ToNanoseconds(),
-            end_ns=event.response.response_time.ToNanoseconds(),
-        )
+        return self.builder.related_document(event, self._ids.next)
 
     def _hand_over(self, record: CallRecord, *, wait: bool) -> None:
-        """Build the record's events in the form the sink takes, and give them to it."""
+        """Build the record's events in the form the sink takes, and give them to it
+        (to an audit worker: the capture itself)."""
+        if self._worker is not None:
+            self._worker.emit_captures([record], wait=wait)
+            return
         if self._emit_documents is not None:
             self._emit_documents(self._documents(record), wait=wait)
             return

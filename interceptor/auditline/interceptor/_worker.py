@@ -1,0 +1,352 @@
+"""`AuditWorker`: the audit path's building, spooling and exporting in a process of its
+own, so that they cost the serving process's GIL nothing.
+
+The interceptor captures each call as before and hands the raw capture (bytes, with
+the message types' proto files the first time) to the worker over a pipe, in batches.
+Unredacted bytes stay in memory on both sides; only redacted events reach the spool.
+
+- Async: captures go in batches every `send_interval`; the worker queues their events
+  in its spool and acknowledges the batch.
+- Fail-closed (`emit_captures(..., wait=True)`): the batch goes at once and the call
+  waits for the worker's acknowledgement that its events are committed (or its
+  refusal: then the call is answered UNAVAILABLE).
+- A worker that dies is started again and sent every batch it had not acknowledged;
+  events it committed before dying are recognised by their ids and not written
+  twice. Fail-closed, nothing acknowledged is lost. Async, what the dead worker had
+  acknowledged but not yet committed is lost (its spool's commit interval, 10 ms by
+  default). After `max_restarts` restarts within `restart_window` seconds the
+  worker is given up: calls are refused (fail-closed) and events counted as lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from auditline.interceptor._capture_codec import (
+    Schemas,
+    encode_record,
+    message_classes,
+    pack,
+    unpack,
+)
+from auditline.interceptor._record import AuditConfig, CallRecord, EventIds
+from auditline.interceptor._types import AuditUnavailableError, EventDocument
+from auditline.interceptor._worker_process import worker_main
+
+if TYPE_CHECKING:
+    from auditline.interceptor._pipeline import Pipeline
+
+__all__ = ["AuditWorker"]
+
+log = logging.getLogger("auditline.interceptor")
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class _Batch:
+    """Items sent together; kept until the worker acknowledges them."""
+
+    batch_id: int
+    wait: bool
+    items: list[tuple[Any, ...]]
+
+
+class AuditWorker:
+    """A worker process running the pipeline that `pipeline_factory` makes there.
+
+    Give it to `AuditInterceptor` (or `AsyncAuditInterceptor`) as the sink. The factory
+    must be importable by name (a module-level function, or a `functools.partial` of
+    one): the worker process is started with `spawn`. `close()` it after the
+    interceptor.
+    """
+
+    send_interval = 0.005  # seconds async captures wait to be sent with others
+    max_batch = 512  # captures sent at once at most
+
+    def __init__(
+        self,
+        pipeline_factory: Callable[[], Pipeline],
+        *,
+        max_restarts: int = 5,
+        restart_window: float = 60.0,
+        start_timeout: float = 60.0,
+    ) -> None:
+        self._factory = pipeline_factory
+        self.max_restarts = max_restarts
+        self.restart_window = restart_window
+        self.start_timeout = start_timeout
+        self.restarts = 0  # how many times the worker was started again
+        self.lost = 0  # events handed over after the worker was given up (async)
+        self._restart_times: list[float] = []
+        self._config: AuditConfig | None = None
+        self._schemas = Schemas()
+        self._ids = EventIds()
+        self._cond = threading.Condition()
+        self._pending: list[tuple[Any, ...]] = []
+        self._pending_wait = False
+        self._next_id = 1
+        self._unacked: dict[int, _Batch] = {}
+        self._results: dict[int, str] = {}  # a waited-for batch's answer: "" or why not
+        self._waiting: Counter[int] = Counter()  # callers waiting for each batch
+        self._refusal = ""  # why the worker's spool refuses calls now ("" when it does not)
+        self._failed = ""  # set when the worker is given up
+        self._closing = False
+        self._process: Any = None
+        self._conn: Connection | None = None
+        self._send_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self, config: AuditConfig) -> None:
+        """Start the worker, building events as `config` says (the interceptor's)."""
+        with self._cond:
+            if self._config is not None:
+                if self._config != dataclasses.replace(config, principal=None):
+                    raise ValueError("an AuditWorker serves one interceptor")
+                return
+            # The principal resolver runs in the serving process, at capture time.
+            self._config = dataclasses.replace(config, principal=None)
+        self._spawn()
+        for target, name in (
+            (self._send, "auditline-worker-send"),
+            (self._receive, "auditline-worker-acks"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _spawn(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe(duplex=True)
+        process = context.Process(
+            target=worker_main,
+            args=(child, self._factory, self._config, list(self._schemas.files)),
+            name="auditline-audit-worker",
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        # Ready once the pipeline is made: a spool that cannot open fails the start.
+        if not parent.poll(self.start_timeout):
+            process.kill()
+            raise RuntimeError("the audit worker did not start in time")
+        try:
+            hello = unpack(parent.recv_bytes())
+        except EOFError:
+            raise RuntimeError("the audit worker exited while starting") from None
+        if hello[0] != "ready":
+            process.kill()
+            raise RuntimeError(f"the audit worker could not start: {hello[1]}")
+        self._process, self._conn = process, parent
+        self._refusal = hello[1]
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process's id (for tests and operators)."""
+        return self._process.pid if self._process is not None else None
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send what is pending, let the worker close its pipeline, and stop it."""
+        if self._conn is None:
+            return
+        self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        try:
+            with self._send_lock:
+                self._conn.send_bytes(pack(("quit",)))
+        except OSError:
+            pass
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        for thread in self._threads:
+            thread.join(5)
+
+    # --- what the interceptor calls -------------------------------------------------
+
+    def admit(self) -> None:
+        """Refuse a call when the worker's spool refuses calls, or the worker is gone."""
+        reason = self._failed or self._refusal
+        if reason:
+            raise AuditUnavailableError(reason)
+
+    def emit_captures(self, records: Sequence[CallRecord], *, wait: bool) -> None:
+        """Hand settled captures to the worker; with `wait`, return once their events
+        are committed, or raise `AuditUnavailableError`."""
+        encoded = [encode_record(record, self._ids.next()) for record in records]
+        with self._cond:
+            for record, wire in zip(records, encoded, strict=True):
+                files = self._schemas.needed(message_classes(record))
+                if files:
+                    self._pending.append(("schemas", files))
+                self._pending.append(("capture", wire))
+            self._enqueued(wait)
+
+    def emit_documents(self, documents: Sequence[EventDocument], *, wait: bool) -> None:
+        """Events built already (summaries, a server's own events)."""
+        with self._cond:
+            for d in documents:
+                self._pending.append(("document", d.document, d.at_ns, d.end_ns))
+            self._enqueued(wait)
+
+    def emit(self, event: Any) -> None:
+        from auditline.interceptor._formats import event_document
+
+        self.emit_documents([event_document(event)], wait=False)
+
+    def _enqueued(self, wait: bool) -> None:
+        """Holding the lock, after adding items: wake the sender; with `wait`, block
+        until the batch that carries them is answered."""
+        if self._failed:
+            self.lost += sum(item[0] in ("capture", "document") for item in self._pending)
+            self._pending = []
+            if wait:
+                raise AuditUnavailableError(self._failed)
+            return
+        if not wait:
+            if len(self._pending) >= self.max_batch:
+                self._cond.notify_all()
+            return
+        error = self._await_batch(None)
+        if error is None:
+            raise AuditUnavailableError(self._failed)
+        if error:
+            raise AuditUnavailableError(error)
+
+    def _await_batch(self, timeout: float | None) -> str | None:
+        """Holding the lock: have the pending items sent at once, and wait for the
+        answer to their batch ("" or why not; None: no answer in time, or given up).
+        Several callers may wait for one batch: the answer stays until the last."""
+        self._pending_wait = True
+        ticket = self._next_id  # the batch the pending items go in
+        self._waiting[ticket] += 1
+        self._cond.notify_all()
+        try:
+            self._cond.wait_for(lambda: ticket in self._results or bool(self._failed), timeout)
+            return self._results.get(ticket)
+        finally:
+            self._waiting[ticket] -= 1
+            if not self._waiting[ticket]:
+                del self._waiting[ticket]
+                self._results.pop(ticket, None)
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until everything handed over so far is committed in the worker's spool."""
+        if self._conn is None:
+            return True
+        with self._cond:
+            self._pending.append(("flush",))
+            return self._await_batch(timeout) == ""
+
+    # --- the two threads ------------------------------------------------------------
+
+    def _send(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._pending_wait or self._closing or bool(self._pending),
+                    None,
+                )
+                if self._closing and not self._pending:
+                    return
+                if not self._pending_wait:
+                    # Async captures: gathered for a moment, one write for many.
+                    self._cond.wait_for(
+                        lambda: self._pending_wait or len(self._pending) >= self.max_batch,
+                        self.send_interval,
+                    )
+                batch = _Batch(batch_id=self._next_id, wait=self._pending_wait, items=self._pending)
+                self._next_id += 1
+                self._pending = []
+                self._pending_wait = False
+            # Registered and written under the send lock: a restart resends either
+            # every batch the dead worker may have had, or this one is written to
+            # the new worker only, never both.
+            with self._send_lock:
+                with self._cond:
+                    self._unacked[batch.batch_id] = batch
+                self._write(batch, resent=False)
+
+    def _write(self, batch: _Batch, *, resent: bool) -> None:
+        """Send a batch (holding the send lock)."""
+        try:
+            message = pack(("batch", batch.batch_id, batch.wait, resent, batch.items))
+        except ValueError:
+            # A bug (a value the codec let through); the batch's calls are answered
+            # UNAVAILABLE in fail-closed mode rather than hang, and the bug is logged.
+            log.exception("an audit batch could not be encoded")
+            with self._cond:
+                self._unacked.pop(batch.batch_id, None)
+                if batch.batch_id in self._waiting:
+                    self._results[batch.batch_id] = "the audit event could not be encoded"
+                self._cond.notify_all()
+            return
+        try:
+            assert self._conn is not None
+            self._conn.send_bytes(message)
+        except OSError:
+            pass  # the worker is gone: the receiving thread restarts it and resends
+
+    def _receive(self) -> None:
+        while True:
+            conn = self._conn
+            assert conn is not None
+            try:
+                reply = unpack(conn.recv_bytes())
+            except (EOFError, OSError):
+                with self._cond:
+                    if self._closing:
+                        return
+                if not self._restart():
+                    return
+                continue
+            if reply[0] == "quit":
+                return
+            _, batch_id, error, refusal = reply
+            with self._cond:
+                batch = self._unacked.pop(batch_id, None)
+                if batch is not None and batch_id in self._waiting:
+                    self._results[batch_id] = error
+                self._refusal = refusal
+                self._cond.notify_all()
+
+    def _restart(self) -> bool:
+        """Start a new worker and send it every unacknowledged batch; False when the
+        worker is given up."""
+        now = time.monotonic()
+        self._restart_times = [t for t in self._restart_times if t > now - self.restart_window]
+        exit_code = self._process.exitcode if self._process is not None else None
+        if len(self._restart_times) >= self.max_restarts:
+            self._give_up(f"the audit worker died {len(self._restart_times) + 1} times")
+            return False
+        self._restart_times.append(now)
+        log.error("the audit worker exited (code %s); starting it again", exit_code)
+        with self._send_lock:
+            try:
+                self._spawn()
+            except Exception as exc:
+                self._give_up(f"the audit worker could not be started again: {exc}")
+                return False
+            self.restarts += 1
+            with self._cond:
+                waiting = sorted(self._unacked.values(), key=lambda b: b.batch_id)
+            for batch in waiting:
+                self._write(batch, resent=True)
+        return True
+
+    def _give_up(self, reason: str) -> None:
+        log.error("%s: calls are refused and events counted as lost", reason)
+        with self._cond:
+            self._failed = reason
+            self._cond.notify_all()

@@ -1,0 +1,165 @@
+"""The audit worker: captures built, spooled and exported in a process of their own, the
+same events as in-process building, and a worker killed under load loses nothing
+acknowledged."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from auditline_testing.v1 import echo_pb2
+
+from auditline.interceptor import AuditWorker, LocalDirectory, MemorySink, read_exported
+from auditline.interceptor._formats import apievent_dict
+from tests.interceptor.harness import FLAVOURS, Harness
+from tests.support.outcome import code_of
+from tests.support.processes import wait_for
+from tests.support.worker_pipelines import spool_and_directory
+
+SECRET = "worker-secret-" + uuid.uuid4().hex
+
+
+def _worker(root: Path, **options: Any) -> AuditWorker:
+    return AuditWorker(functools.partial(spool_and_directory, str(root)), **options)
+
+
+def _exported(root: Path) -> list[dict[str, Any]]:
+    return [event.document for event in read_exported(LocalDirectory(root / "objects"))]
+
+
+def _calls(harness: Harness) -> None:
+    """Calls of several shapes and outcomes, with secrets to redact."""
+    credentials = echo_pb2.Credentials(user="u", password=SECRET, api_key=SECRET)
+    harness.stub.Echo(echo_pb2.EchoRequest(text="hello", credentials=credentials))
+    harness.stub.CreateThing(echo_pb2.EchoRequest(text="made", tokens=[SECRET]))
+    list(harness.stub.ListThings(echo_pb2.EchoRequest(text="items", count=3)))
+    harness.stub.UploadThings(iter([echo_pb2.EchoRequest(text="a"), echo_pb2.EchoRequest()]))
+    with pytest.raises(grpc.RpcError):
+        harness.stub.Echo(echo_pb2.EchoRequest(action="abort", text="no"))
+    with pytest.raises(grpc.RpcError):
+        harness.stub.Echo(echo_pb2.EchoRequest(action="raise", text="boom"))
+
+
+# What differs between two runs of the same calls.
+_VARYING = {
+    ("Request", "RequestTime"),
+    ("Request", "SourcePort"),
+    ("Response", "ResponseTime"),
+    ("EventId",),
+    ("Sequence",),
+    ("NodeId",),
+}
+
+
+def _comparable(document: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in document.items() if (k,) not in _VARYING}
+    for part in ("Request", "Response"):
+        out[part] = {k: v for k, v in document[part].items() if (part, k) not in _VARYING}
+    return out
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_the_worker_builds_the_same_events_as_the_serving_process(
+    flavour: str, tmp_path: Path
+) -> None:
+    local = Harness(flavour, sink=MemorySink())
+    try:
+        _calls(local)
+        built_here = [_comparable(apievent_dict(e)) for e in local.events(6)]
+    finally:
+        local.close()
+
+    worker = _worker(tmp_path)
+    remote = Harness(flavour, sink=worker, fail_closed=True)
+    try:
+        _calls(remote)
+    finally:
+        remote.close()
+        worker.close()
+    built_there = [_comparable(d) for d in _exported(tmp_path)]
+    key = lambda d: (d["Method"], d["Response"]["ResponseStatus"])  # noqa: E731
+    assert sorted(built_there, key=key) == sorted(built_here, key=key)
+    # Equal to the serving process's events, so the test service's proto files reached
+    # the worker and its fields' redaction options held there; no secret is anywhere
+    # on the worker's disk.
+    assert SECRET not in repr(built_there)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_a_worker_killed_under_load_loses_no_acknowledged_call(tmp_path: Path) -> None:
+    worker = _worker(tmp_path)
+    harness = Harness("sync", sink=worker, fail_closed=True)
+    answered: list[str] = []
+    refused: list[str] = []
+    codes: Counter[grpc.StatusCode] = Counter()
+    stop = threading.Event()
+    first_pid = None
+
+    def load(thread: int) -> None:
+        i = 0
+        while not stop.is_set():
+            text = f"t{thread}-{i}"
+            i += 1
+            request = echo_pb2.EchoRequest(text=text)
+            code = code_of(lambda: harness.stub.Echo(request, timeout=30))  # noqa: B023
+            (answered if code == grpc.StatusCode.OK else refused).append(text)
+            codes[code] += 1
+
+    threads = [threading.Thread(target=load, args=(n,)) for n in range(6)]
+    try:
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(answered) > 100 or None, timeout=30, what="calls before the kill")
+        first_pid = worker.pid
+        assert first_pid is not None
+        os.kill(first_pid, signal.SIGKILL)
+        wait_for(lambda: worker.restarts == 1 or None, timeout=60, what="the worker's restart")
+        served = len(answered)
+        wait_for(lambda: len(answered) > served + 100 or None, timeout=60, what="calls after it")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        harness.close()
+        worker.close()
+    assert worker.pid != first_pid
+    # Fail-closed: a call whose event could not be kept is refused, never answered.
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+    events = Counter(
+        d["Request"]["RequestParams"].get("text")
+        for d in _exported(tmp_path)
+        if d["Method"] == "Echo" and d["Response"]["ResponseStatus"] == "OK"
+    )
+    missing = [text for text in answered if events[text] != 1]
+    assert not missing, f"{len(missing)} of {len(answered)} answered calls: {missing[:5]}"
+    assert not set(refused) & {t for t, n in events.items() if n}  # refused: not OK
+
+
+def test_a_worker_given_up_refuses_calls(tmp_path: Path) -> None:
+    worker = _worker(tmp_path, max_restarts=0)
+    harness = Harness("sync", sink=worker, fail_closed=True)
+    try:
+        harness.stub.Echo(echo_pb2.EchoRequest(text="before"))
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGKILL)
+
+        def refused() -> bool | None:
+            after = echo_pb2.EchoRequest(text="after")
+            code = code_of(lambda: harness.stub.Echo(after, timeout=30))
+            assert code in (grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE)
+            return True if code == grpc.StatusCode.UNAVAILABLE else None
+
+        wait_for(refused, timeout=30, what="calls refused once the worker is given up")
+    finally:
+        harness.close()
+        worker.close()
