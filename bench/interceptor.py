@@ -6,14 +6,20 @@ response carry secrets to redact) three ways, each in its own server process:
 - `bare`: no interceptor (the baseline),
 - `auditline`: `AuditInterceptor` with HMAC redaction, events built and handed
   to a sink that counts them,
+- `auditline-worker`: the same interceptor with an `AuditWorker`: captures go over a
+  pipe to a worker process, which builds the events and spools them (async),
 - `otel`: OpenTelemetry's `opentelemetry-instrumentation-grpc` server
   interceptor with the SDK and a batch span processor (spans discarded).
 
 A separate load process drives each with the same closed-loop load (N calls in
 flight) for a fixed time. Server CPU is read inside the server after its
 background work (event building, span export) has been flushed, so deferred
-work is counted. Modes run interleaved for several rounds; the table shows the
-median round, with ratios against `bare` measured in the same run.
+work is counted; a worker process's CPU is read from /proc and reported beside it
+(the total over both processes). Modes run interleaved for several rounds; the
+table shows the median round, with ratios against `bare` measured in the same run.
+
+Pinned (the default): the server on one core, the load (and the audit worker) on
+the other. `--unpinned`: every process anywhere.
 """
 
 from __future__ import annotations
@@ -37,9 +43,16 @@ from google.protobuf import wrappers_pb2
 
 from auditline.account.v1 import auth_pb2
 
-MODES = ("bare", "auditline", "otel")
-# Also served (for bench.pipeline): the interceptor with the spool and an exporter.
-PIPELINE_MODES = ("pipeline-async", "pipeline-sync")
+MODES = ("bare", "auditline", "auditline-worker", "otel")
+# Also served (for bench.pipeline): the interceptor with the spool and an exporter, in
+# the serving process or in an audit worker.
+PIPELINE_MODES = (
+    "pipeline-async",
+    "pipeline-sync",
+    "pipeline-async-worker",
+    "pipeline-sync-worker",
+)
+UNPINNED = "AUDITLINE_BENCHUNPINNED"
 METHOD = "/auditline.account.v1.AuthService/Authenticate"
 STATS = "/bench.Control/Stats"
 
@@ -73,9 +86,32 @@ def _authenticate(
 
 def _pin(cpu: int) -> None:
     """Server on one core, load on the other: less noise on a small machine."""
+    if os.environ.get(UNPINNED):
+        return
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
+
+
+def worker_pipeline(workdir: str, durability: str, export: bool) -> Any:
+    """The audit worker's pipeline (made in the worker process, on the load's core)."""
+    from auditline.interceptor import DirectoryWriter, ExporterConfig, Pipeline, Spool
+
+    _pin(1)
+    pipeline = Pipeline(Spool(Path(workdir) / "spool.db", node_id="bench", durability=durability))
+    if export:
+        pipeline.add_exporter(
+            ExporterConfig(name="default"), DirectoryWriter(Path(workdir) / "objects")
+        )
+    return pipeline
+
+
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of another process, from /proc."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def serve(mode: str, port_file: Path) -> None:
@@ -83,7 +119,32 @@ def serve(mode: str, port_file: Path) -> None:
     interceptors: list[Any] = []
     flush: Any = lambda: None  # noqa: E731
     events = _CountingSink()
-    if mode == "auditline":
+    worker: Any = None
+    if mode.endswith("-worker"):
+        import functools
+
+        from auditline.interceptor import AuditInterceptor, AuditWorker
+
+        sync = mode == "pipeline-sync-worker"
+        worker = AuditWorker(
+            functools.partial(
+                worker_pipeline,
+                tempfile.mkdtemp(prefix="auditline-bench-"),
+                "sync" if sync else "async",
+                mode.startswith("pipeline-"),
+            )
+        )
+        audit = AuditInterceptor(
+            worker, hmac_key=b"bench-key" * 4, node_id="bench", fail_closed=sync
+        )
+        interceptors.append(audit)
+
+        def flush_worker() -> None:
+            audit.flush()
+            worker.flush()
+
+        flush = flush_worker
+    elif mode == "auditline":
         from auditline.interceptor import AuditInterceptor
 
         audit = AuditInterceptor(events, hmac_key=b"bench-key" * 4, node_id="bench")
@@ -145,6 +206,7 @@ def serve(mode: str, port_file: Path) -> None:
             value=json.dumps(
                 {
                     "cpu": time.process_time(),
+                    "worker_process_cpu": _process_cpu(worker.pid if worker else None),
                     "events": events.count,
                     "worker_cpu": core.worker_cpu_seconds if core is not None else 0.0,
                 }
@@ -225,6 +287,7 @@ async def _load(target: str, seconds: float, concurrency: int, warmup: float) ->
                 "elapsed": elapsed,
                 "cpu": after["cpu"] - before["cpu"],
                 "worker_cpu": after["worker_cpu"] - before["worker_cpu"],
+                "worker_process_cpu": after["worker_process_cpu"] - before["worker_process_cpu"],
             }
 
         results = await asyncio.gather(measure(), *(worker() for _ in range(concurrency)))
@@ -285,16 +348,74 @@ def _run_mode(mode: str, seconds: float, concurrency: int, warmup: float) -> dic
             server.wait()
 
 
+def measure(
+    modes: tuple[str, ...], seconds: float, rounds: int, concurrency: int, warmup: float
+) -> dict[str, list[dict[str, Any]]]:
+    """Each mode's runs, interleaved round by round, with per-call figures."""
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for round_number in range(rounds):
+        for mode in modes:
+            result = _run_mode(mode, seconds, concurrency, warmup)
+            calls = result["calls"]
+            result["throughput"] = calls / result["elapsed"]
+            result["cpu_per_call"] = result["cpu"] / calls * 1e6
+            result["worker_per_call"] = result["worker_cpu"] / calls * 1e6
+            result["process_per_call"] = result["worker_process_cpu"] / calls * 1e6
+            result["total_per_call"] = result["cpu_per_call"] + result["process_per_call"]
+            runs[mode].append(result)
+            print(
+                f"round {round_number + 1} {mode:21} {result['throughput']:8.0f} calls/s "
+                f"{result['cpu_per_call']:6.0f} us CPU/call",
+                file=sys.stderr,
+            )
+    return runs
+
+
+def table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The Markdown table of `measure`'s medians, ratios against `bare`."""
+
+    def median(mode: str, key: str) -> float:
+        return float(statistics.median(run[key] for run in runs[mode]))
+
+    base_tp, base_cpu = median("bare", "throughput"), median("bare", "cpu_per_call")
+    lines = [
+        "| server | calls/s | vs bare | p50 ms | p99 ms | serving process CPU us/call "
+        "| vs bare | of which built in the background | worker process CPU us/call "
+        "| total CPU us/call | vs bare |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for mode in runs:
+        tp, cpu = median(mode, "throughput"), median(mode, "cpu_per_call")
+        building, process = median(mode, "worker_per_call"), median(mode, "process_per_call")
+        total = median(mode, "total_per_call")
+        lines.append(
+            f"| {mode} | {tp:,.0f} | {tp / base_tp:.2f}x | {median(mode, 'p50') * 1e3:.2f} "
+            f"| {median(mode, 'p99') * 1e3:.2f} | {cpu:.0f} | {cpu / base_cpu:.2f}x "
+            f"| {f'{building:.0f}' if building else '-'} | {f'{process:.0f}' if process else '-'} "
+            f"| {total:.0f} | {total / base_cpu:.2f}x |"
+        )
+    return lines
+
+
+def cores_note() -> str:
+    if os.environ.get(UNPINNED):
+        return "unpinned: the server, its worker and the load anywhere"
+    return "pinned: the server on core 0; the load and the audit worker on core 1"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time per run")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each mode, interleaved")
     parser.add_argument("--concurrency", type=int, default=16, help="calls in flight")
+    parser.add_argument("--unpinned", action="store_true", help="let every process run anywhere")
     parser.add_argument("--serve", choices=MODES + PIPELINE_MODES, help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.unpinned:
+        os.environ[UNPINNED] = "1"  # the server, worker and load processes inherit it
 
     if args.serve:
         serve(args.serve, args.port_file)
@@ -304,44 +425,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
-    for round_number in range(args.rounds):
-        for mode in MODES:
-            result = _run_mode(mode, args.seconds, args.concurrency, args.warmup)
-            result["throughput"] = result["calls"] / result["elapsed"]
-            result["cpu_per_call"] = result["cpu"] / result["calls"] * 1e6
-            result["worker_per_call"] = result["worker_cpu"] / result["calls"] * 1e6
-            runs[mode].append(result)
-            print(
-                f"round {round_number + 1} {mode:9} {result['throughput']:8.0f} calls/s "
-                f"{result['cpu_per_call']:6.0f} us CPU/call",
-                file=sys.stderr,
-            )
-
-    def median(mode: str, key: str) -> float:
-        return float(statistics.median(run[key] for run in runs[mode]))
-
-    base_tp, base_cpu = median("bare", "throughput"), median("bare", "cpu_per_call")
+    runs = measure(MODES, args.seconds, args.rounds, args.concurrency, args.warmup)
     print(
         f"\nunary Authenticate, sync server (8 threads), {args.concurrency} calls in flight, "
-        f"{args.seconds:g}s x {args.rounds} rounds, median; {os.cpu_count()} CPUs\n"
+        f"{args.seconds:g}s x {args.rounds} rounds, median; {os.cpu_count()} CPUs, "
+        f"{cores_note()}\n"
     )
-    print(
-        "| server | calls/s | vs bare | p50 ms | p99 ms | server CPU us/call | vs bare "
-        "| of which event building, off the request path |"
-    )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for mode in MODES:
-        tp, cpu = median(mode, "throughput"), median(mode, "cpu_per_call")
-        worker = median(mode, "worker_per_call")
-        print(
-            f"| {mode} | {tp:,.0f} | {tp / base_tp:.2f}x | {median(mode, 'p50') * 1e3:.2f} "
-            f"| {median(mode, 'p99') * 1e3:.2f} | {cpu:.0f} | {cpu / base_cpu:.2f}x "
-            f"| {worker:.0f} |"
-            if worker
-            else f"| {mode} | {tp:,.0f} | {tp / base_tp:.2f}x | {median(mode, 'p50') * 1e3:.2f} "
-            f"| {median(mode, 'p99') * 1e3:.2f} | {cpu:.0f} | {cpu / base_cpu:.2f}x | - |"
-        )
+    print("\n".join(table(runs)))
     return 0
 
 

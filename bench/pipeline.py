@@ -11,13 +11,12 @@
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor import Exporter, ExporterConfig, Spool
@@ -123,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-seaweedfs", action="store_true")
     parser.add_argument("--no-server", action="store_true")
+    parser.add_argument("--unpinned", action="store_true", help="let every process run anywhere")
     args = parser.parse_args(argv)
+    if args.unpinned:
+        os.environ[server_bench.UNPINNED] = "1"
     server_bench._pin(0)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,27 +164,13 @@ def main(argv: list[str] | None = None) -> int:
                 seaweed.stop()
 
     if not args.no_server:
-        modes = ("bare", "pipeline-async", "pipeline-sync")
-        runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
-        for _ in range(args.rounds):
-            for mode in modes:
-                result = server_bench._run_mode(mode, args.seconds, 16, 1.0)
-                result["throughput"] = result["calls"] / result["elapsed"]
-                result["cpu_per_call"] = result["cpu"] / result["calls"] * 1e6
-                runs[mode].append(result)
-                print(f"{mode:15} {result['throughput']:8.0f} calls/s", file=sys.stderr)
-        base = statistics.median(r["throughput"] for r in runs["bare"])
-        base_cpu = statistics.median(r["cpu_per_call"] for r in runs["bare"])
+        modes = ("bare", *server_bench.PIPELINE_MODES)
+        runs = server_bench.measure(modes, args.seconds, args.rounds, 16, 1.0)
         print(
             f"\nwhole pipeline, unary Authenticate, {args.seconds:g}s x {args.rounds} rounds, "
-            "median\n"
+            f"median; {server_bench.cores_note()}\n"
         )
-        print("| server | calls/s | vs bare | server CPU us/call | vs bare |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for mode in modes:
-            tp = statistics.median(r["throughput"] for r in runs[mode])
-            cpu = statistics.median(r["cpu_per_call"] for r in runs[mode])
-            print(f"| {mode} | {tp:,.0f} | {tp / base:.2f}x | {cpu:.0f} | {cpu / base_cpu:.2f}x |")
+        print("\n".join(server_bench.table(runs)))
     return 0
 
 
