@@ -360,38 +360,44 @@ class AuditlineServer:
         if not record_event(api_event, summarize=event.summarize):
             self.pipeline.spool.emit_documents([event_document(api_event)], wait=False)
 
+    def _record_start_event(
+        self, name: str, *, service: str, log_type: int, params: dict[str, Any]
+    ) -> None:
+        """A change this start made (no call did), as an UPDATE by `auditline serve`."""
+        event = product_event(
+            name,
+            service=service,
+            activity=options_pb2.ACTIVITY_UPDATE,
+            log_type=event_pb2.LogType.ValueType(log_type),
+            node_id=self.node_id,
+            account_name="auditline serve",
+            params=params,
+        )
+        self.pipeline.spool.emit_documents([event_document(event)], wait=False)
+
     def _record_policy(self) -> None:
         """Say in the settings log which audit policy this start applies: a change of
         it (a flag, between starts) is recorded like every other settings change."""
-        event = product_event(
+        self._record_start_event(
             POLICY_EVENT,
             service="auditline.audit.v1.AuditSettingsService",
-            activity=options_pb2.ACTIVITY_UPDATE,
             log_type=event_pb2.LOG_TYPE_SETTINGS,
-            node_id=self.node_id,
-            account_name="auditline serve",
             params={"rules": split_list(self.settings.audit_policy)},
         )
-        self.pipeline.spool.emit_documents([event_document(event)], wait=False)
 
     def _record_reconciliation(self, reconciliation: Reconciliation) -> None:
         """Buckets a start adopted into the catalogue or forgot: changes of the account's
         resources no call made, so said in the account log."""
-        if not reconciliation.changed:
-            return
-        event = product_event(
-            BUCKETS_RECONCILED_EVENT,
-            service="auditline.account.v1.BucketService",
-            activity=options_pb2.ACTIVITY_UPDATE,
-            log_type=event_pb2.LOG_TYPE_ACCOUNT_API,
-            node_id=self.node_id,
-            account_name="auditline serve",
-            params={
-                "adopted": list(reconciliation.adopted),
-                "forgotten": list(reconciliation.forgotten),
-            },
-        )
-        self.pipeline.spool.emit_documents([event_document(event)], wait=False)
+        if reconciliation.changed:
+            self._record_start_event(
+                BUCKETS_RECONCILED_EVENT,
+                service="auditline.account.v1.BucketService",
+                log_type=event_pb2.LOG_TYPE_ACCOUNT_API,
+                params={
+                    "adopted": list(reconciliation.adopted),
+                    "forgotten": list(reconciliation.forgotten),
+                },
+            )
 
     def _audit_health(self, reason: str) -> None:
         """Health follows the audit path: NOT_SERVING while it cannot keep events (and,
