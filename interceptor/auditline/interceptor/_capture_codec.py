@@ -23,7 +23,15 @@ from auditline.interceptor._record import CallRecord
 from auditline.interceptor._scope import RelatedEvent
 from auditline.interceptor._types import Principal
 
-__all__ = ["Schemas", "decode_record", "encode_record", "load_schemas", "pack", "unpack"]
+__all__ = [
+    "Schemas",
+    "decode_record",
+    "encode_record",
+    "load_schemas",
+    "message_classes",
+    "pack",
+    "unpack",
+]
 
 # The wire form of a record: a tuple of these fields, in this order.
 _FIELDS = (
