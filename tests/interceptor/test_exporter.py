@@ -138,6 +138,22 @@ def test_the_exporter_thread_reports_error_and_recovers(tmp_path: Path) -> None:
     spool.close()
 
 
+def test_the_exporter_thread_outlives_a_thousand_failed_attempts(tmp_path: Path) -> None:
+    # A store down long enough for over a thousand retries (17 hours at the default
+    # 60 s ceiling) once overflowed the backoff and killed the thread.
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    writer = MemoryWriter(failures=1100)
+    exporter = Exporter(ExporterConfig(name="a", flush_interval=0.05), spool, writer, node_id="n")
+    exporter.backoff_base = exporter.backoff_max = 0.0
+    _fill(spool, 3)
+    exporter.start()
+    assert exporter.flush(60)
+    exporter.stop()
+    assert exporter.status.errors == 1100
+    assert _sequences(writer) == [1, 2, 3]
+    spool.close()
+
+
 def test_metrics(tmp_path: Path) -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])

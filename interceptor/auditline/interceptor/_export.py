@@ -141,7 +141,10 @@ class Exporter:
                 self.status.errors += 1
                 self.status.last_error = f"{type(exc).__name__}: {exc}"[:1000]
                 self.status.last_error_time = self.clock()
-                delay = min(self.backoff_base * 2 ** (self._failures - 1), self.backoff_max)
+                # The exponent is capped: an outage of a thousand attempts must not
+                # overflow the float and kill this thread.
+                doublings = min(self._failures - 1, 30)
+                delay = min(self.backoff_base * 2**doublings, self.backoff_max)
                 delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not secrecy
                 log.warning(
                     "exporter %s failed (retry in %.1fs): %s",
