@@ -1,5 +1,6 @@
 """A server of each flavour (sync, asyncio, asyncio reader/writer handlers) with the
-audit interceptor first in its chain, for the interceptor's tests."""
+audit interceptor first in its chain, for the interceptor's tests; in each audit mode
+(events built in the serving process, or in an `AuditWorker`)."""
 
 from __future__ import annotations
 
@@ -14,44 +15,63 @@ from auditline.interceptor import (
     AsyncAuditInterceptor,
     AuditInterceptor,
     MemorySink,
+    Sink,
 )
 from tests.support.echo import AsyncServer, SyncServer
+from tests.support.worker_pipelines import SpooledEvents
 
 KEY = b"test-hmac-key"
 
 
 FLAVOURS = ("sync", "aio", "aio-reader-writer")
+# Where events are built: in the serving process, or in an audit worker process.
+MODES = ("in-process", "worker")
 
 
 Event = event_pb2.ApiEvent
 
 
 class Harness:
-    """A server of one flavour with the audit interceptor first in its chain."""
+    """A server of one flavour with the audit interceptor first in its chain.
+
+    In `mode="worker"` (without a `sink` of the test's own) the events are built and
+    spooled by an `AuditWorker`, and `sink` reads them back from its spool, as a
+    `MemorySink` would show them.
+    """
 
     def __init__(
         self,
         flavour: str,
         *,
+        mode: str = "in-process",
         inner: Sequence[Any] = (),
         address: str = "127.0.0.1:0",
         sink: Any = None,
         **options: Any,
     ) -> None:
-        self.sink = sink if sink is not None else MemorySink()
+        assert mode in MODES, mode
+        self.spooled = SpooledEvents() if mode == "worker" and sink is None else None
+        memory = MemorySink()
+        # What the test reads events from, and what the interceptor hands them to.
+        self.sink: Any = sink if sink is not None else (self.spooled or memory)
+        audit_sink: Sink = sink if sink is not None else memory
+        if self.spooled is not None:
+            audit_sink = self.spooled.worker
         options.setdefault("hmac_key", KEY)
         self.interceptor: AuditInterceptor | AsyncAuditInterceptor
         self.server: SyncServer | AsyncServer
         if flavour == "sync":
-            self.interceptor = AuditInterceptor(self.sink, **options)
+            self.interceptor = AuditInterceptor(audit_sink, **options)
             self.server = SyncServer([self.interceptor, *inner], address)
         else:
-            self.interceptor = AsyncAuditInterceptor(self.sink, **options)
+            self.interceptor = AsyncAuditInterceptor(audit_sink, **options)
             self.server = AsyncServer(
                 [self.interceptor, *inner],
                 address=address,
                 reader_writer=flavour == "aio-reader-writer",
             )
+        if self.spooled is not None:
+            self.spooled.attach(self.interceptor)
         self.channel = grpc.insecure_channel(self.server.target)
         self.stub = echo_pb2_grpc.EchoServiceStub(self.channel)
 
@@ -71,6 +91,8 @@ class Harness:
         self.channel.close()
         self.server.stop()
         self.interceptor.close()
+        if self.spooled is not None:
+            self.spooled.close()
 
 
 def raw_call(channel: grpc.Channel, method: str) -> Callable[[bytes], bytes]:

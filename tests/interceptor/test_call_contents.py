@@ -71,7 +71,9 @@ def test_principal_from_the_handler(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_principal_resolver_metadata_allowlist_and_never_recorded_headers(flavour: str) -> None:
+def test_principal_resolver_metadata_allowlist_and_never_recorded_headers(
+    flavour: str, audit_mode: str
+) -> None:
     seen: list[PrincipalInput] = []
 
     def resolve(call: PrincipalInput) -> Principal | None:
@@ -80,6 +82,7 @@ def test_principal_resolver_metadata_allowlist_and_never_recorded_headers(flavou
 
     h = Harness(
         flavour,
+        mode=audit_mode,
         principal=resolve,
         metadata_allowlist=["x-tenant", "authorization", "cookie", "x-blob-bin"],
     )
@@ -108,8 +111,8 @@ def test_principal_resolver_metadata_allowlist_and_never_recorded_headers(flavou
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_ipv6_peer(flavour: str) -> None:
-    h = Harness(flavour, address="[::1]:0")
+def test_ipv6_peer(flavour: str, audit_mode: str) -> None:
+    h = Harness(flavour, address="[::1]:0", mode=audit_mode)
     try:
         h.stub.Echo(R(text="v6"))
         request = h.one_event().request
@@ -127,8 +130,10 @@ def test_ipv6_peer(flavour: str) -> None:
         (("127.0.0.0/8", "10.0.0.0/8"), "203.0.113.7"),  # both proxies trusted
     ],
 )
-def test_x_forwarded_for_only_from_trusted_proxies(trusted: tuple[str, ...], expected: str) -> None:
-    h = Harness("sync", trusted_proxies=trusted)
+def test_x_forwarded_for_only_from_trusted_proxies(
+    trusted: tuple[str, ...], expected: str, audit_mode: str
+) -> None:
+    h = Harness("sync", trusted_proxies=trusted, mode=audit_mode)
     try:
         h.stub.Echo(R(text="xff"), metadata=(("x-forwarded-for", "203.0.113.7, 10.1.2.3"),))
         assert h.one_event().request.source_ip == expected
@@ -143,8 +148,8 @@ def test_trace_ids_from_traceparent(harness: Harness) -> None:
     assert (event.trace_id, event.span_id) == (trace_id, span_id)
 
 
-def test_bodies_over_the_cap_are_truncated_and_flagged() -> None:
-    h = Harness("sync", max_body_bytes=300)
+def test_bodies_over_the_cap_are_truncated_and_flagged(audit_mode: str) -> None:
+    h = Harness("sync", max_body_bytes=300, mode=audit_mode)
     try:
         h.stub.Echo(R(text="x" * 2000, count=7))
         request = h.one_event().request
@@ -157,9 +162,9 @@ def test_bodies_over_the_cap_are_truncated_and_flagged() -> None:
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_unix_socket_peer(flavour: str, tmp_path: Path) -> None:
+def test_unix_socket_peer(flavour: str, tmp_path: Path, audit_mode: str) -> None:
     socket_path = tmp_path / "echo.sock"
-    h = Harness(flavour, address=f"unix:{socket_path}")
+    h = Harness(flavour, address=f"unix:{socket_path}", mode=audit_mode)
     try:
         h.stub.Echo(R(text="unix"))
         assert h.one_event().request.source_ip.startswith("unix:")

@@ -221,9 +221,9 @@ class _BrokenAsync(grpc.aio.ServerInterceptor):
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_calls_rejected_by_an_inner_interceptor_are_audited(flavour: str) -> None:
+def test_calls_rejected_by_an_inner_interceptor_are_audited(flavour: str, audit_mode: str) -> None:
     deny = _DenySync() if flavour == "sync" else _DenyAsync()
-    h = Harness(flavour, inner=[deny])
+    h = Harness(flavour, inner=[deny], mode=audit_mode)
     try:
         assert code_of(lambda: h.stub.Echo(R(text="x"))) == grpc.StatusCode.UNAUTHENTICATED
         assert h.stub.Echo(R(text="y"), metadata=(("x-allow", "yes"),)).text == "y"
@@ -237,8 +237,12 @@ def test_calls_rejected_by_an_inner_interceptor_are_audited(flavour: str) -> Non
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_an_inner_interceptor_that_raises_is_audited(flavour: str) -> None:
-    h = Harness(flavour, inner=[_BrokenSync() if flavour == "sync" else _BrokenAsync()])
+def test_an_inner_interceptor_that_raises_is_audited(flavour: str, audit_mode: str) -> None:
+    h = Harness(
+        flavour,
+        mode=audit_mode,
+        inner=[_BrokenSync() if flavour == "sync" else _BrokenAsync()],
+    )
     try:
         assert code_of(lambda: h.stub.Echo(R(text="x"))) == grpc.StatusCode.UNKNOWN
         event = h.one_event()
@@ -296,7 +300,7 @@ def _normalised(events: list[Event]) -> list[dict[str, Any]]:
     return out
 
 
-def test_sync_and_async_servers_produce_identical_events() -> None:
+def test_sync_and_async_servers_produce_identical_events(audit_mode: str) -> None:
     def run_all(h: Harness) -> list[dict[str, Any]]:
         for name in sorted(CASES):
             code_of(lambda call=CASES[name][0]: call(h.stub))  # type: ignore[misc]
@@ -305,7 +309,7 @@ def test_sync_and_async_servers_produce_identical_events() -> None:
 
     by_flavour = {}
     for flavour in FLAVOURS:
-        h = Harness(flavour)
+        h = Harness(flavour, mode=audit_mode)
         try:
             by_flavour[flavour] = run_all(h)
         finally:

@@ -12,6 +12,7 @@ durability modes. The assertions are the product's promises:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import uuid
@@ -25,10 +26,21 @@ from auditline_testing.v1 import echo_pb2, echo_pb2_grpc
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from auditline.interceptor import AsyncAuditInterceptor, AuditInterceptor, Spool, instrument
+from auditline.interceptor import (
+    AsyncAuditInterceptor,
+    AuditInterceptor,
+    AuditUnavailableError,
+    AuditWorker,
+    LocalDirectory,
+    Spool,
+    instrument,
+    read_exported,
+)
 from auditline.interceptor._spool_records import ExportedFile
+from tests.interceptor.harness import MODES
 from tests.support.echo import RAN, AsyncServer, SyncServer
 from tests.support.processes import wait_for
+from tests.support.worker_pipelines import full_disk_pipeline
 
 R = echo_pb2.EchoRequest
 # (stub method, how to call it with a text, the action) — every shape, several outcomes.
@@ -44,26 +56,42 @@ ACTIONS = ("", "", "abort", "raise", "set_code")
 
 
 class FullDisk:
-    """An echo server whose audit spool lives under a small page limit, and no exporter:
-    it fills after a few hundred events."""
+    """An echo server whose audit spool lives under a small page limit: it fills after a
+    few hundred events.
 
-    def __init__(self, tmp_path: Path, *, flavour: str, durability: str) -> None:
-        self.spool = Spool(
-            tmp_path / "spool.db",
-            durability=durability,
-            max_file_bytes=384 << 10,
-            reserve_bytes=64 << 10,
-            max_memory_bytes=32 << 10,
-            block_timeout=5,
-        )
-        self.spool.retry_interval = 0.05
+    In-process, the spool has no exporter and the test frees it itself. With an audit
+    worker (`mode="worker"`) the spool is the worker's, and its exporter fails while
+    the object store is down (`tmp_path/store-down`): the disk fills because the store
+    stopped, and recovers when the store is back.
+    """
+
+    def __init__(self, tmp_path: Path, *, flavour: str, durability: str, mode: str) -> None:
+        self.root = tmp_path
+        self.spool: Spool | None = None
+        self.worker: AuditWorker | None = None
+        sink: Spool | AuditWorker
+        if mode == "in-process":
+            sink = self.spool = Spool(
+                tmp_path / "spool.db",
+                durability=durability,
+                max_file_bytes=384 << 10,
+                reserve_bytes=64 << 10,
+                max_memory_bytes=32 << 10,
+                block_timeout=5,
+            )
+            self.spool.retry_interval = 0.05
+        else:
+            (tmp_path / "store-down").touch()
+            sink = self.worker = AuditWorker(
+                functools.partial(full_disk_pipeline, str(tmp_path), durability)
+            )
         fail_closed = durability == "sync"
         self.interceptor: AuditInterceptor | AsyncAuditInterceptor
         if flavour == "sync":
-            self.interceptor = AuditInterceptor(self.spool, fail_closed=fail_closed)
+            self.interceptor = AuditInterceptor(sink, fail_closed=fail_closed)
             self.server: SyncServer | AsyncServer = SyncServer([self.interceptor])
         else:
-            self.interceptor = AsyncAuditInterceptor(self.spool, fail_closed=fail_closed)
+            self.interceptor = AsyncAuditInterceptor(sink, fail_closed=fail_closed)
             self.server = AsyncServer([self.interceptor])
         self.channel = grpc.insecure_channel(self.server.target)
         self.stub = echo_pb2_grpc.EchoServiceStub(self.channel)
@@ -71,12 +99,30 @@ class FullDisk:
         self.degraded_calls = 0
         self._run_id = uuid.uuid4().hex[:10]
         self._picks = itertools.count()  # its next() is atomic: threads share it
+        self._closed = False
 
-    def call(self) -> None:
+    def degraded(self) -> bool:
+        if self.spool is not None:
+            return bool(self.spool.degraded)
+        assert self.worker is not None
+        try:
+            self.worker.admit()
+        except AuditUnavailableError:
+            return True
+        return False
+
+    def dropping(self) -> bool:
+        """Async: events are being dropped (as the worker's spool reports it)."""
+        if self.spool is not None:
+            return self.spool.stats.dropped >= 50
+        assert self.worker is not None
+        return self.worker.dropped >= 50
+
+    def call(self) -> grpc.StatusCode:
         pick = next(self._picks)
         text = f"c-{self._run_id}-{pick}"
         shape, action = SHAPES[pick % len(SHAPES)], ACTIONS[pick % len(ACTIONS)]
-        degraded = bool(self.spool.degraded)
+        degraded = self.degraded()
         try:
             shape(self.stub, text, action)
             code = grpc.StatusCode.OK
@@ -85,6 +131,7 @@ class FullDisk:
         self.outcomes[text] = code
         if degraded:
             self.degraded_calls += 1
+        return code
 
     def load(self, *, until: Callable[[], bool], threads: int = 4) -> None:
         stop = threading.Event()
@@ -103,24 +150,51 @@ class FullDisk:
             for worker in workers:
                 worker.join(60)
 
-    def recover(self) -> list[dict[str, Any]]:
-        """Make room (export every event) until the spool has written its backlog and
-        recovered; return every event it held."""
+    def recover(self, *, last_call: bool) -> list[dict[str, Any]]:
+        """Make room until the spool has written its backlog and recovered (with
+        `last_call`, make one more call that must go through); close everything and
+        return every event the spool held."""
+        assert self.interceptor.flush(10)  # the refusals' own events
+        if self.spool is None:
+            return self._recover_worker(last_call=last_call)
+        spool = self.spool
         events: list[dict[str, Any]] = []
 
         def recovered() -> bool | None:
-            events.extend(_free_all(self.spool))
-            stats = self.spool.stats
-            return True if not self.spool.degraded and not stats.buffered_bytes else None
+            events.extend(_free_all(spool))
+            return True if not spool.degraded and not spool.stats.buffered_bytes else None
 
         wait_for(recovered, timeout=60, what="the spool to recover")
+        if last_call:
+            self.call()
+        assert spool.flush(10, with_drop_marker=True)
+        events += _free_all(spool)
+        self.close()
         return events
 
+    def _recover_worker(self, *, last_call: bool) -> list[dict[str, Any]]:
+        (self.root / "store-down").unlink()
+        if last_call:
+            # Refused until the worker's spool has room again; then it goes through.
+            wait_for(
+                lambda: True if self.call() != grpc.StatusCode.UNAVAILABLE else None,
+                timeout=60,
+                what="a call to go through",
+            )
+        self.close()  # the worker's pipeline writes what is left, with a drop marker
+        return [e.document for e in read_exported(LocalDirectory(self.root / "objects"))]
+
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.channel.close()
         self.server.stop()
         self.interceptor.close()
-        self.spool.close()
+        if self.spool is not None:
+            self.spool.close()
+        if self.worker is not None:
+            self.worker.close()
 
 
 @pytest.fixture(params=["sync", "aio"])
@@ -159,16 +233,13 @@ def _text(event: dict[str, Any]) -> str:
     return str(event["Request"]["RequestParams"].get("text", ""))
 
 
-def test_fail_closed_under_a_full_disk(tmp_path: Path, flavour: str) -> None:
-    disk = FullDisk(tmp_path, flavour=flavour, durability="sync")
+@pytest.mark.parametrize("mode", MODES)
+def test_fail_closed_under_a_full_disk(tmp_path: Path, flavour: str, mode: str) -> None:
+    disk = FullDisk(tmp_path, flavour=flavour, durability="sync", mode=mode)
     try:
         disk.load(until=lambda: disk.degraded_calls >= 60)
-        assert disk.interceptor.flush(10)  # the refusals' own events
         # Space is back: the server recovers by itself and records again.
-        events = disk.recover()
-        disk.call()
-        assert disk.spool.flush(10, with_drop_marker=True)
-        events += _free_all(disk.spool)
+        events = disk.recover(last_call=True)
     finally:
         disk.close()
     recorded: dict[str, list[str]] = {}
@@ -200,14 +271,14 @@ def test_fail_closed_under_a_full_disk(tmp_path: Path, flavour: str) -> None:
     assert last in recorded
 
 
-def test_async_mode_loses_nothing_silently_under_a_full_disk(tmp_path: Path, flavour: str) -> None:
-    disk = FullDisk(tmp_path, flavour=flavour, durability="async")
+@pytest.mark.parametrize("mode", MODES)
+def test_async_mode_loses_nothing_silently_under_a_full_disk(
+    tmp_path: Path, flavour: str, mode: str
+) -> None:
+    disk = FullDisk(tmp_path, flavour=flavour, durability="async", mode=mode)
     try:
-        disk.load(until=lambda: disk.spool.stats.dropped >= 50)
-        assert disk.interceptor.flush(10)
-        events = disk.recover()
-        assert disk.spool.flush(10, with_drop_marker=True)
-        events += _free_all(disk.spool)
+        disk.load(until=disk.dropping)
+        events = disk.recover(last_call=False)
     finally:
         disk.close()
     markers = [e for e in events if e["EventName"] == "AuditEventsDropped"]

@@ -150,8 +150,10 @@ def test_events_a_handler_records_travel_with_its_call(
     assert statuses == ["OK", "UNAVAILABLE"]
 
 
-def test_long_error_messages_are_cut_for_the_client_and_the_log(flavour: str) -> None:
-    harness = Harness(flavour)
+def test_long_error_messages_are_cut_for_the_client_and_the_log(
+    flavour: str, audit_mode: str
+) -> None:
+    harness = Harness(flavour, mode=audit_mode)
     try:
         text = "é" * 3000  # 6000 bytes of UTF-8, 18000 percent-encoded: too much for clients
         error = error_of(lambda: harness.stub.Echo(R(text=text, action="abort_text")))
@@ -167,10 +169,11 @@ def test_long_error_messages_are_cut_for_the_client_and_the_log(flavour: str) ->
 
 
 def test_unauthenticated_bodies_are_cut_and_calls_past_the_rate_summarized(
-    flavour: str,
+    flavour: str, audit_mode: str
 ) -> None:
     harness = Harness(
         flavour,
+        mode=audit_mode,
         max_body_bytes=100_000,
         unauthenticated_max_body_bytes=1024,
         summaries=SummaryPolicy(rate=0.001, burst=3, interval=3600),
@@ -207,8 +210,10 @@ STREAM_CALLS: dict[str, Callable[[echo_pb2_grpc.EchoServiceStub, Any, Any], Any]
 
 
 @pytest.mark.parametrize("shape", STREAM_CALLS)
-def test_oversized_requests_are_refused_and_audited(flavour: str, shape: str) -> None:
-    harness = Harness(flavour, max_message_bytes=2048, max_metadata_bytes=2048)
+def test_oversized_requests_are_refused_and_audited(
+    flavour: str, shape: str, audit_mode: str
+) -> None:
+    harness = Harness(flavour, max_message_bytes=2048, max_metadata_bytes=2048, mode=audit_mode)
     call = STREAM_CALLS[shape]
     try:
         big = error_of(lambda: call(harness.stub, R(text="m" * 4096), ()))

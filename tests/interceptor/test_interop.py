@@ -13,6 +13,7 @@ failure, not as luck.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import queue
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,11 +24,12 @@ import pytest
 from auditline_testing.v1 import echo_pb2, echo_pb2_grpc
 from grpc_status import rpc_status
 
-from auditline.interceptor import AsyncAuditInterceptor, AuditInterceptor, MemorySink
+from auditline.interceptor import AsyncAuditInterceptor, AuditInterceptor, MemorySink, Sink
+from tests.interceptor.harness import FLAVOURS, MODES
 from tests.support.echo import ECHO_INITIAL, ECHO_TRAILING, AsyncServer, SyncServer, started
+from tests.support.worker_pipelines import SpooledEvents
 
 R = echo_pb2.EchoRequest
-FLAVOURS = ("sync", "aio", "aio-reader-writer")
 REPEATS = 20
 SPECIAL_MESSAGE = "\t\ntest with whitespace\r\nand Unicode BMP ☺ and non-BMP 😈\t\n"
 
@@ -198,24 +200,30 @@ RACES: dict[str, Case] = {
 
 
 class Server:
-    """An echo server of one flavour, with or without the audit interceptor."""
+    """An echo server of one flavour, with or without the audit interceptor (building
+    events in the serving process, or in an audit worker)."""
 
-    def __init__(self, flavour: str, audited: bool) -> None:
-        self.sink = MemorySink()
+    def __init__(self, flavour: str, audited: bool, mode: str = "in-process") -> None:
+        self.spooled = SpooledEvents() if audited and mode == "worker" else None
+        memory = MemorySink()
+        self.sink: MemorySink | SpooledEvents = self.spooled or memory
+        audit_sink: Sink = self.spooled.worker if self.spooled is not None else memory
         self.interceptor: AuditInterceptor | AsyncAuditInterceptor | None = None
         if flavour == "sync":
             if audited:
-                self.interceptor = AuditInterceptor(self.sink)
+                self.interceptor = AuditInterceptor(audit_sink)
             self.server: SyncServer | AsyncServer = SyncServer(
                 [self.interceptor] if self.interceptor else []
             )
         else:
             if audited:
-                self.interceptor = AsyncAuditInterceptor(self.sink)
+                self.interceptor = AsyncAuditInterceptor(audit_sink)
             self.server = AsyncServer(
                 [self.interceptor] if self.interceptor else [],
                 reader_writer=flavour == "aio-reader-writer",
             )
+        if self.spooled is not None:
+            self.spooled.attach(self.interceptor)
         self.channel = grpc.insecure_channel(self.server.target)
         self.stub = echo_pb2_grpc.EchoServiceStub(self.channel)
 
@@ -224,11 +232,16 @@ class Server:
         self.server.stop()
         if self.interceptor is not None:
             self.interceptor.close()
+        if self.spooled is not None:
+            self.spooled.close()
 
 
-@pytest.fixture(scope="module", params=FLAVOURS)
+@pytest.fixture(
+    scope="module", params=list(itertools.product(FLAVOURS, MODES)), ids=lambda p: "-".join(p)
+)
 def servers(request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
-    bare, audited = Server(request.param, False), Server(request.param, True)
+    flavour, mode = request.param
+    bare, audited = Server(flavour, False), Server(flavour, True, mode)
     yield bare, audited
     bare.close()
     audited.close()

@@ -50,10 +50,11 @@ def _summaries(events: list[event_pb2.ApiEvent]) -> list[dict[str, Any]]:
     ],
 )
 def test_each_record_keeps_its_calls_and_counts_the_rest(
-    flavour: str, record: str, individual_codes: list[str]
+    flavour: str, record: str, individual_codes: list[str], audit_mode: str
 ) -> None:
     h = Harness(
         flavour,
+        mode=audit_mode,
         policy=AuditPolicy.parse([f"{ECHO}/Echo={record}"]),
         summaries=SummaryPolicy(interval=3600),
     )

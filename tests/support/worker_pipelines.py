@@ -1,11 +1,19 @@
 """Pipelines an `AuditWorker` makes in its process (importable by name, as `spawn`
-needs): a spool and a directory exporter under a directory the test chose."""
+needs) under a directory the test chose, and the events of such a spool read back."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import sqlite3
+import tempfile
 from pathlib import Path
+from typing import Any
 
-from auditline.interceptor import DirectoryWriter, ExporterConfig, Pipeline, Spool
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import AuditWorker, DirectoryWriter, ExporterConfig, Pipeline, Spool
+from auditline.interceptor._spool_records import SpooledEvent
+from tests.support.processes import wait_for
 
 
 def spool_and_directory(
@@ -19,3 +27,94 @@ def spool_and_directory(
         DirectoryWriter(base / "objects"),
     )
     return pipeline
+
+
+def spool_only(root: str, durability: str = "sync") -> Pipeline:
+    """The spool at ROOT/spool.db, with no exporter: every event stays in it."""
+    return Pipeline(Spool(Path(root) / "spool.db", node_id="worker-test", durability=durability))
+
+
+class _StoreThatStops(DirectoryWriter):
+    """A directory that refuses writes while a file named `store-down` is beside it."""
+
+    def put(self, key: str, data: bytes, **options: Any) -> None:
+        if (self.root.parent / "store-down").exists():
+            raise ConnectionError("the object store is down")
+        super().put(key, data, **options)
+
+
+def full_disk_pipeline(root: str, durability: str) -> Pipeline:
+    """A spool under a small page limit (it fills after a few hundred events) whose
+    exporter fails while ROOT/store-down exists, and retries every 50 ms."""
+    base = Path(root)
+    spool = Spool(
+        base / "spool.db",
+        node_id="worker-test",
+        durability=durability,
+        max_file_bytes=384 << 10,
+        reserve_bytes=64 << 10,
+        max_memory_bytes=32 << 10,
+        block_timeout=5,
+    )
+    spool.retry_interval = 0.05
+    pipeline = Pipeline(spool)
+    exporter = pipeline.add_exporter(
+        ExporterConfig(name="default", flush_interval=0.05), _StoreThatStops(base / "objects")
+    )
+    exporter.backoff_base = exporter.backoff_max = 0.05
+    return pipeline
+
+
+class SpooledEvents:
+    """An `AuditWorker` spooling into a temporary directory, and the events in its
+    spool read from this process like a `MemorySink`'s: `events`, and
+    `wait_for(count)`. Give `worker` to the interceptor, then `attach` the interceptor,
+    whose captures are flushed (and the worker's spool committed) before each read."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="auditline-worker-")
+        self._path = Path(self._dir.name) / "spool.db"
+        self.worker = AuditWorker(functools.partial(spool_only, self._dir.name))
+        self._interceptor: Any = None
+        self._kept: list[event_pb2.ApiEvent] | None = None
+
+    def attach(self, interceptor: Any) -> None:
+        self._interceptor = interceptor
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Every event of the calls finished so far is committed in the spool."""
+        if self._interceptor is not None and not self._interceptor.flush(timeout):
+            return False
+        return self.worker.flush(timeout)
+
+    def close(self) -> None:
+        """Stop the worker (after the interceptor) and remove its directory; `events`
+        stay as they were then."""
+        self.worker.close()
+        self._kept = self._read()
+        self._dir.cleanup()
+
+    @property
+    def events(self) -> list[event_pb2.ApiEvent]:
+        if self._kept is not None:
+            return list(self._kept)
+        assert self.flush(), "the audit worker did not commit in time"
+        return self._read()
+
+    def _read(self) -> list[event_pb2.ApiEvent]:
+        if not self._path.exists():
+            return []
+        with contextlib.closing(sqlite3.connect(f"file:{self._path}?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                "SELECT seq, at_ns, end_ns, log_type, body FROM events ORDER BY seq"
+            ).fetchall()
+        return [SpooledEvent(*row).event() for row in rows]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[event_pb2.ApiEvent]:
+        """Wait until at least `count` events are in the spool; return them all."""
+
+        def arrived() -> list[event_pb2.ApiEvent] | None:
+            events = self.events
+            return events if len(events) >= count else None
+
+        return wait_for(arrived, timeout=timeout, what=f"{count} audit events", interval=0.01)

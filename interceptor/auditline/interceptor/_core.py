@@ -355,8 +355,8 @@ class AuditCore:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every call finished so far has reached the sink."""
-        if self._thread is None:
-            return True
+        if self._thread is None or (self._closed and not self._thread.is_alive()):
+            return True  # nothing started, or everything delivered by `close`
         marker = _Flush()
         self._pending.append(marker)
         self._wake.set()

@@ -155,6 +155,18 @@ class Spool:
                     f"the audit log stayed full for {self.block_timeout:g}s"
                 )
 
+    def refusal(self) -> str:
+        """Why `admit` would refuse a call now, without waiting for room ("" when it
+        would not): what an audit worker reports to the serving process, which then
+        refuses at once rather than wait."""
+        if self._closed:
+            return "the audit log is closed"
+        if self.durability == "sync" and self._disk.reason:
+            return "the audit log cannot record calls right now"
+        if self.backpressure != "drop" and self._full() >= self.max_bytes:
+            return "the audit log is full"
+        return ""
+
     def _full(self) -> int:
         """Bytes that count against `max_bytes`: written events some exporter needs.
         (Events in memory have their own bound, `max_memory_bytes`.)"""

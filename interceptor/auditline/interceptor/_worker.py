@@ -9,7 +9,12 @@ Unredacted bytes stay in memory on both sides; only redacted events reach the sp
   in its spool and acknowledges the batch.
 - Fail-closed (`emit_captures(..., wait=True)`): the batch goes at once and the call
   waits for the worker's acknowledgement that its events are committed (or its
-  refusal: then the call is answered UNAVAILABLE).
+  refusal: then the call is answered UNAVAILABLE). In a batch that carries both, the
+  fail-closed calls' events are committed all or none, and the others are queued
+  (or dropped and counted when there is no room) apart from them.
+- Admission follows the state the worker's spool reports with every acknowledgement,
+  and by itself when it changes while idle: a call is refused at once when the spool
+  would refuse it (`backpressure="block"` does not wait for room across processes).
 - A worker that dies is started again and sent every batch it had not acknowledged;
   events it committed before dying are recognised by their ids and not written
   twice. Fail-closed, nothing acknowledged is lost. Async, what the dead worker had
@@ -54,7 +59,6 @@ class _Batch:
     """Items sent together; kept until the worker acknowledges them."""
 
     batch_id: int
-    wait: bool
     items: list[tuple[Any, ...]]
 
 
@@ -84,6 +88,10 @@ class AuditWorker:
         self.start_timeout = start_timeout
         self.restarts = 0  # how many times the worker was started again
         self.lost = 0  # events handed over after the worker was given up (async)
+        # As the worker's spool last reported them: why it is degraded ("" when it is
+        # not), and how many events it dropped and counted in a marker (async).
+        self.degraded = ""
+        self.dropped = 0
         self._restart_times: list[float] = []
         self._config: AuditConfig | None = None
         self._schemas = Schemas()
@@ -146,7 +154,7 @@ class AuditWorker:
             process.kill()
             raise RuntimeError(f"the audit worker could not start: {hello[1]}")
         self._process, self._conn = process, parent
-        self._refusal = hello[1]
+        self._follow(hello[1:])
 
     @property
     def pid(self) -> int | None:
@@ -190,14 +198,14 @@ class AuditWorker:
                 files = self._schemas.needed(message_classes(record))
                 if files:
                     self._pending.append(("schemas", files))
-                self._pending.append(("capture", wire))
+                self._pending.append(("capture", wire, wait))
             self._enqueued(wait)
 
     def emit_documents(self, documents: Sequence[EventDocument], *, wait: bool) -> None:
         """Events built already (summaries, a server's own events)."""
         with self._cond:
             for d in documents:
-                self._pending.append(("document", d.document, d.at_ns, d.end_ns))
+                self._pending.append(("document", d.document, d.at_ns, d.end_ns, wait))
             self._enqueued(wait)
 
     def emit(self, event: Any) -> None:
@@ -266,7 +274,7 @@ class AuditWorker:
                         lambda: self._pending_wait or len(self._pending) >= self.max_batch,
                         self.send_interval,
                     )
-                batch = _Batch(batch_id=self._next_id, wait=self._pending_wait, items=self._pending)
+                batch = _Batch(batch_id=self._next_id, items=self._pending)
                 self._next_id += 1
                 self._pending = []
                 self._pending_wait = False
@@ -281,7 +289,7 @@ class AuditWorker:
     def _write(self, batch: _Batch, *, resent: bool) -> None:
         """Send a batch (holding the send lock)."""
         try:
-            message = pack(("batch", batch.batch_id, batch.wait, resent, batch.items))
+            message = pack(("batch", batch.batch_id, resent, batch.items))
         except ValueError:
             # A bug (a value the codec let through); the batch's calls are answered
             # UNAVAILABLE in fail-closed mode rather than hang, and the bug is logged.
@@ -313,13 +321,21 @@ class AuditWorker:
                 continue
             if reply[0] == "quit":
                 return
-            _, batch_id, error, refusal = reply
+            if reply[0] == "state":
+                with self._cond:
+                    self._follow(reply[1:])
+                continue
+            _, batch_id, error, *state = reply
             with self._cond:
                 batch = self._unacked.pop(batch_id, None)
                 if batch is not None and batch_id in self._waiting:
                     self._results[batch_id] = error
-                self._refusal = refusal
+                self._follow(state)
                 self._cond.notify_all()
+
+    def _follow(self, state: Sequence[Any]) -> None:
+        """Take the state of the worker's spool it reported (see `_worker_process`)."""
+        self._refusal, self.degraded, self.dropped = state
 
     def _restart(self) -> bool:
         """Start a new worker and send it every unacknowledged batch; False when the

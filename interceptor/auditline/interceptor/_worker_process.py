@@ -18,16 +18,15 @@ if TYPE_CHECKING:
     from auditline.interceptor._pipeline import Pipeline
     from auditline.interceptor._spool import Spool
 
-__all__ = ["worker_main"]
+__all__ = ["STATE_INTERVAL", "worker_main"]
+
+STATE_INTERVAL = 0.1  # seconds between looks at the spool's state while idle
 
 
-def _refusal(spool: Spool) -> str:
-    """Why the spool refuses calls now ("" when it admits them)."""
-    try:
-        spool.admit()
-    except AuditUnavailableError as exc:
-        return str(exc) or "the audit log cannot record calls"
-    return ""
+def _state(spool: Spool) -> tuple[str, str, int]:
+    """What the serving process follows of the spool: why it would refuse a call now,
+    why it is degraded, and how many events it dropped (all "" or 0 when well)."""
+    return spool.refusal(), spool.degraded, spool.stats.dropped
 
 
 def worker_main(
@@ -46,19 +45,29 @@ def worker_main(
         conn.send_bytes(pack(("failed", f"{type(exc).__name__}: {exc}")))
         return
     spool = pipeline.spool
-    conn.send_bytes(pack(("ready", _refusal(spool))))
+    state = _state(spool)
+    conn.send_bytes(pack(("ready", *state)))
     worker = _Worker(spool, EventBuilder(config))
     try:
         while True:
+            if not conn.poll(STATE_INTERVAL):
+                # Idle: tell the serving process when the spool's state changed (room
+                # again after a full disk), which it would otherwise learn only with
+                # the next acknowledgement.
+                if _state(spool) != state:
+                    state = _state(spool)
+                    conn.send_bytes(pack(("state", *state)))
+                continue
             try:
                 message = unpack(conn.recv_bytes())
             except EOFError:
                 break  # the serving process is gone: keep what was handed over
             if message[0] == "quit":
                 break
-            _, batch_id, wait, resent, items = message
-            error = worker.take(items, wait=wait, resent=resent)
-            conn.send_bytes(pack(("ack", batch_id, error, _refusal(spool))))
+            _, batch_id, resent, items = message
+            error = worker.take(items, resent=resent)
+            state = _state(spool)
+            conn.send_bytes(pack(("ack", batch_id, error, *state)))
     finally:
         pipeline.close()
     with contextlib.suppress(OSError):
@@ -75,9 +84,15 @@ class _Worker:
         """Committed by the worker that died before acknowledging it."""
         return self.spool.store.queries.seq_of(event_id) is not None
 
-    def take(self, items: list[tuple[Any, ...]], *, wait: bool, resent: bool) -> str:
-        """Build and spool a batch's events; "" or why they could not be kept."""
-        documents: list[EventDocument] = []
+    def take(self, items: list[tuple[Any, ...]], *, resent: bool) -> str:
+        """Build and spool a batch's events; "" or why those of its fail-closed calls
+        could not be kept.
+
+        The fail-closed calls' events are committed together, all or none, before the
+        answer; the others are queued, and dropped and counted if there is no room
+        (never refused: their calls were answered already)."""
+        waited: list[EventDocument] = []
+        queued: list[EventDocument] = []
         flush = False
         for item in items:
             kind = item[0]
@@ -85,23 +100,27 @@ class _Worker:
                 record, event_id = decode_record(item[1])
                 if resent and self._known(event_id):
                     continue
-                documents += self.builder.documents(
-                    record, event_id=event_id, next_id=self.ids.next
+                (waited if item[2] else queued).extend(
+                    self.builder.documents(record, event_id=event_id, next_id=self.ids.next)
                 )
             elif kind == "document":
                 document = item[1]
                 if resent and self._known(str(document.get("EventId", ""))):
                     continue
-                documents.append(EventDocument(document=document, at_ns=item[2], end_ns=item[3]))
+                built = EventDocument(document=document, at_ns=item[2], end_ns=item[3])
+                (waited if item[4] else queued).append(built)
             elif kind == "schemas":
                 load_schemas(item[1])
             elif kind == "flush":
                 flush = True
-        try:
-            if documents:
-                self.spool.emit_documents(documents, wait=wait)
-        except AuditUnavailableError as exc:
-            return str(exc) or "the audit log cannot record this call"
+        error = ""
+        if waited:
+            try:
+                self.spool.emit_documents(waited, wait=True)
+            except AuditUnavailableError as exc:
+                error = str(exc) or "the audit log cannot record this call"
+        if queued:
+            self.spool.emit_documents(queued, wait=False)
         if flush and not self.spool.flush(timeout=None):
-            return "the spool could not commit in time"
-        return ""
+            return error or "the spool could not commit in time"
+        return error
