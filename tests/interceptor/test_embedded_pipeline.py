@@ -5,6 +5,7 @@ nothing; and the caller's address as a service's own decisions must see it."""
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import stat
 import threading
@@ -18,6 +19,7 @@ from auditline_testing.v1 import echo_pb2, echo_pb2_grpc
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import (
     AuditInterceptor,
+    AuditWorker,
     DirectoryWriter,
     ExporterConfig,
     Pipeline,
@@ -28,9 +30,11 @@ from auditline.interceptor import (
     read_exported,
 )
 from auditline.interceptor.integrity import Notary, SigningKey, Verifier, open_location
+from tests.interceptor.harness import MODES
 from tests.support.echo import SyncServer
 from tests.support.exported import read_lines
 from tests.support.seaweedfs import SeaweedFS
+from tests.support.worker_pipelines import signed_directory
 
 
 def _exported(location: str) -> list[dict[str, object]]:
@@ -43,19 +47,31 @@ def _exported(location: str) -> list[dict[str, object]]:
     ]
 
 
-def test_closing_the_pipeline_exports_every_finished_call(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_closing_the_pipeline_exports_every_finished_call(tmp_path: Path, mode: str) -> None:
     """Calls finished just before shutdown are in the files, and the log verifies: the
-    pipeline drains the interceptor into the spool before the exporters' last file."""
+    pipeline drains the interceptor into the spool before the exporters' last file. With
+    an audit worker: the interceptor, then the worker (whose pipeline closes last)."""
     key = SigningKey.generate("test/n1")
-    spool = Spool(tmp_path / "spool.db", node_id="n1")  # async: events wait in memory
-    audit = AuditInterceptor(spool, node_id="n1")
-    pipeline = Pipeline(
-        spool, interceptors=[audit], notary=Notary(key=key, origin="test/n1", node_id="n1")
-    )
-    # An interval no test waits for: only close() can write these files.
-    pipeline.add_exporter(
-        ExporterConfig(name="files", flush_interval=3600), DirectoryWriter(tmp_path / "log")
-    )
+    if mode == "worker":
+        worker = AuditWorker(functools.partial(signed_directory, str(tmp_path), key.text, "n1"))
+        audit = AuditInterceptor(worker, node_id="n1")
+
+        def close() -> None:
+            audit.close()
+            worker.close()
+
+    else:
+        spool = Spool(tmp_path / "spool.db", node_id="n1")  # async: events wait in memory
+        audit = AuditInterceptor(spool, node_id="n1")
+        pipeline = Pipeline(
+            spool, interceptors=[audit], notary=Notary(key=key, origin="test/n1", node_id="n1")
+        )
+        # An interval no test waits for: only close() can write these files.
+        pipeline.add_exporter(
+            ExporterConfig(name="files", flush_interval=3600), DirectoryWriter(tmp_path / "log")
+        )
+        close = pipeline.close
     server = SyncServer([audit])
     calls = 4 * 25
 
@@ -71,7 +87,7 @@ def test_closing_the_pipeline_exports_every_finished_call(tmp_path: Path) -> Non
     for thread in threads:
         thread.join()
     server.stop()
-    pipeline.close()
+    close()
 
     records = _exported(str(tmp_path / "log"))
     assert len(records) == calls
@@ -80,7 +96,9 @@ def test_closing_the_pipeline_exports_every_finished_call(tmp_path: Path) -> Non
     report = Verifier(open_location(str(tmp_path / "log")), [key.verifier]).run()
     assert report.ok, report.findings
     assert report.events == calls
-    pipeline.close()  # a second close is harmless
+    close()  # a second close is harmless
+    if mode == "worker":
+        return
     with pytest.raises(RuntimeError):
         pipeline.add_exporter(ExporterConfig(name="late"), DirectoryWriter(tmp_path / "late"))
 

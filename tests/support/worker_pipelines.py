@@ -13,6 +13,7 @@ from typing import Any
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import AuditWorker, DirectoryWriter, ExporterConfig, Pipeline, Spool
 from auditline.interceptor._spool_records import SpooledEvent
+from auditline.interceptor.integrity import Notary, SigningKey
 from tests.support.processes import wait_for
 
 
@@ -32,6 +33,21 @@ def spool_and_directory(
 def spool_only(root: str, durability: str = "sync") -> Pipeline:
     """The spool at ROOT/spool.db, with no exporter: every event stays in it."""
     return Pipeline(Spool(Path(root) / "spool.db", node_id="worker-test", durability=durability))
+
+
+def signed_directory(root: str, key_text: str, node_id: str) -> Pipeline:
+    """The spool at ROOT/spool.db, exported under ROOT/log with checkpoints signed by
+    the key, at an interval no test waits for: only closing writes the files."""
+    base = Path(root)
+    key = SigningKey.parse(key_text)
+    pipeline = Pipeline(
+        Spool(base / "spool.db", node_id=node_id),
+        notary=Notary(key=key, origin=key.name, node_id=node_id),
+    )
+    pipeline.add_exporter(
+        ExporterConfig(name="files", flush_interval=3600), DirectoryWriter(base / "log")
+    )
+    return pipeline
 
 
 class _StoreThatStops(DirectoryWriter):

@@ -162,9 +162,11 @@ class AuditWorker:
         return self._process.pid if self._process is not None else None
 
     def close(self, timeout: float = 30.0) -> None:
-        """Send what is pending, let the worker close its pipeline, and stop it."""
-        if self._conn is None:
-            return
+        """Send what is pending, let the worker close its pipeline, and stop it. A
+        second call does nothing."""
+        with self._cond:
+            if self._conn is None or self._closing:
+                return
         self.flush(timeout)
         with self._cond:
             self._closing = True
