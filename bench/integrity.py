@@ -21,7 +21,7 @@ from auditline.interceptor._spool_tree import leaves_of
 from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, Verifier
 from auditline.server.audit_target import BucketWriter
 from auditline.server.objectstore import FilesystemStore
-from bench import interceptor as server_bench
+from bench import servers
 from bench.pipeline import _event
 
 FORMATS = ("apievent-json", "ocsf-json")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    server_bench._pin(0)
+    servers.pin(0)
     key = SigningKey.generate("bench/node")
     notary = Notary(key=key, origin="bench/node", node_id="bench")
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,10 +1,11 @@
 """Interceptor overhead: `python -m bench.interceptor`.
 
 Starts the same unary service (AuthService/Authenticate, whose request and
-response carry secrets to redact) three ways, each in its own server process:
+response carry secrets to redact; `bench.servers`) in each mode, each in its own
+server process, on a thread pool server or (`--server aio`) an asyncio one:
 
 - `bare`: no interceptor (the baseline),
-- `auditline`: `AuditInterceptor` with HMAC redaction, events built and handed
+- `auditline`: the audit interceptor with HMAC redaction, events built and handed
   to a sink that counts them,
 - `auditline-worker`: the same interceptor with an `AuditWorker`: captures go over a
   pipe to a worker process, which builds the events and spools them (async),
@@ -32,9 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -42,213 +41,13 @@ import grpc
 from google.protobuf import wrappers_pb2
 
 from auditline.account.v1 import auth_pb2
-
-MODES = ("bare", "auditline", "auditline-worker", "otel")
-# Also served (for bench.pipeline): the interceptor with the spool and an exporter, in
-# the serving process or in an audit worker.
-PIPELINE_MODES = (
-    "pipeline-async",
-    "pipeline-sync",
-    "pipeline-async-worker",
-    "pipeline-sync-worker",
-)
-UNPINNED = "AUDITLINE_BENCHUNPINNED"
-METHOD = "/auditline.account.v1.AuthService/Authenticate"
-STATS = "/bench.Control/Stats"
-
-
-# --- the server process -------------------------------------------------------
-
-
-class _CountingSink:
-    """Counts events. It takes them as documents, as the spool does (a sink with only
-    `emit` gets each as an `ApiEvent` message parsed from its document: ~70 us more)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def emit(self, event: Any) -> None:
-        self.count += 1
-
-    def emit_documents(self, documents: Any, *, wait: bool) -> None:
-        self.count += len(documents)
-
-
-def _authenticate(
-    request: auth_pb2.AuthenticateRequest, context: grpc.ServicerContext
-) -> auth_pb2.AuthenticateResponse:
-    response = auth_pb2.AuthenticateResponse(
-        token="tok-" + request.access_key, service_account="serviceAccounts/bench"
-    )
-    response.expire_time.FromSeconds(2_000_000_000)
-    return response
-
-
-def _pin(cpu: int) -> None:
-    """Server on one core, load on the other: less noise on a small machine."""
-    if os.environ.get(UNPINNED):
-        return
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2:
-        os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
-
-
-def worker_pipeline(workdir: str, durability: str, export: bool) -> Any:
-    """The audit worker's pipeline (made in the worker process, on the load's core)."""
-    from auditline.interceptor import DirectoryWriter, ExporterConfig, Pipeline, Spool
-
-    _pin(1)
-    pipeline = Pipeline(Spool(Path(workdir) / "spool.db", node_id="bench", durability=durability))
-    if export:
-        pipeline.add_exporter(
-            ExporterConfig(name="default"), DirectoryWriter(Path(workdir) / "objects")
-        )
-    return pipeline
-
-
-def _process_cpu(pid: int | None) -> float:
-    """CPU seconds (user + system) of another process, from /proc."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def serve(mode: str, port_file: Path) -> None:
-    _pin(0)
-    interceptors: list[Any] = []
-    flush: Any = lambda: None  # noqa: E731
-    events = _CountingSink()
-    worker: Any = None
-    if mode.endswith("-worker"):
-        import functools
-
-        from auditline.interceptor import AuditInterceptor, AuditWorker
-
-        sync = mode == "pipeline-sync-worker"
-        worker = AuditWorker(
-            functools.partial(
-                worker_pipeline,
-                tempfile.mkdtemp(prefix="auditline-bench-"),
-                "sync" if sync else "async",
-                mode.startswith("pipeline-"),
-            )
-        )
-        audit = AuditInterceptor(
-            worker, hmac_key=b"bench-key" * 4, node_id="bench", fail_closed=sync
-        )
-        interceptors.append(audit)
-
-        def flush_worker() -> None:
-            audit.flush()
-            worker.flush()
-
-        flush = flush_worker
-    elif mode == "auditline":
-        from auditline.interceptor import AuditInterceptor
-
-        audit = AuditInterceptor(events, hmac_key=b"bench-key" * 4, node_id="bench")
-        interceptors.append(audit)
-        flush = audit.flush
-    elif mode in PIPELINE_MODES:
-        from auditline.interceptor import (
-            AuditInterceptor,
-            DirectoryWriter,
-            Exporter,
-            ExporterConfig,
-            Spool,
-        )
-
-        workdir = Path(tempfile.mkdtemp(prefix="auditline-bench-"))
-        sync = mode == "pipeline-sync"
-        spool = Spool(workdir / "spool.db", node_id="bench", durability="sync" if sync else "async")
-        Exporter(
-            ExporterConfig(name="default"),
-            spool,
-            DirectoryWriter(workdir / "objects"),
-            node_id="bench",
-        ).start()
-        audit = AuditInterceptor(
-            spool, hmac_key=b"bench-key" * 4, node_id="bench", fail_closed=sync
-        )
-        interceptors.append(audit)
-
-        def flush_pipeline() -> None:
-            audit.flush()
-            spool.flush()
-
-        flush = flush_pipeline
-    elif mode == "otel":
-        from opentelemetry.instrumentation.grpc import server_interceptor
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import (
-            BatchSpanProcessor,
-            SpanExporter,
-            SpanExportResult,
-        )
-
-        class Discard(SpanExporter):
-            def export(self, spans: Any) -> SpanExportResult:
-                events.count += len(spans)
-                return SpanExportResult.SUCCESS
-
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(Discard()))
-        interceptors.append(server_interceptor(tracer_provider=provider))  # type: ignore[no-untyped-call]
-        flush = provider.force_flush
-
-    def stats(
-        request: wrappers_pb2.StringValue, context: grpc.ServicerContext
-    ) -> wrappers_pb2.StringValue:
-        flush()
-        core = getattr(interceptors[0], "_core", None) if interceptors else None
-        return wrappers_pb2.StringValue(
-            value=json.dumps(
-                {
-                    "cpu": time.process_time(),
-                    "worker_process_cpu": _process_cpu(worker.pid if worker else None),
-                    "events": events.count,
-                    "worker_cpu": core.worker_cpu_seconds if core is not None else 0.0,
-                }
-            )
-        )
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), interceptors=interceptors)
-    server.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(
-                "auditline.account.v1.AuthService",
-                {
-                    "Authenticate": grpc.unary_unary_rpc_method_handler(
-                        _authenticate,
-                        request_deserializer=auth_pb2.AuthenticateRequest.FromString,
-                        response_serializer=auth_pb2.AuthenticateResponse.SerializeToString,
-                    ),
-                },
-            ),
-            grpc.method_handlers_generic_handler(
-                "bench.Control",
-                {
-                    "Stats": grpc.unary_unary_rpc_method_handler(
-                        stats,
-                        request_deserializer=wrappers_pb2.StringValue.FromString,
-                        response_serializer=wrappers_pb2.StringValue.SerializeToString,
-                    ),
-                },
-            ),
-        ]
-    )
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    port_file.write_text(str(port))
-    threading.Event().wait()  # until killed
-
+from bench.servers import METHOD, MODES, PIPELINE_MODES, SERVERS, STATS, UNPINNED, pin, serve
 
 # --- the load process -----------------------------------------------------------
 
 
 async def _load(target: str, seconds: float, concurrency: int, warmup: float) -> dict[str, Any]:
-    _pin(1)
+    pin(1)
     request = auth_pb2.AuthenticateRequest(access_key="AKBENCH", secret_key="s" * 43)
     async with grpc.aio.insecure_channel(target) as channel:
         call = channel.unary_unary(
@@ -301,7 +100,9 @@ async def _load(target: str, seconds: float, concurrency: int, warmup: float) ->
 # --- the orchestrator -------------------------------------------------------------
 
 
-def _run_mode(mode: str, seconds: float, concurrency: int, warmup: float) -> dict[str, Any]:
+def _run_mode(
+    mode: str, server_kind: str, seconds: float, concurrency: int, warmup: float
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
         server = subprocess.Popen(
@@ -311,6 +112,8 @@ def _run_mode(mode: str, seconds: float, concurrency: int, warmup: float) -> dic
                 "bench.interceptor",
                 "--serve",
                 mode,
+                "--server",
+                server_kind,
                 "--port-file",
                 str(port_file),
             ]
@@ -349,13 +152,18 @@ def _run_mode(mode: str, seconds: float, concurrency: int, warmup: float) -> dic
 
 
 def measure(
-    modes: tuple[str, ...], seconds: float, rounds: int, concurrency: int, warmup: float
+    modes: tuple[str, ...],
+    seconds: float,
+    rounds: int,
+    concurrency: int,
+    warmup: float,
+    server_kind: str = "sync",
 ) -> dict[str, list[dict[str, Any]]]:
     """Each mode's runs, interleaved round by round, with per-call figures."""
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for round_number in range(rounds):
         for mode in modes:
-            result = _run_mode(mode, seconds, concurrency, warmup)
+            result = _run_mode(mode, server_kind, seconds, concurrency, warmup)
             calls = result["calls"]
             result["throughput"] = calls / result["elapsed"]
             result["cpu_per_call"] = result["cpu"] / calls * 1e6
@@ -410,6 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each mode, interleaved")
     parser.add_argument("--concurrency", type=int, default=16, help="calls in flight")
     parser.add_argument("--unpinned", action="store_true", help="let every process run anywhere")
+    parser.add_argument(
+        "--server", choices=SERVERS, default="sync", help="thread pool (sync) or asyncio server"
+    )
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"comma-separated, from {', '.join(MODES)} (bare always runs)",
+    )
     parser.add_argument("--serve", choices=MODES + PIPELINE_MODES, help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
@@ -418,16 +234,28 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[UNPINNED] = "1"  # the server, worker and load processes inherit it
 
     if args.serve:
-        serve(args.serve, args.port_file)
+        serve(args.serve, args.server, args.port_file)
         return 0
     if args.load:
         result = asyncio.run(_load(args.load, args.seconds, args.concurrency, args.warmup))
         print(json.dumps(result))
         return 0
 
-    runs = measure(MODES, args.seconds, args.rounds, args.concurrency, args.warmup)
+    chosen = args.modes.split(",")
+    if args.server == "aio" and args.modes == parser.get_default("modes"):
+        # OpenTelemetry's asyncio server interceptor fails these calls ("object
+        # AuthenticateResponse can't be used in 'await' expression").
+        chosen.remove("otel")
+    modes = tuple(dict.fromkeys(["bare", *chosen]))
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
+    runs = measure(
+        modes, args.seconds, args.rounds, args.concurrency, args.warmup, server_kind=args.server
+    )
+    server = "sync server (8 threads)" if args.server == "sync" else "asyncio server"
     print(
-        f"\nunary Authenticate, sync server (8 threads), {args.concurrency} calls in flight, "
+        f"\nunary Authenticate, {server}, {args.concurrency} calls in flight, "
         f"{args.seconds:g}s x {args.rounds} rounds, median; {os.cpu_count()} CPUs, "
         f"{cores_note()}\n"
     )

@@ -27,6 +27,7 @@ from auditline.server.audit_target import BucketWriter
 from auditline.server.objectstore import FilesystemStore, ObjectStore
 from auditline.server.s3_store import S3Store
 from bench import interceptor as server_bench
+from bench import servers
 
 FORMATS = tuple(FORMATS_BY_NAME)
 
@@ -123,10 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-seaweedfs", action="store_true")
     parser.add_argument("--no-server", action="store_true")
     parser.add_argument("--unpinned", action="store_true", help="let every process run anywhere")
+    parser.add_argument(
+        "--server", choices=servers.SERVERS, default="sync", help="thread pool or asyncio server"
+    )
     args = parser.parse_args(argv)
     if args.unpinned:
-        os.environ[server_bench.UNPINNED] = "1"
-    server_bench._pin(0)
+        os.environ[servers.UNPINNED] = "1"
+    servers.pin(0)
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -164,10 +168,13 @@ def main(argv: list[str] | None = None) -> int:
                 seaweed.stop()
 
     if not args.no_server:
-        modes = ("bare", *server_bench.PIPELINE_MODES)
-        runs = server_bench.measure(modes, args.seconds, args.rounds, 16, 1.0)
+        modes = ("bare", *servers.PIPELINE_MODES)
+        runs = server_bench.measure(
+            modes, args.seconds, args.rounds, 16, 1.0, server_kind=args.server
+        )
         print(
-            f"\nwhole pipeline, unary Authenticate, {args.seconds:g}s x {args.rounds} rounds, "
+            f"\nwhole pipeline, unary Authenticate, {args.server} server, "
+            f"{args.seconds:g}s x {args.rounds} rounds, "
             f"median; {server_bench.cores_note()}\n"
         )
         print("\n".join(server_bench.table(runs)))

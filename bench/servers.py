@@ -1,0 +1,253 @@
+"""The server process of `bench.interceptor` and `bench.pipeline`: one unary service
+(AuthService/Authenticate, whose request and response carry secrets to redact) on a
+sync (thread pool) or asyncio gRPC server, audited as its mode says, with a control
+method the load process reads CPU figures from."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import wrappers_pb2
+
+from auditline.account.v1 import auth_pb2
+
+MODES = ("bare", "auditline", "auditline-worker", "otel")
+# Also served (for bench.pipeline): the interceptor with the spool and an exporter, in
+# the serving process or in an audit worker.
+PIPELINE_MODES = (
+    "pipeline-async",
+    "pipeline-sync",
+    "pipeline-async-worker",
+    "pipeline-sync-worker",
+)
+SERVERS = ("sync", "aio")
+UNPINNED = "AUDITLINE_BENCH_UNPINNED"
+METHOD = "/auditline.account.v1.AuthService/Authenticate"
+STATS = "/bench.Control/Stats"
+
+
+class _CountingSink:
+    """Counts events. It takes them as documents, as the spool does (a sink with only
+    `emit` gets each as an `ApiEvent` message parsed from its document: ~70 us more)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def emit(self, event: Any) -> None:
+        self.count += 1
+
+    def emit_documents(self, documents: Any, *, wait: bool) -> None:
+        self.count += len(documents)
+
+
+def _authenticate(
+    request: auth_pb2.AuthenticateRequest, context: grpc.ServicerContext
+) -> auth_pb2.AuthenticateResponse:
+    response = auth_pb2.AuthenticateResponse(
+        token="tok-" + request.access_key, service_account="serviceAccounts/bench"
+    )
+    response.expire_time.FromSeconds(2_000_000_000)
+    return response
+
+
+def pin(cpu: int) -> None:
+    """Server on one core, load on the other: less noise on a small machine."""
+    if os.environ.get(UNPINNED):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
+
+
+def worker_pipeline(workdir: str, durability: str, export: bool) -> Any:
+    """The audit worker's pipeline (made in the worker process, on the load's core)."""
+    from auditline.interceptor import DirectoryWriter, ExporterConfig, Pipeline, Spool
+
+    pin(1)
+    pipeline = Pipeline(Spool(Path(workdir) / "spool.db", node_id="bench", durability=durability))
+    if export:
+        pipeline.add_exporter(
+            ExporterConfig(name="default"), DirectoryWriter(Path(workdir) / "objects")
+        )
+    return pipeline
+
+
+def _process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of another process, from /proc."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Audit:
+    """What a mode puts in front of the service, and how its deferred work is flushed."""
+
+    interceptors: list[Any]
+    flush: Callable[[], object]
+    events: _CountingSink
+    worker: Any = None  # the AuditWorker, when the mode has one
+
+
+def _audit(mode: str, aio: bool) -> _Audit:
+    events = _CountingSink()
+    if mode == "bare":
+        return _Audit(interceptors=[], flush=lambda: None, events=events)
+    if mode == "otel":
+        return _otel(aio, events)
+    from auditline.interceptor import AsyncAuditInterceptor, AuditInterceptor
+
+    interceptor_class = AsyncAuditInterceptor if aio else AuditInterceptor
+    sync = mode.startswith("pipeline-sync")
+    options: dict[str, Any] = {"hmac_key": b"bench-key" * 4, "node_id": "bench"}
+    workdir = tempfile.mkdtemp(prefix="auditline-bench-")
+    if mode.endswith("-worker"):
+        from auditline.interceptor import AuditWorker
+
+        worker = AuditWorker(
+            functools.partial(
+                worker_pipeline,
+                workdir,
+                "sync" if sync else "async",
+                mode.startswith("pipeline-"),
+            )
+        )
+        audit = interceptor_class(worker, fail_closed=sync, **options)
+
+        def flush_worker() -> None:
+            audit.flush()
+            worker.flush()
+
+        return _Audit(interceptors=[audit], flush=flush_worker, events=events, worker=worker)
+    if mode == "auditline":
+        audit = interceptor_class(events, **options)
+        return _Audit(interceptors=[audit], flush=audit.flush, events=events)
+    from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool
+
+    spool = Spool(
+        Path(workdir) / "spool.db", node_id="bench", durability="sync" if sync else "async"
+    )
+    Exporter(
+        ExporterConfig(name="default"),
+        spool,
+        DirectoryWriter(Path(workdir) / "objects"),
+        node_id="bench",
+    ).start()
+    audit = interceptor_class(spool, fail_closed=sync, **options)
+
+    def flush_pipeline() -> None:
+        audit.flush()
+        spool.flush()
+
+    return _Audit(interceptors=[audit], flush=flush_pipeline, events=events)
+
+
+def _otel(aio: bool, events: _CountingSink) -> _Audit:
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, server_interceptor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            events.count += len(spans)
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
+    make = aio_server_interceptor if aio else server_interceptor
+    interceptor = make(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    return _Audit(interceptors=[interceptor], flush=provider.force_flush, events=events)
+
+
+def _handlers(audit: _Audit, aio: bool) -> list[grpc.GenericRpcHandler]:
+    """The service and the control method; coroutines on the asyncio server (grpc.aio
+    would hand plain functions to a thread pool, a thread switch per call)."""
+
+    def stats(request: wrappers_pb2.StringValue, context: Any) -> wrappers_pb2.StringValue:
+        audit.flush()
+        core = getattr(audit.interceptors[0], "_core", None) if audit.interceptors else None
+        worker = audit.worker
+        return wrappers_pb2.StringValue(
+            value=json.dumps(
+                {
+                    "cpu": time.process_time(),
+                    "worker_process_cpu": _process_cpu(worker.pid if worker else None),
+                    "events": audit.events.count,
+                    "worker_cpu": core.worker_cpu_seconds if core is not None else 0.0,
+                }
+            )
+        )
+
+    authenticate: Any = _authenticate
+    if aio:
+
+        async def authenticate(request: Any, context: Any) -> Any:
+            return _authenticate(request, context)
+
+        async def stats_async(request: Any, context: Any) -> Any:
+            return stats(request, context)
+
+    return [
+        grpc.method_handlers_generic_handler(
+            "auditline.account.v1.AuthService",
+            {
+                "Authenticate": grpc.unary_unary_rpc_method_handler(
+                    authenticate,
+                    request_deserializer=auth_pb2.AuthenticateRequest.FromString,
+                    response_serializer=auth_pb2.AuthenticateResponse.SerializeToString,
+                ),
+            },
+        ),
+        grpc.method_handlers_generic_handler(
+            "bench.Control",
+            {
+                "Stats": grpc.unary_unary_rpc_method_handler(
+                    stats_async if aio else stats,
+                    request_deserializer=wrappers_pb2.StringValue.FromString,
+                    response_serializer=wrappers_pb2.StringValue.SerializeToString,
+                ),
+            },
+        ),
+    ]
+
+
+def serve(mode: str, server_kind: str, port_file: Path) -> None:
+    """Serve until killed; write the port to `port_file` once serving."""
+    pin(0)
+    aio = server_kind == "aio"
+    audit = _audit(mode, aio)
+    if not aio:
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=8), interceptors=audit.interceptors
+        )
+        server.add_generic_rpc_handlers(_handlers(audit, aio=False))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        port_file.write_text(str(port))
+        threading.Event().wait()
+        return
+
+    async def run() -> None:
+        # The handlers are sync functions: grpc.aio runs them on the event loop (no
+        # migration thread pool), as the asyncio interceptor's own tests do.
+        aio_server = grpc.aio.server(interceptors=audit.interceptors)
+        aio_server.add_generic_rpc_handlers(_handlers(audit, aio=False))
+        port = aio_server.add_insecure_port("127.0.0.1:0")
+        await aio_server.start()
+        port_file.write_text(str(port))
+        await aio_server.wait_for_termination()
+
+    asyncio.run(run())
