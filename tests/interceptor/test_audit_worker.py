@@ -96,8 +96,12 @@ def test_the_worker_builds_the_same_events_as_the_serving_process(
             assert SECRET.encode() not in path.read_bytes(), path
 
 
-def test_a_worker_killed_under_load_loses_no_acknowledged_call(tmp_path: Path) -> None:
-    worker = _worker(tmp_path)
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+def test_a_worker_killed_or_hung_under_load_loses_no_acknowledged_call(
+    tmp_path: Path, fault: str
+) -> None:
+    # A hung worker (stopped: alive, silent) is taken for dead after `ack_timeout`.
+    worker = _worker(tmp_path, ack_timeout=1.0)
     harness = Harness("sync", sink=worker, fail_closed=True)
     answered: list[str] = []
     refused: list[str] = []
@@ -122,7 +126,7 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_call(tmp_path: Path) -
         wait_for(lambda: len(answered) > 100 or None, timeout=30, what="calls before the kill")
         first_pid = worker.pid
         assert first_pid is not None
-        os.kill(first_pid, signal.SIGKILL)
+        os.kill(first_pid, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
         wait_for(lambda: worker.restarts == 1 or None, timeout=60, what="the worker's restart")
         served = len(answered)
         wait_for(lambda: len(answered) > served + 100 or None, timeout=60, what="calls after it")
@@ -163,3 +167,34 @@ def test_a_worker_given_up_refuses_calls(tmp_path: Path) -> None:
     finally:
         harness.close()
         worker.close()
+
+
+def test_past_max_held_async_events_are_counted_in_the_log_not_kept_in_memory(
+    tmp_path: Path,
+) -> None:
+    worker = _worker(tmp_path, max_held=20, ack_timeout=600)
+    harness = Harness("sync", sink=worker)
+    try:
+        harness.stub.Echo(echo_pb2.EchoRequest(text="first"))
+        assert harness.interceptor.flush(10)
+        assert worker.flush(10)
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGSTOP)  # alive and silent: nothing is acknowledged
+        try:
+            for i in range(50):
+                harness.stub.Echo(echo_pb2.EchoRequest(text=f"while-stopped-{i}"))
+            assert harness.interceptor.flush(10)
+            wait_for(lambda: worker.lost == 30 or None, timeout=30, what="30 events lost")
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        assert worker.flush(30)  # caught up: room again
+        harness.stub.Echo(echo_pb2.EchoRequest(text="last"))
+    finally:
+        harness.close()
+        worker.close()
+    exported = _exported(tmp_path)
+    calls = [d for d in exported if d["EventName"] != "AuditEventsDropped"]
+    markers = [d for d in exported if d["EventName"] == "AuditEventsDropped"]
+    assert len(calls) == 52 - 30
+    assert sum(m["Request"]["RequestParams"]["dropped_events"] for m in markers) == 30
+    assert worker.restarts == 0

@@ -50,6 +50,7 @@ log = logging.getLogger("auditline.interceptor")
 
 DURABILITY = ("async", "sync")
 BACKPRESSURE = ("block", "reject", "drop")
+_FULL = "the audit log is full"
 
 
 class _Batch:
@@ -137,23 +138,19 @@ class Spool:
     # --- the request path ------------------------------------------------------------
 
     def admit(self) -> None:
-        """Called before a call runs: refuse it when its event could not be kept."""
-        if self._closed:
-            raise AuditUnavailableError("the audit log is closed")
-        if self.durability == "sync" and self._disk.reason:
-            self.stats.rejected += 1
-            raise AuditUnavailableError("the audit log cannot record calls right now")
-        if self._full() < self.max_bytes or self.backpressure == "drop":
+        """Called before a call runs: refuse it when its event could not be kept (with
+        `block` backpressure, once the spool stayed full for `block_timeout`)."""
+        reason = self.refusal()
+        if not reason:
             return
-        if self.backpressure == "reject":
+        if reason == _FULL and self.backpressure == "block":
+            with self._lock:
+                if self._lock.wait_for(lambda: not self.refusal(), self.block_timeout):
+                    return
+            reason = f"the audit log stayed full for {self.block_timeout:g}s"
+        if not self._closed:
             self.stats.rejected += 1
-            raise AuditUnavailableError("the audit log is full")
-        with self._lock:
-            if not self._lock.wait_for(lambda: self._full() < self.max_bytes, self.block_timeout):
-                self.stats.rejected += 1
-                raise AuditUnavailableError(
-                    f"the audit log stayed full for {self.block_timeout:g}s"
-                )
+        raise AuditUnavailableError(reason)
 
     def refusal(self) -> str:
         """Why `admit` would refuse a call now, without waiting for room ("" when it
@@ -164,7 +161,7 @@ class Spool:
         if self.durability == "sync" and self._disk.reason:
             return "the audit log cannot record calls right now"
         if self.backpressure != "drop" and self._full() >= self.max_bytes:
-            return "the audit log is full"
+            return _FULL
         return ""
 
     def _full(self) -> int:
@@ -244,6 +241,13 @@ class Spool:
         self.stats.buffered_bytes -= withdrawn
         self.stats.accepted -= len(items)
         raise AuditUnavailableError("the audit log could not record this call in time")
+
+    def count_lost(self, count: int, reason: str, at_ns: int) -> None:
+        """Count events lost before they reached the spool (an audit worker's serving
+        process could not hand them over): they are in the next drop marker."""
+        with self._lock:
+            self._drop(count, reason, at_ns)
+            self._work.notify()
 
     def _drop(self, count: int, reason: str, at_ns: int) -> None:
         self._losses.add(count, reason, at_ns)

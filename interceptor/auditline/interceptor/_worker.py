@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import threading
 import time
 from collections import Counter
@@ -44,7 +43,8 @@ from auditline.interceptor._capture_codec import (
 )
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
-from auditline.interceptor._worker_process import worker_main
+from auditline.interceptor._worker_held import HeldEvents
+from auditline.interceptor._worker_process import start_worker
 
 if TYPE_CHECKING:
     from auditline.interceptor._pipeline import Pipeline
@@ -60,6 +60,8 @@ class _Batch:
 
     batch_id: int
     items: list[tuple[Any, ...]]
+    events: int  # the captures and documents among the items
+    sent_at: float = 0.0  # when it was last written to a worker (monotonic)
 
 
 class AuditWorker:
@@ -81,13 +83,29 @@ class AuditWorker:
         max_restarts: int = 5,
         restart_window: float = 60.0,
         start_timeout: float = 60.0,
+        ack_timeout: float = 30.0,
+        max_held: int = 50_000,
     ) -> None:
+        """
+        Args:
+            pipeline_factory: makes the pipeline, in the worker process.
+            max_restarts: restarts within `restart_window` seconds after which the
+                worker is given up.
+            start_timeout: how long a worker may take to make its pipeline.
+            ack_timeout: a worker that leaves a batch unanswered this long is taken
+                for hung: it is killed, started again and sent the batch again.
+            max_held: events held in this process for the worker at most (waiting
+                to be sent, or for its acknowledgement). Past it, async events are
+                counted as lost (in the log's next drop marker) and fail-closed
+                calls are refused.
+        """
         self._factory = pipeline_factory
         self.max_restarts = max_restarts
         self.restart_window = restart_window
         self.start_timeout = start_timeout
+        self.ack_timeout = ack_timeout
         self.restarts = 0  # how many times the worker was started again
-        self.lost = 0  # events handed over after the worker was given up (async)
+        self._held = HeldEvents(max_held)
         # As the worker's spool last reported them: why it is degraded ("" when it is
         # not), and how many events it dropped and counted in a marker (async).
         self.degraded = ""
@@ -132,29 +150,12 @@ class AuditWorker:
             self._threads.append(thread)
 
     def _spawn(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe(duplex=True)
-        process = context.Process(
-            target=worker_main,
-            args=(child, self._factory, self._config, list(self._schemas.files)),
-            name="auditline-audit-worker",
-            daemon=True,
+        assert self._config is not None
+        started = start_worker(
+            self._factory, self._config, list(self._schemas.files), timeout=self.start_timeout
         )
-        process.start()
-        child.close()
-        # Ready once the pipeline is made: a spool that cannot open fails the start.
-        if not parent.poll(self.start_timeout):
-            process.kill()
-            raise RuntimeError("the audit worker did not start in time")
-        try:
-            hello = unpack(parent.recv_bytes())
-        except EOFError:
-            raise RuntimeError("the audit worker exited while starting") from None
-        if hello[0] != "ready":
-            process.kill()
-            raise RuntimeError(f"the audit worker could not start: {hello[1]}")
-        self._process, self._conn = process, parent
-        self._follow(hello[1:])
+        self._process, self._conn = started.process, started.conn
+        self._follow(started.state)
 
     @property
     def pid(self) -> int | None:
@@ -186,16 +187,31 @@ class AuditWorker:
     # --- what the interceptor calls -------------------------------------------------
 
     def admit(self) -> None:
-        """Refuse a call when the worker's spool refuses calls, or the worker is gone."""
+        """Refuse a call when the worker's spool refuses calls, or the worker is gone;
+        fail-closed, also while `max_held` events wait for the worker."""
         reason = self._failed or self._refusal
+        if not reason and self._held.full and self._fail_closed:
+            reason = self._held.behind()
         if reason:
             raise AuditUnavailableError(reason)
+
+    @property
+    def _fail_closed(self) -> bool:
+        return self._config is not None and self._config.fail_closed
+
+    @property
+    def lost(self) -> int:
+        """Events never handed to the worker: past `max_held` (these are also counted
+        in the log's next drop marker), or after the worker was given up."""
+        return self._held.lost
 
     def emit_captures(self, records: Sequence[CallRecord], *, wait: bool) -> None:
         """Hand settled captures to the worker; with `wait`, return once their events
         are committed, or raise `AuditUnavailableError`."""
         encoded = [encode_record(record, self._ids.next()) for record in records]
         with self._cond:
+            if not self._failed and not self._held.take(len(records), wait=wait):
+                return
             for record, wire in zip(records, encoded, strict=True):
                 files = self._schemas.needed(message_classes(record))
                 if files:
@@ -206,6 +222,8 @@ class AuditWorker:
     def emit_documents(self, documents: Sequence[EventDocument], *, wait: bool) -> None:
         """Events built already (summaries, a server's own events)."""
         with self._cond:
+            if not self._failed and not self._held.take(len(documents), wait=wait):
+                return
             for d in documents:
                 self._pending.append(("document", d.document, d.at_ns, d.end_ns, wait))
             self._enqueued(wait)
@@ -219,7 +237,7 @@ class AuditWorker:
         """Holding the lock, after adding items: wake the sender; with `wait`, block
         until the batch that carries them is answered."""
         if self._failed:
-            self.lost += sum(item[0] in ("capture", "document") for item in self._pending)
+            self._held.lost += sum(item[0] in ("capture", "document") for item in self._pending)
             self._pending = []
             if wait:
                 raise AuditUnavailableError(self._failed)
@@ -276,7 +294,12 @@ class AuditWorker:
                         lambda: self._pending_wait or len(self._pending) >= self.max_batch,
                         self.send_interval,
                     )
-                batch = _Batch(batch_id=self._next_id, items=self._pending)
+                items = self._pending
+                losses = self._held.report()
+                if losses is not None:
+                    items.append(losses)
+                events = sum(item[0] in ("capture", "document") for item in items)
+                batch = _Batch(batch_id=self._next_id, items=items, events=events)
                 self._next_id += 1
                 self._pending = []
                 self._pending_wait = False
@@ -302,6 +325,7 @@ class AuditWorker:
                     self._results[batch.batch_id] = "the audit event could not be encoded"
                 self._cond.notify_all()
             return
+        batch.sent_at = time.monotonic()
         try:
             assert self._conn is not None
             self._conn.send_bytes(message)
@@ -313,6 +337,9 @@ class AuditWorker:
             conn = self._conn
             assert conn is not None
             try:
+                if not conn.poll(min(1.0, self.ack_timeout / 4)):
+                    self._watch()
+                    continue
                 reply = unpack(conn.recv_bytes())
             except (EOFError, OSError):
                 with self._cond:
@@ -330,10 +357,21 @@ class AuditWorker:
             _, batch_id, error, *state = reply
             with self._cond:
                 batch = self._unacked.pop(batch_id, None)
+                if batch is not None:
+                    self._held.release(batch.events)
                 if batch is not None and batch_id in self._waiting:
                     self._results[batch_id] = error
                 self._follow(state)
                 self._cond.notify_all()
+
+    def _watch(self) -> None:
+        """Kill a worker that left a batch unanswered for `ack_timeout`: it is hung
+        (its process lives, so nothing else would notice). Its end starts a new one."""
+        with self._cond:
+            sent = [batch.sent_at for batch in self._unacked.values() if batch.sent_at]
+        if sent and time.monotonic() - min(sent) > self.ack_timeout:
+            log.error("the audit worker has not answered for %.0fs; stopping it", self.ack_timeout)
+            self._process.kill()
 
     def _follow(self, state: Sequence[Any]) -> None:
         """Take the state of the worker's spool it reported (see `_worker_process`)."""

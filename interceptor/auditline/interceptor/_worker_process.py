@@ -4,6 +4,8 @@ them in the pipeline's spool, acknowledge. `_worker` starts it and speaks to it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import multiprocessing
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from auditline.interceptor._pipeline import Pipeline
     from auditline.interceptor._spool import Spool
 
-__all__ = ["STATE_INTERVAL", "worker_main"]
+__all__ = ["STATE_INTERVAL", "StartedWorker", "start_worker", "worker_main"]
 
 STATE_INTERVAL = 0.1  # seconds between looks at the spool's state while idle
 
@@ -27,6 +29,47 @@ def _state(spool: Spool) -> tuple[str, str, int]:
     """What the serving process follows of the spool: why it would refuse a call now,
     why it is degraded, and how many events it dropped (all "" or 0 when well)."""
     return spool.refusal(), spool.degraded, spool.stats.dropped
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StartedWorker:
+    """A worker process whose pipeline is made, and the serving side's end of its pipe."""
+
+    process: Any  # a multiprocessing Process (spawn context)
+    conn: Connection
+    state: tuple[str, str, int]  # its spool's first `_state`
+
+
+def start_worker(
+    pipeline_factory: Callable[[], Pipeline],
+    config: AuditConfig,
+    schema_files: list[bytes],
+    *,
+    timeout: float,
+) -> StartedWorker:
+    """Start a worker process and wait until it is ready (its pipeline made: a spool
+    that cannot open fails the start); raise `RuntimeError` otherwise."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe(duplex=True)
+    process = context.Process(
+        target=worker_main,
+        args=(child, pipeline_factory, config, schema_files),
+        name="auditline-audit-worker",
+        daemon=True,
+    )
+    process.start()
+    child.close()
+    if not parent.poll(timeout):
+        process.kill()
+        raise RuntimeError("the audit worker did not start in time")
+    try:
+        hello = unpack(parent.recv_bytes())
+    except EOFError:
+        raise RuntimeError("the audit worker exited while starting") from None
+    if hello[0] != "ready":
+        process.kill()
+        raise RuntimeError(f"the audit worker could not start: {hello[1]}")
+    return StartedWorker(process=process, conn=parent, state=tuple(hello[1:]))
 
 
 def worker_main(
@@ -109,6 +152,8 @@ class _Worker:
                     continue
                 built = EventDocument(document=document, at_ns=item[2], end_ns=item[3])
                 (waited if item[4] else queued).append(built)
+            elif kind == "lost":  # events the serving process could not hand over
+                self.spool.count_lost(item[1], item[2], item[3])
             elif kind == "schemas":
                 load_schemas(item[1])
             elif kind == "flush":

@@ -1,0 +1,60 @@
+"""`HeldEvents`: the events a serving process holds for its audit worker (waiting to be
+sent, or for the worker's acknowledgement), bounded so that a worker that falls behind
+cannot make the serving process grow without end."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from auditline.interceptor._types import AuditUnavailableError
+
+__all__ = ["HeldEvents"]
+
+log = logging.getLogger("auditline.interceptor")
+
+
+class HeldEvents:
+    """A count of held events against `limit`. Not thread-safe: the worker's lock
+    guards it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.lost = 0  # events never handed over (past the limit, or to a worker given up)
+        self._unreported = 0  # lost past the limit, for the next batch to tell the log
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.limit
+
+    def behind(self) -> str:
+        return f"the audit worker is behind: {self.count} events wait for it"
+
+    def take(self, count: int, *, wait: bool) -> bool:
+        """Hold `count` more events if there is room. When there is not: with `wait`
+        (fail-closed) raise `AuditUnavailableError`; else count them as lost (the log's
+        next drop marker says so) and return False."""
+        if self.count + count <= self.limit:
+            self.count += count
+            return True
+        if wait:
+            raise AuditUnavailableError(self.behind())
+        if self._unreported == 0:
+            log.error("%s: events are counted as lost", self.behind())
+        self.lost += count
+        self._unreported += count
+        return False
+
+    def release(self, count: int) -> None:
+        """Events the worker acknowledged."""
+        self.count -= count
+
+    def report(self) -> tuple[Any, ...] | None:
+        """The item that tells the worker's spool of the losses not yet reported."""
+        if not self._unreported:
+            return None
+        item = ("lost", self._unreported, "the audit worker was behind", time.time_ns())
+        self._unreported = 0
+        return item
