@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +102,9 @@ async def _load(target: str, seconds: float, concurrency: int, warmup: float) ->
 # --- the orchestrator -------------------------------------------------------------
 
 
-def _run_mode(
-    mode: str, server_kind: str, seconds: float, concurrency: int, warmup: float
-) -> dict[str, Any]:
+@contextlib.contextmanager
+def started_server(mode: str, server_kind: str) -> Iterator[str]:
+    """A server process of `mode` (`bench.servers`); yields its target, kills it after."""
     with tempfile.TemporaryDirectory() as tmp:
         port_file = Path(tmp) / "port"
         server = subprocess.Popen(
@@ -124,31 +126,37 @@ def _run_mode(
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError(f"the {mode} server did not start")
                 time.sleep(0.05)
-            target = f"127.0.0.1:{port_file.read_text()}"
-            load = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.interceptor",
-                    "--load",
-                    target,
-                    "--seconds",
-                    str(seconds),
-                    "--concurrency",
-                    str(concurrency),
-                    "--warmup",
-                    str(warmup),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=seconds + warmup + 120,
-            )
-            result: dict[str, Any] = json.loads(load.stdout)
-            return result
+            yield f"127.0.0.1:{port_file.read_text()}"
         finally:
             server.kill()
             server.wait()
+
+
+def _run_mode(
+    mode: str, server_kind: str, seconds: float, concurrency: int, warmup: float
+) -> dict[str, Any]:
+    with started_server(mode, server_kind) as target:
+        load = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.interceptor",
+                "--load",
+                target,
+                "--seconds",
+                str(seconds),
+                "--concurrency",
+                str(concurrency),
+                "--warmup",
+                str(warmup),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + warmup + 120,
+        )
+        result: dict[str, Any] = json.loads(load.stdout)
+        return result
 
 
 def measure(

@@ -34,6 +34,8 @@ PIPELINE_MODES = (
 )
 SERVERS = ("sync", "aio")
 UNPINNED = "AUDITLINE_BENCH_UNPINNED"
+# Set: the exporters' object store refuses every write (the backlog grows in the spool).
+STORE_DOWN = "AUDITLINE_BENCH_STORE_DOWN"
 METHOD = "/auditline.account.v1.AuthService/Authenticate"
 STATS = "/bench.Control/Stats"
 
@@ -71,17 +73,44 @@ def pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
 
 
+class _StoreDown:
+    def put(self, key: str, data: bytes, **options: Any) -> None:
+        raise ConnectionError("the object store is down")
+
+
+def _writer(workdir: str) -> Any:
+    """Where the exporter writes: a directory, or (`STORE_DOWN`) a store that refuses."""
+    from auditline.interceptor import DirectoryWriter
+
+    return _StoreDown() if os.environ.get(STORE_DOWN) else DirectoryWriter(Path(workdir) / "o")
+
+
 def worker_pipeline(workdir: str, durability: str, export: bool) -> Any:
     """The audit worker's pipeline (made in the worker process, on the load's core)."""
-    from auditline.interceptor import DirectoryWriter, ExporterConfig, Pipeline, Spool
+    from auditline.interceptor import ExporterConfig, Pipeline, Spool
 
     pin(1)
     pipeline = Pipeline(Spool(Path(workdir) / "spool.db", node_id="bench", durability=durability))
     if export:
-        pipeline.add_exporter(
-            ExporterConfig(name="default"), DirectoryWriter(Path(workdir) / "objects")
-        )
+        pipeline.add_exporter(ExporterConfig(name="default"), _writer(workdir))
     return pipeline
+
+
+def _rss(pid: int | None) -> int:
+    """Resident set size of a process, in bytes (0 when there is none)."""
+    if pid is None:
+        return 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _disk_bytes(workdir: str) -> int:
+    """The spool's database and its WAL (not its fixed disk reserve)."""
+    if not workdir:
+        return 0
+    return sum(p.stat().st_size for p in Path(workdir).glob("spool.db*") if p.suffix != ".reserve")
 
 
 def _process_cpu(pid: int | None) -> float:
@@ -100,6 +129,7 @@ class _Audit:
     flush: Callable[[], object]
     events: _CountingSink
     worker: Any = None  # the AuditWorker, when the mode has one
+    workdir: str = ""  # where the spool is, when the mode has one
 
 
 def _audit(mode: str, aio: bool) -> _Audit:
@@ -131,11 +161,13 @@ def _audit(mode: str, aio: bool) -> _Audit:
             audit.flush()
             worker.flush()
 
-        return _Audit(interceptors=[audit], flush=flush_worker, events=events, worker=worker)
+        return _Audit(
+            interceptors=[audit], flush=flush_worker, events=events, worker=worker, workdir=workdir
+        )
     if mode == "auditline":
         audit = interceptor_class(events, **options)
         return _Audit(interceptors=[audit], flush=audit.flush, events=events)
-    from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool
+    from auditline.interceptor import Exporter, ExporterConfig, Spool
 
     spool = Spool(
         Path(workdir) / "spool.db", node_id="bench", durability="sync" if sync else "async"
@@ -143,7 +175,7 @@ def _audit(mode: str, aio: bool) -> _Audit:
     Exporter(
         ExporterConfig(name="default"),
         spool,
-        DirectoryWriter(Path(workdir) / "objects"),
+        _writer(workdir),
         node_id="bench",
     ).start()
     audit = interceptor_class(spool, fail_closed=sync, **options)
@@ -152,7 +184,7 @@ def _audit(mode: str, aio: bool) -> _Audit:
         audit.flush()
         spool.flush()
 
-    return _Audit(interceptors=[audit], flush=flush_pipeline, events=events)
+    return _Audit(interceptors=[audit], flush=flush_pipeline, events=events, workdir=workdir)
 
 
 def _otel(aio: bool, events: _CountingSink) -> _Audit:
@@ -187,6 +219,9 @@ def _handlers(audit: _Audit, aio: bool) -> list[grpc.GenericRpcHandler]:
                     "worker_process_cpu": _process_cpu(worker.pid if worker else None),
                     "events": audit.events.count,
                     "worker_cpu": core.worker_cpu_seconds if core is not None else 0.0,
+                    "rss": _rss(os.getpid()),
+                    "worker_rss": _rss(worker.pid if worker else None),
+                    "spool_bytes": _disk_bytes(audit.workdir),
                 }
             )
         )
