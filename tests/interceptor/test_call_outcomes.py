@@ -186,6 +186,20 @@ def test_undeserializable_request_is_audited_as_invalid_argument(harness: Harnes
     assert harness.stub.Echo(R(text="after")).text == "after"
 
 
+def test_an_undeserializable_message_in_a_request_stream_is_counted(harness: Harness) -> None:
+    # The same in both flavours: the malformed message was received, so it is counted
+    # and its bytes are what the event says of the request.
+    multicallable: Any = harness.channel.stream_unary(
+        "/auditline_testing.v1.EchoService/UploadThings"
+    )
+    code = code_of(lambda: multicallable(iter([b"\xff\xff\xff"])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    event = harness.one_event()
+    assert event.response.response_status == "INVALID_ARGUMENT"
+    assert event.request.message_count == 1
+    assert json_format.MessageToDict(event.request.request_params) == {"unparseable_bytes": 3}
+
+
 class _DenySync(grpc.ServerInterceptor):
     """Rejects calls without `x-allow` metadata, as an authentication interceptor would."""
 

@@ -64,23 +64,16 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
     # --- recording ------------------------------------------------------------
 
     def _capture(
-        self, call: AioCall, context: Any, error: BaseException | None, response: Any
+        self, call: AioCall, context: Any, error: BaseException | None, *, with_response: bool
     ) -> CallRecord:
         return self._core.capture(
-            info=call.info,
+            call=call,
             context=context,
-            started_ns=call.started,
-            scope=call.scope,
             error=error,
             # The handler task is cancelled when the client cancels or its deadline
             # passes; or the final status could not be sent (`_send_status`).
             ended_by_client=call.undelivered or isinstance(error, asyncio.CancelledError),
-            request=call.first,
-            request_class=call.cls,
-            request_count=call.received,
-            response=response,
-            response_count=call.sent,
-            unary_response=call.unary_response,
+            with_response=with_response,
             peer=call.peer,
             auth_context=call.auth_context,
         )
@@ -95,7 +88,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             shortened = sendable(context.details())
             if shortened is not None:
                 context.set_details(shortened)
-        record = self._capture(call, context, error, call.last)
+        record = self._capture(call, context, error, with_response=True)
         if not self._fail_closed or not call.admitted:
             self._queue(record)  # a refused call's event: kept if it can be, else counted
             return
@@ -117,7 +110,8 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             context.set_details(details)
             if trailing_metadata:
                 context.set_trailing_metadata(tuple(trailing_metadata))
-            reason = await asyncio.to_thread(self._keep, self._capture(call, context, None, None))
+            record = self._capture(call, context, None, with_response=False)
+            reason = await asyncio.to_thread(self._keep, record)
             if reason:
                 context.set_trailing_metadata(())
                 code, details, trailing_metadata = grpc.StatusCode.UNAVAILABLE, reason, ()

@@ -4,15 +4,14 @@ context its handler sees (`AuditedContext`)."""
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf import message
 
+from auditline.interceptor._call_state import CallState
 from auditline.interceptor._methods import MethodInfo
-from auditline.interceptor._scope import CallScope
 
 __all__ = ["Abort", "AioCall", "AuditedContext", "Parse", "async_iterator", "settled"]
 
@@ -24,26 +23,16 @@ Parse = Callable[["AioCall", bytes, Any], Awaitable[Any]]
 Abort = Callable[["AioCall", Any, Any, str, Any], Awaitable[None]]
 
 
-class AioCall:
-    """What the interceptor tracks of one call while it runs."""
+class AioCall(CallState):
+    """A call's state, and what only grpc.aio needs tracked of it."""
 
     __slots__ = (
-        "admitted",
         "auth_context",
-        "cls",
         "deserialize",
         "eof",
-        "first",
         "headers_sent",
-        "info",
-        "last",
         "peer",
-        "received",
         "recorded",
-        "scope",
-        "sent",
-        "started",
-        "unary_response",
         "undelivered",
     )
 
@@ -53,36 +42,16 @@ class AioCall:
         request_class: type[message.Message] | None,
         deserialize: Deserializer,
     ) -> None:
-        self.info = info
+        super().__init__(info, request_class)
         self.deserialize = deserialize
-        self.started = time.time_ns()
-        self.scope = CallScope()
-        self.received = 0
-        self.sent = 0
-        self.first: bytes | None = None
-        self.cls = request_class
-        self.last: Any = None
-        self.admitted = False
         self.recorded = False
         self.eof = False  # the request stream ended (half-closed, or cancelled: alike here)
         self.undelivered = False  # the final status could not be sent: the client is gone
-        self.unary_response = False
         self.headers_sent = False  # initial metadata went out (with a message, or alone)
         # Read while the call is alive: gRPC may release it before a streaming
         # handler's generator is finished (then only the status fields are safe).
         self.peer = ""
         self.auth_context: Any = None
-
-    def on_receive(self, raw: bytes, item: Any) -> None:
-        if self.received == 0:
-            self.first = raw
-            if isinstance(item, message.Message):
-                self.cls = type(item)
-        self.received += 1
-
-    def on_send(self, item: Any) -> None:
-        self.sent += 1
-        self.last = item
 
 
 class AuditedContext:

@@ -19,13 +19,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import message
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._builder import EventBuilder, event_of
-from auditline.interceptor._methods import MethodInfo
+from auditline.interceptor._call_state import CallState
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds, trace_ids
-from auditline.interceptor._scope import CallScope
 from auditline.interceptor._summaries import Counting
 from auditline.interceptor._types import (
     AuditUnavailableError,
@@ -97,18 +95,11 @@ class AuditCore:
     def capture(
         self,
         *,
-        info: MethodInfo,
+        call: CallState,
         context: Any,
-        started_ns: int,
-        scope: CallScope | None,
         error: BaseException | None,
         ended_by_client: bool,
-        request: bytes | message.Message | None,
-        request_class: type[message.Message] | None,
-        request_count: int,
-        response: bytes | message.Message | None,
-        response_count: int,
-        unary_response: bool = False,
+        with_response: bool = True,
         outcome: Callable[[], bool | None] | None = None,
         peer: str | None = None,
         auth_context: Mapping[str, Iterable[bytes]] | None = None,
@@ -117,31 +108,35 @@ class AuditCore:
 
         `peer` and `auth_context`, when given, were read while the call was alive
         (grpc.aio may finish a streaming handler after gRPC released the call).
+        Without `with_response` the record holds no response body (an abort's).
         """
         metadata: Metadata = context.invocation_metadata() or ()
         if peer is None:
             peer = str(context.peer())
-        principal = scope.principal if scope is not None else None
+        scope = call.scope
+        principal = scope.principal
         if principal is None and self.config.principal is not None:
             if auth_context is None:
                 auth_context = context.auth_context()
             principal = self.config.principal(
-                PrincipalInput(info.full_method, tuple(metadata), peer, auth_context or {})
+                PrincipalInput(call.info.full_method, tuple(metadata), peer, auth_context or {})
             )
         trace_id, span_id = trace_ids(metadata)
         ended = time.time_ns()
         remaining = context.time_remaining()
         return CallRecord(
-            info=info,
-            started_ns=started_ns,
+            info=call.info,
+            started_ns=call.started,
             ended_ns=ended,
             peer=peer,
             metadata=metadata,
-            request=request,
-            request_class=request_class,
-            request_count=request_count,
-            response=response,
-            response_count=response_count,
+            request=call.first,
+            request_class=call.cls,
+            request_count=call.received,
+            # The handler's own object: the call is over, nothing else touches it,
+            # and the background worker needs no parse to read it.
+            response=call.last if with_response else None,
+            response_count=call.sent,
             code=context.code(),
             details=context.details(),
             error=type(error) if error is not None else None,
@@ -151,9 +146,9 @@ class AuditCore:
             principal=principal,
             trace_id=trace_id,
             span_id=span_id,
-            log_type=scope.log_type if scope is not None else None,
-            related=tuple(scope.related) if scope is not None else (),
-            unary_response=unary_response,
+            log_type=scope.log_type,
+            related=tuple(scope.related),
+            unary_response=call.unary_response,
             outcome=outcome,
         )
 

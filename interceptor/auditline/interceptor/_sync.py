@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,8 +11,9 @@ import grpc
 from google.protobuf import message
 
 from auditline.interceptor._base import AuditInterceptorBase, serialize_unary
+from auditline.interceptor._call_state import CallState
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
-from auditline.interceptor._scope import SCOPE, CallScope, enter_scope, exit_scope
+from auditline.interceptor._scope import SCOPE
 from auditline.interceptor._status import sendable
 
 __all__ = ["AuditInterceptor"]
@@ -24,46 +25,41 @@ Deserializer = Callable[[bytes], Any] | None
 
 
 class _UnaryRequest:
-    """The request of a unary call: its bytes as received, and its type once parsed."""
+    """The request of a unary call: recorded as received, parsed for the handler."""
 
-    __slots__ = ("_parse", "cls", "count", "raw")
+    __slots__ = ("_call", "_parse", "_raw")
 
     def __init__(
-        self,
-        raw: bytes,
-        cls: type[message.Message] | None,
-        parse: Callable[[bytes, grpc.ServicerContext], Any],
+        self, raw: bytes, call: CallState, parse: Callable[[bytes, grpc.ServicerContext], Any]
     ) -> None:
-        self.raw: bytes | None = raw
-        self.cls = cls  # the expected type, until the parsed object says otherwise
-        self.count = 1
+        self._raw = raw
+        self._call = call
         self._parse = parse
 
     def argument(self, context: grpc.ServicerContext) -> Any:
-        """The handler's argument: the parsed request."""
-        request = self._parse(self.raw or b"", context)
+        """The handler's argument: the parsed request (kept even if it cannot be)."""
+        self._call.on_receive(self._raw, None)
+        request = self._parse(self._raw, context)
         if isinstance(request, message.Message):
-            self.cls = type(request)
+            self._call.cls = type(request)
         return request
 
 
 class _RequestCounter:
-    """Wraps a request iterator: parses, counts messages and keeps the first one."""
+    """Wraps a request iterator: parses each message and records it."""
 
-    __slots__ = ("_context", "_iterator", "_parse", "cls", "count", "raw")
+    __slots__ = ("_call", "_context", "_iterator", "_parse")
 
     def __init__(
         self,
         iterator: Iterator[bytes],
-        cls: type[message.Message] | None,
+        call: CallState,
         parse: Callable[[bytes, grpc.ServicerContext], Any],
     ) -> None:
         self._iterator = iterator
+        self._call = call
         self._parse = parse
         self._context: grpc.ServicerContext | None = None
-        self.count = 0
-        self.raw: bytes | None = None
-        self.cls = cls
 
     def __iter__(self) -> _RequestCounter:
         return self
@@ -76,12 +72,12 @@ class _RequestCounter:
     def __next__(self) -> Any:
         raw = next(self._iterator)
         assert self._context is not None
-        item = self._parse(raw, self._context)
-        if self.count == 0:
-            self.raw = raw
-            if isinstance(item, message.Message):
-                self.cls = type(item)
-        self.count += 1
+        try:
+            item = self._parse(raw, self._context)
+        except BaseException:
+            self._call.on_receive(raw, None)  # malformed or too large: received all the same
+            raise
+        self._call.on_receive(raw, item)
         return item
 
     next = __next__
@@ -138,30 +134,24 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
 
     def _rejecting(self, info: MethodInfo, code: grpc.StatusCode, details: str) -> Handler:
         def behavior(request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> None:
-            started = time.time_ns()
+            call = CallState(info, None)
             refused = self._admission()
+            call.admitted = not refused
             answer = (grpc.StatusCode.UNAVAILABLE, refused) if refused else (code, details)
             context.set_code(answer[0])
             context.set_details(answer[1])
-            self._end(info, context, started, None, None, None, None, 0, admitted=not refused)
+            self._end(call, context, None)
             context.abort(*answer)
 
         return grpc.stream_stream_rpc_method_handler(behavior)
 
     def _end(
         self,
-        info: MethodInfo,
+        call: CallState,
         context: grpc.ServicerContext,
-        started: int,
-        scope: CallScope | None,
         error: BaseException | None,
-        request: RequestSide | None,
-        response: Any,
-        response_count: int,
         *,
-        admitted: bool,
         answering: bool = True,
-        unary_response: bool = False,
     ) -> None:
         """Record a finished call. Fail-closed, for an admitted call whose answer is
         still to be sent (`answering`): raise the UNAVAILABLE answer if its events
@@ -177,25 +167,15 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             if shortened is not None:
                 context.set_details(shortened)
         record = self._core.capture(
-            info=info,
+            call=call,
             context=context,
-            started_ns=started,
-            scope=scope,
             error=error,
             # Not active before the status is sent: the client cancelled or its
             # deadline passed.
             ended_by_client=not context.is_active(),
-            request=request.raw if request is not None else None,
-            request_class=request.cls if request is not None else None,
-            request_count=request.count if request is not None else 0,
-            # The handler's own object: the call is over, nothing else touches it,
-            # and the background worker needs no parse to read it.
-            response=response,
-            response_count=response_count,
-            unary_response=unary_response,
             outcome=None if self._fail_closed else _termination(context),
         )
-        if not self._fail_closed or not admitted:
+        if not self._fail_closed or not call.admitted:
             self._queue(record)  # a refused call's event: kept if it can be, else counted
             return
         reason = self._keep(record)
@@ -221,11 +201,12 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                 f"the request is not a valid {info.method} request message",
             )
 
-    def _start(self, context: grpc.ServicerContext) -> None:
+    def _start(self, call: CallState, context: grpc.ServicerContext) -> None:
         """Before the handler: admission, then the limits on what the caller sent."""
         refused = self._admission()
         if refused:
             context.abort(grpc.StatusCode.UNAVAILABLE, refused)
+        call.admitted = True
         refusal = self._metadata_refusal(context.invocation_metadata())
         if refusal is not None:
             context.abort(refusal.code, refusal.details)
@@ -235,48 +216,27 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         info: MethodInfo,
         inner: Callable[[Any, Any], Any],
         serialize: Serializer,
-        take_request: Callable[[Any], RequestSide],
+        take_request: Callable[[Any, CallState], RequestSide],
     ) -> Callable[[Any, grpc.ServicerContext], bytes | None]:
         """The behavior of a unary-response call (unary-unary or stream-unary)."""
 
         def behavior(argument: Any, context: grpc.ServicerContext) -> bytes | None:
-            started = time.time_ns()
-            scope, token = enter_scope()
-            request = take_request(argument)
-            admitted = False
+            call = CallState(info, info.request_class)
+            call.unary_response = True
+            token = SCOPE.set(call.scope)
+            request = take_request(argument, call)
             try:
-                self._start(context)
-                admitted = True
+                self._start(call, context)
                 result = inner(request.argument(context), context)
                 response = serialize_unary(result, serialize, context)
             except BaseException as exc:
-                exit_scope(token)
-                self._end(
-                    info,
-                    context,
-                    started,
-                    scope,
-                    exc,
-                    request,
-                    None,
-                    0,
-                    admitted=admitted,
-                    unary_response=True,
-                )
+                SCOPE.reset(token)
+                self._end(call, context, exc)
                 raise
-            exit_scope(token)
-            self._end(
-                info,
-                context,
-                started,
-                scope,
-                None,
-                request,
-                result,
-                int(response is not None),
-                admitted=True,
-                unary_response=True,
-            )
+            SCOPE.reset(token)
+            if response is not None:
+                call.on_send(result)
+            self._end(call, context, None)
             return response
 
         return behavior
@@ -286,64 +246,45 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         info: MethodInfo,
         inner: Callable[[Any, Any], Any],
         serialize: Serializer,
-        take_request: Callable[[Any], RequestSide],
+        take_request: Callable[[Any, CallState], RequestSide],
     ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         """The behavior of a server-streaming call (unary-stream or stream-stream)."""
 
         def relay(
-            responses: Iterator[Any],
-            context: grpc.ServicerContext,
-            started: int,
-            scope: CallScope,
-            request: RequestSide,
+            responses: Iterator[Any], context: grpc.ServicerContext, call: CallState
         ) -> Iterator[Any]:
-            count = 0
-            last: Any = None
             error: BaseException | None = None
             try:
                 while True:
-                    token = SCOPE.set(scope)  # generator bodies run at each next()
+                    token = SCOPE.set(call.scope)  # generator bodies run at each next()
                     try:
-                        last = next(responses)
+                        item = next(responses)
                     except StopIteration:
                         break
                     finally:
                         SCOPE.reset(token)
-                    count += 1
-                    yield serialize(last) if serialize is not None else last
+                    call.on_send(item)
+                    yield serialize(item) if serialize is not None else item
             except BaseException as exc:  # GeneratorExit too: the client went away
                 error = exc
                 raise
             finally:
-                self._end(
-                    info,
-                    context,
-                    started,
-                    scope,
-                    error,
-                    request,
-                    last,
-                    count,
-                    admitted=True,
-                    # The client is gone: there is no answer left to replace.
-                    answering=not isinstance(error, GeneratorExit),
-                )
+                # The client is gone: there is no answer left to replace.
+                self._end(call, context, error, answering=not isinstance(error, GeneratorExit))
 
         def behavior(argument: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            started = time.time_ns()
-            scope, token = enter_scope()
-            request = take_request(argument)
-            admitted = False
+            call = CallState(info, info.request_class)
+            token = SCOPE.set(call.scope)
+            request = take_request(argument, call)
             try:
-                self._start(context)
-                admitted = True
+                self._start(call, context)
                 responses = iter(inner(request.argument(context), context))
             except BaseException as exc:
-                exit_scope(token)
-                self._end(info, context, started, scope, exc, request, None, 0, admitted=admitted)
+                SCOPE.reset(token)
+                self._end(call, context, exc)
                 raise
-            exit_scope(token)
-            return relay(responses, context, started, scope, request)
+            SCOPE.reset(token)
+            return relay(responses, context, call)
 
         return behavior
 
@@ -352,16 +293,17 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
     def _wrap(self, info: MethodInfo, handler: Handler) -> Handler:
         serialize: Serializer = handler.response_serializer
         deserialize: Deserializer = handler.request_deserializer
-        expected = info.request_class or message_class_of(deserialize)
+        if info.request_class is None:
+            info = dataclasses.replace(info, request_class=message_class_of(deserialize))
 
         def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
             return self._parse(info, deserialize, raw, context)
 
-        def unary(raw: bytes) -> RequestSide:
-            return _UnaryRequest(raw, expected, parse)
+        def unary(raw: bytes, call: CallState) -> RequestSide:
+            return _UnaryRequest(raw, call, parse)
 
-        def stream(raws: Iterator[bytes]) -> RequestSide:
-            return _RequestCounter(raws, expected, parse)
+        def stream(raws: Iterator[bytes], call: CallState) -> RequestSide:
+            return _RequestCounter(raws, call, parse)
 
         # The wrapped handlers take and give bytes: the interceptor parses requests
         # itself (to audit the malformed and the oversized) and serializes responses.
