@@ -82,6 +82,7 @@ PUBLIC: dict[str, set[str]] = {
         "Sink",
         "Spool",
         "SpoolStats",
+        "SpoolView",
         "SummaryPolicy",
         "TrustedProxies",
         "activity_from_verb",

@@ -41,6 +41,7 @@ from auditline.interceptor._scope import record_event, set_log_type, set_princip
 from auditline.interceptor._sinks import MemorySink
 from auditline.interceptor._spool import Spool
 from auditline.interceptor._spool_records import SpoolStats
+from auditline.interceptor._spool_view import SpoolView
 from auditline.interceptor._summaries import SUMMARY_NAME as SUMMARY_EVENT
 from auditline.interceptor._summaries import SummaryPolicy
 from auditline.interceptor._sync import AuditInterceptor
@@ -93,6 +94,7 @@ __all__ = [
     "Sink",
     "Spool",
     "SpoolStats",
+    "SpoolView",
     "SummaryPolicy",
     "TrustedProxies",
     "activity_from_verb",

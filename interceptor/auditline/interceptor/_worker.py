@@ -44,10 +44,10 @@ from auditline.interceptor._capture_codec import (
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
 from auditline.interceptor._worker_held import HeldEvents
-from auditline.interceptor._worker_process import start_worker
+from auditline.interceptor._worker_process import HostedPipeline, start_worker
 
 if TYPE_CHECKING:
-    from auditline.interceptor._pipeline import Pipeline
+    pass
 
 __all__ = ["AuditWorker"]
 
@@ -78,7 +78,7 @@ class AuditWorker:
 
     def __init__(
         self,
-        pipeline_factory: Callable[[], Pipeline],
+        pipeline_factory: Callable[[], HostedPipeline],
         *,
         max_restarts: int = 5,
         restart_window: float = 60.0,
@@ -110,6 +110,9 @@ class AuditWorker:
         # not), and how many events it dropped and counted in a marker (async).
         self.degraded = ""
         self.dropped = 0
+        # Told the reason whenever the worker's spool turns degraded, and "" when it
+        # recovers (as `Spool.on_degraded`): health checks follow it.
+        self.on_degraded: Callable[[str], None] = lambda reason: None
         self._restart_times: list[float] = []
         self._config: AuditConfig | None = None
         self._schemas = Schemas()
@@ -375,7 +378,10 @@ class AuditWorker:
 
     def _follow(self, state: Sequence[Any]) -> None:
         """Take the state of the worker's spool it reported (see `_worker_process`)."""
+        degraded = self.degraded
         self._refusal, self.degraded, self.dropped = state
+        if self.degraded != degraded:
+            self.on_degraded(self.degraded)
 
     def _restart(self) -> bool:
         """Start a new worker and send it every unacknowledged batch; False when the

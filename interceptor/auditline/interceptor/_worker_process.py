@@ -9,7 +9,7 @@ import multiprocessing
 import signal
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from auditline.interceptor._builder import EventBuilder
 from auditline.interceptor._capture_codec import decode_record, load_schemas, pack, unpack
@@ -17,12 +17,21 @@ from auditline.interceptor._record import AuditConfig, EventIds
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
 
 if TYPE_CHECKING:
-    from auditline.interceptor._pipeline import Pipeline
     from auditline.interceptor._spool import Spool
 
-__all__ = ["STATE_INTERVAL", "StartedWorker", "start_worker", "worker_main"]
+__all__ = ["STATE_INTERVAL", "HostedPipeline", "StartedWorker", "start_worker", "worker_main"]
 
 STATE_INTERVAL = 0.1  # seconds between looks at the spool's state while idle
+
+
+class HostedPipeline(Protocol):
+    """What an audit worker runs: a `Pipeline`, or a host holding one's spool (a
+    server's, which also follows its database), closed when the worker stops."""
+
+    @property
+    def spool(self) -> Spool: ...
+
+    def close(self) -> None: ...
 
 
 def _state(spool: Spool) -> tuple[str, str, int]:
@@ -41,7 +50,7 @@ class StartedWorker:
 
 
 def start_worker(
-    pipeline_factory: Callable[[], Pipeline],
+    pipeline_factory: Callable[[], HostedPipeline],
     config: AuditConfig,
     schema_files: list[bytes],
     *,
@@ -74,7 +83,7 @@ def start_worker(
 
 def worker_main(
     conn: Connection,
-    pipeline_factory: Callable[[], Pipeline],
+    pipeline_factory: Callable[[], HostedPipeline],
     config: AuditConfig,
     schema_files: list[bytes],
 ) -> None:

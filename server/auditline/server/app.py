@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -40,10 +40,9 @@ from auditline.audit.v1 import (
 from auditline.interceptor import (
     AuditInterceptor,
     AuditPolicy,
-    ExporterConfig,
-    Pipeline,
-    S3Writer,
+    AuditWorker,
     Spool,
+    SpoolView,
     SummaryPolicy,
     TrustedProxies,
     event_document,
@@ -51,12 +50,14 @@ from auditline.interceptor import (
 )
 from auditline.interceptor.integrity import Notary
 from auditline.server.accounts import Accounts
-from auditline.server.audit_target import (
-    AuditTarget,
-    BucketWriter,
-    audit_settings,
-    ensure_audit_target,
+from auditline.server.audit_host import (
+    AuditHost,
+    database_url,
+    spool_path,
+    store_url,
+    worker_host,
 )
+from auditline.server.audit_target import AuditTarget, audit_settings, ensure_audit_target
 from auditline.server.bucket_reconciliation import (
     BUCKETS_RECONCILED_EVENT,
     Reconciliation,
@@ -64,9 +65,6 @@ from auditline.server.bucket_reconciliation import (
 )
 from auditline.server.config import Settings, split_list
 from auditline.server.db import Database
-from auditline.server.detection import Detector, rules_text
-from auditline.server.detection_engine import DetectionEngine
-from auditline.server.exporter_reports import report_statuses
 from auditline.server.guard import CallGuard
 from auditline.server.iam import IamEvent, iam_api_event
 from auditline.server.log_queries import ExportedLogQueries, QueryLimits, exporter_location
@@ -156,7 +154,7 @@ SERVICES: tuple[ServiceRegistration, ...] = (
         audit_log_pb2.DESCRIPTOR.services_by_name["AuditLogService"],
         audit_log_pb2_grpc.add_AuditLogServiceServicer_to_server,
         lambda server: AuditLogServicer(
-            server.pipeline.spool, server.notary.origin, server.verifier_keys, server.log_queries
+            server.spool_view, server.notary.origin, server.verifier_keys, server.log_queries
         ),
     ),
 )
@@ -189,7 +187,6 @@ class AuditlineServer:
     db: Database
     store: ObjectStore
     settings: Settings
-    pipeline: Pipeline
     trusted_proxies: TrustedProxies
     exporters: ExporterServicer
     accounts: Accounts
@@ -197,6 +194,7 @@ class AuditlineServer:
     notary: Notary
     verifier_keys: list[str]
     log_queries: ExportedLogQueries
+    spool_view: SpoolView
 
     def __init__(
         self,
@@ -208,43 +206,12 @@ class AuditlineServer:
         self.settings = settings
         self.node_id = prepare_data_dir(settings.data_dir)
         self.clock: Callable[[], float] = time.time
-        database_url = settings.database_url or f"sqlite:///{settings.data_dir / 'auditline.db'}"
-        self.db = Database(database_url)
-        # Absolute: a relative data dir (the default `./data`) must not become a URL host.
-        objects = (settings.data_dir / "objects").resolve()
-        self.store = open_store(settings.object_store or objects.as_uri())
+        self.db = Database(database_url(settings))
+        self.store = open_store(store_url(settings))
         self._executor = futures.ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix="auditline-rpc"
         )
-        spool = Spool(
-            settings.data_dir / "audit" / "spool.db",
-            node_id=self.node_id,
-            durability=settings.audit_durability,
-            backpressure=settings.backpressure,
-            max_bytes=settings.spool_max_bytes,
-            reserve_bytes=settings.spool_reserve_bytes or None,
-            max_memory_bytes=settings.spool_memory_bytes,
-            retain_seconds=settings.events_retention_days * 86400,
-        )
         self.trusted_proxies = TrustedProxies(split_list(settings.trusted_proxies))
-        self.audit = AuditInterceptor(
-            spool,
-            fail_closed=settings.audit_durability == "sync",
-            node_id=self.node_id,
-            hmac_key=load_hmac_key(settings),
-            trusted_proxies=split_list(settings.trusted_proxies),
-            metadata_allowlist=split_list(settings.audit_metadata),
-            max_body_bytes=settings.audit_max_body_bytes,
-            unauthenticated_max_body_bytes=settings.audit_unauthenticated_body_bytes,
-            max_message_bytes=settings.max_message_bytes,
-            max_metadata_bytes=settings.max_metadata_bytes,
-            policy=AuditPolicy.parse(split_list(settings.audit_policy)),
-            summaries=SummaryPolicy(
-                rate=settings.audit_unauthenticated_rate,
-                burst=settings.audit_unauthenticated_burst,
-                interval=settings.audit_summary_interval,
-            ),
-        )
         self.accounts = Accounts(
             self.db,
             token_ttl=settings.token_ttl,
@@ -255,7 +222,6 @@ class AuditlineServer:
         self.admin_credentials = self.accounts.bootstrap_admin(settings.data_dir, os.environ)
         signing = load_signing(settings, self.node_id)
         self.notary, self.verifier_keys = signing.notary, list(signing.verifier_keys)
-        self.pipeline = Pipeline(spool, interceptors=[self.audit], notary=self.notary)
         self.audit_target = ensure_audit_target(
             self.db,
             self.store,
@@ -271,33 +237,33 @@ class AuditlineServer:
             audit_bucket=self.audit_target,
             clock=self.clock,
         )
-        self.pipeline.add_exporter(
-            ExporterConfig(
-                name="default",
-                format=settings.export_format,
-                compression=settings.export_compression,
-                partitioning=settings.export_partitioning,
-                ocsf_version=settings.export_ocsf_version,
-                lake_region=settings.export_lake_region,
-                lake_account_id=settings.export_lake_account_id,
-                flush_interval=settings.export_interval,
-                retention_mode=settings.export_retention_mode.upper()
-                if settings.export_retention_days
-                else None,
-                retention_days=settings.export_retention_days,
-            ),
-            S3Writer.from_url(settings.export_target).check()
-            if settings.export_target
-            else BucketWriter(self.store, self.audit_target),
-        )
-        self.pipeline.instrument()
-        self._target: AuditTarget | None = None
-        self.follow_settings(audit_settings(self.db))
-        saved = SavedExporters(self.db, self.store, self.pipeline)
+        # Where events are built, spooled and exported: here (`host`), or in a worker
+        # process running the same host (`worker`); the audit sink is one or the other.
+        self.host: AuditHost | None = None
+        self.worker: AuditWorker | None = None
+        if settings.audit_process == "worker":
+            self.worker = AuditWorker(
+                functools.partial(worker_host, settings, self.node_id, self.audit_target)
+            )
+            self.worker.on_degraded = self._audit_health
+            self.audit = self._interceptor(self.worker)
+        else:
+            self.host = AuditHost(
+                settings,
+                node_id=self.node_id,
+                db=self.db,
+                store=self.store,
+                audit_bucket=self.audit_target,
+                notary=self.notary,
+                clock=self.clock,
+            )
+            self.audit = self._interceptor(self.host.spool)
+            self.host.spool.on_degraded = self._audit_health
+        self.spool_view = SpoolView(spool_path(settings))
+        saved = self.host.saved if self.host is not None else SavedExporters(self.db, self.store)
         self.exporters = ExporterServicer(
             self.db, self.store, saved, self.clock, lambda: audit_settings(self.db).bucket
         )
-        saved.start_all()
         self.log_queries = ExportedLogQueries(
             locate=lambda name: exporter_location(
                 self.exporters.row(name), self.store, settings.export_target
@@ -314,30 +280,6 @@ class AuditlineServer:
             interval=settings.usage_snapshot_interval,
             steps=[lambda: self.usage.scheduled_snapshot(settings.usage_snapshot_interval)],
         )
-        # What other replicas change in the database, applied here; and this node's
-        # exporters' status, reported there.
-        self._follower = Periodic(
-            name="follow",
-            interval=settings.state_poll_interval,
-            steps=[
-                saved.reconcile,
-                lambda: self.follow_settings(audit_settings(self.db)),
-                lambda: report_statuses(
-                    self.db, self.node_id, dict(self.pipeline.exporters), self.clock
-                ),
-            ],
-        )
-        # A rule that does not compile stops the start, with the reason.
-        self._detection = (
-            DetectionEngine(
-                spool,
-                Detector(rules_text(Path(d) for d in split_list(settings.detection_rules))),
-                node_id=self.node_id,
-                interval=settings.detection_interval,
-            )
-            if settings.detection_interval > 0
-            else None
-        )
         # The audit interceptor goes first: it must see the calls the others reject.
         # Only the tracing one comes before it, so that each event carries the ids of
         # its call's span.
@@ -348,17 +290,47 @@ class AuditlineServer:
             options=_server_options(settings),
         )
         self._health = health.HealthServicer(experimental_non_blocking=True)
-        self.pipeline.spool.on_degraded = self._audit_health
         self._record_policy()
         self._record_reconciliation(reconciliation)
         self.port = 0
 
+    def _interceptor(self, sink: Spool | AuditWorker) -> AuditInterceptor:
+        settings = self.settings
+        return AuditInterceptor(
+            sink,
+            fail_closed=settings.audit_durability == "sync",
+            node_id=self.node_id,
+            hmac_key=load_hmac_key(settings),
+            trusted_proxies=split_list(settings.trusted_proxies),
+            metadata_allowlist=split_list(settings.audit_metadata),
+            max_body_bytes=settings.audit_max_body_bytes,
+            unauthenticated_max_body_bytes=settings.audit_unauthenticated_body_bytes,
+            max_message_bytes=settings.max_message_bytes,
+            max_metadata_bytes=settings.max_metadata_bytes,
+            policy=AuditPolicy.parse(split_list(settings.audit_policy)),
+            summaries=SummaryPolicy(
+                rate=settings.audit_unauthenticated_rate,
+                burst=settings.audit_unauthenticated_burst,
+                interval=settings.audit_summary_interval,
+            ),
+        )
+
+    def _emit(self, event: event_pb2.ApiEvent) -> None:
+        """An event of the server's own, outside any call, to the audit log."""
+        sink = self.worker if self.worker is not None else self._spool
+        sink.emit_documents([event_document(event)], wait=False)
+
+    @property
+    def _spool(self) -> Spool:
+        assert self.host is not None
+        return self.host.spool
+
     def _record_iam(self, event: IamEvent) -> None:
         """An IAM event goes with the call that caused it (in fail-closed mode, the call
-        completes only once both are durable); outside a call, to the spool."""
+        completes only once both are durable); outside a call, on its own."""
         api_event = iam_api_event(event, self.node_id)
         if not record_event(api_event, summarize=event.summarize):
-            self.pipeline.spool.emit_documents([event_document(api_event)], wait=False)
+            self._emit(api_event)
 
     def _record_start_event(
         self, name: str, *, service: str, log_type: int, params: dict[str, Any]
@@ -373,7 +345,7 @@ class AuditlineServer:
             account_name="auditline serve",
             params=params,
         )
-        self.pipeline.spool.emit_documents([event_document(event)], wait=False)
+        self._emit(event)
 
     def _record_policy(self) -> None:
         """Say in the settings log which audit policy this start applies: a change of
@@ -413,18 +385,10 @@ class AuditlineServer:
                 self._health.set(name, status)
 
     def follow_settings(self, target: AuditTarget) -> None:
-        """Point the default exporter at the settings' target. While account audit logs
-        are disabled only the settings log (changes of the settings) is kept: the
-        other events are not spooled, as they happen."""
-        if target == self._target:
-            return  # the replicas' follower asks every few seconds
-        self._target = target
-        if target.bucket and not self.settings.export_target:
-            self.pipeline.exporters["default"].writer = BucketWriter(self.store, target.bucket)
-        # Disabled: the settings log is still kept, and what the detections find (the
-        # audit logs turned off is exactly when a finding matters).
-        kept = None if target.enabled else frozenset({"LOG_TYPE_SETTINGS", "LOG_TYPE_FINDINGS"})
-        self.pipeline.spool.keep_logs(kept)
+        """After a change of the audit settings: the pipeline here follows at once; an
+        audit worker's follows the database within `--state-poll-interval`."""
+        if self.host is not None:
+            self.host.follow_settings(target)
 
     @property
     def service_names(self) -> list[str]:
@@ -451,12 +415,11 @@ class AuditlineServer:
             ) from None
         self._server.start()
         self._snapshots.start()
-        self._follower.start()
-        if self._detection is not None:
-            self._detection.start()
+        if self.host is not None:
+            self.host.start()
         for name in ("", *self.service_names):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._audit_health(self.pipeline.spool.degraded)
+        self._audit_health(self.worker.degraded if self.worker else self._spool.degraded)
         return self.port
 
     def stop(self, grace: float | None = None) -> None:
@@ -466,9 +429,12 @@ class AuditlineServer:
         self._server.stop(grace).wait()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._snapshots.stop()
-        self._follower.stop()
-        if self._detection is not None:
-            self._detection.stop()
         # The interceptor's last events into the spool, then every exporter's last file.
-        self.pipeline.close(timeout=max(grace, 30.0))
+        timeout = max(grace, 30.0)
+        self.audit.close(timeout)
+        if self.host is not None:
+            self.host.close(timeout)
+        if self.worker is not None:
+            self.worker.close(timeout)
+        self.spool_view.close()
         self.db.close()

@@ -104,6 +104,13 @@ class Settings:
     backpressure: str = field(
         default="block", metadata=_help("when the spool is full: block, reject or drop")
     )
+    audit_process: str = field(
+        default="serving",
+        metadata=_help(
+            "where events are built, spooled and exported: serving (this process) or "
+            "worker (a process it starts and restarts, off the serving process's GIL)"
+        ),
+    )
     spool_max_bytes: int = field(
         default=1 << 30,
         metadata=_help(
@@ -320,6 +327,8 @@ class Settings:
             raise ConfigError("--export-target must be empty or s3://BUCKET?endpoint=...")
         if self.audit_durability not in ("async", "sync"):
             raise ConfigError("--audit-durability must be async or sync")
+        if self.audit_process not in ("serving", "worker"):
+            raise ConfigError("--audit-process must be serving or worker")
         if self.backpressure not in ("block", "reject", "drop"):
             raise ConfigError("--backpressure must be block, reject or drop")
         if self.export_format not in EXPORT_FORMATS.values():

@@ -49,7 +49,11 @@ def config_of(row: dict[str, Any]) -> ExporterConfig:
 
 
 class SavedExporters:
-    def __init__(self, db: Database, store: ObjectStore, pipeline: Pipeline) -> None:
+    """The saved exporters on `pipeline`. Without one (`auditline serve
+    --audit-process worker`) the pipeline runs in the audit worker, whose own
+    `SavedExporters` follows the database: here, starting and stopping do nothing."""
+
+    def __init__(self, db: Database, store: ObjectStore, pipeline: Pipeline | None = None) -> None:
         self.db = db
         self.store = store
         self.pipeline = pipeline
@@ -93,6 +97,8 @@ class SavedExporters:
             self._run(row)
 
     def _run(self, row: dict[str, Any]) -> None:
+        if self.pipeline is None:
+            return
         try:
             self.pipeline.add_exporter(config_of(row), self.writer(row))
         except Exception:
@@ -102,7 +108,7 @@ class SavedExporters:
         self._running[row["id"]] = row["updated_at"]
 
     def running(self, exporter_id: str) -> Exporter | None:
-        return self.pipeline.exporters.get(exporter_id)
+        return self.pipeline.exporters.get(exporter_id) if self.pipeline is not None else None
 
     def remove(self, exporter_id: str) -> None:
         """Stop the exporter and forget its watermark: its row is gone."""
@@ -110,6 +116,8 @@ class SavedExporters:
             self._remove(exporter_id)
 
     def _remove(self, exporter_id: str) -> None:
+        if self.pipeline is None:
+            return
         if exporter_id in self.pipeline.exporters:
             self.pipeline.remove_exporter(exporter_id)
             log.info("exporter %s stopped: its definition was deleted", exporter_id)

@@ -11,7 +11,7 @@ import grpc
 from auditline.audit.v1 import audit_log_pb2 as pb
 from auditline.audit.v1 import audit_log_pb2_grpc
 from auditline.errors import NotFoundError
-from auditline.interceptor import Spool
+from auditline.interceptor import SpoolView
 from auditline.server.catalog import catalog_response
 from auditline.server.log_queries import ExportedLogQueries
 from auditline.server.services._common import (
@@ -36,8 +36,8 @@ def _filters(request_filter: pb.EventFilter) -> dict[str, Any]:
 PAGE_BYTES = 1 << 20
 
 
-def _start_after(spool: Spool, since_event_id: str) -> int:
-    seq = spool.store.queries.seq_of(since_event_id)
+def _start_after(spool: SpoolView, since_event_id: str) -> int:
+    seq = spool.queries.seq_of(since_event_id)
     if seq is None:
         raise NotFoundError(
             f"event {since_event_id} is not kept on this node (unknown, or "
@@ -49,7 +49,7 @@ def _start_after(spool: Spool, since_event_id: str) -> int:
 class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
     def __init__(
         self,
-        spool: Spool,
+        spool: SpoolView,
         origin: str,
         verifier_keys: list[str],
         queries: ExportedLogQueries,
@@ -83,7 +83,7 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
             after = decode_page_token(request.page_token, "after")
         elif request.since_event_id:
             after = _start_after(self.spool, request.since_event_id)
-        page = self.spool.store.queries.page(
+        page = self.spool.queries.page(
             since_ns=request.since_time.ToNanoseconds() if request.HasField("since_time") else None,
             until_ns=request.until_time.ToNanoseconds() if request.HasField("until_time") else None,
             after_seq=after,
@@ -102,13 +102,13 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
         after = (
             _start_after(self.spool, request.since_event_id)
             if request.since_event_id
-            else self.spool.stats.last_seq
+            else self.spool.last_seq
         )
         filters = _filters(request.filter)
         while context.is_active():
-            seen = self.spool.stats.last_seq  # committed before the queries below
+            seen = self.spool.last_seq  # committed before the queries below
             while True:
-                batch = self.spool.store.queries.page(
+                batch = self.spool.queries.page(
                     after_seq=after, limit=MAX_PAGE_SIZE, max_bytes=PAGE_BYTES, **filters
                 )
                 for item in batch.events:

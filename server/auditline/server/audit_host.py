@@ -1,0 +1,173 @@
+"""`AuditHost`: the audit pipeline of `auditline serve`, on its own: the spool, the
+default exporter and those defined through `ExporterService`, the audit settings it
+follows, the detections and the exporters' status reports.
+
+It runs in the serving process, or (`--audit-worker`) in the audit worker process that
+`auditline serve` starts and supervises (`worker_host`): then the serving process only
+captures calls, and follows the spool through a read-only `SpoolView`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from auditline.interceptor import ExporterConfig, Pipeline, S3Writer, Spool
+from auditline.interceptor.integrity import Notary
+from auditline.server.audit_target import AuditTarget, BucketWriter, audit_settings
+from auditline.server.config import Settings, split_list
+from auditline.server.db import Database
+from auditline.server.detection import Detector, rules_text
+from auditline.server.detection_engine import DetectionEngine
+from auditline.server.exporter_reports import report_statuses
+from auditline.server.node import load_signing
+from auditline.server.objectstore import ObjectStore, open_store
+from auditline.server.periodic import Periodic
+from auditline.server.saved_exporters import SavedExporters
+
+__all__ = ["AuditHost", "database_url", "spool_path", "store_url", "worker_host"]
+
+
+def spool_path(settings: Settings) -> Path:
+    return settings.data_dir / "audit" / "spool.db"
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or f"sqlite:///{settings.data_dir / 'auditline.db'}"
+
+
+def store_url(settings: Settings) -> str:
+    # Absolute: a relative data dir (the default `./data`) must not become a URL host.
+    return settings.object_store or (settings.data_dir / "objects").resolve().as_uri()
+
+
+def default_exporter(settings: Settings) -> ExporterConfig:
+    return ExporterConfig(
+        name="default",
+        format=settings.export_format,
+        compression=settings.export_compression,
+        partitioning=settings.export_partitioning,
+        ocsf_version=settings.export_ocsf_version,
+        lake_region=settings.export_lake_region,
+        lake_account_id=settings.export_lake_account_id,
+        flush_interval=settings.export_interval,
+        retention_mode=settings.export_retention_mode.upper()
+        if settings.export_retention_days
+        else None,
+        retention_days=settings.export_retention_days,
+    )
+
+
+class AuditHost:
+    """The pipeline and what keeps it in step with the database. `start`, then `close`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        node_id: str,
+        db: Database,
+        store: ObjectStore,
+        audit_bucket: str,
+        notary: Notary,
+        clock: Callable[[], float],
+        owns_db: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.store = store
+        spool = Spool(
+            spool_path(settings),
+            node_id=node_id,
+            durability=settings.audit_durability,
+            backpressure=settings.backpressure,
+            max_bytes=settings.spool_max_bytes,
+            reserve_bytes=settings.spool_reserve_bytes or None,
+            max_memory_bytes=settings.spool_memory_bytes,
+            retain_seconds=settings.events_retention_days * 86400,
+        )
+        self.pipeline = Pipeline(spool, notary=notary)
+        self.pipeline.add_exporter(
+            default_exporter(settings),
+            S3Writer.from_url(settings.export_target).check()
+            if settings.export_target
+            else BucketWriter(store, audit_bucket),
+        )
+        self.pipeline.instrument()
+        self._target: AuditTarget | None = None
+        self.follow_settings(audit_settings(db))
+        self.saved = SavedExporters(db, store, self.pipeline)
+        self.saved.start_all()
+        # What other replicas (or the serving process) change in the database, applied
+        # here; and this node's exporters' status, reported there.
+        self._follower = Periodic(
+            name="follow",
+            interval=settings.state_poll_interval,
+            steps=[
+                self.saved.reconcile,
+                lambda: self.follow_settings(audit_settings(db)),
+                lambda: report_statuses(db, node_id, dict(self.pipeline.exporters), clock),
+            ],
+        )
+        # A rule that does not compile stops the start, with the reason.
+        self._detection = (
+            DetectionEngine(
+                spool,
+                Detector(rules_text(Path(d) for d in split_list(settings.detection_rules))),
+                node_id=node_id,
+                interval=settings.detection_interval,
+            )
+            if settings.detection_interval > 0
+            else None
+        )
+        self._owns_db = owns_db  # its own connection (in a worker), closed with it
+
+    @property
+    def spool(self) -> Spool:
+        return self.pipeline.spool
+
+    def follow_settings(self, target: AuditTarget) -> None:
+        """Point the default exporter at the settings' target. While account audit logs
+        are disabled only the settings log (changes of the settings) is kept: the
+        other events are not spooled, as they happen."""
+        if target == self._target:
+            return  # the follower asks every few seconds
+        self._target = target
+        if target.bucket and not self.settings.export_target:
+            self.pipeline.exporters["default"].writer = BucketWriter(self.store, target.bucket)
+        # Disabled: the settings log is still kept, and what the detections find (the
+        # audit logs turned off is exactly when a finding matters).
+        kept = None if target.enabled else frozenset({"LOG_TYPE_SETTINGS", "LOG_TYPE_FINDINGS"})
+        self.pipeline.spool.keep_logs(kept)
+
+    def start(self) -> AuditHost:
+        self._follower.start()
+        if self._detection is not None:
+            self._detection.start()
+        return self
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop following, then close the pipeline (after the interceptor): the last
+        events into the spool, then every exporter's last file."""
+        self._follower.stop()
+        if self._detection is not None:
+            self._detection.stop()
+        self.pipeline.close(timeout=timeout)
+        if self._owns_db:
+            self.db.close()
+
+
+def worker_host(settings: Settings, node_id: str, audit_bucket: str) -> AuditHost:
+    """The host an `AuditWorker` of `auditline serve` runs: its own connections to the
+    database and the object store, the node's signing key, started."""
+    return AuditHost(
+        settings,
+        node_id=node_id,
+        db=Database(database_url(settings)),
+        store=open_store(store_url(settings)),
+        audit_bucket=audit_bucket,
+        notary=load_signing(settings, node_id).notary,
+        clock=time.time,
+        owns_db=True,
+    ).start()
