@@ -27,8 +27,9 @@ from tests.support.worker_pipelines import spool_and_directory
 SECRET = "worker-secret-" + uuid.uuid4().hex
 
 
-def _worker(root: Path, **options: Any) -> AuditWorker:
-    return AuditWorker(functools.partial(spool_and_directory, str(root)), **options)
+def _worker(root: Path, flush_interval: float = 0.2, **options: Any) -> AuditWorker:
+    pipeline = functools.partial(spool_and_directory, str(root), "sync", flush_interval)
+    return AuditWorker(pipeline, **options)
 
 
 def _exported(root: Path) -> list[dict[str, Any]]:
@@ -198,3 +199,15 @@ def test_past_max_held_async_events_are_counted_in_the_log_not_kept_in_memory(
     assert len(calls) == 52 - 30
     assert sum(m["Request"]["RequestParams"]["dropped_events"] for m in markers) == 30
     assert worker.restarts == 0
+
+
+def test_async_events_reach_the_spool_without_a_flush(tmp_path: Path) -> None:
+    worker = _worker(tmp_path, flush_interval=0.05)
+    harness = Harness("sync", sink=worker)
+    try:
+        harness.stub.Echo(echo_pb2.EchoRequest(text="unflushed"))
+        # Nobody flushes: the worker is sent the capture by itself, and exports it.
+        wait_for(lambda: _exported(tmp_path) or None, timeout=30, what="the event exported")
+    finally:
+        harness.close()
+        worker.close()

@@ -9,6 +9,7 @@ import pytest
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import AuditUnavailableError, Spool
+from auditline.interceptor._spool_lock import SpoolLock
 from auditline.interceptor._spool_records import ExportedFile
 
 
@@ -128,3 +129,13 @@ def test_drop_counts_and_leaves_a_marker(tmp_path: Path) -> None:
     assert marker.response.response_status == "DATA_LOSS"
     assert "2 audit events were dropped" in marker.response.response_error
     spool.close()
+
+
+def test_a_second_writer_of_a_spool_waits_then_is_refused(tmp_path: Path) -> None:
+    # Two writers would number their events alike (an audit worker left behind by a
+    # killed server, and the next server's): the second waits for the first to let go.
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    with pytest.raises(RuntimeError, match="in use by another process"):
+        SpoolLock(tmp_path / "spool.db.lock", timeout=0.2)
+    spool.close()
+    SpoolLock(tmp_path / "spool.db.lock", timeout=0.2).release()

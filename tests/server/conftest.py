@@ -16,3 +16,9 @@ def server(
     """`auditline serve` on SQLite and the filesystem, then on PostgreSQL and SeaweedFS,
     with an admin."""
     yield from module_server(request, tmp_path_factory, "account")
+
+
+@pytest.fixture(params=("serving", "worker"))
+def audit_process(request: pytest.FixtureRequest) -> str:
+    """Where `auditline serve` builds, spools and exports events (`--audit-process`)."""
+    return str(request.param)

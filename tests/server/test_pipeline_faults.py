@@ -70,14 +70,16 @@ def _kill_under_load(
     return answered, killed_at
 
 
-def test_kill_9_in_sync_mode_loses_no_acknowledged_call(tmp_path: Path) -> None:
+def test_kill_9_in_sync_mode_loses_no_acknowledged_call(tmp_path: Path, audit_process: str) -> None:
     data_dir = tmp_path / "data"
-    process = ServeProcess(data_dir, args=["--audit-durability", "sync"], env=ENV).start()
+    args = ["--audit-durability", "sync", "--audit-process", audit_process]
+    process = ServeProcess(data_dir, args=args, env=ENV).start()
     api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     answered, _ = _kill_under_load(process, api, 40)
     acknowledged = [name for name, _ in answered]
-    # Restart on the same data directory: the spool is replayed and exported.
-    again = ServeProcess(data_dir, args=["--audit-durability", "sync"], env=ENV).start()
+    # Restart on the same data directory: the spool is replayed and exported (once an
+    # audit worker left behind has committed what it had, and let go of the spool).
+    again = ServeProcess(data_dir, args=args, env=ENV).start()
     assert again.terminate() == 0
     events = exported_events(data_dir)
     check_complete(events)
@@ -96,12 +98,15 @@ def test_kill_9_in_sync_mode_loses_no_acknowledged_call(tmp_path: Path) -> None:
 ASYNC_LOSS_WINDOW = 0.1
 
 
-def test_kill_9_in_async_mode_loses_at_most_the_documented_window(tmp_path: Path) -> None:
+def test_kill_9_in_async_mode_loses_at_most_the_documented_window(
+    tmp_path: Path, audit_process: str
+) -> None:
     data_dir = tmp_path / "data"
-    process = ServeProcess(data_dir, env=ENV).start()
+    args = ["--audit-process", audit_process]
+    process = ServeProcess(data_dir, args=args, env=ENV).start()
     api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     acknowledged, killed_at = _kill_under_load(process, api, 300)
-    again = ServeProcess(data_dir, env=ENV).start()
+    again = ServeProcess(data_dir, args=args, env=ENV).start()
     assert again.terminate() == 0
     events = exported_events(data_dir)
     check_complete(events)
@@ -113,15 +118,20 @@ def test_kill_9_in_async_mode_loses_at_most_the_documented_window(tmp_path: Path
     lost = [at for name, at in acknowledged if name not in exported and at <= killed_at]
     window = killed_at - min(lost) if lost else 0.0
     print(
-        f"async mode, kill -9 under load: {len(lost)} of {len(acknowledged)} answered calls "
-        f"lost their events; the oldest was answered {window * 1000:.1f} ms before the kill"
+        f"async mode ({audit_process}), kill -9 under load: {len(lost)} of "
+        f"{len(acknowledged)} answered calls lost their events; the oldest was answered "
+        f"{window * 1000:.1f} ms before the kill"
     )
     assert window <= ASYNC_LOSS_WINDOW
 
 
-def test_reject_backpressure_refuses_calls_with_unavailable(serve: ServeFactory) -> None:
+def test_reject_backpressure_refuses_calls_with_unavailable(
+    serve: ServeFactory, audit_process: str
+) -> None:
     # A tiny spool and an exporter that waits an hour: the spool fills up.
     process = serve(
+        "--audit-process",
+        audit_process,
         "--backpressure",
         "reject",
         "--spool-max-bytes",
@@ -154,11 +164,13 @@ def private_seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaw
 
 @pytest.mark.seaweedfs
 def test_an_object_store_outage_only_grows_the_spool(
-    serve: ServeFactory, private_seaweedfs: SeaweedFS
+    serve: ServeFactory, private_seaweedfs: SeaweedFS, audit_process: str
 ) -> None:
     seaweed = private_seaweedfs
     env = ENV | seaweed.aws_env
     process = serve(
+        "--audit-process",
+        audit_process,
         "--object-store",
         seaweed.store_url,
         "--export-interval",
@@ -205,12 +217,14 @@ def test_an_object_store_outage_only_grows_the_spool(
     assert report.ok
 
 
-def test_sync_mode_refuses_a_call_it_cannot_record(tmp_path: Path) -> None:
+def test_sync_mode_refuses_a_call_it_cannot_record(tmp_path: Path, audit_process: str) -> None:
     """Fail-closed: when the spool cannot take the event, the call is not executed."""
     data_dir = tmp_path / "data"
     process = ServeProcess(
         data_dir,
         args=[
+            "--audit-process",
+            audit_process,
             "--audit-durability",
             "sync",
             "--backpressure",
@@ -239,7 +253,7 @@ def test_sync_mode_refuses_a_call_it_cannot_record(tmp_path: Path) -> None:
 
     wait_for(refused, timeout=120, what="a refused call", interval=0)
     assert process.terminate() == 0  # the stop exports the spool, which makes room
-    again = ServeProcess(data_dir, env=ENV).start()
+    again = ServeProcess(data_dir, args=["--audit-process", audit_process], env=ENV).start()
     api = login(again.target, ADMIN_KEY, ADMIN_SECRET)
     # The refused call did not run: its bucket does not exist.
     with pytest.raises(NotFoundError):
@@ -247,9 +261,19 @@ def test_sync_mode_refuses_a_call_it_cannot_record(tmp_path: Path) -> None:
     assert again.terminate() == 0
 
 
-def test_drop_backpressure_leaves_a_marker_in_the_exported_log(serve: ServeFactory) -> None:
+def test_drop_backpressure_leaves_a_marker_in_the_exported_log(
+    serve: ServeFactory, audit_process: str
+) -> None:
     process = serve(
-        "--backpressure", "drop", "--spool-max-bytes", "65536", "--export-interval", "3600", env=ENV
+        "--audit-process",
+        audit_process,
+        "--backpressure",
+        "drop",
+        "--spool-max-bytes",
+        "65536",
+        "--export-interval",
+        "3600",
+        env=ENV,
     )
     api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     request = bucket_pb2.ListBucketsRequest(page_size=1)

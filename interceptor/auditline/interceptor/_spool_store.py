@@ -27,6 +27,7 @@ from pathlib import Path
 
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._reserve import DiskReserve
+from auditline.interceptor._spool_lock import SpoolLock
 from auditline.interceptor._spool_queries import EventQueries
 from auditline.interceptor._spool_records import (
     BatchIntent,
@@ -57,9 +58,11 @@ class SpoolStore:
         max_file_bytes: int | None = None,
         retain_seconds: float = 0.0,
         on_freed: Callable[[], None] = lambda: None,
+        lock_timeout: float = 60.0,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._writer_lock = SpoolLock(path.with_name(path.name + ".lock"), timeout=lock_timeout)
         self.lock = threading.RLock()
         self.retain_seconds = retain_seconds
         self._on_freed = on_freed
@@ -125,6 +128,7 @@ class SpoolStore:
         with self.lock:
             self._db.close()
         self._reserve.release()
+        self._writer_lock.release()
 
     # --- the disk reserve ----------------------------------------------------------
 

@@ -215,30 +215,33 @@ class AuditWorker:
         with self._cond:
             if not self._failed and not self._held.take(len(records), wait=wait):
                 return
+            first = not self._pending
             for record, wire in zip(records, encoded, strict=True):
                 files = self._schemas.needed(message_classes(record))
                 if files:
                     self._pending.append(("schemas", files))
                 self._pending.append(("capture", wire, wait))
-            self._enqueued(wait)
+            self._enqueued(wait, first)
 
     def emit_documents(self, documents: Sequence[EventDocument], *, wait: bool) -> None:
         """Events built already (summaries, a server's own events)."""
         with self._cond:
             if not self._failed and not self._held.take(len(documents), wait=wait):
                 return
+            first = not self._pending
             for d in documents:
                 self._pending.append(("document", d.document, d.at_ns, d.end_ns, wait))
-            self._enqueued(wait)
+            self._enqueued(wait, first)
 
     def emit(self, event: Any) -> None:
         from auditline.interceptor._formats import event_document
 
         self.emit_documents([event_document(event)], wait=False)
 
-    def _enqueued(self, wait: bool) -> None:
-        """Holding the lock, after adding items: wake the sender; with `wait`, block
-        until the batch that carries them is answered."""
+    def _enqueued(self, wait: bool, first: bool) -> None:
+        """Holding the lock, after adding items (the `first` of a batch, or not): wake
+        the sender for a new batch (which it sends `send_interval` later, or when full);
+        with `wait`, block until the batch that carries them is answered."""
         if self._failed:
             self._held.lost += sum(item[0] in ("capture", "document") for item in self._pending)
             self._pending = []
@@ -246,7 +249,7 @@ class AuditWorker:
                 raise AuditUnavailableError(self._failed)
             return
         if not wait:
-            if len(self._pending) >= self.max_batch:
+            if first or len(self._pending) >= self.max_batch:
                 self._cond.notify_all()
             return
         error = self._await_batch(None)

@@ -16,7 +16,7 @@ from pathlib import Path
 from auditline.interceptor import ExporterConfig, Pipeline, S3Writer, Spool
 from auditline.interceptor.integrity import Notary
 from auditline.server.audit_target import AuditTarget, BucketWriter, audit_settings
-from auditline.server.config import Settings, split_list
+from auditline.server.config import Settings, configure_logging, split_list
 from auditline.server.db import Database
 from auditline.server.detection import Detector, rules_text
 from auditline.server.detection_engine import DetectionEngine
@@ -160,7 +160,9 @@ class AuditHost:
 
 def worker_host(settings: Settings, node_id: str, audit_bucket: str) -> AuditHost:
     """The host an `AuditWorker` of `auditline serve` runs: its own connections to the
-    database and the object store, the node's signing key, started."""
+    database and the object store, the node's signing key, started; logging as the
+    serving process does."""
+    configure_logging(settings)
     return AuditHost(
         settings,
         node_id=node_id,

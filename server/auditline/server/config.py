@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import logging
 import os
 import types
 import typing
@@ -398,6 +399,16 @@ class Settings:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+
+def configure_logging(settings: Settings) -> None:
+    """The log format and level of `auditline serve` (and of its audit worker)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Alembic narrates every start at INFO; only its warnings matter here.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
 
 
 def split_list(value: str) -> list[str]:

@@ -20,6 +20,7 @@ from auditline.server.config import (
     ConfigError,
     Settings,
     add_arguments,
+    configure_logging,
     settings_from_args,
 )
 from auditline.server.node import load_hmac_key
@@ -170,12 +171,7 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 def run(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; return the exit code."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # Alembic narrates every start at INFO; only its warnings matter here.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
+    configure_logging(settings)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
