@@ -244,10 +244,14 @@ def _fill_when_started(volume: SmallVolume) -> None:
     assert volume.available() < 64 << 10
 
 
-def test_fail_closed_server_on_a_full_disk(tmp_path: Path, serve: ServeFactory) -> None:
+def test_fail_closed_server_on_a_full_disk(
+    tmp_path: Path, serve: ServeFactory, audit_process: str
+) -> None:
     data_dir = tmp_path / "data"
     with small_volume(data_dir / "audit", 24 << 20) as volume:
-        process = _start(serve, data_dir, "--audit-durability", "sync")
+        process = _start(
+            serve, data_dir, "--audit-durability", "sync", "--audit-process", audit_process
+        )
         traffic = Traffic(process.target)
         _fill_when_started(volume)
         traffic.run(until=lambda: sum(c == "UNAVAILABLE" for _, c in traffic.outcomes) >= 100)
@@ -310,10 +314,14 @@ def test_fail_closed_server_on_a_full_disk(tmp_path: Path, serve: ServeFactory) 
     assert len(logins) >= traffic.tokens + 2
 
 
-def test_async_server_on_a_full_disk_counts_every_loss(tmp_path: Path, serve: ServeFactory) -> None:
+def test_async_server_on_a_full_disk_counts_every_loss(
+    tmp_path: Path, serve: ServeFactory, audit_process: str
+) -> None:
     data_dir = tmp_path / "data"
     with small_volume(data_dir / "audit", 24 << 20) as volume:
-        process = _start(serve, data_dir, "--spool-memory-bytes", str(1 << 16))
+        process = _start(
+            serve, data_dir, "--spool-memory-bytes", str(1 << 16), "--audit-process", audit_process
+        )
         admin = login(process.target, ADMIN_KEY, ADMIN_SECRET, renew=False)
         calls = 2  # the login: its call and its IAM event
         _fill_when_started(volume)
