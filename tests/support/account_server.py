@@ -28,8 +28,9 @@ from tests.support.serve import ServeProcess
 ADMIN_KEY = "AKTESTADMIN"
 ADMIN_SECRET = "admin-secret-" + uuid.uuid4().hex
 # The state store and the object store: each of the two of each is run once, so the
-# account suite runs on SQLite and on PostgreSQL, on the filesystem and on S3.
-BACKENDS = ("sqlite+file", "postgresql+s3")
+# account suite runs on SQLite and on PostgreSQL, on the filesystem and on S3; and once
+# more with the audit side in an audit worker (`--audit-process worker`).
+BACKENDS = ("sqlite+file", "postgresql+s3", "sqlite+file+worker")
 
 
 def admin_env() -> dict[str, str]:
@@ -52,19 +53,22 @@ def start_server(
     data_dir: Path, backend: str, request: pytest.FixtureRequest, *args: str
 ) -> tuple[ServeProcess, ObjectStore]:
     """`auditline serve` on SQLite and the filesystem store, or on PostgreSQL and
-    SeaweedFS (a new database of the session's server): `backend` is one of BACKENDS."""
+    SeaweedFS (a new database of the session's server), or on SQLite and the filesystem
+    with an audit worker: `backend` is one of BACKENDS."""
     env = admin_env()
     store: ObjectStore
     if backend.startswith("postgresql+"):
         postgres: PostgreSQL = request.getfixturevalue("postgres")
         args = ("--database-url", postgres.new_database(), *args)
-    if backend.endswith("+s3"):
+    if "+s3" in backend:
         seaweed: SeaweedFS = request.getfixturevalue("seaweedfs")
         env |= seaweed.aws_env
         args = (*seaweed.shared_store_args, *args)
         store = S3Store(client=seaweed.client())
     else:
         store = FilesystemStore(data_dir / "objects")
+    if backend.endswith("+worker"):
+        args = ("--audit-process", "worker", *args)
     process = ServeProcess(data_dir, args=["--usage-snapshot-interval", "0", *args], env=env)
     return process.start(), store
 

@@ -233,6 +233,16 @@ class AuditWorker:
                 self._pending.append(("document", d.document, d.at_ns, d.end_ns, wait))
             self._enqueued(wait, first)
 
+    def notify(self, what: str) -> None:
+        """Tell the worker's pipeline something changed that it follows (it is called
+        with `notice(what)`, when it has that method; `auditline serve`'s follows its
+        database): sent with the next batch."""
+        with self._cond:
+            first = not self._pending
+            self._pending.append(("notice", what))
+            if first:
+                self._cond.notify_all()
+
     def emit(self, event: Any) -> None:
         from auditline.interceptor._formats import event_document
 

@@ -99,7 +99,7 @@ def worker_main(
     spool = pipeline.spool
     state = _state(spool)
     conn.send_bytes(pack(("ready", *state)))
-    worker = _Worker(spool, EventBuilder(config))
+    worker = _Worker(spool, EventBuilder(config), getattr(pipeline, "notice", None))
     try:
         while True:
             if not conn.poll(STATE_INTERVAL):
@@ -127,8 +127,11 @@ def worker_main(
 
 
 class _Worker:
-    def __init__(self, spool: Spool, builder: EventBuilder) -> None:
+    def __init__(
+        self, spool: Spool, builder: EventBuilder, notice: Callable[[str], None] | None
+    ) -> None:
         self.spool = spool
+        self.notice = notice
         self.builder = builder
         self.ids = EventIds()
 
@@ -165,6 +168,8 @@ class _Worker:
                 self.spool.count_lost(item[1], item[2], item[3])
             elif kind == "schemas":
                 load_schemas(item[1])
+            elif kind == "notice" and self.notice is not None:
+                self.notice(item[1])
             elif kind == "flush":
                 flush = True
         error = ""

@@ -38,12 +38,9 @@ from auditline.audit.v1 import (
     settings_pb2_grpc,
 )
 from auditline.interceptor import (
-    AuditInterceptor,
-    AuditPolicy,
     AuditWorker,
     Spool,
     SpoolView,
-    SummaryPolicy,
     TrustedProxies,
     event_document,
     record_event,
@@ -52,6 +49,7 @@ from auditline.interceptor.integrity import Notary
 from auditline.server.accounts import Accounts
 from auditline.server.audit_host import (
     AuditHost,
+    audit_interceptor,
     database_url,
     spool_path,
     store_url,
@@ -68,7 +66,7 @@ from auditline.server.db import Database
 from auditline.server.guard import CallGuard
 from auditline.server.iam import IamEvent, iam_api_event
 from auditline.server.log_queries import ExportedLogQueries, QueryLimits, exporter_location
-from auditline.server.node import load_hmac_key, load_signing, prepare_data_dir, server_credentials
+from auditline.server.node import load_signing, prepare_data_dir, server_credentials
 from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.periodic import Periodic
 from auditline.server.product_events import product_event
@@ -246,7 +244,7 @@ class AuditlineServer:
                 functools.partial(worker_host, settings, self.node_id, self.audit_target)
             )
             self.worker.on_degraded = self._audit_health
-            self.audit = self._interceptor(self.worker)
+            self.audit = audit_interceptor(settings, self.node_id, self.worker)
         else:
             self.host = AuditHost(
                 settings,
@@ -257,10 +255,10 @@ class AuditlineServer:
                 notary=self.notary,
                 clock=self.clock,
             )
-            self.audit = self._interceptor(self.host.spool)
+            self.audit = audit_interceptor(settings, self.node_id, self.host.spool)
             self.host.spool.on_degraded = self._audit_health
         self.spool_view = SpoolView(spool_path(settings))
-        saved = self.host.saved if self.host is not None else SavedExporters(self.db, self.store)
+        saved = self.host.saved if self.host is not None else self._remote_exporters()
         self.exporters = ExporterServicer(
             self.db, self.store, saved, self.clock, lambda: audit_settings(self.db).bucket
         )
@@ -293,27 +291,6 @@ class AuditlineServer:
         self._record_policy()
         self._record_reconciliation(reconciliation)
         self.port = 0
-
-    def _interceptor(self, sink: Spool | AuditWorker) -> AuditInterceptor:
-        settings = self.settings
-        return AuditInterceptor(
-            sink,
-            fail_closed=settings.audit_durability == "sync",
-            node_id=self.node_id,
-            hmac_key=load_hmac_key(settings),
-            trusted_proxies=split_list(settings.trusted_proxies),
-            metadata_allowlist=split_list(settings.audit_metadata),
-            max_body_bytes=settings.audit_max_body_bytes,
-            unauthenticated_max_body_bytes=settings.audit_unauthenticated_body_bytes,
-            max_message_bytes=settings.max_message_bytes,
-            max_metadata_bytes=settings.max_metadata_bytes,
-            policy=AuditPolicy.parse(split_list(settings.audit_policy)),
-            summaries=SummaryPolicy(
-                rate=settings.audit_unauthenticated_rate,
-                burst=settings.audit_unauthenticated_burst,
-                interval=settings.audit_summary_interval,
-            ),
-        )
 
     def _emit(self, event: event_pb2.ApiEvent) -> None:
         """An event of the server's own, outside any call, to the audit log."""
@@ -385,10 +362,18 @@ class AuditlineServer:
                 self._health.set(name, status)
 
     def follow_settings(self, target: AuditTarget) -> None:
-        """After a change of the audit settings: the pipeline here follows at once; an
-        audit worker's follows the database within `--state-poll-interval`."""
+        """After a change of the audit settings: the pipeline follows it at once (an
+        audit worker's is told, and reads it from the database)."""
         if self.host is not None:
             self.host.follow_settings(target)
+        elif self.worker is not None:
+            self.worker.notify("state")
+
+    def _remote_exporters(self) -> SavedExporters:
+        """The saved exporters of an audit worker's pipeline: changes are told to it."""
+        worker = self.worker
+        assert worker is not None
+        return SavedExporters(self.db, self.store, changed=lambda: worker.notify("state"))
 
     @property
     def service_names(self) -> list[str]:

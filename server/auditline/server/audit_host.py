@@ -9,11 +9,21 @@ captures calls, and follows the spool through a read-only `SpoolView`.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from auditline.interceptor import ExporterConfig, Pipeline, S3Writer, Spool
+from auditline.interceptor import (
+    AuditInterceptor,
+    AuditPolicy,
+    AuditWorker,
+    ExporterConfig,
+    Pipeline,
+    S3Writer,
+    Spool,
+    SummaryPolicy,
+)
 from auditline.interceptor.integrity import Notary
 from auditline.server.audit_target import AuditTarget, BucketWriter, audit_settings
 from auditline.server.config import Settings, configure_logging, split_list
@@ -21,12 +31,20 @@ from auditline.server.db import Database
 from auditline.server.detection import Detector, rules_text
 from auditline.server.detection_engine import DetectionEngine
 from auditline.server.exporter_reports import report_statuses
-from auditline.server.node import load_signing
+from auditline.server.node import load_hmac_key, load_signing
 from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.periodic import Periodic
 from auditline.server.saved_exporters import SavedExporters
+from auditline.server.telemetry import telemetry_from_environment
 
-__all__ = ["AuditHost", "database_url", "spool_path", "store_url", "worker_host"]
+__all__ = [
+    "AuditHost",
+    "audit_interceptor",
+    "database_url",
+    "spool_path",
+    "store_url",
+    "worker_host",
+]
 
 
 def spool_path(settings: Settings) -> Path:
@@ -59,6 +77,31 @@ def default_exporter(settings: Settings) -> ExporterConfig:
     )
 
 
+def audit_interceptor(
+    settings: Settings, node_id: str, sink: Spool | AuditWorker
+) -> AuditInterceptor:
+    """The serving process's interceptor, as the settings say, handing events to the
+    spool here or to the audit worker."""
+    return AuditInterceptor(
+        sink,
+        fail_closed=settings.audit_durability == "sync",
+        node_id=node_id,
+        hmac_key=load_hmac_key(settings),
+        trusted_proxies=split_list(settings.trusted_proxies),
+        metadata_allowlist=split_list(settings.audit_metadata),
+        max_body_bytes=settings.audit_max_body_bytes,
+        unauthenticated_max_body_bytes=settings.audit_unauthenticated_body_bytes,
+        max_message_bytes=settings.max_message_bytes,
+        max_metadata_bytes=settings.max_metadata_bytes,
+        policy=AuditPolicy.parse(split_list(settings.audit_policy)),
+        summaries=SummaryPolicy(
+            rate=settings.audit_unauthenticated_rate,
+            burst=settings.audit_unauthenticated_burst,
+            interval=settings.audit_summary_interval,
+        ),
+    )
+
+
 class AuditHost:
     """The pipeline and what keeps it in step with the database. `start`, then `close`."""
 
@@ -72,7 +115,7 @@ class AuditHost:
         audit_bucket: str,
         notary: Notary,
         clock: Callable[[], float],
-        owns_db: bool = False,
+        closers: Sequence[Callable[[], object]] = (),
     ) -> None:
         self.settings = settings
         self.db = db
@@ -121,7 +164,7 @@ class AuditHost:
             if settings.detection_interval > 0
             else None
         )
-        self._owns_db = owns_db  # its own connection (in a worker), closed with it
+        self._closers = closers  # what the host owns (in a worker), closed after it
 
     @property
     def spool(self) -> Spool:
@@ -141,6 +184,11 @@ class AuditHost:
         kept = None if target.enabled else frozenset({"LOG_TYPE_SETTINGS", "LOG_TYPE_FINDINGS"})
         self.pipeline.spool.keep_logs(kept)
 
+    def notice(self, what: str) -> None:
+        """The serving process changed the state this host follows (an exporter, the
+        audit settings) and says so through its `AuditWorker`: follow it now."""
+        self._follower.run_soon()
+
     def start(self) -> AuditHost:
         self._follower.start()
         if self._detection is not None:
@@ -154,22 +202,25 @@ class AuditHost:
         if self._detection is not None:
             self._detection.stop()
         self.pipeline.close(timeout=timeout)
-        if self._owns_db:
-            self.db.close()
+        for close in self._closers:
+            close()
 
 
 def worker_host(settings: Settings, node_id: str, audit_bucket: str) -> AuditHost:
     """The host an `AuditWorker` of `auditline serve` runs: its own connections to the
-    database and the object store, the node's signing key, started; logging as the
-    serving process does."""
+    database and the object store, the node's signing key, started; logging, metrics
+    and traces as the serving process has them (the spool's and exporters' metrics
+    come from here)."""
     configure_logging(settings)
+    telemetry = telemetry_from_environment(os.environ)
+    db = Database(database_url(settings))
     return AuditHost(
         settings,
         node_id=node_id,
-        db=Database(database_url(settings)),
+        db=db,
         store=open_store(store_url(settings)),
         audit_bucket=audit_bucket,
         notary=load_signing(settings, node_id).notary,
         clock=time.time,
-        owns_db=True,
+        closers=(db.close, telemetry.shutdown),
     ).start()

@@ -30,6 +30,7 @@ class Periodic:
         self.interval = interval
         self.steps = list(steps)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set: a round now, and at each interval from it
         self._thread = threading.Thread(target=self._run, name=f"auditline-{name}", daemon=True)
 
     def start(self) -> None:
@@ -37,7 +38,11 @@ class Periodic:
             self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             for step in self.steps:
                 try:
                     step()
@@ -45,7 +50,12 @@ class Periodic:
                     # The database or the store gone for a moment: the next round.
                     log.exception("%s: a round failed", self.name)
 
+    def run_soon(self) -> None:
+        """Run a round now rather than at the end of the interval."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(10)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,10 +54,18 @@ class SavedExporters:
     --audit-process worker`) the pipeline runs in the audit worker, whose own
     `SavedExporters` follows the database: here, starting and stopping do nothing."""
 
-    def __init__(self, db: Database, store: ObjectStore, pipeline: Pipeline | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: ObjectStore,
+        pipeline: Pipeline | None = None,
+        *,
+        changed: Callable[[], None] = lambda: None,
+    ) -> None:
         self.db = db
         self.store = store
         self.pipeline = pipeline
+        self._changed = changed  # without a pipeline: the one that follows is told
         # What runs here: exporter id → its row's `updated_at` when it was started.
         self._running: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -98,6 +107,7 @@ class SavedExporters:
 
     def _run(self, row: dict[str, Any]) -> None:
         if self.pipeline is None:
+            self._changed()
             return
         try:
             self.pipeline.add_exporter(config_of(row), self.writer(row))
@@ -117,6 +127,7 @@ class SavedExporters:
 
     def _remove(self, exporter_id: str) -> None:
         if self.pipeline is None:
+            self._changed()
             return
         if exporter_id in self.pipeline.exporters:
             self.pipeline.remove_exporter(exporter_id)
