@@ -51,6 +51,7 @@ from auditline.server.audit_host import (
     AuditHost,
     audit_interceptor,
     database_url,
+    default_exporter,
     spool_path,
     store_url,
     worker_host,
@@ -260,7 +261,12 @@ class AuditlineServer:
         self.spool_view = SpoolView(spool_path(settings))
         saved = self.host.saved if self.host is not None else self._remote_exporters()
         self.exporters = ExporterServicer(
-            self.db, self.store, saved, self.clock, lambda: audit_settings(self.db).bucket
+            self.db,
+            self.store,
+            saved,
+            self.clock,
+            lambda: audit_settings(self.db).bucket,
+            default_exporter(settings),
         )
         self.log_queries = ExportedLogQueries(
             locate=lambda name: exporter_location(

@@ -41,6 +41,7 @@ __all__ = [
     "AuditHost",
     "audit_interceptor",
     "database_url",
+    "default_exporter",
     "spool_path",
     "store_url",
     "worker_host",

@@ -19,7 +19,7 @@ from auditline.contract import (
     EXPORT_PARTITIONINGS,
 )
 from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
-from auditline.interceptor import LAKE_PARTITION, Exporter, ExporterStatus
+from auditline.interceptor import LAKE_PARTITION, Exporter, ExporterConfig, ExporterStatus
 from auditline.server.db import Database, require_row, tables
 from auditline.server.exporter_reports import forget_exporter, node_statuses
 from auditline.server.objectstore import ObjectStore
@@ -83,12 +83,15 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         saved: SavedExporters,
         clock: Callable[[], float],
         default_target: Callable[[], str],
+        default_config: ExporterConfig,
     ) -> None:
         self.db = db
         self.store = store
         self.saved = saved
         self.clock = clock
         self.default_target = default_target
+        # As the flags set it (the default exporter may run in an audit worker).
+        self.default_config = default_config
 
     # --- messages -----------------------------------------------------------------------
 
@@ -161,9 +164,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         return exporter
 
     def _default_row(self) -> dict[str, Any]:
-        running = self.saved.running(DEFAULT)
-        assert running is not None, "the default exporter runs while the server does"
-        config = running.config
+        config = self.default_config
         return {
             "id": DEFAULT,
             "display_name": "default (set by flags)",
