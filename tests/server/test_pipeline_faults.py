@@ -289,3 +289,60 @@ def test_drop_backpressure_leaves_a_marker_in_the_exported_log(
     assert markers[0]["Response"]["ResponseStatus"] == "DATA_LOSS"
     listed = [e for e in events if e["Method"] == "ListBuckets"]
     assert len(listed) + dropped == 400
+
+
+def _audit_worker_pid(server_pid: int) -> int | None:
+    """The audit worker among a server's child processes (multiprocessing's spawn)."""
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    for child in children:
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        if b"spawn_main" in cmdline:
+            return int(child)
+    return None
+
+
+def test_a_killed_audit_worker_is_restarted_and_loses_no_acknowledged_call(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    args = ["--audit-durability", "sync", "--audit-process", "worker"]
+    process = ServeProcess(data_dir, args=args, env=ENV).start()
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
+    worker = _audit_worker_pid(process.proc.pid)
+    assert worker is not None
+    answered: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            name = f"w-{uuid.uuid4().hex[:12]}"
+            request = bucket_pb2.CreateBucketRequest(bucket_id=name)
+            if code_of(lambda: api.buckets.CreateBucket(request, timeout=30)) == grpc.StatusCode.OK:  # noqa: B023
+                answered.append(name)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(answered) >= 30 or None, timeout=60, what="calls before the kill")
+        os.kill(worker, signal.SIGKILL)
+        wait_for(
+            lambda: "starting it again" in process.log() or None,
+            timeout=60,
+            what="the worker started again",
+        )
+        served = len(answered)
+        wait_for(lambda: len(answered) >= served + 30 or None, timeout=60, what="calls after it")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    assert process.terminate() == 0
+    events = exported_events(data_dir)
+    check_complete(events)
+    exported = {
+        e["Request"]["RequestParams"].get("bucket_id")
+        for e in events
+        if e["Method"] == "CreateBucket" and e["Response"]["ResponseStatus"] == "OK"
+    }
+    assert [name for name in answered if name not in exported] == []
