@@ -116,27 +116,13 @@ def export_rate(
     return events / max(render_cpu, 1e-9), events / max(cpu, 1e-9), size / events
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--no-seaweedfs", action="store_true")
-    parser.add_argument("--no-server", action="store_true")
-    parser.add_argument("--unpinned", action="store_true", help="let every process run anywhere")
-    parser.add_argument(
-        "--server", choices=servers.SERVERS, default="sync", help="thread pool or asyncio server"
-    )
-    args = parser.parse_args(argv)
-    if args.unpinned:
-        os.environ[servers.UNPINNED] = "1"
-    servers.pin(0)
-
+def _export_table(events: int, seaweedfs: bool) -> None:
+    """Part 1: each format x compression x store, on one core."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         stores: dict[str, ObjectStore] = {"filesystem": FilesystemStore(workdir / "objects")}
         seaweed = None
-        if not args.no_seaweedfs:
+        if seaweedfs:
             sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
             from tests.support.seaweedfs import SeaweedFS
 
@@ -144,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             seaweed.start()
             stores["SeaweedFS"] = S3Store(client=seaweed.client())
         try:
-            print(f"\nrender + encode + write, {args.events:,} CreateBucket events, one core\n")
+            print(f"\nrender + encode + write, {events:,} CreateBucket events, one core\n")
             print(
                 "| format | compression | store | render+encode+write events/s "
                 "| whole exporter events/s | bytes/event |"
@@ -156,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                         bucket = f"b-{uuid.uuid4().hex[:12]}"
                         store.create_bucket(bucket, object_lock=False)
                         rate, whole, per_event = export_rate(
-                            store, bucket, args.events, fmt, compression, workdir
+                            store, bucket, events, fmt, compression, workdir
                         )
                         print(
                             f"| {fmt} | {compression} | {store_name} | {rate:,.0f} "
@@ -167,6 +153,26 @@ def main(argv: list[str] | None = None) -> int:
             if seaweed is not None:
                 seaweed.stop()
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-seaweedfs", action="store_true")
+    parser.add_argument("--no-server", action="store_true")
+    parser.add_argument("--no-export", action="store_true", help="only the servers' table")
+    parser.add_argument("--unpinned", action="store_true", help="let every process run anywhere")
+    parser.add_argument(
+        "--server", choices=servers.SERVERS, default="sync", help="thread pool or asyncio server"
+    )
+    args = parser.parse_args(argv)
+    if args.unpinned:
+        os.environ[servers.UNPINNED] = "1"
+    servers.pin(0)
+
+    if not args.no_export:
+        _export_table(args.events, seaweedfs=not args.no_seaweedfs)
     if not args.no_server:
         modes = ("bare", *servers.PIPELINE_MODES)
         runs = server_bench.measure(

@@ -110,20 +110,40 @@ def worker_main(
                     state = _state(spool)
                     conn.send_bytes(pack(("state", *state)))
                 continue
-            try:
-                message = unpack(conn.recv_bytes())
-            except EOFError:
-                break  # the serving process is gone: keep what was handed over
-            if message[0] == "quit":
+            # Every batch already waiting is taken together: the fail-closed calls of
+            # them all share one commit (calls in flight at once arrive together).
+            batches, quitting = _arrived(conn)
+            if batches:
+                error = worker.take(batches)
+                state = _state(spool)
+                for batch_id, _, _ in batches:
+                    conn.send_bytes(pack(("ack", batch_id, error, *state)))
+            if quitting:
                 break
-            _, batch_id, resent, items = message
-            error = worker.take(items, resent=resent)
-            state = _state(spool)
-            conn.send_bytes(pack(("ack", batch_id, error, *state)))
     finally:
         pipeline.close()
     with contextlib.suppress(OSError):
         conn.send_bytes(pack(("quit",)))
+
+
+_Batches = list[tuple[int, bool, list[tuple[Any, ...]]]]  # (batch id, resent, items)
+
+
+def _arrived(conn: Connection, most: int = 64) -> tuple[_Batches, bool]:
+    """The batches waiting in the pipe (at least one message is), and whether the
+    serving process said to quit or is gone (then what arrived is still kept)."""
+    batches: _Batches = []
+    while True:
+        try:
+            message = unpack(conn.recv_bytes())
+        except EOFError:
+            return batches, True  # the serving process is gone
+        if message[0] == "quit":
+            return batches, True
+        _, batch_id, resent, items = message
+        batches.append((batch_id, resent, items))
+        if len(batches) >= most or not conn.poll(0):
+            return batches, False
 
 
 class _Worker:
@@ -139,15 +159,40 @@ class _Worker:
         """Committed by the worker that died before acknowledging it."""
         return self.spool.store.queries.seq_of(event_id) is not None
 
-    def take(self, items: list[tuple[Any, ...]], *, resent: bool) -> str:
-        """Build and spool a batch's events; "" or why those of its fail-closed calls
-        could not be kept.
+    def take(self, batches: _Batches) -> str:
+        """Build and spool the batches' events; "" or why those of their fail-closed
+        calls could not be kept.
 
         The fail-closed calls' events are committed together, all or none, before the
         answer; the others are queued, and dropped and counted if there is no room
         (never refused: their calls were answered already)."""
         waited: list[EventDocument] = []
         queued: list[EventDocument] = []
+        flush = False
+        for _, resent, items in batches:
+            flush |= self._build(items, resent=resent, waited=waited, queued=queued)
+        error = ""
+        if waited:
+            try:
+                self.spool.emit_documents(waited, wait=True)
+            except AuditUnavailableError as exc:
+                error = str(exc) or "the audit log cannot record this call"
+        if queued:
+            self.spool.emit_documents(queued, wait=False)
+        if flush and not self.spool.flush(timeout=None):
+            return error or "the spool could not commit in time"
+        return error
+
+    def _build(
+        self,
+        items: list[tuple[Any, ...]],
+        *,
+        resent: bool,
+        waited: list[EventDocument],
+        queued: list[EventDocument],
+    ) -> bool:
+        """Add a batch's events to those to commit (`waited`) or queue; True when it
+        asks for a flush."""
         flush = False
         for item in items:
             kind = item[0]
@@ -172,14 +217,4 @@ class _Worker:
                 self.notice(item[1])
             elif kind == "flush":
                 flush = True
-        error = ""
-        if waited:
-            try:
-                self.spool.emit_documents(waited, wait=True)
-            except AuditUnavailableError as exc:
-                error = str(exc) or "the audit log cannot record this call"
-        if queued:
-            self.spool.emit_documents(queued, wait=False)
-        if flush and not self.spool.flush(timeout=None):
-            return error or "the spool could not commit in time"
-        return error
+        return flush

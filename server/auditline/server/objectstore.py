@@ -156,6 +156,14 @@ def open_store(url: str) -> ObjectStore:
 # --- the local filesystem ---------------------------------------------------------
 
 
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Replace the file whole: a reader in another process (a replica, the audit
+    worker), or the next start after a `kill -9`, never sees it half written."""
+    temporary = path.with_name(path.name + ".part")
+    temporary.write_text(json.dumps(value))
+    os.replace(temporary, path)
+
+
 class FilesystemStore:
     """Buckets as directories under `root`; lock state in a JSON file beside each.
 
@@ -210,7 +218,7 @@ class FilesystemStore:
             "object_lock": object_lock,
             "retention": dataclasses.asdict(retention) if retention else None,
         }
-        (path / ".bucket.json").write_text(json.dumps(config))
+        _write_json(path / ".bucket.json", config)
 
     def delete_bucket(self, name: str) -> None:
         path = self._bucket(name)
@@ -223,7 +231,7 @@ class FilesystemStore:
         config = self._config(path)
         config["object_lock"] = True
         config["retention"] = dataclasses.asdict(retention) if retention else None
-        (path / ".bucket.json").write_text(json.dumps(config))
+        _write_json(path / ".bucket.json", config)
 
     def _locked_until(self, bucket: Path, key: str) -> float:
         lock = self._lock_file(bucket, key)
@@ -255,8 +263,9 @@ class FilesystemStore:
         if retain_until is not None:
             if not config["object_lock"]:
                 raise ObjectStoreError(f"bucket {bucket} has no object lock")
-            self._lock_file(path, key).write_text(
-                json.dumps({"until": retain_until.timestamp(), "mode": mode or "COMPLIANCE"})
+            _write_json(
+                self._lock_file(path, key),
+                {"until": retain_until.timestamp(), "mode": mode or "COMPLIANCE"},
             )
 
     def delete_object(self, bucket: str, key: str) -> None:
