@@ -364,12 +364,12 @@ def test_async_server_on_a_full_disk_counts_every_loss(
     dropped = _dropped(events)
     assert dropped > 0
     # Every call's event is in the log, or counted by a marker: exactly.
-    ids = collections.Counter(e["EventId"] for e in recorded)
-    seqs = collections.Counter(e["Sequence"] for e in events)
+    # (Under a heavy machine this once counted a few events too many: what it holds
+    # then says whether an event was written twice or a marker over-counted.)
+    twice = [k for k, n in collections.Counter(e["EventId"] for e in recorded).items() if n > 1]
     assert len(recorded) + dropped == calls, (
-        [k for k, n in ids.items() if n > 1][:5],
-        [k for k, n in seqs.items() if n > 1][:5],
-        [(m["Request"]["RequestParams"]) for m in events if m["EventName"] == "AuditEventsDropped"],
+        twice[:5],
+        [m["Request"]["RequestParams"] for m in events if m["EventName"] == "AuditEventsDropped"],
     )
     seqs = [int(e["Sequence"]) for e in events]
     assert seqs == list(range(1, len(seqs) + 1))
