@@ -20,9 +20,8 @@ from typing import Any
 import grpc
 from google.protobuf import wrappers_pb2
 
-from auditline.account.v1 import auth_pb2
 from bench.interceptor import started_server
-from bench.servers import METHOD, SERVERS, STATS, STORE_DOWN, pin
+from bench.servers import REQUEST, SERVERS, STORE_DOWN, load_calls, pin
 
 MODES = ("pipeline-async", "pipeline-async-worker")
 
@@ -30,18 +29,9 @@ MODES = ("pipeline-async", "pipeline-async-worker")
 async def _fill(target: str, events: int, concurrency: int) -> list[dict[str, Any]]:
     """Make `events` calls; the server's figures at each tenth (and at the start)."""
     pin(1)
-    request = auth_pb2.AuthenticateRequest(access_key="AKBENCH", secret_key="s" * 43)
+    request = REQUEST
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(
-            METHOD,
-            request_serializer=auth_pb2.AuthenticateRequest.SerializeToString,
-            response_deserializer=auth_pb2.AuthenticateResponse.FromString,
-        )
-        stats_call = channel.unary_unary(
-            STATS,
-            request_serializer=wrappers_pb2.StringValue.SerializeToString,
-            response_deserializer=wrappers_pb2.StringValue.FromString,
-        )
+        call, stats_call = load_calls(channel)
 
         async def sample(done: int) -> dict[str, Any]:
             figures = json.loads((await stats_call(wrappers_pb2.StringValue())).value)

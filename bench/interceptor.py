@@ -42,26 +42,25 @@ from typing import Any
 import grpc
 from google.protobuf import wrappers_pb2
 
-from auditline.account.v1 import auth_pb2
-from bench.servers import METHOD, MODES, PIPELINE_MODES, SERVERS, STATS, UNPINNED, pin, serve
+from bench.servers import (
+    MODES,
+    PIPELINE_MODES,
+    REQUEST,
+    SERVERS,
+    UNPINNED,
+    load_calls,
+    pin,
+    serve,
+)
 
 # --- the load process -----------------------------------------------------------
 
 
 async def _load(target: str, seconds: float, concurrency: int, warmup: float) -> dict[str, Any]:
     pin(1)
-    request = auth_pb2.AuthenticateRequest(access_key="AKBENCH", secret_key="s" * 43)
+    request = REQUEST
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(
-            METHOD,
-            request_serializer=auth_pb2.AuthenticateRequest.SerializeToString,
-            response_deserializer=auth_pb2.AuthenticateResponse.FromString,
-        )
-        stats_call = channel.unary_unary(
-            STATS,
-            request_serializer=wrappers_pb2.StringValue.SerializeToString,
-            response_deserializer=wrappers_pb2.StringValue.FromString,
-        )
+        call, stats_call = load_calls(channel)
         latencies: list[float] = []
         measuring = False
         stop_at = time.perf_counter() + warmup + seconds

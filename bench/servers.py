@@ -40,6 +40,25 @@ METHOD = "/auditline.account.v1.AuthService/Authenticate"
 STATS = "/bench.Control/Stats"
 
 
+# What the load processes send, and how they reach the service and the control method.
+REQUEST = auth_pb2.AuthenticateRequest(access_key="AKBENCH", secret_key="s" * 43)
+
+
+def load_calls(channel: grpc.aio.Channel) -> tuple[Any, Any]:
+    """The service's method and the control method (`Stats`), on a load's channel."""
+    call = channel.unary_unary(
+        METHOD,
+        request_serializer=auth_pb2.AuthenticateRequest.SerializeToString,
+        response_deserializer=auth_pb2.AuthenticateResponse.FromString,
+    )
+    stats_call = channel.unary_unary(
+        STATS,
+        request_serializer=wrappers_pb2.StringValue.SerializeToString,
+        response_deserializer=wrappers_pb2.StringValue.FromString,
+    )
+    return call, stats_call
+
+
 class _CountingSink:
     """Counts events. It takes them as documents, as the spool does (a sink with only
     `emit` gets each as an `ApiEvent` message parsed from its document: ~70 us more)."""
