@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from auditline.interceptor._capture_codec import (
     Schemas,
@@ -45,9 +45,6 @@ from auditline.interceptor._record import AuditConfig, CallRecord, EventIds
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
 from auditline.interceptor._worker_held import HeldEvents
 from auditline.interceptor._worker_process import HostedPipeline, start_worker
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["AuditWorker"]
 
