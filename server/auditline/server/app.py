@@ -236,6 +236,8 @@ class AuditlineServer:
             audit_bucket=self.audit_target,
             clock=self.clock,
         )
+        # Before the audit side, whose state it follows from the start (`_audit_health`).
+        self._health = health.HealthServicer(experimental_non_blocking=True)
         # Where events are built, spooled and exported: here (`host`), or in a worker
         # process running the same host (`worker`); the audit sink is one or the other.
         self.host: AuditHost | None = None
@@ -293,7 +295,6 @@ class AuditlineServer:
             interceptors=[*tracing, self.audit, CallGuard(self.accounts), *interceptors],
             options=_server_options(settings),
         )
-        self._health = health.HealthServicer(experimental_non_blocking=True)
         self._record_policy()
         self._record_reconciliation(reconciliation)
         self.port = 0

@@ -2,7 +2,7 @@
 default exporter and those defined through `ExporterService`, the audit settings it
 follows, the detections and the exporters' status reports.
 
-It runs in the serving process, or (`--audit-worker`) in the audit worker process that
+It runs in the serving process, or (`--audit-process worker`) in the audit worker that
 `auditline serve` starts and supervises (`worker_host`): then the serving process only
 captures calls, and follows the spool through a read-only `SpoolView`.
 """

@@ -52,7 +52,8 @@ def config_of(row: dict[str, Any]) -> ExporterConfig:
 class SavedExporters:
     """The saved exporters on `pipeline`. Without one (`auditline serve
     --audit-process worker`) the pipeline runs in the audit worker, whose own
-    `SavedExporters` follows the database: here, starting and stopping do nothing."""
+    `SavedExporters` follows the database: here, starting or stopping one only tells
+    it (`changed`)."""
 
     def __init__(
         self,
