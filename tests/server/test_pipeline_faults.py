@@ -70,6 +70,17 @@ def _kill_under_load(
     return answered, killed_at
 
 
+def _created_buckets(data_dir: Path) -> set[str]:
+    """The buckets whose creation the exported log (checked complete) says succeeded."""
+    events = exported_events(data_dir)
+    check_complete(events)
+    return {
+        e["Request"]["RequestParams"].get("bucket_id")
+        for e in events
+        if e["Method"] == "CreateBucket" and e["Response"]["ResponseStatus"] == "OK"
+    }
+
+
 def test_kill_9_in_sync_mode_loses_no_acknowledged_call(tmp_path: Path, audit_process: str) -> None:
     data_dir = tmp_path / "data"
     args = ["--audit-durability", "sync", "--audit-process", audit_process]
@@ -81,13 +92,7 @@ def test_kill_9_in_sync_mode_loses_no_acknowledged_call(tmp_path: Path, audit_pr
     # audit worker left behind has committed what it had, and let go of the spool).
     again = ServeProcess(data_dir, args=args, env=ENV).start()
     assert again.terminate() == 0
-    events = exported_events(data_dir)
-    check_complete(events)
-    exported = {
-        e["Request"]["RequestParams"].get("bucket_id")
-        for e in events
-        if e["Method"] == "CreateBucket" and e["Response"]["ResponseStatus"] == "OK"
-    }
+    exported = _created_buckets(data_dir)
     missing = [name for name in acknowledged if name not in exported]
     assert not missing, f"{len(missing)} acknowledged calls are not in the audit log"
 
@@ -338,11 +343,5 @@ def test_a_killed_audit_worker_is_restarted_and_loses_no_acknowledged_call(
         for thread in threads:
             thread.join(30)
     assert process.terminate() == 0
-    events = exported_events(data_dir)
-    check_complete(events)
-    exported = {
-        e["Request"]["RequestParams"].get("bucket_id")
-        for e in events
-        if e["Method"] == "CreateBucket" and e["Response"]["ResponseStatus"] == "OK"
-    }
+    exported = _created_buckets(data_dir)
     assert [name for name in answered if name not in exported] == []
