@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +135,28 @@ def test_store_urls(tmp_path: Path) -> None:
         open_store("file://data/objects")  # a relative path would become a host name
     with pytest.raises(ValueError, match="file:// or s3://"):
         open_store("ftp://x")
+
+
+def test_usage_while_objects_are_written(tmp_path: Path) -> None:
+    # An exporter writes through a temporary file renamed into place: a usage count
+    # running meanwhile (ExporterService checks the target) must not fail on it.
+    store = FilesystemStore(tmp_path / "objects")
+    store.create_bucket("busy", object_lock=False)
+    writing = threading.Event()
+    done = threading.Event()
+
+    def write() -> None:
+        for i in range(3000):
+            store.put_object("busy", f"k/{i}", b"x" * 100)
+            writing.set()
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writing.wait(10)
+    try:
+        while not done.is_set():
+            store.usage("busy")
+    finally:
+        writer.join()
+    assert store.usage("busy").objects == 3000

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any, Protocol
@@ -279,5 +280,12 @@ class FilesystemStore:
         return self._object(self._bucket(bucket), key).read_bytes()
 
     def usage(self, bucket: str) -> BucketUsage:
-        files = [p for p in (self._bucket(bucket) / "objects").rglob("*") if p.is_file()]
-        return BucketUsage(bytes=sum(p.stat().st_size for p in files), objects=len(files))
+        sizes = []
+        for path in (self._bucket(bucket) / "objects").rglob("*"):
+            try:
+                status = path.stat()
+            except FileNotFoundError:
+                continue  # an exporter's temporary file, renamed since it was listed
+            if stat.S_ISREG(status.st_mode):
+                sizes.append(status.st_size)
+        return BucketUsage(bytes=sum(sizes), objects=len(sizes))
