@@ -106,8 +106,9 @@ def worker_main(
                 # Idle: tell the serving process when the spool's state changed (room
                 # again after a full disk), which it would otherwise learn only with
                 # the next acknowledgement.
-                if _state(spool) != state:
-                    state = _state(spool)
+                current = _state(spool)
+                if current != state:
+                    state = current
                     conn.send_bytes(pack(("state", *state)))
                 continue
             # Every batch already waiting is taken together: the fail-closed calls of
