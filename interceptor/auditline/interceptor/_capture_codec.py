@@ -84,15 +84,25 @@ class Schemas:
 
     def __init__(self) -> None:
         self._sent: set[str] = set()
+        self._seen: set[type | None] = set()  # the types of records already looked at
         self.files: list[bytes] = []  # every file sent, in order: a restarted worker's first
 
-    def needed(self, classes: Iterable[type[message.Message] | None]) -> list[bytes]:
-        """The serialized files the worker lacks for these message types, dependencies
-        first; each only once."""
+    def needed(self, record: CallRecord) -> list[bytes]:
+        """The serialized files the worker lacks to read the record's messages,
+        dependencies first; each only once."""
+        seen = self._seen
+        request_class, request, response = (
+            record.request_class,
+            type(record.request),
+            type(record.response),
+        )
+        if request_class in seen and request in seen and response in seen:
+            return []  # the common case: types met before
         out: list[bytes] = []
-        for cls in classes:
+        for cls in message_classes(record):
             if cls is not None:
                 self._add(cls.DESCRIPTOR.file, out)
+        seen.update((request_class, request, response))
         self.files += out
         return out
 

@@ -179,6 +179,8 @@ class AuditCore:
 
     def _summarized(self, record: CallRecord) -> bool:
         """Count the call in a summary instead of recording it, where it is due."""
+        if not self.counting.summarizers:
+            return False
         summarizer = self.counting.summarizer_for(
             method=record.info.full_method,
             authenticated=record.principal is not None,
@@ -232,6 +234,8 @@ class AuditCore:
         # Records of calls not terminated yet (their status on its way), with flush
         # markers behind them, in arrival order.
         unsettled: list[tuple[_Item, float]] = []
+        # Settled records, handed on together: before anything queued behind them.
+        ready: list[CallRecord] = []
         while True:
             self._wake.wait(self.poll_interval)
             self._wake.clear()
@@ -239,25 +243,31 @@ class AuditCore:
             closed = self._closed
             while pending:
                 item = pending.popleft()
-                if not unsettled and isinstance(item, _Flush):
-                    item.done.set()
-                elif not unsettled and isinstance(item, _Events):
-                    self._deliver_events(item.events)
-                elif not unsettled and isinstance(item, CallRecord):
+                if unsettled:
+                    unsettled.append((item, time.monotonic()))
+                elif isinstance(item, CallRecord):
                     settled = self._settled(item)
                     if settled is None:
                         unsettled.append((item, time.monotonic()))
                     else:
-                        self._deliver(settled)
+                        ready.append(settled)
                 else:
-                    unsettled.append((item, time.monotonic()))
+                    self._deliver(ready)
+                    self._pass_on(item)
             if unsettled:
-                unsettled = self._settle(unsettled, force=closed)
+                unsettled = self._settle(unsettled, ready, force=closed)
+            self._deliver(ready)
             for summarizer in self.counting.summarizers:
                 self._emit_summaries(summarizer.due(everything=closed))
             self.worker_cpu_seconds += time.thread_time() - started
             if closed:
                 return
+
+    def _pass_on(self, item: _Flush | _Events) -> None:
+        if isinstance(item, _Flush):
+            item.done.set()
+        else:
+            self._deliver_events(item.events)
 
     @staticmethod
     def _settled(record: CallRecord) -> CallRecord | None:
@@ -270,20 +280,19 @@ class AuditCore:
         return dataclasses.replace(record, ended_by_client=True) if cancelled else record
 
     def _settle(
-        self, waiting: list[tuple[_Item, float]], *, force: bool
+        self, waiting: list[tuple[_Item, float]], ready: list[CallRecord], *, force: bool
     ) -> list[tuple[_Item, float]]:
-        """Deliver the records whose calls have terminated; keep the others (and the
-        flush markers behind them) for the next round."""
+        """Add the records whose calls have terminated to `ready` (and pass on what
+        follows them); keep the others, and what is behind them, for the next round."""
         kept: list[tuple[_Item, float]] = []
         stale = time.monotonic() - self.settle_timeout
         for item, since in waiting:
             if not isinstance(item, CallRecord):
                 if kept:
                     kept.append((item, since))
-                elif isinstance(item, _Flush):
-                    item.done.set()
                 else:
-                    self._deliver_events(item.events)
+                    self._deliver(ready)
+                    self._pass_on(item)
                 continue
             settled = self._settled(item)
             if settled is None and (force or since < stale):
@@ -291,7 +300,7 @@ class AuditCore:
             if settled is None:
                 kept.append((item, since))
             else:
-                self._deliver(settled)
+                ready.append(settled)
         return kept
 
     def _emit_summaries(self, summaries: Sequence[EventDocument]) -> None:
@@ -332,16 +341,30 @@ class AuditCore:
         except Exception as exc:
             self._sink_failed(exc)
 
-    def _deliver(self, record: CallRecord) -> None:
-        try:
-            self._hand_over(record, wait=False)
-        except Exception as exc:
-            self._sink_failed(exc)
-        self.delivered += 1
-        if self.delivered % 16 == 0:
-            # Hand the GIL to request threads now and then, so a large batch does not
-            # stall calls in flight (their p99 latency).
-            time.sleep(0)
+    def _deliver(self, records: list[CallRecord]) -> None:
+        """Hand settled records on (an audit worker takes them in one go), and empty
+        the list."""
+        if not records:
+            return
+        if self._worker is not None:
+            try:
+                self._worker.emit_captures(records, wait=False)
+            except Exception as exc:
+                self._sink_failed(exc)
+            self.delivered += len(records)
+            records.clear()
+            return
+        for record in records:
+            try:
+                self._hand_over(record, wait=False)
+            except Exception as exc:
+                self._sink_failed(exc)
+            self.delivered += 1
+            if self.delivered % 16 == 0:
+                # Hand the GIL to request threads now and then, so a large batch does
+                # not stall calls in flight (their p99 latency).
+                time.sleep(0)
+        records.clear()
 
     def _sink_failed(self, exc: Exception) -> None:
         self.sink_errors += 1

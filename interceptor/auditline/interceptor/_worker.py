@@ -37,7 +37,6 @@ from typing import Any
 from auditline.interceptor._capture_codec import (
     Schemas,
     encode_record,
-    message_classes,
     pack,
     unpack,
 )
@@ -210,11 +209,14 @@ class AuditWorker:
         are committed, or raise `AuditUnavailableError`."""
         encoded = [encode_record(record, self._ids.next()) for record in records]
         with self._cond:
-            if not self._failed and not self._held.take(len(records), wait=wait):
-                return
+            if not self._failed:
+                held = self._held.take(len(records), wait=wait)
+                if not held:
+                    return
+                records, encoded = records[:held], encoded[:held]
             first = not self._pending
             for record, wire in zip(records, encoded, strict=True):
-                files = self._schemas.needed(message_classes(record))
+                files = self._schemas.needed(record)
                 if files:
                     self._pending.append(("schemas", files))
                 self._pending.append(("capture", wire, wait))
@@ -223,8 +225,10 @@ class AuditWorker:
     def emit_documents(self, documents: Sequence[EventDocument], *, wait: bool) -> None:
         """Events built already (summaries, a server's own events)."""
         with self._cond:
-            if not self._failed and not self._held.take(len(documents), wait=wait):
-                return
+            if not self._failed:
+                documents = documents[: self._held.take(len(documents), wait=wait)]
+                if not documents:
+                    return
             first = not self._pending
             for d in documents:
                 self._pending.append(("document", d.document, d.at_ns, d.end_ns, wait))

@@ -32,20 +32,22 @@ class HeldEvents:
     def behind(self) -> str:
         return f"the audit worker is behind: {self.count} events wait for it"
 
-    def take(self, count: int, *, wait: bool) -> bool:
-        """Hold `count` more events if there is room. When there is not: with `wait`
-        (fail-closed) raise `AuditUnavailableError`; else count them as lost (the log's
-        next drop marker says so) and return False."""
-        if self.count + count <= self.limit:
+    def take(self, count: int, *, wait: bool) -> int:
+        """Hold up to `count` more events, as many as there is room for; how many.
+        Short of room: with `wait` (fail-closed) raise `AuditUnavailableError` and hold
+        none; else count those left out as lost (the log's next drop marker says so)."""
+        room = max(0, self.limit - self.count)
+        if count <= room:
             self.count += count
-            return True
+            return count
         if wait:
             raise AuditUnavailableError(self.behind())
         if self._unreported == 0:
             log.error("%s: events are counted as lost", self.behind())
-        self.lost += count
-        self._unreported += count
-        return False
+        self.count += room
+        self.lost += count - room
+        self._unreported += count - room
+        return room
 
     def release(self, count: int) -> None:
         """Events the worker acknowledged."""
