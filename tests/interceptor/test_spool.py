@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -59,6 +61,24 @@ def test_freeing_waits_for_every_exporter(tmp_path: Path) -> None:
     assert len(spool.store.read(0)) == 4  # b has not passed them yet
     spool.store.commit_files("b", [_file("k2", 1, 2)], watermark=2)
     assert [e.seq for e in spool.store.read(0)] == [3, 4]
+    spool.close()
+
+
+def test_freeing_exported_events_does_not_write_them_again(tmp_path: Path) -> None:
+    """Some SQLite builds zero every deleted row (`secure_delete`): freeing an
+    exported batch would then write all its pages to the WAL again."""
+    path = tmp_path / "spool.db"
+    spool = Spool(path, durability="sync")
+    spool.store.register("a")
+    for _ in range(200):
+        spool.emit(_event(size=4000))
+    with contextlib.closing(sqlite3.connect(path)) as other:
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    wal = tmp_path / "spool.db-wal"
+    assert wal.stat().st_size == 0
+    spool.store.commit_files("a", [_file("k1", 1, 200)], watermark=200)
+    assert spool.store.read(0) == []  # freed
+    assert wal.stat().st_size < 200 * 4000 / 4
     spool.close()
 
 

@@ -95,6 +95,11 @@ class SpoolStore:
             "PRAGMA synchronous=FULL" if durability == "sync" else "PRAGMA synchronous=NORMAL"
         )
         db.execute("PRAGMA busy_timeout=10000")
+        # Some builds (Debian's) overwrite every deleted row with zeros, so that freeing
+        # an exported batch writes all its pages again: a quarter of the exporter's
+        # time. FAST zeroes them only where that costs no extra write. What is freed
+        # was exported already, and the spool holds no secrets.
+        db.execute("PRAGMA secure_delete=FAST")
         db.executescript(SCHEMA)
         self.path.chmod(0o600)
         return db
