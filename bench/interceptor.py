@@ -88,6 +88,10 @@ async def _load(target: str, seconds: float, concurrency: int, warmup: float) ->
                 "cpu": after["cpu"] - before["cpu"],
                 "worker_cpu": after["worker_cpu"] - before["worker_cpu"],
                 "worker_process_cpu": after["worker_process_cpu"] - before["worker_process_cpu"],
+                "threads": {
+                    name: cpu - before["threads"].get(name, 0.0)
+                    for name, cpu in after["threads"].items()
+                },
             }
 
         results = await asyncio.gather(measure(), *(worker() for _ in range(concurrency)))
@@ -165,8 +169,10 @@ def measure(
     concurrency: int,
     warmup: float,
     server_kind: str = "sync",
+    show_threads: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Each mode's runs, interleaved round by round, with per-call figures."""
+    """Each mode's runs, interleaved round by round, with per-call figures (and, with
+    `show_threads`, the serving process's CPU per call of each thread, on stderr)."""
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for round_number in range(rounds):
         for mode in modes:
@@ -183,6 +189,10 @@ def measure(
                 f"{result['cpu_per_call']:6.0f} us CPU/call",
                 file=sys.stderr,
             )
+            if show_threads:
+                for name, cpu in sorted(result["threads"].items()):
+                    if cpu / calls * 1e6 >= 0.5:
+                        print(f"    {name:32} {cpu / calls * 1e6:6.1f} us/call", file=sys.stderr)
     return runs
 
 
@@ -224,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3, help="runs of each mode, interleaved")
     parser.add_argument("--concurrency", type=int, default=16, help="calls in flight")
+    parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="after each run, print the serving process's CPU per call of each thread",
+    )
     parser.add_argument("--unpinned", action="store_true", help="let every process run anywhere")
     parser.add_argument(
         "--server", choices=SERVERS, default="sync", help="thread pool (sync) or asyncio server"
@@ -258,7 +273,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
     runs = measure(
-        modes, args.seconds, args.rounds, args.concurrency, args.warmup, server_kind=args.server
+        modes,
+        args.seconds,
+        args.rounds,
+        args.concurrency,
+        args.warmup,
+        server_kind=args.server,
+        show_threads=args.threads,
     )
     server = "sync server (8 threads)" if args.server == "sync" else "asyncio server"
     print(

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import tempfile
 import threading
 import time
@@ -132,6 +133,23 @@ def _disk_bytes(workdir: str) -> int:
     return sum(p.stat().st_size for p in Path(workdir).glob("spool.db*") if p.suffix != ".reserve")
 
 
+def _thread_cpu() -> dict[str, float]:
+    """This process's CPU seconds per thread, grouped by name (a pool's threads
+    together; gRPC's native threads by their kernel name)."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    groups: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = names.get(int(task.name)) or (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # the thread ended meanwhile
+        group = re.sub(r"_\d+$", "", name)
+        groups[group] = groups.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return groups
+
+
 def _process_cpu(pid: int | None) -> float:
     """CPU seconds (user + system) of another process, from /proc."""
     if pid is None:
@@ -241,6 +259,7 @@ def _handlers(audit: _Audit, aio: bool) -> list[grpc.GenericRpcHandler]:
                     "rss": _rss(os.getpid()),
                     "worker_rss": _rss(worker.pid if worker else None),
                     "spool_bytes": _disk_bytes(audit.workdir),
+                    "threads": _thread_cpu(),
                 }
             )
         )
