@@ -133,20 +133,25 @@ def _disk_bytes(workdir: str) -> int:
     return sum(p.stat().st_size for p in Path(workdir).glob("spool.db*") if p.suffix != ".reserve")
 
 
+def _stat_cpu(stat: Path) -> float:
+    """CPU seconds (user + system) in a /proc `stat` file (a process's or a thread's)."""
+    fields = stat.read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _thread_cpu() -> dict[str, float]:
     """This process's CPU seconds per thread, grouped by name (a pool's threads
     together; gRPC's native threads by their kernel name)."""
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
-    ticks = os.sysconf("SC_CLK_TCK")
     groups: dict[str, float] = {}
     for task in Path("/proc/self/task").iterdir():
         try:
             name = names.get(int(task.name)) or (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rpartition(")")[2].split()
+            cpu = _stat_cpu(task / "stat")
         except OSError:
             continue  # the thread ended meanwhile
         group = re.sub(r"_\d+$", "", name)
-        groups[group] = groups.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        groups[group] = groups.get(group, 0.0) + cpu
     return groups
 
 
@@ -154,8 +159,7 @@ def _process_cpu(pid: int | None) -> float:
     """CPU seconds (user + system) of another process, from /proc."""
     if pid is None:
         return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
