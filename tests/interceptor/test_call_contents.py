@@ -173,12 +173,19 @@ def test_unix_socket_peer(flavour: str, tmp_path: Path, audit_mode: str) -> None
 
 
 def test_trace_ids_from_the_active_opentelemetry_span() -> None:
+    from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    from auditline.interceptor._record import trace_ids as _trace_ids
+    from auditline.interceptor._record import span_ids
 
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("call") as span:
         context = span.get_span_context()
-        assert _trace_ids(()) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
-    assert _trace_ids(()) == ("", "")
+        assert span_ids() == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    assert span_ids() == ("", "")
+    # A span propagated without an SDK (a non-recording one) names the trace as well.
+    with trace.use_span(trace.NonRecordingSpan(context)):
+        assert span_ids() == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    # An invalid span context names none.
+    with trace.use_span(trace.NonRecordingSpan(trace.INVALID_SPAN_CONTEXT)):
+        assert span_ids() == ("", "")

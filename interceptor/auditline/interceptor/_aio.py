@@ -249,7 +249,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         async def behavior(request: Any, context: Any) -> bytes | None:
             call = AioCall(info, request_class, deserialize)
             call.unary_response = True
-            token = SCOPE.set(call.scope)
+            token = SCOPE.set(call)
             error: BaseException | None = None
             try:
                 await self._start(call, context)
@@ -286,7 +286,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 call = AioCall(info, request_class, deserialize)
                 error: BaseException | None = None
                 try:
-                    token = SCOPE.set(call.scope)
+                    token = SCOPE.set(call)
                     try:
                         await self._start(call, context)
                         argument = await self._argument(call, request, context, streaming_request)
@@ -296,7 +296,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                     finally:
                         SCOPE.reset(token)
                     while True:
-                        token = SCOPE.set(call.scope)
+                        token = SCOPE.set(call)
                         try:
                             item = await responses.__anext__()
                         except StopAsyncIteration:
@@ -323,7 +323,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
         async def coroutine(request: Any, context: Any) -> None:
             call = AioCall(info, request_class, deserialize)
-            token = SCOPE.set(call.scope)
+            token = SCOPE.set(call)
             error: BaseException | None = None
             try:
                 await self._start(call, context)

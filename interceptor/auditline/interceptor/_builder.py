@@ -21,7 +21,7 @@ from google.protobuf import json_format, message
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import apievent_dict
 from auditline.interceptor._log_names import ACTIVITY_ENUM_NAMES, LOG_TYPE_ENUM_NAMES
-from auditline.interceptor._record import AuditConfig, CallRecord
+from auditline.interceptor._record import AuditConfig, CallRecord, traceparent_ids
 from auditline.interceptor._redact import Redactor, timestamp_text
 from auditline.interceptor._status import (
     as_status_code,
@@ -175,6 +175,9 @@ class EventBuilder:
         error, error_truncated = cut_text(details, MAX_ERROR_BYTES)
         body, body_truncated = self._response_body(record, code)
         principal = record.principal
+        trace_id, span_id = record.trace_id, record.span_id
+        if not trace_id:
+            trace_id, span_id = traceparent_ids(record.metadata)
         return {
             "EventName": info.event_name,
             "Version": "2",
@@ -211,8 +214,8 @@ class EventBuilder:
             "LogType": LOG_TYPE_ENUM_NAMES.get(
                 record.log_type or self.config.log_type, "LOG_TYPE_UNSPECIFIED"
             ),
-            "TraceId": record.trace_id,
-            "SpanId": record.span_id,
+            "TraceId": trace_id,
+            "SpanId": span_id,
             "IamCode": "",
             "IamDescription": "",
         }

@@ -15,8 +15,9 @@ from auditline.interceptor._scope import CallScope
 __all__ = ["CallState"]
 
 
-class CallState:
-    """One call's state. Plain slots rather than a dataclass: made on every call."""
+class CallState(CallScope):
+    """One call's state, and the scope its handler writes to (`set_principal`, ...).
+    Plain slots rather than a dataclass: made on every call."""
 
     __slots__ = (
         "admitted",
@@ -25,16 +26,15 @@ class CallState:
         "info",
         "last",
         "received",
-        "scope",
         "sent",
         "started",
         "unary_response",
     )
 
     def __init__(self, info: MethodInfo, request_class: type[message.Message] | None) -> None:
+        super().__init__()
         self.info = info
         self.started = time.time_ns()
-        self.scope = CallScope()  # what the handler records (`set_principal`, ...)
         self.admitted = False  # the audit log took the call (it may still be refused)
         self.received = 0  # request messages read, malformed or not
         self.first: bytes | None = None  # the first request message, as received

@@ -23,7 +23,7 @@ import grpc
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._builder import EventBuilder, event_of
 from auditline.interceptor._call_state import CallState
-from auditline.interceptor._record import AuditConfig, CallRecord, EventIds, trace_ids
+from auditline.interceptor._record import AuditConfig, CallRecord, EventIds, span_ids
 from auditline.interceptor._summaries import Counting
 from auditline.interceptor._types import (
     AuditUnavailableError,
@@ -113,15 +113,14 @@ class AuditCore:
         metadata: Metadata = context.invocation_metadata() or ()
         if peer is None:
             peer = str(context.peer())
-        scope = call.scope
-        principal = scope.principal
+        principal = call.principal
         if principal is None and self.config.principal is not None:
             if auth_context is None:
                 auth_context = context.auth_context()
             principal = self.config.principal(
                 PrincipalInput(call.info.full_method, tuple(metadata), peer, auth_context or {})
             )
-        trace_id, span_id = trace_ids(metadata)
+        trace_id, span_id = span_ids()
         ended = time.time_ns()
         remaining = context.time_remaining()
         return CallRecord(
@@ -146,8 +145,8 @@ class AuditCore:
             principal=principal,
             trace_id=trace_id,
             span_id=span_id,
-            log_type=scope.log_type,
-            related=tuple(scope.related),
+            log_type=call.log_type,
+            related=tuple(call.related) if call.related else (),
             unary_response=call.unary_response,
             outcome=outcome,
         )
@@ -156,7 +155,7 @@ class AuditCore:
         """Hand a record on. With `wait` (fail-closed mode), emit it now and raise
         `AuditUnavailableError` if the sink could not keep it; otherwise queue it for
         the background worker."""
-        if self._summarized(record):
+        if self.counting.summarizers and self._summarized(record):
             return
         if wait:
             try:
@@ -172,15 +171,13 @@ class AuditCore:
             return
         self._queue(record)
 
-    def _queue(self, record: _Item) -> None:
+    def _queue(self, item: _Item) -> None:
         if self._thread is None:
             self._start_worker()
-        self._pending.append(record)
+        self._pending.append(item)
 
     def _summarized(self, record: CallRecord) -> bool:
         """Count the call in a summary instead of recording it, where it is due."""
-        if not self.counting.summarizers:
-            return False
         summarizer = self.counting.summarizer_for(
             method=record.info.full_method,
             authenticated=record.principal is not None,

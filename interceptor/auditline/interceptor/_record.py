@@ -21,7 +21,14 @@ from auditline.interceptor._scope import RelatedEvent
 from auditline.interceptor._summaries import SummaryPolicy
 from auditline.interceptor._types import Metadata, Principal, PrincipalResolver
 
-__all__ = ["AuditConfig", "CallRecord", "EventIds", "make_config", "trace_ids"]
+__all__ = [
+    "AuditConfig",
+    "CallRecord",
+    "EventIds",
+    "make_config",
+    "span_ids",
+    "traceparent_ids",
+]
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -51,6 +58,7 @@ class CallRecord:
     deadline_ns: int | None  # when the client's deadline passes (time.time_ns), if it has one
     trailing_metadata: Metadata | None
     principal: Principal | None
+    # The active span's, when one was ("": the builder reads the `traceparent` header).
     trace_id: str
     span_id: str
     log_type: int | None = None  # None: the interceptor's own
@@ -63,11 +71,21 @@ class CallRecord:
     outcome: Callable[[], bool | None] | None = None
 
 
-def trace_ids(metadata: Metadata) -> tuple[str, str]:
-    """The active OpenTelemetry span's ids, else those of a `traceparent` header."""
-    span_context = trace.get_current_span().get_span_context()
+def span_ids() -> tuple[str, str]:
+    """The active OpenTelemetry span's ids ("" when there is none): read on the request
+    path, where the span is current."""
+    span = trace.get_current_span()
+    if span is trace.INVALID_SPAN:
+        return "", ""  # the common case, without tracing
+    span_context = span.get_span_context()
     if span_context.is_valid:
         return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
+    return "", ""
+
+
+def traceparent_ids(metadata: Metadata) -> tuple[str, str]:
+    """The ids of a W3C `traceparent` header ("" without a well-formed one): what the
+    event says when no span was active (read by the builder, off the request path)."""
     for key, value in metadata:
         if key == "traceparent" and isinstance(value, str):
             parts = value.split("-")

@@ -30,14 +30,18 @@ class RelatedEvent:
     summarize: bool = True
 
 
-@dataclasses.dataclass(slots=True)
 class CallScope:
-    """The audit interceptor's notes on the call being served."""
+    """The audit interceptor's notes on the call being served. The interceptor's own
+    state of the call extends it (`CallState`): one object per call, not two."""
 
-    principal: Principal | None = None
-    log_type: int | None = None
-    # Events the handler recorded (IAM events, say), kept with the call's own.
-    related: list[RelatedEvent] = dataclasses.field(default_factory=list)
+    __slots__ = ("log_type", "principal", "related")
+
+    def __init__(self) -> None:
+        self.principal: Principal | None = None
+        self.log_type: int | None = None
+        # Events the handler recorded (IAM events, say), kept with the call's own;
+        # made on the first, as most calls record none.
+        self.related: list[RelatedEvent] | None = None
 
 
 SCOPE: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar(
@@ -79,14 +83,7 @@ def record_event(event: event_pb2.ApiEvent, *, summarize: bool = True) -> bool:
     scope = SCOPE.get()
     if scope is None:
         return False
+    if scope.related is None:
+        scope.related = []
     scope.related.append(RelatedEvent(event, summarize))
     return True
-
-
-def enter_scope() -> tuple[CallScope, contextvars.Token[CallScope | None]]:
-    scope = CallScope()
-    return scope, SCOPE.set(scope)
-
-
-def exit_scope(token: contextvars.Token[CallScope | None]) -> None:
-    SCOPE.reset(token)

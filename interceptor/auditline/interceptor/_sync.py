@@ -24,25 +24,7 @@ Serializer = Callable[[Any], bytes] | None
 Deserializer = Callable[[bytes], Any] | None
 
 
-class _UnaryRequest:
-    """The request of a unary call: recorded as received, parsed for the handler."""
-
-    __slots__ = ("_call", "_parse", "_raw")
-
-    def __init__(
-        self, raw: bytes, call: CallState, parse: Callable[[bytes, grpc.ServicerContext], Any]
-    ) -> None:
-        self._raw = raw
-        self._call = call
-        self._parse = parse
-
-    def argument(self, context: grpc.ServicerContext) -> Any:
-        """The handler's argument: the parsed request (kept even if it cannot be)."""
-        self._call.on_receive(self._raw, None)
-        request = self._parse(self._raw, context)
-        if isinstance(request, message.Message):
-            self._call.cls = type(request)
-        return request
+Parse = Callable[[bytes, grpc.ServicerContext], Any]
 
 
 class _RequestCounter:
@@ -54,24 +36,19 @@ class _RequestCounter:
         self,
         iterator: Iterator[bytes],
         call: CallState,
-        parse: Callable[[bytes, grpc.ServicerContext], Any],
+        parse: Parse,
+        context: grpc.ServicerContext,
     ) -> None:
         self._iterator = iterator
         self._call = call
         self._parse = parse
-        self._context: grpc.ServicerContext | None = None
+        self._context = context
 
     def __iter__(self) -> _RequestCounter:
         return self
 
-    def argument(self, context: grpc.ServicerContext) -> Any:
-        """The handler's argument: this iterator."""
-        self._context = context
-        return self
-
     def __next__(self) -> Any:
         raw = next(self._iterator)
-        assert self._context is not None
         try:
             item = self._parse(raw, self._context)
         except BaseException:
@@ -83,7 +60,18 @@ class _RequestCounter:
     next = __next__
 
 
-RequestSide = _UnaryRequest | _RequestCounter
+def _argument(
+    argument: Any, streaming: bool, call: CallState, parse: Parse, context: grpc.ServicerContext
+) -> Any:
+    """The handler's argument: the request iterator, or the unary request parsed (and
+    recorded as received first, even if it cannot be parsed)."""
+    if streaming:
+        return _RequestCounter(argument, call, parse, context)
+    call.on_receive(argument, None)
+    request = parse(argument, context)
+    if isinstance(request, message.Message):
+        call.cls = type(request)
+    return request
 
 
 def _termination(context: grpc.ServicerContext) -> Callable[[], bool | None] | None:
@@ -166,14 +154,15 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             shortened = sendable(context.details())  # type: ignore[attr-defined]
             if shortened is not None:
                 context.set_details(shortened)
+        outcome = None if self._fail_closed else _termination(context)
         record = self._core.capture(
             call=call,
             context=context,
             error=error,
             # Not active before the status is sent: the client cancelled or its
-            # deadline passed.
-            ended_by_client=not context.is_active(),
-            outcome=None if self._fail_closed else _termination(context),
+            # deadline passed (asked later, with the outcome, when there is one).
+            ended_by_client=outcome is None and not context.is_active(),
+            outcome=outcome,
         )
         if not self._fail_closed or not call.admitted:
             self._queue(record)  # a refused call's event: kept if it can be, else counted
@@ -183,23 +172,28 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             context.set_trailing_metadata(())  # the rich details of the replaced answer
             context.abort(grpc.StatusCode.UNAVAILABLE, reason)
 
-    def _parse(
-        self, info: MethodInfo, deserialize: Deserializer, raw: bytes, context: grpc.ServicerContext
-    ) -> Any:
-        refusal = self._message_refusal(raw)
-        if refusal is not None:
-            context.abort(refusal.code, refusal.details)
-        if deserialize is None:
-            return raw
-        try:
-            return deserialize(raw)
-        except Exception:
-            # gRPC itself would answer INTERNAL without ever calling a handler;
-            # a malformed request is the client's fault, and it must be audited.
-            context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"the request is not a valid {info.method} request message",
-            )
+    def _parser(self, info: MethodInfo, deserialize: Deserializer) -> Parse:
+        """How a method's requests are parsed: over-large and malformed ones refused."""
+        limit = self._core.config.max_message_bytes
+
+        def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
+            if limit is not None and len(raw) > limit:
+                refusal = self._message_refusal(raw)
+                assert refusal is not None
+                context.abort(refusal.code, refusal.details)
+            if deserialize is None:
+                return raw
+            try:
+                return deserialize(raw)
+            except Exception:
+                # gRPC itself would answer INTERNAL without ever calling a handler;
+                # a malformed request is the client's fault, and it must be audited.
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the request is not a valid {info.method} request message",
+                )
+
+        return parse
 
     def _start(self, call: CallState, context: grpc.ServicerContext) -> None:
         """Before the handler: admission, then the limits on what the caller sent."""
@@ -207,6 +201,8 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         if refused:
             context.abort(grpc.StatusCode.UNAVAILABLE, refused)
         call.admitted = True
+        if self._core.config.max_metadata_bytes is None:
+            return
         refusal = self._metadata_refusal(context.invocation_metadata())
         if refusal is not None:
             context.abort(refusal.code, refusal.details)
@@ -216,18 +212,19 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         info: MethodInfo,
         inner: Callable[[Any, Any], Any],
         serialize: Serializer,
-        take_request: Callable[[Any, CallState], RequestSide],
+        parse: Parse,
+        streaming_request: bool,
     ) -> Callable[[Any, grpc.ServicerContext], bytes | None]:
         """The behavior of a unary-response call (unary-unary or stream-unary)."""
 
         def behavior(argument: Any, context: grpc.ServicerContext) -> bytes | None:
             call = CallState(info, info.request_class)
             call.unary_response = True
-            token = SCOPE.set(call.scope)
-            request = take_request(argument, call)
+            token = SCOPE.set(call)
             try:
                 self._start(call, context)
-                result = inner(request.argument(context), context)
+                request = _argument(argument, streaming_request, call, parse, context)
+                result = inner(request, context)
                 response = serialize_unary(result, serialize, context)
             except BaseException as exc:
                 SCOPE.reset(token)
@@ -246,7 +243,8 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         info: MethodInfo,
         inner: Callable[[Any, Any], Any],
         serialize: Serializer,
-        take_request: Callable[[Any, CallState], RequestSide],
+        parse: Parse,
+        streaming_request: bool,
     ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         """The behavior of a server-streaming call (unary-stream or stream-stream)."""
 
@@ -256,7 +254,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             error: BaseException | None = None
             try:
                 while True:
-                    token = SCOPE.set(call.scope)  # generator bodies run at each next()
+                    token = SCOPE.set(call)  # generator bodies run at each next()
                     try:
                         item = next(responses)
                     except StopIteration:
@@ -274,11 +272,11 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
 
         def behavior(argument: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             call = CallState(info, info.request_class)
-            token = SCOPE.set(call.scope)
-            request = take_request(argument, call)
+            token = SCOPE.set(call)
             try:
                 self._start(call, context)
-                responses = iter(inner(request.argument(context), context))
+                request = _argument(argument, streaming_request, call, parse, context)
+                responses = iter(inner(request, context))
             except BaseException as exc:
                 SCOPE.reset(token)
                 self._end(call, context, exc)
@@ -296,29 +294,21 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         if info.request_class is None:
             info = dataclasses.replace(info, request_class=message_class_of(deserialize))
 
-        def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
-            return self._parse(info, deserialize, raw, context)
-
-        def unary(raw: bytes, call: CallState) -> RequestSide:
-            return _UnaryRequest(raw, call, parse)
-
-        def stream(raws: Iterator[bytes], call: CallState) -> RequestSide:
-            return _RequestCounter(raws, call, parse)
-
+        parse = self._parser(info, deserialize)
         # The wrapped handlers take and give bytes: the interceptor parses requests
         # itself (to audit the malformed and the oversized) and serializes responses.
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary_response(info, handler.unary_unary, serialize, unary)
+                self._unary_response(info, handler.unary_unary, serialize, parse, False)
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream_response(info, handler.unary_stream, serialize, unary)
+                self._stream_response(info, handler.unary_stream, serialize, parse, False)
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary_response(info, handler.stream_unary, serialize, stream)
+                self._unary_response(info, handler.stream_unary, serialize, parse, True)
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._stream_response(info, handler.stream_stream, serialize, stream)
+            self._stream_response(info, handler.stream_stream, serialize, parse, True)
         )
