@@ -175,11 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         _export_table(args.events, seaweedfs=not args.no_seaweedfs)
     if not args.no_server:
         modes = ("bare", *servers.PIPELINE_MODES)
+        generator = server_bench.load_generator("auto")
         runs = server_bench.measure(
-            modes, args.seconds, args.rounds, 16, 1.0, server_kind=args.server
+            modes, args.seconds, args.rounds, 16, 1.0, server_kind=args.server, generator=generator
         )
         print(
-            f"\nwhole pipeline, unary Authenticate, {args.server} server, "
+            f"\nwhole pipeline, unary Authenticate, {args.server} server ({generator} load), "
             f"{args.seconds:g}s x {args.rounds} rounds, "
             f"median; {server_bench.cores_note()}\n"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import re
@@ -35,6 +36,7 @@ PIPELINE_MODES = (
 )
 SERVERS = ("sync", "aio")
 UNPINNED = "AUDITLINE_BENCH_UNPINNED"
+CPUS = "AUDITLINE_BENCH_CPUS"  # the cores `pin` chooses from
 # Set: the exporters' object store refuses every write (the backlog grows in the spool).
 STORE_DOWN = "AUDITLINE_BENCH_STORE_DOWN"
 METHOD = "/auditline.account.v1.AuthService/Authenticate"
@@ -74,9 +76,16 @@ class _CountingSink:
         self.count += len(documents)
 
 
+# Calls the service answered (next() of a count is atomic under the GIL; each read
+# takes one, which `Stats` subtracts).
+_HANDLED = itertools.count()
+_READS = itertools.count(1)
+
+
 def _authenticate(
     request: auth_pb2.AuthenticateRequest, context: grpc.ServicerContext
 ) -> auth_pb2.AuthenticateResponse:
+    next(_HANDLED)
     response = auth_pb2.AuthenticateResponse(
         token="tok-" + request.access_key, service_account="serviceAccounts/bench"
     )
@@ -85,10 +94,16 @@ def _authenticate(
 
 
 def pin(cpu: int) -> None:
-    """Server on one core, load on the other: less noise on a small machine."""
+    """Server on one core, load on the other: less noise on a small machine.
+
+    The cores are chosen from those of the first process that pinned (passed on in
+    the environment): a process started by a pinned one (the audit worker, by the
+    server) inherits its single core, and would otherwise stay there."""
     if os.environ.get(UNPINNED):
         return
-    cpus = sorted(os.sched_getaffinity(0))
+    if CPUS not in os.environ:
+        os.environ[CPUS] = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    cpus = [int(c) for c in os.environ[CPUS].split(",")]
     if len(cpus) >= 2:
         os.sched_setaffinity(0, {cpus[cpu % len(cpus)]})
 
@@ -257,6 +272,7 @@ def _handlers(audit: _Audit, aio: bool) -> list[grpc.GenericRpcHandler]:
             value=json.dumps(
                 {
                     "cpu": time.process_time(),
+                    "handled": next(_HANDLED) - next(_READS),
                     "worker_process_cpu": _process_cpu(worker.pid if worker else None),
                     "events": audit.events.count,
                     "worker_cpu": core.worker_cpu_seconds if core is not None else 0.0,
