@@ -29,7 +29,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -58,6 +57,19 @@ class _Batch:
     items: list[tuple[Any, ...]]
     events: int  # the captures and documents among the items
     sent_at: float = 0.0  # when it was last written to a worker (monotonic)
+
+
+class _Answer:
+    """A batch's answer, for the callers waiting for it: "" when its events are
+    committed, else why not (None: no answer, the worker was given up). One event per
+    batch, so that an acknowledgement wakes its own callers and no others."""
+
+    __slots__ = ("done", "error", "waiters")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: str | None = None
+        self.waiters = 0
 
 
 class AuditWorker:
@@ -118,8 +130,7 @@ class AuditWorker:
         self._pending_wait = False
         self._next_id = 1
         self._unacked: dict[int, _Batch] = {}
-        self._results: dict[int, str] = {}  # a waited-for batch's answer: "" or why not
-        self._waiting: Counter[int] = Counter()  # callers waiting for each batch
+        self._answers: dict[int, _Answer] = {}  # of the batches callers wait for
         self._refusal = ""  # why the worker's spool refuses calls now ("" when it does not)
         self._failed = ""  # set when the worker is given up
         self._closing = False
@@ -270,21 +281,34 @@ class AuditWorker:
             raise AuditUnavailableError(error)
 
     def _await_batch(self, timeout: float | None) -> str | None:
-        """Holding the lock: have the pending items sent at once, and wait for the
-        answer to their batch ("" or why not; None: no answer in time, or given up).
-        Several callers may wait for one batch: the answer stays until the last."""
+        """Holding the lock: have the pending items sent at once, and wait (without the
+        lock) for the answer to their batch ("" or why not; None: no answer in time, or
+        given up). Several callers may wait for one batch."""
+        if self._failed:
+            return None
         self._pending_wait = True
         ticket = self._next_id  # the batch the pending items go in
-        self._waiting[ticket] += 1
-        self._cond.notify_all()
+        answer = self._answers.get(ticket)
+        if answer is None:
+            answer = self._answers[ticket] = _Answer()
+        answer.waiters += 1
+        self._cond.notify_all()  # the sender
+        self._cond.release()
         try:
-            self._cond.wait_for(lambda: ticket in self._results or bool(self._failed), timeout)
-            return self._results.get(ticket)
+            answer.done.wait(timeout)
         finally:
-            self._waiting[ticket] -= 1
-            if not self._waiting[ticket]:
-                del self._waiting[ticket]
-                self._results.pop(ticket, None)
+            self._cond.acquire()
+            answer.waiters -= 1
+            if not answer.waiters:
+                del self._answers[ticket]
+        return answer.error
+
+    def _answer(self, batch_id: int, error: str) -> None:
+        """Holding the lock: tell the callers waiting for a batch its answer."""
+        answer = self._answers.get(batch_id)
+        if answer is not None:
+            answer.error = error
+            answer.done.set()
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until everything handed over so far is committed in the worker's spool."""
@@ -338,9 +362,7 @@ class AuditWorker:
             log.exception("an audit batch could not be encoded")
             with self._cond:
                 self._unacked.pop(batch.batch_id, None)
-                if batch.batch_id in self._waiting:
-                    self._results[batch.batch_id] = "the audit event could not be encoded"
-                self._cond.notify_all()
+                self._answer(batch.batch_id, "the audit event could not be encoded")
             return
         batch.sent_at = time.monotonic()
         try:
@@ -376,10 +398,8 @@ class AuditWorker:
                 batch = self._unacked.pop(batch_id, None)
                 if batch is not None:
                     self._held.release(batch.events)
-                if batch is not None and batch_id in self._waiting:
-                    self._results[batch_id] = error
+                    self._answer(batch_id, error)
                 self._follow(state)
-                self._cond.notify_all()
 
     def _watch(self) -> None:
         """Kill a worker that left a batch unanswered for `ack_timeout`: it is hung
@@ -425,4 +445,6 @@ class AuditWorker:
         log.error("%s: calls are refused and events counted as lost", reason)
         with self._cond:
             self._failed = reason
+            for answer in self._answers.values():
+                answer.done.set()  # no answer will come
             self._cond.notify_all()
