@@ -41,6 +41,7 @@ from auditline.interceptor._capture_codec import (
 )
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
+from auditline.interceptor._worker_answers import Answers
 from auditline.interceptor._worker_held import HeldEvents
 from auditline.interceptor._worker_process import HostedPipeline, start_worker
 
@@ -57,19 +58,6 @@ class _Batch:
     items: list[tuple[Any, ...]]
     events: int  # the captures and documents among the items
     sent_at: float = 0.0  # when it was last written to a worker (monotonic)
-
-
-class _Answer:
-    """A batch's answer, for the callers waiting for it: "" when its events are
-    committed, else why not (None: no answer, the worker was given up). One event per
-    batch, so that an acknowledgement wakes its own callers and no others."""
-
-    __slots__ = ("done", "error", "waiters")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.error: str | None = None
-        self.waiters = 0
 
 
 class AuditWorker:
@@ -130,7 +118,7 @@ class AuditWorker:
         self._pending_wait = False
         self._next_id = 1
         self._unacked: dict[int, _Batch] = {}
-        self._answers: dict[int, _Answer] = {}  # of the batches callers wait for
+        self._answers = Answers()  # to the batches callers wait for
         self._refusal = ""  # why the worker's spool refuses calls now ("" when it does not)
         self._failed = ""  # set when the worker is given up
         self._closing = False
@@ -287,28 +275,8 @@ class AuditWorker:
         if self._failed:
             return None
         self._pending_wait = True
-        ticket = self._next_id  # the batch the pending items go in
-        answer = self._answers.get(ticket)
-        if answer is None:
-            answer = self._answers[ticket] = _Answer()
-        answer.waiters += 1
         self._cond.notify_all()  # the sender
-        self._cond.release()
-        try:
-            answer.done.wait(timeout)
-        finally:
-            self._cond.acquire()
-            answer.waiters -= 1
-            if not answer.waiters:
-                del self._answers[ticket]
-        return answer.error
-
-    def _answer(self, batch_id: int, error: str) -> None:
-        """Holding the lock: tell the callers waiting for a batch its answer."""
-        answer = self._answers.get(batch_id)
-        if answer is not None:
-            answer.error = error
-            answer.done.set()
+        return self._answers.wait(self._next_id, self._cond, timeout)  # the next batch
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until everything handed over so far is committed in the worker's spool."""
@@ -362,7 +330,7 @@ class AuditWorker:
             log.exception("an audit batch could not be encoded")
             with self._cond:
                 self._unacked.pop(batch.batch_id, None)
-                self._answer(batch.batch_id, "the audit event could not be encoded")
+                self._answers.give(batch.batch_id, "the audit event could not be encoded")
             return
         batch.sent_at = time.monotonic()
         try:
@@ -398,7 +366,7 @@ class AuditWorker:
                 batch = self._unacked.pop(batch_id, None)
                 if batch is not None:
                     self._held.release(batch.events)
-                    self._answer(batch_id, error)
+                    self._answers.give(batch_id, error)
                 self._follow(state)
 
     def _watch(self) -> None:
@@ -445,6 +413,5 @@ class AuditWorker:
         log.error("%s: calls are refused and events counted as lost", reason)
         with self._cond:
             self._failed = reason
-            for answer in self._answers.values():
-                answer.done.set()  # no answer will come
+            self._answers.give_up()
             self._cond.notify_all()
