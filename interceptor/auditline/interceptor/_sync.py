@@ -74,15 +74,15 @@ def _argument(
     return request
 
 
-def _termination(context: grpc.ServicerContext) -> Callable[[], bool | None] | None:
-    """How the call terminated, asked after it has. gRPC's sync server says so only in
-    the call's private state (`client`, `callbacks`): read, never written, and when a
-    version of grpcio lacks them the record is settled when the handler returns (the
-    interop suite in tests/ shows the difference)."""
+def _call_state(context: grpc.ServicerContext) -> Any:
+    """The call's state in gRPC's sync server, the only place that tells how the call
+    terminated (`client`, `callbacks`): read, never written. None when a version of
+    grpcio lacks them: the record is then settled when the handler returns (the interop
+    suite in tests/ shows the difference)."""
     state = getattr(context, "_state", None)
     if state is None or not hasattr(state, "client") or not hasattr(state, "callbacks"):
         return None
-    return functools.partial(_cancelled, state)
+    return state
 
 
 def _cancelled(state: Any) -> bool | None:
@@ -154,15 +154,18 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             shortened = sendable(context.details())  # type: ignore[attr-defined]
             if shortened is not None:
                 context.set_details(shortened)
-        outcome = None if self._fail_closed else _termination(context)
+        state = None if self._fail_closed else _call_state(context)
         record = self._core.capture(
             call=call,
             context=context,
             error=error,
-            # Not active before the status is sent: the client cancelled or its
-            # deadline passed (asked later, with the outcome, when there is one).
-            ended_by_client=outcome is None and not context.is_active(),
-            outcome=outcome,
+            # Cancelled before the status is sent: by the client, or its deadline
+            # passed (read without the call's lock: the outcome, asked once the call
+            # has terminated, has the last word).
+            ended_by_client=state.client == "cancelled"
+            if state is not None
+            else not context.is_active(),
+            outcome=functools.partial(_cancelled, state) if state is not None else None,
         )
         if not self._fail_closed or not call.admitted:
             self._queue(record)  # a refused call's event: kept if it can be, else counted
