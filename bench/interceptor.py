@@ -13,7 +13,8 @@ server process, on a thread pool server or (`--server aio`) an asyncio one:
   interceptor with the SDK and a batch span processor (spans discarded).
 
 A separate load process drives each with the same closed-loop load (N calls in
-flight) for a fixed time. Server CPU is read inside the server after its
+flight) for a fixed time: nghttp2's `h2load` when it is installed, else (or with
+`--load-generator python`, or `--rate`) a Python gRPC client. Server CPU is read inside the server after its
 background work (event building, span export) has been flushed, so deferred
 work is counted; a worker process's CPU is read from /proc and reported beside it
 (the total over both processes). Modes run interleaved for several rounds; the
