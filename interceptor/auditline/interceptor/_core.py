@@ -2,16 +2,18 @@
 
 On the request path the interceptors only *capture*: a `CallRecord` holding the
 raw request and response (which gRPC had to produce anyway), the status, the
-peer and the metadata. A background worker turns records into redacted events
-(`EventBuilder`) and hands them to the sink, in completion order. In fail-closed
-mode the request thread hands its call's events over itself and waits until the
-sink has them durable.
+peer and the metadata. A sync call's record waits for the call's end (`CallEnds`)
+to settle what the client saw. A background worker turns records into redacted
+events (`EventBuilder`) and hands them to the sink; an audit worker takes the
+records themselves. In fail-closed mode the request thread hands its call's events
+over itself and waits until the sink has them durable.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -22,6 +24,7 @@ import grpc
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._builder import EventBuilder, event_of
+from auditline.interceptor._call_ends import CallEnds
 from auditline.interceptor._call_state import CallState
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds, span_ids
 from auditline.interceptor._summaries import Counting
@@ -59,9 +62,9 @@ _Item = CallRecord | _Flush | _Events
 class AuditCore:
     """Builds events from records and feeds the sink from one background thread.
 
-    The request path only appends to a deque (no lock, no wake-up); the worker
-    drains it in batches every `poll_interval` seconds, so a busy server pays
-    one thread switch per batch rather than one per call.
+    Records are appended to a deque (no wake-up); the thread drains it in batches
+    every `poll_interval` seconds, so a busy server pays one thread switch per
+    batch rather than one per call.
     """
 
     poll_interval = 0.01
@@ -85,6 +88,7 @@ class AuditCore:
         self.worker_cpu_seconds = 0.0
         self._ids = EventIds()
         self._pending: collections.deque[_Item] = collections.deque()
+        self._ends = CallEnds()  # records of sync calls whose status is on its way
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -151,10 +155,17 @@ class AuditCore:
             outcome=outcome,
         )
 
-    def submit(self, record: CallRecord, *, wait: bool) -> None:
+    def submit(
+        self,
+        record: CallRecord,
+        *,
+        wait: bool,
+        when_ended: Callable[[Callable[[], None]], bool] | None = None,
+    ) -> None:
         """Hand a record on. With `wait` (fail-closed mode), emit it now and raise
         `AuditUnavailableError` if the sink could not keep it; otherwise queue it for
-        the background worker."""
+        the background worker. A record with an `outcome` and `when_ended` (the sync
+        context's `add_callback`) is handed on when its call has ended."""
         if self.counting.summarizers and self._summarized(record):
             return
         if wait:
@@ -169,7 +180,31 @@ class AuditCore:
                     f"the audit log cannot record this call ({type(exc).__name__})"
                 ) from None
             return
+        if when_ended is not None and record.outcome is not None:
+            token = self._ends.add(record)
+            if self._thread is None:
+                self._start_worker()  # it takes the records whose end never comes
+            if not when_ended(functools.partial(self._ended, token)):
+                self._ended(token)  # it has ended already
+            return
         self._queue(record)
+
+    def _ended(self, token: int) -> None:
+        """A call has ended (on gRPC's polling thread): its record, settled, goes on."""
+        record = self._ends.take(token)
+        if record is not None:
+            self._hand_on(self._settled(record) or record)
+
+    def _hand_on(self, record: CallRecord) -> None:
+        """A settled record: to the audit worker at once, else to be built."""
+        if self._worker is None:
+            self._queue(record)
+            return
+        try:
+            self._worker.emit_captures([record], wait=False)
+        except Exception as exc:
+            self._sink_failed(exc)
+        self.delivered += 1
 
     def _queue(self, item: _Item) -> None:
         if self._thread is None:
@@ -228,9 +263,6 @@ class AuditCore:
 
     def _run(self) -> None:
         pending = self._pending
-        # Records of calls not terminated yet (their status on its way), with flush
-        # markers behind them, in arrival order.
-        unsettled: list[tuple[_Item, float]] = []
         # Settled records, handed on together: before anything queued behind them.
         ready: list[CallRecord] = []
         while True:
@@ -238,21 +270,17 @@ class AuditCore:
             self._wake.clear()
             started = time.thread_time()
             closed = self._closed
+            # Calls whose end never came (or, closing, has not come yet): as they stood.
+            stale = None if closed else time.monotonic() - self.settle_timeout
+            for record in self._ends.stale(stale):
+                self._hand_on(record)
             while pending:
                 item = pending.popleft()
-                if unsettled:
-                    unsettled.append((item, time.monotonic()))
-                elif isinstance(item, CallRecord):
-                    settled = self._settled(item)
-                    if settled is None:
-                        unsettled.append((item, time.monotonic()))
-                    else:
-                        ready.append(settled)
+                if isinstance(item, CallRecord):
+                    ready.append(self._settled(item) or item)
                 else:
                     self._deliver(ready)
                     self._pass_on(item)
-            if unsettled:
-                unsettled = self._settle(unsettled, ready, force=closed)
             self._deliver(ready)
             for summarizer in self.counting.summarizers:
                 self._emit_summaries(summarizer.due(everything=closed))
@@ -275,30 +303,6 @@ class AuditCore:
         if cancelled is None:
             return None
         return dataclasses.replace(record, ended_by_client=True) if cancelled else record
-
-    def _settle(
-        self, waiting: list[tuple[_Item, float]], ready: list[CallRecord], *, force: bool
-    ) -> list[tuple[_Item, float]]:
-        """Add the records whose calls have terminated to `ready` (and pass on what
-        follows them); keep the others, and what is behind them, for the next round."""
-        kept: list[tuple[_Item, float]] = []
-        stale = time.monotonic() - self.settle_timeout
-        for item, since in waiting:
-            if not isinstance(item, CallRecord):
-                if kept:
-                    kept.append((item, since))
-                else:
-                    self._deliver(ready)
-                    self._pass_on(item)
-                continue
-            settled = self._settled(item)
-            if settled is None and (force or since < stale):
-                settled = item  # recorded as it stood when the handler returned
-            if settled is None:
-                kept.append((item, since))
-            else:
-                ready.append(settled)
-        return kept
 
     def _emit_summaries(self, summaries: Sequence[EventDocument]) -> None:
         for summary in summaries:
@@ -372,10 +376,13 @@ class AuditCore:
         """Wait until every call finished so far has reached the sink."""
         if self._thread is None or (self._closed and not self._thread.is_alive()):
             return True  # nothing started, or everything delivered by `close`
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._ends.wait_for_earlier(timeout):
+            return False  # a call's status is still on its way
         marker = _Flush()
         self._pending.append(marker)
         self._wake.set()
-        return marker.done.wait(timeout)
+        return marker.done.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Deliver what is pending (summaries too), then stop the worker."""

@@ -168,7 +168,9 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             outcome=functools.partial(_cancelled, state) if state is not None else None,
         )
         if not self._fail_closed or not call.admitted:
-            self._queue(record)  # a refused call's event: kept if it can be, else counted
+            # A refused call's event: kept if it can be, else counted. Handed on when
+            # the call has ended, once it is known whether the client saw the status.
+            self._core.submit(record, wait=False, when_ended=context.add_callback)
             return
         reason = self._keep(record)
         if reason and answering:
