@@ -14,11 +14,12 @@ server process, on a thread pool server or (`--server aio`) an asyncio one:
 
 A separate load process drives each with the same closed-loop load (N calls in
 flight) for a fixed time: nghttp2's `h2load` when it is installed, else (or with
-`--load-generator python`, or `--rate`) a Python gRPC client. Server CPU is read inside the server after its
-background work (event building, span export) has been flushed, so deferred
-work is counted; a worker process's CPU is read from /proc and reported beside it
-(the total over both processes). Modes run interleaved for several rounds; the
-table shows the median round, with ratios against `bare` measured in the same run.
+`--load-generator python`, or `--rate`) a Python gRPC client. Server CPU is read
+inside the server after its background work (event building, span export) has
+been flushed, so deferred work is counted; a worker process's CPU is read from
+/proc and reported beside it (the total over both processes). Modes run
+interleaved for several rounds; the table shows the median round, with ratios
+against `bare` measured in the same run.
 
 Pinned (the default): the server on one core, the load (and the audit worker) on
 the other. `--unpinned`: every process anywhere.
