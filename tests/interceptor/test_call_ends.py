@@ -5,55 +5,19 @@ never comes is recorded as it stood."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 
-import grpc
 from auditline_testing.v1 import echo_pb2
 
 from auditline.interceptor import MemorySink
-from auditline.interceptor._core import AuditCore
-from auditline.interceptor._methods import method_info
-from auditline.interceptor._record import CallRecord, make_config
-
-
-def _core(sink: MemorySink) -> AuditCore:
-    return AuditCore(
-        sink,
-        make_config(
-            node_id="n",
-            principal=None,
-            trusted_proxies=(),
-            hmac_key=None,
-            metadata_allowlist=(),
-            max_body_bytes=10_000,
-            fail_closed=False,
-        ),
-    )
+from auditline.interceptor._record import CallRecord
+from tests.interceptor.records import audit_core, echo_record
 
 
 def _record(outcome: Callable[[], bool | None]) -> CallRecord:
-    now = time.time_ns()
-    return CallRecord(
-        info=method_info("/auditline_testing.v1.EchoService/Echo"),
-        started_ns=now,
-        ended_ns=now + 1000,
-        peer="ipv4:127.0.0.1:1",
-        metadata=(),
-        request=echo_pb2.EchoRequest(text="t").SerializeToString(),
-        request_class=echo_pb2.EchoRequest,
-        request_count=1,
-        response=echo_pb2.EchoResponse(text="t"),
-        response_count=1,
-        code=grpc.StatusCode.OK,
-        details="",
-        error=None,
-        ended_by_client=False,
-        deadline_ns=None,
-        trailing_metadata=(),
-        principal=None,
-        trace_id="",
-        span_id="",
+    return echo_record(
+        echo_pb2.EchoRequest(text="t"),
+        echo_pb2.EchoResponse(text="t"),
         unary_response=True,
         outcome=outcome,
     )
@@ -83,7 +47,7 @@ class _Call:
 
 def test_the_record_waits_for_the_calls_end_and_a_flush_waits_with_it() -> None:
     sink = MemorySink()
-    core = _core(sink)
+    core = audit_core(sink)
     call = _Call()
     core.submit(_record(call.outcome), wait=False, when_ended=call.add_callback)
     try:
@@ -100,7 +64,7 @@ def test_the_record_waits_for_the_calls_end_and_a_flush_waits_with_it() -> None:
 
 def test_a_call_that_had_ended_already_is_handed_on_at_once() -> None:
     sink = MemorySink()
-    core = _core(sink)
+    core = audit_core(sink)
     call = _Call()
     call.end(cancelled=False)
     core.submit(_record(call.outcome), wait=False, when_ended=call.add_callback)
@@ -114,7 +78,7 @@ def test_a_call_that_had_ended_already_is_handed_on_at_once() -> None:
 
 def test_a_call_whose_end_never_comes_is_recorded_as_it_stood() -> None:
     sink = MemorySink()
-    core = _core(sink)
+    core = audit_core(sink)
     core.settle_timeout = 0.05
     call = _Call()  # never ends
     core.submit(_record(call.outcome), wait=False, when_ended=call.add_callback)
@@ -131,7 +95,7 @@ def test_a_call_whose_end_never_comes_is_recorded_as_it_stood() -> None:
 
 def test_closing_records_the_calls_still_on_their_way() -> None:
     sink = MemorySink()
-    core = _core(sink)
+    core = audit_core(sink)
     call = _Call()  # never ends
     core.submit(_record(call.outcome), wait=False, when_ended=call.add_callback)
     core.close()
@@ -140,7 +104,7 @@ def test_closing_records_the_calls_still_on_their_way() -> None:
 
 def test_records_without_an_outcome_are_handed_on_as_they_are() -> None:
     sink = MemorySink()
-    core = _core(sink)
+    core = audit_core(sink)
     record = dataclasses.replace(_record(lambda: None), outcome=None)
     core.submit(record, wait=False, when_ended=_Call().add_callback)
     try:

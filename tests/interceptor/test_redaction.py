@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
-import grpc
 from auditline_testing.v1 import echo_pb2
 from google.protobuf import any_pb2, json_format, struct_pb2
 from hypothesis import HealthCheck, example, given, settings
@@ -14,10 +12,9 @@ from hypothesis import strategies as st
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import MASK, MemorySink, hmac_value
-from auditline.interceptor._core import AuditCore
-from auditline.interceptor._methods import method_info
-from auditline.interceptor._record import CallRecord, make_config
+from auditline.interceptor._record import CallRecord
 from auditline.interceptor._redact import Redactor
+from tests.interceptor.records import audit_core, echo_record
 
 KEY = b"property-key"
 Credentials = echo_pb2.Credentials
@@ -156,45 +153,13 @@ def requests(draw: st.DrawFn) -> tuple[Request, list[Any]]:
 
 
 def _record_for(request: Request) -> CallRecord:
-    now = time.time_ns()
-    return CallRecord(
-        info=method_info("/auditline_testing.v1.EchoService/Echo"),
-        started_ns=now,
-        ended_ns=now + 1000,
-        peer="ipv4:127.0.0.1:1",
-        metadata=(("user-agent", "ua"),),
-        request=request.SerializeToString(),
-        request_class=Request,
-        request_count=1,
-        response=echo_pb2.EchoResponse(text=request.text, session_token="tok", index=3),
-        response_count=1,
-        code=grpc.StatusCode.OK,
-        details="",
-        error=None,
-        ended_by_client=False,
-        deadline_ns=None,
-        trailing_metadata=(),
-        principal=None,
-        trace_id="",
-        span_id="",
-    )
+    response = echo_pb2.EchoResponse(text=request.text, session_token="tok", index=3)
+    return echo_record(request, response)
 
 
 def _event_for(request: Request, hmac_key: bytes | None) -> event_pb2.ApiEvent:
     """The event the interceptor's core builds for a unary call carrying `request`."""
-    core = AuditCore(
-        MemorySink(),
-        make_config(
-            node_id="n",
-            principal=None,
-            trusted_proxies=(),
-            hmac_key=hmac_key,
-            metadata_allowlist=(),
-            max_body_bytes=1_000_000,
-            fail_closed=False,
-        ),
-    )
-    return core.build_event(_record_for(request))
+    return audit_core(MemorySink(), hmac_key=hmac_key).build_event(_record_for(request))
 
 
 def _strip_redacted(request: Request) -> dict[str, Any]:
@@ -319,18 +284,6 @@ def test_the_document_is_the_json_mapping_of_the_event(
     from auditline.interceptor._formats import apievent_dict
 
     request, _ = generated
-    core = AuditCore(
-        MemorySink(),
-        make_config(
-            node_id="n",
-            principal=None,
-            trusted_proxies=(),
-            hmac_key=hmac_key,
-            metadata_allowlist=(),
-            max_body_bytes=1_000_000,
-            fail_closed=False,
-        ),
-    )
-    record = _record_for(request)
-    document = core.build_document(record)
+    core = audit_core(MemorySink(), hmac_key=hmac_key)
+    document = core.build_document(_record_for(request))
     assert apievent_dict(event_of(document)) == document
