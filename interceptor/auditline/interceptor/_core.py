@@ -60,7 +60,8 @@ _Item = CallRecord | _Flush | _Events
 
 
 class AuditCore:
-    """Builds events from records and feeds the sink from one background thread.
+    """Builds events from records and feeds the sink from one background thread (an
+    audit worker is handed each sync call's record as the call ends, instead).
 
     Records are appended to a deque (no wake-up); the thread drains it in batches
     every `poll_interval` seconds, so a busy server pays one thread switch per
@@ -277,7 +278,7 @@ class AuditCore:
             while pending:
                 item = pending.popleft()
                 if isinstance(item, CallRecord):
-                    ready.append(self._settled(item) or item)
+                    ready.append(item)  # settled already, or taken as it stood
                 else:
                     self._deliver(ready)
                     self._pass_on(item)
