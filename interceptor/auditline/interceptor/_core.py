@@ -200,12 +200,8 @@ class AuditCore:
         """A settled record: to the audit worker at once, else to be built."""
         if self._worker is None:
             self._queue(record)
-            return
-        try:
-            self._worker.emit_captures([record], wait=False)
-        except Exception as exc:
-            self._sink_failed(exc)
-        self.delivered += 1
+        else:
+            self._deliver([record])
 
     def _queue(self, item: _Item) -> None:
         if self._thread is None:
