@@ -10,7 +10,10 @@ server process, on a thread pool server or (`--server aio`) an asyncio one:
 - `auditline-worker`: the same interceptor with an `AuditWorker`: captures go over a
   pipe to a worker process, which builds the events and spools them (async),
 - `otel`: OpenTelemetry's `opentelemetry-instrumentation-grpc` server
-  interceptor with the SDK and a batch span processor (spans discarded).
+  interceptor with the SDK and a batch span processor (spans discarded),
+- on request (sync server), `probe-wrap`, `probe-capture`, `probe-settle`,
+  `probe-encode`: `auditline-worker` cut short after one step of its audit path
+  (`bench.probes`), to see what each step costs.
 
 A separate load process drives each with the same closed-loop load (N calls in
 flight) for a fixed time: nghttp2's `h2load` when it is installed, else (or with
@@ -45,6 +48,7 @@ from typing import Any
 import grpc
 from google.protobuf import wrappers_pb2
 
+from bench.probes import PROBES
 from bench.servers import (
     METHOD,
     MODES,
@@ -354,9 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         default=",".join(MODES),
-        help=f"comma-separated, from {', '.join(MODES)} (bare always runs)",
+        help=f"comma-separated, from {', '.join(MODES + PROBES)} (bare always runs)",
     )
-    parser.add_argument("--serve", choices=MODES + PIPELINE_MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=MODES + PIPELINE_MODES + PROBES, help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -381,9 +385,11 @@ def main(argv: list[str] | None = None) -> int:
         # AuthenticateResponse can't be used in 'await' expression").
         chosen.remove("otel")
     modes = tuple(dict.fromkeys(["bare", *chosen]))
-    unknown = set(modes) - set(MODES)
+    unknown = set(modes) - set(MODES + PROBES)
     if unknown:
         parser.error(f"unknown modes: {', '.join(sorted(unknown))}")
+    if args.server == "aio" and set(modes) & set(PROBES):
+        parser.error("the probes cut the sync server's audit path: not with --server aio")
     generator = load_generator(args.load_generator, args.rate)
     runs = measure(
         modes,

@@ -24,6 +24,7 @@ import grpc
 from google.protobuf import wrappers_pb2
 
 from auditline.account.v1 import auth_pb2
+from bench import probes
 
 MODES = ("bare", "auditline", "auditline-worker", "otel")
 # Also served (for bench.pipeline): the interceptor with the spool and an exporter, in
@@ -190,6 +191,11 @@ class _Audit:
 
 def _audit(mode: str, aio: bool) -> _Audit:
     events = _CountingSink()
+    if mode in probes.PROBES:
+        if aio:
+            raise ValueError("the probes cut the sync server's audit path")
+        probes.apply(mode)
+        mode = probes.PROBED_MODE
     if mode == "bare":
         return _Audit(interceptors=[], flush=lambda: None, events=events)
     if mode == "otel":
