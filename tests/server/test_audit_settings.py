@@ -116,9 +116,11 @@ def test_bucket_audit_logging_is_recorded_and_reported(serve: ServeFactory) -> N
 
 
 def test_target_changes_and_disabling_decide_what_reaches_the_bucket(
-    serve: ServeFactory,
+    serve: ServeFactory, audit_process: str
 ) -> None:
-    process = serve("--export-interval", "0.2", env=ADMIN)
+    # With an audit worker, the call after the switch reaches the worker after the
+    # notice of it, and is judged by when it came, not when the worker saw it.
+    process = serve("--export-interval", "0.2", "--audit-process", audit_process, env=ADMIN)
     admin = login_as_admin(process.target, ADMIN)
     new_target = _bucket(admin, immutable=True)
     changed = admin.settings.SetAuditTargetBucket(

@@ -18,6 +18,7 @@ from auditline.errors import (
 from tests.conftest import ServeFactory
 from tests.support.clients import login, login_as_admin
 from tests.support.exported import exported_files, read_lines
+from tests.support.processes import wait_for
 
 ADMIN = {
     "AUDITLINE_ADMIN_ACCESS_KEY": "AKEXPORT",
@@ -25,8 +26,8 @@ ADMIN = {
 }
 
 
-def test_exporter_lifecycle(serve: ServeFactory) -> None:
-    process = serve(env=ADMIN)
+def test_exporter_lifecycle(serve: ServeFactory, audit_process: str) -> None:
+    process = serve("--audit-process", audit_process, "--state-poll-interval", "0.5", env=ADMIN)
     api = login_as_admin(process.target, ADMIN)
     stub = api.exporters
     bucket = f"siem-{uuid.uuid4().hex[:10]}"
@@ -45,7 +46,24 @@ def test_exporter_lifecycle(serve: ServeFactory) -> None:
         )
     ).exporter
     assert created.name == "exporters/siem"
-    assert created.status.state == exporter_pb2.EXPORTER_STATE_WAITING
+    if audit_process == "serving":
+        assert created.status.state == exporter_pb2.EXPORTER_STATE_WAITING
+    else:
+        # It runs in the audit worker: its status is not known here until the worker
+        # reports it (each state poll), then it is that report.
+        assert created.status.state in (
+            exporter_pb2.EXPORTER_STATE_UNSPECIFIED,
+            exporter_pb2.EXPORTER_STATE_WAITING,
+        )
+
+        def reported() -> exporter_pb2.Exporter | None:
+            got = stub.GetExporter(exporter_pb2.GetExporterRequest(name="exporters/siem"))
+            known = got.exporter.status.state != exporter_pb2.EXPORTER_STATE_UNSPECIFIED
+            return got.exporter if known else None
+
+        shown = wait_for(reported, timeout=30, what="the worker's report of the exporter")
+        (mine,) = shown.node_statuses
+        assert shown.status == mine.status
 
     listed = stub.ListExporters(exporter_pb2.ListExportersRequest()).exporters
     assert [e.name for e in listed] == ["exporters/default", "exporters/siem"]

@@ -233,13 +233,16 @@ class AuditWorker:
                 self._pending.append(("document", d.document, d.at_ns, d.end_ns, wait))
             self._enqueued(wait, first)
 
-    def notify(self, what: str) -> None:
-        """Tell the worker's pipeline something changed that it follows (it is called
-        with `notice(what)`, when it has that method; `auditline serve`'s follows its
-        database): sent with the next batch."""
+    def notify(self, what: str, value: Any = None) -> None:
+        """Tell the worker's pipeline something changed that it follows: it is called
+        with `notice(what, value, at_ns)`, when it has that method (`auditline
+        serve`'s follows its database). `value`: what it changed to, in plain values
+        (str, int, bool, bytes, None, tuples of them). Sent with the next batch,
+        ahead of the captures of calls that come after the change, with when it
+        changed (`time.time_ns()`)."""
         with self._cond:
             first = not self._pending
-            self._pending.append(("notice", what))
+            self._pending.append(("notice", what, value, time.time_ns()))
             if first:
                 self._cond.notify_all()
 

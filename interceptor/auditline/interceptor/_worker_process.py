@@ -149,7 +149,7 @@ def _arrived(conn: Connection, most: int = 64) -> tuple[_Batches, bool]:
 
 class _Worker:
     def __init__(
-        self, spool: Spool, builder: EventBuilder, notice: Callable[[str], None] | None
+        self, spool: Spool, builder: EventBuilder, notice: Callable[[str, Any, int], None] | None
     ) -> None:
         self.spool = spool
         self.notice = notice
@@ -215,7 +215,7 @@ class _Worker:
             elif kind == "schemas":
                 load_schemas(item[1])
             elif kind == "notice" and self.notice is not None:
-                self.notice(item[1])
+                self.notice(item[1], item[2], item[3])
             elif kind == "flush":
                 flush = True
         return flush

@@ -269,6 +269,7 @@ class AuditlineServer:
             self.clock,
             lambda: audit_settings(self.db).bucket,
             default_exporter(settings),
+            self.node_id,
         )
         self.log_queries = ExportedLogQueries(
             locate=lambda name: exporter_location(
@@ -374,7 +375,7 @@ class AuditlineServer:
         if self.host is not None:
             self.host.follow_settings(target)
         elif self.worker is not None:
-            self.worker.notify("state")
+            self.worker.notify("settings", (target.enabled, target.bucket))
 
     def _remote_exporters(self) -> SavedExporters:
         """The saved exporters of an audit worker's pipeline: changes are told to it."""

@@ -10,9 +10,11 @@ captures calls, and follows the spool through a read-only `SpoolView`.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from auditline.interceptor import (
     AuditInterceptor,
@@ -139,7 +141,11 @@ class AuditHost:
             else BucketWriter(store, audit_bucket),
         )
         self.pipeline.instrument()
+        # The settings followed, since when; the follower and a notice may both apply
+        # them, and a notice's earlier moment wins.
+        self._following = threading.Lock()
         self._target: AuditTarget | None = None
+        self._since = 0
         self.follow_settings(audit_settings(db))
         self.saved = SavedExporters(db, store, self.pipeline)
         self.saved.start_all()
@@ -171,23 +177,34 @@ class AuditHost:
     def spool(self) -> Spool:
         return self.pipeline.spool
 
-    def follow_settings(self, target: AuditTarget) -> None:
+    def follow_settings(self, target: AuditTarget, since_ns: int | None = None) -> None:
         """Point the default exporter at the settings' target. While account audit logs
         are disabled only the settings log (changes of the settings) is kept: the
-        other events are not spooled, as they happen."""
-        if target == self._target:
-            return  # the follower asks every few seconds
-        self._target = target
+        other events are not spooled, from the change on (`since_ns`, or now)."""
+        with self._following:
+            if target == self._target and (since_ns is None or since_ns >= self._since):
+                return  # the follower asks every few seconds
+            self._target = target
+            self._since = time.time_ns() if since_ns is None else since_ns
+            self._apply(target)
+
+    def _apply(self, target: AuditTarget) -> None:
         if target.bucket and not self.settings.export_target:
             self.pipeline.exporters["default"].writer = BucketWriter(self.store, target.bucket)
         # Disabled: the settings log is still kept, and what the detections find (the
         # audit logs turned off is exactly when a finding matters).
         kept = None if target.enabled else frozenset({"LOG_TYPE_SETTINGS", "LOG_TYPE_FINDINGS"})
-        self.pipeline.spool.keep_logs(kept)
+        self.pipeline.spool.keep_logs(kept, self._since)
 
-    def notice(self, what: str) -> None:
-        """The serving process changed the state this host follows (an exporter, the
-        audit settings) and says so through its `AuditWorker`: follow it now."""
+    def notice(self, what: str, value: Any, at_ns: int) -> None:
+        """The serving process changed the state this host follows at `at_ns` and says
+        so through its `AuditWorker`, ahead of the captures of the calls after the
+        change. The audit settings ("settings", with what they became: the database
+        may already say more) are followed before those are spooled, and from that
+        moment, as in the serving process; the exporters ("state") soon after."""
+        if what == "settings":
+            enabled, bucket = value
+            self.follow_settings(AuditTarget(enabled=enabled, bucket=bucket), since_ns=at_ns)
         self._follower.run_soon()
 
     def start(self) -> AuditHost:

@@ -84,8 +84,10 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         clock: Callable[[], float],
         default_target: Callable[[], str],
         default_config: ExporterConfig,
+        node_id: str,
     ) -> None:
         self.db = db
+        self.node_id = node_id
         self.store = store
         self.saved = saved
         self.clock = clock
@@ -121,11 +123,16 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         messages = []
         for row in rows:
             message = self._message(row)
+            running = self.saved.running(row["id"]) is not None
             for report in reports[row["id"]]:
                 node = message.node_statuses.add(
                     node_id=report.node_id, status=self._status_of(report.status)
                 )
                 node.report_time.CopyFrom(timestamp(report.reported_at))
+                if not running and report.node_id == self.node_id:
+                    # It runs in this node's audit worker: its status as last reported
+                    # (none yet: not known, UNSPECIFIED).
+                    message.status.CopyFrom(node.status)
             messages.append(message)
         return messages
 
