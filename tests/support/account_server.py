@@ -67,8 +67,7 @@ def start_server(
         store = S3Store(client=seaweed.client())
     else:
         store = FilesystemStore(data_dir / "objects")
-    if backend.endswith("+worker"):
-        args = ("--audit-process", "worker", *args)
+    args = ("--audit-process", "worker" if backend.endswith("+worker") else "serving", *args)
     process = ServeProcess(data_dir, args=["--usage-snapshot-interval", "0", *args], env=env)
     return process.start(), store
 

@@ -106,10 +106,10 @@ class Settings:
         default="block", metadata=_help("when the spool is full: block, reject or drop")
     )
     audit_process: str = field(
-        default="serving",
+        default="worker",
         metadata=_help(
-            "where events are built, spooled and exported: serving (this process) or "
-            "worker (a process it starts and restarts, off the serving process's GIL)"
+            "where events are built, spooled and exported: worker (a process it starts "
+            "and restarts, off the serving process's GIL) or serving (this process)"
         ),
     )
     spool_max_bytes: int = field(
