@@ -22,7 +22,7 @@ from auditline.interceptor._formats import apievent_dict
 from tests.interceptor.harness import FLAVOURS, Harness
 from tests.support.outcome import code_of
 from tests.support.processes import wait_for
-from tests.support.worker_pipelines import spool_and_directory
+from tests.support.worker_pipelines import notice_fails, spool_and_directory
 
 SECRET = "worker-secret-" + uuid.uuid4().hex
 
@@ -208,6 +208,23 @@ def test_async_events_reach_the_spool_without_a_flush(tmp_path: Path) -> None:
         harness.stub.Echo(echo_pb2.EchoRequest(text="unflushed"))
         # Nobody flushes: the worker is sent the capture by itself, and exports it.
         wait_for(lambda: _exported(tmp_path) or None, timeout=30, what="the event exported")
+    finally:
+        harness.close()
+        worker.close()
+
+
+def test_a_notice_the_pipeline_cannot_follow_leaves_the_worker_running(tmp_path: Path) -> None:
+    worker = AuditWorker(functools.partial(notice_fails, str(tmp_path)))
+    harness = Harness("sync", sink=worker)
+    try:
+        worker.notify("settings", (True, "bucket"))
+        assert harness.stub.Echo(echo_pb2.EchoRequest(text="after")).text == "after"
+        assert harness.interceptor.flush(10)
+        assert worker.flush(10)
+        # The notice was logged, not fatal: a worker crashing on it would be resent
+        # the same batch, and crash again until given up.
+        assert worker.restarts == 0
+        assert not worker.lost
     finally:
         harness.close()
         worker.close()

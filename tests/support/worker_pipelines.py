@@ -35,6 +35,27 @@ def spool_only(root: str, durability: str = "sync") -> Pipeline:
     return Pipeline(Spool(Path(root) / "spool.db", node_id="worker-test", durability=durability))
 
 
+class _NoticeFails:
+    """`spool_only`'s pipeline with a `notice` that always raises (an embedder's bug)."""
+
+    def __init__(self, root: str) -> None:
+        self._pipeline = spool_only(root)
+
+    @property
+    def spool(self) -> Spool:
+        return self._pipeline.spool
+
+    def notice(self, what: str, value: Any, at_ns: int) -> None:
+        raise RuntimeError(f"cannot follow {what}")
+
+    def close(self) -> None:
+        self._pipeline.close()
+
+
+def notice_fails(root: str) -> _NoticeFails:
+    return _NoticeFails(root)
+
+
 def signed_directory(root: str, key_text: str, node_id: str) -> Pipeline:
     """The spool at ROOT/spool.db, exported under ROOT/log with checkpoints signed by
     the key, at an interval no test waits for: only closing writes the files."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import multiprocessing
 import signal
 from collections.abc import Callable
@@ -21,12 +22,18 @@ if TYPE_CHECKING:
 
 __all__ = ["STATE_INTERVAL", "HostedPipeline", "StartedWorker", "start_worker", "worker_main"]
 
+log = logging.getLogger("auditline.interceptor")
+
 STATE_INTERVAL = 0.1  # seconds between looks at the spool's state while idle
 
 
 class HostedPipeline(Protocol):
     """What an audit worker runs: a `Pipeline`, or a host holding one's spool (a
-    server's, which also follows its database), closed when the worker stops."""
+    server's, which also follows its database), closed when the worker stops.
+
+    It may also have `notice(what: str, value: Any, at_ns: int)`: called with what the
+    serving process said through `AuditWorker.notify`, before the captures of the
+    calls that came after it."""
 
     @property
     def spool(self) -> Spool: ...
@@ -215,7 +222,12 @@ class _Worker:
             elif kind == "schemas":
                 load_schemas(item[1])
             elif kind == "notice" and self.notice is not None:
-                self.notice(item[1], item[2], item[3])
+                try:
+                    self.notice(item[1], item[2], item[3])
+                except Exception:
+                    # Its bug, or its database gone for a moment: the events still go
+                    # on (a crash would be resent the same notice, and crash again).
+                    log.exception("the audit worker's pipeline could not follow a notice")
             elif kind == "flush":
                 flush = True
         return flush
