@@ -102,6 +102,25 @@ def test_exporter_lifecycle(serve: ServeFactory, audit_process: str) -> None:
     assert {"CreateExporter", "ListBuckets"} <= operations
 
 
+def test_an_exporter_made_here_runs_without_state_polling(
+    serve: ServeFactory, audit_process: str
+) -> None:
+    # `--state-poll-interval 0` only stops following other replicas' changes: this
+    # node's own apply at once, in the serving process or in its audit worker.
+    process = serve("--audit-process", audit_process, "--state-poll-interval", "0", env=ADMIN)
+    api = login_as_admin(process.target, ADMIN)
+    bucket = f"now-{uuid.uuid4().hex[:10]}"
+    api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=bucket))
+    api.exporters.CreateExporter(
+        exporter_pb2.CreateExporterRequest(
+            exporter_id="now", exporter=exporter_pb2.Exporter(display_name="now", bucket=bucket)
+        )
+    )
+    api.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
+    assert process.terminate() == 0
+    assert exported_files(process.data_dir, bucket)
+
+
 def test_exporters_survive_a_restart_and_can_be_deleted(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
     api = login_as_admin(process.target, ADMIN)

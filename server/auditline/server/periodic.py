@@ -43,16 +43,23 @@ class Periodic:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            for step in self.steps:
-                try:
-                    step()
-                except Exception:
-                    # The database or the store gone for a moment: the next round.
-                    log.exception("%s: a round failed", self.name)
+            self._round()
+
+    def _round(self) -> None:
+        for step in self.steps:
+            try:
+                step()
+            except Exception:
+                # The database or the store gone for a moment: the next round.
+                log.exception("%s: a round failed", self.name)
 
     def run_soon(self) -> None:
-        """Run a round now rather than at the end of the interval."""
-        self._wake.set()
+        """Run a round now rather than at the end of the interval; with no interval
+        (no thread), on the caller's thread: asked for, a round still runs."""
+        if self.interval > 0:
+            self._wake.set()
+        elif not self._stop.is_set():
+            self._round()
 
     def stop(self) -> None:
         self._stop.set()

@@ -123,13 +123,13 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         messages = []
         for row in rows:
             message = self._message(row)
-            running = self.saved.running(row["id"]) is not None
+            in_worker = self.saved.pipeline is None
             for report in reports[row["id"]]:
                 node = message.node_statuses.add(
                     node_id=report.node_id, status=self._status_of(report.status)
                 )
                 node.report_time.CopyFrom(timestamp(report.reported_at))
-                if not running and report.node_id == self.node_id:
+                if in_worker and report.node_id == self.node_id:
                     # It runs in this node's audit worker: its status as last reported
                     # (none yet: not known, UNSPECIFIED).
                     message.status.CopyFrom(node.status)
