@@ -371,7 +371,7 @@ class AuditlineServer:
 
     def follow_settings(self, target: AuditTarget) -> None:
         """After a change of the audit settings: the pipeline follows it at once (an
-        audit worker's is told, and reads it from the database)."""
+        audit worker's is told what they became, ahead of the calls after the change)."""
         if self.host is not None:
             self.host.follow_settings(target)
         elif self.worker is not None:

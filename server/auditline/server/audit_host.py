@@ -142,11 +142,12 @@ class AuditHost:
         )
         self.pipeline.instrument()
         # The settings followed, since when; the follower and a notice may both apply
-        # them, and a notice's earlier moment wins.
+        # them, and a notice's earlier moment wins. The first apply to every call, so
+        # that captures resent to a restarted worker are judged by them too.
         self._following = threading.Lock()
         self._target: AuditTarget | None = None
         self._since = 0
-        self.follow_settings(audit_settings(db))
+        self.follow_settings(audit_settings(db), since_ns=0)
         self.saved = SavedExporters(db, store, self.pipeline)
         self.saved.start_all()
         # What other replicas (or the serving process) change in the database, applied
@@ -156,7 +157,7 @@ class AuditHost:
             interval=settings.state_poll_interval,
             steps=[
                 self.saved.reconcile,
-                lambda: self.follow_settings(audit_settings(db)),
+                self._read_settings,
                 lambda: report_statuses(db, node_id, dict(self.pipeline.exporters), clock),
             ],
         )
@@ -177,11 +178,22 @@ class AuditHost:
     def spool(self) -> Spool:
         return self.pipeline.spool
 
-    def follow_settings(self, target: AuditTarget, since_ns: int | None = None) -> None:
+    def _read_settings(self) -> None:
+        """The follower's round: the settings as the database says."""
+        read_at = time.time_ns()
+        self.follow_settings(audit_settings(self.db), read_at=read_at)
+
+    def follow_settings(
+        self, target: AuditTarget, since_ns: int | None = None, *, read_at: int | None = None
+    ) -> None:
         """Point the default exporter at the settings' target. While account audit logs
         are disabled only the settings log (changes of the settings) is kept: the
-        other events are not spooled, from the change on (`since_ns`, or now)."""
+        other events are not spooled, from the change on (`since_ns`, or now).
+        `read_at`: when `target` was read; older than what is followed, it is not
+        applied (a notice of a later change came meanwhile)."""
         with self._following:
+            if read_at is not None and read_at < self._since:
+                return
             if target == self._target and (since_ns is None or since_ns >= self._since):
                 return  # the follower asks every few seconds
             self._target = target
