@@ -56,9 +56,12 @@ def test_verifier_keys_through_the_api(serve: ServeFactory) -> None:
     assert [p.read_text().strip() for p in published] == list(response.verifier_keys)
 
 
-def test_proven_across_restarts_rotation_outage_and_kill_9(tmp_path: Path) -> None:
+def test_proven_across_restarts_rotation_outage_and_kill_9(
+    tmp_path: Path, audit_process: str
+) -> None:
     data_dir = tmp_path / "data"
     args = ["--export-interval", "0.3", "--audit-durability", "sync"]
+    args += ["--audit-process", audit_process]
     first = ServeProcess(data_dir, args=args, env=ADMIN).start()
     make_calls(first.target, 20)
     assert first.terminate() == 0

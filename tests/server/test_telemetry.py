@@ -29,11 +29,14 @@ def _readme_metrics() -> set[str]:
     return set(re.findall(r"`(auditline\.audit\.[a-z_.]+)`", section))
 
 
-def test_every_metric_the_readme_lists_is_exported(serve: ServeFactory) -> None:
+def test_every_metric_the_readme_lists_is_exported(serve: ServeFactory, audit_process: str) -> None:
+    # With an audit worker, the spool's and exporters' metrics come from the worker.
     names = _readme_metrics()
     assert len(names) == 12
     process = serve(
-        env=ENV | {"OTEL_METRICS_EXPORTER": "console", "OTEL_METRIC_EXPORT_INTERVAL": "200"}
+        "--audit-process",
+        audit_process,
+        env=ENV | {"OTEL_METRICS_EXPORTER": "console", "OTEL_METRIC_EXPORT_INTERVAL": "200"},
     )
     admin = login(process.target, KEY, SECRET)
     admin.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id="otel-metrics"))
@@ -44,8 +47,8 @@ def test_every_metric_the_readme_lists_is_exported(serve: ServeFactory) -> None:
     assert not missing, missing
 
 
-def test_audit_events_carry_their_spans_ids(serve: ServeFactory) -> None:
-    process = serve(env=ENV | {"OTEL_TRACES_EXPORTER": "console"})
+def test_audit_events_carry_their_spans_ids(serve: ServeFactory, audit_process: str) -> None:
+    process = serve("--audit-process", audit_process, env=ENV | {"OTEL_TRACES_EXPORTER": "console"})
     admin = login(process.target, KEY, SECRET)
     admin.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id="otel-traces"))
     admin.close()
