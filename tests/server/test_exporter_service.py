@@ -9,6 +9,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 
 from auditline.account.v1 import bucket_pb2, service_account_pb2
 from auditline.audit.v1 import exporter_pb2
+from auditline.client import Client
 from auditline.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
@@ -102,6 +103,19 @@ def test_exporter_lifecycle(serve: ServeFactory, audit_process: str) -> None:
     assert {"CreateExporter", "ListBuckets"} <= operations
 
 
+def _exporter_to_a_new_bucket(api: Client, exporter_id: str) -> str:
+    """A new bucket and an exporter `exporter_id` writing to it; the bucket's name."""
+    bucket = f"{exporter_id}-{uuid.uuid4().hex[:10]}"
+    api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=bucket))
+    api.exporters.CreateExporter(
+        exporter_pb2.CreateExporterRequest(
+            exporter_id=exporter_id,
+            exporter=exporter_pb2.Exporter(display_name=exporter_id, bucket=bucket),
+        )
+    )
+    return bucket
+
+
 def test_an_exporter_made_here_runs_without_state_polling(
     serve: ServeFactory, audit_process: str
 ) -> None:
@@ -109,13 +123,7 @@ def test_an_exporter_made_here_runs_without_state_polling(
     # node's own apply at once, in the serving process or in its audit worker.
     process = serve("--audit-process", audit_process, "--state-poll-interval", "0", env=ADMIN)
     api = login_as_admin(process.target, ADMIN)
-    bucket = f"now-{uuid.uuid4().hex[:10]}"
-    api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=bucket))
-    api.exporters.CreateExporter(
-        exporter_pb2.CreateExporterRequest(
-            exporter_id="now", exporter=exporter_pb2.Exporter(display_name="now", bucket=bucket)
-        )
-    )
+    bucket = _exporter_to_a_new_bucket(api, "now")
     api.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
     assert process.terminate() == 0
     assert exported_files(process.data_dir, bucket)
@@ -124,13 +132,7 @@ def test_an_exporter_made_here_runs_without_state_polling(
 def test_exporters_survive_a_restart_and_can_be_deleted(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
     api = login_as_admin(process.target, ADMIN)
-    bucket = f"keep-{uuid.uuid4().hex[:10]}"
-    api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=bucket))
-    api.exporters.CreateExporter(
-        exporter_pb2.CreateExporterRequest(
-            exporter_id="keep", exporter=exporter_pb2.Exporter(display_name="keep", bucket=bucket)
-        )
-    )
+    bucket = _exporter_to_a_new_bucket(api, "keep")
     assert process.terminate() == 0
     again = serve(env=ADMIN, data_dir=process.data_dir)
     stub = login_as_admin(again.target, ADMIN).exporters
