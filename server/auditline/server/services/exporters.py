@@ -121,9 +121,9 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
     def _messages(self, rows: list[dict[str, Any]]) -> list[pb.Exporter]:
         reports = node_statuses(self.db, [row["id"] for row in rows])
         messages = []
+        in_worker = self.saved.pipeline is None  # the exporters run in an audit worker
         for row in rows:
             message = self._message(row)
-            in_worker = self.saved.pipeline is None
             for report in reports[row["id"]]:
                 node = message.node_statuses.add(
                     node_id=report.node_id, status=self._status_of(report.status)
