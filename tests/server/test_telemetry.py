@@ -56,9 +56,13 @@ def test_audit_events_carry_their_spans_ids(serve: ServeFactory, audit_process: 
     log = process.log()
     span_ids = set(re.findall(r'"span_id": "0x([0-9a-f]{16})"', log))
     trace_ids = set(re.findall(r'"trace_id": "0x([0-9a-f]{32})"', log))
-    created = next(e for e in exported_events(process.data_dir) if e["EventName"] == "CreateBucket")
-    assert created["TraceId"] in trace_ids
-    assert created["SpanId"] in span_ids
+    events = exported_events(process.data_dir)
+    created = [e for e in events if e["EventName"] == "CreateBucket"]
+    # Say what there was: this failed once under a heavy load, and did not again.
+    assert created, [e["EventName"] for e in events]
+    seen = f"{len(trace_ids)} traces and {len(span_ids)} spans in the log"
+    assert created[0]["TraceId"] in trace_ids, (created[0]["TraceId"], seen)
+    assert created[0]["SpanId"] in span_ids, (created[0]["SpanId"], seen)
 
 
 def test_an_unknown_exporter_stops_the_start(tmp_path: Path) -> None:
