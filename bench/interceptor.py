@@ -55,9 +55,11 @@ from bench.servers import (
     PIPELINE_MODES,
     REQUEST,
     SERVERS,
+    THREADS,
     UNPINNED,
     load_calls,
     pin,
+    pool_threads,
     serve,
 )
 
@@ -321,6 +323,20 @@ def load_generator(choice: str, rate: float | None = None) -> str:
     return choice
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server-threads",
+        type=int,
+        default=8,
+        help="the sync server's pool threads (a fail-closed call holds one while it waits "
+        "for its commit)",
+    )
+
+
+def server_name(kind: str) -> str:
+    return f"sync server ({pool_threads()} threads)" if kind == "sync" else "asyncio server"
+
+
 def cores_note() -> str:
     if os.environ.get(UNPINNED):
         return "unpinned: the server, its worker and the load anywhere"
@@ -355,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--server", choices=SERVERS, default="sync", help="thread pool (sync) or asyncio server"
     )
+    add_threads_argument(parser)
     parser.add_argument(
         "--modes",
         default=",".join(MODES),
@@ -366,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.unpinned:
         os.environ[UNPINNED] = "1"  # the server, worker and load processes inherit it
+    os.environ[THREADS] = str(args.server_threads)
 
     if args.serve:
         serve(args.serve, args.server, args.port_file)
@@ -402,9 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         generator=generator,
     )
-    server = "sync server (8 threads)" if args.server == "sync" else "asyncio server"
     print(
-        f"\nunary Authenticate, {server}, {args.concurrency} calls in flight"
+        f"\nunary Authenticate, {server_name(args.server)}, {args.concurrency} calls in flight"
         f"{f' paced to {args.rate:,.0f} calls/s' if args.rate else ''} "
         f"({generator} load), "
         f"{args.seconds:g}s x {args.rounds} rounds, median; {os.cpu_count()} CPUs, "

@@ -166,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--server", choices=servers.SERVERS, default="sync", help="thread pool or asyncio server"
     )
+    server_bench.add_threads_argument(parser)
     args = parser.parse_args(argv)
     if args.unpinned:
         os.environ[servers.UNPINNED] = "1"
+    os.environ[servers.THREADS] = str(args.server_threads)
     servers.pin(0)
 
     if not args.no_export:
@@ -180,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             modes, args.seconds, args.rounds, 16, 1.0, server_kind=args.server, generator=generator
         )
         print(
-            f"\nwhole pipeline, unary Authenticate, {args.server} server ({generator} load), "
+            f"\nwhole pipeline, unary Authenticate, {server_bench.server_name(args.server)} "
+            f"({generator} load), "
             f"{args.seconds:g}s x {args.rounds} rounds, "
             f"median; {server_bench.cores_note()}\n"
         )

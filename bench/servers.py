@@ -38,6 +38,7 @@ PIPELINE_MODES = (
 SERVERS = ("sync", "aio")
 UNPINNED = "AUDITLINE_BENCH_UNPINNED"
 CPUS = "AUDITLINE_BENCH_CPUS"  # the cores `pin` chooses from
+THREADS = "AUDITLINE_BENCH_THREADS"  # the sync server's pool threads (`pool_threads`)
 # Set: the exporters' object store refuses every write (the backlog grows in the spool).
 STORE_DOWN = "AUDITLINE_BENCH_STORE_DOWN"
 METHOD = "/auditline.account.v1.AuthService/Authenticate"
@@ -92,6 +93,12 @@ def _authenticate(
     )
     response.expire_time.FromSeconds(2_000_000_000)
     return response
+
+
+def pool_threads() -> int:
+    """The sync server's pool threads: 8, or as `--server-threads` said (a fail-closed
+    call holds one while it waits for its commit)."""
+    return int(os.environ.get(THREADS, "8"))
 
 
 def pin(cpu: int) -> None:
@@ -330,7 +337,7 @@ def serve(mode: str, server_kind: str, port_file: Path) -> None:
     audit = _audit(mode, aio)
     if not aio:
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=8), interceptors=audit.interceptors
+            futures.ThreadPoolExecutor(max_workers=pool_threads()), interceptors=audit.interceptors
         )
         server.add_generic_rpc_handlers(_handlers(audit, aio=False))
         port = server.add_insecure_port("127.0.0.1:0")
