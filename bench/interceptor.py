@@ -327,9 +327,8 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server-threads",
         type=int,
-        default=8,
-        help="the sync server's pool threads (a fail-closed call holds one while it waits "
-        "for its commit)",
+        help="the sync server's pool threads (8 by default; a fail-closed call holds one "
+        "while it waits for its commit)",
     )
 
 
@@ -383,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.unpinned:
         os.environ[UNPINNED] = "1"  # the server, worker and load processes inherit it
-    os.environ[THREADS] = str(args.server_threads)
+    if args.server_threads:  # the server processes inherit it
+        os.environ[THREADS] = str(args.server_threads)
 
     if args.serve:
         serve(args.serve, args.server, args.port_file)

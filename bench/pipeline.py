@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.unpinned:
         os.environ[servers.UNPINNED] = "1"
-    os.environ[servers.THREADS] = str(args.server_threads)
+    if args.server_threads:  # the server processes inherit it
+        os.environ[servers.THREADS] = str(args.server_threads)
     servers.pin(0)
 
     if not args.no_export:

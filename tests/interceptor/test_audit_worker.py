@@ -10,7 +10,6 @@ import signal
 import threading
 import uuid
 from collections import Counter
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -229,42 +228,3 @@ def test_a_notice_the_pipeline_cannot_follow_leaves_the_worker_running(tmp_path:
     finally:
         harness.close()
         worker.close()
-
-
-def test_fail_closed_calls_that_come_while_a_batch_is_committed_share_the_next(
-    tmp_path: Path,
-) -> None:
-    """The worker commits one batch that callers wait for at a time; the calls that
-    come meanwhile are held back and sent together when it is answered: one write and
-    one answer for them all (fewer batches, fewer thread wake-ups per call)."""
-    worker = _worker(tmp_path, ack_timeout=600)
-    harness = Harness("sync", sink=worker, fail_closed=True)
-    client = futures.ThreadPoolExecutor(max_workers=6)
-    try:
-        harness.stub.Echo(echo_pb2.EchoRequest(text="first"))
-        assert worker.pid is not None
-        os.kill(worker.pid, signal.SIGSTOP)  # the next batch goes out and waits
-        try:
-            first = client.submit(harness.stub.Echo, echo_pb2.EchoRequest(text="held"))
-            wait_for(lambda: worker._waited_in_flight or None, timeout=30, what="a batch out")
-            sent = worker._next_id
-            rest = [
-                client.submit(harness.stub.Echo, echo_pb2.EchoRequest(text=f"later-{i}"))
-                for i in range(5)
-            ]
-            wait_for(lambda: len(worker._pending) == 5 or None, timeout=30, what="5 held")
-            assert worker._next_id == sent  # held back, not sent one by one
-        finally:
-            os.kill(worker.pid, signal.SIGCONT)
-        assert first.result(30).text == "held"
-        assert [f.result(30).text for f in rest] == [f"later-{i}" for i in range(5)]
-        assert worker._next_id == sent + 1  # the five went in one batch
-        assert worker.restarts == 0
-    finally:
-        client.shutdown()
-        harness.close()
-        worker.close()
-    texts = [d["Request"]["RequestParams"].get("text") for d in _exported(tmp_path)]
-    assert sorted(t for t in texts if t) == sorted(
-        ["first", "held", *(f"later-{i}" for i in range(5))]
-    )

@@ -116,7 +116,6 @@ class AuditWorker:
         self._cond = threading.Condition()
         self._pending: list[tuple[Any, ...]] = []
         self._pending_wait = False
-        self._waited_in_flight = 0  # the unanswered batch callers wait for (0: none)
         self._next_id = 1
         self._unacked: dict[int, _Batch] = {}
         self._answers = Answers()  # to the batches callers wait for
@@ -273,9 +272,9 @@ class AuditWorker:
             raise AuditUnavailableError(error)
 
     def _await_batch(self, timeout: float | None) -> str | None:
-        """Holding the lock: have the pending items sent, and wait (without the lock)
-        for the answer to their batch ("" or why not; None: no answer in time, or given
-        up). Several callers may wait for one batch."""
+        """Holding the lock: have the pending items sent at once, and wait (without the
+        lock) for the answer to their batch ("" or why not; None: no answer in time, or
+        given up). Several callers may wait for one batch."""
         if self._failed:
             return None
         self._pending_wait = True
@@ -292,54 +291,37 @@ class AuditWorker:
 
     # --- the two threads ------------------------------------------------------------
 
-    def _send_now(self) -> bool:
-        """Holding the lock: whether the pending items go at once. Waited-for items do,
-        unless a batch others wait for is still unanswered: the worker commits one such
-        batch at a time anyway, so calls that come meanwhile wait for the next
-        together (one write and one answer for them all, not one each)."""
-        if self._closing or self._failed or len(self._pending) >= self.max_batch:
-            return True
-        return self._pending_wait and not self._waited_in_flight
-
     def _send(self) -> None:
-        """The sender thread: async items every `send_interval` (or when `max_batch`
-        wait), waited-for items as soon as `_send_now` lets them go."""
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closing or bool(self._pending), None)
+                self._cond.wait_for(
+                    lambda: self._pending_wait or self._closing or bool(self._pending),
+                    None,
+                )
                 if self._closing and not self._pending:
                     return
                 if not self._pending_wait:
                     # Async captures: gathered for a moment, one write for many.
                     self._cond.wait_for(
-                        lambda: self._pending_wait or self._send_now(), self.send_interval
+                        lambda: self._pending_wait or len(self._pending) >= self.max_batch,
+                        self.send_interval,
                     )
-                if self._pending_wait:
-                    self._cond.wait_for(self._send_now, None)
-            self._dispatch()
-
-    def _dispatch(self) -> None:
-        """Send the pending items as a batch (not holding the lock). Taken, registered
-        and written under the send lock: batches reach the worker in the order of
-        their ids, and a restart resends either every batch the dead worker may have
-        had, or this one is written to the new worker only, never both."""
-        with self._send_lock:
-            with self._cond:
-                if not self._pending:
-                    return  # dropped meanwhile: the worker was given up
                 items = self._pending
                 losses = self._held.report()
                 if losses is not None:
                     items.append(losses)
                 events = sum(item[0] in ("capture", "document") for item in items)
                 batch = _Batch(batch_id=self._next_id, items=items, events=events)
-                if self._pending_wait:
-                    self._waited_in_flight = batch.batch_id
                 self._next_id += 1
                 self._pending = []
                 self._pending_wait = False
-                self._unacked[batch.batch_id] = batch
-            self._write(batch, resent=False)
+            # Registered and written under the send lock: a restart resends either
+            # every batch the dead worker may have had, or this one is written to
+            # the new worker only, never both.
+            with self._send_lock:
+                with self._cond:
+                    self._unacked[batch.batch_id] = batch
+                self._write(batch, resent=False)
 
     def _write(self, batch: _Batch, *, resent: bool) -> None:
         """Send a batch (holding the send lock)."""
@@ -351,7 +333,7 @@ class AuditWorker:
             log.exception("an audit batch could not be encoded")
             with self._cond:
                 self._unacked.pop(batch.batch_id, None)
-                self._answered(batch.batch_id, "the audit event could not be encoded")
+                self._answers.give(batch.batch_id, "the audit event could not be encoded")
             return
         batch.sent_at = time.monotonic()
         try:
@@ -387,17 +369,8 @@ class AuditWorker:
                 batch = self._unacked.pop(batch_id, None)
                 if batch is not None:
                     self._held.release(batch.events)
-                    self._answered(batch_id, error)
+                    self._answers.give(batch_id, error)
                 self._follow(state)
-
-    def _answered(self, batch_id: int, error: str) -> None:
-        """Holding the lock: wake the batch's callers, and the sender if it held
-        waited-for items back for this batch."""
-        self._answers.give(batch_id, error)
-        if batch_id == self._waited_in_flight:
-            self._waited_in_flight = 0
-            if self._pending_wait:
-                self._cond.notify_all()  # the sender: the next waited-for batch may go
 
     def _watch(self) -> None:
         """Kill a worker that left a batch unanswered for `ack_timeout`: it is hung
