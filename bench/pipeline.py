@@ -28,7 +28,7 @@ from auditline.server.audit_target import BucketWriter
 from auditline.server.objectstore import FilesystemStore, ObjectStore
 from auditline.server.s3_store import S3Store
 from bench import interceptor as server_bench
-from bench import servers
+from bench import load, servers
 
 FORMATS = tuple(FORMATS_BY_NAME)
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         _export_table(args.events, seaweedfs=not args.no_seaweedfs)
     if not args.no_server:
         modes = ("bare", *servers.PIPELINE_MODES)
-        generator = server_bench.load_generator("auto")
+        generator = load.load_generator("auto")
         runs = server_bench.measure(
             modes, args.seconds, args.rounds, 16, 1.0, server_kind=args.server, generator=generator
         )
