@@ -56,6 +56,7 @@ from bench.servers import (
     serve,
 )
 
+
 @contextlib.contextmanager
 def started_server(mode: str, server_kind: str) -> Iterator[str]:
     """A server process of `mode` (`bench.servers`); yields its target, kills it after."""
