@@ -5,6 +5,7 @@ acknowledged."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import signal
 import threading
@@ -97,13 +98,19 @@ def test_the_worker_builds_the_same_events_as_the_serving_process(
             assert SECRET.encode() not in path.read_bytes(), path
 
 
+# Fail-closed, a sync server's calls block a thread for the worker's answer; an
+# asyncio server's await it on the event loop (`AuditWorker.keep_captures`).
+WAITING = ("sync", "aio")
+
+
+@pytest.mark.parametrize("flavour", WAITING)
 @pytest.mark.parametrize("fault", ["killed", "hung"])
 def test_a_worker_killed_or_hung_under_load_loses_no_acknowledged_call(
-    tmp_path: Path, fault: str
+    tmp_path: Path, fault: str, flavour: str
 ) -> None:
     # A hung worker (stopped: alive, silent) is taken for dead after `ack_timeout`.
     worker = _worker(tmp_path, ack_timeout=1.0)
-    harness = Harness("sync", sink=worker, fail_closed=True)
+    harness = Harness(flavour, sink=worker, fail_closed=True)
     answered: list[str] = []
     refused: list[str] = []
     codes: Counter[grpc.StatusCode] = Counter()
@@ -150,9 +157,10 @@ def test_a_worker_killed_or_hung_under_load_loses_no_acknowledged_call(
     assert not set(refused) & {t for t, n in events.items() if n}  # refused: not OK
 
 
-def test_a_worker_given_up_refuses_calls(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flavour", WAITING)
+def test_a_worker_given_up_refuses_calls(tmp_path: Path, flavour: str) -> None:
     worker = _worker(tmp_path, max_restarts=0)
-    harness = Harness("sync", sink=worker, fail_closed=True)
+    harness = Harness(flavour, sink=worker, fail_closed=True)
     try:
         harness.stub.Echo(echo_pb2.EchoRequest(text="before"))
         assert worker.pid is not None
@@ -228,3 +236,35 @@ def test_a_notice_the_pipeline_cannot_follow_leaves_the_worker_running(tmp_path:
     finally:
         harness.close()
         worker.close()
+
+
+def test_an_asyncio_call_that_ends_while_it_awaits_the_worker_leaves_the_server_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client's deadline passes while its fail-closed call awaits the worker's
+    answer: the call's task is cancelled, and the answer that comes later finds no
+    one to tell; the event loop reports no error and goes on serving."""
+    worker = _worker(tmp_path, ack_timeout=600)
+    harness = Harness("aio", sink=worker, fail_closed=True)
+    try:
+        harness.stub.Echo(echo_pb2.EchoRequest(text="first"))
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGSTOP)  # alive and silent: nothing is answered
+        try:
+            late = echo_pb2.EchoRequest(text="too-late")
+            code = code_of(lambda: harness.stub.Echo(late, timeout=0.5))
+            assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        assert worker.flush(30)  # the answer to the late call's batch came
+        assert harness.stub.Echo(echo_pb2.EchoRequest(text="after")).text == "after"
+    finally:
+        harness.close()
+        worker.close()
+    assert worker.restarts == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+    texts = Counter(d["Request"]["RequestParams"].get("text") for d in _exported(tmp_path))
+    # The late call's capture had gone to the worker: its event is committed once the
+    # worker goes on (saying what the handler answered, as fail-closed events do).
+    assert texts == {"first": 1, "too-late": 1, "after": 1}

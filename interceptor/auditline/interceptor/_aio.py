@@ -92,7 +92,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         if not self._fail_closed or not call.admitted:
             self._queue(record)  # a refused call's event: kept if it can be, else counted
             return
-        reason = await asyncio.to_thread(self._keep, record)
+        reason = await self._keep_async(record)
         gone = call.undelivered or isinstance(error, asyncio.CancelledError)
         if reason and not gone and not context.done():
             context.set_trailing_metadata(())  # the rich details of the replaced answer
@@ -111,7 +111,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             if trailing_metadata:
                 context.set_trailing_metadata(tuple(trailing_metadata))
             record = self._capture(call, context, None, with_response=False)
-            reason = await asyncio.to_thread(self._keep, record)
+            reason = await self._keep_async(record)
             if reason:
                 context.set_trailing_metadata(())
                 code, details, trailing_metadata = grpc.StatusCode.UNAVAILABLE, reason, ()

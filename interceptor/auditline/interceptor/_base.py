@@ -199,7 +199,18 @@ class AuditInterceptorBase:
         try:
             self._core.submit(record, wait=True)
         except Exception as exc:
-            reason = str(exc) or "the audit log cannot record this call"
-            self._core.submit(self._core.unavailable(record, reason), wait=False)
-            return reason
+            return self._unkept(record, exc)
         return ""
+
+    async def _keep_async(self, record: CallRecord) -> str:
+        """`_keep` for the asyncio flavour (its event loop goes on meanwhile)."""
+        try:
+            await self._core.keep(record)
+        except Exception as exc:
+            return self._unkept(record, exc)
+        return ""
+
+    def _unkept(self, record: CallRecord, exc: Exception) -> str:
+        reason = str(exc) or "the audit log cannot record this call"
+        self._core.submit(self._core.unavailable(record, reason), wait=False)
+        return reason

@@ -11,13 +11,15 @@ over itself and waits until the sink has them durable.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -170,16 +172,8 @@ class AuditCore:
         if self.counting.summarizers and self._summarized(record):
             return
         if wait:
-            try:
+            with self._kept():
                 self._hand_over(record, wait=True)
-            except AuditUnavailableError:
-                self.sink_errors += 1
-                raise
-            except Exception as exc:
-                self.sink_errors += 1
-                raise AuditUnavailableError(
-                    f"the audit log cannot record this call ({type(exc).__name__})"
-                ) from None
             return
         if when_ended is not None and record.outcome is not None:
             token = self._ends.add(record)
@@ -189,6 +183,33 @@ class AuditCore:
                 self._ended(token)  # it has ended already
             return
         self._queue(record)
+
+    async def keep(self, record: CallRecord) -> None:
+        """`submit(record, wait=True)` for the asyncio flavour, without blocking its
+        event loop: an audit worker's answer is awaited on the loop; other sinks
+        block a thread of the loop's executor meanwhile."""
+        if self.counting.summarizers and self._summarized(record):
+            return
+        with self._kept():
+            if self._worker is not None:
+                await self._worker.keep_captures([record])
+            else:
+                await asyncio.to_thread(self._hand_over, record, wait=True)
+
+    @contextlib.contextmanager
+    def _kept(self) -> Iterator[None]:
+        """Around a fail-closed hand-over: a failure is counted, and raised as
+        `AuditUnavailableError` (the call's answer)."""
+        try:
+            yield
+        except AuditUnavailableError:
+            self.sink_errors += 1
+            raise
+        except Exception as exc:
+            self.sink_errors += 1
+            raise AuditUnavailableError(
+                f"the audit log cannot record this call ({type(exc).__name__})"
+            ) from None
 
     def _ended(self, token: int) -> None:
         """A call has ended (on gRPC's polling thread): its record, settled, goes on."""

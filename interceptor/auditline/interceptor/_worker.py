@@ -7,9 +7,10 @@ Unredacted bytes stay in memory on both sides; only redacted events reach the sp
 
 - Async: captures go in batches every `send_interval`; the worker queues their events
   in its spool and acknowledges the batch.
-- Fail-closed (`emit_captures(..., wait=True)`): the batch goes at once and the call
-  waits for the worker's acknowledgement that its events are committed (or its
-  refusal: then the call is answered UNAVAILABLE). In a batch that carries both, the
+- Fail-closed (`emit_captures(..., wait=True)`, or on an event loop `await
+  keep_captures(...)`): the batch goes at once and the call waits for the worker's
+  acknowledgement that its events are committed (or its refusal: then the call is
+  answered UNAVAILABLE). In a batch that carries both, the
   fail-closed calls' events are committed all or none, and the others are queued
   (or dropped and counted when there is no room) apart from them.
 - Admission follows the state the worker's spool reports with every acknowledgement,
@@ -208,18 +209,36 @@ class AuditWorker:
         are committed, or raise `AuditUnavailableError`."""
         encoded = [encode_record(record, self._ids.next()) for record in records]
         with self._cond:
-            if not self._failed:
-                held = self._held.take(len(records), wait=wait)
-                if not held:
-                    return
-                records, encoded = records[:held], encoded[:held]
-            first = not self._pending
-            for record, wire in zip(records, encoded, strict=True):
-                files = self._schemas.needed(record)
-                if files:
-                    self._pending.append(("schemas", files))
-                self._pending.append(("capture", wire, wait))
-            self._enqueued(wait, first)
+            if self._add_captures(records, encoded, wait=wait):
+                self._raise_for(self._await_batch(None))
+
+    async def keep_captures(self, records: Sequence[CallRecord]) -> None:
+        """`emit_captures(records, wait=True)` for a caller on an asyncio event loop: the
+        loop awaits the worker's answer, rather than a thread blocking for it."""
+        encoded = [encode_record(record, self._ids.next()) for record in records]
+        with self._cond:
+            if not self._add_captures(records, encoded, wait=True):
+                return
+            answer = self._answers.future(self._send_waited())
+        self._raise_for(await answer)
+
+    def _add_captures(
+        self, records: Sequence[CallRecord], encoded: list[tuple[Any, ...]], *, wait: bool
+    ) -> bool:
+        """Holding the lock: add captures to what is pending; True when the caller is
+        to wait for the answer to the batch that carries them."""
+        if not self._failed:
+            held = self._held.take(len(records), wait=wait)
+            if not held:
+                return False
+            records, encoded = records[:held], encoded[:held]
+        first = not self._pending
+        for record, wire in zip(records, encoded, strict=True):
+            files = self._schemas.needed(record)
+            if files:
+                self._pending.append(("schemas", files))
+            self._pending.append(("capture", wire, wait))
+        return self._enqueued(wait, first)
 
     def emit_documents(self, documents: Sequence[EventDocument], *, wait: bool) -> None:
         """Events built already (summaries, a server's own events)."""
@@ -231,7 +250,8 @@ class AuditWorker:
             first = not self._pending
             for d in documents:
                 self._pending.append(("document", d.document, d.at_ns, d.end_ns, wait))
-            self._enqueued(wait, first)
+            if self._enqueued(wait, first):
+                self._raise_for(self._await_batch(None))
 
     def notify(self, what: str, value: Any = None) -> None:
         """Tell the worker's pipeline something changed that it follows: it is called
@@ -251,25 +271,21 @@ class AuditWorker:
 
         self.emit_documents([event_document(event)], wait=False)
 
-    def _enqueued(self, wait: bool, first: bool) -> None:
+    def _enqueued(self, wait: bool, first: bool) -> bool:
         """Holding the lock, after adding items (the `first` of a batch, or not): wake
-        the sender for a new batch (which it sends `send_interval` later, or when full);
-        with `wait`, block until the batch that carries them is answered."""
+        the sender for a new batch (which it sends `send_interval` later, or when full).
+        True when the caller is to wait for the answer to the batch that carries them
+        (`_await_batch`); once the worker is given up, they are lost (and a caller
+        that waits is refused)."""
         if self._failed:
             self._held.lost += sum(item[0] in ("capture", "document") for item in self._pending)
             self._pending = []
             if wait:
                 raise AuditUnavailableError(self._failed)
-            return
-        if not wait:
-            if first or len(self._pending) >= self.max_batch:
-                self._cond.notify_all()
-            return
-        error = self._await_batch(None)
-        if error is None:
-            raise AuditUnavailableError(self._failed)
-        if error:
-            raise AuditUnavailableError(error)
+            return False
+        if not wait and (first or len(self._pending) >= self.max_batch):
+            self._cond.notify_all()
+        return wait
 
     def _await_batch(self, timeout: float | None) -> str | None:
         """Holding the lock: have the pending items sent at once, and wait (without the
@@ -277,9 +293,21 @@ class AuditWorker:
         given up). Several callers may wait for one batch."""
         if self._failed:
             return None
+        return self._answers.wait(self._send_waited(), self._cond, timeout)
+
+    def _send_waited(self) -> int:
+        """Holding the lock: have the pending items sent at once; the id of the batch
+        that will carry them (the next: a batch takes all that is pending)."""
         self._pending_wait = True
         self._cond.notify_all()  # the sender
-        return self._answers.wait(self._next_id, self._cond, timeout)  # the next batch
+        return self._next_id
+
+    def _raise_for(self, answer: str | None) -> None:
+        """Raise `AuditUnavailableError` unless a batch's answer says it was committed."""
+        if answer is None:
+            raise AuditUnavailableError(self._failed or "the audit worker did not answer")
+        if answer:
+            raise AuditUnavailableError(answer)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until everything handed over so far is committed in the worker's spool."""

@@ -1,21 +1,32 @@
 """`Answers`: the answers to the batches that callers wait for (fail-closed calls, a
 flush), from an `AuditWorker`'s acknowledgements. One event per batch, so that an
-acknowledgement wakes its own callers and no others."""
+acknowledgement wakes its own callers and no others; callers on an asyncio event loop
+await a future instead, resolved on their loop (no thread is blocked for them)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 
 __all__ = ["Answers"]
 
 
 class _Answer:
-    __slots__ = ("done", "error", "waiters")
+    __slots__ = ("done", "error", "futures", "waiters")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.error: str | None = None  # "" when committed, else why not
-        self.waiters = 0
+        self.waiters = 0  # threads blocked in `wait`
+        self.futures: dict[asyncio.AbstractEventLoop, list[asyncio.Future[str | None]]] = {}
+
+
+def _resolve(futures: list[asyncio.Future[str | None]], error: str | None) -> None:
+    """On the futures' loop: tell the callers that still wait (a cancelled call does not)."""
+    for future in futures:
+        if not future.done():
+            future.set_result(error)
 
 
 class Answers:
@@ -24,13 +35,17 @@ class Answers:
     def __init__(self) -> None:
         self._by_batch: dict[int, _Answer] = {}
 
+    def _answer(self, batch_id: int) -> _Answer:
+        answer = self._by_batch.get(batch_id)
+        if answer is None:
+            answer = self._by_batch[batch_id] = _Answer()
+        return answer
+
     def wait(self, batch_id: int, lock: threading.Condition, timeout: float | None) -> str | None:
         """Holding `lock`: wait, without it, for the batch's answer ("" or why not;
         None: none in time, or the worker was given up). Several callers may wait for
         one batch."""
-        answer = self._by_batch.get(batch_id)
-        if answer is None:
-            answer = self._by_batch[batch_id] = _Answer()
+        answer = self._answer(batch_id)
         answer.waiters += 1
         lock.release()
         try:
@@ -38,18 +53,38 @@ class Answers:
         finally:
             lock.acquire()
             answer.waiters -= 1
-            if not answer.waiters:
-                del self._by_batch[batch_id]
+            if not answer.waiters and not answer.futures:
+                self._by_batch.pop(batch_id, None)
         return answer.error
+
+    def future(self, batch_id: int) -> asyncio.Future[str | None]:
+        """On an event loop's thread: a future of the batch's answer (as `wait`'s)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str | None] = loop.create_future()
+        self._answer(batch_id).futures.setdefault(loop, []).append(future)
+        return future
 
     def give(self, batch_id: int, error: str) -> None:
         """Tell the callers waiting for a batch its answer (if any wait)."""
         answer = self._by_batch.get(batch_id)
         if answer is not None:
             answer.error = error
-            answer.done.set()
+            self._tell(answer)
+            if not answer.waiters:
+                del self._by_batch[batch_id]
 
     def give_up(self) -> None:
         """No answer will come: wake every caller (they find none)."""
-        for answer in self._by_batch.values():
-            answer.done.set()
+        for batch_id, answer in list(self._by_batch.items()):
+            self._tell(answer)
+            if not answer.waiters:
+                del self._by_batch[batch_id]
+
+    @staticmethod
+    def _tell(answer: _Answer) -> None:
+        answer.done.set()
+        # One wake-up of each loop for all its callers of the batch.
+        for loop, futures in answer.futures.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to tell
+                loop.call_soon_threadsafe(_resolve, futures, answer.error)
+        answer.futures = {}
