@@ -44,21 +44,12 @@ from auditline.interceptor._record import AuditConfig, CallRecord, EventIds
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
 from auditline.interceptor._worker_answers import Answers
 from auditline.interceptor._worker_held import HeldEvents
+from auditline.interceptor._worker_outbox import Batch, Outbox
 from auditline.interceptor._worker_process import HostedPipeline, start_worker
 
 __all__ = ["AuditWorker"]
 
 log = logging.getLogger("auditline.interceptor")
-
-
-@dataclasses.dataclass(slots=True, kw_only=True)
-class _Batch:
-    """Items sent together; kept until the worker acknowledges them."""
-
-    batch_id: int
-    items: list[tuple[Any, ...]]
-    events: int  # the captures and documents among the items
-    sent_at: float = 0.0  # when it was last written to a worker (monotonic)
 
 
 class AuditWorker:
@@ -115,10 +106,7 @@ class AuditWorker:
         self._schemas = Schemas()
         self._ids = EventIds()
         self._cond = threading.Condition()
-        self._pending: list[tuple[Any, ...]] = []
-        self._pending_wait = False
-        self._next_id = 1
-        self._unacked: dict[int, _Batch] = {}
+        self._outbox = Outbox()
         self._answers = Answers()  # to the batches callers wait for
         self._refusal = ""  # why the worker's spool refuses calls now ("" when it does not)
         self._failed = ""  # set when the worker is given up
@@ -232,12 +220,12 @@ class AuditWorker:
             if not held:
                 return False
             records, encoded = records[:held], encoded[:held]
-        first = not self._pending
+        first = not self._outbox.pending
         for record, wire in zip(records, encoded, strict=True):
             files = self._schemas.needed(record)
             if files:
-                self._pending.append(("schemas", files))
-            self._pending.append(("capture", wire, wait))
+                self._outbox.pending.append(("schemas", files))
+            self._outbox.pending.append(("capture", wire, wait))
         return self._enqueued(wait, first)
 
     def emit_documents(self, documents: Sequence[EventDocument], *, wait: bool) -> None:
@@ -247,9 +235,9 @@ class AuditWorker:
                 documents = documents[: self._held.take(len(documents), wait=wait)]
                 if not documents:
                     return
-            first = not self._pending
+            first = not self._outbox.pending
             for d in documents:
-                self._pending.append(("document", d.document, d.at_ns, d.end_ns, wait))
+                self._outbox.pending.append(("document", d.document, d.at_ns, d.end_ns, wait))
             if self._enqueued(wait, first):
                 self._raise_for(self._await_batch(None))
 
@@ -261,8 +249,8 @@ class AuditWorker:
         ahead of the captures of calls that come after the change, with when it
         changed (`time.time_ns()`)."""
         with self._cond:
-            first = not self._pending
-            self._pending.append(("notice", what, value, time.time_ns()))
+            first = not self._outbox.pending
+            self._outbox.pending.append(("notice", what, value, time.time_ns()))
             if first:
                 self._cond.notify_all()
 
@@ -278,12 +266,11 @@ class AuditWorker:
         (`_await_batch`); once the worker is given up, they are lost (and a caller
         that waits is refused)."""
         if self._failed:
-            self._held.lost += sum(item[0] in ("capture", "document") for item in self._pending)
-            self._pending = []
+            self._held.lost += self._outbox.drop_pending()
             if wait:
                 raise AuditUnavailableError(self._failed)
             return False
-        if not wait and (first or len(self._pending) >= self.max_batch):
+        if not wait and (first or len(self._outbox.pending) >= self.max_batch):
             self._cond.notify_all()
         return wait
 
@@ -298,9 +285,9 @@ class AuditWorker:
     def _send_waited(self) -> int:
         """Holding the lock: have the pending items sent at once; the id of the batch
         that will carry them (the next: a batch takes all that is pending)."""
-        self._pending_wait = True
+        self._outbox.urgent = True
         self._cond.notify_all()  # the sender
-        return self._next_id
+        return self._outbox.next_id
 
     def _raise_for(self, answer: str | None) -> None:
         """Raise `AuditUnavailableError` unless a batch's answer says it was committed."""
@@ -314,44 +301,36 @@ class AuditWorker:
         if self._conn is None:
             return True
         with self._cond:
-            self._pending.append(("flush",))
+            self._outbox.pending.append(("flush",))
             return self._await_batch(timeout) == ""
 
     # --- the two threads ------------------------------------------------------------
 
     def _send(self) -> None:
+        outbox = self._outbox
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._pending_wait or self._closing or bool(self._pending),
-                    None,
+                    lambda: outbox.urgent or self._closing or bool(outbox.pending), None
                 )
-                if self._closing and not self._pending:
+                if self._closing and not outbox.pending:
                     return
-                if not self._pending_wait:
+                if not outbox.urgent:
                     # Async captures: gathered for a moment, one write for many.
                     self._cond.wait_for(
-                        lambda: self._pending_wait or len(self._pending) >= self.max_batch,
+                        lambda: outbox.urgent or len(outbox.pending) >= self.max_batch,
                         self.send_interval,
                     )
-                items = self._pending
-                losses = self._held.report()
-                if losses is not None:
-                    items.append(losses)
-                events = sum(item[0] in ("capture", "document") for item in items)
-                batch = _Batch(batch_id=self._next_id, items=items, events=events)
-                self._next_id += 1
-                self._pending = []
-                self._pending_wait = False
+                batch = outbox.take(self._held.report())
             # Registered and written under the send lock: a restart resends either
             # every batch the dead worker may have had, or this one is written to
             # the new worker only, never both.
             with self._send_lock:
                 with self._cond:
-                    self._unacked[batch.batch_id] = batch
+                    outbox.sent(batch)
                 self._write(batch, resent=False)
 
-    def _write(self, batch: _Batch, *, resent: bool) -> None:
+    def _write(self, batch: Batch, *, resent: bool) -> None:
         """Send a batch (holding the send lock)."""
         try:
             message = pack(("batch", batch.batch_id, resent, batch.items))
@@ -360,7 +339,7 @@ class AuditWorker:
             # UNAVAILABLE in fail-closed mode rather than hang, and the bug is logged.
             log.exception("an audit batch could not be encoded")
             with self._cond:
-                self._unacked.pop(batch.batch_id, None)
+                self._outbox.acknowledged(batch.batch_id)
                 self._answers.give(batch.batch_id, "the audit event could not be encoded")
             return
         batch.sent_at = time.monotonic()
@@ -394,7 +373,7 @@ class AuditWorker:
                 continue
             _, batch_id, error, *state = reply
             with self._cond:
-                batch = self._unacked.pop(batch_id, None)
+                batch = self._outbox.acknowledged(batch_id)
                 if batch is not None:
                     self._held.release(batch.events)
                     self._answers.give(batch_id, error)
@@ -404,8 +383,8 @@ class AuditWorker:
         """Kill a worker that left a batch unanswered for `ack_timeout`: it is hung
         (its process lives, so nothing else would notice). Its end starts a new one."""
         with self._cond:
-            sent = [batch.sent_at for batch in self._unacked.values() if batch.sent_at]
-        if sent and time.monotonic() - min(sent) > self.ack_timeout:
+            oldest = self._outbox.oldest_sent_at()
+        if oldest is not None and time.monotonic() - oldest > self.ack_timeout:
             log.error("the audit worker has not answered for %.0fs; stopping it", self.ack_timeout)
             self._process.kill()
 
@@ -435,7 +414,7 @@ class AuditWorker:
                 return False
             self.restarts += 1
             with self._cond:
-                waiting = sorted(self._unacked.values(), key=lambda b: b.batch_id)
+                waiting = self._outbox.unacknowledged()
             for batch in waiting:
                 self._write(batch, resent=True)
         return True

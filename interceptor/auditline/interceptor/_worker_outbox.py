@@ -1,0 +1,69 @@
+"""`Outbox`: what a serving process has for its audit worker — the items pending for
+the next batch, and the batches sent and not yet acknowledged (resent to a worker
+started again)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+__all__ = ["Batch", "Outbox"]
+
+
+def _events(items: list[tuple[Any, ...]]) -> int:
+    """The captures and documents among items (what `HeldEvents` counts)."""
+    return sum(item[0] in ("capture", "document") for item in items)
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class Batch:
+    """Items sent together; kept until the worker acknowledges them."""
+
+    batch_id: int
+    items: list[tuple[Any, ...]]
+    events: int  # the captures and documents among the items
+    sent_at: float = 0.0  # when it was last written to a worker (monotonic)
+
+
+class Outbox:
+    """Not thread-safe: the worker's lock guards it."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Any, ...]] = []  # items of the next batch
+        self.urgent = False  # a caller waits for the next batch: it goes at once
+        self.next_id = 1  # the next batch's (it takes every pending item)
+        self._unacked: dict[int, Batch] = {}
+
+    def drop_pending(self) -> int:
+        """Forget the pending items (the worker was given up); their events."""
+        events = _events(self.pending)
+        self.pending = []
+        return events
+
+    def take(self, extra: tuple[Any, ...] | None) -> Batch:
+        """The pending items (and `extra`, if any) as the next batch."""
+        items = self.pending
+        if extra is not None:
+            items.append(extra)
+        batch = Batch(batch_id=self.next_id, items=items, events=_events(items))
+        self.next_id += 1
+        self.pending = []
+        self.urgent = False
+        return batch
+
+    def sent(self, batch: Batch) -> None:
+        """A batch goes out: kept until acknowledged."""
+        self._unacked[batch.batch_id] = batch
+
+    def acknowledged(self, batch_id: int) -> Batch | None:
+        """The batch the worker answered (None: not one of ours any more)."""
+        return self._unacked.pop(batch_id, None)
+
+    def unacknowledged(self) -> list[Batch]:
+        """Every batch a worker may not have, oldest first."""
+        return sorted(self._unacked.values(), key=lambda b: b.batch_id)
+
+    def oldest_sent_at(self) -> float | None:
+        """When the longest-unanswered batch was written (monotonic), if any was."""
+        sent = [batch.sent_at for batch in self._unacked.values() if batch.sent_at]
+        return min(sent) if sent else None
