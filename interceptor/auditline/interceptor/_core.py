@@ -11,15 +11,13 @@ over itself and waits until the sink has them durable.
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
 import dataclasses
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -28,16 +26,14 @@ from auditline.audit.v1 import event_pb2
 from auditline.interceptor._builder import EventBuilder, event_of
 from auditline.interceptor._call_ends import CallEnds
 from auditline.interceptor._call_state import CallState
-from auditline.interceptor._record import AuditConfig, CallRecord, EventIds, span_ids
+from auditline.interceptor._delivery import Delivery
+from auditline.interceptor._record import AuditConfig, CallRecord, span_ids
 from auditline.interceptor._summaries import Counting
 from auditline.interceptor._types import (
-    AuditUnavailableError,
-    EventDocument,
     Metadata,
     PrincipalInput,
     Sink,
 )
-from auditline.interceptor._worker import AuditWorker
 
 __all__ = ["AuditCore"]
 
@@ -75,21 +71,15 @@ class AuditCore:
     settle_timeout = 30.0
 
     def __init__(self, sink: Sink, config: AuditConfig) -> None:
-        self.sink = sink
         self.config = config
         self.builder = EventBuilder(config)
-        # With an audit worker the captures are built there, not here.
-        self._worker = sink if isinstance(sink, AuditWorker) else None
+        self._delivery = Delivery(sink, self.builder)
+        self._worker = self._delivery.worker
         if self._worker is not None:
             self._worker.start(config)
         self.admit: Callable[[], None] = getattr(sink, "admit", None) or (lambda: None)
-        self._emit_documents: Callable[..., None] | None = getattr(sink, "emit_documents", None)
         self.counting = Counting(config.summaries, config.policy, node_id=config.node_id)
-        self.sink_errors = 0
-        # What the background worker did: events delivered, CPU time spent on them.
-        self.delivered = 0
-        self.worker_cpu_seconds = 0.0
-        self._ids = EventIds()
+        self.worker_cpu_seconds = 0.0  # the background thread's CPU time
         self._pending: collections.deque[_Item] = collections.deque()
         self._ends = CallEnds()  # records of sync calls whose status is on its way
         self._wake = threading.Event()
@@ -172,8 +162,8 @@ class AuditCore:
         if self.counting.summarizers and self._summarized(record):
             return
         if wait:
-            with self._kept():
-                self._hand_over(record, wait=True)
+            with self._delivery.kept():
+                self._delivery.hand_over(record, wait=True)
             return
         if when_ended is not None and record.outcome is not None:
             token = self._ends.add(record)
@@ -186,30 +176,15 @@ class AuditCore:
 
     async def keep(self, record: CallRecord) -> None:
         """`submit(record, wait=True)` for the asyncio flavour, without blocking its
-        event loop: an audit worker's answer is awaited on the loop; other sinks
-        block a thread of the loop's executor meanwhile."""
+        event loop (`Delivery.keep`)."""
         if self.counting.summarizers and self._summarized(record):
             return
-        with self._kept():
-            if self._worker is not None:
-                await self._worker.keep_captures([record])
-            else:
-                await asyncio.to_thread(self._hand_over, record, wait=True)
+        with self._delivery.kept():
+            await self._delivery.keep(record)
 
-    @contextlib.contextmanager
-    def _kept(self) -> Iterator[None]:
-        """Around a fail-closed hand-over: a failure is counted, and raised as
-        `AuditUnavailableError` (the call's answer)."""
-        try:
-            yield
-        except AuditUnavailableError:
-            self.sink_errors += 1
-            raise
-        except Exception as exc:
-            self.sink_errors += 1
-            raise AuditUnavailableError(
-                f"the audit log cannot record this call ({type(exc).__name__})"
-            ) from None
+    @property
+    def sink_errors(self) -> int:
+        return self._delivery.sink_errors
 
     def _ended(self, token: int) -> None:
         """A call has ended (on gRPC's polling thread): its record, settled, goes on."""
@@ -222,7 +197,7 @@ class AuditCore:
         if self._worker is None:
             self._queue(record)
         else:
-            self._deliver([record])
+            self._delivery.deliver([record])
 
     def _queue(self, item: _Item) -> None:
         if self._thread is None:
@@ -297,11 +272,11 @@ class AuditCore:
                 if isinstance(item, CallRecord):
                     ready.append(item)  # settled already, or taken as it stood
                 else:
-                    self._deliver(ready)
+                    self._delivery.deliver(ready)
                     self._pass_on(item)
-            self._deliver(ready)
+            self._delivery.deliver(ready)
             for summarizer in self.counting.summarizers:
-                self._emit_summaries(summarizer.due(everything=closed))
+                self._delivery.emit_summaries(summarizer.due(everything=closed))
             self.worker_cpu_seconds += time.thread_time() - started
             if closed:
                 return
@@ -310,7 +285,7 @@ class AuditCore:
         if isinstance(item, _Flush):
             item.done.set()
         else:
-            self._deliver_events(item.events)
+            self._delivery.deliver_events(item.events)
 
     @staticmethod
     def _settled(record: CallRecord) -> CallRecord | None:
@@ -321,74 +296,6 @@ class AuditCore:
         if cancelled is None:
             return None
         return dataclasses.replace(record, ended_by_client=True) if cancelled else record
-
-    def _emit_summaries(self, summaries: Sequence[EventDocument]) -> None:
-        for summary in summaries:
-            try:
-                if self._emit_documents is not None:
-                    self._emit_documents([summary], wait=False)
-                else:
-                    self.sink.emit(event_of(summary.document))
-            except Exception as exc:
-                self._sink_failed(exc)
-
-    def _documents(self, record: CallRecord) -> list[EventDocument]:
-        return self.builder.documents(record, event_id=self._ids.next(), next_id=self._ids.next)
-
-    def _related_document(self, event: event_pb2.ApiEvent) -> EventDocument:
-        return self.builder.related_document(event, self._ids.next)
-
-    def _hand_over(self, record: CallRecord, *, wait: bool) -> None:
-        """Build the record's events in the form the sink takes, and give them to it
-        (to an audit worker: the capture itself)."""
-        if self._worker is not None:
-            self._worker.emit_captures([record], wait=wait)
-            return
-        if self._emit_documents is not None:
-            self._emit_documents(self._documents(record), wait=wait)
-            return
-        for document in self._documents(record):
-            self.sink.emit(event_of(document.document))
-
-    def _deliver_events(self, events: tuple[event_pb2.ApiEvent, ...]) -> None:
-        try:
-            if self._emit_documents is not None:
-                self._emit_documents([self._related_document(e) for e in events], wait=False)
-            else:
-                for event in events:
-                    self.sink.emit(event)
-        except Exception as exc:
-            self._sink_failed(exc)
-
-    def _deliver(self, records: list[CallRecord]) -> None:
-        """Hand settled records on (an audit worker takes them in one go), and empty
-        the list."""
-        if not records:
-            return
-        if self._worker is not None:
-            try:
-                self._worker.emit_captures(records, wait=False)
-            except Exception as exc:
-                self._sink_failed(exc)
-            self.delivered += len(records)
-            records.clear()
-            return
-        for record in records:
-            try:
-                self._hand_over(record, wait=False)
-            except Exception as exc:
-                self._sink_failed(exc)
-            self.delivered += 1
-            if self.delivered % 16 == 0:
-                # Hand the GIL to request threads now and then, so a large batch does
-                # not stall calls in flight (their p99 latency).
-                time.sleep(0)
-        records.clear()
-
-    def _sink_failed(self, exc: Exception) -> None:
-        self.sink_errors += 1
-        if self.sink_errors == 1 or self.sink_errors % 1000 == 0:
-            log.error("audit sink failed (%d so far): %s", self.sink_errors, type(exc).__name__)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every call finished so far has reached the sink."""
@@ -412,12 +319,12 @@ class AuditCore:
             thread.join(timeout)
         else:
             for summarizer in self.counting.summarizers:
-                self._emit_summaries(summarizer.due(everything=True))
+                self._delivery.emit_summaries(summarizer.due(everything=True))
 
     # --- for tests and tools ------------------------------------------------
 
     def build_document(self, record: CallRecord) -> dict[str, Any]:
-        return self.builder.document(record, self._ids.next())
+        return self.builder.document(record, self._delivery.ids.next())
 
     def build_event(self, record: CallRecord) -> event_pb2.ApiEvent:
         return event_of(self.build_document(record))
