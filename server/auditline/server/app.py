@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -15,28 +14,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import TracerProvider
 
-from auditline.account.v1 import (
-    auth_pb2,
-    auth_pb2_grpc,
-    bucket_pb2,
-    bucket_pb2_grpc,
-    permission_pb2,
-    permission_pb2_grpc,
-    service_account_pb2,
-    service_account_pb2_grpc,
-    usage_pb2,
-    usage_pb2_grpc,
-)
-from auditline.audit.v1 import (
-    audit_log_pb2,
-    audit_log_pb2_grpc,
-    event_pb2,
-    exporter_pb2,
-    exporter_pb2_grpc,
-    options_pb2,
-    settings_pb2,
-    settings_pb2_grpc,
-)
+from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor import (
     AuditWorker,
     Spool,
@@ -72,14 +50,10 @@ from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.periodic import Periodic
 from auditline.server.product_events import product_event
 from auditline.server.reflection import enable_reflection
+from auditline.server.registry import SERVICES, ServiceRegistration
 from auditline.server.saved_exporters import SavedExporters
-from auditline.server.services.audit_log import AuditLogServicer
-from auditline.server.services.audit_settings import POLICY_EVENT, AuditSettingsServicer
-from auditline.server.services.auth import AuthServicer
-from auditline.server.services.buckets import BucketServicer
+from auditline.server.services.audit_settings import POLICY_EVENT
 from auditline.server.services.exporters import ExporterServicer
-from auditline.server.services.permissions import PermissionServicer
-from auditline.server.services.service_accounts import ServiceAccountServicer
 from auditline.server.services.usage import UsageServicer
 from auditline.server.sessions import LoginPolicy
 
@@ -89,74 +63,6 @@ log = logging.getLogger("auditline.server")
 
 # The health service name that says whether the audit path can keep events.
 AUDIT_HEALTH = "auditline.audit.pipeline"
-
-
-@dataclasses.dataclass(frozen=True)
-class ServiceRegistration:
-    """One service of the product: its full name and how to add it to a server."""
-
-    name: str
-    add_to_server: Callable[[Any, grpc.Server], None]
-    servicer_factory: Callable[[AuditlineServer], object]
-
-
-def _registration(
-    descriptor: Any,
-    add: Callable[[Any, grpc.Server], None],
-    factory: Callable[[AuditlineServer], object],
-) -> ServiceRegistration:
-    return ServiceRegistration(descriptor.full_name, add, factory)
-
-
-SERVICES: tuple[ServiceRegistration, ...] = (
-    _registration(
-        auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
-        auth_pb2_grpc.add_AuthServiceServicer_to_server,
-        lambda server: AuthServicer(server.accounts, server.trusted_proxies),
-    ),
-    _registration(
-        usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
-        usage_pb2_grpc.add_UsageServiceServicer_to_server,
-        lambda server: server.usage,
-    ),
-    _registration(
-        permission_pb2.DESCRIPTOR.services_by_name["PermissionService"],
-        permission_pb2_grpc.add_PermissionServiceServicer_to_server,
-        lambda server: PermissionServicer(server.db, server.clock),
-    ),
-    _registration(
-        service_account_pb2.DESCRIPTOR.services_by_name["ServiceAccountService"],
-        service_account_pb2_grpc.add_ServiceAccountServiceServicer_to_server,
-        lambda server: ServiceAccountServicer(server.accounts),
-    ),
-    _registration(
-        bucket_pb2.DESCRIPTOR.services_by_name["BucketService"],
-        bucket_pb2_grpc.add_BucketServiceServicer_to_server,
-        lambda server: BucketServicer(server.db, server.store, server.clock),
-    ),
-    _registration(
-        settings_pb2.DESCRIPTOR.services_by_name["AuditSettingsService"],
-        settings_pb2_grpc.add_AuditSettingsServiceServicer_to_server,
-        lambda server: AuditSettingsServicer(
-            server.db,
-            server.clock,
-            server.follow_settings,
-            policy=split_list(server.settings.audit_policy),
-        ),
-    ),
-    _registration(
-        exporter_pb2.DESCRIPTOR.services_by_name["ExporterService"],
-        exporter_pb2_grpc.add_ExporterServiceServicer_to_server,
-        lambda server: server.exporters,
-    ),
-    _registration(
-        audit_log_pb2.DESCRIPTOR.services_by_name["AuditLogService"],
-        audit_log_pb2_grpc.add_AuditLogServiceServicer_to_server,
-        lambda server: AuditLogServicer(
-            server.spool_view, server.notary.origin, server.verifier_keys, server.log_queries
-        ),
-    ),
-)
 
 
 def _tracing(tracer_provider: TracerProvider) -> grpc.ServerInterceptor:
