@@ -185,10 +185,17 @@ def table(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def _threads(text: str) -> int:
+    threads = int(text)
+    if threads < 1:
+        raise argparse.ArgumentTypeError("a server needs a thread at least")
+    return threads
+
+
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server-threads",
-        type=int,
+        type=_threads,
         help="the sync server's pool threads (8 by default; a fail-closed call holds one "
         "while it waits for its commit)",
     )
@@ -244,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.unpinned:
         os.environ[UNPINNED] = "1"  # the server, worker and load processes inherit it
-    if args.server_threads:  # the server processes inherit it
+    if args.server_threads is not None and args.server == "aio":
+        parser.error("--server-threads is the sync server's: not with --server aio")
+    if args.server_threads is not None:  # the server processes inherit it
         os.environ[THREADS] = str(args.server_threads)
 
     if args.serve:

@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.unpinned:
         os.environ[servers.UNPINNED] = "1"
-    if args.server_threads:  # the server processes inherit it
+    if args.server_threads is not None and args.server == "aio":
+        parser.error("--server-threads is the sync server's: not with --server aio")
+    if args.server_threads is not None:  # the server processes inherit it
         os.environ[servers.THREADS] = str(args.server_threads)
     servers.pin(0)
 

@@ -18,7 +18,13 @@ import grpc
 import pytest
 from auditline_testing.v1 import echo_pb2
 
-from auditline.interceptor import AuditWorker, LocalDirectory, MemorySink, read_exported
+from auditline.interceptor import (
+    AuditUnavailableError,
+    AuditWorker,
+    LocalDirectory,
+    MemorySink,
+    read_exported,
+)
 from auditline.interceptor._formats import apievent_dict
 from tests.interceptor.harness import FLAVOURS, Harness
 from tests.support.outcome import code_of
@@ -268,3 +274,45 @@ def test_an_asyncio_call_that_ends_while_it_awaits_the_worker_leaves_the_server_
     # The late call's capture had gone to the worker: its event is committed once the
     # worker goes on (saying what the handler answered, as fail-closed events do).
     assert texts == {"first": 1, "too-late": 1, "after": 1}
+
+
+def test_an_asyncio_call_cancelled_while_its_events_are_refused_is_still_counted(
+    tmp_path: Path,
+) -> None:
+    """The keeping goes on after the call is cancelled: when the log then refuses the
+    call's events (here: the worker is given up), the failure is counted and the
+    UNAVAILABLE record is handed on (counted as lost, with no worker left), as for a
+    call that was not cancelled — not dropped with the cancelled task."""
+    worker = _worker(tmp_path, max_restarts=0, ack_timeout=600)
+    harness = Harness("aio", sink=worker, fail_closed=True)
+    try:
+        harness.stub.Echo(echo_pb2.EchoRequest(text="first"))
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGSTOP)  # the next batch waits, unanswered
+        late = echo_pb2.EchoRequest(text="too-late")
+        assert code_of(lambda: harness.stub.Echo(late, timeout=0.5)) == (
+            grpc.StatusCode.DEADLINE_EXCEEDED
+        )
+        assert harness.interceptor.sink_errors == 0
+        os.kill(worker.pid, signal.SIGKILL)  # given up: the batch is refused
+        wait_for(
+            lambda: harness.interceptor.sink_errors == 1 or None,
+            timeout=30,
+            what="the refusal of the cancelled call's events counted",
+        )
+        wait_for(lambda: worker.lost >= 1 or None, timeout=30, what="its UNAVAILABLE record")
+    finally:
+        harness.close()
+        worker.close()
+
+
+def test_a_closed_worker_answers_callers_at_once(tmp_path: Path) -> None:
+    worker = _worker(tmp_path)
+    harness = Harness("sync", sink=worker, fail_closed=True)
+    harness.stub.Echo(echo_pb2.EchoRequest(text="first"))
+    harness.close()
+    worker.close()
+    # Nothing is left to answer: a caller is refused at once rather than left waiting.
+    assert worker.flush(timeout=30) is False
+    with pytest.raises(AuditUnavailableError, match="closed"):
+        worker.admit()

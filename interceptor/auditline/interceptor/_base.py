@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -203,9 +204,12 @@ class AuditInterceptorBase:
         return ""
 
     async def _keep_async(self, record: CallRecord) -> str:
-        """`_keep` for the asyncio flavour (its event loop goes on meanwhile)."""
+        """`_keep` for the asyncio flavour: its event loop goes on meanwhile. A call
+        cancelled while it waits (its client gone, its deadline passed) leaves the
+        keeping to finish without it: if its events are then refused, the UNAVAILABLE
+        record is still queued, as `_keep` would."""
         try:
-            await self._core.keep(record)
+            await self._core.keep(record, refused_later=functools.partial(self._unkept, record))
         except Exception as exc:
             return self._unkept(record, exc)
         return ""

@@ -6,7 +6,7 @@ peer and the metadata. A sync call's record waits for the call's end (`CallEnds`
 to settle what the client saw. A background worker turns records into redacted
 events (`EventBuilder`) and hands them to the sink; an audit worker takes the
 records themselves. In fail-closed mode the request thread hands its call's events
-over itself and waits until the sink has them durable.
+over itself and waits until the sink has them durable (an asyncio call awaits it).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from auditline.audit.v1 import event_pb2
 from auditline.interceptor._builder import EventBuilder, event_of
 from auditline.interceptor._call_ends import CallEnds
 from auditline.interceptor._call_state import CallState
-from auditline.interceptor._delivery import Delivery
+from auditline.interceptor._delivery import Delivery, Refused
 from auditline.interceptor._record import AuditConfig, CallRecord, span_ids
 from auditline.interceptor._summaries import Counting
 from auditline.interceptor._types import (
@@ -162,7 +162,7 @@ class AuditCore:
         if self.counting.summarizers and self._summarized(record):
             return
         if wait:
-            with self._delivery.kept():
+            with self._delivery.as_refusal():
                 self._delivery.hand_over(record, wait=True)
             return
         if when_ended is not None and record.outcome is not None:
@@ -174,13 +174,14 @@ class AuditCore:
             return
         self._queue(record)
 
-    async def keep(self, record: CallRecord) -> None:
+    async def keep(self, record: CallRecord, *, refused_later: Refused) -> None:
         """`submit(record, wait=True)` for the asyncio flavour, without blocking its
-        event loop (`Delivery.keep`)."""
+        event loop (`Delivery.keep`). Cancelled while it waits, the caller is gone: a
+        refusal that comes later is counted and given to `refused_later`."""
         if self.counting.summarizers and self._summarized(record):
             return
-        with self._delivery.kept():
-            await self._delivery.keep(record)
+        with self._delivery.as_refusal():
+            await self._delivery.keep(record, refused_later=self._delivery.counted(refused_later))
 
     @property
     def sink_errors(self) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -16,9 +17,26 @@ from auditline.interceptor._record import CallRecord, EventIds
 from auditline.interceptor._types import AuditUnavailableError, EventDocument, Sink
 from auditline.interceptor._worker import AuditWorker
 
-__all__ = ["Delivery"]
+__all__ = ["Delivery", "Refused"]
 
 log = logging.getLogger("auditline.interceptor")
+
+# Told why a fail-closed call's events were refused, after the call stopped waiting.
+Refused = Callable[[Exception], object]
+
+
+def _unavailable(exc: BaseException) -> AuditUnavailableError:
+    """A sink's failure as the call's answer (its type named; its message, which may
+    quote what the sink was given, not)."""
+    if isinstance(exc, AuditUnavailableError):
+        return exc
+    return AuditUnavailableError(f"the audit log cannot record this call ({type(exc).__name__})")
+
+
+def _refused_later(refused: Refused, keeping: asyncio.Future[None]) -> None:
+    failure = None if keeping.cancelled() else keeping.exception()
+    if failure is not None:
+        refused(_unavailable(failure))
 
 
 class Delivery:
@@ -44,17 +62,32 @@ class Delivery:
         for document in self.documents(record):
             self.sink.emit(event_of(document.document))
 
-    async def keep(self, record: CallRecord) -> None:
+    async def keep(self, record: CallRecord, *, refused_later: Refused) -> None:
         """`hand_over(record, wait=True)` without blocking the caller's event loop: an
         audit worker's answer is awaited on the loop; other sinks block a thread of the
-        loop's executor meanwhile."""
+        loop's executor meanwhile. Cancelled while it waits, the keeping goes on: a
+        refusal that comes after is given to `refused_later`."""
         if self.worker is not None:
-            await self.worker.keep_captures([record])
-        else:
-            await asyncio.to_thread(self.hand_over, record, wait=True)
+            await self.worker.keep_captures([record], refused_later=refused_later)
+            return
+        keeping = asyncio.ensure_future(asyncio.to_thread(self.hand_over, record, wait=True))
+        try:
+            await asyncio.shield(keeping)
+        except asyncio.CancelledError:
+            keeping.add_done_callback(functools.partial(_refused_later, refused_later))
+            raise
+
+    def counted(self, refused: Refused) -> Refused:
+        """`refused`, counting the failure first (as `as_refusal` does)."""
+
+        def count_then(exc: Exception) -> None:
+            self.sink_errors += 1
+            refused(exc)
+
+        return count_then
 
     @contextlib.contextmanager
-    def kept(self) -> Iterator[None]:
+    def as_refusal(self) -> Iterator[None]:
         """Around a fail-closed hand-over: a failure is counted, and raised as
         `AuditUnavailableError` (the call's answer)."""
         try:
@@ -64,9 +97,7 @@ class Delivery:
             raise
         except Exception as exc:
             self.sink_errors += 1
-            raise AuditUnavailableError(
-                f"the audit log cannot record this call ({type(exc).__name__})"
-            ) from None
+            raise _unavailable(exc) from None
 
     def deliver(self, records: list[CallRecord]) -> None:
         """Hand settled records on (an audit worker takes them in one go), and empty

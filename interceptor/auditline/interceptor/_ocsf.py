@@ -259,6 +259,7 @@ def _event_rest(doc: dict[str, Any]) -> dict[str, Any]:
         rest.pop(key, None)
     for half, carried in (("Request", _CARRIED_REQUEST), ("Response", _CARRIED_RESPONSE)):
         if half in doc:
+            del rest[half]  # added back last, where the record has always had them
             part = rest[half] = doc[half].copy()
             for key in carried:
                 # Carried elsewhere only when not empty (an empty body is left out there).

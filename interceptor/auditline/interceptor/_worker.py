@@ -26,7 +26,9 @@ Unredacted bytes stay in memory on both sides; only redacted events reach the sp
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -170,6 +172,12 @@ class AuditWorker:
             self._process.join(5)
         for thread in self._threads:
             thread.join(5)
+        # Nothing answers from now on: a caller still waiting (one that came after
+        # the flush, or one the flush ran out of time for) is refused, not left
+        # waiting, and later events are counted as lost.
+        with self._cond:
+            self._failed = self._failed or "the audit worker is closed"
+            self._answers.give_up()
 
     # --- what the interceptor calls -------------------------------------------------
 
@@ -200,15 +208,36 @@ class AuditWorker:
             if self._add_captures(records, encoded, wait=wait):
                 self._raise_for(self._await_batch(None))
 
-    async def keep_captures(self, records: Sequence[CallRecord]) -> None:
+    async def keep_captures(
+        self,
+        records: Sequence[CallRecord],
+        *,
+        refused_later: Callable[[Exception], object] | None = None,
+    ) -> None:
         """`emit_captures(records, wait=True)` for a caller on an asyncio event loop: the
-        loop awaits the worker's answer, rather than a thread blocking for it."""
+        loop awaits the worker's answer, rather than a thread blocking for it. Its
+        captures are the worker's from the start: a caller cancelled meanwhile is
+        gone, and if they are then refused, `refused_later` is told why."""
         encoded = [encode_record(record, self._ids.next()) for record in records]
         with self._cond:
             if not self._add_captures(records, encoded, wait=True):
                 return
             answer = self._answers.future(self._send_waited())
-        self._raise_for(await answer)
+        try:
+            self._raise_for(await answer)
+        except asyncio.CancelledError:
+            # Whatever comes is this caller's still (`Answers.then`, not `shield`: no
+            # cost to callers that are not cancelled).
+            self._answers.then(answer, functools.partial(self._late, refused_later))
+            raise
+
+    def _late(self, refused: Callable[[Exception], object] | None, answer: str | None) -> None:
+        """The answer to a batch whose caller was cancelled: `refused`, unless committed."""
+        try:
+            self._raise_for(answer)
+        except AuditUnavailableError as exc:
+            if refused is not None:
+                refused(exc)
 
     def _add_captures(
         self, records: Sequence[CallRecord], encoded: list[tuple[Any, ...]], *, wait: bool
@@ -249,6 +278,8 @@ class AuditWorker:
         ahead of the captures of calls that come after the change, with when it
         changed (`time.time_ns()`)."""
         with self._cond:
+            if self._failed:
+                return  # no worker to tell
             first = not self._outbox.pending
             self._outbox.pending.append(("notice", what, value, time.time_ns()))
             if first:
@@ -339,8 +370,7 @@ class AuditWorker:
             # UNAVAILABLE in fail-closed mode rather than hang, and the bug is logged.
             log.exception("an audit batch could not be encoded")
             with self._cond:
-                self._outbox.acknowledged(batch.batch_id)
-                self._answers.give(batch.batch_id, "the audit event could not be encoded")
+                self._answered(batch.batch_id, "the audit event could not be encoded")
             return
         batch.sent_at = time.monotonic()
         try:
@@ -373,11 +403,16 @@ class AuditWorker:
                 continue
             _, batch_id, error, *state = reply
             with self._cond:
-                batch = self._outbox.acknowledged(batch_id)
-                if batch is not None:
-                    self._held.release(batch.events)
-                    self._answers.give(batch_id, error)
+                self._answered(batch_id, error)
                 self._follow(state)
+
+    def _answered(self, batch_id: int, error: str) -> None:
+        """Holding the lock: a batch is done with ("" committed, else why not): its
+        events are no longer held, and its callers are told."""
+        batch = self._outbox.acknowledged(batch_id)
+        if batch is not None:
+            self._held.release(batch.events)
+            self._answers.give(batch_id, error)
 
     def _watch(self) -> None:
         """Kill a worker that left a batch unanswered for `ack_timeout`: it is hung

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 
 __all__ = ["Answers"]
 
@@ -22,11 +23,31 @@ class _Answer:
         self.futures: dict[asyncio.AbstractEventLoop, list[asyncio.Future[str | None]]] = {}
 
 
-def _resolve(futures: list[asyncio.Future[str | None]], error: str | None) -> None:
-    """On the futures' loop: tell the callers that still wait (a cancelled call does not)."""
+Then = Callable[[str | None], object]
+
+
+class _Late:
+    """The answers that came to cancelled callers' futures, and what each caller wants
+    done with its answer when it comes (`Answers.then`). Touched only on the
+    futures' own loop's thread, so the two always meet, whichever comes first."""
+
+    def __init__(self) -> None:
+        self.answers: dict[asyncio.Future[str | None], str | None] = {}
+        self.then: dict[asyncio.Future[str | None], Then] = {}
+
+
+def _resolve(futures: list[asyncio.Future[str | None]], error: str | None, late: _Late) -> None:
+    """On the futures' loop: tell the callers that still wait; for those cancelled
+    meanwhile, do what they left to do with it, or keep it for them."""
     for future in futures:
         if not future.done():
             future.set_result(error)
+        elif future.cancelled():
+            then = late.then.pop(future, None)
+            if then is None:
+                late.answers[future] = error
+            else:
+                then(error)
 
 
 class Answers:
@@ -34,6 +55,7 @@ class Answers:
 
     def __init__(self) -> None:
         self._by_batch: dict[int, _Answer] = {}
+        self._late = _Late()
 
     def _answer(self, batch_id: int) -> _Answer:
         answer = self._by_batch.get(batch_id)
@@ -58,11 +80,25 @@ class Answers:
         return answer.error
 
     def future(self, batch_id: int) -> asyncio.Future[str | None]:
-        """On an event loop's thread: a future of the batch's answer (as `wait`'s)."""
+        """On an event loop's thread: a future of the batch's answer (as `wait`'s). A
+        caller cancelled while awaiting it says what to do with the answer (`then`)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[str | None] = loop.create_future()
         self._answer(batch_id).futures.setdefault(loop, []).append(future)
         return future
+
+    def then(self, future: asyncio.Future[str | None], then: Then) -> None:
+        """On the future's loop, its caller cancelled: `then(answer)` when the answer
+        comes, or now if it has come. Not under the worker's lock: `_Late` is the
+        loop's own."""
+        if not future.cancelled():
+            then(future.result())  # answered before the cancellation reached the caller
+            return
+        late = self._late
+        if future in late.answers:
+            then(late.answers.pop(future))
+        else:
+            late.then[future] = then
 
     def give(self, batch_id: int, error: str) -> None:
         """Tell the callers waiting for a batch its answer (if any wait)."""
@@ -80,11 +116,10 @@ class Answers:
             if not answer.waiters:
                 del self._by_batch[batch_id]
 
-    @staticmethod
-    def _tell(answer: _Answer) -> None:
+    def _tell(self, answer: _Answer) -> None:
         answer.done.set()
         # One wake-up of each loop for all its callers of the batch.
         for loop, futures in answer.futures.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to tell
-                loop.call_soon_threadsafe(_resolve, futures, answer.error)
+                loop.call_soon_threadsafe(_resolve, futures, answer.error, self._late)
         answer.futures = {}
