@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 
 __all__ = ["Answers"]
+
+log = logging.getLogger("auditline.interceptor")
 
 
 class _Answer:
@@ -46,8 +49,11 @@ def _resolve(futures: list[asyncio.Future[str | None]], error: str | None, late:
             then = late.then.pop(future, None)
             if then is None:
                 late.answers[future] = error
-            else:
+                continue
+            try:
                 then(error)
+            except Exception:  # a bug: the other callers are still told
+                log.exception("a cancelled audit call's answer could not be handled")
 
 
 class Answers:
