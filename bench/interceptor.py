@@ -201,6 +201,16 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def use_threads_argument(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """`--server-threads`, checked and passed on to the server processes (they inherit
+    the environment)."""
+    if args.server_threads is None:
+        return
+    if args.server == "aio":
+        parser.error("--server-threads is the sync server's: not with --server aio")
+    os.environ[THREADS] = str(args.server_threads)
+
+
 def server_name(kind: str) -> str:
     return f"sync server ({pool_threads()} threads)" if kind == "sync" else "asyncio server"
 
@@ -251,10 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.unpinned:
         os.environ[UNPINNED] = "1"  # the server, worker and load processes inherit it
-    if args.server_threads is not None and args.server == "aio":
-        parser.error("--server-threads is the sync server's: not with --server aio")
-    if args.server_threads is not None:  # the server processes inherit it
-        os.environ[THREADS] = str(args.server_threads)
+    use_threads_argument(parser, args)
 
     if args.serve:
         serve(args.serve, args.server, args.port_file)

@@ -176,10 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.unpinned:
         os.environ[servers.UNPINNED] = "1"
-    if args.server_threads is not None and args.server == "aio":
-        parser.error("--server-threads is the sync server's: not with --server aio")
-    if args.server_threads is not None:  # the server processes inherit it
-        os.environ[servers.THREADS] = str(args.server_threads)
+    server_bench.use_threads_argument(parser, args)
     servers.pin(0)
 
     if not args.no_export:
