@@ -22,6 +22,7 @@ Unredacted bytes stay in memory on both sides; only redacted events reach the sp
   acknowledged but not yet committed is lost (its spool's commit interval, 10 ms by
   default). After `max_restarts` restarts within `restart_window` seconds the
   worker is given up: calls are refused (fail-closed) and events counted as lost.
+  `_worker_link` keeps the process; this module decides what it is sent.
 """
 
 from __future__ import annotations
@@ -33,21 +34,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection
 from typing import Any
 
-from auditline.interceptor._capture_codec import (
-    Schemas,
-    encode_record,
-    pack,
-    unpack,
-)
+from auditline.interceptor._capture_codec import Schemas, encode_record
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
 from auditline.interceptor._worker_answers import Answers
 from auditline.interceptor._worker_held import HeldEvents
+from auditline.interceptor._worker_link import LinkHooks, Supervision, WorkerLink
 from auditline.interceptor._worker_outbox import Batch, Outbox
-from auditline.interceptor._worker_process import HostedPipeline, start_worker
+from auditline.interceptor._worker_process import HostedPipeline
 
 __all__ = ["AuditWorker"]
 
@@ -89,12 +85,6 @@ class AuditWorker:
                 counted as lost (in the log's next drop marker) and fail-closed
                 calls are refused.
         """
-        self._factory = pipeline_factory
-        self.max_restarts = max_restarts
-        self.restart_window = restart_window
-        self.start_timeout = start_timeout
-        self.ack_timeout = ack_timeout
-        self.restarts = 0  # how many times the worker was started again
         self._held = HeldEvents(max_held)
         # As the worker's spool last reported them: why it is degraded ("" when it is
         # not), and how many events it dropped and counted in a marker (async).
@@ -103,7 +93,6 @@ class AuditWorker:
         # Told the reason whenever the worker's spool turns degraded, and "" when it
         # recovers (as `Spool.on_degraded`): health checks follow it.
         self.on_degraded: Callable[[str], None] = lambda reason: None
-        self._restart_times: list[float] = []
         self._config: AuditConfig | None = None
         self._schemas = Schemas()
         self._ids = EventIds()
@@ -113,10 +102,17 @@ class AuditWorker:
         self._refusal = ""  # why the worker's spool refuses calls now ("" when it does not)
         self._failed = ""  # set when the worker is given up
         self._closing = False
-        self._process: Any = None
-        self._conn: Connection | None = None
-        self._send_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._link = WorkerLink(
+            pipeline_factory,
+            Supervision(
+                max_restarts=max_restarts,
+                restart_window=restart_window,
+                start_timeout=start_timeout,
+                ack_timeout=ack_timeout,
+            ),
+            self._link_hooks(),
+        )
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -129,47 +125,36 @@ class AuditWorker:
                 return
             # The principal resolver runs in the serving process, at capture time.
             self._config = dataclasses.replace(config, principal=None)
-        self._spawn()
+        self._link.start(self._config)
         for target, name in (
             (self._send, "auditline-worker-send"),
-            (self._receive, "auditline-worker-acks"),
+            (self._link.receive, "auditline-worker-acks"),
         ):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def _spawn(self) -> None:
-        assert self._config is not None
-        started = start_worker(
-            self._factory, self._config, list(self._schemas.files), timeout=self.start_timeout
-        )
-        self._process, self._conn = started.process, started.conn
-        self._follow(started.state)
-
     @property
     def pid(self) -> int | None:
         """The worker process's id (for tests and operators)."""
-        return self._process.pid if self._process is not None else None
+        return self._link.pid
+
+    @property
+    def restarts(self) -> int:
+        """How many times the worker was started again."""
+        return self._link.restarts
 
     def close(self, timeout: float = 30.0) -> None:
         """Send what is pending, let the worker close its pipeline, and stop it. A
         second call does nothing."""
         with self._cond:
-            if self._conn is None or self._closing:
+            if not self._link.started or self._closing:
                 return
         self.flush(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        try:
-            with self._send_lock:
-                self._conn.send_bytes(pack(("quit",)))
-        except OSError:
-            pass
-        self._process.join(timeout)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join(5)
+        self._link.quit(timeout)
         for thread in self._threads:
             thread.join(5)
         # Nothing answers from now on: a caller still waiting (one that came after
@@ -329,7 +314,7 @@ class AuditWorker:
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until everything handed over so far is committed in the worker's spool."""
-        if self._conn is None:
+        if not self._link.started:
             return True
         with self._cond:
             self._outbox.pending.append(("flush",))
@@ -353,58 +338,37 @@ class AuditWorker:
                         self.send_interval,
                     )
                 batch = outbox.take(self._held.report())
-            # Registered and written under the send lock: a restart resends either
-            # every batch the dead worker may have had, or this one is written to
-            # the new worker only, never both.
-            with self._send_lock:
-                with self._cond:
-                    outbox.sent(batch)
-                self._write(batch, resent=False)
+            self._link.send(batch, register=functools.partial(self._sent, batch))
 
-    def _write(self, batch: Batch, *, resent: bool) -> None:
-        """Send a batch (holding the send lock)."""
-        try:
-            message = pack(("batch", batch.batch_id, resent, batch.items))
-        except ValueError:
-            # A bug (a value the codec let through); the batch's calls are answered
-            # UNAVAILABLE in fail-closed mode rather than hang, and the bug is logged.
-            log.exception("an audit batch could not be encoded")
-            with self._cond:
-                self._answered(batch.batch_id, "the audit event could not be encoded")
-            return
-        batch.sent_at = time.monotonic()
-        try:
-            assert self._conn is not None
-            self._conn.send_bytes(message)
-        except OSError:
-            pass  # the worker is gone: the receiving thread restarts it and resends
+    def _sent(self, batch: Batch) -> None:
+        with self._cond:
+            self._outbox.sent(batch)
 
-    def _receive(self) -> None:
-        while True:
-            conn = self._conn
-            assert conn is not None
-            try:
-                if not conn.poll(min(1.0, self.ack_timeout / 4)):
-                    self._watch()
-                    continue
-                reply = unpack(conn.recv_bytes())
-            except (EOFError, OSError):
+    # --- what the link to the worker process asks (`LinkHooks`) -------------------------
+
+    def _link_hooks(self) -> LinkHooks:
+        def locked(method: Callable[..., Any]) -> Callable[..., Any]:
+            def call(*args: Any) -> Any:
                 with self._cond:
-                    if self._closing:
-                        return
-                if not self._restart():
-                    return
-                continue
-            if reply[0] == "quit":
-                return
-            if reply[0] == "state":
-                with self._cond:
-                    self._follow(reply[1:])
-                continue
-            _, batch_id, error, *state = reply
-            with self._cond:
-                self._answered(batch_id, error)
-                self._follow(state)
+                    return method(*args)
+
+            return call
+
+        return LinkHooks(
+            answered=locked(self._answered),
+            follow=locked(self._follow),
+            unacknowledged=locked(self._outbox.unacknowledged),
+            oldest_sent_at=locked(self._outbox.oldest_sent_at),
+            schema_files=locked(lambda: list(self._schemas.files)),
+            closing=locked(lambda: self._closing),
+            given_up=locked(self._given_up),
+        )
+
+    def _given_up(self, reason: str) -> None:
+        """Holding the lock: no worker will answer; callers are refused from now on."""
+        self._failed = reason
+        self._answers.give_up()
+        self._cond.notify_all()
 
     def _answered(self, batch_id: int, error: str) -> None:
         """Holding the lock: a batch is done with ("" committed, else why not): its
@@ -414,49 +378,9 @@ class AuditWorker:
             self._held.release(batch.events)
             self._answers.give(batch_id, error)
 
-    def _watch(self) -> None:
-        """Kill a worker that left a batch unanswered for `ack_timeout`: it is hung
-        (its process lives, so nothing else would notice). Its end starts a new one."""
-        with self._cond:
-            oldest = self._outbox.oldest_sent_at()
-        if oldest is not None and time.monotonic() - oldest > self.ack_timeout:
-            log.error("the audit worker has not answered for %.0fs; stopping it", self.ack_timeout)
-            self._process.kill()
-
     def _follow(self, state: Sequence[Any]) -> None:
         """Take the state of the worker's spool it reported (see `_worker_process`)."""
         degraded = self.degraded
         self._refusal, self.degraded, self.dropped = state
         if self.degraded != degraded:
             self.on_degraded(self.degraded)
-
-    def _restart(self) -> bool:
-        """Start a new worker and send it every unacknowledged batch; False when the
-        worker is given up."""
-        now = time.monotonic()
-        self._restart_times = [t for t in self._restart_times if t > now - self.restart_window]
-        exit_code = self._process.exitcode if self._process is not None else None
-        if len(self._restart_times) >= self.max_restarts:
-            self._give_up(f"the audit worker died {len(self._restart_times) + 1} times")
-            return False
-        self._restart_times.append(now)
-        log.error("the audit worker exited (code %s); starting it again", exit_code)
-        with self._send_lock:
-            try:
-                self._spawn()
-            except Exception as exc:
-                self._give_up(f"the audit worker could not be started again: {exc}")
-                return False
-            self.restarts += 1
-            with self._cond:
-                waiting = self._outbox.unacknowledged()
-            for batch in waiting:
-                self._write(batch, resent=True)
-        return True
-
-    def _give_up(self, reason: str) -> None:
-        log.error("%s: calls are refused and events counted as lost", reason)
-        with self._cond:
-            self._failed = reason
-            self._answers.give_up()
-            self._cond.notify_all()
