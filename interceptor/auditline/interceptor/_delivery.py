@@ -9,7 +9,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._builder import EventBuilder, event_of
@@ -46,6 +46,9 @@ class Delivery:
         # With an audit worker the captures are built there, not here.
         self.worker = sink if isinstance(sink, AuditWorker) else None
         self._emit_documents: Callable[..., None] | None = getattr(sink, "emit_documents", None)
+        self._keep_documents: Callable[..., Awaitable[None]] | None = getattr(
+            sink, "keep_documents", None
+        )
         self.ids = EventIds()
         self.sink_errors = 0
         self.delivered = 0  # records handed on by the background thread
@@ -64,11 +67,15 @@ class Delivery:
 
     async def keep(self, record: CallRecord, *, refused_later: Refused) -> None:
         """`hand_over(record, wait=True)` without blocking the caller's event loop: an
-        audit worker's answer is awaited on the loop; other sinks block a thread of the
-        loop's executor meanwhile. Cancelled while it waits, the keeping goes on: a
-        refusal that comes after is given to `refused_later`."""
+        audit worker's answer, or the commit of a sink with `keep_documents` (the
+        spool), is awaited on the loop; other sinks block a thread of the loop's
+        executor meanwhile. Cancelled while it waits, the keeping goes on: a refusal
+        that comes after is given to `refused_later`."""
         if self.worker is not None:
             await self.worker.keep_captures([record], refused_later=refused_later)
+            return
+        if self._keep_documents is not None:
+            await self._keep_documents(self.documents(record), refused_later=refused_later)
             return
         keeping = asyncio.ensure_future(asyncio.to_thread(self.hand_over, record, wait=True))
         try:

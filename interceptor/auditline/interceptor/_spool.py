@@ -10,7 +10,8 @@ Durability:
   a clean shutdown loses nothing.
 - `sync` (fail-closed): `emit_documents(wait=True)` returns only once the call's
   events are committed with `synchronous=FULL`, or raises having stored none of
-  them. `admit` refuses calls before they run when their events could not be kept.
+  them (on an event loop, `await keep_documents(...)`; see `_spool_waits`). `admit`
+  refuses calls before they run when their events could not be kept.
 
 When a write fails (a full disk, SQLite's `SQLITE_FULL`) nothing is discarded:
 the store's reserve is released so the events of calls already running can be
@@ -27,7 +28,6 @@ are deleted first): `block` (wait up to `block_timeout`, then refuse), `reject`
 
 from __future__ import annotations
 
-import collections
 import logging
 import sqlite3
 import threading
@@ -40,6 +40,7 @@ from auditline.interceptor._formats import event_document
 from auditline.interceptor._log_gates import LogGates
 from auditline.interceptor._losses import LossCounter, Losses
 from auditline.interceptor._spool_disk import SpoolDisk
+from auditline.interceptor._spool_queue import Refused, SpoolBatch, SpoolQueue, too_late
 from auditline.interceptor._spool_records import SpoolStats, StoredEvent, stored_event
 from auditline.interceptor._spool_store import SpoolStore
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
@@ -51,19 +52,6 @@ log = logging.getLogger("auditline.interceptor")
 DURABILITY = ("async", "sync")
 BACKPRESSURE = ("block", "reject", "drop")
 _FULL = "the audit log is full"
-
-
-class _Batch:
-    """Events committed together. `state`: open (taking events), queued, writing, written."""
-
-    __slots__ = ("items", "size", "state", "written_ids")
-
-    def __init__(self) -> None:
-        self.items: list[StoredEvent] = []  # those still to write
-        self.size = 0
-        self.state = "open"
-        # Items already committed while the rest waits (a full disk splits a batch).
-        self.written_ids: set[int] = set()
 
 
 class Spool:
@@ -117,7 +105,7 @@ class Spool:
         )
         self.stats = SpoolStats()
         self._refresh_sizes()
-        self._queue: collections.deque[_Batch] = collections.deque()
+        self._queue = SpoolQueue()  # events taken, not yet written
         self._losses = LossCounter()
         self._force_marker = False
         # Told the reason whenever the spool turns degraded, and "" when it recovers
@@ -183,30 +171,52 @@ class Spool:
         that cannot be kept are dropped and counted, never raised about.
         """
         wait = self.durability == "sync" if wait is None else wait
-        items = [stored_event(self.node_id, d) for d in documents if self._gates.wanted(d)]
+        items = self._stored(documents)
         if not items:
             return  # logs that were switched off when the call came (not a loss)
-        size = sum(len(item.body) for item in items)
         with self._lock:
-            refusal = self._refusal(size)
-            if refusal:
-                if wait:
-                    raise AuditUnavailableError(
-                        f"the audit log cannot record this call ({refusal})"
-                    )
-                self._drop(len(items), refusal, time.time_ns())
-                return
-            batch = self._queue[-1] if self._queue and self._queue[-1].state == "open" else None
-            if batch is None:
-                batch = _Batch()
-                self._queue.append(batch)
-            batch.items += items
-            batch.size += size
-            self.stats.buffered_bytes += size
-            self.stats.accepted += len(items)
-            if wait:
+            batch = self._enqueue(items, wait=wait)
+            if batch is not None and wait:
                 self._work.notify()
                 self._await(batch, items)
+
+    async def keep_documents(
+        self, documents: Sequence[EventDocument], *, refused_later: Refused | None = None
+    ) -> None:
+        """`emit_documents(documents, wait=True)` for a caller on an asyncio event loop:
+        the loop awaits the commit rather than a thread blocking for it. A caller
+        cancelled meanwhile is gone; if its events are then withdrawn (not committed
+        within `block_timeout`), `refused_later` is told why, on the caller's loop."""
+        items = self._stored(documents)
+        if not items:
+            return
+        with self._lock:
+            batch = self._enqueue(items, wait=True)
+            assert batch is not None
+            self._work.notify()
+            committed = self._queue.waits.add(
+                batch, items, timeout=self.block_timeout, refused_later=refused_later
+            )
+        await committed
+
+    def _stored(self, documents: Sequence[EventDocument]) -> list[StoredEvent]:
+        """The documents as the spool stores them, less those of logs switched off."""
+        return [stored_event(self.node_id, d) for d in documents if self._gates.wanted(d)]
+
+    def _enqueue(self, items: list[StoredEvent], *, wait: bool) -> SpoolBatch | None:
+        """Holding the lock: queue one call's events in the open batch; the batch.
+        Events that cannot be kept are refused (`wait`: raised) or dropped and counted."""
+        size = sum(len(item.body) for item in items)
+        refusal = self._refusal(size)
+        if refusal:
+            if wait:
+                raise AuditUnavailableError(f"the audit log cannot record this call ({refusal})")
+            self._drop(len(items), refusal, time.time_ns())
+            return None
+        batch = self._queue.add(items)
+        self.stats.buffered_bytes += size
+        self.stats.accepted += len(items)
+        return batch
 
     def _refusal(self, size: int) -> str:
         """Why events of `size` bytes cannot be taken now ("" when they can)."""
@@ -221,26 +231,24 @@ class Spool:
             return "the spool could not write and its memory bound was reached"
         return ""
 
-    def _await(self, batch: _Batch, items: list[StoredEvent]) -> None:
+    def _await(self, batch: SpoolBatch, items: list[StoredEvent]) -> None:
         """Wait (holding the lock) until `batch` is written; on timeout, withdraw `items`."""
         mine = {id(item) for item in items}
-
-        def written() -> bool:
-            return batch.state == "written" or mine <= batch.written_ids
-
-        if self._written.wait_for(written, self.block_timeout):
+        if self._written.wait_for(lambda: batch.holds_written(mine), self.block_timeout):
             return
         # Not written in time: take these events back so that they never are (the
         # caller is told UNAVAILABLE), unless the writer has them in hand right now.
         self._written.wait_for(lambda: batch.state != "writing")
-        if written():
+        if batch.holds_written(mine):
             return
-        batch.items = [item for item in batch.items if id(item) not in mine]
-        withdrawn = sum(len(item.body) for item in items if id(item) not in batch.written_ids)
-        batch.size -= withdrawn
-        self.stats.buffered_bytes -= withdrawn
+        self._withdraw(batch, items)
+        raise too_late()
+
+    def _withdraw(self, batch: SpoolBatch, items: list[StoredEvent]) -> None:
+        """Holding the lock, the writer not having `batch` in hand: take back the
+        events of a call that stopped waiting for them, so that they are never written."""
+        self.stats.buffered_bytes -= self._queue.withdraw(batch, items)
         self.stats.accepted -= len(items)
-        raise AuditUnavailableError("the audit log could not record this call in time")
 
     def count_lost(self, count: int, reason: str, at_ns: int) -> None:
         """Count events lost before they reached the spool (an audit worker's serving
@@ -263,14 +271,18 @@ class Spool:
     # --- the writer ------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            try:
-                if not self._write_round():
-                    return
-            except Exception:  # a bug: the writer must outlive it, and say so
-                log.exception("the audit spool's writer failed; retrying")
-                self._requeue()
-                time.sleep(self.retry_interval)
+        try:
+            while True:
+                try:
+                    if not self._write_round():
+                        return
+                except Exception:  # a bug: the writer must outlive it, and say so
+                    log.exception("the audit spool's writer failed; retrying")
+                    self._requeue()
+                    time.sleep(self.retry_interval)
+        finally:
+            with self._lock:
+                self._queue.waits.fail_all(AuditUnavailableError("the audit log is closed"))
 
     def _write_round(self) -> bool:
         """Wait for work, write what is queued; False once closed and done."""
@@ -279,12 +291,10 @@ class Spool:
                 lambda: self._closed or self._marker_forced() or self._has_sync_work(),
                 self.retry_interval if self._disk.reason else self.commit_interval,
             )
+            if self._queue.waits:
+                self._queue.waits.settle(self._withdraw)  # those past their deadline
             closing = self._closed
-            batches = [b for b in self._queue if b.items]
-            for batch in batches:
-                batch.state = "writing"
-            for empty in [b for b in self._queue if not b.items and b.state != "open"]:
-                self._queue.remove(empty)
+            batches = self._queue.take()
             losses = self._losses.pending() if self._marker_due(closing) else None
         ok = self._write(batches, losses)
         if ok and self._disk.reason and not self._queue:
@@ -299,7 +309,7 @@ class Spool:
         return True
 
     def _has_sync_work(self) -> bool:
-        return self.durability == "sync" and any(b.items for b in self._queue)
+        return self.durability == "sync" and self._queue.has_events()
 
     def _marker_forced(self) -> bool:
         return self._force_marker and self._losses.pending() is not None
@@ -311,11 +321,11 @@ class Spool:
             return False
         return closing or self._force_marker or self._full() < self.max_bytes
 
-    def _write(self, batches: list[_Batch], marker: Losses | None) -> bool:
+    def _write(self, batches: list[SpoolBatch], marker: Losses | None) -> bool:
         """Write the batches in order (a drop marker first); False if a write failed."""
         pending = list(batches)
         if marker is not None and not pending:
-            pending = [_Batch()]
+            pending = [SpoolBatch()]
         for batch in pending:
             items = batch.items
             if marker is not None:
@@ -331,17 +341,12 @@ class Spool:
                     self._losses.settle(marker)
                     marker = None
                     count -= 1
-                committed, batch.items = batch.items[:count], batch.items[count:]
-                size = sum(len(item.body) for item in committed)
-                batch.size -= size
-                batch.written_ids.update(id(item) for item in committed)
-                self.stats.buffered_bytes -= size
+                committed = self._queue.committed(batch, count)
+                self.stats.buffered_bytes -= sum(len(item.body) for item in committed)
                 self._refresh_sizes()
-                if not batch.items:
-                    batch.state = "written"
-                    if batch in self._queue:
-                        self._queue.remove(batch)
                 self._written.notify_all()
+                if self._queue.waits:
+                    self._queue.waits.settle(self._withdraw)
             if batch.items:  # the rest did not fit: the disk is full
                 self._requeue()
                 self._disk.failed(None)
@@ -359,9 +364,7 @@ class Spool:
     def _requeue(self) -> None:
         """Batches the writer had in hand go back to the queue (a write failed)."""
         with self._lock:
-            for batch in self._queue:
-                if batch.state == "writing":
-                    batch.state = "queued"
+            self._queue.requeue()
             self._written.notify_all()
 
     def _give_up(self) -> bool:
@@ -372,7 +375,7 @@ class Spool:
         if now < self._close_deadline:
             return False
         with self._lock:
-            left = sum(len(b.items) for b in self._queue)
+            left = self._queue.events()
             losses = self._losses.pending()
         lost = left + (losses.count if losses else 0)
         log.error("audit spool closing with %d events it could not write: they are lost", lost)
@@ -401,10 +404,7 @@ class Spool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._force_marker = with_drop_marker
-            targets = [b for b in self._queue if b.items]
-            for batch in targets:
-                if batch.state == "open":
-                    batch.state = "queued"
+            targets = self._queue.close_open()
             self._work.notify()
 
             def done() -> bool:

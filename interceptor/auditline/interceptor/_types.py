@@ -49,7 +49,12 @@ class Sink(Protocol):
     - `emit_documents(documents: Sequence[EventDocument], *, wait: bool) -> None`
       instead of needing `emit`: the events of one call (the call's own last),
       to be stored together. With `wait`, it returns once they are durable, or
-      raises `AuditUnavailableError` having stored none of them.
+      raises `AuditUnavailableError` having stored none of them;
+    - `async keep_documents(documents, *, refused_later)`: `emit_documents(...,
+      wait=True)` awaited on an asyncio event loop (the asyncio interceptor's
+      fail-closed calls use it, not a thread, where the sink has it). A caller
+      cancelled while it waits is gone; a refusal that comes later is given to
+      `refused_later(exc)`, on the caller's loop.
     """
 
     def emit(self, event: event_pb2.ApiEvent) -> None: ...

@@ -1,0 +1,211 @@
+"""`Spool.keep_documents`: fail-closed events awaited on an asyncio event loop. Callers
+wait for the writer's commit on the loop (no executor thread each), are refused when
+their events are not committed in time, and those events are then never written."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from auditline_testing.v1 import echo_pb2
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import AuditUnavailableError, Spool
+from auditline.interceptor._formats import event_document
+from auditline.interceptor._spool_records import ExportedFile
+from auditline.interceptor._types import EventDocument
+from tests.interceptor.harness import Harness
+from tests.support.outcome import code_of
+from tests.support.processes import wait_for
+
+
+def _document(name: str, size: int = 0) -> EventDocument:
+    event = event_pb2.ApiEvent(event_name=name, version="2")
+    event.request.request_time.FromNanoseconds(1_800_000_000_000_000_000)
+    if size:
+        event.request.request_params.update({"pad": "x" * size})
+    return event_document(event)
+
+
+def _names(spool: Spool) -> list[str]:
+    return [e.event().event_name for e in spool.store.read(0, limit=1_000_000)]
+
+
+async def _keep(spool: Spool, name: str) -> None:
+    """Keep one event, failing the test rather than waiting forever."""
+    await asyncio.wait_for(spool.keep_documents([_document(name)]), 30)
+
+
+class _NoThreads(concurrent.futures.ThreadPoolExecutor):
+    """A loop's default executor that refuses work: the awaited path must not use one."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("keep_documents used an executor thread")
+
+
+def test_awaited_events_are_committed_together_without_a_thread_each(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", durability="sync")
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_default_executor(_NoThreads())
+        await asyncio.gather(*(_keep(spool, f"E{i}") for i in range(100)))
+
+    asyncio.run(main())
+    # Returned: committed (no flush needed to find them).
+    assert sorted(_names(spool)) == sorted(f"E{i}" for i in range(100))
+    spool.close()
+
+
+def test_a_refused_call_raises_at_once(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", durability="sync")
+    spool.close()
+    with pytest.raises(AuditUnavailableError, match="closed"):
+        asyncio.run(_keep(spool, "Late"))
+
+
+def _full_spool(path: Path, *, block_timeout: float) -> Spool:
+    """A fail-closed spool whose file reached its page limit (SQLite's SQLITE_FULL):
+    nothing more can be committed until exported events are freed."""
+    spool = Spool(
+        path,
+        durability="sync",
+        max_file_bytes=256 << 10,
+        reserve_bytes=32 << 10,
+        block_timeout=block_timeout,
+    )
+    spool.retry_interval = 0.02
+    # Large events until one cannot be written, then (the spool's reserve released for
+    # the calls in flight) events as small as the tests' until none fits either.
+    for size in (2000, 0):
+        for i in range(5000):
+            try:
+                spool.emit_documents([_document(f"Fill{size}-{i}", size=size)], wait=True)
+            except AuditUnavailableError:
+                break
+        else:
+            pytest.fail("the spool never filled up")
+    assert spool.degraded
+    return spool
+
+
+@pytest.fixture
+def full_spool(tmp_path: Path) -> Spool:
+    return _full_spool(tmp_path / "spool.db", block_timeout=0.3)
+
+
+def _free_and_flush(spool: Spool) -> None:
+    """Export (free) everything written; let the spool write what is left."""
+    store = spool.store
+    last = spool.stats.last_seq
+    store.register("drain", start_seq=1)
+    store.commit_files(
+        "drain",
+        [ExportedFile(key="k", first_seq=1, last_seq=last, events=0, bytes=0, sha256="")],
+        watermark=last,
+    )
+    assert spool.flush(30)
+
+
+def test_events_not_committed_in_time_are_refused_and_never_written(full_spool: Spool) -> None:
+    with pytest.raises(AuditUnavailableError, match="in time"):
+        asyncio.run(_keep(full_spool, "Withdrawn"))
+    _free_and_flush(full_spool)
+    asyncio.run(_keep(full_spool, "After"))  # room again
+    assert _names(full_spool) == ["After"]
+    full_spool.close()
+
+
+def test_a_cancelled_caller_is_told_when_its_events_are_withdrawn(full_spool: Spool) -> None:
+    refusals: list[Exception] = []
+
+    async def main() -> None:
+        told = asyncio.Event()
+
+        def refused_later(exc: Exception) -> None:
+            refusals.append(exc)
+            told.set()
+
+        call = asyncio.create_task(
+            full_spool.keep_documents([_document("Cancelled")], refused_later=refused_later)
+        )
+        await asyncio.sleep(0)  # one loop step: the call has queued its events and waits
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await asyncio.wait_for(told.wait(), 30)
+
+    asyncio.run(main())
+    assert [str(exc) for exc in refusals] == ["the audit log could not record this call in time"]
+    _free_and_flush(full_spool)
+    asyncio.run(_keep(full_spool, "After"))
+    assert _names(full_spool) == ["After"]
+    full_spool.close()
+
+
+def test_a_cancelled_caller_whose_events_are_committed_hears_nothing(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", durability="sync")
+    refusals: list[Exception] = []
+
+    async def main() -> None:
+        call = asyncio.create_task(
+            spool.keep_documents([_document("Kept")], refused_later=refusals.append)
+        )
+        await asyncio.sleep(0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        # Its events were queued before it was cancelled: they are written all the same.
+        await asyncio.to_thread(spool.flush, 30)
+
+    asyncio.run(main())
+    assert _names(spool) == ["Kept"]
+    assert refusals == []
+    spool.close()
+
+
+class _AdmitsEveryCall:
+    """A sink without `admit` (the spool would refuse calls while its disk is full):
+    the calls run, and their events wait for the full spool."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.emit_documents = spool.emit_documents
+        self.keep_documents = spool.keep_documents
+
+    def emit(self, event: event_pb2.ApiEvent) -> None:
+        self.spool.emit(event)
+
+
+def test_an_asyncio_call_cancelled_while_its_events_wait_is_still_counted(
+    tmp_path: Path,
+) -> None:
+    """In-process (the spool as the sink), as with an audit worker: an asyncio call
+    whose deadline passes while its events wait is gone, but when they are then
+    withdrawn the failure is counted and its UNAVAILABLE record handed on."""
+    spool = _full_spool(tmp_path / "spool.db", block_timeout=2.0)
+    harness = Harness("aio", sink=_AdmitsEveryCall(spool), fail_closed=True)
+    try:
+        late = echo_pb2.EchoRequest(text="too-late")
+        assert code_of(lambda: harness.stub.Echo(late, timeout=0.5)) == (
+            grpc.StatusCode.DEADLINE_EXCEEDED
+        )
+        assert harness.interceptor.sink_errors == 0  # its events still wait
+        wait_for(
+            lambda: harness.interceptor.sink_errors == 1 or None,
+            timeout=30,
+            what="the withdrawal of the cancelled call's events counted",
+        )
+        assert harness.interceptor.flush(10)  # its UNAVAILABLE record, to the spool
+        _free_and_flush(spool)
+        events = [e.event() for e in spool.store.read(0)]
+        assert [(e.request.request_params["text"], e.response.response_code) for e in events] == [
+            ("too-late", grpc.StatusCode.UNAVAILABLE.value[0])
+        ]
+    finally:
+        harness.close()
+        spool.close()
