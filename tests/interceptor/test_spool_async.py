@@ -17,6 +17,7 @@ from auditline_testing.v1 import echo_pb2
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import AuditUnavailableError, Spool
 from auditline.interceptor._formats import event_document
+from auditline.interceptor._spool_queue import answer
 from auditline.interceptor._spool_records import ExportedFile
 from auditline.interceptor._types import EventDocument
 from tests.interceptor.harness import Harness
@@ -48,8 +49,22 @@ class _NoThreads(concurrent.futures.ThreadPoolExecutor):
         raise AssertionError("keep_documents used an executor thread")
 
 
+def _count_commits(spool: Spool) -> list[int]:
+    """Count the writer's commits (each batch's insert), in the list returned."""
+    commits = [0]
+    insert = spool._disk.insert_what_fits
+
+    def counted(items: list[Any]) -> int:
+        commits[0] += 1
+        return insert(items)
+
+    spool._disk.insert_what_fits = counted  # type: ignore[method-assign]
+    return commits
+
+
 def test_awaited_events_are_committed_together_without_a_thread_each(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool.db", durability="sync")
+    commits = _count_commits(spool)
 
     async def main() -> None:
         asyncio.get_running_loop().set_default_executor(_NoThreads())
@@ -58,6 +73,27 @@ def test_awaited_events_are_committed_together_without_a_thread_each(tmp_path: P
     asyncio.run(main())
     # Returned: committed (no flush needed to find them).
     assert sorted(_names(spool)) == sorted(f"E{i}" for i in range(100))
+    assert commits[0] < 50, commits  # callers share commits, not one each
+    spool.close()
+
+
+def test_thread_and_asyncio_callers_wait_for_the_same_batches(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", durability="sync")
+
+    def thread_calls() -> None:
+        for i in range(50):
+            spool.emit_documents([_document(f"T{i}")], wait=True)
+
+    async def main() -> None:
+        threaded = asyncio.get_running_loop().run_in_executor(None, thread_calls)
+        for i in range(50):
+            await _keep(spool, f"A{i}")
+        await asyncio.wait_for(threaded, 30)
+
+    asyncio.run(main())
+    assert sorted(_names(spool)) == sorted(
+        [f"T{i}" for i in range(50)] + [f"A{i}" for i in range(50)]
+    )
     spool.close()
 
 
@@ -175,7 +211,11 @@ class _AdmitsEveryCall:
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
         self.emit_documents = spool.emit_documents
-        self.keep_documents = spool.keep_documents
+        self.kept = 0  # calls that awaited `keep_documents` (not a thread's wait)
+
+    async def keep_documents(self, documents: Any, *, refused_later: Any) -> None:
+        self.kept += 1
+        await self.spool.keep_documents(documents, refused_later=refused_later)
 
     def emit(self, event: event_pb2.ApiEvent) -> None:
         self.spool.emit(event)
@@ -188,12 +228,14 @@ def test_an_asyncio_call_cancelled_while_its_events_wait_is_still_counted(
     whose deadline passes while its events wait is gone, but when they are then
     withdrawn the failure is counted and its UNAVAILABLE record handed on."""
     spool = _full_spool(tmp_path / "spool.db", block_timeout=2.0)
-    harness = Harness("aio", sink=_AdmitsEveryCall(spool), fail_closed=True)
+    sink = _AdmitsEveryCall(spool)
+    harness = Harness("aio", sink=sink, fail_closed=True)
     try:
         late = echo_pb2.EchoRequest(text="too-late")
         assert code_of(lambda: harness.stub.Echo(late, timeout=0.5)) == (
             grpc.StatusCode.DEADLINE_EXCEEDED
         )
+        assert sink.kept == 1
         assert harness.interceptor.sink_errors == 0  # its events still wait
         wait_for(
             lambda: harness.interceptor.sink_errors == 1 or None,
@@ -209,3 +251,25 @@ def test_an_asyncio_call_cancelled_while_its_events_wait_is_still_counted(
     finally:
         harness.close()
         spool.close()
+
+
+def test_a_refusal_answered_as_the_caller_is_cancelled_is_still_its(full_spool: Spool) -> None:
+    """The refusal reaches the caller's future in the same loop step as its
+    cancellation: the task ends cancelled, and the refusal goes to `refused_later`."""
+    refusals: list[Exception] = []
+
+    async def main() -> None:
+        call = asyncio.create_task(
+            full_spool.keep_documents([_document("Raced")], refused_later=refusals.append)
+        )
+        await asyncio.sleep(0)  # one loop step: it has queued its events and waits
+        caller = full_spool._queue.async_callers._batches[-1].async_callers[-1]
+        assert full_spool._queue.async_callers.expire(caller, full_spool._withdraw)
+        answer([(caller, AuditUnavailableError("refused"))])  # as the writer's would
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(main())
+    assert [str(exc) for exc in refusals] == ["refused"]
+    full_spool.close()

@@ -26,12 +26,13 @@ from auditline.audit.v1 import event_pb2
 from auditline.interceptor._builder import EventBuilder, event_of
 from auditline.interceptor._call_ends import CallEnds
 from auditline.interceptor._call_state import CallState
-from auditline.interceptor._delivery import Delivery, Refused
+from auditline.interceptor._delivery import Delivery
 from auditline.interceptor._record import AuditConfig, CallRecord, span_ids
 from auditline.interceptor._summaries import Counting
 from auditline.interceptor._types import (
     Metadata,
     PrincipalInput,
+    Refused,
     Sink,
 )
 

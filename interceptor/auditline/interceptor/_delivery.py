@@ -14,15 +14,12 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._builder import EventBuilder, event_of
 from auditline.interceptor._record import CallRecord, EventIds
-from auditline.interceptor._types import AuditUnavailableError, EventDocument, Sink
+from auditline.interceptor._types import AuditUnavailableError, EventDocument, Refused, Sink
 from auditline.interceptor._worker import AuditWorker
 
-__all__ = ["Delivery", "Refused"]
+__all__ = ["Delivery"]
 
 log = logging.getLogger("auditline.interceptor")
-
-# Told why a fail-closed call's events were refused, after the call stopped waiting.
-Refused = Callable[[Exception], object]
 
 
 def _unavailable(exc: BaseException) -> AuditUnavailableError:

@@ -2,7 +2,7 @@
 has them.
 
 SQLite in WAL mode (`SpoolStore`). Events arrive redacted, as JSON documents; one
-writer thread group-commits them, numbering them gap-free per node.
+writer thread (`_spool_writer`) group-commits them, numbering them gap-free per node.
 
 Durability:
 - `async` (default): a call returns before its event is on disk; events not yet
@@ -10,7 +10,7 @@ Durability:
   a clean shutdown loses nothing.
 - `sync` (fail-closed): `emit_documents(wait=True)` returns only once the call's
   events are committed with `synchronous=FULL`, or raises having stored none of
-  them (on an event loop, `await keep_documents(...)`; see `_spool_waits`). `admit`
+  them (on an event loop, `await keep_documents(...)`; see `_spool_queue`). `admit`
   refuses calls before they run when their events could not be kept.
 
 When a write fails (a full disk, SQLite's `SQLITE_FULL`) nothing is discarded:
@@ -28,8 +28,8 @@ are deleted first): `block` (wait up to `block_timeout`, then refuse), `reject`
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,12 +38,20 @@ from pathlib import Path
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor._formats import event_document
 from auditline.interceptor._log_gates import LogGates
-from auditline.interceptor._losses import LossCounter, Losses
+from auditline.interceptor._losses import LossCounter
 from auditline.interceptor._spool_disk import SpoolDisk
-from auditline.interceptor._spool_queue import Refused, SpoolBatch, SpoolQueue, too_late
+from auditline.interceptor._spool_queue import (
+    AsyncCaller,
+    SpoolBatch,
+    SpoolQueue,
+    answer,
+    item_ids,
+    too_late,
+)
 from auditline.interceptor._spool_records import SpoolStats, StoredEvent, stored_event
 from auditline.interceptor._spool_store import SpoolStore
-from auditline.interceptor._types import AuditUnavailableError, EventDocument
+from auditline.interceptor._spool_writer import SpoolWriter
+from auditline.interceptor._types import AuditUnavailableError, EventDocument, Refused
 
 __all__ = ["Spool"]
 
@@ -54,7 +62,7 @@ BACKPRESSURE = ("block", "reject", "drop")
 _FULL = "the audit log is full"
 
 
-class Spool:
+class Spool(SpoolWriter):
     """A `Sink` that keeps events durable on disk for the exporters."""
 
     retry_interval = 0.2  # between attempts while writes fail
@@ -194,10 +202,29 @@ class Spool:
             batch = self._enqueue(items, wait=True)
             assert batch is not None
             self._work.notify()
-            committed = self._queue.waits.add(
+            caller = self._queue.async_callers.add(
                 batch, items, timeout=self.block_timeout, refused_later=refused_later
             )
-        await committed
+        # The writer refuses it at its deadline; this timer, when the writer is busy.
+        timer = caller.loop.call_later(self.block_timeout, self._expire, caller)
+        try:
+            await caller.future
+        except asyncio.CancelledError:
+            future = caller.future
+            if future.done() and not future.cancelled():  # answered as it was cancelled
+                refusal = future.exception()
+                if isinstance(refusal, Exception) and refused_later is not None:
+                    refused_later(refusal)
+            raise
+        finally:
+            if not caller.future.cancelled():
+                timer.cancel()  # answered (a cancelled caller's events still expire)
+
+    def _expire(self, caller: AsyncCaller) -> None:
+        with self._lock:
+            expired = self._queue.async_callers.expire(caller, self._withdraw)
+        if expired:
+            answer([(caller, too_late())])
 
     def _stored(self, documents: Sequence[EventDocument]) -> list[StoredEvent]:
         """The documents as the spool stores them, less those of logs switched off."""
@@ -233,13 +260,13 @@ class Spool:
 
     def _await(self, batch: SpoolBatch, items: list[StoredEvent]) -> None:
         """Wait (holding the lock) until `batch` is written; on timeout, withdraw `items`."""
-        mine = {id(item) for item in items}
-        if self._written.wait_for(lambda: batch.holds_written(mine), self.block_timeout):
+        ids = item_ids(items)
+        if self._written.wait_for(lambda: batch.holds_written(ids), self.block_timeout):
             return
         # Not written in time: take these events back so that they never are (the
         # caller is told UNAVAILABLE), unless the writer has them in hand right now.
         self._written.wait_for(lambda: batch.state != "writing")
-        if batch.holds_written(mine):
+        if batch.holds_written(ids):
             return
         self._withdraw(batch, items)
         raise too_late()
@@ -267,124 +294,6 @@ class Spool:
         even when they reach the spool later."""
         with self._lock:
             self._gates.keep(log_types, since_ns)
-
-    # --- the writer ------------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            while True:
-                try:
-                    if not self._write_round():
-                        return
-                except Exception:  # a bug: the writer must outlive it, and say so
-                    log.exception("the audit spool's writer failed; retrying")
-                    self._requeue()
-                    time.sleep(self.retry_interval)
-        finally:
-            with self._lock:
-                self._queue.waits.fail_all(AuditUnavailableError("the audit log is closed"))
-
-    def _write_round(self) -> bool:
-        """Wait for work, write what is queued; False once closed and done."""
-        with self._work:
-            self._work.wait_for(
-                lambda: self._closed or self._marker_forced() or self._has_sync_work(),
-                self.retry_interval if self._disk.reason else self.commit_interval,
-            )
-            if self._queue.waits:
-                self._queue.waits.settle(self._withdraw)  # those past their deadline
-            closing = self._closed
-            batches = self._queue.take()
-            losses = self._losses.pending() if self._marker_due(closing) else None
-        ok = self._write(batches, losses)
-        if ok and self._disk.reason and not self._queue:
-            self._disk.recover(self.retry_interval)
-        if closing:
-            if ok and not self._queue and self._losses.pending() is None:
-                return False
-            if not ok and self._give_up():
-                return False
-        if not ok:
-            time.sleep(self.retry_interval)
-        return True
-
-    def _has_sync_work(self) -> bool:
-        return self.durability == "sync" and self._queue.has_events()
-
-    def _marker_forced(self) -> bool:
-        return self._force_marker and self._losses.pending() is not None
-
-    def _marker_due(self, closing: bool) -> bool:
-        """A drop marker is written once the spool is below its cap again (one per
-        episode of a full spool), at shutdown, or when asked to (`flush`)."""
-        if self._losses.pending() is None:
-            return False
-        return closing or self._force_marker or self._full() < self.max_bytes
-
-    def _write(self, batches: list[SpoolBatch], marker: Losses | None) -> bool:
-        """Write the batches in order (a drop marker first); False if a write failed."""
-        pending = list(batches)
-        if marker is not None and not pending:
-            pending = [SpoolBatch()]
-        for batch in pending:
-            items = batch.items
-            if marker is not None:
-                items = [stored_event(self.node_id, marker.marker()), *items]
-            try:
-                count = self._disk.insert_what_fits(items)
-            except sqlite3.Error as exc:
-                self._requeue()
-                self._disk.failed(exc)
-                return False
-            with self._lock:
-                if marker is not None:
-                    self._losses.settle(marker)
-                    marker = None
-                    count -= 1
-                committed = self._queue.committed(batch, count)
-                self.stats.buffered_bytes -= sum(len(item.body) for item in committed)
-                self._refresh_sizes()
-                self._written.notify_all()
-                if self._queue.waits:
-                    self._queue.waits.settle(self._withdraw)
-            if batch.items:  # the rest did not fit: the disk is full
-                self._requeue()
-                self._disk.failed(None)
-                return False
-        with self._new_events:
-            self._new_events.notify_all()
-        if self.store.pending_bytes + self.store.retained_bytes > self.max_bytes:
-            try:
-                self.store.trim_retained(self.max_bytes)
-            except sqlite3.Error as exc:  # retained events stay; pending ones are safe
-                log.warning("could not trim retained audit events: %s", exc)
-            self._refresh_sizes()
-        return True
-
-    def _requeue(self) -> None:
-        """Batches the writer had in hand go back to the queue (a write failed)."""
-        with self._lock:
-            self._queue.requeue()
-            self._written.notify_all()
-
-    def _give_up(self) -> bool:
-        """At shutdown, when writes keep failing for `block_timeout`: say what is lost."""
-        now = time.monotonic()
-        if self._close_deadline is None:
-            self._close_deadline = now + self.block_timeout
-        if now < self._close_deadline:
-            return False
-        with self._lock:
-            left = self._queue.events()
-            losses = self._losses.pending()
-        lost = left + (losses.count if losses else 0)
-        log.error("audit spool closing with %d events it could not write: they are lost", lost)
-        return True
-
-    def _refresh_sizes(self) -> None:
-        self.stats.bytes = self.store.pending_bytes
-        self.stats.retained_bytes = self.store.retained_bytes
-        self.stats.last_seq = self.store.last_seq
 
     def _on_freed(self) -> None:
         with self._lock:

@@ -15,72 +15,109 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from auditline.interceptor._spool_records import StoredEvent
-from auditline.interceptor._types import AuditUnavailableError
+from auditline.interceptor._types import AuditUnavailableError, Refused
 
-__all__ = ["Refused", "SpoolBatch", "SpoolQueue", "too_late"]
+__all__ = [
+    "AsyncCaller",
+    "AsyncCallers",
+    "SpoolBatch",
+    "SpoolQueue",
+    "answer",
+    "item_ids",
+    "too_late",
+]
+
+log = logging.getLogger("auditline.interceptor")
 
 
 def too_late() -> AuditUnavailableError:
     return AuditUnavailableError("the audit log could not record this call in time")
 
 
+def item_ids(items: Iterable[StoredEvent]) -> set[int]:
+    """How a call's events are told apart from others' in a batch."""
+    return {id(item) for item in items}
+
+
 class SpoolBatch:
     """Events committed together. `state`: open (taking events), queued, writing, written."""
 
-    __slots__ = ("items", "state", "waits", "written_ids")
+    __slots__ = ("async_callers", "items", "state", "written_ids")
 
     def __init__(self) -> None:
         self.items: list[StoredEvent] = []  # those still to write
         self.state = "open"
         # Items already committed while the rest waits (a full disk splits a batch).
         self.written_ids: set[int] = set()
-        self.waits: list[AsyncWait] = []  # asyncio callers waiting for their items
+        self.async_callers: list[AsyncCaller] = []  # waiting for their items of it
 
-    def holds_written(self, mine: set[int]) -> bool:
-        """Whether the items whose ids are `mine` are committed."""
-        return self.state == "written" or mine <= self.written_ids
-
-
-# Told why an asyncio caller's events were withdrawn after it stopped waiting.
-Refused = Callable[[Exception], object]
+    def holds_written(self, ids: set[int]) -> bool:
+        """Whether the items with these ids (`item_ids`) are committed."""
+        return self.state == "written" or ids <= self.written_ids
 
 
 @dataclasses.dataclass(slots=True, kw_only=True, eq=False)
-class AsyncWait:
-    """One asyncio caller waiting for its items of a batch."""
+class AsyncCaller:
+    """An asyncio caller waiting for its items of a batch to be committed."""
 
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
     batch: SpoolBatch
     items: list[StoredEvent]
-    mine: set[int]
+    ids: set[int]
     deadline: float  # time.monotonic(): withdrawn if not committed by then
     refused_later: Refused | None
 
 
-def _answer(waits: list[tuple[AsyncWait, Exception | None]]) -> None:
-    """On the callers' loop: resolve their futures; a caller that was cancelled meanwhile
-    is told of a refusal through `refused_later`."""
-    for wait, error in waits:
-        if not wait.future.done():
+# A caller and its answer: None when its items are committed, else why they are not.
+Answer = tuple[AsyncCaller, Exception | None]
+
+
+def answer(answers: list[Answer]) -> None:
+    """On the callers' loop: resolve their futures. A caller cancelled meanwhile is
+    told of a refusal through its `refused_later`."""
+    for caller, error in answers:
+        future = caller.future
+        if not future.done():
             if error is None:
-                wait.future.set_result(None)
+                future.set_result(None)
             else:
-                wait.future.set_exception(error)
-        elif error is not None and wait.refused_later is not None:
-            wait.refused_later(error)
+                future.set_exception(error)
+        elif future.cancelled() and error is not None and caller.refused_later is not None:
+            try:
+                caller.refused_later(error)
+            except Exception:  # a bug: the other callers are still answered
+                log.exception("a cancelled audit call's refusal could not be handled")
 
 
-class _AsyncWaits:
-    """The asyncio callers waiting, per batch. Not thread-safe: the spool's lock
-    guards it; the writer thread settles it."""
+def _post(answers: list[Answer]) -> None:
+    """From the writer's thread: answer each caller on its own loop (one hand-off per
+    loop, however many callers it has)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
+    for caller, error in answers:
+        by_loop.setdefault(caller.loop, []).append((caller, error))
+    for loop, its_answers in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there
+            loop.call_soon_threadsafe(answer, its_answers)
+
+
+Withdraw = Callable[[SpoolBatch, list[StoredEvent]], None]
+
+
+class AsyncCallers:
+    """The asyncio callers waiting, by batch. Not thread-safe: the spool's lock
+    guards it."""
 
     def __init__(self) -> None:
-        self._batches: list[SpoolBatch] = []  # those with waits, oldest first
+        self._batches: list[SpoolBatch] = []  # those with callers, oldest first
+
+    def __bool__(self) -> bool:
+        return bool(self._batches)
 
     def add(
         self,
@@ -89,64 +126,65 @@ class _AsyncWaits:
         *,
         timeout: float,
         refused_later: Refused | None,
-    ) -> asyncio.Future[None]:
-        """The future an asyncio caller awaits for its items of `batch`."""
+    ) -> AsyncCaller:
+        """Wait for the caller's items of `batch` (on the running loop)."""
         loop = asyncio.get_running_loop()
-        wait = AsyncWait(
+        caller = AsyncCaller(
             loop=loop,
             future=loop.create_future(),
             batch=batch,
             items=items,
-            mine={id(item) for item in items},
+            ids=item_ids(items),
             deadline=time.monotonic() + timeout,
             refused_later=refused_later,
         )
-        if not batch.waits:
+        if not batch.async_callers:
             self._batches.append(batch)
-        batch.waits.append(wait)
-        return wait.future
+        batch.async_callers.append(caller)
+        return caller
 
-    def __bool__(self) -> bool:
-        return bool(self._batches)
-
-    def settle(self, withdraw: Callable[[SpoolBatch, list[StoredEvent]], None]) -> None:
-        """Answer the callers whose items are committed, and withdraw (and refuse) those
-        past their deadline, unless the writer has their batch in hand. Called by the
-        writer, holding the lock."""
+    def settle(self, withdraw: Withdraw) -> None:
+        """From the writer: answer the callers whose items are committed, and withdraw
+        (and refuse) those past their deadline, unless their batch is being written."""
         now = time.monotonic()
-        answers: dict[asyncio.AbstractEventLoop, list[tuple[AsyncWait, Exception | None]]] = {}
+        answers: list[Answer] = []
         for batch in list(self._batches):
-            left = []
-            for wait in batch.waits:
-                if batch.holds_written(wait.mine):
-                    answers.setdefault(wait.loop, []).append((wait, None))
-                elif now >= wait.deadline and batch.state != "writing":
-                    withdraw(batch, wait.items)
-                    answers.setdefault(wait.loop, []).append((wait, too_late()))
+            waiting = []
+            for caller in batch.async_callers:
+                if batch.holds_written(caller.ids):
+                    answers.append((caller, None))
+                elif now >= caller.deadline and batch.state != "writing":
+                    withdraw(batch, caller.items)
+                    answers.append((caller, too_late()))
                 else:
-                    left.append(wait)
-            batch.waits = left
-            if not left:
-                self._batches.remove(batch)
-        _send(answers)
+                    waiting.append(caller)
+            self._set(batch, waiting)
+        _post(answers)
+
+    def expire(self, caller: AsyncCaller, withdraw: Withdraw) -> bool:
+        """At the caller's deadline, on its loop: withdraw its items unless they are
+        committed or being written (the writer answers it then); whether it did. For
+        when the writer is busy with another batch."""
+        batch = caller.batch
+        if caller not in batch.async_callers or batch.state == "writing":
+            return False
+        withdraw(batch, caller.items)
+        self._set(batch, [c for c in batch.async_callers if c is not caller])
+        return True
 
     def fail_all(self, error: Exception) -> None:
-        """The writer stopped: every caller still waiting is refused."""
-        answers: dict[asyncio.AbstractEventLoop, list[tuple[AsyncWait, Exception | None]]] = {}
+        """The writer stopped (a backstop: it answers every caller before it does)."""
+        answers: list[Answer] = []
         for batch in self._batches:
-            for wait in batch.waits:
-                answers.setdefault(wait.loop, []).append((wait, error))
-            batch.waits = []
+            answers += [(caller, error) for caller in batch.async_callers]
+            batch.async_callers = []
         self._batches = []
-        _send(answers)
+        _post(answers)
 
-
-def _send(
-    answers: dict[asyncio.AbstractEventLoop, list[tuple[AsyncWait, Exception | None]]],
-) -> None:
-    for loop, waits in answers.items():
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there
-            loop.call_soon_threadsafe(_answer, waits)
+    def _set(self, batch: SpoolBatch, waiting: list[AsyncCaller]) -> None:
+        batch.async_callers = waiting
+        if not waiting:
+            self._batches.remove(batch)
 
 
 class SpoolQueue:
@@ -154,7 +192,7 @@ class SpoolQueue:
 
     def __init__(self) -> None:
         self._batches: collections.deque[SpoolBatch] = collections.deque()
-        self.waits = _AsyncWaits()
+        self.async_callers = AsyncCallers()
 
     def add(self, items: list[StoredEvent]) -> SpoolBatch:
         """Put one call's events in the open batch (a new one if none is); that batch."""
@@ -170,8 +208,8 @@ class SpoolQueue:
     def withdraw(batch: SpoolBatch, items: list[StoredEvent]) -> int:
         """Take back a call's events (the writer not having `batch` in hand), so that
         they are never written; the bytes taken back that were not written already."""
-        mine = {id(item) for item in items}
-        batch.items = [item for item in batch.items if id(item) not in mine]
+        ids = item_ids(items)
+        batch.items = [item for item in batch.items if id(item) not in ids]
         return sum(len(item.body) for item in items if id(item) not in batch.written_ids)
 
     def take(self) -> list[SpoolBatch]:
@@ -179,7 +217,8 @@ class SpoolQueue:
         batches = [b for b in self._batches if b.items]
         for batch in batches:
             batch.state = "writing"
-        for empty in [b for b in self._batches if not b.items and b.state != "open"]:
+        # Emptied ones go, open or not (every call's events withdrawn from them).
+        for empty in [b for b in self._batches if not b.items]:
             self._batches.remove(empty)
         return batches
 
@@ -214,5 +253,6 @@ class SpoolQueue:
     def events(self) -> int:
         return sum(len(b.items) for b in self._batches)
 
-    def __bool__(self) -> bool:
-        return bool(self._batches)
+    def empty(self) -> bool:
+        """No batch left, not even one emptied (the writer drops those)."""
+        return not self._batches

@@ -15,10 +15,13 @@ __all__ = [
     "Principal",
     "PrincipalInput",
     "PrincipalResolver",
+    "Refused",
     "Sink",
 ]
 
 Metadata = tuple[tuple[str, str | bytes], ...]
+# Told why a fail-closed call's events were refused, after the call stopped waiting.
+Refused = Callable[[Exception], object]
 
 
 class AuditUnavailableError(RuntimeError):

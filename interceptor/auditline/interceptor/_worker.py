@@ -22,7 +22,8 @@ Unredacted bytes stay in memory on both sides; only redacted events reach the sp
   acknowledged but not yet committed is lost (its spool's commit interval, 10 ms by
   default). After `max_restarts` restarts within `restart_window` seconds the
   worker is given up: calls are refused (fail-closed) and events counted as lost.
-  `_worker_link` keeps the process; this module decides what it is sent.
+
+`_worker_link` keeps the process and the pipe; this module decides what is sent.
 """
 
 from __future__ import annotations
@@ -338,9 +339,9 @@ class AuditWorker:
                         self.send_interval,
                     )
                 batch = outbox.take(self._held.report())
-            self._link.send(batch, register=functools.partial(self._sent, batch))
+            self._link.send(batch, register=functools.partial(self._register_sent, batch))
 
-    def _sent(self, batch: Batch) -> None:
+    def _register_sent(self, batch: Batch) -> None:
         with self._cond:
             self._outbox.sent(batch)
 
@@ -355,16 +356,21 @@ class AuditWorker:
             return call
 
         return LinkHooks(
-            answered=locked(self._answered),
+            answered=locked(self._answered_with_state),
             follow=locked(self._follow),
             unacknowledged=locked(self._outbox.unacknowledged),
             oldest_sent_at=locked(self._outbox.oldest_sent_at),
             schema_files=locked(lambda: list(self._schemas.files)),
             closing=locked(lambda: self._closing),
-            given_up=locked(self._given_up),
+            given_up=locked(self._on_given_up),
         )
 
-    def _given_up(self, reason: str) -> None:
+    def _answered_with_state(self, batch_id: int, error: str, state: Sequence[Any]) -> None:
+        self._answered(batch_id, error)
+        if state:
+            self._follow(state)
+
+    def _on_given_up(self, reason: str) -> None:
         """Holding the lock: no worker will answer; callers are refused from now on."""
         self._failed = reason
         self._answers.give_up()
