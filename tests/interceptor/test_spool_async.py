@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,19 @@ def test_a_refusal_answered_as_the_caller_is_cancelled_is_still_its(full_spool: 
     asyncio.run(main())
     assert [str(exc) for exc in refusals] == ["refused"]
     full_spool.close()
+
+
+def test_a_spool_whose_open_batch_was_emptied_still_closes(tmp_path: Path) -> None:
+    """Every call's events withdrawn from the batch still open (its callers timed out
+    before the writer took it): the empty batch must not keep the writer from ending."""
+    spool = Spool(tmp_path / "spool.db", durability="sync", block_timeout=30)
+    with spool._lock:  # the writer cannot take the batch meanwhile
+        items = spool._stored([_document("Withdrawn")])
+        batch = spool._enqueue(items, wait=True)
+        assert batch is not None
+        assert batch.state == "open"
+        spool._withdraw(batch, items)
+    closing = threading.Thread(target=spool.close)
+    closing.start()
+    closing.join(10)  # not the 30 s of block_timeout plus the writer's own 30 s
+    assert not closing.is_alive()
