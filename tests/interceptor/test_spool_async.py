@@ -78,7 +78,7 @@ def test_awaited_events_are_committed_together_without_a_thread_each(tmp_path: P
     spool.close()
 
 
-def test_thread_and_asyncio_callers_wait_for_the_same_batches(tmp_path: Path) -> None:
+def test_thread_and_asyncio_callers_of_one_spool_are_all_answered(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool.db", durability="sync")
 
     def thread_calls() -> None:
@@ -290,3 +290,35 @@ def test_a_spool_whose_open_batch_was_emptied_still_closes(tmp_path: Path) -> No
     closing.start()
     closing.join(10)  # not the 30 s of block_timeout plus the writer's own 30 s
     assert not closing.is_alive()
+
+
+def test_a_caller_is_refused_on_time_while_the_writer_is_stuck_on_another_batch(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "spool.db", durability="sync", block_timeout=0.3)
+    stuck, release, came_back = threading.Event(), threading.Event(), threading.Event()
+    insert = spool._disk.insert_what_fits
+
+    def slow_insert(items: list[Any]) -> int:
+        if not release.is_set():
+            stuck.set()
+            release.wait(10)  # a disk that hangs on the first batch
+            came_back.set()
+        return insert(items)
+
+    spool._disk.insert_what_fits = slow_insert  # type: ignore[method-assign]
+    first = threading.Thread(target=lambda: spool.emit_documents([_document("First")], wait=False))
+    first.start()
+    assert stuck.wait(30)
+    try:
+        # Its batch is not the one being written: refused at its deadline, not when
+        # the writer comes back.
+        with pytest.raises(AuditUnavailableError, match="in time"):
+            asyncio.run(_keep(spool, "Second"))
+        assert not came_back.is_set()
+    finally:
+        release.set()
+        first.join(30)
+    assert spool.flush(30)
+    assert _names(spool) == ["First"]
+    spool.close()
