@@ -18,7 +18,7 @@ from auditline_testing.v1 import echo_pb2
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import AuditUnavailableError, Spool
 from auditline.interceptor._formats import event_document
-from auditline.interceptor._spool_queue import answer
+from auditline.interceptor._spool_queue import AsyncCaller, SpoolBatch, answer
 from auditline.interceptor._spool_records import ExportedFile
 from auditline.interceptor._types import EventDocument
 from tests.interceptor.harness import Harness
@@ -265,7 +265,9 @@ def test_a_refusal_answered_as_the_caller_is_cancelled_is_still_its(full_spool: 
         )
         await asyncio.sleep(0)  # one loop step: it has queued its events and waits
         caller = full_spool._queue.async_callers._batches[-1].async_callers[-1]
-        assert full_spool._queue.async_callers.expire(caller, full_spool._withdraw)
+        with full_spool._lock:  # withdrawn now (the writer retries every 20 ms)
+            full_spool._written.wait_for(lambda: caller.batch.state != "writing", 30)
+            assert full_spool._queue.async_callers.expire(caller, full_spool._withdraw)
         answer([(caller, AuditUnavailableError("refused"))])  # as the writer's would
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -286,7 +288,7 @@ def test_a_spool_whose_open_batch_was_emptied_still_closes(tmp_path: Path) -> No
         assert batch is not None
         assert batch.state == "open"
         spool._withdraw(batch, items)
-    closing = threading.Thread(target=spool.close)
+    closing = threading.Thread(target=spool.close, daemon=True)
     closing.start()
     closing.join(10)  # not the 30 s of block_timeout plus the writer's own 30 s
     assert not closing.is_alive()
@@ -319,6 +321,76 @@ def test_a_caller_is_refused_on_time_while_the_writer_is_stuck_on_another_batch(
     finally:
         release.set()
         first.join(30)
+    assert spool.flush(30)
+    assert _names(spool) == ["First"]
+    spool.close()
+
+
+def test_a_caller_whose_refused_later_fails_does_not_keep_others_waiting() -> None:
+    told: list[str] = []
+
+    def fails(exc: Exception) -> None:
+        raise RuntimeError("a bug in the caller's handler")
+
+    async def main() -> tuple[AsyncCaller, ...]:
+        loop = asyncio.get_running_loop()
+        callers = tuple(
+            AsyncCaller(
+                loop=loop,
+                future=loop.create_future(),
+                batch=SpoolBatch(),
+                items=[],
+                ids=set(),
+                deadline=0.0,
+                refused_later=refused_later,
+            )
+            for refused_later in (fails, lambda exc: told.append(str(exc)), None)
+        )
+        callers[0].future.cancel()  # two callers gone, one still waiting
+        callers[1].future.cancel()
+        answer([(caller, AuditUnavailableError("refused")) for caller in callers])
+        with pytest.raises(AuditUnavailableError, match="refused"):
+            await callers[2].future
+        return callers
+
+    asyncio.run(main())
+    assert told == ["refused"]
+
+
+def test_a_caller_in_a_batch_the_writer_has_not_reached_is_refused_on_time(
+    tmp_path: Path,
+) -> None:
+    """The writer takes two batches and hangs on the first: a caller of the second is
+    refused at its deadline, not when the writer comes back."""
+    spool = Spool(tmp_path / "spool.db", durability="sync", block_timeout=0.3)
+    stuck, release, came_back = threading.Event(), threading.Event(), threading.Event()
+    insert = spool._disk.insert_what_fits
+
+    def slow_insert(items: list[Any]) -> int:
+        if not release.is_set():
+            stuck.set()
+            release.wait(10)
+            came_back.set()
+        return insert(items)
+
+    async def main() -> None:
+        with spool._lock:  # both batches queued before the writer takes either
+            first = spool._enqueue(spool._stored([_document("First")]), wait=False)
+            assert first is not None
+            first.state = "queued"
+            spool._disk.insert_what_fits = slow_insert  # type: ignore[method-assign]
+            second = asyncio.ensure_future(spool.keep_documents([_document("Second")]))
+            await asyncio.sleep(0)  # it has queued its events in a batch of its own
+            assert spool._queue.events() == 2
+        assert await asyncio.to_thread(stuck.wait, 30)
+        with pytest.raises(AuditUnavailableError, match="in time"):
+            await asyncio.wait_for(second, 30)
+        assert not came_back.is_set()
+
+    try:
+        asyncio.run(main())
+    finally:
+        release.set()
     assert spool.flush(30)
     assert _names(spool) == ["First"]
     spool.close()

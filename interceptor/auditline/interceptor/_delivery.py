@@ -82,13 +82,16 @@ class Delivery:
             raise
 
     def counted(self, refused: Refused) -> Refused:
-        """`refused`, counting the failure first (as `as_refusal` does)."""
+        """`refused`, then the failure counted (as `as_refusal` does): whoever sees the
+        count sees the refusal's own record handed on already."""
 
-        def count_then(exc: Exception) -> None:
-            self.sink_errors += 1
-            refused(exc)
+        def then_count(exc: Exception) -> None:
+            try:
+                refused(exc)
+            finally:
+                self.sink_errors += 1
 
-        return count_then
+        return then_count
 
     @contextlib.contextmanager
     def as_refusal(self) -> Iterator[None]:

@@ -45,6 +45,7 @@ from auditline.interceptor._spool_queue import (
     SpoolBatch,
     SpoolQueue,
     answer,
+    answer_late,
     item_ids,
     too_late,
 )
@@ -122,9 +123,7 @@ class Spool(SpoolWriter):
         self._disk = SpoolDisk(self.store, self.stats, lambda reason: self.on_degraded(reason))
         self._gates = LogGates()
         self._closed = False
-        self._close_deadline: float | None = None
-        self._writer = threading.Thread(target=self._run, name="auditline-spool", daemon=True)
-        self._writer.start()
+        self._start_writer()
 
     @property
     def degraded(self) -> str:
@@ -214,7 +213,7 @@ class Spool(SpoolWriter):
             if future.done() and not future.cancelled():  # answered as it was cancelled
                 refusal = future.exception()
                 if isinstance(refusal, Exception) and refused_later is not None:
-                    refused_later(refusal)
+                    answer_late(refused_later, refusal)
             raise
         finally:
             if not caller.future.cancelled():

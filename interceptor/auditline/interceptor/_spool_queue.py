@@ -2,11 +2,12 @@
 together, and the fail-closed callers waiting for theirs.
 
 A thread waits on the spool's condition (`Spool.emit_documents(wait=True)`). An asyncio
-caller awaits a future that the spool's writer resolves (`Spool.keep_documents`), with
+caller awaits a future (`Spool.keep_documents`) that the spool's writer resolves, with
 one `call_soon_threadsafe` per event loop each time batches are written, so the loop
 is not blocked and no executor thread is held per call. Events not committed within
-the spool's `block_timeout` are withdrawn, so that they never are: the caller answers
-UNAVAILABLE.
+the spool's `block_timeout` are withdrawn, so that they never are, unless the writer
+has their batch in hand: the caller answers UNAVAILABLE. The writer checks the
+deadlines between writes, and a timer on the caller's loop at its own.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "SpoolBatch",
     "SpoolQueue",
     "answer",
+    "answer_late",
     "item_ids",
     "too_late",
 ]
@@ -89,10 +91,15 @@ def answer(answers: list[Answer]) -> None:
             else:
                 future.set_exception(error)
         elif future.cancelled() and error is not None and caller.refused_later is not None:
-            try:
-                caller.refused_later(error)
-            except Exception:  # a bug: the other callers are still answered
-                log.exception("a cancelled audit call's refusal could not be handled")
+            answer_late(caller.refused_later, error)
+
+
+def answer_late(refused_later: Refused, error: Exception) -> None:
+    """Tell a caller that stopped waiting why its events were refused."""
+    try:
+        refused_later(error)
+    except Exception:  # a bug: the other callers are still answered
+        log.exception("a cancelled audit call's refusal could not be handled")
 
 
 def _post(answers: list[Answer]) -> None:
@@ -213,10 +220,12 @@ class SpoolQueue:
         return sum(len(item.body) for item in items if id(item) not in batch.written_ids)
 
     def take(self) -> list[SpoolBatch]:
-        """The batches with events to write, marked as in the writer's hand."""
+        """The batches with events to write, closed to new events (the writer marks
+        each as in its hand when it reaches it)."""
         batches = [b for b in self._batches if b.items]
         for batch in batches:
-            batch.state = "writing"
+            if batch.state == "open":
+                batch.state = "queued"
         # Emptied ones go, open or not (every call's events withdrawn from them).
         for empty in [b for b in self._batches if not b.items]:
             self._batches.remove(empty)

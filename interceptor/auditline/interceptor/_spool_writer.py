@@ -4,6 +4,7 @@ retries while the disk is full. `Spool` takes the events and says when to stop."
 
 from __future__ import annotations
 
+import abc
 import logging
 import sqlite3
 import threading
@@ -21,7 +22,7 @@ __all__ = ["SpoolWriter"]
 log = logging.getLogger("auditline.interceptor")
 
 
-class SpoolWriter:
+class SpoolWriter(abc.ABC):
     """`Spool`'s writing half (its base class): the state below is the spool's, set in
     its constructor, and guarded by its lock (`_lock`, `_work` and `_written` share
     one mutex)."""
@@ -43,13 +44,20 @@ class SpoolWriter:
     _disk: SpoolDisk
     _closed: bool
     _force_marker: bool
-    _close_deadline: float | None
 
+    @abc.abstractmethod
     def _full(self) -> int:
-        raise NotImplementedError
+        """Bytes that count against `max_bytes`."""
 
+    @abc.abstractmethod
     def _withdraw(self, batch: SpoolBatch, items: list[StoredEvent]) -> None:
-        raise NotImplementedError
+        """Take back the events of a caller that stopped waiting for them."""
+
+    def _start_writer(self) -> None:
+        """Start the writer thread (at the end of the spool's constructor)."""
+        self._close_deadline: float | None = None
+        self._writer = threading.Thread(target=self._run, name="auditline-spool", daemon=True)
+        self._writer.start()
 
     def _run(self) -> None:
         try:
@@ -108,7 +116,13 @@ class SpoolWriter:
         if marker is not None and not pending:
             pending = [SpoolBatch()]
         for batch in pending:
-            items = batch.items
+            # Marked as in hand only now: until the writer reaches a batch, its
+            # callers may still withdraw their events from it at their deadline.
+            with self._lock:
+                if not batch.items and marker is None:
+                    continue  # emptied meanwhile: every caller withdrew
+                batch.state = "writing"
+                items = batch.items
             if marker is not None:
                 items = [stored_event(self.node_id, marker.marker()), *items]
             try:

@@ -39,7 +39,7 @@ from typing import Any
 
 from auditline.interceptor._capture_codec import Schemas, encode_record
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds
-from auditline.interceptor._types import AuditUnavailableError, EventDocument
+from auditline.interceptor._types import AuditUnavailableError, EventDocument, Refused
 from auditline.interceptor._worker_answers import Answers
 from auditline.interceptor._worker_held import HeldEvents
 from auditline.interceptor._worker_link import LinkHooks, Supervision, WorkerLink
@@ -198,7 +198,7 @@ class AuditWorker:
         self,
         records: Sequence[CallRecord],
         *,
-        refused_later: Callable[[Exception], object] | None = None,
+        refused_later: Refused | None = None,
     ) -> None:
         """`emit_captures(records, wait=True)` for a caller on an asyncio event loop: the
         loop awaits the worker's answer, rather than a thread blocking for it. Its
@@ -217,7 +217,7 @@ class AuditWorker:
             self._answers.then(answer, functools.partial(self._late, refused_later))
             raise
 
-    def _late(self, refused: Callable[[Exception], object] | None, answer: str | None) -> None:
+    def _late(self, refused: Refused | None, answer: str | None) -> None:
         """The answer to a batch whose caller was cancelled: `refused`, unless committed."""
         try:
             self._raise_for(answer)
