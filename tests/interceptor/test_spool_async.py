@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +62,32 @@ def _count_commits(spool: Spool) -> list[int]:
 
     spool._disk.insert_what_fits = counted  # type: ignore[method-assign]
     return commits
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _HangingDisk:
+    """The spool's disk hangs on its next write until `release`d (10 s at most)."""
+
+    stuck: threading.Event  # the writer is in the hanging write
+    release: threading.Event
+    came_back: threading.Event  # the hanging write went on
+
+
+def _hang_next_write(spool: Spool) -> _HangingDisk:
+    disk = _HangingDisk(
+        stuck=threading.Event(), release=threading.Event(), came_back=threading.Event()
+    )
+    insert = spool._disk.insert_what_fits
+
+    def hanging_insert(items: list[Any]) -> int:
+        if not disk.release.is_set():
+            disk.stuck.set()
+            disk.release.wait(10)
+            disk.came_back.set()
+        return insert(items)
+
+    spool._disk.insert_what_fits = hanging_insert  # type: ignore[method-assign]
+    return disk
 
 
 def test_awaited_events_are_committed_together_without_a_thread_each(tmp_path: Path) -> None:
@@ -298,28 +325,18 @@ def test_a_caller_is_refused_on_time_while_the_writer_is_stuck_on_another_batch(
     tmp_path: Path,
 ) -> None:
     spool = Spool(tmp_path / "spool.db", durability="sync", block_timeout=0.3)
-    stuck, release, came_back = threading.Event(), threading.Event(), threading.Event()
-    insert = spool._disk.insert_what_fits
-
-    def slow_insert(items: list[Any]) -> int:
-        if not release.is_set():
-            stuck.set()
-            release.wait(10)  # a disk that hangs on the first batch
-            came_back.set()
-        return insert(items)
-
-    spool._disk.insert_what_fits = slow_insert  # type: ignore[method-assign]
+    disk = _hang_next_write(spool)
     first = threading.Thread(target=lambda: spool.emit_documents([_document("First")], wait=False))
     first.start()
-    assert stuck.wait(30)
+    assert disk.stuck.wait(30)
     try:
         # Its batch is not the one being written: refused at its deadline, not when
         # the writer comes back.
         with pytest.raises(AuditUnavailableError, match="in time"):
             asyncio.run(_keep(spool, "Second"))
-        assert not came_back.is_set()
+        assert not disk.came_back.is_set()
     finally:
-        release.set()
+        disk.release.set()
         first.join(30)
     assert spool.flush(30)
     assert _names(spool) == ["First"]
@@ -363,34 +380,25 @@ def test_a_caller_in_a_batch_the_writer_has_not_reached_is_refused_on_time(
     """The writer takes two batches and hangs on the first: a caller of the second is
     refused at its deadline, not when the writer comes back."""
     spool = Spool(tmp_path / "spool.db", durability="sync", block_timeout=0.3)
-    stuck, release, came_back = threading.Event(), threading.Event(), threading.Event()
-    insert = spool._disk.insert_what_fits
-
-    def slow_insert(items: list[Any]) -> int:
-        if not release.is_set():
-            stuck.set()
-            release.wait(10)
-            came_back.set()
-        return insert(items)
 
     async def main() -> None:
         with spool._lock:  # both batches queued before the writer takes either
             first = spool._enqueue(spool._stored([_document("First")]), wait=False)
             assert first is not None
             first.state = "queued"
-            spool._disk.insert_what_fits = slow_insert  # type: ignore[method-assign]
+            disk = _hang_next_write(spool)
             second = asyncio.ensure_future(spool.keep_documents([_document("Second")]))
             await asyncio.sleep(0)  # it has queued its events in a batch of its own
             assert spool._queue.events() == 2
-        assert await asyncio.to_thread(stuck.wait, 30)
-        with pytest.raises(AuditUnavailableError, match="in time"):
-            await asyncio.wait_for(second, 30)
-        assert not came_back.is_set()
+        assert await asyncio.to_thread(disk.stuck.wait, 30)
+        try:
+            with pytest.raises(AuditUnavailableError, match="in time"):
+                await asyncio.wait_for(second, 30)
+            assert not disk.came_back.is_set()
+        finally:
+            disk.release.set()
 
-    try:
-        asyncio.run(main())
-    finally:
-        release.set()
+    asyncio.run(main())
     assert spool.flush(30)
     assert _names(spool) == ["First"]
     spool.close()
