@@ -87,7 +87,11 @@ def test_unknown_methods_answer_unimplemented_and_server_keeps_serving(
 def test_sigterm_reports_not_serving_then_exits_cleanly(serve: ServeFactory) -> None:
     server = serve("--shutdown-grace", "2")
     with grpc.insecure_channel(server.target) as channel:
-        watch = _health_stub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
+        # wait_for_ready: a first connection attempt refused (seen once in CI, with the
+        # server logged as listening) is retried; a server that died still fails.
+        watch = _health_stub(channel).Watch(
+            health_pb2.HealthCheckRequest(), timeout=30, wait_for_ready=True
+        )
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         server.proc.send_signal(15)
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
