@@ -222,10 +222,7 @@ class SpoolQueue:
     def take(self) -> list[SpoolBatch]:
         """The batches with events to write, closed to new events (the writer marks
         each as in its hand when it reaches it)."""
-        batches = [b for b in self._batches if b.items]
-        for batch in batches:
-            if batch.state == "open":
-                batch.state = "queued"
+        batches = self.close_open()
         # Emptied ones go, open or not (every call's events withdrawn from them).
         for empty in [b for b in self._batches if not b.items]:
             self._batches.remove(empty)
