@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import re
+import secrets
 import shutil
 import stat
 import time
@@ -157,12 +158,58 @@ def open_store(url: str) -> ObjectStore:
 # --- the local filesystem ---------------------------------------------------------
 
 
+# Files being written into a bucket's `objects/`: beside it, so that they are never
+# listed, counted in its usage or taken for an object, and on the same filesystem, so
+# that a rename moves them in whole.
+_INCOMING = ".incoming"
+# A temporary file (`*.tmp`, in `_INCOMING`, `locks/` or the bucket's directory) older
+# than this is from a writer that died (`kill -9`, power loss): one still writing
+# renames its file within seconds. Removed when a store is opened.
+_STALE_INCOMING_SECONDS = 3600.0
+
+
+def _write_whole(path: Path, data: bytes, *, scratch: Path) -> None:
+    """Put `data` at `path` durably and whole: written to a file of its own in
+    `scratch` (same filesystem), flushed to disk, renamed into place, and the rename
+    flushed too. A reader in another process (a replica, the audit worker) or the next
+    start after a crash sees the old file or the new one, never part of one; once this
+    returns, the exporter frees the events in the file, so it must survive a power
+    loss."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    temporary = scratch / f"{path.name[:64]}.{secrets.token_hex(8)}.tmp"
+    # Not `tempfile.mkstemp`, whose files are private (0600) whatever the umask.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _sync_directory(path.parent)
+
+
+def _sync_directory(path: Path) -> None:
+    directory = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
 def _write_json(path: Path, value: dict[str, Any]) -> None:
-    """Replace the file whole: a reader in another process (a replica, the audit
-    worker), or the next start after a `kill -9`, never sees it half written."""
-    temporary = path.with_name(path.name + ".part")
-    temporary.write_text(json.dumps(value))
-    os.replace(temporary, path)
+    _write_whole(path, json.dumps(value).encode(), scratch=path.parent)
+
+
+def _remove_stale(scratch: Path, now: float) -> None:
+    for leftover in scratch.glob("*.tmp") if scratch.is_dir() else ():
+        try:
+            if now - leftover.stat().st_mtime > _STALE_INCOMING_SECONDS:
+                leftover.unlink()
+        except FileNotFoundError:
+            continue  # renamed into place or removed meanwhile
 
 
 class FilesystemStore:
@@ -175,6 +222,11 @@ class FilesystemStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        for bucket in root.glob("*/.bucket.json"):
+            _remove_stale(bucket.parent / _INCOMING, now)
+            _remove_stale(bucket.parent / "locks", now)
+            _remove_stale(bucket.parent, now)
 
     def _bucket(self, name: str) -> Path:
         path = self.root / name
@@ -257,23 +309,25 @@ class FilesystemStore:
         if retain_until is None and config["object_lock"] and config["retention"]:
             days = config["retention"]["days"]
             retain_until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(target.name + ".part")
-        temporary.write_bytes(data)
-        os.replace(temporary, target)
         if retain_until is not None:
             if not config["object_lock"]:
                 raise ObjectStoreError(f"bucket {bucket} has no object lock")
+            # The lock before the object: an object is never seen, even after a crash
+            # between the two, without the retention it was written with. A lock whose
+            # object never arrived keeps nothing from being written.
             _write_json(
                 self._lock_file(path, key),
                 {"until": retain_until.timestamp(), "mode": mode or "COMPLIANCE"},
             )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_whole(target, data, scratch=path / _INCOMING)
 
     def delete_object(self, bucket: str, key: str) -> None:
         path = self._bucket(bucket)
-        if self._locked_until(path, key) > time.time():
+        target = self._object(path, key)
+        if target.exists() and self._locked_until(path, key) > time.time():
             raise ObjectLockedError(f"{bucket}/{key} is locked")
-        self._object(path, key).unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
         self._lock_file(path, key).unlink(missing_ok=True)
 
     def get_object(self, bucket: str, key: str) -> bytes:
