@@ -121,6 +121,53 @@ def test_an_exporter_added_again_resumes_where_it_stopped(tmp_path: Path) -> Non
     assert sorted(names) == ["a", "b", "c"]  # each once
 
 
+class _HeldWriter(DirectoryWriter):
+    """Its first put waits to be let go: a store that hangs under an exporter."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def put(
+        self, key: str, data: bytes, *, retain_until: datetime.datetime | None, mode: str | None
+    ) -> None:
+        if not self.holding.is_set() and "/integrity/" not in f"/{key}":
+            self.holding.set()
+            assert self.release.wait(30)
+        super().put(key, data, retain_until=retain_until, mode=mode)
+
+
+def test_a_replaced_exporter_ends_its_batch_before_the_next_one_starts(tmp_path: Path) -> None:
+    """Changing an exporter while its store hangs: the old one's late batch and the
+    new one's must not overlap, nor its late commit move the watermark back."""
+    key = SigningKey.generate("test/n1")
+    spool = Spool(tmp_path / "spool.db", node_id="n1")
+    pipeline = Pipeline(spool, notary=Notary(key=key, origin="test/n1", node_id="n1"))
+    writer = _HeldWriter(tmp_path / "log")
+    config = ExporterConfig(name="files", flush_interval=3600)
+    old = pipeline.add_exporter(config, writer)
+    for name in ("a", "b"):
+        _emit(spool, name)
+    assert not old.flush(0.1)
+    assert writer.holding.wait(30)  # the old exporter is inside its batch
+    pipeline.remove_exporter("files", timeout=0.1)
+    assert old.running
+    new = pipeline.add_exporter(config, writer)
+    for name in ("c", "d"):
+        _emit(spool, name)
+    assert not new.flush(0.5)  # it waits for the old one
+    assert spool.store.watermark("files") == 0
+    writer.release.set()
+    assert new.flush(30)
+    assert not old.running
+    pipeline.close()
+    location = open_location(str(tmp_path / "log"))
+    assert sorted(e.document["EventName"] for e in read_exported(location)) == ["a", "b", "c", "d"]
+    report = Verifier(location, [key.verifier]).run()
+    assert report.findings == []
+
+
 def _emit(spool: Spool, name: str) -> None:
     event = event_pb2.ApiEvent(event_name=name, version="2")
     event.request.request_time.GetCurrentTime()

@@ -245,3 +245,38 @@ def test_a_file_holds_one_days_events(tmp_path: Path) -> None:
         "apievent/account_api/year=2027/month=01/day=16/n-000000000003-000000000004.jsonl.gz",
     ]
     spool.close()
+
+
+def test_numbers_never_go_back_after_a_restart(tmp_path: Path) -> None:
+    """The last events were of a log this exporter leaves out: passed, freed, in no
+    file. A restart must not number new events with theirs, or the new events would
+    sit at or below the watermark (never exported) and the tree would prove others."""
+    from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, Verifier
+
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    config = ExporterConfig(name="a", log_types=frozenset({event_pb2.LOG_TYPE_ACCOUNT_API}))
+    writer = DirectoryWriter(tmp_path / "out")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    exporter = Exporter(config, spool, writer, node_id="n", notary=notary)
+    _fill(spool, 2)
+    _fill(spool, 1, event_pb2.LOG_TYPE_IAM)  # number 3, left out
+    while exporter.export_once():
+        pass
+    spool.close()
+
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    assert spool.store.next_seq == 4
+    exporter = Exporter(config, spool, writer, node_id="n", notary=notary)
+    _fill(spool, 2)
+    while exporter.export_once():
+        pass
+    spool.close()
+    report = Verifier(LocalDirectory(tmp_path / "out"), [key.verifier]).run()
+    assert report.findings == []
+    lines = [
+        r
+        for path in sorted((tmp_path / "out").rglob("*.jsonl.gz"))
+        for r in read_lines(path.name, path.read_bytes())
+    ]
+    assert sorted(int(event_of(r)["Sequence"]) for r in lines) == [1, 2, 4, 5]

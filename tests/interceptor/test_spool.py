@@ -57,9 +57,9 @@ def test_freeing_waits_for_every_exporter(tmp_path: Path) -> None:
     spool.store.register("b")
     for _ in range(4):
         spool.emit(_event())
-    spool.store.commit_files("a", [_file("k1", 1, 4)], watermark=4)
+    spool.store.commit_files("a", [_file("k1", 1, 4)], watermark=4, since=0)
     assert len(spool.store.read(0)) == 4  # b has not passed them yet
-    spool.store.commit_files("b", [_file("k2", 1, 2)], watermark=2)
+    spool.store.commit_files("b", [_file("k2", 1, 2)], watermark=2, since=0)
     assert [e.seq for e in spool.store.read(0)] == [3, 4]
     spool.close()
 
@@ -76,7 +76,7 @@ def test_freeing_exported_events_does_not_write_them_again(tmp_path: Path) -> No
         other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     wal = tmp_path / "spool.db-wal"
     assert wal.stat().st_size == 0
-    spool.store.commit_files("a", [_file("k1", 1, 200)], watermark=200)
+    spool.store.commit_files("a", [_file("k1", 1, 200)], watermark=200, since=0)
     assert spool.store.read(0) == []  # freed
     assert wal.stat().st_size < 200 * 4000 / 4
     spool.close()
@@ -111,7 +111,7 @@ def test_block_waits_for_room(tmp_path: Path) -> None:
     waiter = threading.Thread(target=admit)
     waiter.start()
     assert not admitted.wait(0.2)  # still full: the caller waits
-    spool.store.commit_files("only", [_file("k", 1, 1)], watermark=1)  # frees the room
+    spool.store.commit_files("only", [_file("k", 1, 1)], watermark=1, since=0)  # frees the room
     assert admitted.wait(10)
     waiter.join(10)
     spool.close()
@@ -140,7 +140,7 @@ def test_drop_counts_and_leaves_a_marker(tmp_path: Path) -> None:
     spool.emit(_event("Lost1"))
     spool.emit(_event("Lost2"))
     assert spool.stats.dropped == 2
-    spool.store.commit_files("only", [_file("k", 1, 1)], watermark=1)
+    spool.store.commit_files("only", [_file("k", 1, 1)], watermark=1, since=0)
     spool.emit(_event("After"))
     assert spool.flush(10)
     names = [e.event().event_name for e in spool.store.read(0)]
@@ -159,3 +159,23 @@ def test_a_second_writer_of_a_spool_waits_then_is_refused(tmp_path: Path) -> Non
         SpoolLock(tmp_path / "spool.db.lock", timeout=0.2)
     spool.close()
     SpoolLock(tmp_path / "spool.db.lock", timeout=0.2).release()
+
+
+def test_a_late_commit_never_moves_the_watermark_back(tmp_path: Path) -> None:
+    # Two batches of one exporter name (a replaced exporter's last, its successor's
+    # first): the one that commits second finds the watermark moved and changes nothing.
+    from auditline.interceptor._spool_store import StaleBatchError
+
+    spool = Spool(tmp_path / "spool.db", durability="sync")
+    spool.store.register("a")
+    for _ in range(6):
+        spool.emit(_event())
+    spool.store.begin_batch("a", 1, 3)
+    spool.store.commit_files("a", [_file("new", 1, 6)], watermark=6, since=0)
+    spool.store.begin_batch("a", 7, 9)  # the successor's next batch
+    with pytest.raises(StaleBatchError):
+        spool.store.commit_files("a", [_file("old", 1, 3)], watermark=3, since=0)
+    assert spool.store.watermark("a") == 6
+    assert [key for _, key in [(e, f.key) for e, f in spool.store.files("a")]] == ["new"]
+    assert spool.store.intent("a") is not None  # the successor's, untouched
+    spool.close()

@@ -171,6 +171,7 @@ def _free_and_flush(spool: Spool) -> None:
         "drain",
         [ExportedFile(key="k", first_seq=1, last_seq=last, events=0, bytes=0, sha256="")],
         watermark=last,
+        since=0,
     )
     assert spool.flush(30)
 

@@ -90,10 +90,32 @@ class Exporter:
         self._thread = threading.Thread(
             target=self._run, name=f"auditline-export-{config.name}", daemon=True
         )
+        self._after: Exporter | None = None
 
-    def start(self) -> Exporter:
+    def start(self, *, after: Exporter | None = None) -> Exporter:
+        """Start exporting; once `after` (the exporter this one replaces, stopped) has
+        ended, when given: two threads must never export under one name, or a late
+        batch of the old one would overlap the new one's files."""
+        self._after = after
         self._thread.start()
         return self
+
+    def _wait_for_predecessor(self) -> None:
+        after, self._after = self._after, None
+        if after is None or not after.running:
+            return
+        log.warning(
+            "exporter %s: waiting for the exporter it replaces to finish its batch",
+            self.config.name,
+        )
+        while after.running and not self._stop.is_set():
+            after._thread.join(self.poll_interval)
+
+    @property
+    def running(self) -> bool:
+        """Whether its thread is still running (a stopped exporter may be finishing
+        a batch)."""
+        return self._thread.is_alive()
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -111,6 +133,7 @@ class Exporter:
         return self._backlog() * 256 >= self.config.max_file_bytes
 
     def _run(self) -> None:
+        self._wait_for_predecessor()
         delay = self.poll_interval
         try:
             self._publish_key()  # at once, so that the log's key is there before any file
@@ -241,7 +264,7 @@ class Exporter:
                 )
             )
         self._prove(first, [item for item, _, _ in chosen], by_log, files, retain_until)
-        store.commit_files(name, files, watermark=last)
+        store.commit_files(name, files, watermark=last, since=watermark)
         now = self.clock()
         self._last_cut = now
         self.status.watermark = last

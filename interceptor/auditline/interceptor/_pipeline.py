@@ -44,6 +44,7 @@ class Pipeline:
         self.notary = notary
         self._interceptors = list(interceptors)
         self._exporters: dict[str, Exporter] = {}
+        self._stopping: dict[str, Exporter] = {}  # stopped, but not yet ended
         self._closed = False
 
     @property
@@ -60,7 +61,8 @@ class Pipeline:
         exporter = Exporter(
             config, self.spool, writer, node_id=self.spool.node_id, notary=self.notary
         )
-        self._exporters[config.name] = exporter.start()
+        # One it replaces that is still inside a batch (a slow store) finishes it first.
+        self._exporters[config.name] = exporter.start(after=self._stopping.pop(config.name, None))
         return exporter
 
     def remove_exporter(self, name: str, timeout: float = 5.0) -> None:
@@ -68,6 +70,8 @@ class Pipeline:
         exporter = self._exporters.pop(name, None)
         if exporter is not None:
             exporter.stop(timeout)
+            if exporter.running:  # still inside a batch: the next of its name waits
+                self._stopping[name] = exporter
 
     def instrument(self, meter_provider: MeterProvider | None = None) -> Meter:
         """Publish the pipeline's OpenTelemetry metrics (a no-op without an SDK set up)."""

@@ -38,7 +38,13 @@ from auditline.interceptor._spool_records import (
 from auditline.interceptor._spool_schema import SCHEMA
 from auditline.interceptor._spool_tree import TreeLog, leaves_of
 
-__all__ = ["SpoolStore"]
+__all__ = ["SpoolStore", "StaleBatchError"]
+
+
+class StaleBatchError(RuntimeError):
+    """A batch's commit found its exporter's watermark moved: another exporter of the
+    same name (the one that replaced it) went on meanwhile."""
+
 
 SQLITE_FULL = 13
 
@@ -73,13 +79,19 @@ class SpoolStore:
         self._max_pages = max_file_bytes // self._page_size if max_file_bytes else None
         self.reserve_held = False
         self.restore_reserve()
-        row = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
-        last_file = self._db.execute("SELECT COALESCE(MAX(last_seq), 0) FROM files").fetchone()
-        # Freed events leave the table; the numbering must still never go back.
-        self.next_seq = max(int(row[0]), int(last_file[0])) + 1
         freed = self._db.execute("SELECT seq FROM freed").fetchone()
         self.freed_upto = int(freed[0]) if freed else 0
-        self.tree = TreeLog(self._db, self.next_seq, self.freed_upto)
+        # Freed events leave the table, and events an exporter leaves out are in no
+        # file: the numbering must still never go back, or a number exported (or
+        # passed) and proven in a checkpoint would name another event.
+        (numbered,) = self._db.execute(
+            "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM events),"
+            " (SELECT COALESCE(MAX(last_seq), 0) FROM files),"
+            " (SELECT COALESCE(MAX(seq), 0) FROM watermarks),"
+            " (SELECT COALESCE(MAX(last_seq), 0) FROM intents))"
+        ).fetchone()
+        self.tree = TreeLog(self._db, max(int(numbered), self.freed_upto) + 1, self.freed_upto)
+        self.next_seq = max(int(numbered), self.freed_upto, self.tree.base + self.tree.size) + 1
         self.queries = EventQueries(db=self._db, lock=self.lock)
         self.pending_bytes = self._size_between(self.freed_upto, None)
         self.retained_bytes = self._size_between(None, self.freed_upto)
@@ -287,11 +299,23 @@ class SpoolStore:
         exporter: str,
         files: Sequence[ExportedFile],
         watermark: int,
+        since: int,
     ) -> None:
-        """Record a batch's files and move the exporter's watermark past it, in one
-        transaction (which also frees what every exporter has passed)."""
+        """Record a batch's files and move the exporter's watermark from `since` (where
+        the batch began) past it, in one transaction (which also frees what every
+        exporter has passed). `StaleBatchError` if the watermark is no longer at
+        `since`: another exporter of the name committed first, and this batch's late
+        commit must not move the watermark back."""
         with self.lock:
             with self._transaction():
+                moved = self._db.execute(
+                    "UPDATE watermarks SET seq = ? WHERE exporter = ? AND seq = ?",
+                    (watermark, exporter, since),
+                )
+                if moved.rowcount != 1:
+                    raise StaleBatchError(
+                        f"exporter {exporter}: its watermark moved from {since} during a batch"
+                    )
                 now = time.time()
                 self._db.executemany(
                     "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -299,9 +323,6 @@ class SpoolStore:
                         (exporter, f.key, f.first_seq, f.last_seq, f.events, f.bytes, f.sha256, now)
                         for f in files
                     ],
-                )
-                self._db.execute(
-                    "UPDATE watermarks SET seq = ? WHERE exporter = ?", (watermark, exporter)
                 )
                 self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
                 freed = self._pass_exported()
