@@ -244,3 +244,20 @@ def test_hive_partitioned_keys_are_read_back_and_verify(tmp_path: Path) -> None:
     assert Verifier(location, [key.verifier]).run().ok
     with pytest.raises(ValueError, match="partitioning"):
         ExporterConfig(name="x", partitioning="weekly")
+
+
+def test_a_directory_syncs_a_file_and_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Once `put` returns, the exporter frees the file's events: the bytes and the
+    # directory entry must both be on disk.
+    synced: list[bool] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    DirectoryWriter(tmp_path / "log").put("a/b.jsonl.gz", b"x", retain_until=None, mode=None)
+    assert synced == [False, True]

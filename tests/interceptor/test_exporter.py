@@ -280,3 +280,35 @@ def test_numbers_never_go_back_after_a_restart(tmp_path: Path) -> None:
         for r in read_lines(path.name, path.read_bytes())
     ]
     assert sorted(int(event_of(r)["Sequence"]) for r in lines) == [1, 2, 4, 5]
+
+
+def test_retained_events_a_new_exporter_still_needs_are_kept_for_it(tmp_path: Path) -> None:
+    """A new exporter starts at the oldest event kept, below what every earlier one
+    has passed: neither the spool's cap nor retention may delete what it has yet to
+    export, or its log would have a hole no marker tells of."""
+    from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, Verifier
+
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=7 * 86400)
+    first = Exporter(
+        ExporterConfig(name="a"), spool, DirectoryWriter(tmp_path / "a"), node_id="n", notary=notary
+    )
+    _fill(spool, 40)
+    while first.export_once():
+        pass
+    later = Exporter(
+        ExporterConfig(name="b", max_file_bytes=2048, compression="none"),
+        spool,
+        DirectoryWriter(tmp_path / "b"),
+        node_id="n",
+        notary=notary,
+    )
+    assert later.export_once()  # one small file, far from done
+    retained = spool.store.retained_bytes
+    assert spool.store.trim_retained(0) < retained  # cap pressure: b's events stay
+    while later.export_once():
+        pass
+    report = Verifier(LocalDirectory(tmp_path / "b"), [key.verifier]).run()
+    assert report.findings == []
+    spool.close()

@@ -213,7 +213,7 @@ def _free_all(spool: Spool) -> list[dict[str, Any]]:
             "drain",
             [ExportedFile(key="k", first_seq=1, last_seq=last, events=0, bytes=0, sha256="")],
             watermark=last,
-            since=0,
+            since=store.watermark("drain"),
         )
     return events
 

@@ -11,8 +11,10 @@ import pytest
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import AuditUnavailableError, Spool
+from auditline.interceptor._formats import event_document
 from auditline.interceptor._spool_lock import SpoolLock
 from auditline.interceptor._spool_records import ExportedFile
+from auditline.interceptor._types import EventDocument
 
 
 def _event(name: str = "Call", size: int = 0) -> event_pb2.ApiEvent:
@@ -178,4 +180,69 @@ def test_a_late_commit_never_moves_the_watermark_back(tmp_path: Path) -> None:
     assert spool.store.watermark("a") == 6
     assert [key for _, key in [(e, f.key) for e, f in spool.store.files("a")]] == ["new"]
     assert spool.store.intent("a") is not None  # the successor's, untouched
+    spool.close()
+
+
+def test_a_full_disk_never_splits_one_calls_events(tmp_path: Path) -> None:
+    """A full disk makes the writer commit what fits; one call's events (an audit
+    worker's fail-closed calls of a round come as one) are still kept all or none, so
+    a caller refused UNAVAILABLE has none of its events in the log."""
+    spool = Spool(
+        tmp_path / "spool.db",
+        durability="sync",
+        backpressure="reject",
+        max_file_bytes=512 * 1024,
+        reserve_bytes=4096,
+        block_timeout=1.0,
+    )
+
+    def document(name: str, size: int) -> EventDocument:
+        return event_document(_event(name, size))
+
+    for filled in range(1000):  # until the file is full
+        try:
+            spool.emit_documents([document(f"Fill{filled}", 20_000)], wait=True)
+        except AuditUnavailableError:
+            break
+    assert spool.degraded
+    spool.store.free()
+    before = spool.store.last_seq
+    call = [document(f"Call{k}", 3000) for k in range(8)]
+    try:
+        spool.emit_documents(call, wait=True)
+        kept = 8
+    except AuditUnavailableError:
+        kept = 0
+    names = [e.event().event_name for e in spool.store.read(before)]
+    assert len(names) == kept, names
+    spool.close()
+
+
+def test_an_async_spool_syncs_its_events_before_they_are_exported(tmp_path: Path) -> None:
+    """Async durability commits without syncing; the batch an exporter begins is
+    committed synced (which syncs the events before it in the log): events uploaded
+    and signed cannot be taken back by a power loss."""
+    spool = Spool(tmp_path / "spool.db", durability="async")
+    spool.emit(_event())
+    assert spool.flush(10)
+    statements: list[str] = []
+    spool.store._db.set_trace_callback(statements.append)
+    spool.store.begin_batch("a", 1, 1)
+    spool.store._db.set_trace_callback(None)
+    insert = next(i for i, s in enumerate(statements) if "INTO intents" in s)
+    synced = [i for i, s in enumerate(statements) if s == "PRAGMA synchronous=FULL"]
+    assert synced
+    assert synced[0] < insert
+    assert statements[-1] == "PRAGMA synchronous=NORMAL"
+    assert spool.store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    spool.close()
+
+
+def test_an_exporter_unregistered_leaves_no_batch_behind(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool.db", durability="sync")
+    spool.store.register("a")
+    spool.emit(_event())
+    spool.store.begin_batch("a", 1, 1)
+    spool.store.unregister("a")
+    assert spool.store.intent("a") is None
     spool.close()

@@ -56,9 +56,9 @@ def _count_commits(spool: Spool) -> list[int]:
     commits = [0]
     insert = spool._disk.insert_what_fits
 
-    def counted(items: list[Any]) -> int:
+    def counted(calls: list[list[Any]]) -> int:
         commits[0] += 1
-        return insert(items)
+        return insert(calls)
 
     spool._disk.insert_what_fits = counted  # type: ignore[method-assign]
     return commits
@@ -79,12 +79,12 @@ def _hang_next_write(spool: Spool) -> _HangingDisk:
     )
     insert = spool._disk.insert_what_fits
 
-    def hanging_insert(items: list[Any]) -> int:
+    def hanging_insert(calls: list[list[Any]]) -> int:
         if not disk.release.is_set():
             disk.stuck.set()
             disk.release.wait(10)
             disk.came_back.set()
-        return insert(items)
+        return insert(calls)
 
     spool._disk.insert_what_fits = hanging_insert  # type: ignore[method-assign]
     return disk
@@ -171,7 +171,7 @@ def _free_and_flush(spool: Spool) -> None:
         "drain",
         [ExportedFile(key="k", first_seq=1, last_seq=last, events=0, bytes=0, sha256="")],
         watermark=last,
-        since=0,
+        since=store.watermark("drain"),
     )
     assert spool.flush(30)
 

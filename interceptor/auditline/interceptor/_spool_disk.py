@@ -40,23 +40,27 @@ class SpoolDisk:
         stats.degraded = bool(self.reason)
         self._next_recovery = 0.0
 
-    def insert_what_fits(self, items: list[StoredEvent]) -> int:
-        """Insert as many of `items` as the disk takes, in order (halving the batch
-        while it is full); return how many. Raises when not even the first fits."""
+    def insert_what_fits(self, calls: list[list[StoredEvent]]) -> int:
+        """Insert as many of the calls' events as the disk takes, in order and a call's
+        events all or none (halving the batch by calls while it is full); return how
+        many events. Raises when not even the first call's fit: a fail-closed caller
+        is refused only with none of its events kept."""
+        items = [item for call in calls for item in call]
         try:
             self._insert(items)
             return len(items)
         except sqlite3.Error as exc:
-            if not _is_full(exc) or len(items) == 1:
+            if not _is_full(exc) or len(calls) == 1:
                 raise
-        half = len(items) // 2
-        written = self.insert_what_fits(items[:half])
-        if written < half:
+        half = len(calls) // 2
+        first_half = sum(len(call) for call in calls[:half])
+        written = self.insert_what_fits(calls[:half])
+        if written < first_half:
             return written
         try:
-            return half + self.insert_what_fits(items[half:])
+            return first_half + self.insert_what_fits(calls[half:])
         except sqlite3.Error:
-            return half
+            return first_half
 
     def _insert(self, items: list[StoredEvent]) -> int:
         """Insert; on a full disk, release the reserve and try once more."""

@@ -49,10 +49,13 @@ def item_ids(items: Iterable[StoredEvent]) -> set[int]:
 class SpoolBatch:
     """Events committed together. `state`: open (taking events), queued, writing, written."""
 
-    __slots__ = ("async_callers", "items", "state", "written_ids")
+    __slots__ = ("async_callers", "items", "starts", "state", "written_ids")
 
     def __init__(self) -> None:
         self.items: list[StoredEvent] = []  # those still to write
+        # The first item of each call's events (`item_ids`): a call's events are
+        # committed together or not at all, even when a full disk splits the batch.
+        self.starts: set[int] = set()
         self.state = "open"
         # Items already committed while the rest waits (a full disk splits a batch).
         self.written_ids: set[int] = set()
@@ -61,6 +64,15 @@ class SpoolBatch:
     def holds_written(self, ids: set[int]) -> bool:
         """Whether the items with these ids (`item_ids`) are committed."""
         return self.state == "written" or ids <= self.written_ids
+
+    def calls(self) -> list[list[StoredEvent]]:
+        """The items still to write, one list per call, in order."""
+        calls: list[list[StoredEvent]] = []
+        for item in self.items:
+            if id(item) in self.starts or not calls:
+                calls.append([])
+            calls[-1].append(item)
+        return calls
 
 
 @dataclasses.dataclass(slots=True, kw_only=True, eq=False)
@@ -208,6 +220,7 @@ class SpoolQueue:
         if batch is None:
             batch = SpoolBatch()
             batches.append(batch)
+        batch.starts.add(id(items[0]))
         batch.items += items
         return batch
 
@@ -217,6 +230,7 @@ class SpoolQueue:
         they are never written; the bytes taken back that were not written already."""
         ids = item_ids(items)
         batch.items = [item for item in batch.items if id(item) not in ids]
+        batch.starts -= ids
         return sum(len(item.body) for item in items if id(item) not in batch.written_ids)
 
     def take(self) -> list[SpoolBatch]:
@@ -233,6 +247,7 @@ class SpoolQueue:
         written whole is done with."""
         committed, batch.items = batch.items[:count], batch.items[count:]
         batch.written_ids.update(id(item) for item in committed)
+        batch.starts.difference_update(id(item) for item in committed)
         if not batch.items:
             batch.state = "written"
             if batch in self._batches:

@@ -73,6 +73,7 @@ class SpoolStore:
         self.retain_seconds = retain_seconds
         self._on_freed = on_freed
         self._reserve = DiskReserve(path.with_name(path.name + ".reserve"), reserve_bytes)
+        self._synced = durability == "sync"  # every commit synced (`synchronous=FULL`)
         self._db = self._connect(durability)
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         self._reserve_pages = -(-reserve_bytes // self._page_size)
@@ -265,8 +266,11 @@ class SpoolStore:
             )
 
     def unregister(self, exporter: str) -> None:
-        with self.lock:
+        """Forget an exporter: its watermark and any batch it had begun (a later one of
+        the same name starts afresh, not with this one's range)."""
+        with self.lock, self._transaction():
             self._db.execute("DELETE FROM watermarks WHERE exporter = ?", (exporter,))
+            self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
         self.free()
 
     def leaves(self, first_seq: int, last_seq: int) -> list[bytes]:
@@ -288,11 +292,23 @@ class SpoolStore:
         return BatchIntent(first_seq=int(row[0]), last_seq=int(row[1])) if row else None
 
     def begin_batch(self, exporter: str, first_seq: int, last_seq: int) -> None:
-        """Write down a batch before uploading it, so a retry uploads the same batch."""
+        """Write down a batch before uploading it, so a retry uploads the same batch.
+
+        Committed with a sync of the log even in async durability: that makes the
+        batch's events durable too (the WAL is synced up to here), so a power loss
+        cannot take back events already uploaded and signed, and number others in
+        their place."""
         with self.lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO intents VALUES (?, ?, ?)", (exporter, first_seq, last_seq)
-            )
+            if not self._synced:
+                self._db.execute("PRAGMA synchronous=FULL")
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO intents VALUES (?, ?, ?)",
+                    (exporter, first_seq, last_seq),
+                )
+            finally:
+                if not self._synced:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
 
     def commit_files(
         self,
@@ -385,10 +401,17 @@ class SpoolStore:
         keep_from = self.next_seq if oldest is None else int(oldest)
         self.tree.prune(max(min(self.freed_upto, keep_from - 1), self.tree.base))
 
+    def _passed_by_all(self) -> int:
+        """The last event every exporter has passed now. Below `freed_upto` when an
+        exporter added since starts at the oldest event kept: what it has still to
+        export is kept for it, whatever retention or the cap say."""
+        (lowest,) = self._db.execute("SELECT MIN(seq) FROM watermarks").fetchone()
+        return self.freed_upto if lowest is None else min(self.freed_upto, int(lowest))
+
     def _delete_retained(self, condition: str, value: int) -> int:
         """Delete exported events matching `condition`; return their bytes."""
         where = f"seq <= ? AND {condition}"
-        args = (self.freed_upto, value)
+        args = (self._passed_by_all(), value)
         size = int(
             self._db.execute(
                 f"SELECT COALESCE(SUM(size), 0) FROM events WHERE {where}",  # noqa: S608
@@ -416,9 +439,9 @@ class SpoolStore:
             row = self._db.execute(
                 "SELECT seq FROM (SELECT seq, SUM(size) OVER (ORDER BY seq) AS total "
                 "FROM events WHERE seq <= ?) WHERE total >= ? ORDER BY seq LIMIT 1",
-                (self.freed_upto, excess),
+                (self._passed_by_all(), excess),
             ).fetchone()
-            upto = int(row[0]) if row else self.freed_upto
+            upto = int(row[0]) if row else self._passed_by_all()
             with self._transaction():
                 deleted = self._delete_retained("seq <= ?", upto)
                 self._prune_tree()

@@ -122,11 +122,11 @@ class SpoolWriter(abc.ABC):
                 if not batch.items and marker is None:
                     continue  # emptied meanwhile: every caller withdrew
                 batch.state = "writing"
-                items = batch.items
+                calls = batch.calls()
             if marker is not None:
-                items = [stored_event(self.node_id, marker.marker()), *items]
+                calls = [[stored_event(self.node_id, marker.marker())], *calls]
             try:
-                count = self._disk.insert_what_fits(items)
+                count = self._disk.insert_what_fits(calls)
             except sqlite3.Error as exc:
                 self._requeue()
                 self._disk.failed(exc)

@@ -53,6 +53,12 @@ class DirectoryWriter:
                     raise FileExistsError(f"{path} exists with other content") from None
         finally:
             os.unlink(temporary)
+        # The new name must be on disk too before the exporter frees the file's events.
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 class S3Writer:
