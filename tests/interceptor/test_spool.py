@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -245,4 +248,59 @@ def test_an_exporter_unregistered_leaves_no_batch_behind(tmp_path: Path) -> None
     spool.store.begin_batch("a", 1, 1)
     spool.store.unregister("a")
     assert spool.store.intent("a") is None
+    spool.close()
+
+
+_DROP_THEN_DIE = """
+import json, os, signal, sqlite3, sys, time
+from pathlib import Path
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import Spool
+
+path = Path(sys.argv[1])
+spool = Spool(path, node_id="n", backpressure="drop", max_bytes=64 * 1024)
+spool.store.register("down")  # an exporter whose store is down: nothing is freed
+for i in range(400):
+    event = event_pb2.ApiEvent(event_name=f"Call{i}", version="2")
+    event.request.request_params.update({"pad": "x" * 500})
+    spool.emit(event)
+    if i % 20 == 19:  # written, so that the spool sees itself at its cap
+        assert spool.flush(10)
+dropped = spool.stats.dropped
+assert dropped > 0
+saved = sqlite3.connect(path)
+deadline = time.monotonic() + 10
+def saved_count():
+    row = saved.execute("SELECT body FROM losses").fetchone()
+    return None if row is None else json.loads(row[0])["count"]
+while saved_count() != dropped:
+    assert time.monotonic() < deadline, "the losses were never saved"
+    time.sleep(0.01)
+print(dropped, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # before the marker: the spool is still at its cap
+"""
+
+
+def test_losses_counted_before_a_kill_9_reach_the_log(tmp_path: Path) -> None:
+    """Events dropped at the cap are told of by a marker once there is room again;
+    a process killed before that must leave the count behind for the next start."""
+    path = tmp_path / "spool.db"
+    child = subprocess.run(
+        [sys.executable, "-c", _DROP_THEN_DIE, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    dropped = int(child.stdout)
+    spool = Spool(path, node_id="n", backpressure="drop", max_bytes=64 * 1024)
+    assert spool.flush(10, with_drop_marker=True)
+    markers = [
+        e.document()["Request"]["RequestParams"]["dropped_events"]
+        for e in spool.store.read(0, 100_000)
+        if e.document()["EventName"] == "AuditEventsDropped"
+    ]
+    assert markers == [dropped]
+    assert spool.store.saved_losses() is None  # told of: forgotten with the marker
     spool.close()

@@ -56,9 +56,9 @@ def _count_commits(spool: Spool) -> list[int]:
     commits = [0]
     insert = spool._disk.insert_what_fits
 
-    def counted(calls: list[list[Any]]) -> int:
+    def counted(calls: list[list[Any]], **options: Any) -> int:
         commits[0] += 1
-        return insert(calls)
+        return insert(calls, **options)
 
     spool._disk.insert_what_fits = counted  # type: ignore[method-assign]
     return commits
@@ -79,12 +79,12 @@ def _hang_next_write(spool: Spool) -> _HangingDisk:
     )
     insert = spool._disk.insert_what_fits
 
-    def hanging_insert(calls: list[list[Any]]) -> int:
+    def hanging_insert(calls: list[list[Any]], **options: Any) -> int:
         if not disk.release.is_set():
             disk.stuck.set()
             disk.release.wait(10)
             disk.came_back.set()
-        return insert(calls)
+        return insert(calls, **options)
 
     spool._disk.insert_what_fits = hanging_insert  # type: ignore[method-assign]
     return disk

@@ -60,15 +60,22 @@ class Losses:
 class LossCounter:
     """Losses since the last marker was written. Not thread-safe: the owner locks."""
 
-    def __init__(self) -> None:
+    def __init__(self, saved: Losses | None = None) -> None:
+        """`saved`: losses an earlier run counted and could not yet tell of."""
         self._count = 0
         self._first = self._last = 0
         self._reasons: dict[str, int] = {}
         self.total = 0
+        self.version = 0  # changes whenever the pending losses do
+        if saved is not None:
+            self._count = saved.count
+            self._first, self._last = saved.first_ns, saved.last_ns
+            self._reasons = dict(saved.reasons)
 
     def add(self, count: int, reason: str, at_ns: int) -> None:
         if count <= 0:
             return
+        self.version += 1
         if not self._count:
             self._first = at_ns
             log.error("audit events are being dropped: %s", reason)
@@ -90,6 +97,7 @@ class LossCounter:
 
     def settle(self, written: Losses) -> None:
         """Forget the losses a marker now in the spool accounts for."""
+        self.version += 1
         self._count -= written.count
         for reason, count in written.reasons.items():
             left = self._reasons.get(reason, 0) - count

@@ -115,7 +115,7 @@ class Spool(SpoolWriter):
         self.stats = SpoolStats()
         self._refresh_sizes()
         self._queue = SpoolQueue()  # events taken, not yet written
-        self._losses = LossCounter()
+        self._losses = LossCounter(self.store.saved_losses())
         self._force_marker = False
         # Told the reason whenever the spool turns degraded, and "" when it recovers
         # (from the writer thread): health checks follow it.

@@ -40,21 +40,24 @@ class SpoolDisk:
         stats.degraded = bool(self.reason)
         self._next_recovery = 0.0
 
-    def insert_what_fits(self, calls: list[list[StoredEvent]]) -> int:
+    def insert_what_fits(
+        self, calls: list[list[StoredEvent]], *, settles_losses: bool = False
+    ) -> int:
         """Insert as many of the calls' events as the disk takes, in order and a call's
         events all or none (halving the batch by calls while it is full); return how
         many events. Raises when not even the first call's fit: a fail-closed caller
-        is refused only with none of its events kept."""
+        is refused only with none of its events kept. `settles_losses`: the first
+        call is the drop marker of the losses saved (`SpoolStore.insert`)."""
         items = [item for call in calls for item in call]
         try:
-            self._insert(items)
+            self._insert(items, settles_losses)
             return len(items)
         except sqlite3.Error as exc:
             if not _is_full(exc) or len(calls) == 1:
                 raise
         half = len(calls) // 2
         first_half = sum(len(call) for call in calls[:half])
-        written = self.insert_what_fits(calls[:half])
+        written = self.insert_what_fits(calls[:half], settles_losses=settles_losses)
         if written < first_half:
             return written
         try:
@@ -62,17 +65,17 @@ class SpoolDisk:
         except sqlite3.Error:
             return first_half
 
-    def _insert(self, items: list[StoredEvent]) -> int:
+    def _insert(self, items: list[StoredEvent], settles_losses: bool) -> int:
         """Insert; on a full disk, release the reserve and try once more."""
         try:
-            return self.store.insert(items)
+            return self.store.insert(items, settles_losses=settles_losses)
         except sqlite3.Error as exc:
             if not _is_full(exc) or not self.store.reserve_held:
                 raise
             self.store.release_reserve()
             log.error("audit spool degraded: the disk is full; reserve released, new calls wait")
             self._set(_DISK_FULL)
-            return self.store.insert(items)
+            return self.store.insert(items, settles_losses=settles_losses)
 
     def failed(self, exc: sqlite3.Error | None) -> None:
         """A write failed (`exc`; None: part of a batch did not fit on the disk)."""

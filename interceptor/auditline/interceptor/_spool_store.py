@@ -2,8 +2,10 @@
 
 One connection (stdlib `sqlite3`, WAL) shared by the spool's writer, the exporters
 and the queries, one at a time under `lock`. The writer's side is `insert`; the
-exporters' side is `read`, `intent`, `begin_batch`, `commit_files` and `free`;
-the node's event queries are `queries` (`_spool_queries`).
+exporters' side is `read`, `intent`, `begin_batch`, `commit_files` and `free`
+(freeing and retention: the base class `SpoolFreeing`, `_spool_freeing`); the
+node's event queries are `queries` (`_spool_queries`); the count of losses not yet
+in a marker, `save_losses` (`_spool_losses`).
 
 Sizes. `pending_bytes` are events some exporter still needs; `retained_bytes`
 are exported events kept for queries. Both count against the spool's cap, and
@@ -25,9 +27,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from auditline.interceptor._losses import Losses
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._reserve import DiskReserve
+from auditline.interceptor._spool_freeing import SpoolFreeing
 from auditline.interceptor._spool_lock import SpoolLock
+from auditline.interceptor._spool_losses import StoredLosses
 from auditline.interceptor._spool_queries import EventQueries
 from auditline.interceptor._spool_records import (
     BatchIntent,
@@ -52,7 +57,7 @@ SQLITE_FULL = 13
 _EVENT_COLUMNS = "seq, at_ns, end_ns, log_type, body"
 
 
-class SpoolStore:
+class SpoolStore(SpoolFreeing):
     """The spool's database. Every method takes `lock`; callers may hold it too."""
 
     def __init__(
@@ -94,6 +99,7 @@ class SpoolStore:
         self.tree = TreeLog(self._db, max(int(numbered), self.freed_upto) + 1, self.freed_upto)
         self.next_seq = max(int(numbered), self.freed_upto, self.tree.base + self.tree.size) + 1
         self.queries = EventQueries(db=self._db, lock=self.lock)
+        self._losses = StoredLosses(self._db)
         self.pending_bytes = self._size_between(self.freed_upto, None)
         self.retained_bytes = self._size_between(None, self.freed_upto)
 
@@ -182,8 +188,10 @@ class SpoolStore:
 
     # --- the writer's side -----------------------------------------------------------
 
-    def insert(self, items: Sequence[StoredEvent]) -> int:
+    def insert(self, items: Sequence[StoredEvent], *, settles_losses: bool = False) -> int:
         """Write events in one transaction, numbered from `next_seq`; return their bytes.
+        `settles_losses`: they include the drop marker of the losses saved, which are
+        forgotten in the same transaction.
 
         Raises `sqlite3.Error` (nothing written) when the disk or the file is full.
         """
@@ -218,6 +226,8 @@ class SpoolStore:
                         rows,
                     )
                     self.tree.append(leaves)
+                    if settles_losses:
+                        self._losses.clear()
             except sqlite3.Error:
                 self.tree.rollback()
                 raise
@@ -228,6 +238,16 @@ class SpoolStore:
     @property
     def last_seq(self) -> int:
         return self.next_seq - 1
+
+    def saved_losses(self) -> Losses | None:
+        """The losses a marker has yet to tell of, as last saved (`save_losses`)."""
+        with self.lock:
+            return self._losses.load()
+
+    def save_losses(self, losses: Losses | None) -> None:
+        """Keep the losses not yet in a marker (None: there are none)."""
+        with self.lock:
+            self._losses.save(losses)
 
     # --- the exporters' side -----------------------------------------------------------
 
@@ -367,83 +387,3 @@ class SpoolStore:
             )
             for row in rows
         ]
-
-    def free(self) -> None:
-        """Free the events every exporter has passed; wake callers waiting for room."""
-        with self.lock:
-            with self._transaction():
-                freed = self._pass_exported()
-            self._account_freed(freed)
-
-    def _pass_exported(self) -> tuple[int, int]:
-        """Mark the events every exporter has passed as exported (no longer pending) and
-        delete those past the retention window; return (bytes passed, bytes deleted).
-        The caller holds the lock, in a transaction."""
-        row = self._db.execute("SELECT MIN(seq), COUNT(*) FROM watermarks").fetchone()
-        if not row[1] or row[0] <= self.freed_upto:
-            return 0, 0  # no exporter yet, or none moved: keep everything
-        passed_upto = int(row[0])
-        passed = self._size_between(self.freed_upto, passed_upto)
-        self._db.execute("INSERT OR REPLACE INTO freed VALUES (1, ?)", (passed_upto,))
-        self.freed_upto = passed_upto
-        if self.retain_seconds > 0:
-            oldest = time.time_ns() - int(self.retain_seconds * 1e9)
-            deleted = self._delete_retained("at_ns < ?", oldest)
-        else:
-            deleted = self._delete_retained("seq <= ?", passed_upto)
-        self._prune_tree()
-        return passed, deleted
-
-    def _prune_tree(self) -> None:
-        """Forget the tree's nodes before every exporter's watermark, but for what a new
-        exporter (which starts at the oldest event still kept) needs."""
-        oldest = self._db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
-        keep_from = self.next_seq if oldest is None else int(oldest)
-        self.tree.prune(max(min(self.freed_upto, keep_from - 1), self.tree.base))
-
-    def _passed_by_all(self) -> int:
-        """The last event every exporter has passed now. Below `freed_upto` when an
-        exporter added since starts at the oldest event kept: what it has still to
-        export is kept for it, whatever retention or the cap say."""
-        (lowest,) = self._db.execute("SELECT MIN(seq) FROM watermarks").fetchone()
-        return self.freed_upto if lowest is None else min(self.freed_upto, int(lowest))
-
-    def _delete_retained(self, condition: str, value: int) -> int:
-        """Delete exported events matching `condition`; return their bytes."""
-        where = f"seq <= ? AND {condition}"
-        args = (self._passed_by_all(), value)
-        size = int(
-            self._db.execute(
-                f"SELECT COALESCE(SUM(size), 0) FROM events WHERE {where}",  # noqa: S608
-                args,
-            ).fetchone()[0]
-        )
-        if size:
-            self._db.execute(f"DELETE FROM events WHERE {where}", args)  # noqa: S608
-        return size
-
-    def _account_freed(self, freed: tuple[int, int]) -> None:
-        passed, deleted = freed
-        self.pending_bytes -= passed
-        self.retained_bytes += passed - deleted
-        if passed:
-            self._on_freed()
-
-    def trim_retained(self, cap: int) -> int:
-        """Delete the oldest exported events until pending and retained bytes fit in
-        `cap` (retention gives way before admission does); return the bytes deleted."""
-        with self.lock:
-            excess = self.pending_bytes + self.retained_bytes - cap
-            if excess <= 0 or not self.retained_bytes:
-                return 0
-            row = self._db.execute(
-                "SELECT seq FROM (SELECT seq, SUM(size) OVER (ORDER BY seq) AS total "
-                "FROM events WHERE seq <= ?) WHERE total >= ? ORDER BY seq LIMIT 1",
-                (self._passed_by_all(), excess),
-            ).fetchone()
-            upto = int(row[0]) if row else self._passed_by_all()
-            with self._transaction():
-                deleted = self._delete_retained("seq <= ?", upto)
-                self._prune_tree()
-            self.retained_bytes -= deleted
-            return deleted

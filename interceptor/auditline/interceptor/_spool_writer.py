@@ -56,6 +56,7 @@ class SpoolWriter(abc.ABC):
     def _start_writer(self) -> None:
         """Start the writer thread (at the end of the spool's constructor)."""
         self._close_deadline: float | None = None
+        self._losses_saved = self._losses.version  # the losses as the file has them
         self._writer = threading.Thread(target=self._run, name="auditline-spool", daemon=True)
         self._writer.start()
 
@@ -86,6 +87,7 @@ class SpoolWriter(abc.ABC):
             batches = self._queue.take()
             losses = self._losses.pending() if self._marker_due(closing) else None
         ok = self._write(batches, losses)
+        self._save_losses()
         if ok and self._disk.reason and self._queue.empty():
             self._disk.recover(self.retry_interval)
         if closing:
@@ -96,6 +98,21 @@ class SpoolWriter(abc.ABC):
         if not ok:
             time.sleep(self.retry_interval)
         return True
+
+    def _save_losses(self) -> None:
+        """Keep the count of losses not yet in a marker in the spool file, when it
+        changed: a `kill -9` before the marker is written must not erase it."""
+        with self._lock:
+            version = self._losses.version
+            if version == self._losses_saved:
+                return
+            pending = self._losses.pending()
+        try:
+            self.store.save_losses(pending)
+        except sqlite3.Error as exc:  # a full disk: tried again next round
+            log.warning("could not save the count of dropped audit events: %s", exc)
+            return
+        self._losses_saved = version
 
     def _has_sync_work(self) -> bool:
         return self.durability == "sync" and self._queue.has_events()
@@ -126,7 +143,7 @@ class SpoolWriter(abc.ABC):
             if marker is not None:
                 calls = [[stored_event(self.node_id, marker.marker())], *calls]
             try:
-                count = self._disk.insert_what_fits(calls)
+                count = self._disk.insert_what_fits(calls, settles_losses=marker is not None)
             except sqlite3.Error as exc:
                 self._requeue()
                 self._disk.failed(exc)

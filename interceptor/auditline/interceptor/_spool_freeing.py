@@ -1,0 +1,123 @@
+"""Freeing exported events: what every exporter has passed stops counting as pending,
+and is deleted once out of the retention window, or earlier when the spool's cap
+needs the room (`trim_retained`); the Merkle tree's nodes before it are pruned.
+
+`SpoolStore`'s base class, apart because it is the one place that deletes events:
+nothing an exporter has yet to export may go, whatever retention or the cap say.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+from auditline.interceptor._spool_tree import TreeLog
+
+__all__ = ["SpoolFreeing"]
+
+
+class SpoolFreeing(abc.ABC):
+    """The state below is the store's, set in its constructor; every method takes
+    `lock`."""
+
+    lock: threading.RLock
+    retain_seconds: float
+    freed_upto: int
+    next_seq: int
+    pending_bytes: int
+    retained_bytes: int
+    tree: TreeLog
+    _db: sqlite3.Connection
+    _on_freed: Callable[[], None]
+
+    @abc.abstractmethod
+    def _transaction(self) -> contextlib.AbstractContextManager[None]:
+        """One write transaction (the caller holds the lock)."""
+
+    @abc.abstractmethod
+    def _size_between(self, after: int | None, upto: int | None) -> int:
+        """The bytes of the events numbered in (`after`, `upto`]."""
+
+    def free(self) -> None:
+        """Free the events every exporter has passed; wake callers waiting for room."""
+        with self.lock:
+            with self._transaction():
+                freed = self._pass_exported()
+            self._account_freed(freed)
+
+    def _pass_exported(self) -> tuple[int, int]:
+        """Mark the events every exporter has passed as exported (no longer pending) and
+        delete those past the retention window; return (bytes passed, bytes deleted).
+        The caller holds the lock, in a transaction."""
+        row = self._db.execute("SELECT MIN(seq), COUNT(*) FROM watermarks").fetchone()
+        if not row[1] or row[0] <= self.freed_upto:
+            return 0, 0  # no exporter yet, or none moved: keep everything
+        passed_upto = int(row[0])
+        passed = self._size_between(self.freed_upto, passed_upto)
+        self._db.execute("INSERT OR REPLACE INTO freed VALUES (1, ?)", (passed_upto,))
+        self.freed_upto = passed_upto
+        if self.retain_seconds > 0:
+            oldest = time.time_ns() - int(self.retain_seconds * 1e9)
+            deleted = self._delete_retained("at_ns < ?", oldest)
+        else:
+            deleted = self._delete_retained("seq <= ?", passed_upto)
+        self._prune_tree()
+        return passed, deleted
+
+    def _prune_tree(self) -> None:
+        """Forget the tree's nodes before every exporter's watermark, but for what a new
+        exporter (which starts at the oldest event still kept) needs."""
+        oldest = self._db.execute("SELECT MIN(seq) FROM events").fetchone()[0]
+        keep_from = self.next_seq if oldest is None else int(oldest)
+        self.tree.prune(max(min(self.freed_upto, keep_from - 1), self.tree.base))
+
+    def _passed_by_all(self) -> int:
+        """The last event every exporter has passed now. Below `freed_upto` when an
+        exporter added since starts at the oldest event kept: what it has still to
+        export is kept for it, whatever retention or the cap say."""
+        (lowest,) = self._db.execute("SELECT MIN(seq) FROM watermarks").fetchone()
+        return self.freed_upto if lowest is None else min(self.freed_upto, int(lowest))
+
+    def _delete_retained(self, condition: str, value: int) -> int:
+        """Delete exported events matching `condition`; return their bytes."""
+        where = f"seq <= ? AND {condition}"
+        args = (self._passed_by_all(), value)
+        size = int(
+            self._db.execute(
+                f"SELECT COALESCE(SUM(size), 0) FROM events WHERE {where}",  # noqa: S608
+                args,
+            ).fetchone()[0]
+        )
+        if size:
+            self._db.execute(f"DELETE FROM events WHERE {where}", args)  # noqa: S608
+        return size
+
+    def _account_freed(self, freed: tuple[int, int]) -> None:
+        passed, deleted = freed
+        self.pending_bytes -= passed
+        self.retained_bytes += passed - deleted
+        if passed:
+            self._on_freed()
+
+    def trim_retained(self, cap: int) -> int:
+        """Delete the oldest exported events until pending and retained bytes fit in
+        `cap` (retention gives way before admission does); return the bytes deleted."""
+        with self.lock:
+            excess = self.pending_bytes + self.retained_bytes - cap
+            if excess <= 0 or not self.retained_bytes:
+                return 0
+            row = self._db.execute(
+                "SELECT seq FROM (SELECT seq, SUM(size) OVER (ORDER BY seq) AS total "
+                "FROM events WHERE seq <= ?) WHERE total >= ? ORDER BY seq LIMIT 1",
+                (self._passed_by_all(), excess),
+            ).fetchone()
+            upto = int(row[0]) if row else self._passed_by_all()
+            with self._transaction():
+                deleted = self._delete_retained("seq <= ?", upto)
+                self._prune_tree()
+            self.retained_bytes -= deleted
+            return deleted
