@@ -287,3 +287,20 @@ def test_the_document_is_the_json_mapping_of_the_event(
     core = audit_core(MemorySink(), hmac_key=hmac_key)
     document = core.build_document(_record_for(request))
     assert apievent_dict(event_of(document)) == document
+
+
+def test_an_extension_is_written_under_its_own_name() -> None:
+    # Its index counts among its scope's fields, not the message's: read as the
+    # message's own field of that index, it came out under another field's name (and
+    # with that field's redaction).
+    from google.protobuf import descriptor_pb2
+
+    from auditline.audit.v1 import options_pb2
+
+    options = descriptor_pb2.FieldOptions(deprecated=True)
+    options.Extensions[options_pb2.redact] = options_pb2.REDACTION_MODE_MASK
+    out = Redactor().to_dict(options)
+    assert out == {
+        "deprecated": True,
+        "[auditline.audit.v1.redact]": "REDACTION_MODE_MASK",
+    }

@@ -358,3 +358,32 @@ def test_every_account_may_read_itself_and_validate_its_token(world: World) -> N
             sa_pb.GetServiceAccountRequest(name=valid.service_account)
         )
         assert own.service_account.name == valid.service_account
+
+
+def test_a_request_streaming_method_is_refused_not_left_unguarded() -> None:
+    """The guard checks tokens and roles around unary and server-streaming handlers;
+    a method of another shape must not run unchecked if one is ever added."""
+    from auditline.server.guard import CallGuard
+
+    ran: list[str] = []
+
+    def behaviour(requests: Any, context: Any) -> None:
+        ran.append("handler")
+
+    handler: Any = grpc.stream_unary_rpc_method_handler(behaviour)
+    details = dataclasses.make_dataclass("Details", ["method"])(
+        "/auditline.account.v1.BucketService/Upload"
+    )
+    guarded = CallGuard(accounts=None).intercept_service(lambda _: handler, details)  # type: ignore[arg-type]
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        def abort(self, code: grpc.StatusCode, details: str) -> None:
+            ran.append(code.name)
+            raise Aborted
+
+    with pytest.raises(Aborted):
+        guarded.stream_unary(iter(()), Context())
+    assert ran == ["UNIMPLEMENTED"]

@@ -166,7 +166,9 @@ class Redactor:
             plans = self._plan(cast(descriptor.Descriptor, msg.DESCRIPTOR))
         out: dict[str, Any] = {}
         for field, value in msg.ListFields():
-            plan = plans[field.index]
+            # An extension's index counts among its own scope's, not this message's
+            # fields: planned by itself (rare: proto2 messages that carry extensions).
+            plan = self._field_plan(field) if field.is_extension else plans[field.index]
             if plan.mode:
                 if plan.mode == REMOVE:
                     continue
@@ -206,26 +208,25 @@ class Redactor:
         return {"@type": type_url, "value": value}
 
     def _plan(self, message_descriptor: descriptor.Descriptor) -> tuple[_FieldPlan, ...]:
-        plans = []
-        for field in message_descriptor.fields:
-            entry = field.message_type
-            is_map = entry is not None and entry.GetOptions().map_entry
-            if entry is not None and is_map:
-                convert = self._convert(entry.fields_by_name["value"])
-            else:
-                convert = self._convert(field)
-            plans.append(
-                _FieldPlan(
-                    name=field.name,
-                    mode=_field_mode(field),
-                    convert=convert,
-                    repeated=field.is_repeated and not is_map,
-                    is_map=is_map,
-                )
-            )
-        result = tuple(plans)
+        result = tuple(self._field_plan(field) for field in message_descriptor.fields)
         self._plans[message_descriptor.full_name] = result
         return result
+
+    def _field_plan(self, field: FieldDescriptor) -> _FieldPlan:
+        entry = field.message_type
+        is_map = entry is not None and entry.GetOptions().map_entry
+        if entry is not None and is_map:
+            convert = self._convert(entry.fields_by_name["value"])
+        else:
+            convert = self._convert(field)
+        return _FieldPlan(
+            # An extension is named as protobuf's JSON mapping names it.
+            name=f"[{field.full_name}]" if field.is_extension else field.name,
+            mode=_field_mode(field),
+            convert=convert,
+            repeated=field.is_repeated and not is_map,
+            is_map=is_map,
+        )
 
     def _convert(self, field: FieldDescriptor) -> Callable[[Any], Any]:
         if field.type == FieldDescriptor.TYPE_MESSAGE:

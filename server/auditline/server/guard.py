@@ -130,4 +130,15 @@ class CallGuard(grpc.ServerInterceptor):
                     yield item
 
             return handler._replace(unary_stream=stream)
-        return handler
+        # A method that streams its requests would run with no token or role checked:
+        # refused until the guard covers that shape (the contract has none today).
+        return handler._replace(
+            stream_unary=handler.stream_unary and _unguarded,
+            stream_stream=handler.stream_stream and _unguarded,
+        )
+
+
+def _unguarded(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
+    context.abort(
+        grpc.StatusCode.UNIMPLEMENTED, "the call guard does not cover request-streaming methods"
+    )
