@@ -420,3 +420,24 @@ def test_sync_handlers_on_an_asyncio_server_are_audited() -> None:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         interceptor.close()
+
+
+@pytest.mark.parametrize("length", [40, 20_000])
+def test_an_uncaught_exception_s_message_never_reaches_the_client(
+    audit_mode: str, length: int
+) -> None:
+    """gRPC sends an uncaught exception's message as the status message: it may hold
+    secrets, and a long one makes the client see RESOURCE_EXHAUSTED while the log says
+    UNKNOWN. The client is told what the log says: the exception's type."""
+    harness = Harness("sync", mode=audit_mode)
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            harness.stub.Echo(R(action="raise", text="x" * length))
+        event = harness.one_event()
+    finally:
+        harness.close()
+    error: Any = raised.value
+    assert error.code() == grpc.StatusCode.UNKNOWN
+    assert error.details() == "Exception calling application: ValueError"
+    assert event.response.response_status == "UNKNOWN"
+    assert event.response.response_error == error.details()

@@ -119,7 +119,7 @@ def act(
         context.set_details("already there")
         return echo_pb2.EchoResponse()
     if action == "raise":
-        raise ValueError(SECRET_IN_EXCEPTION)
+        raise ValueError(SECRET_IN_EXCEPTION + request.text)  # the text: to make it long
     if action == "wait":
         gone = _ClientGone(context)
         started(request.text).set()
@@ -205,7 +205,7 @@ async def act_async(
         context.set_details("already there")
         return echo_pb2.EchoResponse()
     if action == "raise":
-        raise ValueError(SECRET_IN_EXCEPTION)
+        raise ValueError(SECRET_IN_EXCEPTION + request.text)  # the text: to make it long
     if action == "wait":
         started(request.text).set()
         await asyncio.sleep(30)  # cancelled when the client goes away

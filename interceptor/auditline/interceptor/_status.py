@@ -18,6 +18,7 @@ __all__ = [
     "final_status",
     "sendable",
     "summarize_status_details",
+    "uncaught_details",
 ]
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -43,6 +44,13 @@ def cut_text(text: str, max_bytes: int) -> tuple[str, bool]:
     if len(raw) <= max_bytes:
         return text, False
     return raw[:max_bytes].decode("utf-8", "ignore"), True
+
+
+def uncaught_details(error: BaseException | type[BaseException]) -> str:
+    """The status message of an uncaught exception: its type only, never its message
+    (it may hold secrets) nor the stack, for the client and the log alike."""
+    kind = error if isinstance(error, type) else type(error)
+    return f"Exception calling application: {kind.__name__}"
 
 
 def sendable(details: str | bytes | None) -> str | None:
@@ -85,9 +93,7 @@ def final_status(
             return settled  # the handler gave no answer of its own (or an OK one)
         return settled[0], f"{settled[1]}; the handler had answered {code.name}: {as_text(details)}"
     if error is not None and code in (None, grpc.StatusCode.OK):
-        # An uncaught exception: the type only, never its message (it may hold
-        # secrets) nor the stack.
-        return grpc.StatusCode.UNKNOWN, f"Exception calling application: {error.__name__}"
+        return grpc.StatusCode.UNKNOWN, uncaught_details(error)
     return code or grpc.StatusCode.OK, as_text(details)
 
 

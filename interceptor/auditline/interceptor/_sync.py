@@ -14,7 +14,7 @@ from auditline.interceptor._base import AuditInterceptorBase, serialize_unary
 from auditline.interceptor._call_state import CallState
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._scope import SCOPE
-from auditline.interceptor._status import sendable
+from auditline.interceptor._status import sendable, uncaught_details
 
 __all__ = ["AuditInterceptor"]
 
@@ -85,6 +85,12 @@ def _call_state(context: grpc.ServicerContext) -> Any:
     return state
 
 
+def _aborted(context: grpc.ServicerContext) -> bool:
+    """Whether the handler ended the call with `context.abort` (whose exception is
+    gRPC's, not the application's). Read like `_call_state`; without it, taken as not."""
+    return bool(getattr(getattr(context, "_state", None), "aborted", False))
+
+
 def _cancelled(state: Any) -> bool | None:
     """None while the call runs; then whether it ended cancelled (by the client or its
     deadline) rather than with the status the server sent."""
@@ -151,6 +157,11 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         must be durable before the status goes out, so it says what the handler
         answered."""
         if answering:
+            if error is not None and not _aborted(context) and not context.details():  # type: ignore[attr-defined]
+                # gRPC would send the exception's own message, which may hold
+                # secrets (and, long, make the client see another code): the client
+                # is told what the log says, the type only.
+                context.set_details(uncaught_details(error))
             shortened = sendable(context.details())  # type: ignore[attr-defined]
             if shortened is not None:
                 context.set_details(shortened)
