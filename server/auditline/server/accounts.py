@@ -62,6 +62,13 @@ class Accounts:
             return None
         access_key = env.get("AUDITLINE_ADMIN_ACCESS_KEY") or identity.new_access_key()
         secret_key = env.get("AUDITLINE_ADMIN_SECRET_KEY") or identity.new_secret_key()
+        # Longer keys would be refused at every login: refuse them now, not then.
+        for name, value, limit in (
+            ("AUDITLINE_ADMIN_ACCESS_KEY", access_key, identity.MAX_ACCESS_KEY_CHARS),
+            ("AUDITLINE_ADMIN_SECRET_KEY", secret_key, identity.MAX_SECRET_KEY_CHARS),
+        ):
+            if len(value) > limit:
+                raise ValueError(f"{name} must be at most {limit} characters")
         try:
             self.create(
                 "admin",

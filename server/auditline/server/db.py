@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from auditline.server.identity import MAX_ACCESS_KEY_CHARS
+
 __all__ = ["Database", "insert_new", "metadata", "require_row", "tables", "upsert"]
 
 metadata = sa.MetaData()
@@ -32,7 +34,7 @@ class tables:
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("display_name", sa.String(128), nullable=False, unique=True),
         sa.Column("description", sa.Text, nullable=False, default=""),
-        sa.Column("access_key", sa.String(64), nullable=False, unique=True),
+        sa.Column("access_key", sa.String(MAX_ACCESS_KEY_CHARS), nullable=False, unique=True),
         sa.Column("secret_hash", sa.String(256), nullable=False),
         sa.Column("role", sa.Integer, nullable=False),
         sa.Column("enabled", sa.Boolean, nullable=False),
@@ -103,7 +105,7 @@ class tables:
         metadata,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("ip", sa.String(64), nullable=False, index=True),
-        sa.Column("access_key", sa.String(64), nullable=False),
+        sa.Column("access_key", sa.String(MAX_ACCESS_KEY_CHARS), nullable=False),
         sa.Column("at", sa.Float, nullable=False),
     )
     ip_blocks = sa.Table(
@@ -111,7 +113,7 @@ class tables:
         metadata,
         sa.Column("ip", sa.String(64), primary_key=True),
         # Empty: the address is blocked for every account.
-        sa.Column("access_key", sa.String(64), primary_key=True),
+        sa.Column("access_key", sa.String(MAX_ACCESS_KEY_CHARS), primary_key=True),
         sa.Column("until", sa.Float, nullable=False),
     )
     exporters = sa.Table(

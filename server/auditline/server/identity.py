@@ -13,6 +13,9 @@ import hmac
 import secrets
 
 __all__ = [
+    "MAX_ACCESS_KEY_CHARS",
+    "MAX_SECRET_KEY_CHARS",
+    "MAX_TOKEN_CHARS",
     "hash_secret",
     "hash_token",
     "new_access_key",
@@ -23,6 +26,15 @@ __all__ = [
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _ACCESS_KEY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+# The longest keys and tokens a caller may send. Longer ones are refused before any
+# lookup: callers choose them before anyone knows who they are, and a failed login
+# copies its access key into the database and the IAM log. The keys made here are
+# shorter (20, 43 and 43 characters); the bounds leave room for the first admin's
+# keys chosen at start (AUDITLINE_ADMIN_*). The database keeps access keys this long.
+MAX_ACCESS_KEY_CHARS = 64
+MAX_SECRET_KEY_CHARS = 256
+MAX_TOKEN_CHARS = 256
 
 
 def new_access_key() -> str:

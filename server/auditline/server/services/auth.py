@@ -8,10 +8,21 @@ from google.rpc import code_pb2
 from auditline.account.v1 import auth_pb2, auth_pb2_grpc, service_account_pb2
 from auditline.errors import AuditlineError, InvalidArgumentError, PermissionDeniedError
 from auditline.interceptor import TrustedProxies, set_principal
+from auditline.server import identity
 from auditline.server.accounts import ROLE_ADMIN, Accounts
 from auditline.server.guard import bearer_token, current_caller
 from auditline.server.iam import IamEvent
 from auditline.server.services._common import resource_id, timestamp
+
+
+def _required(value: str, field: str, limit: int) -> None:
+    """INVALID_ARGUMENT unless a credential field is given and no longer than `limit`:
+    checked before any lookup, so that nothing longer reaches the database or the IAM
+    events (the call's own event records the refusal)."""
+    if not value:
+        raise InvalidArgumentError.field(field, "is required")
+    if len(value) > limit:
+        raise InvalidArgumentError.field(field, f"must be at most {limit} characters")
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
@@ -27,10 +38,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     def Authenticate(
         self, request: auth_pb2.AuthenticateRequest, context: grpc.ServicerContext
     ) -> auth_pb2.AuthenticateResponse:
-        if not request.access_key:
-            raise InvalidArgumentError.field("access_key", "is required")
-        if not request.secret_key:
-            raise InvalidArgumentError.field("secret_key", "is required")
+        _required(request.access_key, "access_key", identity.MAX_ACCESS_KEY_CHARS)
+        _required(request.secret_key, "secret_key", identity.MAX_SECRET_KEY_CHARS)
         ip = self._caller_address(context)
         session = self.accounts.sessions.authenticate(request.access_key, request.secret_key, ip)
         caller = session.caller
@@ -45,8 +54,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     def ValidateToken(
         self, request: auth_pb2.ValidateTokenRequest, context: grpc.ServicerContext
     ) -> auth_pb2.ValidateTokenResponse:
-        if not request.token:
-            raise InvalidArgumentError.field("token", "is required")
+        _required(request.token, "token", identity.MAX_TOKEN_CHARS)
         found = self.accounts.sessions.validate(request.token)
         ip = self._caller_address(context)
         if found is None:
