@@ -10,7 +10,6 @@ KB for unauthenticated callers), the error message at 1 KB, header values at 1 K
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,12 @@ import grpc
 from google.protobuf import json_format, message
 
 from auditline.audit.v1 import event_pb2
+from auditline.interceptor._bounds import (
+    MAX_ERROR_BYTES,
+    MAX_HEADER_CHARS,
+    bounded_event,
+    cut_fields,
+)
 from auditline.interceptor._formats import apievent_dict
 from auditline.interceptor._log_names import ACTIVITY_ENUM_NAMES, LOG_TYPE_ENUM_NAMES
 from auditline.interceptor._record import AuditConfig, CallRecord, traceparent_ids
@@ -34,9 +39,6 @@ from auditline.interceptor._types import EventDocument
 __all__ = ["MAX_ERROR_BYTES", "MAX_HEADER_CHARS", "EventBuilder", "event_of"]
 
 log = logging.getLogger("auditline.interceptor")
-
-MAX_ERROR_BYTES = 1024
-MAX_HEADER_CHARS = 1024
 
 # Never recorded, whatever the allow-list says.
 _NEVER_RECORDED = frozenset(
@@ -96,19 +98,10 @@ class EventBuilder:
         # JSON is at most ~20x the wire size; only measure when it could exceed the cap.
         if size * 20 <= cap:
             return body, False
-        if len(json.dumps(body, separators=(",", ":"))) <= cap:
-            return body, False
-        kept: dict[str, Any] = {}
-        used = 2
-        for key, value in body.items():
-            size_of = len(json.dumps({key: value}, separators=(",", ":")))
-            if used + size_of > cap:
-                break
-            kept[key] = value
-            used += size_of
-        return kept, True
+        return cut_fields(body, cap)
 
-    def _body_cap(self, record: CallRecord) -> int:
+    def body_cap(self, record: CallRecord) -> int:
+        """How much of a body the call's event keeps (less without a caller)."""
         if record.principal is None:
             return self.config.unauthenticated_max_body_bytes
         return self.config.max_body_bytes
@@ -156,7 +149,7 @@ class EventBuilder:
     ) -> tuple[dict[str, Any] | None, bool]:
         if code != grpc.StatusCode.OK or record.info.omit_response_body:
             return None, False
-        return self._body(record.response, None, self._body_cap(record))
+        return self._body(record.response, None, self.body_cap(record))
 
     # --- the event --------------------------------------------------------------------
 
@@ -169,7 +162,7 @@ class EventBuilder:
         user_agent, request_id, metadata = self._request_fields(record)
         source_ip, source_port = self.source(record)
         params, params_truncated = self._body(
-            record.request, record.request_class, self._body_cap(record)
+            record.request, record.request_class, self.body_cap(record)
         )
         code, details = self.status(record)
         error, error_truncated = cut_text(details, MAX_ERROR_BYTES)
@@ -225,7 +218,8 @@ class EventBuilder:
     ) -> list[EventDocument]:
         """A call's events as the sink stores them: those its handler recorded
         (`record_event`), then its own, named `event_id`."""
-        documents = [self.related_document(r.event, next_id) for r in record.related]
+        cap = self.body_cap(record)
+        documents = [self.related_document(r.event, next_id, cap) for r in record.related]
         try:
             document = self.document(record, event_id)
         except Exception:
@@ -241,15 +235,17 @@ class EventBuilder:
         return documents
 
     def related_document(
-        self, event: event_pb2.ApiEvent, next_id: Callable[[], str]
+        self, event: event_pb2.ApiEvent, next_id: Callable[[], str], cap: int
     ) -> EventDocument:
-        """An event a handler recorded with its call, with an id and this node's."""
+        """An event a handler recorded with its call, with an id and this node's, cut
+        as its call's own event is (`cap`: the call's `body_cap`): handlers copy what
+        callers sent into such events (the access key of a failed login, say)."""
         if not event.event_id:
             event.event_id = next_id()
         if not event.node_id:
             event.node_id = self.config.node_id
         return EventDocument(
-            document=apievent_dict(event),
+            document=bounded_event(apievent_dict(event), cap),
             at_ns=event.request.request_time.ToNanoseconds(),
             end_ns=event.response.response_time.ToNanoseconds(),
         )

@@ -53,6 +53,7 @@ class _Events:
     """Events to deliver on their own (those of a summarized call that are not)."""
 
     events: tuple[event_pb2.ApiEvent, ...]
+    cap: int  # their call's body cap (`EventBuilder.body_cap`)
 
 
 _Item = CallRecord | _Flush | _Events
@@ -226,7 +227,7 @@ class AuditCore:
         )
         kept = tuple(r.event for r in record.related if not r.summarize)
         if kept:
-            self._queue(_Events(kept))
+            self._queue(_Events(kept, self.builder.body_cap(record)))
         elif self._thread is None:
             self._start_worker()  # it writes the summaries
         return True
@@ -287,7 +288,7 @@ class AuditCore:
         if isinstance(item, _Flush):
             item.done.set()
         else:
-            self._delivery.deliver_events(item.events)
+            self._delivery.deliver_events(item.events, item.cap)
 
     @staticmethod
     def _settled(record: CallRecord) -> CallRecord | None:

@@ -131,15 +131,16 @@ class Delivery:
                 time.sleep(0)
         records.clear()
 
-    def deliver_events(self, events: Sequence[event_pb2.ApiEvent]) -> None:
-        """Events made already (those of a summarized call that are not summarized)."""
+    def deliver_events(self, events: Sequence[event_pb2.ApiEvent], cap: int) -> None:
+        """Events made already (those of a summarized call that are not summarized),
+        cut at their call's body cap as they would have been with it."""
         try:
+            documents = [self.builder.related_document(e, self.ids.next, cap) for e in events]
             if self._emit_documents is not None:
-                documents = [self.builder.related_document(e, self.ids.next) for e in events]
                 self._emit_documents(documents, wait=False)
             else:
-                for event in events:
-                    self.sink.emit(event)
+                for document in documents:
+                    self.sink.emit(event_of(document.document))
         except Exception as exc:
             self.failed(exc)
 

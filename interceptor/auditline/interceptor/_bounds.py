@@ -1,0 +1,90 @@
+"""The limits on what callers choose that go into events, and how things past them are
+cut: text with a marker that says so (a cut value must never pass for the whole one),
+bodies to their leading top-level fields, flagged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from auditline.interceptor._status import cut_text
+
+__all__ = [
+    "MAX_ERROR_BYTES",
+    "MAX_HEADER_CHARS",
+    "bounded_event",
+    "cut_fields",
+    "cut_marked",
+]
+
+MAX_ERROR_BYTES = 1024
+# A header value; and any other text field of an event a handler recorded.
+MAX_HEADER_CHARS = 1024
+
+
+def cut_marked(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters and a marker saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…(cut from {len(text)} characters)"
+
+
+def cut_fields(body: dict[str, Any], cap: int) -> tuple[dict[str, Any], bool]:
+    """`body` in at most `cap` characters of compact JSON: its leading top-level fields
+    that fit, and whether any were left out."""
+    if len(json.dumps(body, separators=(",", ":"))) <= cap:
+        return body, False
+    kept: dict[str, Any] = {}
+    used = 2
+    for key, value in body.items():
+        size_of = len(json.dumps({key: value}, separators=(",", ":")))
+        if used + size_of > cap:
+            break
+        kept[key] = value
+        used += size_of
+    return kept, True
+
+
+def _cut_lines(lines: list[str], cap: int) -> list[str]:
+    kept, used = [], 0
+    for line in lines:
+        line = cut_marked(line, MAX_HEADER_CHARS)
+        used += len(line)
+        if used > cap:
+            break
+        kept.append(line)
+    return kept
+
+
+def bounded_event(document: dict[str, Any], cap: int) -> dict[str, Any]:
+    """An event document (protobuf's JSON mapping of `ApiEvent`) cut as the builder cuts
+    a call's own event: bodies and metadata at `cap` characters of JSON, the error at
+    `MAX_ERROR_BYTES`, every other text at `MAX_HEADER_CHARS`. For events a handler
+    recorded, which may copy what the caller sent (a failed login's access key, say)."""
+    request = document.get("Request")
+    response = document.get("Response")
+    if request is not None:
+        if "RequestParams" in request:
+            params, cut = cut_fields(request["RequestParams"], cap)
+            request["RequestParams"] = params
+            request["RequestParamsTruncated"] = request["RequestParamsTruncated"] or cut
+        metadata = {
+            cut_marked(key, MAX_HEADER_CHARS): cut_marked(value, MAX_HEADER_CHARS)
+            for key, value in request["Metadata"].items()
+        }
+        request["Metadata"] = cut_fields(metadata, cap)[0]
+    if response is not None:
+        if "ResponseBody" in response:
+            body, cut = cut_fields(response["ResponseBody"], cap)
+            response["ResponseBody"] = body
+            response["ResponseBodyTruncated"] = response["ResponseBodyTruncated"] or cut
+        error, cut = cut_text(response["ResponseError"], MAX_ERROR_BYTES)
+        response["ResponseError"] = error
+        response["ResponseErrorTruncated"] = response["ResponseErrorTruncated"] or cut
+        response["ResponseErrorDetails"] = _cut_lines(response["ResponseErrorDetails"], cap)
+    for part in (document, request or {}, response or {}):
+        for key, value in part.items():
+            if isinstance(value, str):
+                part[key] = cut_marked(value, MAX_HEADER_CHARS)
+    return document

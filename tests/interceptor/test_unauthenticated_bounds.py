@@ -1,0 +1,98 @@
+"""What an unauthenticated caller can make the audit log hold: the events a handler
+records with its call are cut as the call's own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+import tests.support.echo as echo
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import SummaryPolicy, record_event
+from auditline.interceptor._bounds import (
+    MAX_ERROR_BYTES,
+    MAX_HEADER_CHARS,
+)
+from tests.interceptor.harness import FLAVOURS, Harness, R
+from tests.support.outcome import code_of
+
+CAP = 4096  # the unauthenticated body cap the tests' interceptors get
+HUGE = "A" * 200_000
+MARKER = "…(cut from "
+
+
+# --- events a handler records with an unauthenticated call -------------------------------
+
+
+def _huge_event() -> event_pb2.ApiEvent:
+    """An IAM-like event that copies what the caller sent, as a failed login does."""
+    event = event_pb2.ApiEvent(
+        event_name="FailedLoginUnknownAccessKey", version="2", log_type=event_pb2.LOG_TYPE_IAM
+    )
+    event.request.access_key = HUGE
+    event.request.account_name = HUGE
+    event.request.user_agent = HUGE
+    event.request.request_time.GetCurrentTime()
+    event.request.request_params.update({"access_key": HUGE, "attempt": HUGE})
+    event.request.metadata.update({f"k{n}": HUGE for n in range(20)})
+    event.response.response_time.GetCurrentTime()
+    event.response.response_error = HUGE
+    event.response.error_details.extend([HUGE] * 20)
+    event.response.response_body.update({"echo": HUGE})
+    return event
+
+
+@pytest.fixture
+def records_huge_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Echo handler records `_huge_event()`, never summarized with its call."""
+    original, original_async = echo.act, echo.act_async
+
+    def act(request: Any, context: Any) -> Any:
+        assert record_event(_huge_event(), summarize=False)
+        return original(request, context)
+
+    async def act_async(request: Any, context: Any) -> Any:
+        assert record_event(_huge_event(), summarize=False)
+        return await original_async(request, context)
+
+    monkeypatch.setattr(echo, "act", act)
+    monkeypatch.setattr(echo, "act_async", act_async)
+
+
+@pytest.mark.usefixtures("records_huge_events")
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_events_a_handler_records_are_cut_as_its_unauthenticated_call(
+    flavour: str, audit_mode: str
+) -> None:
+    # The second call is past its source's rate: its event is counted, the handler's
+    # (not summarized) goes on its own.
+    h = Harness(
+        flavour,
+        mode=audit_mode,
+        unauthenticated_max_body_bytes=CAP,
+        summaries=SummaryPolicy(rate=0.001, burst=1, interval=3600),
+    )
+    try:
+        assert code_of(lambda: h.stub.Echo(R(text="first"))) == grpc.StatusCode.OK
+        assert code_of(lambda: h.stub.Echo(R(text="second"))) == grpc.StatusCode.OK
+        events = h.events(3)
+    finally:
+        h.close()
+    related = [e for e in events if e.event_name == "FailedLoginUnknownAccessKey"]
+    assert len(related) == 2
+    for event in related:
+        request, response = event.request, event.response
+        for text in (request.access_key, request.account_name, request.user_agent):
+            assert text == HUGE[:MAX_HEADER_CHARS] + f"{MARKER}{len(HUGE)} characters)"
+        assert len(json_format.MessageToJson(request.request_params)) < CAP + 100
+        assert request.params_truncated
+        assert sum(len(k) + len(v) for k, v in request.metadata.items()) <= CAP
+        assert len(response.response_error.encode()) <= MAX_ERROR_BYTES
+        assert response.error_truncated
+        assert sum(len(line) for line in response.error_details) <= CAP
+        assert response.body_truncated
+        # 4.4 MB as the handler made it.
+        assert event.ByteSize() < 4 * CAP + 10 * MAX_HEADER_CHARS
