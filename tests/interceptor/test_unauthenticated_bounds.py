@@ -1,8 +1,10 @@
 """What an unauthenticated caller can make the audit log hold: the events a handler
-records with its call are cut as the call's own."""
+records with its call are cut as the call's own, and method names the server does not
+have are recorded cut and cached nowhere."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import grpc
@@ -11,17 +13,24 @@ from google.protobuf import json_format
 
 import tests.support.echo as echo
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor import SummaryPolicy, record_event
+from auditline.interceptor import AuditPolicy, SummaryPolicy, method_info, record_event
+from auditline.interceptor import _methods as methods_module
 from auditline.interceptor._bounds import (
     MAX_ERROR_BYTES,
     MAX_HEADER_CHARS,
+    MAX_UNKNOWN_METHOD_CHARS,
 )
-from tests.interceptor.harness import FLAVOURS, Harness, R
+from tests.interceptor.harness import FLAVOURS, Harness, R, raw_call
 from tests.support.outcome import code_of
 
+ECHO = "auditline_testing.v1.EchoService"
 CAP = 4096  # the unauthenticated body cap the tests' interceptors get
 HUGE = "A" * 200_000
 MARKER = "…(cut from "
+
+
+def _params(event: event_pb2.ApiEvent) -> dict[str, Any]:
+    return json_format.MessageToDict(event.request.request_params)
 
 
 # --- events a handler records with an unauthenticated call -------------------------------
@@ -96,3 +105,67 @@ def test_events_a_handler_records_are_cut_as_its_unauthenticated_call(
         assert response.body_truncated
         # 4.4 MB as the handler made it.
         assert event.ByteSize() < 4 * CAP + 10 * MAX_HEADER_CHARS
+
+
+# --- method names the server does not have ----------------------------------------------
+
+
+def _long_unknown(n: int, length: int = 4000) -> str:
+    return f"/evil.Svc{n}/Get{n:05d}" + "A" * length
+
+
+def test_unknown_method_names_are_cut_and_kept_in_no_cache() -> None:
+    known = method_info(f"/{ECHO}/Echo")
+    assert known.described
+    assert method_info(f"/{ECHO}/Echo") is known  # described methods: made once
+    before = len(methods_module._DESCRIBED)
+    for n in range(200):
+        name = _long_unknown(n, 60_000)
+        info = method_info(name)
+        assert not info.described
+        assert info.full_method == name[:MAX_UNKNOWN_METHOD_CHARS] + (
+            f"{MARKER}{len(name)} characters)"
+        )
+        for part in (info.service, info.method, info.event_name):
+            assert len(part) <= MAX_UNKNOWN_METHOD_CHARS + len(MARKER) + 20
+        assert info.method.startswith(f"Get{n:05d}AAA")
+        assert info.method.endswith(" characters)")
+    # Another path to a described method is not it (gRPC routes only the exact one).
+    assert not method_info(f"//{ECHO}/Echo").described
+    assert len(methods_module._DESCRIBED) == before
+    # A short unknown name is recorded whole.
+    assert method_info("/evil.Svc/Short").full_method == "/evil.Svc/Short"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_calls_to_long_unknown_methods_are_recorded_cut_and_cost_nothing_per_name(
+    flavour: str, audit_mode: str
+) -> None:
+    calls = 40
+    policy = AuditPolicy.parse(["grpc.health.v1.Health/*=summary"])
+    h = Harness(
+        flavour,
+        mode=audit_mode,
+        policy=policy,
+        summaries=SummaryPolicy(rate=0.001, burst=1, interval=3600),
+    )
+    try:
+        for n in range(calls):
+            call = raw_call(h.channel, _long_unknown(n))
+            assert code_of(functools.partial(call, b"")) == grpc.StatusCode.UNIMPLEMENTED
+        (first,) = h.events(1)  # the rest are past the source's rate
+        # Policy decisions are kept for described methods only.
+        assert policy._decisions == {}
+    finally:
+        h.close()
+    limit = MAX_UNKNOWN_METHOD_CHARS + len(MARKER) + 20
+    assert first.event_name.startswith("Get00000AAA")
+    assert MARKER in first.event_name
+    assert len(first.event_name) <= limit
+    assert len(first.method) <= limit
+    assert len(first.service) <= limit
+    summaries = [e for e in h.sink.events if e.event_name == "CallsSummarized"]
+    (summary,) = summaries
+    params = _params(summary)
+    assert params["calls"] == calls - 1
+    assert all(len(name) <= limit for name in params["methods"])

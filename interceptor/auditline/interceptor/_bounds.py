@@ -13,6 +13,7 @@ from auditline.interceptor._status import cut_text
 __all__ = [
     "MAX_ERROR_BYTES",
     "MAX_HEADER_CHARS",
+    "MAX_UNKNOWN_METHOD_CHARS",
     "bounded_event",
     "cut_fields",
     "cut_marked",
@@ -21,6 +22,10 @@ __all__ = [
 MAX_ERROR_BYTES = 1024
 # A header value; and any other text field of an event a handler recorded.
 MAX_HEADER_CHARS = 1024
+# A method name no descriptor of the server describes is the caller's to choose, and
+# gRPC lets paths of ~64 KB through. Names past this (the longest real ones are ~100
+# characters) are recorded cut.
+MAX_UNKNOWN_METHOD_CHARS = 256
 
 
 def cut_marked(text: str, limit: int) -> str:

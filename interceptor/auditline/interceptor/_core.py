@@ -211,6 +211,7 @@ class AuditCore:
         """Count the call in a summary instead of recording it, where it is due."""
         summarizer = self.counting.summarizer_for(
             method=record.info.full_method,
+            described=record.info.described,
             authenticated=record.principal is not None,
             allowed=lambda: self.builder.status(record)[0] == grpc.StatusCode.OK,
             source=lambda: self.builder.source(record)[0],

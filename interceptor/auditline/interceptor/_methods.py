@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 
 from google.protobuf import descriptor, descriptor_pool, message, message_factory
 
 from auditline.audit.v1 import options_pb2
+from auditline.interceptor._bounds import MAX_UNKNOWN_METHOD_CHARS, cut_marked
 
 # Leading verbs of method names and the activity they imply, for services that
 # carry no `(auditline.audit.v1.event)` option.
@@ -85,6 +85,9 @@ class MethodInfo:
     activity: int
     request_class: type[message.Message] | None
     omit_response_body: bool = False
+    # Whether a descriptor of the server describes it; if not, the caller chose the
+    # name, which is then cut at MAX_UNKNOWN_METHOD_CHARS and kept in no cache.
+    described: bool = False
 
 
 def message_class_of(deserializer: object) -> type[message.Message] | None:
@@ -98,29 +101,31 @@ def _split(full_method: str) -> tuple[str, str]:
     return service, method
 
 
-@functools.lru_cache(maxsize=4096)
+# The methods the default descriptor pool describes, by their exact path: one entry per
+# method the server's own code defines, however many names callers try.
+_DESCRIBED: dict[str, MethodInfo] = {}
+
+
 def method_info(full_method: str) -> MethodInfo:
     """Look the method up in the default descriptor pool; fall back on its name."""
+    info = _DESCRIBED.get(full_method)
+    if info is not None:
+        return info
     service, method = _split(full_method)
-    pool = descriptor_pool.Default()
     try:
-        method_descriptor: descriptor.MethodDescriptor | None = pool.FindMethodByName(
-            f"{service}.{method}"
+        method_descriptor: descriptor.MethodDescriptor | None = (
+            descriptor_pool.Default().FindMethodByName(f"{service}.{method}")
         )
     except KeyError:
         method_descriptor = None
-    if method_descriptor is None:
-        return MethodInfo(
-            full_method,
-            service,
-            method,
-            method,
-            activity_from_verb(method),
-            None,
-        )
+    # Only the exact path gRPC routes is the method's (not `//pkg.Service/Method`, say).
+    if method_descriptor is None or full_method != (
+        f"/{method_descriptor.containing_service.full_name}/{method_descriptor.name}"
+    ):
+        return _unknown(full_method, service, method)
     options = method_descriptor.GetOptions().Extensions[options_pb2.event]
     activity = options.activity or activity_from_verb(method)
-    return MethodInfo(
+    info = MethodInfo(
         full_method=full_method,
         service=service,
         method=method,
@@ -128,4 +133,21 @@ def method_info(full_method: str) -> MethodInfo:
         activity=activity,
         request_class=message_factory.GetMessageClass(method_descriptor.input_type),
         omit_response_body=options.omit_response_body,
+        described=True,
+    )
+    _DESCRIBED[full_method] = info
+    return info
+
+
+def _unknown(full_method: str, service: str, method: str) -> MethodInfo:
+    """A method known only by the name the caller sent: every part of it cut."""
+    limit = MAX_UNKNOWN_METHOD_CHARS
+    method = cut_marked(method, limit)
+    return MethodInfo(
+        cut_marked(full_method, limit),
+        cut_marked(service, limit),
+        method,
+        method,
+        activity_from_verb(method),
+        None,
     )

@@ -23,6 +23,9 @@ __all__ = ["RECORDS", "AuditPolicy", "AuditRule"]
 
 # What a rule may say of the calls it matches.
 RECORDS = ("all", "denied", "allowed", "summary")
+# Decisions kept at most: a bound even for callers of `record_for` that remember names
+# they did not choose themselves.
+_MAX_DECISIONS = 10_000
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -74,16 +77,18 @@ class AuditPolicy:
     def _decisions(self) -> dict[str, str]:
         return {}  # method → what its rule says; filled as methods are seen
 
-    def record_for(self, full_method: str) -> str:
-        """What the policy says of a method's calls (one of RECORDS)."""
+    def record_for(self, full_method: str, *, remember: bool = True) -> str:
+        """What the policy says of a method's calls (one of RECORDS). Without `remember`
+        the answer is not kept: for names callers chose (methods the server does not
+        describe), which must not grow a cache one name at a time."""
         decided = self._decisions.get(full_method)
         if decided is None:
             decided = next((r.record for r in self.rules if r.matches(full_method)), "all")
-            if len(self._decisions) < 10_000:  # unknown methods are named by callers
+            if remember and len(self._decisions) < _MAX_DECISIONS:
                 self._decisions[full_method] = decided
         return decided
 
-    def individually(self, full_method: str, *, allowed: bool) -> bool:
+    def individually(self, full_method: str, *, allowed: bool, remember: bool = True) -> bool:
         """Whether a call gets its own event (else it is counted in a summary)."""
-        record = self.record_for(full_method)
+        record = self.record_for(full_method, remember=remember)
         return record == "all" or record == ("allowed" if allowed else "denied")

@@ -201,13 +201,18 @@ class Counting:
         self,
         *,
         method: str,
+        described: bool,
         authenticated: bool,
         allowed: Callable[[], bool],
         source: Callable[[], str],
     ) -> CallSummarizer | None:
         """The summarizer that counts this call; None: it gets its own event. (`allowed`
-        and `source` are asked only when needed: they cost a status and a peer parse.)"""
-        if self.left_out is not None and not self.policy.individually(method, allowed=allowed()):
+        and `source` are asked only when needed: they cost a status and a peer parse.)
+        The policy remembers its decision only for `described` methods, not for names
+        callers chose."""
+        if self.left_out is not None and not self.policy.individually(
+            method, allowed=allowed(), remember=described
+        ):
             return self.left_out
         if self.rate is None or authenticated or self.rate.record_individually(source()):
             return None
