@@ -1,6 +1,7 @@
 """What an unauthenticated caller can make the audit log hold: the events a handler
 records with its call are cut as the call's own, and method names the server does not
-have are recorded cut and cached nowhere."""
+have are recorded cut and cached nowhere, and a summary names a bounded number of
+methods."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from auditline.interceptor._bounds import (
     MAX_HEADER_CHARS,
     MAX_UNKNOWN_METHOD_CHARS,
 )
+from auditline.interceptor._summaries import MAX_SUMMARY_METHODS, CallSummarizer
 from tests.interceptor.harness import FLAVOURS, Harness, R, raw_call
 from tests.support.outcome import code_of
 
@@ -168,4 +170,33 @@ def test_calls_to_long_unknown_methods_are_recorded_cut_and_cost_nothing_per_nam
     (summary,) = summaries
     params = _params(summary)
     assert params["calls"] == calls - 1
+    assert len(params["methods"]) == MAX_SUMMARY_METHODS
     assert all(len(name) <= limit for name in params["methods"])
+    assert params["other_methods"] == calls - 1 - MAX_SUMMARY_METHODS
+    assert summary.ByteSize() < (MAX_SUMMARY_METHODS + 2) * limit
+
+
+# --- summaries of many methods and many sources -----------------------------------------
+
+
+class Clock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_summary_names_a_bounded_number_of_methods_and_counts_the_rest() -> None:
+    summarizer = CallSummarizer(SummaryPolicy(rate=0.001, burst=1, interval=60), clock=Clock())
+    for n in range(500):
+        summarizer.count(
+            source="203.0.113.9", method=f"/x.Y/M{n}", code="UNIMPLEMENTED", related=[], at_ns=n
+        )
+    (summary,) = summarizer.due(everything=True)
+    params = summary.document["Request"]["RequestParams"]
+    assert params["calls"] == 500
+    assert len(params["methods"]) == MAX_SUMMARY_METHODS
+    assert sum(params["methods"].values()) + params["other_methods"] == 500

@@ -5,7 +5,9 @@ to fill the audit log. Each source address gets a token bucket (`rate` events a
 second, `burst` at once) and all sources together twenty times that; calls past
 it are not recorded one by one but counted per source — how many, which methods,
 which codes, which related events — and written as one `CallsSummarized` event
-per source and interval. The number of sources tracked is bounded too: when it is
+per source and interval. A summary names at most `MAX_SUMMARY_METHODS` methods and
+counts the calls to any other together (callers choose the names of methods the
+server does not have). The number of sources tracked is bounded too: when it is
 reached, the quietest source's counts are written at once.
 """
 
@@ -16,16 +18,19 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor._formats import apievent_dict
 from auditline.interceptor._policy import AuditPolicy
 from auditline.interceptor._types import EventDocument
 
-__all__ = ["SUMMARY_NAME", "CallSummarizer", "Counting", "SummaryPolicy"]
+__all__ = ["MAX_SUMMARY_METHODS", "SUMMARY_NAME", "CallSummarizer", "Counting", "SummaryPolicy"]
 
 SUMMARY_NAME = "CallsSummarized"
 _GLOBAL_FACTOR = 20
+# Methods named one by one in a summary; the calls to any other are counted together.
+MAX_SUMMARY_METHODS = 10
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,8 +70,15 @@ class _Counts:
     opened: float  # monotonic time of the first call counted
     calls: int = 0
     methods: dict[str, int] = dataclasses.field(default_factory=dict)
+    other_methods: int = 0  # calls to methods past MAX_SUMMARY_METHODS
     codes: dict[str, int] = dataclasses.field(default_factory=dict)
     events: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def add_method(self, method: str) -> None:
+        if method in self.methods or len(self.methods) < MAX_SUMMARY_METHODS:
+            _bump(self.methods, method)
+        else:
+            self.other_methods += 1
 
 
 def _bump(counts: dict[str, int], key: str, by: int = 1) -> None:
@@ -125,7 +137,7 @@ class CallSummarizer:
                 self._counts[source] = counts
             counts.calls += 1
             counts.last_ns = max(counts.last_ns, at_ns)
-            _bump(counts.methods, method)
+            counts.add_method(method)
             _bump(counts.codes, code)
             for name in related:
                 _bump(counts.events, name)
@@ -157,15 +169,16 @@ class CallSummarizer:
         )
         event.request.source_ip = source
         event.request.request_time.FromNanoseconds(counts.first_ns)
-        event.request.request_params.update(
-            {
-                "reason": self.reason,
-                "calls": counts.calls,
-                "methods": counts.methods,
-                "codes": counts.codes,
-                "events": counts.events,
-            }
-        )
+        params: dict[str, Any] = {
+            "reason": self.reason,
+            "calls": counts.calls,
+            "methods": counts.methods,
+            "codes": counts.codes,
+            "events": counts.events,
+        }
+        if counts.other_methods:
+            params["other_methods"] = counts.other_methods
+        event.request.request_params.update(params)
         event.request.message_count = counts.calls
         event.response.response_time.FromNanoseconds(counts.last_ns)
         event.response.response_status = "OK"
