@@ -1,11 +1,12 @@
-"""What an unauthenticated caller can make the audit log hold: the events a handler
-records with its call are cut as the call's own, and method names the server does not
-have are recorded cut and cached nowhere, and a summary names a bounded number of
-methods."""
+"""What an unauthenticated caller can make the audit log hold, and what it costs: the
+events a handler records with its call are cut as the call's own, method names the
+server does not have are recorded cut and cached nowhere, and summaries stay bounded
+(and cheap) however many methods and source addresses a caller uses."""
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -189,6 +190,23 @@ class Clock:
         return self.now
 
 
+def _flood(summarizer: CallSummarizer, sources: Iterator[str], method: str = "/x.Y/Z") -> int:
+    """One call from each source; how many were recorded individually."""
+    individual = 0
+    for n, source in enumerate(sources):
+        if summarizer.record_individually(source):
+            individual += 1
+        else:
+            summarizer.count(
+                source=source, method=method, code="UNAUTHENTICATED", related=[], at_ns=n
+            )
+    return individual
+
+
+def _ipv4(count: int) -> Iterator[str]:
+    return (f"198.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}" for n in range(count))
+
+
 def test_a_summary_names_a_bounded_number_of_methods_and_counts_the_rest() -> None:
     summarizer = CallSummarizer(SummaryPolicy(rate=0.001, burst=1, interval=60), clock=Clock())
     for n in range(500):
@@ -200,3 +218,47 @@ def test_a_summary_names_a_bounded_number_of_methods_and_counts_the_rest() -> No
     assert params["calls"] == 500
     assert len(params["methods"]) == MAX_SUMMARY_METHODS
     assert sum(params["methods"].values()) + params["other_methods"] == 500
+
+
+def test_many_sources_are_folded_into_one_summary_not_an_event_each() -> None:
+    clock = Clock()
+    policy = SummaryPolicy(rate=10, burst=50, interval=60, max_sources=100)
+    summarizer = CallSummarizer(policy, clock=clock)
+    # A busy source first: it keeps a summary of its own through the folding.
+    busy = "192.0.2.1"
+    for n in range(500):
+        if not summarizer.record_individually(busy):
+            summarizer.count(source=busy, method="/x.Y/Z", code="OK", related=[], at_ns=n)
+    flood = 5000
+    individual = _flood(summarizer, _ipv4(flood))
+    # However many sources: together no more individual events than the global burst
+    # (the clock stood still).
+    assert individual == 50 * 20 - 50
+    # Nothing is written before the interval ends: no event per source pushed out.
+    assert summarizer.due() == []
+    clock.now += 60
+    summaries = [s.document for s in summarizer.due()]
+    assert len(summaries) <= policy.max_sources + 1
+    by_source = {s["Request"]["SourceIP"]: s["Request"]["RequestParams"] for s in summaries}
+    assert by_source[busy]["calls"] == 450
+    folded = by_source[""]
+    assert folded["sources"] > flood - individual - policy.max_sources
+    counted = sum(p["calls"] for p in by_source.values())
+    assert counted == 500 + flood - 50 - individual
+    assert summarizer.summarized == counted
+
+
+def test_an_ipv6_64_is_one_source() -> None:
+    clock = Clock()
+    summarizer = CallSummarizer(SummaryPolicy(rate=10, burst=50, interval=60), clock=clock)
+    addresses = [
+        f"2001:db8:1:2:{n >> 32 & 0xFFFF:x}:{n >> 16 & 0xFFFF:x}:0:{n & 0xFFFF:x}"
+        for n in range(3000)
+    ]
+    assert _flood(summarizer, iter(addresses)) == 50  # one burst for the whole /64
+    clock.now += 60
+    (summary,) = [s.document for s in summarizer.due()]
+    assert summary["Request"]["SourceIP"] == addresses[50]
+    params = summary["Request"]["RequestParams"]
+    assert params["source_network"] == "2001:db8:1:2::/64"
+    assert params["calls"] == 3000 - 50
