@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,6 +26,8 @@ from auditline.interceptor._scope import SCOPE
 from auditline.interceptor._status import sendable
 
 __all__ = ["AsyncAuditInterceptor"]
+
+log = logging.getLogger("auditline.interceptor")
 
 # How long a call whose request stream ended, and whose headers went out, waits for
 # grpc.aio's notice that the client cancelled. Measured: 0.14 ms median, 0.8 ms at
@@ -103,6 +106,12 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
     ) -> None:
         """Abort the call. grpc.aio sends the status at once, so in fail-closed mode the
         call's events are kept first (or the answer becomes UNAVAILABLE)."""
+        if code == grpc.StatusCode.OK or code == 0:
+            # grpc's sync server answers UNKNOWN without a message to an abort with OK;
+            # grpc.aio fails an assertion and never answers (the client waits for its
+            # deadline) while the log would say what the handler set. Answer as sync.
+            log.error("abort() called with StatusCode.OK; returning UNKNOWN")
+            code, details = grpc.StatusCode.UNKNOWN, ""
         details = sendable(details) or details
         if self._fail_closed and call.admitted and not call.recorded:
             call.recorded = True
