@@ -1,13 +1,23 @@
 """The asyncio interceptor and what handlers do on a grpc.aio server: an abort with the
-OK code answers as gRPC's sync server does (UNKNOWN)."""
+OK code answers as gRPC's sync server does (UNKNOWN); plain (not async) handlers run in
+a thread, where their abort ends them, as on a sync server."""
 
 from __future__ import annotations
 
+import functools
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import grpc
 import pytest
+from auditline_testing.v1 import echo_pb2, echo_pb2_grpc
+from google.protobuf import json_format
 
-from tests.interceptor.harness import FLAVOURS, Harness, R
-from tests.support.outcome import error_of
+from tests.interceptor.harness import FLAVOURS, Event, Harness, R
+from tests.support.echo import ECHO_INITIAL, ECHO_TRAILING, SyncEcho
+from tests.support.outcome import code_of, error_of
 
 # How long a client waits for an answer that should come at once: a call that never
 # gets one fails on this deadline instead of hanging the test.
@@ -32,5 +42,191 @@ def test_an_abort_with_ok_answers_unknown_as_the_sync_server_does(
         for event in h.events(2):
             assert event.response.response_status == "UNKNOWN"
             assert event.response.response_error == ""
+    finally:
+        h.close()
+
+
+# --- plain (not async) handlers on an asyncio server ---------------------------------
+
+
+class _Registered:
+    """Stands in for a server: keeps what `add_EchoServiceServicer_to_server` registers."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}  # grpc.RpcMethodHandler
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers again, by method below
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.handlers.update({f"/{service}/{name}": h for name, h in handlers.items()})
+
+
+class _PlainHandlers(grpc.aio.ServerInterceptor):
+    """Behind the audit interceptor, serves the echo service with `SyncEcho`'s plain
+    functions and generators (grpc.aio runs such handlers in a thread pool) instead of
+    the asyncio server's coroutines; `overrides` replace some of them."""
+
+    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+        registered = _Registered()
+        server: Any = registered  # typed grpc.Server
+        echo_pb2_grpc.add_EchoServiceServicer_to_server(SyncEcho(), server)
+        self._handlers = registered.handlers
+        for name, behavior in (overrides or {}).items():
+            self._handlers[f"{SERVICE}/{name}"] = grpc.unary_unary_rpc_method_handler(
+                behavior,
+                request_deserializer=R.FromString,
+                response_serializer=echo_pb2.EchoResponse.SerializeToString,
+            )
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        handler = self._handlers.get(details.method)
+        return handler if handler is not None else await continuation(details)
+
+
+SERVICE = "/auditline_testing.v1.EchoService"
+
+
+def plain(mode: str, overrides: dict[str, Any] | None = None, **options: Any) -> Harness:
+    """An asyncio server whose handlers are plain functions and generators."""
+    return Harness("aio", mode=mode, inner=[_PlainHandlers(overrides)], **options)
+
+
+def _observed(call: Callable[[], Any]) -> tuple[str, str, int]:
+    """What a client saw: the code, the message, and how many responses it received."""
+    received = 0
+    try:
+        result = call()
+        if isinstance(result, Iterator):
+            for _ in result:
+                received += 1
+        else:
+            received = 1
+    except grpc.RpcError as error:
+        return error.code().name, error.details() or "", received
+    return "OK", "", received
+
+
+def _undeserializable_stream(h: Harness) -> Any:
+    upload: Any = h.channel.stream_unary(f"{SERVICE}/UploadThings")
+    return upload(iter([b"\xff\xff\xff"]))
+
+
+# Calls whose handlers abort, raise, set a principal or metadata, in every shape.
+PLAIN_CALLS: dict[str, Callable[[Harness], Any]] = {
+    "unary ok": lambda h: h.stub.Echo(R(text="hi")),
+    "unary denied": lambda h: h.stub.Echo(R(action="status", count=7, text="not yours")),
+    "unary abort_with_status": lambda h: h.stub.Echo(R(action="abort_with_status")),
+    "unary raise": lambda h: h.stub.Echo(R(action="raise")),
+    "unary set_code": lambda h: h.stub.Echo(R(action="set_code")),
+    "unary principal": lambda h: h.stub.Echo(R(action="principal")),
+    "unary metadata": lambda h: h.stub.Echo(
+        R(text="m"), metadata=((ECHO_INITIAL, "initial"), (ECHO_TRAILING, b"\xab"))
+    ),
+    "server stream ok": lambda h: h.stub.ListThings(R(text="l")),
+    "server stream abort": lambda h: h.stub.ListThings(R(action="abort")),
+    "client stream ok": lambda h: h.stub.UploadThings(iter([R(text="a"), R(text="b")])),
+    "client stream abort": lambda h: h.stub.UploadThings(iter([R(text="a"), R(action="abort")])),
+    "client stream undeserializable": _undeserializable_stream,
+    "bidi ok": lambda h: h.stub.ChatThings(iter([R(text="a"), R(text="b")])),
+    "bidi abort": lambda h: h.stub.ChatThings(iter([R(text="a"), R(action="abort")])),
+}
+
+
+def _normalised(event: Event) -> dict[str, Any]:
+    data = json_format.MessageToDict(event)
+    data.pop("EventId")
+    data["Request"].pop("RequestTime")
+    data["Request"].pop("SourcePort", None)
+    data["Response"].pop("ResponseTime")
+    return data
+
+
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["fail-open", "fail-closed"])
+def test_plain_handlers_answer_and_are_logged_as_on_a_sync_server(
+    audit_mode: str, fail_closed: bool
+) -> None:
+    # A plain handler's abort ends it with its status: the client never gets the data
+    # it would have returned after the abort, and the event says what the client saw.
+    seen: dict[str, list[tuple[str, str, int]]] = {}
+    events: dict[str, list[dict[str, Any]]] = {}
+    for flavour in ("sync", "plain"):
+        h = (
+            Harness("sync", mode=audit_mode, fail_closed=fail_closed)
+            if flavour == "sync"
+            else plain(audit_mode, fail_closed=fail_closed)
+        )
+        try:
+            seen[flavour] = [_observed(functools.partial(call, h)) for call in PLAIN_CALLS.values()]
+            events[flavour] = [_normalised(event) for event in h.events(len(PLAIN_CALLS))]
+        finally:
+            h.close()
+    denied = list(PLAIN_CALLS).index("unary denied")
+    assert seen["plain"][denied] == ("PERMISSION_DENIED", "not yours", 0)
+    assert events["plain"][denied]["Response"]["ResponseStatus"] == "PERMISSION_DENIED"
+    # The codes and the messages received; a raise's message is grpc.aio's own.
+    assert [(code, count) for code, _, count in seen["plain"]] == [
+        (code, count) for code, _, count in seen["sync"]
+    ]
+    assert events["plain"] == events["sync"]
+
+
+class _BlockedUntilItEnds:
+    """A plain unary handler that blocks its thread until its call ends, as
+    `add_callback` tells it."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.ended = threading.Event()
+        self.returned = threading.Event()
+        self.active_after_end: bool | None = None
+
+    def __call__(self, request: echo_pb2.EchoRequest, context: Any) -> echo_pb2.EchoResponse:
+        assert context.add_callback(self.ended.set)
+        assert context.is_active()
+        self.started.set()
+        self.ended.wait(30)
+        self.active_after_end = context.is_active()
+        self.returned.set()
+        return echo_pb2.EchoResponse(text=request.text)
+
+
+def test_a_blocking_plain_handler_leaves_the_event_loop_serving(audit_mode: str) -> None:
+    blocked = _BlockedUntilItEnds()
+    h = plain(audit_mode, {"Echo": blocked})
+    try:
+        waiting = h.stub.Echo.future(R(text="blocked"), timeout=30)
+        assert blocked.started.wait(PROMPT)
+        # Its thread is blocked, not the event loop: other calls are served meanwhile.
+        assert h.stub.CreateThing(R(text="meanwhile"), timeout=PROMPT).text == "meanwhile"
+        waiting.cancel()
+        # The call's end is told to the handler (add_callback), which then returns.
+        assert blocked.returned.wait(PROMPT)
+        assert blocked.active_after_end is False
+        statuses = {e.event_name: e.response.response_status for e in h.events(2)}
+        assert statuses == {"MakeThing": "OK", "Echo": "CANCELLED"}  # CreateThing's event name
+    finally:
+        h.close()
+
+
+def test_fail_closed_plain_handlers_aborting_together_all_answer() -> None:
+    # As many handlers as the event loop's default executor has threads (and the
+    # interceptor's own pool) abort at once. Were they run in that executor, each would
+    # wait in abort for the keeping of its events, which needs a thread of that same
+    # executor (for a sink without keep_documents), and no call would ever end.
+    count = min(32, (os.cpu_count() or 1) + 4)
+    together = threading.Barrier(count)
+
+    def deny(request: echo_pb2.EchoRequest, context: Any) -> echo_pb2.EchoResponse:
+        together.wait(PROMPT)
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "not yours")
+        return echo_pb2.EchoResponse(text="data")
+
+    h = plain("in-process", {"Echo": deny}, fail_closed=True)
+    try:
+        calls = [h.stub.Echo.future(R(text=f"call {i}"), timeout=PROMPT * 2) for i in range(count)]
+        codes = [code_of(call.result) for call in calls]
+        assert codes == [grpc.StatusCode.PERMISSION_DENIED] * count
+        assert {e.response.response_status for e in h.events(count)} == {"PERMISSION_DENIED"}
     finally:
         h.close()

@@ -1,8 +1,8 @@
 """`AsyncAuditInterceptor`: the audit interceptor for `grpc.aio` servers.
 
-Handlers stay what they were: coroutines stay coroutines and async generators
-stay async generators, so nothing is pushed to a thread pool. Handlers get a thin
-context that counts reads and writes, cuts over-long status messages, and in
+Handlers run where grpc.aio would run them: coroutines and async generators on the
+event loop, plain functions and generators in a thread (`_aio_threads`). Handlers get
+a thin context that counts reads and writes, cuts over-long status messages, and in
 fail-closed mode records the call before an `abort` sends its status (grpc.aio
 sends it at once); everything else is delegated.
 """
@@ -18,7 +18,8 @@ from typing import Any
 import grpc
 from google.protobuf import message
 
-from auditline.interceptor._aio_call import AioCall, AuditedContext, async_iterator, settled
+from auditline.interceptor._aio_call import AioCall, AuditedContext
+from auditline.interceptor._aio_threads import HandlerThreads, is_async_handler
 from auditline.interceptor._base import AuditInterceptorBase, Refusal, serialize_unary
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._record import CallRecord
@@ -43,6 +44,14 @@ Deserializer = Callable[[bytes], Any] | None
 
 class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
     __doc__ = AuditInterceptorBase.__doc__
+
+    # Where plain (not async) handlers run: made on the first such call.
+    _threads: HandlerThreads | None = None
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        super().close(timeout)
+        if self._threads is not None:
+            self._threads.close()
 
     async def intercept_service(
         self,
@@ -244,6 +253,11 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
         return requests()
 
+    def _handler_threads(self) -> HandlerThreads:
+        if self._threads is None:
+            self._threads = HandlerThreads()
+        return self._threads
+
     def _unary_response(
         self,
         info: MethodInfo,
@@ -263,9 +277,12 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             try:
                 await self._start(call, context)
                 argument = await self._argument(call, request, context, streaming_request)
-                result = await settled(
-                    inner(argument, AuditedContext(context, call, self._parse, self._abort))
-                )
+                audited = AuditedContext(context, call, self._parse, self._abort)
+                if is_async_handler(inner):
+                    result = await inner(argument, audited)
+                else:
+                    threads = self._handler_threads()
+                    result = await threads.unary(inner, argument, audited, streaming_request)
                 response = serialize_unary(result, serialize, context)
                 if response is not None:
                     call.on_send(result)
@@ -288,8 +305,10 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         deserialize: Deserializer,
         streaming_request: bool,
     ) -> Any:
-        """The behavior of a server-streaming call, in the handler's own style."""
-        if inspect.isasyncgenfunction(inner) or inspect.isgeneratorfunction(inner):
+        """The behavior of a server-streaming call, in the handler's own style (in the
+        order grpc.aio tells them apart: reader/writer coroutine, async generator, and
+        anything else is a plain function or generator)."""
+        if not inspect.iscoroutinefunction(inner):
 
             async def generator(request: Any, context: Any) -> AsyncIterator[Any]:
                 call = AioCall(info, request_class, deserialize)
@@ -299,8 +318,13 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                     try:
                         await self._start(call, context)
                         argument = await self._argument(call, request, context, streaming_request)
-                        responses = async_iterator(
-                            inner(argument, AuditedContext(context, call, self._parse, self._abort))
+                        audited = AuditedContext(context, call, self._parse, self._abort)
+                        responses = (
+                            inner(argument, audited)
+                            if inspect.isasyncgenfunction(inner)
+                            else self._handler_threads().stream(
+                                inner, argument, audited, streaming_request
+                            )
                         )
                     finally:
                         SCOPE.reset(token)

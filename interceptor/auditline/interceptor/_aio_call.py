@@ -3,8 +3,7 @@ context its handler sees (`AuditedContext`)."""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -13,7 +12,7 @@ from google.protobuf import message
 from auditline.interceptor._call_state import CallState
 from auditline.interceptor._methods import MethodInfo
 
-__all__ = ["Abort", "AioCall", "AuditedContext", "Parse", "async_iterator", "settled"]
+__all__ = ["Abort", "AioCall", "AuditedContext", "Parse"]
 
 Deserializer = Callable[[bytes], Any] | None
 
@@ -92,22 +91,3 @@ class AuditedContext:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
-
-
-async def settled(value: Any) -> Any:
-    """A handler's result: awaited when it is awaitable (a coroutine), else as it is.
-
-    Sync handlers on an asyncio server (with a migration thread pool) are wrapped as
-    coroutines here, so they run on the event loop thread.
-    """
-    return await value if inspect.isawaitable(value) else value
-
-
-async def async_iterator(responses: Any) -> AsyncIterator[Any]:
-    """The responses of a streaming handler, async generator or plain generator alike."""
-    if hasattr(responses, "__anext__"):
-        async for item in responses:
-            yield item
-    else:
-        for item in responses:
-            yield item
