@@ -1,13 +1,15 @@
 """The asyncio interceptor and what handlers do on a grpc.aio server: an abort with the
 OK code answers as gRPC's sync server does (UNKNOWN); plain (not async) handlers run in
-a thread, where their abort ends them, as on a sync server."""
+a thread, where their abort ends them, as on a sync server; a cancel that comes while
+a handler holds the event loop is logged as the client saw it."""
 
 from __future__ import annotations
 
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -62,10 +64,11 @@ class _Registered:
         self.handlers.update({f"/{service}/{name}": h for name, h in handlers.items()})
 
 
-class _PlainHandlers(grpc.aio.ServerInterceptor):
+class _Handlers(grpc.aio.ServerInterceptor):
     """Behind the audit interceptor, serves the echo service with `SyncEcho`'s plain
     functions and generators (grpc.aio runs such handlers in a thread pool) instead of
-    the asyncio server's coroutines; `overrides` replace some of them."""
+    the asyncio server's coroutines; `overrides` (behaviors by method name) replace
+    some of them."""
 
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         registered = _Registered()
@@ -73,7 +76,12 @@ class _PlainHandlers(grpc.aio.ServerInterceptor):
         echo_pb2_grpc.add_EchoServiceServicer_to_server(SyncEcho(), server)
         self._handlers = registered.handlers
         for name, behavior in (overrides or {}).items():
-            self._handlers[f"{SERVICE}/{name}"] = grpc.unary_unary_rpc_method_handler(
+            make = (
+                grpc.unary_stream_rpc_method_handler
+                if name == "ListThings"
+                else grpc.unary_unary_rpc_method_handler
+            )
+            self._handlers[f"{SERVICE}/{name}"] = make(
                 behavior,
                 request_deserializer=R.FromString,
                 response_serializer=echo_pb2.EchoResponse.SerializeToString,
@@ -89,7 +97,7 @@ SERVICE = "/auditline_testing.v1.EchoService"
 
 def plain(mode: str, overrides: dict[str, Any] | None = None, **options: Any) -> Harness:
     """An asyncio server whose handlers are plain functions and generators."""
-    return Harness("aio", mode=mode, inner=[_PlainHandlers(overrides)], **options)
+    return Harness("aio", mode=mode, inner=[_Handlers(overrides)], **options)
 
 
 def _observed(call: Callable[[], Any]) -> tuple[str, str, int]:
@@ -228,5 +236,61 @@ def test_fail_closed_plain_handlers_aborting_together_all_answer() -> None:
         codes = [code_of(call.result) for call in calls]
         assert codes == [grpc.StatusCode.PERMISSION_DENIED] * count
         assert {e.response.response_status for e in h.events(count)} == {"PERMISSION_DENIED"}
+    finally:
+        h.close()
+
+
+# --- a handler that holds the event loop -----------------------------------------------
+
+
+class _HoldsTheLoop:
+    """Async handlers that never await while they work: they hold the event loop (as
+    CPU work or a blocking call would) for `request.count` milliseconds."""
+
+    def __init__(self) -> None:
+        self.working = threading.Event()
+
+    async def unary(self, request: echo_pb2.EchoRequest, context: Any) -> echo_pb2.EchoResponse:
+        self.working.set()
+        time.sleep(request.count / 1000)  # the work: no await
+        return echo_pb2.EchoResponse(text=request.text)
+
+    async def stream(self, request: echo_pb2.EchoRequest, context: Any) -> AsyncIterator[Any]:
+        yield echo_pb2.EchoResponse(text=request.text)  # the headers go out with it
+        self.working.set()
+        time.sleep(request.count / 1000)
+
+
+# Long enough for a cancel sent when the work begins to reach the server's gRPC over
+# loopback, on a busy machine. Nothing on the server can say it arrived while the
+# handler holds the loop: that is the case under test.
+HOLD_MS = 1000
+
+
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["fail-open", "fail-closed"])
+@pytest.mark.parametrize("shape", ["unary", "server stream"])
+def test_a_cancel_that_comes_while_a_handler_holds_the_loop_is_logged(
+    audit_mode: str, fail_closed: bool, shape: str
+) -> None:
+    held = _HoldsTheLoop()
+    overrides = {"Echo": held.unary, "ListThings": held.stream}
+    h = Harness("aio", mode=audit_mode, inner=[_Handlers(overrides)], fail_closed=fail_closed)
+    try:
+        if shape == "unary":
+            call: Any = h.stub.Echo.future(R(text="held", count=HOLD_MS), timeout=30)
+        else:
+            call = h.stub.ListThings(R(text="held", count=HOLD_MS), timeout=30)
+            assert next(call).text == "held"
+        assert held.working.wait(PROMPT)
+        call.cancel()
+        (event,) = h.events(1)
+        assert event.response.response_status == "CANCELLED"
+        # A call that held the loop as briefly, and was not cancelled, answers as usual.
+        held.working.clear()
+        if shape == "unary":
+            assert h.stub.Echo(R(text="kept", count=20), timeout=PROMPT).text == "kept"
+        else:
+            assert [r.text for r in h.stub.ListThings(R(text="kept", count=20))] == ["kept"]
+        assert h.events(2)[1].response.response_status == "OK"
     finally:
         h.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -35,6 +36,15 @@ log = logging.getLogger("auditline.interceptor")
 # most, with the other core busy; the wait is the GIL's switch interval, the time
 # gRPC's poller thread may have to wait to deliver the notice.
 CANCEL_NOTICE_SECONDS = 0.005
+# A handler that ran this long since it last gave the event loop a turn (as far as the
+# interceptor sees: the call began, a message was read or written) may have held the
+# loop all along (busy, or blocked in a call it did not await): a client's cancel that
+# came meanwhile reaches grpc.aio only once the loop turns, when the status is gone
+# already. So the call asks before it answers. Asking costs a batch (~70 us measured),
+# or once headers went out a wait of `CANCEL_NOTICE_SECONDS`, so a shorter run does not
+# ask: a cancel within it may not have reached the loop yet anyway (gRPC's poller
+# thread may wait that long for the GIL to deliver it).
+HELD_LOOP_SECONDS = 0.005
 
 # grpc.RpcMethodHandler: its stubs type messages, while these wrappers pass bytes.
 Handler = Any
@@ -135,19 +145,27 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 code, details, trailing_metadata = grpc.StatusCode.UNAVAILABLE, reason, ()
         await context.abort(code, details, tuple(trailing_metadata))
 
-    async def _settle_at_eof(self, call: AioCall, context: Any) -> None:
-        """Learn whether a call whose request stream ended still reaches its client.
+    async def _settle_before_status(self, call: AioCall, context: Any) -> None:
+        """Learn whether the client is still there before the final status goes out,
+        where grpc.aio may not have told the call yet:
 
-        grpc.aio ends a request stream the same way when the client half-closes and
-        when it cancels or its deadline passes (the handler then returns normally).
-        It tells the server only by cancelling the handler's task, and only while the
-        final status is not sent; its own notice may arrive a moment after the end of
-        the stream. So: while no headers went out, sending them now tells at once (the
-        batch fails when the client is gone); otherwise the call waits up to
-        `CANCEL_NOTICE_SECONDS` for that notice. Not in fail-closed mode, where the
-        event is made durable before the status goes out.
+        - its request stream ended: grpc.aio ends it the same way when the client
+          half-closes and when it cancels or its deadline passes (the handler then
+          returns normally), and its notice of a cancel may come a moment after. Not
+          in fail-closed mode, where the event is made durable before the status
+          goes out.
+        - its handler may have held the event loop (`HELD_LOOP_SECONDS`), so that a
+          cancel's notice is still waiting for the loop (in both modes, as the sync
+          flavour asks whether the call is still active in both).
+
+        grpc.aio tells the server only by cancelling the handler's task, and only while
+        the final status is not sent. So: while no headers went out, sending them now
+        tells at once (the batch fails when the client is gone, or the notice comes
+        while it is on its way); otherwise the call waits up to
+        `CANCEL_NOTICE_SECONDS` for that notice.
         """
-        if not call.eof or self._fail_closed or context.done():
+        held = time.monotonic() - call.resumed >= HELD_LOOP_SECONDS
+        if context.done() or not (held or (call.eof and not self._fail_closed)):
             return
         try:
             if not call.headers_sent:
@@ -248,8 +266,10 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
         async def requests() -> AsyncIterator[Any]:
             async for raw in request:
+                call.resumed = time.monotonic()
                 yield await self._parse(call, raw, context)
             call.eof = True
+            call.resumed = time.monotonic()
 
         return requests()
 
@@ -283,10 +303,11 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 else:
                     threads = self._handler_threads()
                     result = await threads.unary(inner, argument, audited, streaming_request)
+                    call.resumed = time.monotonic()  # the loop was free while it ran
                 response = serialize_unary(result, serialize, context)
                 if response is not None:
                     call.on_send(result)
-                await self._settle_at_eof(call, context)
+                await self._settle_before_status(call, context)
                 return response
             except BaseException as exc:
                 error = exc
@@ -309,6 +330,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         order grpc.aio tells them apart: reader/writer coroutine, async generator, and
         anything else is a plain function or generator)."""
         if not inspect.iscoroutinefunction(inner):
+            plain = not inspect.isasyncgenfunction(inner)
 
             async def generator(request: Any, context: Any) -> AsyncIterator[Any]:
                 call = AioCall(info, request_class, deserialize)
@@ -320,11 +342,11 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                         argument = await self._argument(call, request, context, streaming_request)
                         audited = AuditedContext(context, call, self._parse, self._abort)
                         responses = (
-                            inner(argument, audited)
-                            if inspect.isasyncgenfunction(inner)
-                            else self._handler_threads().stream(
+                            self._handler_threads().stream(
                                 inner, argument, audited, streaming_request
                             )
+                            if plain
+                            else inner(argument, audited)
                         )
                     finally:
                         SCOPE.reset(token)
@@ -339,7 +361,10 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                         call.on_send(item)
                         call.headers_sent = True
                         yield item
-                    await self._settle_at_eof(call, context)
+                        call.resumed = time.monotonic()  # gRPC sent it and came back
+                    if plain:
+                        call.resumed = time.monotonic()  # it ran in a thread
+                    await self._settle_before_status(call, context)
                 except GeneratorExit as exc:
                     # gRPC stopped reading this generator: its task was cancelled (the
                     # client cancelled, or its deadline passed) while it sent a message.
@@ -362,7 +387,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 await self._start(call, context)
                 argument = await self._argument(call, request, context, streaming_request)
                 await inner(argument, AuditedContext(context, call, self._parse, self._abort))
-                await self._settle_at_eof(call, context)
+                await self._settle_before_status(call, context)
             except BaseException as exc:
                 error = exc
                 raise

@@ -3,6 +3,7 @@ context its handler sees (`AuditedContext`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ class AioCall(CallState):
         "headers_sent",
         "peer",
         "recorded",
+        "resumed",
         "undelivered",
     )
 
@@ -47,6 +49,9 @@ class AioCall(CallState):
         self.eof = False  # the request stream ended (half-closed, or cancelled: alike here)
         self.undelivered = False  # the final status could not be sent: the client is gone
         self.headers_sent = False  # initial metadata went out (with a message, or alone)
+        # When the handler last had the event loop back from the call (time.monotonic):
+        # it began, or a message was read or written (`HELD_LOOP_SECONDS`).
+        self.resumed = time.monotonic()
         # Read while the call is alive: gRPC may release it before a streaming
         # handler's generator is finished (then only the status fields are safe).
         self.peer = ""
@@ -67,6 +72,7 @@ class AuditedContext:
 
     async def read(self) -> Any:
         raw = await self._context.read()
+        self._call.resumed = time.monotonic()
         if raw is grpc.aio.EOF:
             self._call.eof = True
             return raw
@@ -78,10 +84,12 @@ class AuditedContext:
         self._call.headers_sent = True
         self._call.on_send(item)
         await self._context.write(item)
+        self._call.resumed = time.monotonic()
 
     async def send_initial_metadata(self, metadata: Any) -> None:
         self._call.headers_sent = True
         await self._context.send_initial_metadata(metadata)
+        self._call.resumed = time.monotonic()
 
     async def abort(self, code: Any, details: str = "", trailing_metadata: Any = ()) -> None:
         await self._abort(self._call, self._context, code, details, trailing_metadata)
