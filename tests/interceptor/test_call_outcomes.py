@@ -422,14 +422,15 @@ def test_sync_handlers_on_an_asyncio_server_are_audited() -> None:
         interceptor.close()
 
 
+@pytest.mark.parametrize("flavour", FLAVOURS)
 @pytest.mark.parametrize("length", [40, 20_000])
 def test_an_uncaught_exception_s_message_never_reaches_the_client(
-    audit_mode: str, length: int
+    flavour: str, audit_mode: str, length: int
 ) -> None:
     """gRPC sends an uncaught exception's message as the status message: it may hold
     secrets, and a long one makes the client see RESOURCE_EXHAUSTED while the log says
     UNKNOWN. The client is told what the log says: the exception's type."""
-    harness = Harness("sync", mode=audit_mode)
+    harness = Harness(flavour, mode=audit_mode)
     try:
         with pytest.raises(grpc.RpcError) as raised:
             harness.stub.Echo(R(action="raise", text="x" * length))

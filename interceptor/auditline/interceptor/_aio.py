@@ -25,7 +25,7 @@ from auditline.interceptor._base import AuditInterceptorBase, Refusal, serialize
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._record import CallRecord
 from auditline.interceptor._scope import SCOPE
-from auditline.interceptor._status import sendable
+from auditline.interceptor._status import sendable, uncaught_details
 
 __all__ = ["AsyncAuditInterceptor"]
 
@@ -113,12 +113,29 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         record = self._capture(call, context, error, with_response=True)
         if not self._fail_closed or not call.admitted:
             self._queue(record)  # a refused call's event: kept if it can be, else counted
+            await self._answer_uncaught(call, context, error)
             return
         reason = await self._keep_async(record)
         gone = call.undelivered or isinstance(error, asyncio.CancelledError)
         if reason and not gone and not context.done():
             context.set_trailing_metadata(())  # the rich details of the replaced answer
             await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
+        await self._answer_uncaught(call, context, error)
+
+    @staticmethod
+    async def _answer_uncaught(call: AioCall, context: Any, error: BaseException | None) -> None:
+        """grpc.aio answers an uncaught exception with its message (which may hold
+        secrets; long, the client sees another code): answer what the log says, the
+        type only. gRPC would have logged it; so does this, as gRPC did."""
+        if (
+            not isinstance(error, Exception)
+            or isinstance(error, grpc.aio.AbortError)
+            or call.undelivered
+            or context.done()
+        ):
+            return
+        log.error("Unexpected error in an audited call's handler", exc_info=error)
+        await context.abort(grpc.StatusCode.UNKNOWN, uncaught_details(error))
 
     async def _abort(
         self, call: AioCall, context: Any, code: Any, details: str, trailing_metadata: Any
