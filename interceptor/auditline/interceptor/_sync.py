@@ -15,6 +15,7 @@ from auditline.interceptor._call_state import CallState
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._scope import SCOPE
 from auditline.interceptor._status import sendable, uncaught_details
+from auditline.interceptor._unary_request import first_request
 
 __all__ = ["AuditInterceptor"]
 
@@ -223,6 +224,21 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         if refusal is not None:
             context.abort(refusal.code, refusal.details)
 
+    def _begin(
+        self,
+        argument: Any,
+        streaming: bool,
+        call: CallState,
+        parse: Parse,
+        context: grpc.ServicerContext,
+    ) -> Any:
+        """The handler's argument, once the call is admitted. A unary request is read
+        first (`first_request`), before admission, as when gRPC read it."""
+        if not streaming:
+            argument = first_request(argument, context, call.info.full_method)
+        self._start(call, context)
+        return _argument(argument, streaming, call, parse, context)
+
     def _unary_response(
         self,
         info: MethodInfo,
@@ -238,8 +254,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             call.unary_response = True
             token = SCOPE.set(call)
             try:
-                self._start(call, context)
-                request = _argument(argument, streaming_request, call, parse, context)
+                request = self._begin(argument, streaming_request, call, parse, context)
                 result = inner(request, context)
                 response = serialize_unary(result, serialize, context)
             except BaseException as exc:
@@ -290,8 +305,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             call = CallState(info, info.request_class)
             token = SCOPE.set(call)
             try:
-                self._start(call, context)
-                request = _argument(argument, streaming_request, call, parse, context)
+                request = self._begin(argument, streaming_request, call, parse, context)
                 responses = iter(inner(request, context))
             except BaseException as exc:
                 SCOPE.reset(token)
@@ -313,12 +327,15 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         parse = self._parser(info, deserialize)
         # The wrapped handlers take and give bytes: the interceptor parses requests
         # itself (to audit the malformed and the oversized) and serializes responses.
+        # Unary-request methods are served as request-streaming ones: gRPC then runs
+        # the behavior at once and it reads the one request itself, so that every
+        # call reaches it (`_unary_request`).
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
+            return grpc.stream_unary_rpc_method_handler(
                 self._unary_response(info, handler.unary_unary, serialize, parse, False)
             )
         if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
+            return grpc.stream_stream_rpc_method_handler(
                 self._stream_response(info, handler.unary_stream, serialize, parse, False)
             )
         if handler.stream_unary is not None:
