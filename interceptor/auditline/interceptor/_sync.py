@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import message
@@ -15,7 +15,8 @@ from auditline.interceptor._call_state import CallState
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._scope import SCOPE
 from auditline.interceptor._status import sendable, uncaught_details
-from auditline.interceptor._unary_request import first_request
+from auditline.interceptor._types import Sink
+from auditline.interceptor._unary_request import RequestWait, Unreached, first_request
 
 __all__ = ["AuditInterceptor"]
 
@@ -26,6 +27,17 @@ Deserializer = Callable[[bytes], Any] | None
 
 
 Parse = Callable[[bytes, grpc.ServicerContext], Any]
+
+# A client sends its request as it opens the call: 30 s is far past an honest one's
+# delay, and bounds how long one that never sends it holds a server thread.
+DEFAULT_REQUEST_TIMEOUT = 30.0
+_REQUEST_TIMEOUT_DOC = """
+        request_timeout: a call to a unary-request method whose request message has
+            not come this many seconds after a server thread began to wait for it is
+            cancelled (its client sees CANCELLED) and recorded, so that clients cannot
+            hold the server's threads by never sending it (default 30 s; None: no
+            bound). Calls that wait after `close` are not bounded.
+    """
 
 
 class _RequestCounter:
@@ -101,7 +113,22 @@ def _cancelled(state: Any) -> bool | None:
 
 
 class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
-    __doc__ = AuditInterceptorBase.__doc__
+    __doc__ = (AuditInterceptorBase.__doc__ or "").rstrip() + _REQUEST_TIMEOUT_DOC
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        **options: Any,
+    ) -> None:
+        super().__init__(sink, **options)
+        self._request_wait = RequestWait(request_timeout) if request_timeout is not None else None
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        if self._request_wait is not None:
+            self._request_wait.close(timeout)
+        super().close(timeout)
 
     # --- grpc.ServerInterceptor --------------------------------------------
 
@@ -235,9 +262,23 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         """The handler's argument, once the call is admitted. A unary request is read
         first (`first_request`), before admission, as when gRPC read it."""
         if not streaming:
-            argument = first_request(argument, context, call.info.full_method)
+            argument = first_request(argument, context, call.info.full_method, self._request_wait)
         self._start(call, context)
         return _argument(argument, streaming, call, parse, context)
+
+    def _unreached(self, call: CallState, context: grpc.ServicerContext) -> NoReturn:
+        """End and record a call cancelled because its request did not come in time.
+        The server cancelled it, not the client: the record says CANCELLED, and why."""
+        assert self._request_wait is not None
+        details = f"no request message within {self._request_wait.bound:g} s"
+        context.cancel()  # done already, unless the watch has only just taken the call
+        context.set_code(grpc.StatusCode.CANCELLED)
+        context.set_details(details)
+        record = self._core.capture(call=call, context=context, error=None, ended_by_client=False)
+        # Never admitted, nor answered: kept if it can be, else counted (as a refusal).
+        self._core.submit(record, wait=False)
+        # gRPC's way out for a handler; no status reaches the client of a cancelled call.
+        context.abort(grpc.StatusCode.CANCELLED, details)
 
     def _unary_response(
         self,
@@ -257,6 +298,9 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                 request = self._begin(argument, streaming_request, call, parse, context)
                 result = inner(request, context)
                 response = serialize_unary(result, serialize, context)
+            except Unreached:
+                SCOPE.reset(token)
+                self._unreached(call, context)
             except BaseException as exc:
                 SCOPE.reset(token)
                 self._end(call, context, exc)
@@ -307,6 +351,9 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             try:
                 request = self._begin(argument, streaming_request, call, parse, context)
                 responses = iter(inner(request, context))
+            except Unreached:
+                SCOPE.reset(token)
+                self._unreached(call, context)
             except BaseException as exc:
                 SCOPE.reset(token)
                 self._end(call, context, exc)
