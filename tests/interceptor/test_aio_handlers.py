@@ -294,3 +294,29 @@ def test_a_cancel_that_comes_while_a_handler_holds_the_loop_is_logged(
         assert h.events(2)[1].response.response_status == "OK"
     finally:
         h.close()
+
+
+def test_a_handler_that_awaits_is_not_taken_for_one_that_held_the_loop() -> None:
+    """Only a handler during which the loop had no turn free asks the client before it
+    answers (an extra batch, or a wait): one that awaited a slow call does not."""
+    import asyncio
+    import time as _time
+
+    from auditline.interceptor._aio_settle import LOOP_HEARTBEAT_SECONDS, LoopTurns
+
+    async def run() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        turns = LoopTurns(LOOP_HEARTBEAT_SECONDS)
+        turns.follow(loop)
+        start = _time.monotonic()
+        await asyncio.sleep(0.2)  # the loop free all along
+        awaited = turns.held_for(loop, start)
+        start = _time.monotonic()
+        _time.sleep(0.2)  # the loop held
+        held = turns.held_for(loop, start)
+        turns.stop()
+        return awaited, held
+
+    awaited, held = asyncio.run(run())
+    assert awaited < 0.1
+    assert held >= 0.2

@@ -47,6 +47,13 @@ CASES: dict[str, tuple[Callable[[echo_pb2_grpc.EchoServiceStub], Any], str, str,
         1,
         0,
     ),
+    "unary set_code then raise": (  # the code stands, the message is the type's
+        lambda s: s.Echo(R(action="set_code_then_raise")),
+        "ALREADY_EXISTS",
+        "Exception calling application: ValueError",
+        1,
+        0,
+    ),
     "unary no response": (
         lambda s: s.Echo(R(action="none")),
         "INTERNAL",

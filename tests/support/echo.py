@@ -114,6 +114,9 @@ def act(
         context.abort_with_status(rich_status())
     if action == "abort_text":
         context.abort(grpc.StatusCode.NOT_FOUND, request.text)
+    if action == "set_code_then_raise":
+        context.set_code(grpc.StatusCode.ALREADY_EXISTS)
+        raise ValueError(SECRET_IN_EXCEPTION)
     if action == "set_code":
         context.set_code(grpc.StatusCode.ALREADY_EXISTS)
         context.set_details("already there")
@@ -200,6 +203,9 @@ async def act_async(
         await context.abort(status.code, status.details, status.trailing_metadata)
     if action == "abort_text":
         await context.abort(grpc.StatusCode.NOT_FOUND, request.text)
+    if action == "set_code_then_raise":
+        context.set_code(grpc.StatusCode.ALREADY_EXISTS)
+        raise ValueError(SECRET_IN_EXCEPTION)
     if action == "set_code":
         context.set_code(grpc.StatusCode.ALREADY_EXISTS)
         context.set_details("already there")

@@ -19,7 +19,17 @@ from typing import Any
 import grpc
 from google.protobuf import message
 
-from auditline.interceptor._aio_call import AioCall, AuditedContext
+from auditline.interceptor._aio_call import (
+    AioCall,
+    AuditedContext,
+    answer_uncaught,
+    uncaught,
+)
+from auditline.interceptor._aio_settle import (
+    LOOP_HEARTBEAT_SECONDS,
+    LoopTurns,
+    settle_before_status,
+)
 from auditline.interceptor._aio_threads import HandlerThreads, is_async_handler
 from auditline.interceptor._base import AuditInterceptorBase, Refusal, serialize_unary
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
@@ -31,20 +41,6 @@ __all__ = ["AsyncAuditInterceptor"]
 
 log = logging.getLogger("auditline.interceptor")
 
-# How long a call whose request stream ended, and whose headers went out, waits for
-# grpc.aio's notice that the client cancelled. Measured: 0.14 ms median, 0.8 ms at
-# most, with the other core busy; the wait is the GIL's switch interval, the time
-# gRPC's poller thread may have to wait to deliver the notice.
-CANCEL_NOTICE_SECONDS = 0.005
-# A handler that ran this long since it last gave the event loop a turn (as far as the
-# interceptor sees: the call began, a message was read or written) may have held the
-# loop all along (busy, or blocked in a call it did not await): a client's cancel that
-# came meanwhile reaches grpc.aio only once the loop turns, when the status is gone
-# already. So the call asks before it answers. Asking costs a batch (~70 us measured),
-# or once headers went out a wait of `CANCEL_NOTICE_SECONDS`, so a shorter run does not
-# ask: a cancel within it may not have reached the loop yet anyway (gRPC's poller
-# thread may wait that long for the GIL to deliver it).
-HELD_LOOP_SECONDS = 0.005
 
 # grpc.RpcMethodHandler: its stubs type messages, while these wrappers pass bytes.
 Handler = Any
@@ -57,9 +53,13 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
     # Where plain (not async) handlers run: made on the first such call.
     _threads: HandlerThreads | None = None
+    # When each event loop last had a turn free: made on the first call.
+    _loop_turns: LoopTurns | None = None
 
     def close(self, timeout: float | None = 10.0) -> None:
         super().close(timeout)
+        if self._loop_turns is not None:
+            self._loop_turns.stop()
         if self._threads is not None:
             self._threads.close()
 
@@ -107,35 +107,22 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             return  # recorded when it aborted
         call.recorded = True
         if not context.done() and not call.undelivered:
+            if error is not None and uncaught(error) and not context.details():
+                context.set_details(uncaught_details(error))  # not its message: secrets
             shortened = sendable(context.details())
             if shortened is not None:
                 context.set_details(shortened)
         record = self._capture(call, context, error, with_response=True)
         if not self._fail_closed or not call.admitted:
             self._queue(record)  # a refused call's event: kept if it can be, else counted
-            await self._answer_uncaught(call, context, error)
+            await answer_uncaught(call, context, error)
             return
         reason = await self._keep_async(record)
         gone = call.undelivered or isinstance(error, asyncio.CancelledError)
         if reason and not gone and not context.done():
             context.set_trailing_metadata(())  # the rich details of the replaced answer
             await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
-        await self._answer_uncaught(call, context, error)
-
-    @staticmethod
-    async def _answer_uncaught(call: AioCall, context: Any, error: BaseException | None) -> None:
-        """grpc.aio answers an uncaught exception with its message (which may hold
-        secrets; long, the client sees another code): answer what the log says, the
-        type only. gRPC would have logged it; so does this, as gRPC did."""
-        if (
-            not isinstance(error, Exception)
-            or isinstance(error, grpc.aio.AbortError)
-            or call.undelivered
-            or context.done()
-        ):
-            return
-        log.error("Unexpected error in an audited call's handler", exc_info=error)
-        await context.abort(grpc.StatusCode.UNKNOWN, uncaught_details(error))
+        await answer_uncaught(call, context, error)
 
     async def _abort(
         self, call: AioCall, context: Any, code: Any, details: str, trailing_metadata: Any
@@ -162,44 +149,12 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 code, details, trailing_metadata = grpc.StatusCode.UNAVAILABLE, reason, ()
         await context.abort(code, details, tuple(trailing_metadata))
 
-    async def _settle_before_status(self, call: AioCall, context: Any) -> None:
-        """Learn whether the client is still there before the final status goes out,
-        where grpc.aio may not have told the call yet:
-
-        - its request stream ended: grpc.aio ends it the same way when the client
-          half-closes and when it cancels or its deadline passes (the handler then
-          returns normally), and its notice of a cancel may come a moment after. Not
-          in fail-closed mode, where the event is made durable before the status
-          goes out.
-        - its handler may have held the event loop (`HELD_LOOP_SECONDS`), so that a
-          cancel's notice is still waiting for the loop (in both modes, as the sync
-          flavour asks whether the call is still active in both).
-
-        grpc.aio tells the server only by cancelling the handler's task, and only while
-        the final status is not sent. So: while no headers went out, sending them now
-        tells at once (the batch fails when the client is gone, or the notice comes
-        while it is on its way); otherwise the call waits up to
-        `CANCEL_NOTICE_SECONDS` for that notice.
-        """
-        held = time.monotonic() - call.resumed >= HELD_LOOP_SECONDS
-        if context.done() or not (held or (call.eof and not self._fail_closed)):
-            return
-        try:
-            if not call.headers_sent:
-                try:
-                    await context.send_initial_metadata(())
-                except grpc.aio.InternalError:  # the batch failed: the client is gone
-                    call.undelivered = True
-                else:
-                    call.headers_sent = True
-            else:
-                await asyncio.sleep(CANCEL_NOTICE_SECONDS)
-        except asyncio.CancelledError:
-            call.undelivered = True
-            raise
-
     async def _start(self, call: AioCall, context: Any) -> None:
         """Before the handler: admission, then the limits on what the caller sent."""
+        turns = self._loop_turns
+        if turns is None:
+            turns = self._loop_turns = LoopTurns(LOOP_HEARTBEAT_SECONDS)
+        turns.follow(asyncio.get_running_loop())
         call.peer = context.peer()
         if self._core.config.principal is not None:
             call.auth_context = context.auth_context()
@@ -324,7 +279,9 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 response = serialize_unary(result, serialize, context)
                 if response is not None:
                     call.on_send(result)
-                await self._settle_before_status(call, context)
+                await settle_before_status(
+                    call, context, turns=self._loop_turns, fail_closed=self._fail_closed
+                )
                 return response
             except BaseException as exc:
                 error = exc
@@ -381,7 +338,9 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                         call.resumed = time.monotonic()  # gRPC sent it and came back
                     if plain:
                         call.resumed = time.monotonic()  # it ran in a thread
-                    await self._settle_before_status(call, context)
+                    await settle_before_status(
+                        call, context, turns=self._loop_turns, fail_closed=self._fail_closed
+                    )
                 except GeneratorExit as exc:
                     # gRPC stopped reading this generator: its task was cancelled (the
                     # client cancelled, or its deadline passed) while it sent a message.
@@ -404,7 +363,9 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 await self._start(call, context)
                 argument = await self._argument(call, request, context, streaming_request)
                 await inner(argument, AuditedContext(context, call, self._parse, self._abort))
-                await self._settle_before_status(call, context)
+                await settle_before_status(
+                    call, context, turns=self._loop_turns, fail_closed=self._fail_closed
+                )
             except BaseException as exc:
                 error = exc
                 raise

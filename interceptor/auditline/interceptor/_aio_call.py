@@ -1,8 +1,10 @@
-"""What the asyncio interceptor keeps of a call while it runs (`AioCall`), and the
-context its handler sees (`AuditedContext`)."""
+"""What the asyncio interceptor keeps of a call while it runs (`AioCall`), the context
+its handler sees (`AuditedContext`), and the answer to an uncaught exception
+(`answer_uncaught`)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,7 +15,16 @@ from google.protobuf import message
 from auditline.interceptor._call_state import CallState
 from auditline.interceptor._methods import MethodInfo
 
-__all__ = ["Abort", "AioCall", "AuditedContext", "Parse"]
+__all__ = [
+    "Abort",
+    "AioCall",
+    "AuditedContext",
+    "Parse",
+    "answer_uncaught",
+    "uncaught",
+]
+
+log = logging.getLogger("auditline.interceptor")
 
 Deserializer = Callable[[bytes], Any] | None
 
@@ -99,3 +110,24 @@ class AuditedContext:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
+
+
+def uncaught(error: BaseException | None) -> bool:
+    """Whether a handler's call ended in an exception of the application's own (not
+    an abort, not a cancellation)."""
+    return isinstance(error, Exception) and not isinstance(error, grpc.aio.AbortError)
+
+
+async def answer_uncaught(call: AioCall, context: Any, error: BaseException | None) -> None:
+    """grpc.aio answers an uncaught exception with its message (which may hold
+    secrets; long, the client sees another code), whatever the handler set: answer
+    what the log says (`AsyncAuditInterceptor._finish` set the message to the type
+    when the handler set none; a code it set stands, as on gRPC's sync server).
+    gRPC would have logged the exception; so does this."""
+    if not uncaught(error) or call.undelivered or context.done():
+        return
+    log.error("Unexpected error in an audited call's handler", exc_info=error)
+    code = context.code()
+    if code is None or code == grpc.StatusCode.OK or code == 0:
+        code = grpc.StatusCode.UNKNOWN
+    await context.abort(code, context.details() or "")
