@@ -168,6 +168,36 @@ def test_a_replaced_exporter_ends_its_batch_before_the_next_one_starts(tmp_path:
     assert report.findings == []
 
 
+def test_an_exporter_deleted_mid_batch_and_made_again_starts_afresh(tmp_path: Path) -> None:
+    """An exporter's definition deleted while its store hangs, and one of the same name
+    made at once: the old one's late batch commits into its own watermark, which is
+    then dropped; the new one starts at the oldest event kept, into its own place."""
+    key = SigningKey.generate("test/n1")
+    spool = Spool(tmp_path / "spool.db", node_id="n1")
+    pipeline = Pipeline(spool, notary=Notary(key=key, origin="test/n1", node_id="n1"))
+    held = _HeldWriter(tmp_path / "old")
+    config = ExporterConfig(name="files", flush_interval=3600)
+    old = pipeline.add_exporter(config, held)
+    for name in ("a", "b"):
+        _emit(spool, name)
+    assert not old.flush(0.1)
+    assert held.holding.wait(30)
+    pipeline.remove_exporter("files", timeout=0.1, forget=True)
+    new = pipeline.add_exporter(config, DirectoryWriter(tmp_path / "new"))
+    for name in ("c", "d"):
+        _emit(spool, name)
+    held.release.set()
+    assert new.flush(30)
+    pipeline.close()
+    old_log, new_log = open_location(str(tmp_path / "old")), open_location(str(tmp_path / "new"))
+    assert [e.document["EventName"] for e in read_exported(old_log)] == ["a", "b"]
+    assert Verifier(old_log, [key.verifier]).run().findings == []
+    assert [e.document["EventName"] for e in read_exported(new_log)] == ["c", "d"]
+    # It began after 1..2 were exported elsewhere and freed; the verifier says so.
+    findings = Verifier(new_log, [key.verifier]).run().findings
+    assert [(f.kind, f.first_seq, f.last_seq) for f in findings] == [("missing-events", 1, 2)]
+
+
 def _emit(spool: Spool, name: str) -> None:
     event = event_pb2.ApiEvent(event_name=name, version="2")
     event.request.request_time.GetCurrentTime()

@@ -91,6 +91,7 @@ class Exporter:
             target=self._run, name=f"auditline-export-{config.name}", daemon=True
         )
         self._after: Exporter | None = None
+        self._forget = False  # drop its watermark when its thread ends (`stop`)
 
     def start(self, *, after: Exporter | None = None) -> Exporter:
         """Start exporting; once `after` (the exporter this one replaces, stopped) has
@@ -109,7 +110,17 @@ class Exporter:
             self.config.name,
         )
         while after.running and not self._stop.is_set():
-            after._thread.join(self.poll_interval)
+            after.join(self.poll_interval)
+
+    def forget(self) -> None:
+        """Drop its watermark: now if its thread is not running, else once it ends."""
+        self._forget = True
+        if not self._thread.is_alive():
+            self.spool.store.unregister(self.config.name)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for a stopped exporter's thread to end (its batch under way)."""
+        self._thread.join(timeout)
 
     @property
     def running(self) -> bool:
@@ -133,7 +144,17 @@ class Exporter:
         return self._backlog() * 256 >= self.config.max_file_bytes
 
     def _run(self) -> None:
+        try:
+            self._export_until_stopped()
+        finally:
+            if self._forget:  # after its last batch: nothing of it commits later
+                self.spool.store.unregister(self.config.name)
+
+    def _export_until_stopped(self) -> None:
         self._wait_for_predecessor()
+        # Again: a predecessor told to forget its watermark has just done so.
+        self.spool.store.register(self.config.name)
+        self.status.watermark = self.spool.store.watermark(self.config.name)
         delay = self.poll_interval
         try:
             self._publish_key()  # at once, so that the log's key is there before any file
@@ -383,9 +404,13 @@ class Exporter:
             self._wake.set()
             return self._flushed.wait_for(lambda: not self._flush_requested.is_set(), timeout)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0, *, forget: bool = False) -> None:
         """Flush (bounded by `timeout`), stop the thread, and sign the tree as it
-        stands: a later cut of the log's tail cannot go unseen."""
+        stands: a later cut of the log's tail cannot go unseen. `forget`: the exporter
+        is gone for good: its watermark is dropped, once its thread has ended (a batch
+        still under way would otherwise commit into a successor's)."""
+        if forget:
+            self.forget()
         flushed = self._thread.is_alive() and self.flush(timeout)
         self._stop.set()
         self._wake.set()

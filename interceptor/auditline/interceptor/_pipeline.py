@@ -65,13 +65,20 @@ class Pipeline:
         self._exporters[config.name] = exporter.start(after=self._stopping.pop(config.name, None))
         return exporter
 
-    def remove_exporter(self, name: str, timeout: float = 5.0) -> None:
-        """Stop an exporter (its pending events stay in the spool for the next one)."""
+    def remove_exporter(self, name: str, timeout: float = 5.0, *, forget: bool = False) -> None:
+        """Stop an exporter (its pending events stay in the spool for the next one).
+        `forget`: it is gone for good, and so is its watermark (once its thread has
+        ended; an exporter added later under the name starts afresh)."""
         exporter = self._exporters.pop(name, None)
         if exporter is not None:
-            exporter.stop(timeout)
+            exporter.stop(timeout, forget=forget)
             if exporter.running:  # still inside a batch: the next of its name waits
                 self._stopping[name] = exporter
+        elif name in self._stopping:  # stopped already, still inside its batch
+            if forget:
+                self._stopping[name].forget()
+        elif forget:
+            self.spool.store.unregister(name)
 
     def instrument(self, meter_provider: MeterProvider | None = None) -> Meter:
         """Publish the pipeline's OpenTelemetry metrics (a no-op without an SDK set up)."""
@@ -88,6 +95,9 @@ class Pipeline:
         for interceptor in self._interceptors:
             interceptor.close(timeout)
         self.spool.flush(timeout, with_drop_marker=True)
+        # Replaced ones still inside a batch first: their successors wait for them.
+        for stopping in self._stopping.values():
+            stopping.join(timeout)
         for exporter in self._exporters.values():
             exporter.stop(timeout)
         self.spool.close()

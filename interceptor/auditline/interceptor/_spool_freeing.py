@@ -75,17 +75,10 @@ class SpoolFreeing(abc.ABC):
         keep_from = self.next_seq if oldest is None else int(oldest)
         self.tree.prune(max(min(self.freed_upto, keep_from - 1), self.tree.base))
 
-    def _passed_by_all(self) -> int:
-        """The last event every exporter has passed now. Below `freed_upto` when an
-        exporter added since starts at the oldest event kept: what it has still to
-        export is kept for it, whatever retention or the cap say."""
-        (lowest,) = self._db.execute("SELECT MIN(seq) FROM watermarks").fetchone()
-        return self.freed_upto if lowest is None else min(self.freed_upto, int(lowest))
-
     def _delete_retained(self, condition: str, value: int) -> int:
         """Delete exported events matching `condition`; return their bytes."""
         where = f"seq <= ? AND {condition}"
-        args = (self._passed_by_all(), value)
+        args = (self.freed_upto, value)
         size = int(
             self._db.execute(
                 f"SELECT COALESCE(SUM(size), 0) FROM events WHERE {where}",  # noqa: S608
@@ -113,9 +106,9 @@ class SpoolFreeing(abc.ABC):
             row = self._db.execute(
                 "SELECT seq FROM (SELECT seq, SUM(size) OVER (ORDER BY seq) AS total "
                 "FROM events WHERE seq <= ?) WHERE total >= ? ORDER BY seq LIMIT 1",
-                (self._passed_by_all(), excess),
+                (self.freed_upto, excess),
             ).fetchone()
-            upto = int(row[0]) if row else self._passed_by_all()
+            upto = int(row[0]) if row else self.freed_upto
             with self._transaction():
                 deleted = self._delete_retained("seq <= ?", upto)
                 self._prune_tree()

@@ -275,15 +275,26 @@ class SpoolStore(SpoolFreeing):
         return int(row[0]) if row else 0
 
     def register(self, exporter: str, start_seq: int | None = None) -> None:
-        """Track an exporter; a new one starts at the oldest spooled event."""
-        with self.lock:
+        """Track an exporter; a new one starts at the oldest spooled event.
+
+        Events kept for queries that it has yet to export are pending again: they
+        count against the spool's cap, and neither retention nor the cap deletes
+        them before it has passed them."""
+        with self.lock, self._transaction():
             oldest = self._db.execute(
                 "SELECT COALESCE(MIN(seq), ?) FROM events", (self.next_seq,)
             ).fetchone()[0]
-            self._db.execute(
+            watermark = (start_seq if start_seq is not None else oldest) - 1
+            added = self._db.execute(
                 "INSERT OR IGNORE INTO watermarks (exporter, seq) VALUES (?, ?)",
-                (exporter, (start_seq if start_seq is not None else oldest) - 1),
-            )
+                (exporter, watermark),
+            ).rowcount
+            if added and watermark < self.freed_upto:
+                again = self._size_between(watermark, self.freed_upto)
+                self._db.execute("INSERT OR REPLACE INTO freed VALUES (1, ?)", (watermark,))
+                self.freed_upto = watermark
+                self.pending_bytes += again
+                self.retained_bytes -= again
 
     def unregister(self, exporter: str) -> None:
         """Forget an exporter: its watermark and any batch it had begun (a later one of

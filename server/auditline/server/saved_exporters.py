@@ -131,7 +131,6 @@ class SavedExporters:
             self._changed()
             return
         if exporter_id in self.pipeline.exporters:
-            self.pipeline.remove_exporter(exporter_id)
-            log.info("exporter %s stopped: its definition was deleted", exporter_id)
-        self.pipeline.spool.store.unregister(exporter_id)
+            log.info("exporter %s stopping: its definition was deleted", exporter_id)
+        self.pipeline.remove_exporter(exporter_id, forget=True)
         self._running.pop(exporter_id, None)
