@@ -290,4 +290,5 @@ def test_a_directory_syncs_a_file_and_its_name(
 
     monkeypatch.setattr(os, "fsync", fsync)
     DirectoryWriter(tmp_path / "log").put("a/b.jsonl.gz", b"x", retain_until=None, mode=None)
-    assert synced == [False, True]
+    # log/ and log/a/ made, each synced into its parent; the file; its name.
+    assert synced == [True, True, False, True]

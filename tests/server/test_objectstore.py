@@ -207,13 +207,14 @@ def test_an_object_is_durable_and_locked_before_it_appears(
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    store.put_object("locked", "log.gz", b"events", retain_until=_later(), mode="COMPLIANCE")
+    store.put_object("locked", "day/log.gz", b"events", retain_until=_later(), mode="COMPLIANCE")
     assert steps == [
         "sync file",
         "rename into locks",
         "sync directory",
+        "sync directory",  # day/ made: its name synced into objects/
         "sync file",
-        "rename into objects",
+        "rename into day",
         "sync directory",
     ]
 

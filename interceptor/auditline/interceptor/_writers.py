@@ -18,6 +18,24 @@ from auditline.interceptor._s3 import S3Url, parse_s3_url, s3_client
 __all__ = ["DirectoryWriter", "S3Writer", "open_writer"]
 
 
+def _make_directories(path: Path) -> None:
+    """`path` and its missing parents, each new one synced into its parent (else a
+    power loss may take a new day's directory, and the file in it, with it)."""
+    if path.is_dir():
+        return
+    _make_directories(path.parent)
+    path.mkdir(exist_ok=True)
+    _sync_directory(path.parent)
+
+
+def _sync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class DirectoryWriter:
     """Files under a local directory, the key as the relative path.
 
@@ -35,7 +53,7 @@ class DirectoryWriter:
         path = self.root / key
         if self.root.resolve() not in path.resolve().parents:
             raise ValueError(f"key {key!r} leaves the directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_directories(path.parent)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".put-")
         try:
             with os.fdopen(fd, "wb") as out:
@@ -54,11 +72,7 @@ class DirectoryWriter:
         finally:
             os.unlink(temporary)
         # The new name must be on disk too before the exporter frees the file's events.
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _sync_directory(path.parent)
 
 
 class S3Writer:

@@ -191,6 +191,18 @@ def _write_whole(path: Path, data: bytes, *, scratch: Path) -> None:
     _sync_directory(path.parent)
 
 
+def _make_directories(path: Path) -> None:
+    """`path` and any missing parents, each new entry synced in its parent: the
+    object written into it must not vanish with its directory after a power loss."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        _sync_directory(directory.parent)
+
+
 def _sync_directory(path: Path) -> None:
     directory = os.open(path, os.O_RDONLY)
     try:
@@ -319,7 +331,7 @@ class FilesystemStore:
                 self._lock_file(path, key),
                 {"until": retain_until.timestamp(), "mode": mode or "COMPLIANCE"},
             )
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_directories(target.parent)
         _write_whole(target, data, scratch=path / _INCOMING)
 
     def delete_object(self, bucket: str, key: str) -> None:
