@@ -4,6 +4,7 @@ nothing; and the caller's address as a service's own decisions must see it."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import os
@@ -21,6 +22,7 @@ from auditline.interceptor import (
     AuditInterceptor,
     AuditWorker,
     DirectoryWriter,
+    Exporter,
     ExporterConfig,
     Pipeline,
     S3Writer,
@@ -138,33 +140,52 @@ class _HeldWriter(DirectoryWriter):
         super().put(key, data, retain_until=retain_until, mode=mode)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _StuckExporter:
+    key: SigningKey
+    spool: Spool
+    pipeline: Pipeline
+    writer: _HeldWriter
+    config: ExporterConfig
+    exporter: Exporter
+
+
+def _stuck_exporter(root: Path) -> _StuckExporter:
+    """A pipeline whose exporter "files" is inside its first batch (events a and b),
+    its store hanging until `writer.release` is set."""
+    key = SigningKey.generate("test/n1")
+    spool = Spool(root.parent / "spool.db", node_id="n1")
+    pipeline = Pipeline(spool, notary=Notary(key=key, origin="test/n1", node_id="n1"))
+    writer = _HeldWriter(root)
+    config = ExporterConfig(name="files", flush_interval=3600)
+    exporter = pipeline.add_exporter(config, writer)
+    for name in ("a", "b"):
+        _emit(spool, name)
+    assert not exporter.flush(0.1)
+    assert writer.holding.wait(30)  # the exporter is inside its batch
+    return _StuckExporter(
+        key=key, spool=spool, pipeline=pipeline, writer=writer, config=config, exporter=exporter
+    )
+
+
 def test_a_replaced_exporter_ends_its_batch_before_the_next_one_starts(tmp_path: Path) -> None:
     """Changing an exporter while its store hangs: the old one's late batch and the
     new one's must not overlap, nor its late commit move the watermark back."""
-    key = SigningKey.generate("test/n1")
-    spool = Spool(tmp_path / "spool.db", node_id="n1")
-    pipeline = Pipeline(spool, notary=Notary(key=key, origin="test/n1", node_id="n1"))
-    writer = _HeldWriter(tmp_path / "log")
-    config = ExporterConfig(name="files", flush_interval=3600)
-    old = pipeline.add_exporter(config, writer)
-    for name in ("a", "b"):
-        _emit(spool, name)
-    assert not old.flush(0.1)
-    assert writer.holding.wait(30)  # the old exporter is inside its batch
-    pipeline.remove_exporter("files", timeout=0.1)
-    assert old.running
-    new = pipeline.add_exporter(config, writer)
+    stuck = _stuck_exporter(tmp_path / "log")
+    stuck.pipeline.remove_exporter("files", timeout=0.1)
+    assert stuck.exporter.running
+    new = stuck.pipeline.add_exporter(stuck.config, stuck.writer)
     for name in ("c", "d"):
-        _emit(spool, name)
+        _emit(stuck.spool, name)
     assert not new.flush(0.5)  # it waits for the old one
-    assert spool.store.watermark("files") == 0
-    writer.release.set()
+    assert stuck.spool.store.watermark("files") == 0
+    stuck.writer.release.set()
     assert new.flush(30)
-    assert not old.running
-    pipeline.close()
+    assert not stuck.exporter.running
+    stuck.pipeline.close()
     location = open_location(str(tmp_path / "log"))
     assert sorted(e.document["EventName"] for e in read_exported(location)) == ["a", "b", "c", "d"]
-    report = Verifier(location, [key.verifier]).run()
+    report = Verifier(location, [stuck.key.verifier]).run()
     assert report.findings == []
 
 
@@ -172,29 +193,20 @@ def test_an_exporter_deleted_mid_batch_and_made_again_starts_afresh(tmp_path: Pa
     """An exporter's definition deleted while its store hangs, and one of the same name
     made at once: the old one's late batch commits into its own watermark, which is
     then dropped; the new one starts at the oldest event kept, into its own place."""
-    key = SigningKey.generate("test/n1")
-    spool = Spool(tmp_path / "spool.db", node_id="n1")
-    pipeline = Pipeline(spool, notary=Notary(key=key, origin="test/n1", node_id="n1"))
-    held = _HeldWriter(tmp_path / "old")
-    config = ExporterConfig(name="files", flush_interval=3600)
-    old = pipeline.add_exporter(config, held)
-    for name in ("a", "b"):
-        _emit(spool, name)
-    assert not old.flush(0.1)
-    assert held.holding.wait(30)
-    pipeline.remove_exporter("files", timeout=0.1, forget=True)
-    new = pipeline.add_exporter(config, DirectoryWriter(tmp_path / "new"))
+    stuck = _stuck_exporter(tmp_path / "old")
+    stuck.pipeline.remove_exporter("files", timeout=0.1, forget=True)
+    new = stuck.pipeline.add_exporter(stuck.config, DirectoryWriter(tmp_path / "new"))
     for name in ("c", "d"):
-        _emit(spool, name)
-    held.release.set()
+        _emit(stuck.spool, name)
+    stuck.writer.release.set()
     assert new.flush(30)
-    pipeline.close()
+    stuck.pipeline.close()
     old_log, new_log = open_location(str(tmp_path / "old")), open_location(str(tmp_path / "new"))
     assert [e.document["EventName"] for e in read_exported(old_log)] == ["a", "b"]
-    assert Verifier(old_log, [key.verifier]).run().findings == []
+    assert Verifier(old_log, [stuck.key.verifier]).run().findings == []
     assert [e.document["EventName"] for e in read_exported(new_log)] == ["c", "d"]
     # It began after 1..2 were exported elsewhere and freed; the verifier says so.
-    findings = Verifier(new_log, [key.verifier]).run().findings
+    findings = Verifier(new_log, [stuck.key.verifier]).run().findings
     assert [(f.kind, f.first_seq, f.last_seq) for f in findings] == [("missing-events", 1, 2)]
 
 
