@@ -130,7 +130,9 @@ class SavedExporters:
         if self.pipeline is None:
             self._changed()
             return
-        if exporter_id in self.pipeline.exporters:
-            log.info("exporter %s stopping: its definition was deleted", exporter_id)
+        running = exporter_id in self.pipeline.exporters
+        # Its watermark goes once its thread has ended (a batch under way finishes).
         self.pipeline.remove_exporter(exporter_id, forget=True)
+        if running:
+            log.info("exporter %s stopped: its definition was deleted", exporter_id)
         self._running.pop(exporter_id, None)
