@@ -1,0 +1,129 @@
+"""An exporter's proofs: the manifest with a signed checkpoint after each batch, one
+when idle (so that a cut of the log's tail cannot go unseen), and the verifier key
+published before any file. `Exporter`'s base class; its state is the exporter's."""
+
+from __future__ import annotations
+
+import abc
+import datetime
+import time
+from collections.abc import Callable
+from typing import Any
+
+from auditline.interceptor._export_config import ExporterConfig, ObjectWriter
+from auditline.interceptor._integrity import FileEntry, Notary, runs
+from auditline.interceptor._log_names import LOG_DIRS
+from auditline.interceptor._spool import Spool
+from auditline.interceptor._spool_records import ExportedFile, SpooledEvent
+
+__all__ = ["ExporterProofs"]
+
+
+class ExporterProofs(abc.ABC):
+    """The state below is the exporter's, set in its constructor."""
+
+    config: ExporterConfig
+    notary: Notary | None
+    spool: Spool
+    writer: ObjectWriter
+    clock: Callable[[], float]
+    _last_checkpoint: float
+    _key_published: bool
+
+    @abc.abstractmethod
+    def _backlog(self) -> int:
+        """Events spooled that this exporter has not passed yet."""
+
+    def _retention(self) -> dict[str, Any]:
+        if not self.config.retention_days:
+            return {"retain_until": None, "mode": None}
+        until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            days=self.config.retention_days
+        )
+        return {"retain_until": until, "mode": self.config.retention_mode}
+
+    def _prove(
+        self,
+        first: int,
+        events: list[SpooledEvent],
+        by_log: dict[int, list[tuple[SpooledEvent, bytes]]],
+        files: list[ExportedFile],
+        retain_until: datetime.datetime | None,
+    ) -> None:
+        """Write the batch's manifest with its signed checkpoint."""
+        notary = self.notary
+        if notary is None:
+            return
+        store = self.spool.store
+        last = events[-1].seq
+        entries = [
+            FileEntry(
+                key=exported.key,
+                sha256=exported.sha256,
+                bytes=exported.bytes,
+                format=self.config.format,
+                compression=self.config.compression,
+                log_type=LOG_DIRS.get(log_type, "account_api"),
+                seqs=runs(item.seq for item, _ in items),
+            )
+            for exported, (log_type, items) in zip(files, sorted(by_log.items()), strict=True)
+        ]
+        omitted: list[tuple[int, bytes]] = []
+        if self.config.log_types:  # events of the logs this exporter leaves out
+            written = {item.seq for items in by_log.values() for item, _ in items}
+            left_out = [e.seq for e in events if e.seq not in written]
+            if left_out:
+                leaves = store.leaves(first, last)
+                omitted = [(seq, leaves[seq - first]) for seq in left_out]
+        self._publish_key()
+        manifest = notary.manifest(
+            prefix=self.config.prefix,
+            exporter=self.config.name,
+            tree_base=store.tree.base,
+            first_seq=first,
+            before=store.frontier_at(first - 1),
+            after=store.frontier_at(last),
+            files=entries,
+            omitted=omitted,
+            created_ns=events[-1].end_ns,
+        )
+        mode = self.config.retention_mode if retain_until else None
+        self.writer.put(manifest.key, manifest.body, retain_until=retain_until, mode=mode)
+        self._last_checkpoint = self.clock()
+
+    def _publish_key(self) -> None:
+        if self.notary is not None and not self._key_published:
+            published = self.notary.key_object(self.config.prefix)
+            self.writer.put(published.key, published.body, **self._retention())
+            self._key_published = True
+
+    def _checkpoint_due(self) -> bool:
+        return (
+            self.notary is not None
+            and not self._backlog()
+            and self.clock() - self._last_checkpoint >= self.config.checkpoint_interval
+        )
+
+    def checkpoint_idle(self) -> None:
+        """Sign the tree as it stands (nothing new exported): proof that it was not cut."""
+        notary = self.notary
+        if notary is None:
+            return
+        self._publish_key()
+        store = self.spool.store
+        watermark = store.watermark(self.config.name)
+        tree = store.frontier_at(watermark)
+        manifest = notary.manifest(
+            prefix=self.config.prefix,
+            exporter=self.config.name,
+            tree_base=store.tree.base,
+            first_seq=watermark + 1,
+            before=tree,
+            after=tree,
+            files=[],
+            omitted=[],
+            created_ns=time.time_ns(),
+            idle=True,
+        )
+        self.writer.put(manifest.key, manifest.body, **self._retention())
+        self._last_checkpoint = self.clock()
