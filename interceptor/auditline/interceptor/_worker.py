@@ -365,8 +365,11 @@ class AuditWorker:
             given_up=locked(self._on_given_up),
         )
 
-    def _answered_with_state(self, batch_id: int, error: str, state: Sequence[Any]) -> None:
-        self._answered(batch_id, error)
+    def _answered_with_state(
+        self, batch_ids: Sequence[int], error: str, state: Sequence[Any]
+    ) -> None:
+        for batch_id in batch_ids:
+            self._answered(batch_id, error)
         if state:
             self._follow(state)
 

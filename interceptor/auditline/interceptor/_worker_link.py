@@ -41,9 +41,9 @@ class Supervision:
 class LinkHooks:
     """What the link asks of `AuditWorker` (each takes the worker's lock itself)."""
 
-    # A batch is done with ("" committed, else why not), and the state of the
+    # Batches are done with ("" committed, else why not), and the state of the
     # worker's spool that came with the answer: taken together, under one lock.
-    answered: Callable[[int, str, Sequence[Any]], None]
+    answered: Callable[[Sequence[int], str, Sequence[Any]], None]
     # The state the worker's spool reported on its own (see `_worker_process`).
     follow: Callable[[Sequence[Any]], None]
     # Every batch a worker may not have, oldest first (resent to a new one).
@@ -120,7 +120,7 @@ class WorkerLink:
             # A bug (a value the codec let through); the batch's calls are answered
             # UNAVAILABLE in fail-closed mode rather than hang, and the bug is logged.
             log.exception("an audit batch could not be encoded")
-            self._hooks.answered(batch.batch_id, "the audit event could not be encoded", ())
+            self._hooks.answered((batch.batch_id,), "the audit event could not be encoded", ())
             return
         batch.sent_at = time.monotonic()
         try:
@@ -163,8 +163,8 @@ class WorkerLink:
             if reply[0] == "state":
                 self._hooks.follow(reply[1:])
                 continue
-            _, batch_id, error, *state = reply
-            self._hooks.answered(batch_id, error, state)
+            _, batch_ids, error, *state = reply
+            self._hooks.answered(batch_ids, error, state)
 
     def _watch(self) -> None:
         """Kill a worker that left a batch unanswered for `ack_timeout`: it is hung

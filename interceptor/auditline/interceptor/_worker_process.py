@@ -124,8 +124,10 @@ def worker_main(
             if batches:
                 error = worker.take(batches)
                 state = _state(spool)
-                for batch_id, _, _ in batches:
-                    conn.send_bytes(pack(("ack", batch_id, error, *state)))
+                # One answer for them all: one wake-up of the serving process's
+                # reading thread, however many batches had piled up.
+                ids = tuple(batch_id for batch_id, _, _ in batches)
+                conn.send_bytes(pack(("ack", ids, error, *state)))
             if quitting:
                 break
     finally:
