@@ -1,0 +1,80 @@
+"""Exported events kept for queries (`retain_seconds`, `auditline serve`'s
+`--events-retention-days`): they leave the window oldest first, and an exporter's
+commit reads only the rows it frees, however many are retained."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool
+
+DAY_NS = 86_400 * 10**9
+
+
+def _emit(spool: Spool, *started_ns: int) -> None:
+    for i, at_ns in enumerate(started_ns):
+        event = event_pb2.ApiEvent(event_name=f"Call{i}", version="2")
+        event.request.request_time.FromNanoseconds(at_ns)
+        event.response.response_time.FromNanoseconds(at_ns)
+        spool.emit(event)
+    assert spool.flush(10)
+
+
+def _export_all(exporter: Exporter) -> None:
+    while exporter.export_once():
+        pass
+
+
+def test_exported_events_leave_the_window_oldest_first(tmp_path: Path) -> None:
+    now = time.time_ns()
+    old, recent = now - 2 * DAY_NS, now - DAY_NS // 2
+    spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=86_400)
+    exporter = Exporter(
+        ExporterConfig(name="a"), spool, DirectoryWriter(tmp_path / "out"), node_id="n"
+    )
+    # The fifth began before the fourth (a long call) but was numbered after it.
+    _emit(spool, old, old, old, recent, old, recent)
+    assert [e.seq for e in spool.store.read(0, 100)] == [1, 2, 3, 4, 5, 6]  # not exported
+    _export_all(exporter)
+    kept = spool.store.read(0, 100)
+    assert [e.seq for e in kept] == [4, 5, 6]
+    assert spool.store.retained_bytes == sum(len(e.body) for e in kept)
+    assert spool.store.pending_bytes == 0
+    spool.close()
+
+
+def _rows_read_by_a_commit(tmp_path: Path, retained: int) -> int:
+    """SQLite virtual-machine steps (in hundreds) of one exporter batch of 20 events,
+    with `retained` exported events kept in the window."""
+    spool = Spool(tmp_path / f"spool-{retained}.db", node_id="n", retain_seconds=7 * 86_400)
+    exporter = Exporter(
+        ExporterConfig(name="a"), spool, DirectoryWriter(tmp_path / f"out-{retained}"), node_id="n"
+    )
+    now = time.time_ns()
+    _emit(spool, *[now - DAY_NS] * retained)
+    _export_all(exporter)
+    _emit(spool, *[now] * 20)
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    spool.store._db.set_progress_handler(count, 100)
+    try:
+        assert exporter.export_once() == 20
+    finally:
+        spool.store._db.set_progress_handler(None, 0)
+    spool.close()
+    return steps[0]
+
+
+def test_a_commit_reads_no_more_with_more_events_retained(tmp_path: Path) -> None:
+    """A condition on the events' time, or on the tree's nodes by an expression, reads
+    every retained row at each file: the exporter's rate then fell as the window
+    filled (88,000 events/s with none retained, 12,000 with 300,000)."""
+    few = _rows_read_by_a_commit(tmp_path, 100)
+    many = _rows_read_by_a_commit(tmp_path, 3_000)
+    assert many <= few * 1.2 + 10, (few, many)
