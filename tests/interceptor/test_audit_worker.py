@@ -11,6 +11,7 @@ import signal
 import threading
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -316,3 +317,45 @@ def test_a_closed_worker_answers_callers_at_once(tmp_path: Path) -> None:
     assert worker.flush(timeout=30) is False
     with pytest.raises(AuditUnavailableError, match="closed"):
         worker.admit()
+
+
+def test_asyncio_fail_closed_calls_that_come_during_a_commit_share_the_next(
+    tmp_path: Path,
+) -> None:
+    """A group commit on the event loop: while one batch that callers wait for is being
+    committed, the fail-closed calls that come meanwhile are held back, and go together
+    in one batch when it is answered; each is answered once its events are kept."""
+    worker = _worker(tmp_path, ack_timeout=600)
+    harness = Harness("aio", sink=worker, fail_closed=True)
+    outbox = worker._outbox  # what was sent and what waits to be
+    try:
+        harness.stub.Echo(echo_pb2.EchoRequest(text="first"))
+        assert worker.pid is not None
+        sent_before = outbox.next_id
+
+        def in_the_outbox() -> bool | None:
+            with worker._cond:
+                sent = sum(batch.events for batch in outbox.unacknowledged())
+                held = sum(item[0] == "capture" for item in outbox.pending)
+                return sent + held == 4 or None
+
+        with ThreadPoolExecutor(4) as pool:
+            os.kill(worker.pid, signal.SIGSTOP)  # the next batch waits, unanswered
+            try:
+                calls = [
+                    pool.submit(harness.stub.Echo, echo_pb2.EchoRequest(text=f"c{i}"), timeout=60)
+                    for i in range(4)
+                ]
+                wait_for(in_the_outbox, timeout=30, what="the four calls' captures")
+                with worker._cond:
+                    # One batch went; the calls that came after it wait for its answer.
+                    assert len(outbox.unacknowledged()) == 1
+            finally:
+                os.kill(worker.pid, signal.SIGCONT)
+            assert sorted(call.result().text for call in calls) == ["c0", "c1", "c2", "c3"]
+        assert outbox.next_id - sent_before <= 2  # the one in flight, then the rest
+    finally:
+        harness.close()
+        worker.close()
+    texts = Counter(d["Request"]["RequestParams"].get("text") for d in _exported(tmp_path))
+    assert texts == {"first": 1, "c0": 1, "c1": 1, "c2": 1, "c3": 1}

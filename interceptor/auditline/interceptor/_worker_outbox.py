@@ -15,6 +15,12 @@ def _events(items: list[tuple[Any, ...]]) -> int:
     return sum(item[0] in ("capture", "document") for item in items)
 
 
+def _waited(items: list[tuple[Any, ...]]) -> bool:
+    """Whether callers wait for the items' commit (a capture's or document's last
+    field says so)."""
+    return any(item[0] in ("capture", "document") and item[-1] for item in items)
+
+
 @dataclasses.dataclass(slots=True, kw_only=True)
 class Batch:
     """Items sent together; kept until the worker acknowledges them."""
@@ -22,6 +28,7 @@ class Batch:
     batch_id: int
     items: list[tuple[Any, ...]]
     events: int  # the captures and documents among the items
+    waited: bool  # fail-closed callers wait for its commit
     sent_at: float = 0.0  # when it was last written to a worker (monotonic)
 
 
@@ -32,6 +39,10 @@ class Outbox:
         self.pending: list[tuple[Any, ...]] = []  # items of the next batch
         self.urgent = False  # a caller waits for the next batch: it goes at once
         self.next_id = 1  # the next batch's (it takes every pending item)
+        # Waited items held back for the next batch until the waited batches in flight
+        # are answered (`AuditWorker._send_waited_soon`).
+        self.held_back = False
+        self.waited_in_flight = 0  # batches callers wait for, taken and not yet answered
         self._unacked: dict[int, Batch] = {}
 
     def drop_pending(self) -> int:
@@ -45,10 +56,15 @@ class Outbox:
         items = self.pending
         if extra is not None:
             items.append(extra)
-        batch = Batch(batch_id=self.next_id, items=items, events=_events(items))
+        batch = Batch(
+            batch_id=self.next_id, items=items, events=_events(items), waited=_waited(items)
+        )
         self.next_id += 1
         self.pending = []
-        self.urgent = False
+        self.urgent = self.held_back = False
+        # Counted from here, not from `sent`: a caller that comes before the batch is
+        # written is held back for the next too.
+        self.waited_in_flight += batch.waited
         return batch
 
     def sent(self, batch: Batch) -> None:
@@ -57,7 +73,10 @@ class Outbox:
 
     def acknowledged(self, batch_id: int) -> Batch | None:
         """The batch the worker answered (None: not one of ours any more)."""
-        return self._unacked.pop(batch_id, None)
+        batch = self._unacked.pop(batch_id, None)
+        if batch is not None:
+            self.waited_in_flight -= batch.waited
+        return batch
 
     def unacknowledged(self) -> list[Batch]:
         """Every batch a worker may not have, oldest first."""
