@@ -284,7 +284,16 @@ class Exporter(ExporterProofs):
                     sha256=hashlib.sha256(body).hexdigest(),
                 )
             )
-        self._prove(first, [item for item, _, _ in chosen], by_log, files, retain_until)
+        # The first batch of this exporter: its destination holds nothing before it.
+        starts_log = self.notary is not None and not store.has_files(name)
+        self._prove(
+            first,
+            [item for item, _, _ in chosen],
+            by_log,
+            files,
+            retain_until,
+            starts_log=starts_log,
+        )
         store.commit_files(name, files, watermark=last, since=watermark)
         now = self.clock()
         self._last_cut = now

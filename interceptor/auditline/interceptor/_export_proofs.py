@@ -49,8 +49,11 @@ class ExporterProofs(abc.ABC):
         by_log: dict[int, list[tuple[SpooledEvent, bytes]]],
         files: list[ExportedFile],
         retain_until: datetime.datetime | None,
+        *,
+        starts_log: bool,
     ) -> None:
-        """Write the batch's manifest with its signed checkpoint."""
+        """Write the batch's manifest with its signed checkpoint (and, for the
+        exporter's first batch, the signed note that its log begins there)."""
         notary = self.notary
         if notary is None:
             return
@@ -86,6 +89,7 @@ class ExporterProofs(abc.ABC):
             files=entries,
             omitted=omitted,
             created_ns=events[-1].end_ns,
+            starts_log=starts_log,
         )
         mode = self.config.retention_mode if retain_until else None
         self.writer.put(manifest.key, manifest.body, retain_until=retain_until, mode=mode)

@@ -8,7 +8,9 @@ type, the events in it), the leaf hashes of the batch's events that this exporte
 does not write (log types it leaves out), and the checkpoint of the tree after the
 batch, signed by the node's key (c2sp.org/tlog-checkpoint). The frontier of each
 manifest must give the root of the one before: the checkpoints extend each other.
-The verifier key is published at `integrity/keys/<key id>.pub`.
+The verifier key is published at `integrity/keys/<key id>.pub`. An exporter's first
+manifest also carries a signed note that its log begins there (`start_text`), for a
+verifier to tell an exporter made later from a log whose head was cut.
 """
 
 from __future__ import annotations
@@ -24,9 +26,20 @@ import orjson
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._note import Checkpoint, SigningKey
 
-__all__ = ["MANIFEST_FORMAT", "FileEntry", "Notary", "runs"]
+__all__ = ["MANIFEST_FORMAT", "START_FORMAT", "FileEntry", "Notary", "runs", "start_text"]
 
 MANIFEST_FORMAT = "auditline-manifest/1"
+START_FORMAT = "auditline-exporter-start/1"
+
+
+def start_text(*, origin: str, exporter: str, first_seq: int) -> str:
+    """The text of the signed note that says an exporter's log begins at `first_seq`:
+    it was made when the node's earlier events had left the spool (created later, or
+    after they were freed), so its destination holds none before. Signed, so that a
+    destination whose first manifests were deleted cannot pass for one that began
+    later; bound to the log, the exporter and the number, so that it fits no other
+    manifest."""
+    return f"{START_FORMAT}\n{origin}\nexporter {exporter}\nfirst {first_seq}\n"
 
 
 def _b64(data: bytes) -> str:
@@ -93,10 +106,12 @@ class Notary:
         omitted: Sequence[tuple[int, bytes]],
         created_ns: int,
         idle: bool = False,
+        starts_log: bool = False,
     ) -> IntegrityObject:
         """A batch's manifest. The batch is the events
         `first_seq`.. that take the tree from `before` to `after`; `omitted` are the
-        (seq, leaf hash) of the batch's events in none of `files`."""
+        (seq, leaf hash) of the batch's events in none of `files`. `starts_log`: the
+        exporter's first batch, with the signed note that its log begins here."""
         last_seq = first_seq + after.size - before.size - 1
         checkpoint = Checkpoint(origin=self.origin, size=after.size, root=after.root())
         created = datetime.datetime.fromtimestamp(created_ns / 1e9, datetime.UTC)
@@ -114,6 +129,9 @@ class Notary:
             "omitted": [[seq, _b64(leaf)] for seq, leaf in omitted],
             "checkpoint": self.key.sign_note(checkpoint.text),
         }
+        if starts_log:
+            text = start_text(origin=self.origin, exporter=exporter, first_seq=first_seq)
+            document["exporter_start"] = self.key.sign_note(text)
         name = f"{first_seq:012d}-{last_seq:012d}-{self.key.verifier.key_id:08x}"
         if idle:
             name += f"-{created_ns // 1_000_000_000}"

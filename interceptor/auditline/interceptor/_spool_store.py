@@ -375,6 +375,14 @@ class SpoolStore(SpoolFreeing):
                 freed = self._pass_exported()
             self._account_freed(freed)
 
+    def has_files(self, exporter: str) -> bool:
+        """Whether any file of `exporter` was recorded (its log has begun)."""
+        with self.lock:
+            row = self._db.execute(
+                "SELECT 1 FROM files WHERE exporter = ? LIMIT 1", (exporter,)
+            ).fetchone()
+        return row is not None
+
     def files(self, exporter: str | None = None) -> list[tuple[str, ExportedFile]]:
         """(exporter, file) of every file recorded, oldest first."""
         query = "SELECT exporter, key, first_seq, last_seq, events, bytes, sha256 FROM files"
@@ -384,17 +392,5 @@ class SpoolStore(SpoolFreeing):
             args = (exporter,)
         with self.lock:
             rows = self._db.execute(query + " ORDER BY first_seq", args).fetchall()
-        return [
-            (
-                row[0],
-                ExportedFile(
-                    key=row[1],
-                    first_seq=row[2],
-                    last_seq=row[3],
-                    events=row[4],
-                    bytes=row[5],
-                    sha256=row[6],
-                ),
-            )
-            for row in rows
-        ]
+        fields = ("key", "first_seq", "last_seq", "events", "bytes", "sha256")
+        return [(row[0], ExportedFile(**dict(zip(fields, row[1:], strict=True)))) for row in rows]

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from auditline.interceptor._compression import DATA_SUFFIXES, decompress
+from auditline.interceptor._integrity import start_text
 from auditline.interceptor._leaf import LineError, event_leaf, read_line, record_time
 from auditline.interceptor._locations import Location
 from auditline.interceptor._losses import MARKER_NAME
@@ -136,6 +137,23 @@ class Verifier:
             document["_signer"] = f"{signer.name}+{signer.key_id:08x}"
         return _Manifest(key=key, document=document, checkpoint=checkpoint, created=created)
 
+    def _starts_log(self, manifest: _Manifest) -> bool:
+        """Whether the manifest carries a trusted key's signed note that its exporter's
+        log begins at its first event (`start_text`)."""
+        note = manifest.document.get("exporter_start")
+        if not isinstance(note, str):
+            return False
+        try:
+            opened = open_note(note, self.keys)
+        except NoteError:
+            return False
+        document = manifest.document
+        return opened.text == start_text(
+            origin=str(document.get("origin")),
+            exporter=str(document.get("exporter")),
+            first_seq=manifest.first_seq,
+        )
+
     def _wanted(self, manifest: _Manifest) -> bool:
         if self.since is not None and manifest.created < self.since:
             return False
@@ -164,7 +182,11 @@ class Verifier:
                 continue
             if index == 0:
                 report.first_seq = manifest.first_seq
-                if manifest.first_seq != base + 1 and self.since is None:
+                if (
+                    manifest.first_seq != base + 1
+                    and self.since is None
+                    and not self._starts_log(manifest)
+                ):
                     self._find(
                         "missing-events",
                         node,

@@ -1,0 +1,101 @@
+"""An exporter made after the node's first events left the spool: its log begins later,
+and its first manifest carries the signed note that says so. The verifier takes it
+for the log's beginning, and only it: a destination whose first manifests are gone
+is still found out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool
+from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, Verifier
+
+HOUR_NS = 3600 * 10**9
+
+
+def _emit(spool: Spool, count: int, at_ns: int) -> None:
+    for i in range(count):
+        event = event_pb2.ApiEvent(event_name=f"Call{i}", version="2")
+        event.request.request_time.FromNanoseconds(at_ns)
+        event.response.response_time.FromNanoseconds(at_ns)
+        spool.emit(event)
+    assert spool.flush(10)
+
+
+def _late_exporter_log(tmp_path: Path, key: SigningKey) -> Path:
+    """Events 1..10 exported by `a` and gone from the spool (out of the retention
+    window); then `b` is made, and exports events 11..18 in several files."""
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=3600)
+    first = Exporter(
+        ExporterConfig(name="a"), spool, DirectoryWriter(tmp_path / "a"), node_id="n", notary=notary
+    )
+    _emit(spool, 10, time.time_ns() - 2 * HOUR_NS)
+    while first.export_once():
+        pass
+    assert spool.store.read(0, 100) == []  # all gone: b cannot start before 11
+    later = Exporter(
+        ExporterConfig(name="b", max_file_bytes=1024, compression="none"),
+        spool,
+        DirectoryWriter(tmp_path / "b"),
+        node_id="n",
+        notary=notary,
+    )
+    _emit(spool, 8, time.time_ns())
+    batches = 0
+    while later.export_once():
+        batches += 1
+    assert batches >= 2
+    spool.close()
+    return tmp_path / "b"
+
+
+def _manifests(root: Path) -> list[Path]:
+    return sorted(root.glob("integrity/n/manifests/*.json"))
+
+
+def _kinds(root: Path, key: SigningKey) -> list[str]:
+    report = Verifier(LocalDirectory(root), [key.verifier]).run()
+    return [finding.kind for finding in report.findings]
+
+
+def test_a_log_that_begins_later_is_proven(tmp_path: Path) -> None:
+    key = SigningKey.generate("test/n")
+    root = _late_exporter_log(tmp_path, key)
+    report = Verifier(LocalDirectory(root), [key.verifier]).run()
+    assert report.findings == []
+    assert report.nodes[0].first_seq == 11
+    first, *rest = _manifests(root)
+    assert "exporter_start" in orjson.loads(first.read_bytes())
+    assert all("exporter_start" not in orjson.loads(m.read_bytes()) for m in rest)
+
+
+def test_a_log_whose_first_manifest_is_gone_is_not(tmp_path: Path) -> None:
+    key = SigningKey.generate("test/n")
+    root = _late_exporter_log(tmp_path, key)
+    _manifests(root)[0].unlink()
+    assert "missing-events" in _kinds(root, key)
+
+
+def test_the_note_fits_no_other_manifest_and_needs_a_trusted_key(tmp_path: Path) -> None:
+    key = SigningKey.generate("test/n")
+    root = _late_exporter_log(tmp_path, key)
+    first, second, *_ = _manifests(root)
+    note = orjson.loads(first.read_bytes())["exporter_start"]
+    first.unlink()
+    # The first manifest's note, moved onto the next: it names another first event.
+    document = orjson.loads(second.read_bytes())
+    second.write_bytes(orjson.dumps({**document, "exporter_start": note}))
+    assert "missing-events" in _kinds(root, key)
+    # A note for the right event, signed by a key the verifier does not trust.
+    other = SigningKey.generate("test/n")
+    forged = Notary(key=other, origin="test/n", node_id="n")
+    text_note = forged.key.sign_note(
+        f"auditline-exporter-start/1\ntest/n\nexporter b\nfirst {document['first_seq']}\n"
+    )
+    second.write_bytes(orjson.dumps({**document, "exporter_start": text_note}))
+    assert "missing-events" in _kinds(root, key)
