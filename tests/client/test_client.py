@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from concurrent import futures
 
+import grpc
 import pytest
 
 from auditline.account.v1 import auth_pb2, bucket_pb2, service_account_pb2
@@ -17,6 +19,7 @@ from auditline.errors import (
     NotFoundError,
     PermissionDeniedError,
     UnauthenticatedError,
+    UnavailableError,
 )
 from tests.conftest import ServeFactory
 from tests.support.processes import wait_for
@@ -113,3 +116,46 @@ def test_an_anonymous_client_reaches_only_the_open_methods(serve: ServeFactory) 
             list(anonymous.events.TailEvents(audit_log_pb2.TailEventsRequest(), timeout=30))
     with pytest.raises(ValueError, match="together"):
         Client(process.target, access_key=KEY)
+
+
+def _bucket_server(address: str) -> tuple[grpc.Server, int]:
+    """A plain gRPC server answering `ListBuckets` with nothing, and its port."""
+
+    def list_buckets(
+        request: bucket_pb2.ListBucketsRequest, context: grpc.ServicerContext
+    ) -> bucket_pb2.ListBucketsResponse:
+        return bucket_pb2.ListBucketsResponse()
+
+    handler = grpc.method_handlers_generic_handler(
+        "auditline.account.v1.BucketService",
+        {
+            "ListBuckets": grpc.unary_unary_rpc_method_handler(
+                list_buckets,
+                request_deserializer=bucket_pb2.ListBucketsRequest.FromString,
+                response_serializer=bucket_pb2.ListBucketsResponse.SerializeToString,
+            )
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(2), handlers=[handler])
+    port = server.add_insecure_port(address)
+    server.start()
+    return server, port
+
+
+def test_a_new_client_reaches_a_server_started_again_where_one_stopped() -> None:
+    """A client in a process whose other client still reconnects to a server that
+    stopped at the same address (a test's servers reuse ports) is not failed with that
+    other's backoff: it has connections of its own."""
+    first, port = _bucket_server("127.0.0.1:0")
+    target = f"127.0.0.1:{port}"
+    with Client(target, token="t") as earlier:
+        earlier.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
+        first.stop(None).wait()
+        with pytest.raises(UnavailableError):  # its connection now waits to retry
+            earlier.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
+        second, _ = _bucket_server(target)
+        try:
+            with Client(target, token="t") as later:
+                assert later.buckets.ListBuckets(bucket_pb2.ListBucketsRequest()) is not None
+        finally:
+            second.stop(None).wait()

@@ -38,7 +38,11 @@ _REFRESH_BEFORE = 30.0  # seconds before expiry a new token is fetched
 # `ipv4:HOST:PORT,HOST:PORT`, or a DNS name with several addresses); with one
 # address, this is that address.
 _CHANNEL_OPTIONS = [
-    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
+    # Connections of its own: gRPC shares them among a process's channels by default,
+    # and a new client would then fail at once, UNAVAILABLE, while a connection to a
+    # server that stopped at the same address waits out its reconnect backoff.
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 
 
