@@ -30,7 +30,13 @@ from auditline.interceptor._formats import apievent_dict
 from tests.interceptor.harness import FLAVOURS, Harness
 from tests.support.outcome import code_of
 from tests.support.processes import wait_for
-from tests.support.worker_pipelines import notice_fails, spool_and_directory
+from tests.support.worker_pipelines import (
+    dies_once,
+    dropped_in_spool,
+    notice_fails,
+    slow_commits,
+    spool_and_directory,
+)
 
 SECRET = "worker-secret-" + uuid.uuid4().hex
 
@@ -214,6 +220,89 @@ def test_past_max_held_async_events_are_counted_in_the_log_not_kept_in_memory(
     assert len(calls) == 52 - 30
     assert sum(m["Request"]["RequestParams"]["dropped_events"] for m in markers) == 30
     assert worker.restarts == 0
+
+
+def _lose_thirty(worker: AuditWorker, harness: Harness) -> None:
+    """With the worker stopped, 50 calls: 20 are held for it (`max_held`), 30 lost."""
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGSTOP)  # alive and silent: nothing is acknowledged
+    try:
+        for i in range(50):
+            harness.stub.Echo(echo_pb2.EchoRequest(text=f"while-stopped-{i}"))
+        assert harness.interceptor.flush(10)
+        wait_for(lambda: worker.lost == 30 or None, timeout=30, what="30 events lost")
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+
+
+def _all_acknowledged(worker: AuditWorker) -> bool | None:
+    with worker._cond:
+        outbox = worker._outbox
+        return True if not outbox.pending and not outbox.unacknowledged() else None
+
+
+def test_a_loss_report_acknowledged_and_not_yet_kept_is_counted_by_the_next_worker(
+    tmp_path: Path,
+) -> None:
+    """The worker acknowledges the serving process's report of 30 lost events, and is
+    killed before its spool kept the count: the next worker is sent the report again."""
+    (tmp_path / "slow").touch()
+    worker = AuditWorker(functools.partial(slow_commits, str(tmp_path)), max_held=20)
+    harness = Harness("sync", sink=worker)
+    try:
+        _lose_thirty(worker, harness)
+        wait_for(lambda: _all_acknowledged(worker), timeout=30, what="every batch answered")
+        harness.stub.Echo(echo_pb2.EchoRequest(text="carries the report"))
+        assert harness.interceptor.flush(10)
+        wait_for(lambda: _all_acknowledged(worker), timeout=30, what="the report answered")
+        assert worker._held.unkept()  # acknowledged, and only in the worker's memory
+        (tmp_path / "slow").unlink()  # the next worker commits as usual
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGKILL)
+        wait_for(lambda: worker.restarts == 1 or None, timeout=60, what="the worker's restart")
+        assert worker.flush(30)
+        # The worker tells when its spool kept the report (then it is sent no more).
+        wait_for(lambda: not worker._held.unkept() or None, timeout=30, what="the report kept")
+    finally:
+        harness.close()
+        worker.close()
+    assert dropped_in_spool(tmp_path) == worker.lost == 30
+
+
+def test_a_loss_report_kept_by_a_worker_that_died_before_answering_is_counted_once(
+    tmp_path: Path,
+) -> None:
+    """The worker counts the report of 30 lost events, commits their drop marker and
+    dies before it answers: the next worker, sent the report again, does not count it
+    a second time."""
+    worker = AuditWorker(functools.partial(dies_once, str(tmp_path)), max_held=20)
+    harness = Harness("sync", sink=worker)
+    try:
+        harness.stub.Echo(echo_pb2.EchoRequest(text="first"))
+        assert harness.interceptor.flush(10)
+        assert worker.flush(10)
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            for i in range(50):
+                harness.stub.Echo(echo_pb2.EchoRequest(text=f"while-stopped-{i}"))
+            assert harness.interceptor.flush(10)
+            wait_for(lambda: worker.lost == 30 or None, timeout=30, what="30 events lost")
+            # Two batches wait in the pipe, to be taken in one round: the report
+            # (after a notice that does nothing), then the notice that kills.
+            worker.notify("nothing")
+            wait_for(lambda: worker._held.unkept() or None, timeout=30, what="the report sent")
+            worker.notify("die")
+            wait_for(lambda: not worker._outbox.pending or None, timeout=30, what="'die' sent")
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        wait_for(lambda: worker.restarts == 1 or None, timeout=60, what="the worker's restart")
+        assert (tmp_path / "died").exists()
+        assert worker.flush(30)
+    finally:
+        harness.close()
+        worker.close()
+    assert dropped_in_spool(tmp_path) == worker.lost == 30
 
 
 def test_async_events_reach_the_spool_without_a_flush(tmp_path: Path) -> None:

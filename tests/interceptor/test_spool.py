@@ -15,6 +15,7 @@ import pytest
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import AuditUnavailableError, Spool
 from auditline.interceptor._formats import event_document
+from auditline.interceptor._losses import Losses
 from auditline.interceptor._spool_lock import SpoolLock
 from auditline.interceptor._spool_records import ExportedFile
 from auditline.interceptor._types import EventDocument
@@ -303,4 +304,43 @@ def test_losses_counted_before_a_kill_9_reach_the_log(tmp_path: Path) -> None:
     ]
     assert markers == [dropped]
     assert spool.store.saved_losses() is None  # told of: forgotten with the marker
+    spool.close()
+
+
+def _dropped_told(spool: Spool) -> list[int]:
+    return [
+        e.document()["Request"]["RequestParams"]["dropped_events"]
+        for e in spool.store.read(0, 100_000)
+        if e.document()["EventName"] == "AuditEventsDropped"
+    ]
+
+
+def test_a_loss_report_is_counted_once_whether_saved_or_told_of(tmp_path: Path) -> None:
+    """An audit worker's serving process numbers its reports of lost events and sends
+    one again until the spool has kept it: the spool counts each number once, across
+    its markers and its reopening."""
+    path = tmp_path / "spool.db"
+    spool = Spool(path, node_id="n")
+    spool.count_lost(3, "behind", 1, report=1)
+    spool.count_lost(3, "behind", 1, report=1)  # sent again: not counted
+    assert spool.flush(10, with_drop_marker=True)
+    assert spool.loss_reports_kept == 1
+    spool.count_lost(4, "behind", 2, report=2)
+    spool.close()  # closing writes its marker
+    spool = Spool(path, node_id="n")
+    assert spool.loss_reports_kept == 2
+    for report in (1, 2):
+        spool.count_lost(9, "behind", 3, report=report)  # a worker started again
+    spool.count_lost(5, "behind", 4, report=3)
+    spool.count_lost(6, "past the cap", 5)  # the spool's own losses are not numbered
+    assert spool.flush(10, with_drop_marker=True)
+    assert _dropped_told(spool) == [3, 4, 11]
+    # Saved with a count that waits for its marker (a spool at its cap), then reopened.
+    spool.store.save_losses(Losses(count=2, first_ns=6, last_ns=6, reasons={"x": 2}, reports=4))
+    spool.close()
+    spool = Spool(path, node_id="n")
+    assert spool.loss_reports_kept == 4
+    spool.count_lost(2, "behind", 7, report=4)
+    assert spool.flush(10, with_drop_marker=True)
+    assert _dropped_told(spool) == [3, 4, 11, 2]
     spool.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -54,6 +55,55 @@ class _NoticeFails:
 
 def notice_fails(root: str) -> _NoticeFails:
     return _NoticeFails(root)
+
+
+def slow_commits(root: str) -> Pipeline:
+    """`spool_only`, async; made while ROOT/slow exists, it commits only at its close:
+    what the worker acknowledges stays in its memory meanwhile."""
+    interval = 3600 if (Path(root) / "slow").exists() else 0.01
+    spool = Spool(
+        Path(root) / "spool.db", node_id="worker-test", durability="async", commit_interval=interval
+    )
+    return Pipeline(spool)
+
+
+class _DiesOnce:
+    """`spool_only`'s pipeline whose `notice("die")` commits the drop marker of the
+    losses counted so far and ends the process, the first time (ROOT/died remembers)."""
+
+    def __init__(self, root: str) -> None:
+        self._pipeline = spool_only(root)
+        self._died = Path(root) / "died"
+
+    @property
+    def spool(self) -> Spool:
+        return self._pipeline.spool
+
+    def notice(self, what: str, value: Any, at_ns: int) -> None:
+        if what == "die" and not self._died.exists():
+            self._died.touch()
+            assert self.spool.flush(timeout=30, with_drop_marker=True)
+            os._exit(1)
+
+    def close(self) -> None:
+        self._pipeline.close()
+
+
+def dies_once(root: str) -> _DiesOnce:
+    return _DiesOnce(root)
+
+
+def dropped_in_spool(root: Path) -> int:
+    """The events the drop markers in ROOT/spool.db say were lost, in all."""
+    with contextlib.closing(sqlite3.connect(f"file:{root / 'spool.db'}?mode=ro", uri=True)) as db:
+        rows = db.execute(
+            "SELECT seq, at_ns, end_ns, log_type, body FROM events WHERE event_name = ?",
+            ("AuditEventsDropped",),
+        ).fetchall()
+    return sum(
+        int(SpooledEvent(*row).document()["Request"]["RequestParams"]["dropped_events"])
+        for row in rows
+    )
 
 
 def signed_directory(root: str, key_text: str, node_id: str) -> Pipeline:

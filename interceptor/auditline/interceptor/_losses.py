@@ -30,6 +30,9 @@ class Losses:
     first_ns: int
     last_ns: int
     reasons: dict[str, int]
+    # The number of the last loss report counted (`LossCounter.add`), in this count or
+    # an earlier one: kept with it, so that a report sent again is not counted twice.
+    reports: int = 0
 
     def marker(self) -> EventDocument:
         """The `AuditEventsDropped` event of these losses (status DATA_LOSS)."""
@@ -67,14 +70,21 @@ class LossCounter:
         self._reasons: dict[str, int] = {}
         self.total = 0
         self.version = 0  # changes whenever the pending losses do
+        # The last loss report counted, and the last the spool file has counted (saved
+        # or in a marker): an audit worker's serving process sends a report again
+        # until it is kept, and a report kept already is not counted again.
+        self.reports = self.reports_kept = saved.reports if saved is not None else 0
         if saved is not None:
             self._count = saved.count
             self._first, self._last = saved.first_ns, saved.last_ns
             self._reasons = dict(saved.reasons)
 
-    def add(self, count: int, reason: str, at_ns: int) -> None:
-        if count <= 0:
-            return
+    def add(self, count: int, reason: str, at_ns: int, *, report: int = 0) -> bool:
+        """Count losses; whether they were. `report`: the number of the report that
+        tells of them (from 1 up, in order), if one does: one counted is not again."""
+        if count <= 0 or (report and report <= self.reports):
+            return False
+        self.reports = max(self.reports, report)
         self.version += 1
         if not self._count:
             self._first = at_ns
@@ -83,6 +93,7 @@ class LossCounter:
         self._last = max(self._last, at_ns)
         self._reasons[reason] = self._reasons.get(reason, 0) + count
         self.total += count
+        return True
 
     def pending(self) -> Losses | None:
         """The losses not yet in a written marker, or None."""
@@ -93,10 +104,16 @@ class LossCounter:
             first_ns=self._first,
             last_ns=self._last,
             reasons=dict(self._reasons),
+            reports=self.reports,
         )
+
+    def kept(self, losses: Losses) -> None:
+        """The spool file now has these losses (saved, or in a marker)."""
+        self.reports_kept = max(self.reports_kept, losses.reports)
 
     def settle(self, written: Losses) -> None:
         """Forget the losses a marker now in the spool accounts for."""
+        self.kept(written)
         self.version += 1
         self._count -= written.count
         for reason, count in written.reasons.items():

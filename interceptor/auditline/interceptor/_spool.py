@@ -276,12 +276,20 @@ class Spool(SpoolWriter):
         self.stats.buffered_bytes -= self._queue.withdraw(batch, items)
         self.stats.accepted -= len(items)
 
-    def count_lost(self, count: int, reason: str, at_ns: int) -> None:
+    def count_lost(self, count: int, reason: str, at_ns: int, *, report: int = 0) -> None:
         """Count events lost before they reached the spool (an audit worker's serving
-        process could not hand them over): they are in the next drop marker."""
+        process could not hand them over): they are in the next drop marker. `report`:
+        the number of the report telling of them; one counted already is not again."""
         with self._lock:
-            self._drop(count, reason, at_ns)
-            self._work.notify()
+            if self._losses.add(count, reason, at_ns, report=report):
+                self.stats.dropped += count
+                self._work.notify()
+
+    @property
+    def loss_reports_kept(self) -> int:
+        """The number of the last loss report (`count_lost`) the spool file has counted."""
+        with self._lock:
+            return self._losses.reports_kept
 
     def _drop(self, count: int, reason: str, at_ns: int) -> None:
         self._losses.add(count, reason, at_ns)

@@ -12,6 +12,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 
+from auditline.interceptor._losses import Losses
 from auditline.interceptor._spool_records import SpoolStats, StoredEvent
 from auditline.interceptor._spool_store import SQLITE_FULL, SpoolStore
 
@@ -41,23 +42,23 @@ class SpoolDisk:
         self._next_recovery = 0.0
 
     def insert_what_fits(
-        self, calls: list[list[StoredEvent]], *, settles_losses: bool = False
+        self, calls: list[list[StoredEvent]], *, settles: Losses | None = None
     ) -> int:
         """Insert as many of the calls' events as the disk takes, in order and a call's
         events all or none (halving the batch by calls while it is full); return how
         many events. Raises when not even the first call's fit: a fail-closed caller
-        is refused only with none of its events kept. `settles_losses`: the first
-        call is the drop marker of the losses saved (`SpoolStore.insert`)."""
+        is refused only with none of its events kept. `settles`: the first call
+        is the drop marker of these losses (`SpoolStore.insert`)."""
         items = [item for call in calls for item in call]
         try:
-            self._insert(items, settles_losses)
+            self._insert(items, settles)
             return len(items)
         except sqlite3.Error as exc:
             if not _is_full(exc) or len(calls) == 1:
                 raise
         half = len(calls) // 2
         first_half = sum(len(call) for call in calls[:half])
-        written = self.insert_what_fits(calls[:half], settles_losses=settles_losses)
+        written = self.insert_what_fits(calls[:half], settles=settles)
         if written < first_half:
             return written
         try:
@@ -65,17 +66,17 @@ class SpoolDisk:
         except sqlite3.Error:
             return first_half
 
-    def _insert(self, items: list[StoredEvent], settles_losses: bool) -> int:
+    def _insert(self, items: list[StoredEvent], settles: Losses | None) -> int:
         """Insert; on a full disk, release the reserve and try once more."""
         try:
-            return self.store.insert(items, settles_losses=settles_losses)
+            return self.store.insert(items, settles=settles)
         except sqlite3.Error as exc:
             if not _is_full(exc) or not self.store.reserve_held:
                 raise
             self.store.release_reserve()
             log.error("audit spool degraded: the disk is full; reserve released, new calls wait")
             self._set(_DISK_FULL)
-            return self.store.insert(items, settles_losses=settles_losses)
+            return self.store.insert(items, settles=settles)
 
     def failed(self, exc: sqlite3.Error | None) -> None:
         """A write failed (`exc`; None: part of a batch did not fit on the disk)."""

@@ -188,10 +188,10 @@ class SpoolStore(SpoolFreeing):
 
     # --- the writer's side -----------------------------------------------------------
 
-    def insert(self, items: Sequence[StoredEvent], *, settles_losses: bool = False) -> int:
+    def insert(self, items: Sequence[StoredEvent], *, settles: Losses | None = None) -> int:
         """Write events in one transaction, numbered from `next_seq`; return their bytes.
-        `settles_losses`: they include the drop marker of the losses saved, which are
-        forgotten in the same transaction.
+        `settles`: they include the drop marker of these losses, which are forgotten
+        in the same transaction.
 
         Raises `sqlite3.Error` (nothing written) when the disk or the file is full.
         """
@@ -226,8 +226,8 @@ class SpoolStore(SpoolFreeing):
                         rows,
                     )
                     self.tree.append(leaves)
-                    if settles_losses:
-                        self._losses.clear()
+                    if settles is not None:
+                        self._losses.settle(settles)
             except sqlite3.Error:
                 self.tree.rollback()
                 raise

@@ -113,6 +113,9 @@ class SpoolWriter(abc.ABC):
             log.warning("could not save the count of dropped audit events: %s", exc)
             return
         self._losses_saved = version
+        if pending is not None:
+            with self._lock:
+                self._losses.kept(pending)
 
     def _has_sync_work(self) -> bool:
         return self.durability == "sync" and self._queue.has_events()
@@ -143,7 +146,7 @@ class SpoolWriter(abc.ABC):
             if marker is not None:
                 calls = [[stored_event(self.node_id, marker.marker())], *calls]
             try:
-                count = self._disk.insert_what_fits(calls, settles_losses=marker is not None)
+                count = self._disk.insert_what_fits(calls, settles=marker)
             except sqlite3.Error as exc:
                 self._requeue()
                 self._disk.failed(exc)

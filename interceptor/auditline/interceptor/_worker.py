@@ -11,9 +11,9 @@ Unredacted bytes stay in memory on both sides; only redacted events reach the sp
   keep_captures(...)`): the batch goes at once and the call waits for the worker's
   acknowledgement that its events are committed (or its refusal: then the call is
   answered UNAVAILABLE). On an event loop, calls that come while such a batch is
-  being committed go together in the next, when it is answered. In a batch that carries both, the
-  fail-closed calls' events are committed all or none, and the others are queued
-  (or dropped and counted when there is no room) apart from them.
+  being committed go together in the next, when it is answered. In a batch that
+  carries both, the fail-closed calls' events are committed all or none, and the
+  others are queued (or dropped and counted when there is no room) apart from them.
 - Admission follows the state the worker's spool reports with every acknowledgement,
   and by itself when it changes while idle: a call is refused at once when the spool
   would refuse it (`backpressure="block"` does not wait for room across processes).
@@ -23,6 +23,9 @@ Unredacted bytes stay in memory on both sides; only redacted events reach the sp
   acknowledged but not yet committed is lost (its spool's commit interval, 10 ms by
   default). After `max_restarts` restarts within `restart_window` seconds the
   worker is given up: calls are refused (fail-closed) and events counted as lost.
+- Events this process could not hand over (past `max_held`) are told of in numbered
+  loss reports, each sent again to a worker started again until its spool has kept
+  it, and counted there once (`HeldEvents`, `Spool.count_lost`).
 
 `_worker_link` keeps the process and the pipe; this module decides what is sent.
 """
@@ -381,12 +384,22 @@ class AuditWorker:
         return LinkHooks(
             answered=locked(self._answered_with_state),
             follow=locked(self._follow),
-            unacknowledged=locked(self._outbox.unacknowledged),
+            resend=locked(self._resend),
             oldest_sent_at=locked(self._outbox.oldest_sent_at),
             schema_files=locked(lambda: list(self._schemas.files)),
             closing=locked(lambda: self._closing),
             given_up=locked(self._on_given_up),
         )
+
+    def _resend(self) -> list[Batch]:
+        """Holding the lock: what a worker started again is sent, in order. First the
+        loss reports its spool has not kept (acknowledged or not: it counts each once),
+        then every batch not acknowledged."""
+        batches = self._outbox.unacknowledged()
+        reports = self._held.unkept()
+        if reports:
+            batches.insert(0, self._outbox.sent_alone(reports))
+        return batches
 
     def _answered_with_state(
         self, batch_ids: Sequence[int], error: str, state: Sequence[Any]
@@ -415,6 +428,7 @@ class AuditWorker:
     def _follow(self, state: Sequence[Any]) -> None:
         """Take the state of the worker's spool it reported (see `_worker_process`)."""
         degraded = self.degraded
-        self._refusal, self.degraded, self.dropped = state
+        self._refusal, self.degraded, self.dropped, reports_kept = state
+        self._held.kept(reports_kept)
         if self.degraded != degraded:
             self.on_degraded(self.degraded)

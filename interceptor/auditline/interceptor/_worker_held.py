@@ -24,6 +24,11 @@ class HeldEvents:
         self.count = 0
         self.lost = 0  # events never handed over (past the limit, or to a worker given up)
         self._unreported = 0  # lost past the limit, for the next batch to tell the log
+        # Loss reports are numbered: those the worker's spool has not kept yet (saved,
+        # or in a marker) are sent again to a worker started again, which counts only
+        # those it has not (`Spool.count_lost`).
+        self._last_report = 0
+        self._unkept: list[tuple[Any, ...]] = []
 
     @property
     def full(self) -> bool:
@@ -57,6 +62,20 @@ class HeldEvents:
         """The item that tells the worker's spool of the losses not yet reported."""
         if not self._unreported:
             return None
-        item = ("lost", self._unreported, "the audit worker was behind", time.time_ns())
+        self._last_report += 1
+        reason = "the audit worker was behind"
+        item = ("lost", self._unreported, reason, time.time_ns(), self._last_report)
         self._unreported = 0
+        self._unkept.append(item)
         return item
+
+    def kept(self, last: int) -> None:
+        """The worker's spool has kept the loss reports up to number `last` (the next
+        is numbered after it: a spool keeps the numbers of earlier serving processes)."""
+        self._last_report = max(self._last_report, last)
+        if self._unkept:
+            self._unkept = [item for item in self._unkept if item[4] > last]
+
+    def unkept(self) -> list[tuple[Any, ...]]:
+        """The loss reports the worker's spool has not kept, in order."""
+        return list(self._unkept)

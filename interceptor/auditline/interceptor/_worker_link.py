@@ -46,8 +46,9 @@ class LinkHooks:
     answered: Callable[[Sequence[int], str, Sequence[Any]], None]
     # The state the worker's spool reported on its own (see `_worker_process`).
     follow: Callable[[Sequence[Any]], None]
-    # Every batch a worker may not have, oldest first (resent to a new one).
-    unacknowledged: Callable[[], list[Batch]]
+    # What a worker started again is sent, in order: every batch the dead one may not
+    # have had, and the loss reports its spool may not have kept.
+    resend: Callable[[], list[Batch]]
     # When the longest-unanswered batch was written (monotonic), if any was.
     oldest_sent_at: Callable[[], float | None]
     # The proto files every worker needs, in the order they were first sent.
@@ -194,7 +195,7 @@ class WorkerLink:
                 self._give_up(f"the audit worker could not be started again: {exc}")
                 return False
             self.restarts += 1
-            for batch in self._hooks.unacknowledged():
+            for batch in self._hooks.resend():
                 self._write(batch, resent=True)
         return True
 

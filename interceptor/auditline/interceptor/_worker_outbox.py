@@ -67,6 +67,17 @@ class Outbox:
         self.waited_in_flight += batch.waited
         return batch
 
+    def sent_alone(self, items: list[tuple[Any, ...]]) -> Batch:
+        """Items that go in a batch of their own, sent at once (to a worker started
+        again, ahead of the batches it had not acknowledged)."""
+        batch = Batch(
+            batch_id=self.next_id, items=items, events=_events(items), waited=_waited(items)
+        )
+        self.next_id += 1
+        self.waited_in_flight += batch.waited
+        self.sent(batch)
+        return batch
+
     def sent(self, batch: Batch) -> None:
         """A batch goes out: kept until acknowledged."""
         self._unacked[batch.batch_id] = batch

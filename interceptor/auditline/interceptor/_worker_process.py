@@ -41,10 +41,11 @@ class HostedPipeline(Protocol):
     def close(self) -> None: ...
 
 
-def _state(spool: Spool) -> tuple[str, str, int]:
+def _state(spool: Spool) -> tuple[str, str, int, int]:
     """What the serving process follows of the spool: why it would refuse a call now,
-    why it is degraded, and how many events it dropped (all "" or 0 when well)."""
-    return spool.refusal(), spool.degraded, spool.stats.dropped
+    why it is degraded, how many events it dropped (all "" or 0 when well), and the
+    last loss report it has kept (`Spool.loss_reports_kept`)."""
+    return spool.refusal(), spool.degraded, spool.stats.dropped, spool.loss_reports_kept
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,7 +54,7 @@ class StartedWorker:
 
     process: Any  # a multiprocessing Process (spawn context)
     conn: Connection
-    state: tuple[str, str, int]  # its spool's first `_state`
+    state: tuple[str, str, int, int]  # its spool's first `_state`
 
 
 def start_worker(
@@ -220,7 +221,7 @@ class _Worker:
                 built = EventDocument(document=document, at_ns=item[2], end_ns=item[3])
                 (waited if item[4] else queued).append(built)
             elif kind == "lost":  # events the serving process could not hand over
-                self.spool.count_lost(item[1], item[2], item[3])
+                self.spool.count_lost(item[1], item[2], item[3], report=item[4])
             elif kind == "schemas":
                 load_schemas(item[1])
             elif kind == "notice" and self.notice is not None:
