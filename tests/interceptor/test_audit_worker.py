@@ -269,6 +269,25 @@ def test_a_loss_report_acknowledged_and_not_yet_kept_is_counted_by_the_next_work
     assert dropped_in_spool(tmp_path) == worker.lost == 30
 
 
+def test_the_loss_reports_sent_to_a_worker_started_again_answer_no_caller(
+    tmp_path: Path,
+) -> None:
+    """The batch of loss reports a worker started again is sent first is not the batch
+    callers waiting for the pending items' commit were promised: its answer must not
+    tell them their events are committed."""
+    worker = _worker(tmp_path, max_held=0)  # not started: no process
+    with worker._cond:
+        assert worker._held.take(5, wait=False) == 0  # 5 lost
+        worker._outbox.take(worker._held.report())  # the report goes out in a batch
+        worker._outbox.pending.append(("flush",))
+        promised = worker._send_waited()  # a caller waits for the pending items
+        batches = worker._resend()
+        assert [item[0] for item in batches[0].items] == ["lost"]
+        worker._answered(batches[0].batch_id, "")
+        assert not worker._answers._answer(promised).done.is_set()
+        assert worker._outbox.take(None).batch_id == promised  # still theirs
+
+
 def test_a_loss_report_kept_by_a_worker_that_died_before_answering_is_counted_once(
     tmp_path: Path,
 ) -> None:

@@ -122,7 +122,12 @@ class WorkerLink:
             # UNAVAILABLE in fail-closed mode rather than hang, and the bug is logged.
             log.exception("an audit batch could not be encoded")
             self._hooks.answered((batch.batch_id,), "the audit event could not be encoded", ())
-            return
+            # Its loss reports (plain values) still go, in their turn: a later report
+            # counted first would make the worker take these for counted already.
+            reports = [item for item in batch.items if item[0] == "lost"]
+            if not reports:
+                return
+            message = pack(("batch", batch.batch_id, resent, reports))
         batch.sent_at = time.monotonic()
         try:
             assert self._conn is not None

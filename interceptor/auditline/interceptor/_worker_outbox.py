@@ -39,6 +39,9 @@ class Outbox:
         self.pending: list[tuple[Any, ...]] = []  # items of the next batch
         self.urgent = False  # a caller waits for the next batch: it goes at once
         self.next_id = 1  # the next batch's (it takes every pending item)
+        # Batches sent alone are numbered apart, downwards from -1: callers waiting for
+        # the pending items' commit are promised `next_id`, which must stay theirs.
+        self._alone_id = 0
         # Waited items held back for the next batch until the waited batches in flight
         # are answered (`AuditWorker._send_waited_soon`).
         self.held_back = False
@@ -70,10 +73,10 @@ class Outbox:
     def sent_alone(self, items: list[tuple[Any, ...]]) -> Batch:
         """Items that go in a batch of their own, sent at once (to a worker started
         again, ahead of the batches it had not acknowledged)."""
+        self._alone_id -= 1
         batch = Batch(
-            batch_id=self.next_id, items=items, events=_events(items), waited=_waited(items)
+            batch_id=self._alone_id, items=items, events=_events(items), waited=_waited(items)
         )
-        self.next_id += 1
         self.waited_in_flight += batch.waited
         self.sent(batch)
         return batch
@@ -90,7 +93,7 @@ class Outbox:
         return batch
 
     def unacknowledged(self) -> list[Batch]:
-        """Every batch a worker may not have, oldest first."""
+        """Every batch a worker may not have, oldest first (those sent alone first)."""
         return sorted(self._unacked.values(), key=lambda b: b.batch_id)
 
     def oldest_sent_at(self) -> float | None:
