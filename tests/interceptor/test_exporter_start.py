@@ -17,9 +17,14 @@ from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, 
 HOUR_NS = 3600 * 10**9
 
 
-def _emit(spool: Spool, count: int, at_ns: int) -> None:
+def _emit(
+    spool: Spool,
+    count: int,
+    at_ns: int,
+    log_type: event_pb2.LogType.ValueType = event_pb2.LOG_TYPE_UNSPECIFIED,
+) -> None:
     for i in range(count):
-        event = event_pb2.ApiEvent(event_name=f"Call{i}", version="2")
+        event = event_pb2.ApiEvent(event_name=f"Call{i}", version="2", log_type=log_type)
         event.request.request_time.FromNanoseconds(at_ns)
         event.response.response_time.FromNanoseconds(at_ns)
         spool.emit(event)
@@ -99,3 +104,33 @@ def test_the_note_fits_no_other_manifest_and_needs_a_trusted_key(tmp_path: Path)
     )
     second.write_bytes(orjson.dumps({**document, "exporter_start": text_note}))
     assert "missing-events" in _kinds(root, key)
+    # Trusted, but not the key that signed the manifest's checkpoint.
+    report = Verifier(LocalDirectory(root), [key.verifier, other.verifier]).run()
+    assert "missing-events" in [finding.kind for finding in report.findings]
+
+
+def test_only_the_first_manifest_says_so_when_it_has_no_files(tmp_path: Path) -> None:
+    """An exporter of one log whose first batch holds none of its events: that batch's
+    manifest (no files) begins its log; the later ones do not say so again."""
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    exporter = Exporter(
+        ExporterConfig(name="iam", log_types=frozenset({event_pb2.LOG_TYPE_IAM})),
+        spool,
+        DirectoryWriter(tmp_path / "iam"),
+        node_id="n",
+        notary=notary,
+    )
+    for log_type in (event_pb2.LOG_TYPE_ACCOUNT_API, event_pb2.LOG_TYPE_IAM):
+        _emit(spool, 3, time.time_ns(), log_type)
+        while exporter.export_once():
+            pass
+    spool.close()
+    root = tmp_path / "iam"
+    first, *rest = _manifests(root)
+    assert orjson.loads(first.read_bytes())["files"] == []
+    assert "exporter_start" in orjson.loads(first.read_bytes())
+    assert rest
+    assert all("exporter_start" not in orjson.loads(m.read_bytes()) for m in rest)
+    assert _kinds(root, key) == []

@@ -284,8 +284,9 @@ class Exporter(ExporterProofs):
                     sha256=hashlib.sha256(body).hexdigest(),
                 )
             )
-        # The first batch of this exporter: its destination holds nothing before it.
-        starts_log = self.notary is not None and not store.has_files(name)
+        # The first batch of this exporter (files or none): its destination holds
+        # nothing before it.
+        starts_log = self.notary is not None and not store.has_begun(name)
         self._prove(
             first,
             [item for item, _, _ in chosen],

@@ -1,5 +1,6 @@
 """The spool's tables: events (with the columns queries filter on), the exporters'
-watermarks, batch intents and files, and how far events are freed. The node's
+watermarks, batch intents and files, which exporters have begun their log, and how
+far events are freed. The node's
 Merkle tree keeps its own table (`_spool_tree`)."""
 
 from __future__ import annotations
@@ -43,5 +44,8 @@ CREATE TABLE IF NOT EXISTS files (
     sha256 TEXT NOT NULL,
     written_at REAL NOT NULL,
     PRIMARY KEY (exporter, key)
+);
+CREATE TABLE IF NOT EXISTS begun (
+    exporter TEXT PRIMARY KEY
 );
 """

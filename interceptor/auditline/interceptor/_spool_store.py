@@ -302,6 +302,7 @@ class SpoolStore(SpoolFreeing):
         with self.lock, self._transaction():
             self._db.execute("DELETE FROM watermarks WHERE exporter = ?", (exporter,))
             self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
+            self._db.execute("DELETE FROM begun WHERE exporter = ?", (exporter,))
         self.free()
 
     def leaves(self, first_seq: int, last_seq: int) -> list[bytes]:
@@ -372,16 +373,19 @@ class SpoolStore(SpoolFreeing):
                     ],
                 )
                 self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
+                self._db.execute("INSERT OR IGNORE INTO begun VALUES (?)", (exporter,))
                 freed = self._pass_exported()
             self._account_freed(freed)
 
-    def has_files(self, exporter: str) -> bool:
-        """Whether any file of `exporter` was recorded (its log has begun)."""
+    def has_begun(self, exporter: str) -> bool:
+        """Whether `exporter` committed a batch, with files or none (its log has begun;
+        spools older than the `begun` table know it by its files)."""
+        query = (
+            "SELECT 1 FROM begun WHERE exporter = ? "
+            "UNION ALL SELECT 1 FROM files WHERE exporter = ? LIMIT 1"
+        )
         with self.lock:
-            row = self._db.execute(
-                "SELECT 1 FROM files WHERE exporter = ? LIMIT 1", (exporter,)
-            ).fetchone()
-        return row is not None
+            return self._db.execute(query, (exporter, exporter)).fetchone() is not None
 
     def files(self, exporter: str | None = None) -> list[tuple[str, ExportedFile]]:
         """(exporter, file) of every file recorded, oldest first."""

@@ -138,17 +138,18 @@ class Verifier:
         return _Manifest(key=key, document=document, checkpoint=checkpoint, created=created)
 
     def _starts_log(self, manifest: _Manifest) -> bool:
-        """Whether the manifest carries a trusted key's signed note that its exporter's
-        log begins at its first event (`start_text`)."""
+        """Whether the manifest carries the signed note, by the key that signed its
+        checkpoint, that its exporter's log begins at its first event (`start_text`)."""
         note = manifest.document.get("exporter_start")
-        if not isinstance(note, str):
+        if not isinstance(note, str) or manifest.checkpoint is None:
             return False
         try:
             opened = open_note(note, self.keys)
         except NoteError:
             return False
         document = manifest.document
-        return opened.text == start_text(
+        signer = f"{opened.signer.name}+{opened.signer.key_id:08x}"
+        return signer == document.get("_signer") and opened.text == start_text(
             origin=str(document.get("origin")),
             exporter=str(document.get("exporter")),
             first_seq=manifest.first_seq,
