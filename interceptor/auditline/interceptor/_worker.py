@@ -1,31 +1,12 @@
 """`AuditWorker`: the audit path's building, spooling and exporting in a process of its
 own, so that they cost the serving process's GIL nothing.
 
-The interceptor captures each call as before and hands the raw capture (bytes, with
-the message types' proto files the first time) to the worker over a pipe, in batches.
-Unredacted bytes stay in memory on both sides; only redacted events reach the spool.
-
-- Async: captures go in batches every `send_interval`; the worker queues their events
-  in its spool and acknowledges the batch.
-- Fail-closed (`emit_captures(..., wait=True)`, or on an event loop `await
-  keep_captures(...)`): the batch goes at once and the call waits for the worker's
-  acknowledgement that its events are committed (or its refusal: then the call is
-  answered UNAVAILABLE). On an event loop, calls that come while such a batch is
-  being committed go together in the next, when it is answered. In a batch that
-  carries both, the fail-closed calls' events are committed all or none, and the
-  others are queued (or dropped and counted when there is no room) apart from them.
-- Admission follows the state the worker's spool reports with every acknowledgement,
-  and by itself when it changes while idle: a call is refused at once when the spool
-  would refuse it (`backpressure="block"` does not wait for room across processes).
-- A worker that dies is started again and sent every batch it had not acknowledged;
-  events it committed before dying are recognised by their ids and not written
-  twice. Fail-closed, nothing acknowledged is lost. Async, what the dead worker had
-  acknowledged but not yet committed is lost (its spool's commit interval, 10 ms by
-  default). After `max_restarts` restarts within `restart_window` seconds the
-  worker is given up: calls are refused (fail-closed) and events counted as lost.
-- Events this process could not hand over (past `max_held`) are told of in numbered
-  loss reports, each sent again to a worker started again until its spool has kept
-  it, and counted there once (`HeldEvents`, `Spool.count_lost`).
+The interceptor hands each call's raw capture (bytes, with the message types' proto
+files the first time) to the worker over a pipe, in batches; unredacted bytes stay in
+memory on both sides. Async captures go every `send_interval`; a fail-closed call's
+go at once, and the call waits for the worker's acknowledgement that its events are
+committed. What the worker promises (fail-closed, a worker that dies or hangs, bounded
+memory and loss reports, admission) is the README's "The audit worker", one place.
 
 `_worker_link` keeps the process and the pipe; this module decides what is sent.
 """
@@ -313,12 +294,9 @@ class AuditWorker:
     def _send_waited_soon(self) -> int:
         """`_send_waited` for callers on an event loop: while a batch that callers wait
         for is being committed, their items are held back for the next one, which goes
-        when it is answered (a group commit: one commit, one answer and one wake-up of
-        each thread for the calls that came meanwhile). No thread waits meanwhile, so
-        holding back costs the server nothing but the wait: the asyncio server's
-        fail-closed calls went from 0.63x to 0.80-0.87x of bare's calls/s with it.
-        (Sync callers hold a pool thread each while they wait: for them it was slower
-        with 8 threads and hardly faster with 16, `bench/README.md`.)"""
+        when it is answered (a group commit; no thread waits meanwhile). Sync callers
+        hold a pool thread each while they wait: for them it was slower
+        (`bench/README.md`, "Fail-closed calls on the asyncio server")."""
         outbox = self._outbox
         if outbox.waited_in_flight and len(outbox.pending) < self.max_batch:
             outbox.held_back = True
