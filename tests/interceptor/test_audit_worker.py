@@ -4,6 +4,7 @@ acknowledged."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -11,6 +12,7 @@ import signal
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -191,24 +193,34 @@ def test_a_worker_given_up_refuses_calls(tmp_path: Path, flavour: str) -> None:
         worker.close()
 
 
+@contextlib.contextmanager
+def _thirty_lost(worker: AuditWorker, harness: Harness, *, first: bool = True) -> Iterator[None]:
+    """After a call the worker committed (if `first`), the worker stopped and 50 calls
+    made: 20 are held for it (`max_held`), 30 lost. It goes on when the block ends."""
+    if first:
+        harness.stub.Echo(echo_pb2.EchoRequest(text="first"))
+        assert harness.interceptor.flush(10)
+        assert worker.flush(10)
+    assert worker.pid is not None
+    os.kill(worker.pid, signal.SIGSTOP)  # alive and silent: nothing is acknowledged
+    try:
+        for i in range(50):
+            harness.stub.Echo(echo_pb2.EchoRequest(text=f"while-stopped-{i}"))
+        assert harness.interceptor.flush(10)
+        wait_for(lambda: worker.lost == 30 or None, timeout=30, what="30 events lost")
+        yield
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+
+
 def test_past_max_held_async_events_are_counted_in_the_log_not_kept_in_memory(
     tmp_path: Path,
 ) -> None:
     worker = _worker(tmp_path, max_held=20, ack_timeout=600)
     harness = Harness("sync", sink=worker)
     try:
-        harness.stub.Echo(echo_pb2.EchoRequest(text="first"))
-        assert harness.interceptor.flush(10)
-        assert worker.flush(10)
-        assert worker.pid is not None
-        os.kill(worker.pid, signal.SIGSTOP)  # alive and silent: nothing is acknowledged
-        try:
-            for i in range(50):
-                harness.stub.Echo(echo_pb2.EchoRequest(text=f"while-stopped-{i}"))
-            assert harness.interceptor.flush(10)
-            wait_for(lambda: worker.lost == 30 or None, timeout=30, what="30 events lost")
-        finally:
-            os.kill(worker.pid, signal.SIGCONT)
+        with _thirty_lost(worker, harness):
+            pass
         assert worker.flush(30)  # caught up: room again
         harness.stub.Echo(echo_pb2.EchoRequest(text="last"))
     finally:
@@ -220,19 +232,6 @@ def test_past_max_held_async_events_are_counted_in_the_log_not_kept_in_memory(
     assert len(calls) == 52 - 30
     assert sum(m["Request"]["RequestParams"]["dropped_events"] for m in markers) == 30
     assert worker.restarts == 0
-
-
-def _lose_thirty(worker: AuditWorker, harness: Harness) -> None:
-    """With the worker stopped, 50 calls: 20 are held for it (`max_held`), 30 lost."""
-    assert worker.pid is not None
-    os.kill(worker.pid, signal.SIGSTOP)  # alive and silent: nothing is acknowledged
-    try:
-        for i in range(50):
-            harness.stub.Echo(echo_pb2.EchoRequest(text=f"while-stopped-{i}"))
-        assert harness.interceptor.flush(10)
-        wait_for(lambda: worker.lost == 30 or None, timeout=30, what="30 events lost")
-    finally:
-        os.kill(worker.pid, signal.SIGCONT)
 
 
 def _all_acknowledged(worker: AuditWorker) -> bool | None:
@@ -250,7 +249,8 @@ def test_a_loss_report_acknowledged_and_not_yet_kept_is_counted_by_the_next_work
     worker = AuditWorker(functools.partial(slow_commits, str(tmp_path)), max_held=20)
     harness = Harness("sync", sink=worker)
     try:
-        _lose_thirty(worker, harness)
+        with _thirty_lost(worker, harness, first=False):  # its spool commits only at close
+            pass
         wait_for(lambda: _all_acknowledged(worker), timeout=30, what="every batch answered")
         harness.stub.Echo(echo_pb2.EchoRequest(text="carries the report"))
         assert harness.interceptor.flush(10)
@@ -297,24 +297,13 @@ def test_a_loss_report_kept_by_a_worker_that_died_before_answering_is_counted_on
     worker = AuditWorker(functools.partial(dies_once, str(tmp_path)), max_held=20)
     harness = Harness("sync", sink=worker)
     try:
-        harness.stub.Echo(echo_pb2.EchoRequest(text="first"))
-        assert harness.interceptor.flush(10)
-        assert worker.flush(10)
-        assert worker.pid is not None
-        os.kill(worker.pid, signal.SIGSTOP)
-        try:
-            for i in range(50):
-                harness.stub.Echo(echo_pb2.EchoRequest(text=f"while-stopped-{i}"))
-            assert harness.interceptor.flush(10)
-            wait_for(lambda: worker.lost == 30 or None, timeout=30, what="30 events lost")
+        with _thirty_lost(worker, harness):
             # Two batches wait in the pipe, to be taken in one round: the report
             # (after a notice that does nothing), then the notice that kills.
             worker.notify("nothing")
             wait_for(lambda: worker._held.unkept() or None, timeout=30, what="the report sent")
             worker.notify("die")
             wait_for(lambda: not worker._outbox.pending or None, timeout=30, what="'die' sent")
-        finally:
-            os.kill(worker.pid, signal.SIGCONT)
         wait_for(lambda: worker.restarts == 1 or None, timeout=60, what="the worker's restart")
         assert (tmp_path / "died").exists()
         assert worker.flush(30)
