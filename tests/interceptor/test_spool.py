@@ -19,6 +19,7 @@ from auditline.interceptor._losses import Losses
 from auditline.interceptor._spool_lock import SpoolLock
 from auditline.interceptor._spool_records import ExportedFile
 from auditline.interceptor._types import EventDocument
+from tests.support.processes import wait_for
 
 
 def _event(name: str = "Call", size: int = 0) -> event_pb2.ApiEvent:
@@ -318,16 +319,17 @@ def _dropped_told(spool: Spool) -> list[int]:
 def test_a_loss_report_is_counted_once_whether_saved_or_told_of(tmp_path: Path) -> None:
     """An audit worker's serving process numbers its reports of lost events and sends
     one again until the spool has kept it: the spool counts each number once, across
-    its markers and its reopening."""
+    its markers and its reopening. (Markers only when flushed or closed: no writer
+    round between two counts splits them.)"""
     path = tmp_path / "spool.db"
-    spool = Spool(path, node_id="n")
+    spool = Spool(path, node_id="n", commit_interval=3600)
     spool.count_lost(3, "behind", 1, report=1)
     spool.count_lost(3, "behind", 1, report=1)  # sent again: not counted
     assert spool.flush(10, with_drop_marker=True)
     assert spool.loss_reports_kept == 1
     spool.count_lost(4, "behind", 2, report=2)
     spool.close()  # closing writes its marker
-    spool = Spool(path, node_id="n")
+    spool = Spool(path, node_id="n", commit_interval=3600)
     assert spool.loss_reports_kept == 2
     for report in (1, 2):
         spool.count_lost(9, "behind", 3, report=report)  # a worker started again
@@ -338,9 +340,40 @@ def test_a_loss_report_is_counted_once_whether_saved_or_told_of(tmp_path: Path) 
     # Saved with a count that waits for its marker (a spool at its cap), then reopened.
     spool.store.save_losses(Losses(count=2, first_ns=6, last_ns=6, reasons={"x": 2}, reports=4))
     spool.close()
-    spool = Spool(path, node_id="n")
+    spool = Spool(path, node_id="n", commit_interval=3600)
     assert spool.loss_reports_kept == 4
     spool.count_lost(2, "behind", 7, report=4)
     assert spool.flush(10, with_drop_marker=True)
     assert _dropped_told(spool) == [3, 4, 11, 2]
+    spool.close()
+
+
+def test_a_spool_at_its_cap_keeps_a_loss_reports_count_and_number_together(
+    tmp_path: Path,
+) -> None:
+    """At its cap a spool saves the count of losses rather than write their marker:
+    the count and its report's number are saved together or not at all (a full disk
+    between the two would leave the number kept and its count lost)."""
+    path = tmp_path / "spool.db"
+    spool = Spool(path, node_id="n", max_bytes=1)
+    spool.emit(_event())  # not exported: the spool is at its cap from here
+    assert spool.flush(10)
+    spool.count_lost(5, "behind", 1, report=1)
+    wait_for(lambda: spool.loss_reports_kept == 1 or None, timeout=10, what="the count saved")
+    assert _dropped_told(spool) == []  # saved, not told: no room for a marker
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON losses BEGIN SELECT RAISE(ABORT, 'full'); END"
+        )
+        db.commit()
+    with pytest.raises(sqlite3.Error):
+        spool.store.save_losses(
+            Losses(count=12, first_ns=1, last_ns=2, reasons={"behind": 12}, reports=2)
+        )
+    saved = spool.store.saved_losses()
+    assert saved is not None
+    assert (saved.count, saved.reports) == (5, 1)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("DROP TRIGGER full")
+        db.commit()
     spool.close()

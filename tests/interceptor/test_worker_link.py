@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from pathlib import Path
 from typing import Any
 
+from auditline.interceptor import AuditWorker
 from auditline.interceptor._capture_codec import unpack
 from auditline.interceptor._worker_link import LinkHooks, Supervision, WorkerLink
 from auditline.interceptor._worker_outbox import Batch
+from tests.support.worker_pipelines import spool_only
 
 
 class _Pipe:
@@ -20,30 +23,54 @@ class _Pipe:
         self.messages.append(unpack(data))
 
 
-def test_a_batch_that_cannot_be_encoded_still_sends_its_loss_reports() -> None:
-    """Its callers are refused; its report of lost events goes on in its turn (a later
-    report counted first would make the worker take this one for counted)."""
-    answered: list[tuple[tuple[int, ...], str]] = []
-
-    def answer(ids: Sequence[int], error: str, state: Sequence[Any]) -> None:
-        answered.append((tuple(ids), error))
-
+def test_a_batch_that_cannot_be_encoded_still_sends_what_is_not_an_event() -> None:
+    """Its events are not sent (the worker is told to count those no caller waits for,
+    and refuse the others); its proto files, notices and loss reports go on in their
+    turn (a later loss report counted first would make the worker skip this one)."""
+    unencodable: list[Batch] = []
     hooks = LinkHooks(
-        answered=answer,
+        answered=lambda ids, error, state: None,
         follow=lambda state: None,
         resend=list,
         oldest_sent_at=lambda: None,
         schema_files=list,
         closing=lambda: False,
         given_up=lambda reason: None,
+        unencodable=unencodable.append,
     )
     supervision = Supervision(max_restarts=0, restart_window=1, start_timeout=1, ack_timeout=1)
     link = WorkerLink(lambda: None, supervision, hooks)  # type: ignore[arg-type,return-value]
     pipe = _Pipe()
     link._conn = pipe  # type: ignore[assignment]
+    schemas = ("schemas", [b"proto file"])
+    notice = ("notice", "settings", (True, "bucket"), 1)
     report = ("lost", 3, "the audit worker was behind", 1, 7)
-    unencodable = ("capture", object(), True)  # a bug's value: marshal refuses it
-    batch = Batch(batch_id=4, items=[unencodable, report], events=1, waited=True)
+    bug = ("capture", object(), False)  # a bug's value: marshal refuses it
+    batch = Batch(batch_id=4, items=[schemas, bug, notice, report], events=1, waited=False)
     link.send(batch, register=lambda: None)
-    assert answered == [((4,), "the audit event could not be encoded")]
-    assert pipe.messages == [("batch", 4, False, [report])]
+    assert unencodable == [batch]
+    assert pipe.messages == [("batch", 4, False, [schemas, notice, report])]
+    # A notice whose value is the bug: the loss report goes at least.
+    bad = Batch(batch_id=5, items=[("notice", "x", object(), 1), report], events=0, waited=False)
+    link.send(bad, register=lambda: None)
+    assert pipe.messages[-1] == ("batch", 5, False, [report])
+
+
+def test_the_async_events_of_a_batch_that_cannot_be_encoded_are_counted_as_lost(
+    tmp_path: Path,
+) -> None:
+    worker = AuditWorker(functools.partial(spool_only, str(tmp_path)))  # not started
+    with worker._cond:
+        worker._outbox.pending += [("capture", b"", False), ("capture", b"", True)]
+        assert worker._held.take(2, wait=False) == 2
+        batch = worker._outbox.take([])
+        worker._outbox.sent(batch)
+        answer = worker._answers._answer(batch.batch_id)
+        answer.waiters += 1  # as a caller waiting for it
+    worker._link_hooks().unencodable(batch)
+    assert worker.lost == 1  # the one no caller waited for; its caller is refused
+    assert answer.error == "the audit event could not be encoded"
+    with worker._cond:
+        assert worker._held.count == 0
+        [report] = worker._held.report()
+    assert report[1:3] == (1, "their batch could not be encoded for the audit worker")

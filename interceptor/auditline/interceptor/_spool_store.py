@@ -245,8 +245,9 @@ class SpoolStore(SpoolFreeing):
             return self._losses.load()
 
     def save_losses(self, losses: Losses | None) -> None:
-        """Keep the losses not yet in a marker (None: there are none)."""
-        with self.lock:
+        """Keep the losses not yet in a marker (None: there are none), with the number
+        of the last report they count, in one transaction."""
+        with self.lock, self._transaction():
             self._losses.save(losses)
 
     # --- the exporters' side -----------------------------------------------------------
@@ -302,7 +303,6 @@ class SpoolStore(SpoolFreeing):
         with self.lock, self._transaction():
             self._db.execute("DELETE FROM watermarks WHERE exporter = ?", (exporter,))
             self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
-            self._db.execute("DELETE FROM begun WHERE exporter = ?", (exporter,))
         self.free()
 
     def leaves(self, first_seq: int, last_seq: int) -> list[bytes]:
@@ -378,8 +378,9 @@ class SpoolStore(SpoolFreeing):
             self._account_freed(freed)
 
     def has_begun(self, exporter: str) -> bool:
-        """Whether `exporter` committed a batch, with files or none (its log has begun;
-        spools older than the `begun` table know it by its files)."""
+        """Whether `exporter` ever committed a batch, with files or none (its log has
+        begun; a later exporter of the name does not begin it again; spools older than
+        the `begun` table know it by its files)."""
         query = (
             "SELECT 1 FROM begun WHERE exporter = ? "
             "UNION ALL SELECT 1 FROM files WHERE exporter = ? LIMIT 1"

@@ -26,7 +26,7 @@ from auditline.interceptor._capture_codec import Schemas, encode_record
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds
 from auditline.interceptor._types import AuditUnavailableError, EventDocument, Refused
 from auditline.interceptor._worker_answers import Answers
-from auditline.interceptor._worker_held import HeldEvents
+from auditline.interceptor._worker_held import UNENCODABLE, HeldEvents
 from auditline.interceptor._worker_link import LinkHooks, Supervision, WorkerLink
 from auditline.interceptor._worker_outbox import Batch, Outbox
 from auditline.interceptor._worker_process import HostedPipeline
@@ -367,6 +367,7 @@ class AuditWorker:
             schema_files=locked(lambda: list(self._schemas.files)),
             closing=locked(lambda: self._closing),
             given_up=locked(self._on_given_up),
+            unencodable=locked(self._unencodable),
         )
 
     def _resend(self) -> list[Batch]:
@@ -378,6 +379,12 @@ class AuditWorker:
         if reports:
             batches.insert(0, self._outbox.sent_alone(reports))
         return batches
+
+    def _unencodable(self, batch: Batch) -> None:
+        """Holding the lock: a batch that could not be encoded (a bug, logged): its
+        fail-closed callers are refused, its async events counted as lost."""
+        self._held.count_lost(batch.unwaited_events(), UNENCODABLE)
+        self._answered(batch.batch_id, "the audit event could not be encoded")
 
     def _answered_with_state(
         self, batch_ids: Sequence[int], error: str, state: Sequence[Any]

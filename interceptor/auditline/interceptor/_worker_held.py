@@ -12,6 +12,9 @@ from auditline.interceptor._types import AuditUnavailableError
 
 __all__ = ["HeldEvents"]
 
+BEHIND = "the audit worker was behind"
+UNENCODABLE = "their batch could not be encoded for the audit worker"
+
 log = logging.getLogger("auditline.interceptor")
 
 
@@ -23,7 +26,7 @@ class HeldEvents:
         self.limit = limit
         self.count = 0
         self.lost = 0  # events never handed over (past the limit, or to a worker given up)
-        self._unreported = 0  # lost past the limit, for the next batch to tell the log
+        self._unreported: dict[str, int] = {}  # lost by reason, for the next batch to tell
         # Loss reports are numbered: those the worker's spool has not kept yet (saved,
         # or in a marker) are sent again to a worker started again, which counts only
         # those it has not (`Spool.count_lost`).
@@ -47,27 +50,33 @@ class HeldEvents:
             return count
         if wait:
             raise AuditUnavailableError(self.behind())
-        if self._unreported == 0:
+        if not self._unreported.get(BEHIND):
             log.error("%s: events are counted as lost", self.behind())
         self.count += room
-        self.lost += count - room
-        self._unreported += count - room
+        self.count_lost(count - room, BEHIND)
         return room
+
+    def count_lost(self, count: int, reason: str) -> None:
+        """Events never handed over (past the limit, or held and then not sent): the
+        log's next drop marker says so."""
+        if count > 0:
+            self.lost += count
+            self._unreported[reason] = self._unreported.get(reason, 0) + count
 
     def release(self, count: int) -> None:
         """Events the worker acknowledged."""
         self.count -= count
 
-    def report(self) -> tuple[Any, ...] | None:
-        """The item that tells the worker's spool of the losses not yet reported."""
-        if not self._unreported:
-            return None
-        self._last_report += 1
-        reason = "the audit worker was behind"
-        item = ("lost", self._unreported, reason, time.time_ns(), self._last_report)
-        self._unreported = 0
-        self._unkept.append(item)
-        return item
+    def report(self) -> list[tuple[Any, ...]]:
+        """The items that tell the worker's spool of the losses not yet reported, one
+        a reason, each numbered."""
+        items = []
+        for reason, count in self._unreported.items():
+            self._last_report += 1
+            items.append(("lost", count, reason, time.time_ns(), self._last_report))
+        self._unreported = {}
+        self._unkept.extend(items)
+        return items
 
     def kept(self, last: int) -> None:
         """The worker's spool has kept the loss reports up to number `last` (the next

@@ -57,6 +57,8 @@ class LinkHooks:
     closing: Callable[[], bool]
     # No worker will take batches any more, and why.
     given_up: Callable[[str], None]
+    # A batch that could not be encoded (a bug): its events are not sent.
+    unencodable: Callable[[Batch], None]
 
 
 class WorkerLink:
@@ -121,13 +123,18 @@ class WorkerLink:
             # A bug (a value the codec let through); the batch's calls are answered
             # UNAVAILABLE in fail-closed mode rather than hang, and the bug is logged.
             log.exception("an audit batch could not be encoded")
-            self._hooks.answered((batch.batch_id,), "the audit event could not be encoded", ())
-            # Its loss reports (plain values) still go, in their turn: a later report
-            # counted first would make the worker take these for counted already.
-            reports = [item for item in batch.items if item[0] == "lost"]
-            if not reports:
+            self._hooks.unencodable(batch)
+            # The rest still goes, in its turn: proto files the worker is taken to
+            # have, notices, and loss reports (a later report counted first would make
+            # the worker take these for counted already).
+            rest = [item for item in batch.items if item[0] not in ("capture", "document")]
+            if not rest:
                 return
-            message = pack(("batch", batch.batch_id, resent, reports))
+            try:
+                message = pack(("batch", batch.batch_id, resent, rest))
+            except ValueError:  # a notice's value: the loss reports go at least
+                lost = [item for item in rest if item[0] == "lost"]
+                message = pack(("batch", batch.batch_id, resent, lost))
         batch.sent_at = time.monotonic()
         try:
             assert self._conn is not None

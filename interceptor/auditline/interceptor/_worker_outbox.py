@@ -31,6 +31,10 @@ class Batch:
     waited: bool  # fail-closed callers wait for its commit
     sent_at: float = 0.0  # when it was last written to a worker (monotonic)
 
+    def unwaited_events(self) -> int:
+        """The captures and documents among its items that no caller waits for."""
+        return sum(item[0] in ("capture", "document") and not item[-1] for item in self.items)
+
 
 class Outbox:
     """Not thread-safe: the worker's lock guards it."""
@@ -54,11 +58,10 @@ class Outbox:
         self.pending = []
         return events
 
-    def take(self, extra: tuple[Any, ...] | None) -> Batch:
-        """The pending items (and `extra`, if any) as the next batch."""
+    def take(self, extra: list[tuple[Any, ...]]) -> Batch:
+        """The pending items, and then `extra`, as the next batch."""
         items = self.pending
-        if extra is not None:
-            items.append(extra)
+        items.extend(extra)
         batch = Batch(
             batch_id=self.next_id, items=items, events=_events(items), waited=_waited(items)
         )
