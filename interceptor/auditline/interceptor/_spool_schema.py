@@ -1,7 +1,6 @@
 """The spool's tables: events (with the columns queries filter on), the exporters'
 watermarks, batch intents and files, which exporters have begun their log, and how
-far events are freed. The node's
-Merkle tree keeps its own table (`_spool_tree`)."""
+far events are freed. The node's Merkle tree keeps its own table (`_spool_tree`)."""
 
 from __future__ import annotations
 

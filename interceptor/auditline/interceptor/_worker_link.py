@@ -19,7 +19,7 @@ from typing import Any
 
 from auditline.interceptor._capture_codec import pack, unpack
 from auditline.interceptor._record import AuditConfig
-from auditline.interceptor._worker_outbox import Batch
+from auditline.interceptor._worker_outbox import EVENT_KINDS, Batch
 from auditline.interceptor._worker_process import HostedPipeline, start_worker
 
 __all__ = ["LinkHooks", "Supervision", "WorkerLink"]
@@ -127,7 +127,7 @@ class WorkerLink:
             # The rest still goes, in its turn: proto files the worker is taken to
             # have, notices, and loss reports (a later report counted first would make
             # the worker take these for counted already).
-            rest = [item for item in batch.items if item[0] not in ("capture", "document")]
+            rest = [item for item in batch.items if item[0] not in EVENT_KINDS]
             if not rest:
                 return
             try:

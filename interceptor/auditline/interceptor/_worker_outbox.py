@@ -7,18 +7,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["Batch", "Outbox"]
+__all__ = ["EVENT_KINDS", "Batch", "Outbox"]
+
+# The kinds of item that carry events (what `HeldEvents` counts); the last field of
+# each says whether a caller waits for its commit.
+EVENT_KINDS = ("capture", "document")
 
 
 def _events(items: list[tuple[Any, ...]]) -> int:
-    """The captures and documents among items (what `HeldEvents` counts)."""
-    return sum(item[0] in ("capture", "document") for item in items)
+    return sum(item[0] in EVENT_KINDS for item in items)
 
 
 def _waited(items: list[tuple[Any, ...]]) -> bool:
-    """Whether callers wait for the items' commit (a capture's or document's last
-    field says so)."""
-    return any(item[0] in ("capture", "document") and item[-1] for item in items)
+    """Whether callers wait for the items' commit."""
+    return any(item[0] in EVENT_KINDS and item[-1] for item in items)
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -33,7 +35,7 @@ class Batch:
 
     def unwaited_events(self) -> int:
         """The captures and documents among its items that no caller waits for."""
-        return sum(item[0] in ("capture", "document") and not item[-1] for item in self.items)
+        return sum(item[0] in EVENT_KINDS and not item[-1] for item in self.items)
 
 
 class Outbox:
