@@ -93,16 +93,21 @@ def dies_once(root: str) -> _DiesOnce:
     return _DiesOnce(root)
 
 
-def dropped_in_spool(root: Path) -> int:
-    """The events the drop markers in ROOT/spool.db say were lost, in all."""
+def spooled_documents(root: Path) -> list[dict[str, Any]]:
+    """The documents of every event in ROOT/spool.db, in sequence order."""
     with contextlib.closing(sqlite3.connect(f"file:{root / 'spool.db'}?mode=ro", uri=True)) as db:
         rows = db.execute(
-            "SELECT seq, at_ns, end_ns, log_type, body FROM events WHERE event_name = ?",
-            ("AuditEventsDropped",),
+            "SELECT seq, at_ns, end_ns, log_type, body FROM events ORDER BY seq"
         ).fetchall()
+    return [SpooledEvent(*row).document() for row in rows]
+
+
+def dropped_in_spool(root: Path) -> int:
+    """The events the drop markers in ROOT/spool.db say were lost, in all."""
     return sum(
-        int(SpooledEvent(*row).document()["Request"]["RequestParams"]["dropped_events"])
-        for row in rows
+        int(d["Request"]["RequestParams"]["dropped_events"])
+        for d in spooled_documents(root)
+        if d["EventName"] == "AuditEventsDropped"
     )
 
 
