@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -175,20 +174,17 @@ def test_a_worker_killed_or_hung_under_load_loses_no_acknowledged_call(
     assert not set(refused) & {t for t, n in events.items() if n}  # refused: not OK
 
 
-# As for a `kill -9` of `auditline serve` in async mode (`test_pipeline_faults`): how
-# long before the worker's death a call may have been answered and still lose its
-# event (its spool's 10 ms commit interval, plus building and writing under load).
-ASYNC_LOSS_WINDOW = 0.1
-
-
-def test_a_worker_killed_under_async_load_loses_at_most_the_documented_window(
+def test_a_worker_killed_under_async_load_loses_no_answered_calls_event(
     tmp_path: Path,
 ) -> None:
-    """Async: the worker acknowledges a batch once its events are queued in its spool,
-    so a worker that dies loses what it had not yet committed, and nothing older."""
+    """Async too: the worker acknowledges a round of batches once its events are
+    committed in its spool (within its 10 ms commit interval), and the serving process
+    sends what was not acknowledged to the next worker. (Until 2026-12-07 it answered
+    once they were queued: the calls answered 0-16 ms before the kill lost their
+    events, uncounted.)"""
     worker = AuditWorker(functools.partial(spool_only, str(tmp_path), "async"))
     harness = Harness("sync", sink=worker)
-    answered: list[tuple[str, float]] = []
+    answered: list[str] = []
     stop = threading.Event()
 
     def load(thread: int) -> None:
@@ -197,7 +193,7 @@ def test_a_worker_killed_under_async_load_loses_at_most_the_documented_window(
             text = f"t{thread}-{i}"
             i += 1
             harness.stub.Echo(echo_pb2.EchoRequest(text=text), timeout=30)
-            answered.append((text, time.time()))
+            answered.append(text)
 
     threads = [threading.Thread(target=load, args=(n,)) for n in range(4)]
     try:
@@ -205,7 +201,6 @@ def test_a_worker_killed_under_async_load_loses_at_most_the_documented_window(
             thread.start()
         wait_for(lambda: len(answered) > 300 or None, timeout=30, what="calls before the kill")
         assert worker.pid is not None
-        killed_at = time.time()
         os.kill(worker.pid, signal.SIGKILL)
         wait_for(lambda: worker.restarts == 1 or None, timeout=60, what="the worker's restart")
         served = len(answered)
@@ -217,18 +212,10 @@ def test_a_worker_killed_under_async_load_loses_at_most_the_documented_window(
         assert harness.interceptor.flush(10)
         harness.close()
         worker.close()
-    kept = {d["Request"]["RequestParams"].get("text") for d in spooled_documents(tmp_path)}
-    lost = [at for text, at in answered if text not in kept]
-    window = killed_at - min(lost) if lost else 0.0
-    print(
-        f"async, the audit worker killed under load: {len(lost)} of {len(answered)} "
-        f"answered calls lost their events; the oldest was answered "
-        f"{window * 1000:.1f} ms before the kill"
-    )
-    assert window <= ASYNC_LOSS_WINDOW
-    # Those whose captures came later were sent again (a call may be seen answered a
-    # moment after the kill though its capture was taken before).
-    assert all(at <= killed_at + ASYNC_LOSS_WINDOW for at in lost)
+    kept = Counter(d["Request"]["RequestParams"].get("text") for d in spooled_documents(tmp_path))
+    missing = [text for text in answered if kept[text] != 1]
+    assert not missing, f"{len(missing)} of {len(answered)} answered calls: {missing[:5]}"
+    assert not worker.lost
 
 
 @pytest.mark.parametrize("flavour", WAITING)

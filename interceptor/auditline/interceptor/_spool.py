@@ -187,6 +187,22 @@ class Spool(SpoolWriter):
                 self._work.notify()
                 self._await(batch, items)
 
+    def queue_documents(self, documents: Sequence[EventDocument]) -> Callable[[], bool]:
+        """`emit_documents(documents, wait=False)`, and a test of whether they are
+        committed (true at once when they were dropped and counted, or left out)."""
+        items = self._stored(documents)
+        with self._lock:
+            batch = self._enqueue(items, wait=False) if items else None
+        if batch is None:
+            return lambda: True
+        ids = item_ids(items)
+
+        def committed() -> bool:
+            with self._lock:
+                return batch.holds_written(ids)
+
+        return committed
+
     async def keep_documents(
         self, documents: Sequence[EventDocument], *, refused_later: Refused | None = None
     ) -> None:

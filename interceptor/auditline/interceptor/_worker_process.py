@@ -1,13 +1,23 @@
 """The audit worker process's loop: read batches of captures, build their events, put
-them in the pipeline's spool, acknowledge. `_worker` starts it and speaks to it."""
+them in the pipeline's spool, acknowledge. `_worker` starts it and speaks to it.
+
+A round of batches is acknowledged once its events are committed: at once for
+fail-closed calls' (committed before the round ends), within the spool's commit
+interval for the others. Until then the serving process keeps the batches, and sends
+them again to a worker started after this one died: async events are not lost with a
+worker either. (While the spool cannot write, or after `ACK_AT_THE_LATEST`, a round is
+acknowledged with its async events still in this process's memory.)
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import multiprocessing
 import signal
+import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +35,8 @@ __all__ = ["STATE_INTERVAL", "HostedPipeline", "StartedWorker", "start_worker", 
 log = logging.getLogger("auditline.interceptor")
 
 STATE_INTERVAL = 0.1  # seconds between looks at the spool's state while idle
+ACK_POLL = 0.002  # seconds between looks at the spool while a round waits for its commit
+ACK_AT_THE_LATEST = 1.0  # seconds after which a round is acknowledged, committed or not
 
 
 class HostedPipeline(Protocol):
@@ -108,9 +120,14 @@ def worker_main(
     state = _state(spool)
     conn.send_bytes(pack(("ready", *state)))
     worker = _Worker(spool, EventBuilder(config), getattr(pipeline, "notice", None))
+    rounds: list[_Round] = []  # taken, not yet acknowledged
     try:
         while True:
-            if not conn.poll(STATE_INTERVAL):
+            if not conn.poll(ACK_POLL if rounds else STATE_INTERVAL):
+                if rounds:
+                    rounds = _acknowledge(conn, spool, rounds)
+                    state = _state(spool)
+                    continue
                 # Idle: tell the serving process when the spool's state changed (room
                 # again after a full disk), which it would otherwise learn only with
                 # the next acknowledgement.
@@ -123,12 +140,13 @@ def worker_main(
             # them all share one commit (calls in flight at once arrive together).
             batches, quitting = _arrived(conn)
             if batches:
-                error = worker.take(batches)
-                state = _state(spool)
-                # One answer for them all: one wake-up of the serving process's
-                # reading thread, however many batches had piled up.
+                error, committed = worker.take(batches)
                 ids = tuple(batch_id for batch_id, _, _ in batches)
-                conn.send_bytes(pack(("ack", ids, error, *state)))
+                rounds.append(
+                    _Round(ids=ids, error=error, committed=committed, at=time.monotonic())
+                )
+                rounds = _acknowledge(conn, spool, rounds)
+                state = _state(spool)
             if quitting:
                 break
     finally:
@@ -138,6 +156,38 @@ def worker_main(
 
 
 _Batches = list[tuple[int, bool, list[tuple[Any, ...]]]]  # (batch id, resent, items)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Round:
+    """Batches taken together, and how their answer stands."""
+
+    ids: tuple[int, ...]
+    error: str  # "" or why their fail-closed calls' events could not be kept
+    committed: Callable[[], bool]  # whether their async events are committed
+    at: float  # when they were taken (monotonic)
+
+
+def _acknowledge(conn: Connection, spool: Spool, rounds: list[_Round]) -> list[_Round]:
+    """Answer the rounds, oldest first, whose events are committed (or that may wait
+    no longer); the rounds left. Rounds of one answer go in one message: one wake-up
+    of the serving process's reading thread, however many had piled up."""
+    now = time.monotonic()
+    done = 0
+    for round_ in rounds:
+        if not (round_.committed() or spool.degraded or now - round_.at > ACK_AT_THE_LATEST):
+            break
+        done += 1
+    if done:
+        state = _state(spool)
+        for error, same in itertools.groupby(rounds[:done], key=lambda r: r.error):
+            ids = tuple(batch_id for round_ in same for batch_id in round_.ids)
+            conn.send_bytes(pack(("ack", ids, error, *state)))
+    return rounds[done:]
+
+
+def _committed() -> bool:
+    return True
 
 
 def _arrived(conn: Connection, most: int = 64) -> tuple[_Batches, bool]:
@@ -170,12 +220,12 @@ class _Worker:
         """Committed by the worker that died before acknowledging it."""
         return self.spool.store.queries.seq_of(event_id) is not None
 
-    def take(self, batches: _Batches) -> str:
-        """Build and spool the batches' events; "" or why those of their fail-closed
-        calls could not be kept.
+    def take(self, batches: _Batches) -> tuple[str, Callable[[], bool]]:
+        """Build and spool the batches' events: "" or why those of their fail-closed
+        calls could not be kept, and whether the others are committed yet.
 
-        The fail-closed calls' events are committed together, all or none, before the
-        answer; the others are queued, and dropped and counted if there is no room
+        The fail-closed calls' events are committed together, all or none, before this
+        returns; the others are queued, and dropped and counted if there is no room
         (never refused: their calls were answered already)."""
         waited: list[EventDocument] = []
         queued: list[EventDocument] = []
@@ -188,11 +238,12 @@ class _Worker:
                 self.spool.emit_documents(waited, wait=True)
             except AuditUnavailableError as exc:
                 error = str(exc) or "the audit log cannot record this call"
+        committed = _committed
         if queued:
-            self.spool.emit_documents(queued, wait=False)
+            committed = self.spool.queue_documents(queued)
         if flush and not self.spool.flush(timeout=None):
-            return error or "the spool could not commit in time"
-        return error
+            return error or "the spool could not commit in time", committed
+        return error, committed
 
     def _build(
         self,
