@@ -12,7 +12,7 @@ import signal
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,44 @@ def test_the_worker_builds_the_same_events_as_the_serving_process(
 WAITING = ("sync", "aio")
 
 
+def _fault_under_load(
+    worker: AuditWorker,
+    call: Callable[[str], None],
+    answered: list[str],
+    fault: signal.Signals,
+    *,
+    threads: int = 6,
+    before: int = 100,
+) -> int:
+    """Calls `call(text)` from `threads` threads; once `before` are `answered`, sends
+    the worker `fault`, waits for its restart and 100 answered calls more, and stops
+    the calls. The pid of the worker it struck."""
+    stop = threading.Event()
+
+    def load(thread: int) -> None:
+        i = 0
+        while not stop.is_set():
+            call(f"t{thread}-{i}")
+            i += 1
+
+    running = [threading.Thread(target=load, args=(n,)) for n in range(threads)]
+    try:
+        for thread in running:
+            thread.start()
+        wait_for(lambda: len(answered) > before or None, timeout=30, what="calls before it")
+        pid = worker.pid
+        assert pid is not None
+        os.kill(pid, fault)
+        wait_for(lambda: worker.restarts == 1 or None, timeout=60, what="the worker's restart")
+        served = len(answered)
+        wait_for(lambda: len(answered) > served + 100 or None, timeout=60, what="calls after it")
+    finally:
+        stop.set()
+        for thread in running:
+            thread.join()
+    return pid
+
+
 @pytest.mark.parametrize("flavour", WAITING)
 @pytest.mark.parametrize("fault", ["killed", "hung"])
 def test_a_worker_killed_or_hung_under_load_loses_no_acknowledged_call(
@@ -131,34 +169,18 @@ def test_a_worker_killed_or_hung_under_load_loses_no_acknowledged_call(
     answered: list[str] = []
     refused: list[str] = []
     codes: Counter[grpc.StatusCode] = Counter()
-    stop = threading.Event()
-    first_pid = None
 
-    def load(thread: int) -> None:
-        i = 0
-        while not stop.is_set():
-            text = f"t{thread}-{i}"
-            i += 1
-            request = echo_pb2.EchoRequest(text=text)
-            code = code_of(lambda: harness.stub.Echo(request, timeout=30))  # noqa: B023
-            (answered if code == grpc.StatusCode.OK else refused).append(text)
-            codes[code] += 1
+    def call(text: str) -> None:
+        request = echo_pb2.EchoRequest(text=text)
+        code = code_of(lambda: harness.stub.Echo(request, timeout=30))
+        (answered if code == grpc.StatusCode.OK else refused).append(text)
+        codes[code] += 1
 
-    threads = [threading.Thread(target=load, args=(n,)) for n in range(6)]
     try:
-        for thread in threads:
-            thread.start()
-        wait_for(lambda: len(answered) > 100 or None, timeout=30, what="calls before the kill")
-        first_pid = worker.pid
-        assert first_pid is not None
-        os.kill(first_pid, signal.SIGKILL if fault == "killed" else signal.SIGSTOP)
-        wait_for(lambda: worker.restarts == 1 or None, timeout=60, what="the worker's restart")
-        served = len(answered)
-        wait_for(lambda: len(answered) > served + 100 or None, timeout=60, what="calls after it")
+        first_pid = _fault_under_load(
+            worker, call, answered, signal.SIGKILL if fault == "killed" else signal.SIGSTOP
+        )
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
         harness.close()
         worker.close()
     assert worker.pid != first_pid
@@ -185,31 +207,15 @@ def test_a_worker_killed_under_async_load_loses_no_answered_calls_event(
     worker = AuditWorker(functools.partial(spool_only, str(tmp_path), "async"))
     harness = Harness("sync", sink=worker)
     answered: list[str] = []
-    stop = threading.Event()
 
-    def load(thread: int) -> None:
-        i = 0
-        while not stop.is_set():
-            text = f"t{thread}-{i}"
-            i += 1
-            harness.stub.Echo(echo_pb2.EchoRequest(text=text), timeout=30)
-            answered.append(text)
+    def call(text: str) -> None:
+        harness.stub.Echo(echo_pb2.EchoRequest(text=text), timeout=30)
+        answered.append(text)
 
-    threads = [threading.Thread(target=load, args=(n,)) for n in range(4)]
     try:
-        for thread in threads:
-            thread.start()
-        wait_for(lambda: len(answered) > 300 or None, timeout=30, what="calls before the kill")
-        assert worker.pid is not None
-        os.kill(worker.pid, signal.SIGKILL)
-        wait_for(lambda: worker.restarts == 1 or None, timeout=60, what="the worker's restart")
-        served = len(answered)
-        wait_for(lambda: len(answered) > served + 100 or None, timeout=60, what="calls after it")
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
+        _fault_under_load(worker, call, answered, signal.SIGKILL, threads=4, before=300)
         assert harness.interceptor.flush(10)
+    finally:
         harness.close()
         worker.close()
     kept = Counter(d["Request"]["RequestParams"].get("text") for d in spooled_documents(tmp_path))
