@@ -377,3 +377,16 @@ def test_a_spool_at_its_cap_keeps_a_loss_reports_count_and_number_together(
         db.execute("DROP TRIGGER full")
         db.commit()
     spool.close()
+
+
+def test_a_flush_wakes_the_writer_in_async_durability(tmp_path: Path) -> None:
+    """A flush has what was taken committed now, not at the next commit interval (a
+    pipeline's close, or an audit worker answering, waited for it: up to its timeout
+    with a long interval)."""
+    spool = Spool(tmp_path / "spool.db", node_id="n", commit_interval=3600)
+    try:
+        spool.emit(_event())
+        assert spool.flush(10)
+        assert spool.stats.last_seq == 1
+    finally:
+        spool.close()

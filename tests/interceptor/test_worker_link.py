@@ -1,16 +1,23 @@
-"""The serving side's end of the audit worker's pipe (`WorkerLink`), without a process."""
+"""The two ends of the audit worker's pipe (`WorkerLink`, the worker's `take`), without a
+process."""
 
 from __future__ import annotations
 
 import functools
+import uuid
 from pathlib import Path
 from typing import Any
 
-from auditline.interceptor import AuditWorker
-from auditline.interceptor._capture_codec import unpack
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import AuditWorker, Spool
+from auditline.interceptor._builder import EventBuilder
+from auditline.interceptor._capture_codec import pack, unpack
+from auditline.interceptor._formats import event_document
+from auditline.interceptor._record import AuditConfig
 from auditline.interceptor._worker_link import LinkHooks, Supervision, WorkerLink
 from auditline.interceptor._worker_outbox import Batch
-from tests.support.worker_pipelines import spool_only
+from auditline.interceptor._worker_process import _Worker, start_worker
+from tests.support.worker_pipelines import slow_commits, spool_only
 
 
 class _Pipe:
@@ -74,3 +81,50 @@ def test_the_async_events_of_a_batch_that_cannot_be_encoded_are_counted_as_lost(
         assert worker._held.count == 0
         [report] = worker._held.report()
     assert report[1:3] == (1, "their batch could not be encoded for the audit worker")
+
+
+def _document(text: str) -> dict[str, Any]:
+    event = event_pb2.ApiEvent(event_name="Echo", version="2", event_id=uuid.uuid4().hex)
+    event.request.request_params.update({"text": text})
+    return event_document(event).document
+
+
+def test_a_round_with_fail_closed_and_async_events_is_answerable_at_once(
+    tmp_path: Path,
+) -> None:
+    """The worker commits a round's async events with its fail-closed calls' events:
+    when those are committed the round may be answered, with no wait for another
+    commit (the fail-closed calls' answer waited for the next one, ~10 ms)."""
+    spool = Spool(tmp_path / "spool.db", node_id="n", durability="sync", commit_interval=3600)
+    worker = _Worker(spool, EventBuilder(AuditConfig()), None)
+    items = [
+        ("document", _document("async"), 1, 2, False),
+        ("document", _document("fail-closed"), 1, 2, True),
+    ]
+    try:
+        error, committed = worker.take([(1, False, items)])
+        assert error == ""
+        assert committed()
+    finally:
+        spool.close()
+
+
+def test_a_round_taken_just_before_the_quit_is_answered(tmp_path: Path) -> None:
+    """Async events that came after the last flush are committed by the worker's close,
+    and answered before it says it quits (else their calls' batch goes unanswered)."""
+    (tmp_path / "slow").touch()  # its spool commits only at close
+    started = start_worker(
+        functools.partial(slow_commits, str(tmp_path)), AuditConfig(), [], timeout=60
+    )
+    items = [("document", _document("late"), 1, 2, False)]
+    started.conn.send_bytes(pack(("batch", 1, False, items)))
+    started.conn.send_bytes(pack(("quit",)))
+    kinds: list[str] = []
+    while not kinds or kinds[-1] != "quit":
+        assert started.conn.poll(30), f"no reply after {kinds}"
+        reply = unpack(started.conn.recv_bytes())
+        if reply[0] != "state":
+            kinds.append(reply[0])
+            assert reply[0] != "ack" or list(reply[1]) == [1]
+    started.process.join(30)
+    assert kinds == ["ack", "quit"]

@@ -117,6 +117,7 @@ class Spool(SpoolWriter):
         self._queue = SpoolQueue()  # events taken, not yet written
         self._losses = LossCounter(self.store.saved_losses())
         self._force_marker = False
+        self._flush_asked = False  # a flush waits: the writer goes at once
         # Told the reason whenever the spool turns degraded, and "" when it recovers
         # (from the writer thread): health checks follow it.
         self.on_degraded: Callable[[str], None] = lambda reason: None
@@ -337,6 +338,7 @@ class Spool(SpoolWriter):
         with self._lock:
             self._force_marker = with_drop_marker
             targets = self._queue.close_open()
+            self._flush_asked = bool(targets)
             self._work.notify()
 
             def done() -> bool:

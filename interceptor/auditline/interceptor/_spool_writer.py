@@ -44,6 +44,7 @@ class SpoolWriter(abc.ABC):
     _disk: SpoolDisk
     _closed: bool
     _force_marker: bool
+    _flush_asked: bool
 
     @abc.abstractmethod
     def _full(self) -> int:
@@ -78,9 +79,15 @@ class SpoolWriter(abc.ABC):
         """Wait for work, write what is queued; False once closed and done."""
         with self._work:
             self._work.wait_for(
-                lambda: self._closed or self._marker_forced() or self._has_sync_work(),
+                lambda: (
+                    self._closed
+                    or self._flush_asked
+                    or self._marker_forced()
+                    or self._has_sync_work()
+                ),
                 self.retry_interval if self._disk.reason else self.commit_interval,
             )
+            self._flush_asked = False  # what it waits for is taken now
             if self._queue.async_callers:
                 self._queue.async_callers.settle(self._withdraw)  # those past their deadline
             closing = self._closed

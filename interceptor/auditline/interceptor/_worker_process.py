@@ -53,7 +53,10 @@ class HostedPipeline(Protocol):
     def close(self) -> None: ...
 
 
-def _state(spool: Spool) -> tuple[str, str, int, int]:
+_State = tuple[str, str, int, int]
+
+
+def _state(spool: Spool) -> _State:
     """What the serving process follows of the spool: why it would refuse a call now,
     why it is degraded, how many events it dropped (all "" or 0 when well), and the
     last loss report it has kept (`Spool.loss_reports_kept`)."""
@@ -125,8 +128,7 @@ def worker_main(
         while True:
             if not conn.poll(ACK_POLL if rounds else STATE_INTERVAL):
                 if rounds:
-                    rounds = _acknowledge(conn, spool, rounds)
-                    state = _state(spool)
+                    rounds, state = _acknowledge(conn, spool, rounds, state)
                     continue
                 # Idle: tell the serving process when the spool's state changed (room
                 # again after a full disk), which it would otherwise learn only with
@@ -145,13 +147,15 @@ def worker_main(
                 rounds.append(
                     _Round(ids=ids, error=error, committed=committed, at=time.monotonic())
                 )
-                rounds = _acknowledge(conn, spool, rounds)
-                state = _state(spool)
+                rounds, state = _acknowledge(conn, spool, rounds, state)
             if quitting:
                 break
     finally:
         pipeline.close()
     with contextlib.suppress(OSError):
+        # What came after the last flush is committed by the close: answered before
+        # the quit (the serving process reads until then).
+        _answer(conn, rounds, state)
         conn.send_bytes(pack(("quit",)))
 
 
@@ -168,10 +172,12 @@ class _Round:
     at: float  # when they were taken (monotonic)
 
 
-def _acknowledge(conn: Connection, spool: Spool, rounds: list[_Round]) -> list[_Round]:
+def _acknowledge(
+    conn: Connection, spool: Spool, rounds: list[_Round], state: _State
+) -> tuple[list[_Round], _State]:
     """Answer the rounds, oldest first, whose events are committed (or that may wait
-    no longer); the rounds left. Rounds of one answer go in one message: one wake-up
-    of the serving process's reading thread, however many had piled up."""
+    no longer): the rounds left, and the spool's state as last sent (`state` if no
+    answer went)."""
     now = time.monotonic()
     done = 0
     for round_ in rounds:
@@ -180,10 +186,16 @@ def _acknowledge(conn: Connection, spool: Spool, rounds: list[_Round]) -> list[_
         done += 1
     if done:
         state = _state(spool)
-        for error, same in itertools.groupby(rounds[:done], key=lambda r: r.error):
-            ids = tuple(batch_id for round_ in same for batch_id in round_.ids)
-            conn.send_bytes(pack(("ack", ids, error, *state)))
-    return rounds[done:]
+        _answer(conn, rounds[:done], state)
+    return rounds[done:], state
+
+
+def _answer(conn: Connection, rounds: list[_Round], state: _State) -> None:
+    """Rounds of one answer go in one message: one wake-up of the serving process's
+    reading thread, however many had piled up."""
+    for error, same in itertools.groupby(rounds, key=lambda r: r.error):
+        ids = tuple(batch_id for round_ in same for batch_id in round_.ids)
+        conn.send_bytes(pack(("ack", ids, error, *state)))
 
 
 def _committed() -> bool:
@@ -232,15 +244,18 @@ class _Worker:
         flush = False
         for _, resent, items in batches:
             flush |= self._build(items, resent=resent, waited=waited, queued=queued)
+        # The others first: in the same batch as the fail-closed calls' events, they are
+        # committed with them, and the round is answered at once (queued after, they
+        # waited for the next commit, and the fail-closed calls with them).
+        committed = _committed
+        if queued:
+            committed = self.spool.queue_documents(queued)
         error = ""
         if waited:
             try:
                 self.spool.emit_documents(waited, wait=True)
             except AuditUnavailableError as exc:
                 error = str(exc) or "the audit log cannot record this call"
-        committed = _committed
-        if queued:
-            committed = self.spool.queue_documents(queued)
         if flush and not self.spool.flush(timeout=None):
             return error or "the spool could not commit in time", committed
         return error, committed
