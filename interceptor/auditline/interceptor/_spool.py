@@ -298,8 +298,7 @@ class Spool(SpoolWriter):
         process could not hand them over): they are in the next drop marker. `report`:
         the number of the report telling of them; one counted already is not again."""
         with self._lock:
-            if self._losses.add(count, reason, at_ns, report=report):
-                self.stats.dropped += count
+            if self._drop(count, reason, at_ns, report=report):
                 self._work.notify()
 
     @property
@@ -308,9 +307,12 @@ class Spool(SpoolWriter):
         with self._lock:
             return self._losses.reports_kept
 
-    def _drop(self, count: int, reason: str, at_ns: int) -> None:
-        self._losses.add(count, reason, at_ns)
+    def _drop(self, count: int, reason: str, at_ns: int, *, report: int = 0) -> bool:
+        """Count losses (`LossCounter.add`); whether they were."""
+        if not self._losses.add(count, reason, at_ns, report=report):
+            return False
         self.stats.dropped += count
+        return True
 
     def keep_logs(self, log_types: frozenset[str] | None, since_ns: int | None = None) -> None:
         """From `since_ns` (now by default) keep only events of these logs (`LogType`

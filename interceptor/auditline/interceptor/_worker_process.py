@@ -69,7 +69,7 @@ class StartedWorker:
 
     process: Any  # a multiprocessing Process (spawn context)
     conn: Connection
-    state: tuple[str, str, int, int]  # its spool's first `_state`
+    state: _State  # its spool's first `_state`
 
 
 def start_worker(
@@ -198,10 +198,6 @@ def _answer(conn: Connection, rounds: list[_Round], state: _State) -> None:
         conn.send_bytes(pack(("ack", ids, error, *state)))
 
 
-def _committed() -> bool:
-    return True
-
-
 def _arrived(conn: Connection, most: int = 64) -> tuple[_Batches, bool]:
     """The batches waiting in the pipe (at least one message is), and whether the
     serving process said to quit or is gone (then what arrived is still kept)."""
@@ -247,9 +243,7 @@ class _Worker:
         # The others first: in the same batch as the fail-closed calls' events, they are
         # committed with them, and the round is answered at once (queued after, they
         # waited for the next commit, and the fail-closed calls with them).
-        committed = _committed
-        if queued:
-            committed = self.spool.queue_documents(queued)
+        committed = self.spool.queue_documents(queued)
         error = ""
         if waited:
             try:
