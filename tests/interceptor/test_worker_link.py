@@ -4,19 +4,22 @@ process."""
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor import AuditWorker, Spool
+from auditline.interceptor import AuditWorker, Pipeline, Spool, _worker_process
 from auditline.interceptor._builder import EventBuilder
 from auditline.interceptor._capture_codec import pack, unpack
 from auditline.interceptor._formats import event_document
 from auditline.interceptor._record import AuditConfig
 from auditline.interceptor._worker_link import LinkHooks, Supervision, WorkerLink
 from auditline.interceptor._worker_outbox import Batch
-from auditline.interceptor._worker_process import _Worker, start_worker
+from auditline.interceptor._worker_process import _Worker, start_worker, worker_main
 from tests.support.worker_pipelines import slow_commits, spool_only
 
 
@@ -128,3 +131,46 @@ def test_a_round_taken_just_before_the_quit_is_answered(tmp_path: Path) -> None:
             assert reply[0] != "ack" or list(reply[1]) == [1]
     started.process.join(30)
     assert kinds == ["ack", "quit"]
+
+
+def test_a_round_of_async_events_is_answered_when_the_spool_commits_it(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The spool's writer wakes the worker's loop after each write while a round waits:
+    the round is answered then (here an hour before it would be answered uncommitted),
+    with no look at the spool every few ms."""
+    monkeypatch.setattr(_worker_process, "ACK_AT_THE_LATEST", 3600.0)
+    monkeypatch.setattr(_worker_process.signal, "signal", lambda *args: None)  # a thread
+    spools: list[Spool] = []
+
+    def pipeline() -> Pipeline:
+        spool = Spool(tmp_path / "spool.db", node_id="n", durability="async", commit_interval=3600)
+        spools.append(spool)
+        return Pipeline(spool)
+
+    ours, theirs = multiprocessing.Pipe()
+    worker = threading.Thread(target=worker_main, args=(theirs, pipeline, AuditConfig(), []))
+    worker.start()
+
+    def reply() -> Any:
+        while True:
+            assert ours.poll(30), "the worker did not answer"
+            message = unpack(ours.recv_bytes())
+            if message[0] != "state":
+                return message
+
+    try:
+        assert reply()[0] == "ready"
+        items = [("document", _document("async"), 1, 2, False)]
+        ours.send_bytes(pack(("batch", 1, False, items)))
+        deadline = time.monotonic() + 30
+        while not spools[0].stats.buffered_bytes:  # queued, not committed (the interval)
+            assert time.monotonic() < deadline, "the worker did not queue the event"
+            time.sleep(0.01)
+        assert not ours.poll(0)  # not answered while uncommitted
+        assert spools[0].flush(30)
+        assert reply()[:3] == ("ack", (1,), "")
+    finally:
+        ours.send_bytes(pack(("quit",)))
+        worker.join(30)
+    assert not worker.is_alive()

@@ -227,16 +227,15 @@ class Exporter(ExporterProofs):
         else:
             pending = store.iterate(watermark, batch=500)
         chosen: list[tuple[SpooledEvent, bytes, int]] = []
-        size = 0
+        size, limit, day_ns = 0, self.config.max_file_bytes, 0
         for item in pending:
             line = render(item.body, item.at_ns, item.end_ns, item.log_type, version)
-            if intent is None and chosen:
-                if size + len(line) > self.config.max_file_bytes:
-                    break
-                # A file holds one (UTC) day's events, the day its key names: a query
-                # that prunes by the key's day then misses none.
-                if item.at_ns // _DAY_NS != chosen[0][0].at_ns // _DAY_NS:
-                    break
+            if not chosen:
+                day_ns = item.at_ns // _DAY_NS
+            # A file holds one (UTC) day's events, the day its key names: a query that
+            # prunes by the key's day then misses none.
+            elif intent is None and (size + len(line) > limit or item.at_ns // _DAY_NS != day_ns):
+                break
             chosen.append((item, line, item.log_type or event_pb2.LOG_TYPE_ACCOUNT_API))
             size += len(line)
         if not chosen:
@@ -246,8 +245,9 @@ class Exporter(ExporterProofs):
         if intent is None:
             store.begin_batch(name, first, last)
         by_log: dict[int, list[tuple[SpooledEvent, bytes]]] = {}
+        wanted = self.config.log_types
         for item, line, log_type in chosen:
-            if not self.config.log_types or log_type in self.config.log_types:
+            if not wanted or log_type in wanted:
                 by_log.setdefault(log_type, []).append((item, line))
         day = datetime.datetime.fromtimestamp(chosen[0][0].at_ns / 1e9, datetime.UTC)
         retain_until = None

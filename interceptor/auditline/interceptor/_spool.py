@@ -121,6 +121,9 @@ class Spool(SpoolWriter):
         # Told the reason whenever the spool turns degraded, and "" when it recovers
         # (from the writer thread): health checks follow it.
         self.on_degraded: Callable[[str], None] = lambda reason: None
+        # Called after each round of writes, committed or failed (from the writer
+        # thread): an audit worker waiting to acknowledge queued events follows it.
+        self.on_written: Callable[[], None] = lambda: None
         self._disk = SpoolDisk(self.store, self.stats, lambda reason: self.on_degraded(reason))
         self._gates = LogGates()
         self._closed = False

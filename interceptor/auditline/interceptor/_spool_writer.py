@@ -9,6 +9,7 @@ import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 
 from auditline.interceptor._losses import LossCounter, Losses
 from auditline.interceptor._spool_disk import SpoolDisk
@@ -45,6 +46,7 @@ class SpoolWriter(abc.ABC):
     _closed: bool
     _force_marker: bool
     _flush_asked: bool
+    on_written: Callable[[], None]
 
     @abc.abstractmethod
     def _full(self) -> int:
@@ -95,6 +97,7 @@ class SpoolWriter(abc.ABC):
             losses = self._losses.pending() if self._marker_due(closing) else None
         ok = self._write(batches, losses)
         self._save_losses()
+        self.on_written()
         if ok and self._disk.reason and self._queue.empty():
             self._disk.recover(self.retry_interval)
         if closing:

@@ -16,10 +16,11 @@ import dataclasses
 import itertools
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, Protocol
 
 from auditline.interceptor._builder import EventBuilder
@@ -35,7 +36,6 @@ __all__ = ["STATE_INTERVAL", "HostedPipeline", "StartedWorker", "start_worker", 
 log = logging.getLogger("auditline.interceptor")
 
 STATE_INTERVAL = 0.1  # seconds between looks at the spool's state while idle
-ACK_POLL = 0.002  # seconds between looks at the spool while a round waits for its commit
 ACK_AT_THE_LATEST = 1.0  # seconds after which a round is acknowledged, committed or not
 
 
@@ -124,11 +124,20 @@ def worker_main(
     conn.send_bytes(pack(("ready", *state)))
     worker = _Worker(spool, EventBuilder(config), getattr(pipeline, "notice", None))
     rounds: list[_Round] = []  # taken, not yet acknowledged
+    woken = _Wake()
+    spool.on_written = woken.written
     try:
         while True:
-            if not conn.poll(ACK_POLL if rounds else STATE_INTERVAL):
+            timeout = STATE_INTERVAL
+            if rounds:  # until the oldest may wait no longer, unless a write comes first
+                timeout = max(rounds[0].at + ACK_AT_THE_LATEST - time.monotonic(), 0) + 0.001
+            ready = wait([conn, woken.fd], timeout)
+            if woken.fd in ready:
+                woken.drain()
+            if conn not in ready:
                 if rounds:
                     rounds, state = _acknowledge(conn, spool, rounds, state)
+                    woken.waiting = bool(rounds)
                     continue
                 # Idle: tell the serving process when the spool's state changed (room
                 # again after a full disk), which it would otherwise learn only with
@@ -147,11 +156,15 @@ def worker_main(
                 rounds.append(
                     _Round(ids=ids, error=error, committed=committed, at=time.monotonic())
                 )
+                # Before the look: a write after it wakes the loop.
+                woken.waiting = True
                 rounds, state = _acknowledge(conn, spool, rounds, state)
+                woken.waiting = bool(rounds)
             if quitting:
                 break
     finally:
         pipeline.close()
+        woken.close()
     with contextlib.suppress(OSError):
         # What came after the last flush is committed by the close: answered before
         # the quit (the serving process reads until then).
@@ -160,6 +173,33 @@ def worker_main(
 
 
 _Batches = list[tuple[int, bool, list[tuple[Any, ...]]]]  # (batch id, resent, items)
+
+
+class _Wake:
+    """The spool's writer wakes the worker's loop after each write while a round waits
+    for its events' commit (rather than the loop looking every few ms: ~500 wake-ups a
+    second under load). A pipe, so that the loop waits for it and the serving process
+    at once."""
+
+    def __init__(self) -> None:
+        self.fd, self._write = os.pipe()  # the loop waits for `fd`
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._write, False)
+        self.waiting = False  # set by the loop, read by the writer thread
+
+    def written(self) -> None:
+        if self.waiting:
+            with contextlib.suppress(BlockingIOError):  # full: the loop wakes anyway
+                os.write(self._write, b"\0")
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.fd, 4096)
+
+    def close(self) -> None:
+        self.waiting = False
+        os.close(self.fd)
+        os.close(self._write)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
