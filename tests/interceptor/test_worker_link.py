@@ -7,6 +7,7 @@ import functools
 import multiprocessing
 import threading
 import time
+import types
 import uuid
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,9 @@ def test_a_round_of_async_events_is_answered_when_the_spool_commits_it(
     the round is answered then (here an hour before it would be answered uncommitted),
     with no look at the spool every few ms."""
     monkeypatch.setattr(_worker_process, "ACK_AT_THE_LATEST", 3600.0)
-    monkeypatch.setattr(_worker_process.signal, "signal", lambda *args: None)  # a thread
+    # Run in a thread here, where it may not set a signal handler.
+    quiet = types.SimpleNamespace(signal=lambda *args: None, SIGINT=0, SIG_IGN=0)
+    monkeypatch.setattr(_worker_process, "signal", quiet)
     spools: list[Spool] = []
 
     def pipeline() -> Pipeline:
@@ -173,4 +176,6 @@ def test_a_round_of_async_events_is_answered_when_the_spool_commits_it(
     finally:
         ours.send_bytes(pack(("quit",)))
         worker.join(30)
+        ours.close()
+        theirs.close()
     assert not worker.is_alive()

@@ -227,14 +227,16 @@ class Exporter(ExporterProofs):
         else:
             pending = store.iterate(watermark, batch=500)
         chosen: list[tuple[SpooledEvent, bytes, int]] = []
-        size, limit, day_ns = 0, self.config.max_file_bytes, 0
+        size, limit, first_day = 0, self.config.max_file_bytes, 0
         for item in pending:
             line = render(item.body, item.at_ns, item.end_ns, item.log_type, version)
             if not chosen:
-                day_ns = item.at_ns // _DAY_NS
+                first_day = item.at_ns // _DAY_NS  # days since the epoch
             # A file holds one (UTC) day's events, the day its key names: a query that
             # prunes by the key's day then misses none.
-            elif intent is None and (size + len(line) > limit or item.at_ns // _DAY_NS != day_ns):
+            elif intent is None and (
+                size + len(line) > limit or item.at_ns // _DAY_NS != first_day
+            ):
                 break
             chosen.append((item, line, item.log_type or event_pb2.LOG_TYPE_ACCOUNT_API))
             size += len(line)

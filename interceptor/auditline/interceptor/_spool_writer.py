@@ -95,9 +95,11 @@ class SpoolWriter(abc.ABC):
             closing = self._closed
             batches = self._queue.take()
             losses = self._losses.pending() if self._marker_due(closing) else None
-        ok = self._write(batches, losses)
+        try:
+            ok = self._write(batches, losses)
+        finally:
+            self.on_written()
         self._save_losses()
-        self.on_written()
         if ok and self._disk.reason and self._queue.empty():
             self._disk.recover(self.retry_interval)
         if closing:

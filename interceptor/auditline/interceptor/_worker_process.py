@@ -163,8 +163,11 @@ def worker_main(
             if quitting:
                 break
     finally:
-        pipeline.close()
-        woken.close()
+        try:
+            pipeline.close()
+        finally:
+            spool.on_written = lambda: None
+            woken.close()
     with contextlib.suppress(OSError):
         # What came after the last flush is committed by the close: answered before
         # the quit (the serving process reads until then).
@@ -189,7 +192,8 @@ class _Wake:
 
     def written(self) -> None:
         if self.waiting:
-            with contextlib.suppress(BlockingIOError):  # full: the loop wakes anyway
+            # Full: the loop wakes anyway. Closed: a writer that outlived the close.
+            with contextlib.suppress(OSError):
                 os.write(self._write, b"\0")
 
     def drain(self) -> None:
