@@ -46,6 +46,24 @@ def test_exported_events_leave_the_window_oldest_first(tmp_path: Path) -> None:
     spool.close()
 
 
+def test_an_event_dated_ahead_holds_no_later_event_in_the_window(tmp_path: Path) -> None:
+    """One recorded while the node's clock ran a day ahead (stepped back since): it is
+    not taken as still in the window, and the events numbered after it leave when
+    theirs is over, not a day later."""
+    now = time.time_ns()
+    ahead, old, recent = now + DAY_NS, now - 2 * DAY_NS, now - DAY_NS // 2
+    spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=86_400)
+    exporter = Exporter(
+        ExporterConfig(name="a"), spool, DirectoryWriter(tmp_path / "out"), node_id="n"
+    )
+    _emit(spool, old, ahead, old, recent)
+    _export_all(exporter)
+    kept = spool.store.read(0, 100)
+    assert [e.seq for e in kept] == [4]
+    assert spool.store.retained_bytes == len(kept[0].body)
+    spool.close()
+
+
 def _rows_read_by_a_commit(tmp_path: Path, retained: int) -> int:
     """SQLite virtual-machine steps (in hundreds) of one exporter batch of 20 events,
     with `retained` exported events kept in the window."""

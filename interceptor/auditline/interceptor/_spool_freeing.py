@@ -19,6 +19,8 @@ from auditline.interceptor._spool_tree import TreeLog
 
 __all__ = ["SpoolFreeing"]
 
+_CLOCK_SKEW_NS = 600 * 10**9  # ten minutes
+
 
 class SpoolFreeing(abc.ABC):
     """The state below is the store's, set in its constructor; every method takes
@@ -80,9 +82,14 @@ class SpoolFreeing(abc.ABC):
         the time alone would read every retained event at each file's commit, and the
         exporter's rate would fall as the window fills (to 12,000 events/s with
         300,000 events retained)."""
+        # An event dated ahead of now by more than a clock's usual correction (one
+        # recorded while the clock was wrong, then stepped back) holds nothing back:
+        # else every later event would stay until its date, however far.
+        latest_ns = time.time_ns() + _CLOCK_SKEW_NS
         row = self._db.execute(
-            "SELECT seq FROM events WHERE seq <= ? AND at_ns >= ? ORDER BY seq LIMIT 1",
-            (self.freed_upto, oldest_ns),
+            "SELECT seq FROM events WHERE seq <= ? AND at_ns >= ? AND at_ns <= ? "
+            "ORDER BY seq LIMIT 1",
+            (self.freed_upto, oldest_ns, latest_ns),
         ).fetchone()
         return self.freed_upto if row is None else int(row[0]) - 1
 
