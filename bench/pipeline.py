@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -104,7 +105,10 @@ def export_rate(
     spooled = spool.store.read(0, limit=events)
     render = FORMATS_BY_NAME[fmt]
     writer = BucketWriter(store, bucket)
-    # Render + encode + write alone, file by file, on events read beforehand.
+    # Render + encode + write alone, file by file, on events read beforehand. Each
+    # timing starts with no garbage left by what came before it (the spool's filling
+    # left enough for a collection that cost a run up to a third of its time).
+    gc.collect()
     started = time.process_time()
     for first in range(0, len(spooled), 2400):
         chunk = spooled[first : first + 2400]
@@ -113,6 +117,7 @@ def export_rate(
         writer.put(f"rcw/{first}", body, retain_until=None, mode=None)
     render_cpu = time.process_time() - started
     # The whole exporter: also reading the spool, recording files, freeing events.
+    gc.collect()
     started = time.process_time()
     while exporter.export_once():
         pass
@@ -133,7 +138,13 @@ def _export_table(events: int, seaweedfs: bool) -> None:
             from tests.support.seaweedfs import SeaweedFS
 
             seaweed = SeaweedFS(workdir / "seaweedfs")
-            seaweed.start()
+            # On the other core: sharing the exporter's, its work (and its runtime's)
+            # made the exporter's own CPU time vary by half from run to run.
+            servers.pin(1)
+            try:
+                seaweed.start()
+            finally:
+                servers.pin(0)
             stores["SeaweedFS"] = S3Store(client=seaweed.client())
         try:
             print(f"\nrender + encode + write, {events:,} CreateBucket events, one core\n")
