@@ -6,6 +6,7 @@ import datetime
 import gzip
 import json
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,17 @@ class MemoryWriter:
             self.objects[key] = data
 
 
-def _fill(spool: Spool, count: int, log_type: int = event_pb2.LOG_TYPE_ACCOUNT_API) -> None:
+def _fill(
+    spool: Spool,
+    count: int,
+    log_type: int = event_pb2.LOG_TYPE_ACCOUNT_API,
+    *,
+    at_ns: int = 1_800_000_000_000_000_000,  # a fixed day (2027-01-15), for the keys
+) -> None:
     for i in range(count):
         event = event_pb2.ApiEvent(event_name=f"Call{i}", version="2", log_type=log_type)  # type: ignore[arg-type]
-        event.request.request_time.FromNanoseconds(1_800_000_000_000_000_000 + i)
-        event.response.response_time.FromNanoseconds(1_800_000_000_000_000_000 + i)
+        event.request.request_time.FromNanoseconds(at_ns + i)
+        event.response.response_time.FromNanoseconds(at_ns + i)
         spool.emit(event)
     assert spool.flush(10)
 
@@ -206,7 +213,8 @@ def test_a_new_exporter_starts_at_the_oldest_kept_event_and_proves_it(tmp_path: 
         node_id="n",
         notary=notary,
     )
-    _fill(spool, 37)
+    # Dated now: one dated ahead of the clock would not be kept for the window.
+    _fill(spool, 37, at_ns=time.time_ns())
     while first.export_once():
         pass
     later = Exporter(
@@ -216,7 +224,7 @@ def test_a_new_exporter_starts_at_the_oldest_kept_event_and_proves_it(tmp_path: 
         node_id="n",
         notary=notary,
     )
-    _fill(spool, 5)
+    _fill(spool, 5, at_ns=time.time_ns())
     while later.export_once():
         pass
     report = Verifier(LocalDirectory(tmp_path / "later"), [key.verifier]).run()
@@ -294,7 +302,7 @@ def test_retained_events_a_new_exporter_still_needs_are_kept_for_it(tmp_path: Pa
     first = Exporter(
         ExporterConfig(name="a"), spool, DirectoryWriter(tmp_path / "a"), node_id="n", notary=notary
     )
-    _fill(spool, 40)
+    _fill(spool, 40, at_ns=time.time_ns())  # now: in the window
     while first.export_once():
         pass
     later = Exporter(
