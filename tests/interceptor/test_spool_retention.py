@@ -64,6 +64,38 @@ def test_an_event_dated_ahead_holds_no_later_event_in_the_window(tmp_path: Path)
     spool.close()
 
 
+def test_held_events_are_exported_but_not_deleted_until_the_hold_moves(
+    tmp_path: Path,
+) -> None:
+    """An audit worker holds the events of the batches it has not acknowledged: with no
+    retention window they are exported, and deleted only once the hold is lifted (a
+    worker started again recognises resent events by their ids while they are kept);
+    the cap still deletes them."""
+    now = time.time_ns()
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    exporter = Exporter(
+        ExporterConfig(name="a"), spool, DirectoryWriter(tmp_path / "out"), node_id="n"
+    )
+    _emit(spool, now, now, now, now)
+    spool.store.hold(2)
+    _export_all(exporter)
+    kept = spool.store.read(0, 100)
+    assert [e.seq for e in kept] == [3, 4]
+    assert spool.store.retained_bytes == sum(len(e.body) for e in kept)
+    spool.store.hold(None)
+    _emit(spool, now)
+    _export_all(exporter)
+    assert spool.store.read(0, 100) == []
+    assert spool.store.retained_bytes == 0
+    _emit(spool, now, now)
+    spool.store.hold(5)
+    _export_all(exporter)
+    assert [e.seq for e in spool.store.read(0, 100)] == [6, 7]
+    assert spool.store.trim_retained(0) > 0  # the cap: the hold gives way
+    assert spool.store.read(0, 100) == []
+    spool.close()
+
+
 def _rows_read_by_a_commit(tmp_path: Path, retained: int) -> int:
     """SQLite virtual-machine steps (in hundreds) of one exporter batch of 20 events,
     with `retained` exported events kept in the window."""

@@ -4,23 +4,40 @@ process."""
 from __future__ import annotations
 
 import functools
+import gzip
 import multiprocessing
 import threading
 import time
 import types
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor import AuditWorker, Pipeline, Spool, _worker_process
+from auditline.interceptor import (
+    AuditWorker,
+    DirectoryWriter,
+    ExporterConfig,
+    Pipeline,
+    Spool,
+    _worker_process,
+)
 from auditline.interceptor._builder import EventBuilder
 from auditline.interceptor._capture_codec import pack, unpack
 from auditline.interceptor._formats import event_document
 from auditline.interceptor._record import AuditConfig
+from auditline.interceptor._spool_freeing import SpoolFreeing
+from auditline.interceptor._types import EventDocument
 from auditline.interceptor._worker_link import LinkHooks, Supervision, WorkerLink
 from auditline.interceptor._worker_outbox import Batch
-from auditline.interceptor._worker_process import _Worker, start_worker, worker_main
+from auditline.interceptor._worker_process import (
+    _Holds,
+    _Round,
+    _Worker,
+    start_worker,
+    worker_main,
+)
 from tests.support.worker_pipelines import slow_commits, spool_only
 
 
@@ -134,6 +151,49 @@ def test_a_round_taken_just_before_the_quit_is_answered(tmp_path: Path) -> None:
     assert kinds == ["ack", "quit"]
 
 
+class _ThreadWorker:
+    """`worker_main` run in a thread of the test (as the worker process runs it), and
+    the serving process's end of its pipe."""
+
+    def __init__(
+        self, monkeypatch: Any, pipeline: Callable[[], Pipeline], *, again: bool = False
+    ) -> None:
+        # A thread may not set a signal handler; what the worker sets for its process
+        # is put back after the test.
+        quiet = types.SimpleNamespace(signal=lambda *args: None, SIGINT=0, SIG_IGN=0)
+        monkeypatch.setattr(_worker_process, "signal", quiet)
+        monkeypatch.setattr(SpoolFreeing, "hold_at_open", False)
+        self.conn, self._theirs = multiprocessing.Pipe()
+        args: tuple[Any, ...] = (self._theirs, pipeline, AuditConfig(), [], again)
+        self._thread = threading.Thread(target=worker_main, args=args)
+        self._thread.start()
+
+    def send(self, batch_id: int, items: list[tuple[Any, ...]], *, resent: bool = False) -> None:
+        self.conn.send_bytes(pack(("batch", batch_id, resent, items)))
+
+    def reply(self) -> Any:
+        """The next reply but the spool's state reports."""
+        while True:
+            assert self.conn.poll(30), "the worker did not answer"
+            message = unpack(self.conn.recv_bytes())
+            if message[0] != "state":
+                return message
+
+    def quit(self) -> None:
+        self.conn.send_bytes(pack(("quit",)))
+        self._thread.join(30)
+        self.conn.close()
+        self._theirs.close()
+        assert not self._thread.is_alive()
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
 def test_a_round_of_async_events_is_answered_when_the_spool_commits_it(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
@@ -141,9 +201,6 @@ def test_a_round_of_async_events_is_answered_when_the_spool_commits_it(
     the round is answered then (here an hour before it would be answered uncommitted),
     with no look at the spool every few ms."""
     monkeypatch.setattr(_worker_process, "ACK_AT_THE_LATEST", 3600.0)
-    # Run in a thread here, where it may not set a signal handler.
-    quiet = types.SimpleNamespace(signal=lambda *args: None, SIGINT=0, SIG_IGN=0)
-    monkeypatch.setattr(_worker_process, "signal", quiet)
     spools: list[Spool] = []
 
     def pipeline() -> Pipeline:
@@ -151,31 +208,90 @@ def test_a_round_of_async_events_is_answered_when_the_spool_commits_it(
         spools.append(spool)
         return Pipeline(spool)
 
-    ours, theirs = multiprocessing.Pipe()
-    worker = threading.Thread(target=worker_main, args=(theirs, pipeline, AuditConfig(), []))
-    worker.start()
-
-    def reply() -> Any:
-        while True:
-            assert ours.poll(30), "the worker did not answer"
-            message = unpack(ours.recv_bytes())
-            if message[0] != "state":
-                return message
-
+    worker = _ThreadWorker(monkeypatch, pipeline)
     try:
-        assert reply()[0] == "ready"
-        items = [("document", _document("async"), 1, 2, False)]
-        ours.send_bytes(pack(("batch", 1, False, items)))
-        deadline = time.monotonic() + 30
-        while not spools[0].stats.buffered_bytes:  # queued, not committed (the interval)
-            assert time.monotonic() < deadline, "the worker did not queue the event"
-            time.sleep(0.01)
-        assert not ours.poll(0)  # not answered while uncommitted
+        assert worker.reply()[0] == "ready"
+        worker.send(1, [("document", _document("async"), 1, 2, False)])
+        # Queued, not committed (the commit interval is an hour).
+        _until(lambda: bool(spools[0].stats.buffered_bytes), "the worker did not queue it")
+        assert not worker.conn.poll(0)  # not answered while uncommitted
         assert spools[0].flush(30)
-        assert reply()[:3] == ("ack", (1,), "")
+        assert worker.reply()[:3] == ("ack", (1,), "")
     finally:
-        ours.send_bytes(pack(("quit",)))
-        worker.join(30)
-        ours.close()
-        theirs.close()
-    assert not worker.is_alive()
+        worker.quit()
+
+
+def test_a_worker_started_again_deletes_nothing_before_it_took_the_resent_batches(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """What the dead worker committed but did not acknowledge is resent, and recognised
+    by its ids while the spool keeps it. With no retention window its exporter would
+    delete it once exported, and the resent events would be written twice: the spool
+    keeps what it held at open until the resent batches are taken."""
+    committed = [_document(f"committed {i}") for i in range(3)]
+    dead = Spool(tmp_path / "spool.db", node_id="n")  # the dead worker's commits
+    dead.emit_documents(
+        [EventDocument(document=dict(d), at_ns=1, end_ns=2) for d in committed], wait=True
+    )
+    dead.close()
+    pipelines: list[Pipeline] = []
+
+    def pipeline() -> Pipeline:
+        made = Pipeline(Spool(tmp_path / "spool.db", node_id="n"))
+        made.add_exporter(
+            ExporterConfig(name="e", flush_interval=0.05), DirectoryWriter(tmp_path / "out")
+        )
+        pipelines.append(made)
+        return made
+
+    worker = _ThreadWorker(monkeypatch, pipeline, again=True)
+    try:
+        assert worker.reply()[0] == "ready"
+        store = pipelines[0].spool.store
+        _until(lambda: store.watermark("e") == 3, "the exporter did not export them")
+        assert [e.seq for e in store.read(0, 10)] == [1, 2, 3]  # kept for the resend
+        worker.send(1, [("document", d, 1, 2, False) for d in committed], resent=True)
+        assert worker.reply()[:3] == ("ack", (1,), "")
+        assert store.last_seq == 3  # recognised, not written again
+        worker.send(2, [("document", _document("new"), 1, 2, False)])
+        assert worker.reply()[:3] == ("ack", (2,), "")
+        _until(lambda: not store.read(0, 10), "the exported events were not deleted")
+    finally:
+        worker.quit()
+    lines = [
+        line
+        for path in (tmp_path / "out").rglob("*.jsonl.gz")
+        for line in gzip.decompress(path.read_bytes()).splitlines()
+    ]
+    assert len(lines) == 4  # each once
+
+
+def test_the_worker_holds_the_events_of_the_rounds_it_has_not_answered() -> None:
+    """From the oldest round not answered; in a worker started again, nothing at all
+    until a batch that is not resent is taken (the resent ones came before it)."""
+    held: list[int | None] = []
+    spool: Any = types.SimpleNamespace(store=types.SimpleNamespace(hold=held.append))
+
+    def taken(after_seq: int) -> _Round:
+        return _Round(
+            ids=(after_seq,), error="", committed=lambda: False, at=0, after_seq=after_seq
+        )
+
+    holds = _Holds(spool, held_at_open=None)
+    first, second = taken(10), taken(12)
+    holds.took([(1, False, [])], 10)
+    holds.follow([first])
+    holds.took([(2, False, [])], 12)
+    holds.follow([first, second])
+    holds.follow([second])
+    holds.follow([])
+    assert held == [10, 12, None]
+
+    held.clear()
+    again = _Holds(spool, held_at_open=0)
+    again.took([(1, True, [])], 5)  # resent
+    again.follow([taken(5)])
+    again.follow([])
+    again.took([(2, False, [])], 7)  # new: the resent ones were taken
+    again.follow([])
+    assert held == [0, 0, 7, None]

@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from typing import ClassVar
 
 from auditline.interceptor._spool_tree import TreeLog
 
@@ -26,6 +27,11 @@ class SpoolFreeing(abc.ABC):
     """The state below is the store's, set in its constructor; every method takes
     `lock`."""
 
+    # Set in an audit worker started again, before its pipeline is made: the spool it
+    # opens deletes none of its events until the worker says (`hold`); some were
+    # committed by the worker that died, and kept for its unanswered batches.
+    hold_at_open: ClassVar[bool] = False
+    keep_after: int | None  # no event numbered after it is deleted (None: no hold)
     lock: threading.RLock
     retain_seconds: float
     freed_upto: int
@@ -62,17 +68,28 @@ class SpoolFreeing(abc.ABC):
         passed = self._size_between(passed_from, passed_upto)
         self._db.execute("INSERT OR REPLACE INTO freed VALUES (1, ?)", (passed_upto,))
         self.freed_upto = passed_upto
+        upto = passed_upto
         if self.retain_seconds > 0:
             upto = self._out_of_window(time.time_ns() - int(self.retain_seconds * 1e9))
-            deleted = self._delete_upto(upto)
-        else:
+        if self.keep_after is not None:
+            upto = min(upto, self.keep_after)
+        size = None
+        if upto == passed_upto:
             # All of it goes: its bytes are those kept before and those just passed
             # (summing the passed rows again cost 5% of the exporter's time).
-            deleted = self._delete_upto(
-                passed_upto, size=self._size_between(None, passed_from) + passed
-            )
+            size = self._size_between(None, passed_from) + passed
+        deleted = self._delete_upto(upto, size=size)
         self._prune_tree()
         return passed, deleted
+
+    def hold(self, after: int | None) -> None:
+        """Delete no event numbered after `after` until told otherwise (None: no hold),
+        whatever retention says; the cap still does (`trim_retained`). An audit
+        worker holds the events of the batches it has not acknowledged: a worker
+        started again recognises them by their ids when they are resent, which a
+        deleted event no longer has, and would write them twice."""
+        with self.lock:
+            self.keep_after = after
 
     def _out_of_window(self, oldest_ns: int) -> int:
         """The last of the exported events that leave the retention window now: the

@@ -96,13 +96,14 @@ class WorkerLink:
         self._config = config
         self._spawn()
 
-    def _spawn(self) -> None:
+    def _spawn(self, *, again: bool = False) -> None:
         assert self._config is not None
         started = start_worker(
             self._factory,
             self._config,
             self._hooks.schema_files(),
             timeout=self.supervision.start_timeout,
+            again=again,
         )
         self._process, self._conn = started.process, started.conn
         self._hooks.follow(started.state)
@@ -202,7 +203,7 @@ class WorkerLink:
         log.error("the audit worker exited (code %s); starting it again", exit_code)
         with self._send_lock:
             try:
-                self._spawn()
+                self._spawn(again=True)
             except Exception as exc:
                 self._give_up(f"the audit worker could not be started again: {exc}")
                 return False

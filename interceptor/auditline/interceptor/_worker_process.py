@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from auditline.interceptor._builder import EventBuilder
 from auditline.interceptor._capture_codec import decode_record, load_schemas, pack, unpack
 from auditline.interceptor._record import AuditConfig, EventIds
+from auditline.interceptor._spool_freeing import SpoolFreeing
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
 
 if TYPE_CHECKING:
@@ -78,14 +79,16 @@ def start_worker(
     schema_files: list[bytes],
     *,
     timeout: float,
+    again: bool = False,
 ) -> StartedWorker:
     """Start a worker process and wait until it is ready (its pipeline made: a spool
-    that cannot open fails the start); raise `RuntimeError` otherwise."""
+    that cannot open fails the start); raise `RuntimeError` otherwise. `again`: one
+    that died is replaced, and will be resent what it did not acknowledge."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=True)
     process = context.Process(
         target=worker_main,
-        args=(child, pipeline_factory, config, schema_files),
+        args=(child, pipeline_factory, config, schema_files, again),
         name="auditline-audit-worker",
         daemon=True,
     )
@@ -109,10 +112,15 @@ def worker_main(
     pipeline_factory: Callable[[], HostedPipeline],
     config: AuditConfig,
     schema_files: list[bytes],
+    again: bool = False,
 ) -> None:
     # Ctrl-C reaches the whole process group: the serving process decides when this
     # one stops (after the last events), not the signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Started again: what the dead worker committed but did not acknowledge is resent,
+    # and recognised by its ids only while the spool keeps it: nothing is deleted
+    # until the resent batches are taken (they come first).
+    SpoolFreeing.hold_at_open = again
     try:
         load_schemas(schema_files)
         pipeline = pipeline_factory()
@@ -124,6 +132,7 @@ def worker_main(
     conn.send_bytes(pack(("ready", *state)))
     worker = _Worker(spool, EventBuilder(config), getattr(pipeline, "notice", None))
     rounds: list[_Round] = []  # taken, not yet acknowledged
+    holds = _Holds(spool, held_at_open=spool.store.keep_after)
     woken = _Wake()
     spool.on_written = woken.written
     try:
@@ -138,6 +147,7 @@ def worker_main(
                 if rounds:
                     rounds, state = _acknowledge(conn, spool, rounds, state)
                     woken.waiting = bool(rounds)
+                    holds.follow(rounds)
                     continue
                 # Idle: tell the serving process when the spool's state changed (room
                 # again after a full disk), which it would otherwise learn only with
@@ -151,15 +161,24 @@ def worker_main(
             # them all share one commit (calls in flight at once arrive together).
             batches, quitting = _arrived(conn)
             if batches:
+                numbered = spool.store.last_seq  # the round's events come after it
+                holds.took(batches, numbered)
                 error, committed = worker.take(batches)
                 ids = tuple(batch_id for batch_id, _, _ in batches)
                 rounds.append(
-                    _Round(ids=ids, error=error, committed=committed, at=time.monotonic())
+                    _Round(
+                        ids=ids,
+                        error=error,
+                        committed=committed,
+                        at=time.monotonic(),
+                        after_seq=numbered,
+                    )
                 )
                 # Before the look: a write after it wakes the loop.
                 woken.waiting = True
                 rounds, state = _acknowledge(conn, spool, rounds, state)
                 woken.waiting = bool(rounds)
+                holds.follow(rounds)
             if quitting:
                 break
     finally:
@@ -214,6 +233,38 @@ class _Round:
     error: str  # "" or why their fail-closed calls' events could not be kept
     committed: Callable[[], bool]  # whether their async events are committed
     at: float  # when they were taken (monotonic)
+    after_seq: int  # the spool's last event before them: theirs are numbered after it
+
+
+class _Holds:
+    """What the spool may not delete: the events of the rounds not acknowledged, and,
+    in a worker started again, what it held at open until the resent batches (which
+    come first) are taken. A worker started again recognises a resent event by its
+    id, which a deleted one no longer has: it would be written twice."""
+
+    def __init__(self, spool: Spool, *, held_at_open: int | None) -> None:
+        self._spool = spool
+        self._at_open = held_at_open
+        self._round: int | None = None
+
+    def took(self, batches: _Batches, numbered: int) -> None:
+        """Before a round is taken: hold its events (numbered after `numbered`)."""
+        if self._at_open is not None and any(not resent for _, resent, _ in batches):
+            self._at_open = None  # new batches: every resent one came before them
+        if self._round is None:
+            self._round = numbered
+            self._apply()
+
+    def follow(self, rounds: list[_Round]) -> None:
+        """After answering: hold from the oldest round still unanswered."""
+        oldest = rounds[0].after_seq if rounds else None
+        if oldest != self._round:
+            self._round = oldest
+            self._apply()
+
+    def _apply(self) -> None:
+        holds = [h for h in (self._at_open, self._round) if h is not None]
+        self._spool.store.hold(min(holds) if holds else None)
 
 
 def _acknowledge(
