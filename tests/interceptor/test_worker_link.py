@@ -29,11 +29,10 @@ from auditline.interceptor._formats import event_document
 from auditline.interceptor._record import AuditConfig
 from auditline.interceptor._spool_freeing import SpoolFreeing
 from auditline.interceptor._types import EventDocument
+from auditline.interceptor._worker_holds import DeletionHolds
 from auditline.interceptor._worker_link import LinkHooks, Supervision, WorkerLink
 from auditline.interceptor._worker_outbox import Batch
 from auditline.interceptor._worker_process import (
-    _Holds,
-    _Round,
     _Worker,
     start_worker,
     worker_main,
@@ -227,7 +226,9 @@ def test_a_worker_started_again_deletes_nothing_before_it_took_the_resent_batche
     """What the dead worker committed but did not acknowledge is resent, and recognised
     by its ids while the spool keeps it. With no retention window its exporter would
     delete it once exported, and the resent events would be written twice: the spool
-    keeps what it held at open until the resent batches are taken."""
+    keeps everything until the serving process says every resent batch was sent, and
+    then what the rounds found of them until they are answered. Here the resent batch
+    comes with a new one and the end of the resend, as after a restart under load."""
     committed = [_document(f"committed {i}") for i in range(3)]
     dead = Spool(tmp_path / "spool.db", node_id="n")  # the dead worker's commits
     dead.emit_documents(
@@ -251,10 +252,15 @@ def test_a_worker_started_again_deletes_nothing_before_it_took_the_resent_batche
         _until(lambda: store.watermark("e") == 3, "the exporter did not export them")
         assert [e.seq for e in store.read(0, 10)] == [1, 2, 3]  # kept for the resend
         worker.send(1, [("document", d, 1, 2, False) for d in committed], resent=True)
-        assert worker.reply()[:3] == ("ack", (1,), "")
-        assert store.last_seq == 3  # recognised, not written again
         worker.send(2, [("document", _document("new"), 1, 2, False)])
-        assert worker.reply()[:3] == ("ack", (2,), "")
+        worker.conn.send_bytes(pack(("resent",)))
+        acknowledged: list[int] = []
+        while len(acknowledged) < 2:
+            reply = worker.reply()
+            assert reply[0] == "ack"
+            assert reply[2] == ""
+            acknowledged += reply[1]
+        assert store.last_seq == 4  # recognised, not written again
         _until(lambda: not store.read(0, 10), "the exported events were not deleted")
     finally:
         worker.quit()
@@ -268,30 +274,25 @@ def test_a_worker_started_again_deletes_nothing_before_it_took_the_resent_batche
 
 def test_the_worker_holds_the_events_of_the_rounds_it_has_not_answered() -> None:
     """From the oldest round not answered; in a worker started again, nothing at all
-    until a batch that is not resent is taken (the resent ones came before it)."""
+    until the serving process says every resent batch was sent."""
     held: list[int | None] = []
-    spool: Any = types.SimpleNamespace(store=types.SimpleNamespace(hold=held.append))
-
-    def taken(after_seq: int) -> _Round:
-        return _Round(
-            ids=(after_seq,), error="", committed=lambda: False, at=0, after_seq=after_seq
-        )
-
-    holds = _Holds(spool, held_at_open=None)
-    first, second = taken(10), taken(12)
-    holds.took([(1, False, [])], 10)
-    holds.follow([first])
-    holds.took([(2, False, [])], 12)
-    holds.follow([first, second])
-    holds.follow([second])
+    store: Any = types.SimpleNamespace(hold=held.append)
+    holds = DeletionHolds(store, held_at_open=None)
+    holds.taking(10)
+    holds.follow([10])
+    holds.taking(12)  # the first holds more
+    holds.follow([10, 12])
+    holds.follow([12])
     holds.follow([])
-    assert held == [10, 12, None]
+    # A round that found events of the dead worker's (numbered before it) holds them.
+    holds.taking(20)
+    holds.follow([20, 4])
+    assert held == [10, 12, None, 20, 4]
 
     held.clear()
-    again = _Holds(spool, held_at_open=0)
-    again.took([(1, True, [])], 5)  # resent
-    again.follow([taken(5)])
+    again = DeletionHolds(store, held_at_open=0)
+    again.taking(5)
+    again.follow([5])
     again.follow([])
-    again.took([(2, False, [])], 7)  # new: the resent ones were taken
-    again.follow([])
-    assert held == [0, 0, 7, None]
+    again.resent_taken()  # the serving process said so
+    assert held == [0, 0, None]

@@ -68,28 +68,44 @@ class SpoolFreeing(abc.ABC):
         passed = self._size_between(passed_from, passed_upto)
         self._db.execute("INSERT OR REPLACE INTO freed VALUES (1, ?)", (passed_upto,))
         self.freed_upto = passed_upto
-        upto = passed_upto
+        deleted = self._delete_passed(passed_from=passed_from, passed=passed)
+        self._prune_tree()
+        return passed, deleted
+
+    def _delete_passed(self, *, passed_from: int, passed: int) -> int:
+        """Delete what every exporter has passed (up to `freed_upto`, `passed` bytes of
+        it after `passed_from`) that retention and the hold let go; its bytes."""
+        upto = self.freed_upto
         if self.retain_seconds > 0:
             upto = self._out_of_window(time.time_ns() - int(self.retain_seconds * 1e9))
         if self.keep_after is not None:
             upto = min(upto, self.keep_after)
         size = None
-        if upto == passed_upto:
+        if upto == self.freed_upto:
             # All of it goes: its bytes are those kept before and those just passed
             # (summing the passed rows again cost 5% of the exporter's time).
             size = self._size_between(None, passed_from) + passed
-        deleted = self._delete_upto(upto, size=size)
-        self._prune_tree()
-        return passed, deleted
+        return self._delete_upto(upto, size=size)
 
     def hold(self, after: int | None) -> None:
         """Delete no event numbered after `after` until told otherwise (None: no hold),
         whatever retention says; the cap still does (`trim_retained`). An audit
         worker holds the events of the batches it has not acknowledged: a worker
         started again recognises them by their ids when they are resent, which a
-        deleted event no longer has, and would write them twice."""
+        deleted event no longer has, and would write them twice. What a lifted hold
+        kept back, exported already, goes now (else only at the next export)."""
         with self.lock:
-            self.keep_after = after
+            before, self.keep_after = self.keep_after, after
+            # Only when it kept back some of what was passed, and now keeps less.
+            if before is None or before >= self.freed_upto:
+                return
+            if after is not None and after <= before:
+                return
+            with self._transaction():
+                deleted = self._delete_passed(passed_from=self.freed_upto, passed=0)
+                if deleted:
+                    self._prune_tree()
+            self.retained_bytes -= deleted
 
     def _out_of_window(self, oldest_ns: int) -> int:
         """The last of the exported events that leave the retention window now: the

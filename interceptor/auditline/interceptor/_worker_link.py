@@ -9,6 +9,7 @@ only keeps a worker there to take them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -210,6 +211,11 @@ class WorkerLink:
             self.restarts += 1
             for batch in self._hooks.resend():
                 self._write(batch, resent=True)
+            # Until then the new worker's spool deletes nothing: what it recognises
+            # of them by their ids must still be there.
+            assert self._conn is not None
+            with contextlib.suppress(OSError):  # gone again: the next restart resends
+                self._conn.send_bytes(pack(("resent",)))
         return True
 
     def _give_up(self, reason: str) -> None:

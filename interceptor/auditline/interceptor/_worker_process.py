@@ -28,6 +28,7 @@ from auditline.interceptor._capture_codec import decode_record, load_schemas, pa
 from auditline.interceptor._record import AuditConfig, EventIds
 from auditline.interceptor._spool_freeing import SpoolFreeing
 from auditline.interceptor._types import AuditUnavailableError, EventDocument
+from auditline.interceptor._worker_holds import DeletionHolds
 
 if TYPE_CHECKING:
     from auditline.interceptor._spool import Spool
@@ -118,8 +119,8 @@ def worker_main(
     # one stops (after the last events), not the signal.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Started again: what the dead worker committed but did not acknowledge is resent,
-    # and recognised by its ids only while the spool keeps it: nothing is deleted
-    # until the resent batches are taken (they come first).
+    # and recognised by its ids only while the spool keeps it: the spool the factory
+    # opens deletes nothing until the resent batches are taken.
     SpoolFreeing.hold_at_open = again
     try:
         load_schemas(schema_files)
@@ -127,12 +128,14 @@ def worker_main(
     except Exception as exc:
         conn.send_bytes(pack(("failed", f"{type(exc).__name__}: {exc}")))
         return
+    finally:
+        SpoolFreeing.hold_at_open = False
     spool = pipeline.spool
     state = _state(spool)
     conn.send_bytes(pack(("ready", *state)))
     worker = _Worker(spool, EventBuilder(config), getattr(pipeline, "notice", None))
     rounds: list[_Round] = []  # taken, not yet acknowledged
-    holds = _Holds(spool, held_at_open=spool.store.keep_after)
+    holds = DeletionHolds(spool.store, held_at_open=spool.store.keep_after)
     woken = _Wake()
     spool.on_written = woken.written
     try:
@@ -147,7 +150,7 @@ def worker_main(
                 if rounds:
                     rounds, state = _acknowledge(conn, spool, rounds, state)
                     woken.waiting = bool(rounds)
-                    holds.follow(rounds)
+                    holds.follow(round_.after_seq for round_ in rounds)
                     continue
                 # Idle: tell the serving process when the spool's state changed (room
                 # again after a full disk), which it would otherwise learn only with
@@ -159,11 +162,15 @@ def worker_main(
                 continue
             # Every batch already waiting is taken together: the fail-closed calls of
             # them all share one commit (calls in flight at once arrive together).
-            batches, quitting = _arrived(conn)
+            batches, resent_all, quitting = _arrived(conn)
             if batches:
-                numbered = spool.store.last_seq  # the round's events come after it
-                holds.took(batches, numbered)
+                numbered = spool.store.last_seq  # the round's new events come after it
+                holds.taking(numbered)
                 error, committed = worker.take(batches)
+                # Its events the dead worker had committed are held with it, in case
+                # this worker dies too before answering and they are resent again.
+                if worker.oldest_known is not None:
+                    numbered = min(numbered, worker.oldest_known - 1)
                 ids = tuple(batch_id for batch_id, _, _ in batches)
                 rounds.append(
                     _Round(
@@ -178,7 +185,9 @@ def worker_main(
                 woken.waiting = True
                 rounds, state = _acknowledge(conn, spool, rounds, state)
                 woken.waiting = bool(rounds)
-                holds.follow(rounds)
+            if resent_all:
+                holds.resent_taken()
+            holds.follow(round_.after_seq for round_ in rounds)
             if quitting:
                 break
     finally:
@@ -236,37 +245,6 @@ class _Round:
     after_seq: int  # the spool's last event before them: theirs are numbered after it
 
 
-class _Holds:
-    """What the spool may not delete: the events of the rounds not acknowledged, and,
-    in a worker started again, what it held at open until the resent batches (which
-    come first) are taken. A worker started again recognises a resent event by its
-    id, which a deleted one no longer has: it would be written twice."""
-
-    def __init__(self, spool: Spool, *, held_at_open: int | None) -> None:
-        self._spool = spool
-        self._at_open = held_at_open
-        self._round: int | None = None
-
-    def took(self, batches: _Batches, numbered: int) -> None:
-        """Before a round is taken: hold its events (numbered after `numbered`)."""
-        if self._at_open is not None and any(not resent for _, resent, _ in batches):
-            self._at_open = None  # new batches: every resent one came before them
-        if self._round is None:
-            self._round = numbered
-            self._apply()
-
-    def follow(self, rounds: list[_Round]) -> None:
-        """After answering: hold from the oldest round still unanswered."""
-        oldest = rounds[0].after_seq if rounds else None
-        if oldest != self._round:
-            self._round = oldest
-            self._apply()
-
-    def _apply(self) -> None:
-        holds = [h for h in (self._at_open, self._round) if h is not None]
-        self._spool.store.hold(min(holds) if holds else None)
-
-
 def _acknowledge(
     conn: Connection, spool: Spool, rounds: list[_Round], state: _State
 ) -> tuple[list[_Round], _State]:
@@ -293,21 +271,26 @@ def _answer(conn: Connection, rounds: list[_Round], state: _State) -> None:
         conn.send_bytes(pack(("ack", ids, error, *state)))
 
 
-def _arrived(conn: Connection, most: int = 64) -> tuple[_Batches, bool]:
-    """The batches waiting in the pipe (at least one message is), and whether the
-    serving process said to quit or is gone (then what arrived is still kept)."""
+def _arrived(conn: Connection, most: int = 64) -> tuple[_Batches, bool, bool]:
+    """The batches waiting in the pipe (at least one message is), whether the serving
+    process said every resent batch is among them or before them, and whether it said
+    to quit or is gone (then what arrived is still kept)."""
     batches: _Batches = []
+    resent_all = False
     while True:
         try:
             message = unpack(conn.recv_bytes())
         except EOFError:
-            return batches, True  # the serving process is gone
+            return batches, resent_all, True  # the serving process is gone
         if message[0] == "quit":
-            return batches, True
-        _, batch_id, resent, items = message
-        batches.append((batch_id, resent, items))
+            return batches, resent_all, True
+        if message[0] == "resent":
+            resent_all = True
+        else:
+            _, batch_id, resent, items = message
+            batches.append((batch_id, resent, items))
         if len(batches) >= most or not conn.poll(0):
-            return batches, False
+            return batches, resent_all, False
 
 
 class _Worker:
@@ -318,10 +301,16 @@ class _Worker:
         self.notice = notice
         self.builder = builder
         self.ids = EventIds()
+        self.oldest_known: int | None = None  # of the last `take`
 
     def _known(self, event_id: str) -> bool:
-        """Committed by the worker that died before acknowledging it."""
-        return self.spool.store.queries.seq_of(event_id) is not None
+        """Committed by the worker that died before acknowledging it (the oldest such
+        of a `take` is `oldest_known`)."""
+        seq = self.spool.store.queries.seq_of(event_id)
+        if seq is None:
+            return False
+        self.oldest_known = seq if self.oldest_known is None else min(self.oldest_known, seq)
+        return True
 
     def take(self, batches: _Batches) -> tuple[str, Callable[[], bool]]:
         """Build and spool the batches' events: "" or why those of their fail-closed
@@ -333,6 +322,7 @@ class _Worker:
         waited: list[EventDocument] = []
         queued: list[EventDocument] = []
         flush = False
+        self.oldest_known = None
         for _, resent, items in batches:
             flush |= self._build(items, resent=resent, waited=waited, queued=queued)
         # The others first: in the same batch as the fail-closed calls' events, they are
