@@ -138,8 +138,8 @@ def _export_table(events: int, seaweedfs: bool) -> None:
             from tests.support.seaweedfs import SeaweedFS
 
             seaweed = SeaweedFS(workdir / "seaweedfs")
-            # On the other core: sharing the exporter's, its work (and its runtime's)
-            # made the exporter's own CPU time vary by half from run to run.
+            # On the other core, as a store is elsewhere: the exporter's core is its
+            # own. (The runs' spread came from garbage collections, not from this.)
             servers.pin(1)
             try:
                 seaweed.start()

@@ -7,7 +7,6 @@ import functools
 import gzip
 import multiprocessing
 import threading
-import time
 import types
 import uuid
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from auditline.interceptor._worker_process import (
     start_worker,
     worker_main,
 )
+from tests.support.processes import wait_for
 from tests.support.worker_pipelines import slow_commits, spool_only
 
 
@@ -186,13 +186,6 @@ class _ThreadWorker:
         assert not self._thread.is_alive()
 
 
-def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
-
-
 def test_a_round_of_async_events_is_answered_when_the_spool_commits_it(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
@@ -212,7 +205,7 @@ def test_a_round_of_async_events_is_answered_when_the_spool_commits_it(
         assert worker.reply()[0] == "ready"
         worker.send(1, [("document", _document("async"), 1, 2, False)])
         # Queued, not committed (the commit interval is an hour).
-        _until(lambda: bool(spools[0].stats.buffered_bytes), "the worker did not queue it")
+        wait_for(lambda: spools[0].stats.buffered_bytes or None, timeout=30, what="it queued")
         assert not worker.conn.poll(0)  # not answered while uncommitted
         assert spools[0].flush(30)
         assert worker.reply()[:3] == ("ack", (1,), "")
@@ -249,7 +242,7 @@ def test_a_worker_started_again_deletes_nothing_before_it_took_the_resent_batche
     try:
         assert worker.reply()[0] == "ready"
         store = pipelines[0].spool.store
-        _until(lambda: store.watermark("e") == 3, "the exporter did not export them")
+        wait_for(lambda: store.watermark("e") == 3 or None, timeout=30, what="their export")
         assert [e.seq for e in store.read(0, 10)] == [1, 2, 3]  # kept for the resend
         worker.send(1, [("document", d, 1, 2, False) for d in committed], resent=True)
         worker.send(2, [("document", _document("new"), 1, 2, False)])
@@ -261,7 +254,7 @@ def test_a_worker_started_again_deletes_nothing_before_it_took_the_resent_batche
             assert reply[2] == ""
             acknowledged += reply[1]
         assert store.last_seq == 4  # recognised, not written again
-        _until(lambda: not store.read(0, 10), "the exported events were not deleted")
+        wait_for(lambda: not store.read(0, 10) or None, timeout=30, what="their deletion")
     finally:
         worker.quit()
     lines = [
