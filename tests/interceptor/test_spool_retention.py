@@ -16,7 +16,7 @@ DAY_NS = 86_400 * 10**9
 
 def _emit(spool: Spool, *started_ns: int) -> None:
     for i, at_ns in enumerate(started_ns):
-        event = event_pb2.ApiEvent(event_name=f"Call{i}", version="2")
+        event = event_pb2.ApiEvent(event_name=f"Call{i}", event_id=f"e{at_ns}-{i}", version="2")
         event.request.request_time.FromNanoseconds(at_ns)
         event.response.response_time.FromNanoseconds(at_ns)
         spool.emit(event)
@@ -70,7 +70,7 @@ def test_held_events_are_exported_but_not_deleted_until_the_hold_moves(
     """An audit worker holds the events of the batches it has not acknowledged: with no
     retention window they are exported, and deleted only once the hold is lifted (a
     worker started again recognises resent events by their ids while they are kept);
-    the cap still deletes them."""
+    the cap still deletes them, and remembers their ids while they are held."""
     now = time.time_ns()
     spool = Spool(tmp_path / "spool.db", node_id="n")
     exporter = Exporter(
@@ -88,9 +88,20 @@ def test_held_events_are_exported_but_not_deleted_until_the_hold_moves(
     _emit(spool, now, now)
     spool.store.hold(4)
     _export_all(exporter)
-    assert [e.seq for e in spool.store.read(0, 100)] == [5, 6]
+    held = spool.store.read(0, 100)
+    assert [e.seq for e in held] == [5, 6]
+    ids = [
+        spool.store._db.execute("SELECT event_id FROM events WHERE seq = ?", (e.seq,)).fetchone()[0]
+        for e in held
+    ]
     assert spool.store.trim_retained(0) > 0  # the cap: the hold gives way
     assert spool.store.read(0, 100) == []
+    # ... but the held events' ids are remembered while it lasts, for a resend.
+    assert [spool.store.seq_kept(i) for i in ids] == [5, 6]
+    spool.store.hold(5)
+    assert [spool.store.seq_kept(i) for i in ids] == [None, 6]
+    spool.store.hold(None)
+    assert [spool.store.seq_kept(i) for i in ids] == [None, None]
     spool.close()
 
 

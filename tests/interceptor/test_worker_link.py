@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import (
     AuditWorker,
@@ -213,15 +215,18 @@ def test_a_round_of_async_events_is_answered_when_the_spool_commits_it(
         worker.quit()
 
 
+@pytest.mark.parametrize("cap", [False, True], ids=["kept", "deleted-by-the-cap"])
 def test_a_worker_started_again_deletes_nothing_before_it_took_the_resent_batches(
-    tmp_path: Path, monkeypatch: Any
+    tmp_path: Path, monkeypatch: Any, cap: bool
 ) -> None:
     """What the dead worker committed but did not acknowledge is resent, and recognised
     by its ids while the spool keeps it. With no retention window its exporter would
     delete it once exported, and the resent events would be written twice: the spool
     keeps everything until the serving process says every resent batch was sent, and
     then what the rounds found of them until they are answered. Here the resent batch
-    comes with a new one and the end of the resend, as after a restart under load."""
+    comes with a new one and the end of the resend, as after a restart under load.
+    The spool's cap deletes held events all the same (it bounds the disk), and then
+    their ids are remembered while the hold lasts."""
     committed = [_document(f"committed {i}") for i in range(3)]
     dead = Spool(tmp_path / "spool.db", node_id="n")  # the dead worker's commits
     dead.emit_documents(
@@ -244,6 +249,9 @@ def test_a_worker_started_again_deletes_nothing_before_it_took_the_resent_batche
         store = pipelines[0].spool.store
         wait_for(lambda: store.watermark("e") == 3 or None, timeout=30, what="their export")
         assert [e.seq for e in store.read(0, 10)] == [1, 2, 3]  # kept for the resend
+        if cap:
+            assert store.trim_retained(0) > 0
+            assert store.read(0, 10) == []
         worker.send(1, [("document", d, 1, 2, False) for d in committed], resent=True)
         worker.send(2, [("document", _document("new"), 1, 2, False)])
         worker.conn.send_bytes(pack(("resent",)))

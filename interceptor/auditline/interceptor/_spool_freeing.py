@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
+from auditline.interceptor._spool_queries import EventQueries
 from auditline.interceptor._spool_tree import TreeLog
 
 __all__ = ["SpoolFreeing"]
@@ -32,11 +33,15 @@ class SpoolFreeing(abc.ABC):
     # committed by the worker that died, and kept for its unanswered batches.
     hold_at_open: ClassVar[bool] = False
     keep_after: int | None  # no event numbered after it is deleted (None: no hold)
+    # The ids (and numbers) of held events the cap deleted all the same, while the hold
+    # lasts: a worker started again still recognises them when they are resent.
+    trimmed_held: dict[str, int]
     lock: threading.RLock
     retain_seconds: float
     freed_upto: int
     next_seq: int
     pending_bytes: int
+    queries: EventQueries
     retained_bytes: int
     tree: TreeLog
     _db: sqlite3.Connection
@@ -93,9 +98,16 @@ class SpoolFreeing(abc.ABC):
         worker holds the events of the batches it has not acknowledged: a worker
         started again recognises them by their ids when they are resent, which a
         deleted event no longer has, and would write them twice. What a lifted hold
-        kept back, exported already, goes now (else only at the next export)."""
+        kept back, exported already, goes now (else only at the next export); the ids
+        of what the cap deleted while held are forgotten once no longer held."""
         with self.lock:
             before, self.keep_after = self.keep_after, after
+            if self.trimmed_held:
+                self.trimmed_held = {
+                    event_id: seq
+                    for event_id, seq in self.trimmed_held.items()
+                    if after is not None and seq > after
+                }
             # Only when it kept back some of what was passed, and now keeps less.
             if before is None or before >= self.freed_upto:
                 return
@@ -106,6 +118,13 @@ class SpoolFreeing(abc.ABC):
                 if deleted:
                     self._prune_tree()
             self.retained_bytes -= deleted
+
+    def seq_kept(self, event_id: str) -> int | None:
+        """The number of an event by its id, while the spool keeps it or a hold
+        remembers it (`hold`): what a worker started again looks resent events up by."""
+        with self.lock:
+            seq = self.queries.seq_of(event_id)
+            return self.trimmed_held.get(event_id) if seq is None else seq
 
     def _out_of_window(self, oldest_ns: int) -> int:
         """The last of the exported events that leave the retention window now: the
@@ -152,7 +171,8 @@ class SpoolFreeing(abc.ABC):
 
     def trim_retained(self, cap: int) -> int:
         """Delete the oldest exported events until pending and retained bytes fit in
-        `cap` (retention gives way before admission does); return the bytes deleted."""
+        `cap` (retention gives way before admission does, and holds too: see
+        `trimmed_held`); return the bytes deleted."""
         with self.lock:
             excess = self.pending_bytes + self.retained_bytes - cap
             if excess <= 0 or not self.retained_bytes:
@@ -171,6 +191,15 @@ class SpoolFreeing(abc.ABC):
                     upto = int(seq)
                     break
             rows.close()
+            if self.keep_after is not None and upto > self.keep_after:
+                # Held events go too (the cap bounds the disk; a hold does not), but
+                # their ids are remembered, a few hundred bytes each, while it lasts.
+                self.trimmed_held.update(
+                    self._db.execute(
+                        "SELECT event_id, seq FROM events WHERE seq > ? AND seq <= ?",
+                        (self.keep_after, upto),
+                    ).fetchall()
+                )
             with self._transaction():
                 deleted = self._delete_upto(upto)
                 self._prune_tree()

@@ -99,6 +99,7 @@ class SpoolStore(SpoolFreeing):
         self.tree = TreeLog(self._db, max(int(numbered), self.freed_upto) + 1, self.freed_upto)
         self.next_seq = max(int(numbered), self.freed_upto, self.tree.base + self.tree.size) + 1
         self.keep_after = 0 if self.hold_at_open else None  # 0: none is deleted
+        self.trimmed_held = {}
         self.queries = EventQueries(db=self._db, lock=self.lock)
         self._losses = StoredLosses(self._db)
         self.pending_bytes = self._size_between(self.freed_upto, None)
