@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool
+from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool, _spool_freeing
 
 DAY_NS = 86_400 * 10**9
 
@@ -102,6 +103,23 @@ def test_held_events_are_exported_but_not_deleted_until_the_hold_moves(
     assert [spool.store.seq_kept(i) for i in ids] == [None, 6]
     spool.store.hold(None)
     assert [spool.store.seq_kept(i) for i in ids] == [None, None]
+    spool.close()
+
+
+def test_the_cap_remembers_the_newest_held_ids_only(tmp_path: Path, monkeypatch: Any) -> None:
+    """Resent events are the newest: past its bound the spool forgets the oldest ids."""
+    monkeypatch.setattr(_spool_freeing, "_TRIMMED_HELD_MOST", 2)
+    now = time.time_ns()
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    exporter = Exporter(
+        ExporterConfig(name="a"), spool, DirectoryWriter(tmp_path / "out"), node_id="n"
+    )
+    _emit(spool, now, now, now)
+    spool.store.hold(0)
+    _export_all(exporter)
+    ids = [row[0] for row in spool.store._db.execute("SELECT event_id FROM events ORDER BY seq")]
+    assert spool.store.trim_retained(0) > 0
+    assert [spool.store.seq_kept(i) for i in ids] == [None, 2, 3]
     spool.close()
 
 

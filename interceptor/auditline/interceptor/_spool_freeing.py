@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import itertools
 import sqlite3
 import threading
 import time
@@ -22,6 +23,7 @@ from auditline.interceptor._spool_tree import TreeLog
 __all__ = ["SpoolFreeing"]
 
 _CLOCK_SKEW_NS = 600 * 10**9  # ten minutes
+_TRIMMED_HELD_MOST = 200_000
 
 
 class SpoolFreeing(abc.ABC):
@@ -126,6 +128,21 @@ class SpoolFreeing(abc.ABC):
             seq = self.queries.seq_of(event_id)
             return self.trimmed_held.get(event_id) if seq is None else seq
 
+    def _remember_trimmed(self, upto: int) -> None:
+        """Held events go too when the cap needs the room (it bounds the disk; a hold
+        does not), but their ids are remembered while it lasts: the newest
+        `_TRIMMED_HELD_MOST` (~100 bytes each), as resent events are the newest (at
+        most the serving process's `max_held`, 50,000 by default). More would be
+        older events deleted while a worker started again held everything."""
+        newest = self._db.execute(
+            "SELECT event_id, seq FROM events WHERE seq > ? AND seq <= ? ORDER BY seq DESC LIMIT ?",
+            (self.keep_after, upto, _TRIMMED_HELD_MOST),
+        ).fetchall()
+        self.trimmed_held.update(reversed(newest))
+        excess = max(len(self.trimmed_held) - _TRIMMED_HELD_MOST, 0)
+        for event_id in list(itertools.islice(self.trimmed_held, excess)):
+            del self.trimmed_held[event_id]
+
     def _out_of_window(self, oldest_ns: int) -> int:
         """The last of the exported events that leave the retention window now: the
         oldest ones, in the order they were numbered, up to the first one that is still
@@ -192,14 +209,7 @@ class SpoolFreeing(abc.ABC):
                     break
             rows.close()
             if self.keep_after is not None and upto > self.keep_after:
-                # Held events go too (the cap bounds the disk; a hold does not), but
-                # their ids are remembered, a few hundred bytes each, while it lasts.
-                self.trimmed_held.update(
-                    self._db.execute(
-                        "SELECT event_id, seq FROM events WHERE seq > ? AND seq <= ?",
-                        (self.keep_after, upto),
-                    ).fetchall()
-                )
+                self._remember_trimmed(upto)
             with self._transaction():
                 deleted = self._delete_upto(upto)
                 self._prune_tree()
