@@ -135,7 +135,8 @@ class SpoolFreeing(abc.ABC):
         most the serving process's `max_held`, 50,000 by default). More would be
         older events deleted while a worker started again held everything."""
         newest = self._db.execute(
-            "SELECT event_id, seq FROM events WHERE seq > ? AND seq <= ? ORDER BY seq DESC LIMIT ?",
+            "SELECT event_id, seq FROM events"
+            " WHERE seq > ? AND seq <= ? AND event_id != '' ORDER BY seq DESC LIMIT ?",
             (self.keep_after, upto, _TRIMMED_HELD_MOST),
         ).fetchall()
         self.trimmed_held.update(reversed(newest))

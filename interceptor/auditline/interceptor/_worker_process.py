@@ -305,8 +305,8 @@ class _Worker:
 
     def _known(self, event_id: str) -> bool:
         """Committed by the worker that died before acknowledging it (the oldest such
-        of a `take` is `oldest_known`)."""
-        seq = self.spool.store.seq_kept(event_id)
+        of a `take` is `oldest_known`). An event with no id is never taken for one."""
+        seq = self.spool.store.seq_kept(event_id) if event_id else None
         if seq is None:
             return False
         self.oldest_known = seq if self.oldest_known is None else min(self.oldest_known, seq)
