@@ -1,15 +1,18 @@
 """The asyncio interceptor and what handlers do on a grpc.aio server: an abort with the
 OK code answers as gRPC's sync server does (UNKNOWN); plain (not async) handlers run in
 a thread, where their abort ends them, as on a sync server; a cancel that comes while
-a handler holds the event loop is logged as the client saw it."""
+a handler holds the event loop is logged as the client saw it; a call whose coroutine
+is closed with its event loop is logged cancelled."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -18,8 +21,9 @@ import pytest
 from auditline_testing.v1 import echo_pb2, echo_pb2_grpc
 from google.protobuf import json_format
 
-from tests.interceptor.harness import FLAVOURS, Event, Harness, R
-from tests.support.echo import ECHO_INITIAL, ECHO_TRAILING, SyncEcho
+from auditline.interceptor import AsyncAuditInterceptor, MemorySink
+from tests.interceptor.harness import FLAVOURS, KEY, Event, Harness, R
+from tests.support.echo import ECHO_INITIAL, ECHO_TRAILING, AsyncServer, SyncEcho, started
 from tests.support.outcome import code_of, error_of
 
 # How long a client waits for an answer that should come at once: a call that never
@@ -332,3 +336,41 @@ def test_a_handler_that_awaits_is_not_taken_for_one_that_held_the_loop() -> None
     awaited, held = asyncio.run(run())
     assert awaited < 0.1
     assert held >= 0.2
+
+
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["fail-open", "fail-closed"])
+def test_a_call_whose_coroutine_is_closed_unresumed_is_logged_cancelled(
+    fail_closed: bool,
+) -> None:
+    """An event loop stopped and closed with a call in flight: the handler's coroutine
+    is closed by the garbage collector, outside the call's context and with nothing
+    that can be awaited. The call is still logged, as cancelled (its client got no
+    answer). Until 2026-12-07 resetting the call's scope raised ValueError there, and
+    the call went unlogged."""
+    sink = MemorySink()
+    interceptor = AsyncAuditInterceptor(sink, hmac_key=KEY, fail_closed=fail_closed)
+    server = AsyncServer([interceptor])
+    channel = grpc.insecure_channel(server.target)
+    text = f"closed-{uuid.uuid4().hex}"
+    answer = echo_pb2_grpc.EchoServiceStub(channel).Echo.future(R(action="wait", text=text))
+    try:
+        assert started(text).wait(PROMPT)
+        server.loop.call_soon_threadsafe(server.loop.stop)
+        server.thread.join(PROMPT)
+        # The call's task, as the garbage collector would close it with its loop.
+        (call,) = [
+            task
+            for task in asyncio.all_tasks(server.loop)
+            if getattr(task.get_coro(), "__name__", "") == "_handle_exceptions"
+        ]
+        call.get_coro().close()  # raised RuntimeError (GeneratorExit ignored) before
+        assert interceptor.flush(PROMPT)
+        (event,) = sink.events
+        assert event.request.request_params["text"] == text
+        assert event.response.response_status == "CANCELLED"
+    finally:
+        answer.cancel()
+        channel.close()
+        server.loop.run_until_complete(server.server.stop(0))
+        server.loop.close()
+        interceptor.close()

@@ -100,6 +100,25 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             auth_context=call.auth_context,
         )
 
+    async def _end(
+        self, call: AioCall, context: Any, error: BaseException | None, token: Any
+    ) -> None:
+        """The end of a handler's coroutine: its scope reset, its call recorded.
+
+        A coroutine closed without being resumed (GeneratorExit: its task destroyed
+        with an event loop stopped and closed while the call was in flight) ends in
+        the garbage collector, outside the call's context and with nothing to await:
+        the call is recorded as the client saw it, cancelled, and queued (fail-closed
+        too: there is no answer left to refuse)."""
+        if isinstance(error, GeneratorExit):
+            if not call.recorded:
+                call.recorded = True
+                call.undelivered = True
+                self._queue(self._capture(call, context, None, with_response=False))
+            return
+        SCOPE.reset(token)
+        await self._finish(call, context, error)
+
     async def _finish(self, call: AioCall, context: Any, error: BaseException | None) -> None:
         """Record a finished call. Fail-closed, when its events cannot be kept and
         the answer is not sent yet, answer UNAVAILABLE instead."""
@@ -287,8 +306,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 error = exc
                 raise
             finally:
-                SCOPE.reset(token)
-                await self._finish(call, context, error)
+                await self._end(call, context, error, token)
 
         return behavior
 
@@ -370,7 +388,6 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 error = exc
                 raise
             finally:
-                SCOPE.reset(token)
-                await self._finish(call, context, error)
+                await self._end(call, context, error, token)
 
         return coroutine
