@@ -338,15 +338,17 @@ def test_a_handler_that_awaits_is_not_taken_for_one_that_held_the_loop() -> None
     assert held >= 0.2
 
 
+@pytest.mark.parametrize("interceptor_closed", [False, True], ids=["open", "closed"])
 @pytest.mark.parametrize("fail_closed", [False, True], ids=["fail-open", "fail-closed"])
 def test_a_call_whose_coroutine_is_closed_unresumed_is_logged_cancelled(
-    fail_closed: bool,
+    fail_closed: bool, interceptor_closed: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An event loop stopped and closed with a call in flight: the handler's coroutine
     is closed by the garbage collector, outside the call's context and with nothing
     that can be awaited. The call is still logged, as cancelled (its client got no
-    answer). Until 2026-12-07 resetting the call's scope raised ValueError there, and
-    the call went unlogged."""
+    answer); when that comes after the interceptor closed, its loss is in the log.
+    Until 2026-12-07 resetting the call's scope raised ValueError there, and the call
+    went unlogged."""
     sink = MemorySink()
     interceptor = AsyncAuditInterceptor(sink, hmac_key=KEY, fail_closed=fail_closed)
     server = AsyncServer([interceptor])
@@ -357,17 +359,24 @@ def test_a_call_whose_coroutine_is_closed_unresumed_is_logged_cancelled(
         assert started(text).wait(PROMPT)
         server.loop.call_soon_threadsafe(server.loop.stop)
         server.thread.join(PROMPT)
-        # The call's task, as the garbage collector would close it with its loop.
+        # The call's task (gRPC's name for it), closed as the garbage collector would.
         (call,) = [
             task
             for task in asyncio.all_tasks(server.loop)
             if getattr(task.get_coro(), "__name__", "") == "_handle_exceptions"
         ]
+        if interceptor_closed:
+            interceptor.close()
         call.get_coro().close()  # raised RuntimeError (GeneratorExit ignored) before
-        assert interceptor.flush(PROMPT)
-        (event,) = sink.events
-        assert event.request.request_params["text"] == text
-        assert event.response.response_status == "CANCELLED"
+        if interceptor_closed:
+            assert not sink.events
+            assert "came after the interceptor closed and is lost: " in caplog.text
+            assert "/auditline_testing.v1.EchoService/Echo" in caplog.text
+        else:
+            assert interceptor.flush(PROMPT)
+            (event,) = sink.events
+            assert event.request.request_params["text"] == text
+            assert event.response.response_status == "CANCELLED"
     finally:
         answer.cancel()
         channel.close()

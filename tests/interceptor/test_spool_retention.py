@@ -120,6 +120,11 @@ def test_the_cap_remembers_the_newest_held_ids_only(tmp_path: Path, monkeypatch:
     ids = [row[0] for row in spool.store._db.execute("SELECT event_id FROM events ORDER BY seq")]
     assert spool.store.trim_retained(0) > 0
     assert [spool.store.seq_kept(i) for i in ids] == [None, 2, 3]
+    _emit(spool, now + 1)  # a later trim: the oldest remembered make way
+    _export_all(exporter)
+    ids += [row[0] for row in spool.store._db.execute("SELECT event_id FROM events")]
+    assert spool.store.trim_retained(0) > 0
+    assert [spool.store.seq_kept(i) for i in ids] == [None, None, 3, 4]
     spool.close()
 
 

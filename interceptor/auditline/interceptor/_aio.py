@@ -100,24 +100,16 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             auth_context=call.auth_context,
         )
 
-    async def _end(
-        self, call: AioCall, context: Any, error: BaseException | None, token: Any
-    ) -> None:
-        """The end of a handler's coroutine: its scope reset, its call recorded.
-
-        A coroutine closed without being resumed (GeneratorExit: its task destroyed
-        with an event loop stopped and closed while the call was in flight) ends in
-        the garbage collector, outside the call's context and with nothing to await:
-        the call is recorded as the client saw it, cancelled, and queued (fail-closed
-        too: there is no answer left to refuse)."""
-        if isinstance(error, GeneratorExit):
-            if not call.recorded:
-                call.recorded = True
-                call.undelivered = True
-                self._queue(self._capture(call, context, None, with_response=False))
-            return
-        SCOPE.reset(token)
-        await self._finish(call, context, error)
+    def _abandoned(self, call: AioCall, context: Any) -> None:
+        """A handler's coroutine closed without being resumed (GeneratorExit: its task
+        destroyed with an event loop stopped and closed while the call was in flight).
+        It ends in the garbage collector, outside the call's context (its scope is not
+        reset there) and with nothing to await: the call is recorded as the client saw
+        it, cancelled, and queued (fail-closed too: no answer is left to refuse)."""
+        if not call.recorded:
+            call.recorded = True
+            call.undelivered = True
+            self._queue(self._capture(call, context, None, with_response=False))
 
     async def _finish(self, call: AioCall, context: Any, error: BaseException | None) -> None:
         """Record a finished call. Fail-closed, when its events cannot be kept and
@@ -306,7 +298,11 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 error = exc
                 raise
             finally:
-                await self._end(call, context, error, token)
+                if isinstance(error, GeneratorExit):
+                    self._abandoned(call, context)
+                else:
+                    SCOPE.reset(token)
+                    await self._finish(call, context, error)
 
         return behavior
 
@@ -388,6 +384,10 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 error = exc
                 raise
             finally:
-                await self._end(call, context, error, token)
+                if isinstance(error, GeneratorExit):
+                    self._abandoned(call, context)
+                else:
+                    SCOPE.reset(token)
+                    await self._finish(call, context, error)
 
         return coroutine

@@ -206,6 +206,12 @@ class AuditCore:
         if self._thread is None:
             self._start_worker()
         self._pending.append(item)
+        if self._closed and (self._thread is None or not self._thread.is_alive()):
+            # Closed, and its last round is over: nothing will take it. Said in the
+            # log, the one place left (an asyncio call closed with its event loop
+            # after the interceptor closed, say).
+            what = item.info.full_method if isinstance(item, CallRecord) else "related events"
+            log.error("an audit event came after the interceptor closed and is lost: %s", what)
 
     def _summarized(self, record: CallRecord) -> bool:
         """Count the call in a summary instead of recording it, where it is due."""

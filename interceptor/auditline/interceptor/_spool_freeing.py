@@ -104,12 +104,13 @@ class SpoolFreeing(abc.ABC):
         of what the cap deleted while held are forgotten once no longer held."""
         with self.lock:
             before, self.keep_after = self.keep_after, after
-            if self.trimmed_held:
-                self.trimmed_held = {
-                    event_id: seq
-                    for event_id, seq in self.trimmed_held.items()
-                    if after is not None and seq > after
-                }
+            if self.trimmed_held and after != before:
+                if after is None:
+                    self.trimmed_held = {}
+                elif before is None or after > before:  # (held back further: all stay)
+                    self.trimmed_held = {
+                        event_id: seq for event_id, seq in self.trimmed_held.items() if seq > after
+                    }
             # Only when it kept back some of what was passed, and now keeps less.
             if before is None or before >= self.freed_upto:
                 return
@@ -131,9 +132,10 @@ class SpoolFreeing(abc.ABC):
     def _remember_trimmed(self, upto: int) -> None:
         """Held events go too when the cap needs the room (it bounds the disk; a hold
         does not), but their ids are remembered while it lasts: the newest
-        `_TRIMMED_HELD_MOST` (~100 bytes each), as resent events are the newest (at
-        most the serving process's `max_held`, 50,000 by default). More would be
-        older events deleted while a worker started again held everything."""
+        `_TRIMMED_HELD_MOST` (~200 bytes each: 40 MB at most), as resent events are
+        the newest (at most the serving process's `max_held`, 50,000 by default).
+        More would be older events deleted while a worker started again held
+        everything."""
         newest = self._db.execute(
             "SELECT event_id, seq FROM events"
             " WHERE seq > ? AND seq <= ? AND event_id != '' ORDER BY seq DESC LIMIT ?",
