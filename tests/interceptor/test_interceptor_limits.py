@@ -120,13 +120,14 @@ def test_events_a_handler_records_travel_with_its_call(
         return event
 
     original, original_async = echo.act, echo.act_async
+    shared = login_event()  # one object recorded in every call
 
     def act(request: Any, context: Any) -> Any:
-        assert record_event(login_event())
+        assert record_event(shared)
         return original(request, context)
 
     async def act_async(request: Any, context: Any) -> Any:
-        assert record_event(login_event())
+        assert record_event(shared)
         return await original_async(request, context)
 
     monkeypatch.setattr(echo, "act", act)
@@ -146,6 +147,10 @@ def test_events_a_handler_records_travel_with_its_call(
     assert [d["EventName"] for d in documents] == ["LoginSuccess", "Echo"] * 2
     assert documents[0]["EventId"]
     assert documents[0]["EventId"] != documents[1]["EventId"]
+    # A copy is recorded: each call's gets an id of its own, the handler's is untouched.
+    assert documents[2]["EventId"] not in (documents[0]["EventId"], documents[1]["EventId"])
+    assert not shared.event_id
+    assert not shared.node_id
     statuses = [d["Response"]["ResponseStatus"] for d in documents[1::2]]
     assert statuses == ["OK", "UNAVAILABLE"]
 

@@ -77,13 +77,17 @@ def record_event(event: event_pb2.ApiEvent, *, summarize: bool = True) -> bool:
     unauthenticated caller past its rate), so is this event, unless `summarize` is
     False: then it is recorded on its own all the same (a block of an address, say).
 
-    The event is recorded as given (not redacted). Returns False outside an
-    audited call; the caller then hands the event to its sink itself.
+    The event is recorded as it is now (not redacted; a copy, so that the log gets
+    its own id and node even when a handler records one object in several calls, and
+    later changes to it are not seen). Returns False outside an audited call; the
+    caller then hands the event to its sink itself.
     """
     scope = SCOPE.get()
     if scope is None:
         return False
     if scope.related is None:
         scope.related = []
-    scope.related.append(RelatedEvent(event, summarize))
+    recorded = event_pb2.ApiEvent()
+    recorded.CopyFrom(event)
+    scope.related.append(RelatedEvent(recorded, summarize))
     return True
