@@ -11,6 +11,12 @@ manifest must give the root of the one before: the checkpoints extend each other
 The verifier key is published at `integrity/keys/<key id>.pub`. An exporter's first
 manifest also carries a signed note that its log begins there (`start_text`), for a
 verifier to tell an exporter made later from a log whose head was cut.
+
+The manifest's own contents are signed too (`manifest_note`: the SHA-256 of the rest
+of it, `manifest_digest`): the checkpoint alone proves the events' hashes, not which
+files hold them, where the tree began, nor which events the exporter left out, and
+each of those could otherwise be rewritten, or a copy of a manifest added, to hide a
+cut head, a batch or an event, or to slip in a forged one.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -26,10 +33,22 @@ import orjson
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._note import Checkpoint, SigningKey
 
-__all__ = ["MANIFEST_FORMAT", "START_FORMAT", "FileEntry", "Notary", "runs", "start_text"]
+__all__ = [
+    "MANIFEST_FORMAT",
+    "START_FORMAT",
+    "FileEntry",
+    "Notary",
+    "manifest_digest",
+    "manifest_note_text",
+    "runs",
+    "start_text",
+]
 
-MANIFEST_FORMAT = "auditline-manifest/1"
+# /2: the manifest's contents are signed (`manifest_note`); /1 (until 2026-12-07)
+# signed only its checkpoint.
+MANIFEST_FORMAT = "auditline-manifest/2"
 START_FORMAT = "auditline-exporter-start/1"
+MANIFEST_NOTE_FORMAT = "auditline-manifest-digest/1"
 
 
 def start_text(*, origin: str, exporter: str, first_seq: int) -> str:
@@ -40,6 +59,19 @@ def start_text(*, origin: str, exporter: str, first_seq: int) -> str:
     later; bound to the log, the exporter and the number, so that it fits no other
     manifest."""
     return f"{START_FORMAT}\n{origin}\nexporter {exporter}\nfirst {first_seq}\n"
+
+
+def manifest_digest(document: Mapping[str, Any]) -> bytes:
+    """The SHA-256 of a manifest's canonical JSON (keys sorted, no spaces) without its
+    `manifest_note`, the checkpoint and the start note included: what that note signs.
+    The same from the document as written or as parsed again."""
+    body = {key: value for key, value in document.items() if key != "manifest_note"}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def manifest_note_text(*, origin: str, digest: bytes) -> str:
+    """The text of the signed note over a manifest's contents, bound to its log."""
+    return f"{MANIFEST_NOTE_FORMAT}\n{origin}\nsha256 {_b64(digest)}\n"
 
 
 def _b64(data: bytes) -> str:
@@ -132,6 +164,9 @@ class Notary:
         if starts_log:
             text = start_text(origin=self.origin, exporter=exporter, first_seq=first_seq)
             document["exporter_start"] = self.key.sign_note(text)
+        document["manifest_note"] = self.key.sign_note(
+            manifest_note_text(origin=self.origin, digest=manifest_digest(document))
+        )
         name = f"{first_seq:012d}-{last_seq:012d}-{self.key.verifier.key_id:08x}"
         if idle:
             name += f"-{created_ns // 1_000_000_000}"

@@ -148,5 +148,6 @@ def read_line(format_name: str, line: bytes) -> dict[str, Any]:
         return LINE_FORMATS[format_name](orjson.loads(line))
     except LineError:
         raise
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        # AttributeError: a line of JSON that is not an object (a list, a string).
         raise LineError(f"not an {format_name} event ({type(exc).__name__})") from None

@@ -59,7 +59,7 @@ class Frontier:
     __slots__ = ("hashes", "size")
 
     def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
-        if len(hashes) != size.bit_count():
+        if size < 0 or len(hashes) != size.bit_count():
             raise ValueError("a frontier holds one hash per 1 bit of its size")
         self.size = size
         self.hashes = list(hashes)

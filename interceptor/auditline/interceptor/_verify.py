@@ -8,55 +8,40 @@ order, once each; the leaves of those events (recomputed from the lines, in any
 format) and of the events it names as left out must extend the frontier to the
 checkpoint's root. Checkpoints past the last file (even idle ones) mean a cut tail;
 files no manifest names are unproven. DATA_LOSS markers are counted: they are how
-the node says it lost events before it could number them.
+the node says it lost events before it could number them. Each manifest's contents
+must be signed by its checkpoint's key (`manifest_note`), and have the shape
+`_verify_shape` checks; one batch is read by the base class (`_verify_batch`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import dataclasses
 import datetime
-import hashlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from auditline.interceptor._compression import DATA_SUFFIXES, decompress
-from auditline.interceptor._integrity import start_text
-from auditline.interceptor._leaf import LineError, event_leaf, read_line, record_time
+from auditline.interceptor._compression import DATA_SUFFIXES
+from auditline.interceptor._integrity import (
+    MANIFEST_FORMAT,
+    manifest_digest,
+    manifest_note_text,
+    start_text,
+)
 from auditline.interceptor._locations import Location
-from auditline.interceptor._losses import MARKER_NAME
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._note import Checkpoint, NoteError, VerifierKey, open_note
-from auditline.interceptor._verify_report import KINDS, Finding, NodeReport, Report
+from auditline.interceptor._verify_batch import BatchReading, SeenManifest
+from auditline.interceptor._verify_report import Finding, NodeReport, Report
+from auditline.interceptor._verify_shape import manifest_problem
 
 __all__ = ["Verifier"]
 
 
-def _expand(runs: Sequence[Sequence[int]]) -> list[int]:
-    return [seq for first, last in runs for seq in range(first, last + 1)]
-
-
-@dataclasses.dataclass(kw_only=True)
-class _Manifest:
-    key: str
-    document: dict[str, Any]
-    checkpoint: Checkpoint | None
-    created: datetime.datetime
-
-    @property
-    def first_seq(self) -> int:
-        return int(self.document["first_seq"])
-
-    @property
-    def last_seq(self) -> int:
-        return int(self.document["last_seq"])
-
-
-class Verifier:
+class Verifier(BatchReading):
     """Checks every node's log in `location` against the trusted `keys`."""
 
     def __init__(
@@ -88,7 +73,7 @@ class Verifier:
     def run(self) -> Report:
         started = time.perf_counter()
         keys = list(self.location.list_keys())
-        manifests: dict[str, list[_Manifest]] = {}
+        manifests: dict[str, list[SeenManifest]] = {}
         for key in keys:
             if "/manifests/" in key and "integrity/" in key and key.endswith(".json"):
                 manifest = self._manifest(key)
@@ -105,25 +90,21 @@ class Verifier:
                     self._find("uncovered-file", node, "", key=key)
         return Report(nodes=nodes, findings=self.findings, seconds=time.perf_counter() - started)
 
-    def _find(self, kind: str, node: str, detail: str, **where: Any) -> None:
-        self.findings.append(Finding(kind=kind, node=node, detail=detail or KINDS[kind], **where))
-
-    # --- manifests ---------------------------------------------------------------------
-
-    def _manifest(self, key: str) -> _Manifest | None:
+    def _manifest(self, key: str) -> SeenManifest | None:
         try:
             document = orjson.loads(self.location.read(key) or b"")
-            note = document["checkpoint"]
-            created = datetime.datetime.fromisoformat(document["created"])
-            node = document["node"]
-            int(document["first_seq"]), int(document["last_seq"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            self._find("malformed-manifest", "", "", key=key)
+        except orjson.JSONDecodeError:
+            document = None
+        problem = manifest_problem(document)
+        if problem is not None or document is None:
+            self._find("malformed-manifest", "", problem or "", key=key)
             return None
+        node = document["node"]
+        created = datetime.datetime.fromisoformat(document["created"])
         checkpoint = None
         try:
-            opened = open_note(note, self.keys)
-            text, signer = opened.text, opened.signer
+            opened = open_note(document["checkpoint"], self.keys)
+            text, signer = opened.text, f"{opened.signer.name}+{opened.signer.key_id:08x}"
             checkpoint = Checkpoint.parse(text)
         except NoteError as exc:
             kind = {"forged": "forged-checkpoint", "untrusted": "untrusted-checkpoint"}.get(
@@ -131,13 +112,37 @@ class Verifier:
             )
             self._find(kind, node, str(exc), key=key)
         else:
-            if checkpoint.origin != document.get("origin"):
+            if checkpoint.origin != document["origin"]:
                 self._find("forged-checkpoint", node, "the checkpoint names another log", key=key)
                 checkpoint = None
-            document["_signer"] = f"{signer.name}+{signer.key_id:08x}"
-        return _Manifest(key=key, document=document, checkpoint=checkpoint, created=created)
+            else:
+                unsigned = self._unsigned_contents(document, signer)
+                if unsigned:
+                    self._find("unsigned-manifest", node, unsigned, key=key)
+                    checkpoint = None  # what it says of its files and tree is not the node's
+            document["_signer"] = signer
+        return SeenManifest(key=key, document=document, checkpoint=checkpoint, created=created)
 
-    def _starts_log(self, manifest: _Manifest) -> bool:
+    def _unsigned_contents(self, document: dict[str, Any], signer: str) -> str:
+        """Why the manifest's contents are not signed by its checkpoint's key ("" when
+        they are): its `manifest_note` is missing, forged, or of other contents."""
+        note = document.get("manifest_note")
+        if not isinstance(note, str):
+            if document.get("manifest") != MANIFEST_FORMAT:
+                return f"{document.get('manifest')}: only its checkpoint is signed"
+            return "it has no signed note of its contents"
+        try:
+            opened = open_note(note, self.keys)
+        except NoteError as exc:
+            return f"the note of its contents: {exc}"
+        if f"{opened.signer.name}+{opened.signer.key_id:08x}" != signer:
+            return "its contents are signed by another key than its checkpoint"
+        digest = manifest_digest(document)
+        if opened.text != manifest_note_text(origin=document["origin"], digest=digest):
+            return "its contents are not the ones signed"
+        return ""
+
+    def _starts_log(self, manifest: SeenManifest) -> bool:
         """Whether the manifest carries the signed note, by the key that signed its
         checkpoint, that its exporter's log begins at its first event (`start_text`)."""
         note = manifest.document.get("exporter_start")
@@ -155,17 +160,20 @@ class Verifier:
             first_seq=manifest.first_seq,
         )
 
-    def _wanted(self, manifest: _Manifest) -> bool:
+    def _wanted(self, manifest: SeenManifest) -> bool:
         if self.since is not None and manifest.created < self.since:
             return False
         return self.until is None or manifest.created <= self.until
 
     # --- one node ----------------------------------------------------------------------
 
-    def _node(self, node: str, manifests: list[_Manifest], named: set[str]) -> NodeReport:
+    def _node(self, node: str, manifests: list[SeenManifest], named: set[str]) -> NodeReport:
         first = manifests[0].document
         report = NodeReport(origin=first["origin"], node=node)
-        base = int(first.get("tree_base", 0))
+        # Where the tree began (numbered events before it are in no tree): from the
+        # first batch, whose frontier its checkpoint proves, else a signed manifest's.
+        signed_first = next((m.document for m in manifests if m.checkpoint is not None), first)
+        base = int(signed_first.get("tree_base", 0))
         batches = sorted(
             {(m.first_seq, m.last_seq): m for m in manifests if m.last_seq >= m.first_seq}.values(),
             key=lambda m: m.first_seq,
@@ -183,11 +191,10 @@ class Verifier:
                 continue
             if index == 0:
                 report.first_seq = manifest.first_seq
-                if (
-                    manifest.first_seq != base + 1
-                    and self.since is None
-                    and not self._starts_log(manifest)
-                ):
+                base = manifest.first_seq - before.size - 1
+                # The log begins with the tree (an empty frontier), unless the node
+                # signed that this exporter's log begins later.
+                if before.size and self.since is None and not self._starts_log(manifest):
                     self._find(
                         "missing-events",
                         node,
@@ -237,7 +244,7 @@ class Verifier:
         self._events = self._dropped = 0
         return report
 
-    def _frontier(self, node: str, manifest: _Manifest) -> Frontier | None:
+    def _frontier(self, node: str, manifest: SeenManifest) -> Frontier | None:
         try:
             frontier = manifest.document["frontier"]
             hashes = [base64.b64decode(h, validate=True) for h in frontier["hashes"]]
@@ -247,7 +254,7 @@ class Verifier:
             return None
 
     def _tail(
-        self, node: str, manifests: list[_Manifest], roots: dict[int, bytes], base: int
+        self, node: str, manifests: list[SeenManifest], roots: dict[int, bytes], base: int
     ) -> None:
         """Every checkpoint (idle ones too) must be of a tree the files prove; the
         largest one past them says how much of the tail is not."""
@@ -276,102 +283,3 @@ class Verifier:
                 first_seq=base + proven + 1,
                 last_seq=base + past[1].size,
             )
-
-    # --- one batch ---------------------------------------------------------------------
-
-    def _batch(self, node: str, manifest: _Manifest) -> dict[int, bytes]:
-        """The leaf of each event the batch's files and manifest give, by sequence."""
-        leaves: dict[int, bytes] = {}
-        span = dict(first_seq=manifest.first_seq, last_seq=manifest.last_seq)
-        listed_anywhere: set[int] = set()
-        for entry in manifest.document.get("files", []):
-            listed = _expand(entry["seqs"])
-            listed_anywhere.update(listed)
-            order = self._file(node, entry, leaves)
-            if order is None:
-                continue
-            if order != sorted(order):
-                self._find("reordered-events", node, "", key=entry["key"], **span)
-            seen = [seq for _, seq in order]
-            extra = sorted(set(seen) - set(listed))
-            if extra:
-                self._find(
-                    "inserted-event",
-                    node,
-                    f"events {extra[:5]} are not listed",
-                    key=entry["key"],
-                    first_seq=extra[0],
-                    last_seq=extra[-1],
-                )
-            missing = sorted(set(listed) - set(seen))
-            if missing:
-                self._find(
-                    "missing-events",
-                    node,
-                    f"{len(missing)} listed events are not there",
-                    key=entry["key"],
-                    first_seq=missing[0],
-                    last_seq=missing[-1],
-                )
-        for seq, leaf in manifest.document.get("omitted", []):
-            if int(seq) not in listed_anywhere:
-                leaves.setdefault(int(seq), base64.b64decode(leaf))
-        return leaves
-
-    def _file(
-        self, node: str, entry: dict[str, Any], leaves: dict[int, bytes]
-    ) -> list[tuple[int, int]] | None:
-        """The file's events' order keys as read: (0, sequence), or for Parquet, whose
-        rows are sorted by time, (time in ms, sequence)."""
-        key = entry["key"]
-        data = self.location.read(key)
-        if data is None:
-            self._find("deleted-file", node, "", key=key)
-            return None
-        if hashlib.sha256(data).hexdigest() != entry["sha256"] or len(data) != entry["bytes"]:
-            self._find("modified-file", node, "", key=key)
-        try:
-            text = decompress(key, data)
-        except Exception as exc:  # any decompressor's error: the file is damaged
-            self._find(
-                "modified-file", node, f"cannot be decompressed ({type(exc).__name__})", key=key
-            )
-            return None
-        seen: list[tuple[int, int]] = []
-        by_time = entry["format"] == "ocsf-parquet"
-        for number, line in enumerate(_lines(text), 1):
-            try:
-                document = read_line(entry["format"], line)
-                seq = int(document["Sequence"])
-            except (LineError, KeyError, ValueError) as exc:
-                self._find("unreadable-line", node, f"line {number}: {exc}", key=key)
-                continue
-            if seq in leaves:
-                self._find(
-                    "duplicated-event",
-                    node,
-                    f"event {seq} again",
-                    key=key,
-                    first_seq=seq,
-                    last_seq=seq,
-                )
-                continue
-            leaves[seq] = event_leaf(document)
-            seen.append((record_time(document) if by_time else 0, seq))
-            self._count(document)
-            if self._keep:
-                self.lines[document.get("EventId", "")] = (node, seq, entry["format"], line)
-        return seen
-
-    def _count(self, document: dict[str, Any]) -> None:
-        self._events += 1
-        if document.get("EventName") == MARKER_NAME:
-            self._dropped += int(document["Request"]["RequestParams"].get("dropped_events", 0))
-        if self._events % 10_000 == 0:
-            self.progress(self._events)
-
-
-def _lines(text: bytes) -> Iterator[bytes]:
-    for line in text.split(b"\n"):
-        if line.strip():
-            yield line

@@ -21,6 +21,7 @@ KINDS = {
     "inconsistent-checkpoints": "a checkpoint does not extend the one before it",
     "uncovered-file": "an event file no manifest names",
     "malformed-manifest": "a manifest that cannot be read",
+    "unsigned-manifest": "a manifest whose contents its checkpoint's key did not sign",
     "unreadable-line": "a line that is not an event of its file's format",
 }
 
