@@ -6,7 +6,15 @@ import copy
 from typing import Any
 
 from auditline_testing.v1 import echo_pb2
-from google.protobuf import any_pb2, json_format, struct_pb2
+from google.protobuf import (
+    any_pb2,
+    descriptor_pb2,
+    descriptor_pool,
+    json_format,
+    message_factory,
+    struct_pb2,
+)
+from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +86,51 @@ def test_any_of_an_unknown_type_is_dropped_not_logged() -> None:
     unknown = any_pb2.Any(type_url="type.googleapis.com/nobody.Knows", value=b"\x0a\x03abc")
     request = Request(text="t", attachment=unknown)
     assert Redactor(KEY).to_dict(request) == {"text": "t"}
+
+
+def test_an_any_that_cannot_be_read_is_dropped_alone() -> None:
+    """An Any of an Any of an unknown type, and an Any whose bytes are not its type:
+    left out, and the rest of the body kept. (The first gave a value JSON cannot hold,
+    which crashed the audit worker on every resend until it was given up; the second
+    cost the call both its bodies.)"""
+    unknown = any_pb2.Any(type_url="type.googleapis.com/nobody.Knows", value=b"\x0a\x03abc")
+    nested = any_pb2.Any()
+    nested.Pack(unknown)
+    broken = any_pb2.Any(type_url=nested.type_url, value=b"\xff\xff\xff")
+    for attachment in (nested, broken):
+        document = Redactor(KEY).to_dict(Request(text="t", attachment=attachment))
+        assert document == {"text": "t"}
+        record = echo_record(Request(text="t", attachment=attachment), echo_pb2.EchoResponse())
+        built = audit_core(MemorySink(), hmac_key=KEY)._delivery.documents(record)[-1]
+        assert built.document["Request"]["RequestParams"] == {"text": "t"}
+
+
+def test_a_group_is_walked_and_redacted_as_a_message() -> None:
+    """proto2 groups (and editions' DELIMITED fields) are messages on the wire: their
+    fields are redacted too (they went into the document unwalked, secrets and all)."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="redaction_test/group.proto", package="redaction_test", syntax="proto2"
+    )
+    outer = file.message_type.add(name="Login")
+    group = outer.nested_type.add(name="Form")
+    password = group.field.add(name="password", number=2, type=9, label=1)
+    password.options.debug_redact = True
+    group.field.add(name="user", number=3, type=9, label=1)
+    outer.field.add(
+        name="form",
+        number=1,
+        type=FieldDescriptor.TYPE_GROUP,
+        label=1,
+        type_name=".redaction_test.Login.Form",
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    login: Any = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("redaction_test.Login")
+    )()
+    login.form.password = "group-secret"
+    login.form.user = "u"
+    assert Redactor(None).to_dict(login) == {"form": {"user": "u"}}
 
 
 def test_hmac_without_a_key_masks() -> None:

@@ -222,9 +222,14 @@ class EventBuilder:
         documents = [self.related_document(r.event, next_id, cap) for r in record.related]
         try:
             document = self.document(record, event_id)
-        except Exception:
+        except Exception as exc:
             # A bug must not cost the call its event: record it without its bodies.
-            log.exception("could not build the audit event of %s", record.info.full_method)
+            # Its type only: the message and the traceback's values may quote them.
+            log.error(
+                "could not build the audit event of %s (%s)",
+                record.info.full_method,
+                type(exc).__name__,
+            )
             document = self.document(
                 dataclasses.replace(record, request=None, response=None), event_id
             )

@@ -200,9 +200,14 @@ class Redactor:
         except KeyError:
             return _DROP  # an Any we cannot see into is left out, never logged raw
         inner = message_factory.GetMessageClass(inner_descriptor)()
-        if not msg.Unpack(inner):  # type: ignore[attr-defined]
-            return _DROP
+        try:
+            if not msg.Unpack(inner):  # type: ignore[attr-defined]
+                return _DROP
+        except message.DecodeError:
+            return _DROP  # bytes that are not its type: left out too, not the whole body
         value = self._message(inner)
+        if value is _DROP:  # an Any of an Any we cannot see into
+            return _DROP
         if isinstance(value, dict):
             return {"@type": type_url, **value}
         return {"@type": type_url, "value": value}
@@ -229,7 +234,8 @@ class Redactor:
         )
 
     def _convert(self, field: FieldDescriptor) -> Callable[[Any], Any]:
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
+        # A proto2 group (or an editions DELIMITED field) is a message on the wire.
+        if field.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
             return self._message
         return self._scalar_of(field)
 
