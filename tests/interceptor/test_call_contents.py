@@ -15,6 +15,7 @@ from auditline.interceptor import (
     PrincipalInput,
     hmac_value,
 )
+from auditline.interceptor._record import traceparent_ids
 from tests.interceptor.harness import FLAVOURS, KEY, Harness, R, requests
 
 
@@ -146,6 +147,19 @@ def test_trace_ids_from_traceparent(harness: Harness) -> None:
     harness.stub.Echo(R(text="t"), metadata=(("traceparent", f"00-{trace_id}-{span_id}-01"),))
     event = harness.one_event()
     assert (event.trace_id, event.span_id) == (trace_id, span_id)
+
+
+@pytest.mark.parametrize(
+    "traceparent",
+    [
+        "00-" + "z" * 32 + "-" + "y" * 16 + "-01",  # not hex: OtelLogSink failed on it
+        "00-" + "0" * 32 + "-b7ad6b7169203331-01",  # all zeros: no trace
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",  # not lowercase
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # version ff
+    ],
+)
+def test_a_traceparent_that_is_not_one_gives_no_ids(traceparent: str) -> None:
+    assert traceparent_ids((("traceparent", traceparent),)) == ("", "")
 
 
 def test_bodies_over_the_cap_are_truncated_and_flagged(audit_mode: str) -> None:

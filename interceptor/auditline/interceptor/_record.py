@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -88,10 +89,15 @@ def traceparent_ids(metadata: Metadata) -> tuple[str, str]:
     event says when no span was active (read by the builder, off the request path)."""
     for key, value in metadata:
         if key == "traceparent" and isinstance(value, str):
-            parts = value.split("-")
-            if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
-                return parts[1], parts[2]
+            # The caller's text: only lowercase hex ids, neither all zeros, are ids (a
+            # sink that reads them as numbers, `OtelLogSink`, failed on others).
+            match = _TRACEPARENT.fullmatch(value)
+            if match and match[1] != "ff" and match[2].strip("0") and match[3].strip("0"):
+                return match[2], match[3]
     return "", ""
+
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
