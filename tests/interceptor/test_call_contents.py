@@ -112,6 +112,29 @@ def test_principal_resolver_metadata_allowlist_and_never_recorded_headers(
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
+def test_a_principal_resolver_that_raises_costs_the_call_neither_its_answer_nor_its_event(
+    flavour: str, audit_mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its message (which may quote the credential it could not read) reaches neither
+    the client nor the log; the call is answered and recorded, its caller unnamed."""
+    secret = "resolver-secret-7788"
+
+    def resolve(call: PrincipalInput) -> Principal | None:
+        raise ValueError(f"could not decode credential {secret}")
+
+    h = Harness(flavour, mode=audit_mode, principal=resolve, fail_closed=True)
+    try:
+        assert h.stub.Echo(R(text="m")).text == "m"
+        event = h.one_event()
+        assert event.response.response_status == "OK"
+        assert not event.request.account_name
+    finally:
+        h.close()
+    assert "the principal resolver failed" in caplog.text
+    assert secret not in caplog.text
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
 def test_ipv6_peer(flavour: str, audit_mode: str) -> None:
     h = Harness(flavour, address="[::1]:0", mode=audit_mode)
     try:

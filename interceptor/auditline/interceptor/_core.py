@@ -116,9 +116,20 @@ class AuditCore:
         if principal is None and self.config.principal is not None:
             if auth_context is None:
                 auth_context = context.auth_context()
-            principal = self.config.principal(
-                PrincipalInput(call.info.full_method, tuple(metadata), peer, auth_context or {})
-            )
+            try:
+                principal = self.config.principal(
+                    PrincipalInput(call.info.full_method, tuple(metadata), peer, auth_context or {})
+                )
+            except Exception as exc:
+                # The embedder's resolver failed: the call is recorded all the same, its
+                # caller unnamed, and the error named by its type only (its message may
+                # quote the credential it could not read).
+                log.error(
+                    "the principal resolver failed on %s (%s)",
+                    call.info.full_method,
+                    type(exc).__name__,
+                )
+                principal = None
         trace_id, span_id = span_ids()
         ended = time.time_ns()
         remaining = context.time_remaining()
