@@ -30,11 +30,13 @@ from auditline.interceptor import (
 )
 from auditline.interceptor._formats import apievent_dict
 from tests.interceptor.harness import FLAVOURS, Harness
-from tests.support.outcome import code_of
+from tests.support.outcome import code_of, error_of
 from tests.support.processes import wait_for
 from tests.support.worker_pipelines import (
+    FACTORY_SECRET,
     dies_once,
     dropped_in_spool,
+    fails_when_started_again,
     notice_fails,
     slow_commits,
     spool_and_directory,
@@ -222,6 +224,36 @@ def test_a_worker_killed_under_async_load_loses_no_answered_calls_event(
     missing = [text for text in answered if kept[text] != 1]
     assert not missing, f"{len(missing)} of {len(answered)} answered calls: {missing[:5]}"
     assert not worker.lost
+
+
+def test_why_a_worker_could_not_start_again_is_not_told_in_full(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its pipeline factory's error names its type in the log, and the calls refused
+    from then on are told only that it could not start: an error's message may quote
+    a credential (it was every client's status)."""
+    worker = AuditWorker(functools.partial(fails_when_started_again, str(tmp_path)))
+    harness = Harness("sync", sink=worker, fail_closed=True)
+    try:
+        harness.stub.Echo(echo_pb2.EchoRequest(text="before"))
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGKILL)
+        refused: list[str] = []
+
+        def refusal() -> bool | None:
+            error = error_of(lambda: harness.stub.Echo(echo_pb2.EchoRequest(text="after")))
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                refused.append(error.details() or "")
+                return True
+            return None
+
+        wait_for(refusal, timeout=30, what="calls refused once the worker cannot start")
+    finally:
+        harness.close()
+        worker.close()
+    assert refused == ["the audit worker could not be started again"]
+    assert "could not start: ConnectionError" in caplog.text
+    assert FACTORY_SECRET not in caplog.text
 
 
 @pytest.mark.parametrize("flavour", WAITING)

@@ -93,6 +93,19 @@ def dies_once(root: str) -> _DiesOnce:
     return _DiesOnce(root)
 
 
+FACTORY_SECRET = "factory-secret-9911"
+
+
+def fails_when_started_again(root: str) -> Pipeline:
+    """`spool_only` the first time; then an error whose message quotes a credential,
+    as a connection's may."""
+    marker = Path(root) / "started-once"
+    if marker.exists():
+        raise ConnectionError(f"cannot open s3://AKIAEXAMPLE:{FACTORY_SECRET}@bucket")
+    marker.touch()
+    return spool_only(root)
+
+
 def spooled_documents(root: Path) -> list[dict[str, Any]]:
     """The documents of every event in ROOT/spool.db, in sequence order."""
     with contextlib.closing(sqlite3.connect(f"file:{root / 'spool.db'}?mode=ro", uri=True)) as db:

@@ -206,7 +206,9 @@ class WorkerLink:
             try:
                 self._spawn(again=True)
             except Exception as exc:
-                self._give_up(f"the audit worker could not be started again: {exc}")
+                # Why, in the log only: the calls refused from now on are told no more.
+                log.error("the audit worker could not be started again: %s", exc)
+                self._give_up("the audit worker could not be started again")
                 return False
             self.restarts += 1
             for batch in self._hooks.resend():

@@ -108,6 +108,16 @@ def start_worker(
     return StartedWorker(process=process, conn=parent, state=tuple(hello[1:]))
 
 
+def _why(exc: Exception) -> str:
+    """Why the pipeline could not be made, for the serving process's log: the error's
+    type, and a file error's reason and file; not any message (a connection's may
+    quote its URL, credentials and all)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{type(exc).__name__}: {exc.strerror}{where}"
+    return type(exc).__name__
+
+
 def worker_main(
     conn: Connection,
     pipeline_factory: Callable[[], HostedPipeline],
@@ -126,7 +136,7 @@ def worker_main(
         load_schemas(schema_files)
         pipeline = pipeline_factory()
     except Exception as exc:
-        conn.send_bytes(pack(("failed", f"{type(exc).__name__}: {exc}")))
+        conn.send_bytes(pack(("failed", _why(exc))))
         return
     finally:
         SpoolFreeing.hold_at_open = False
