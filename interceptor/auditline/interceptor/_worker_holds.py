@@ -32,18 +32,19 @@ class DeletionHolds:
             self._round = numbered
             self._apply()
 
-    def resent_taken(self) -> None:
-        """Every batch resent to this worker is taken: the rounds hold the rest."""
-        if self._at_open is not None:
-            self._at_open = None
-            self._apply()
-
-    def follow(self, after_seqs: Iterable[int]) -> None:
-        """After answering: hold from the oldest of the rounds still unanswered (what
-        each holds is numbered after its `after_seq`)."""
+    def settled(self, after_seqs: Iterable[int], *, resent_all: bool) -> None:
+        """After a round: hold from the oldest of the rounds still unanswered (what
+        each holds is numbered after its `after_seq`, the dead worker's events it found
+        included); then, once every batch resent to this worker is taken (`resent_all`),
+        lift the hold at open. In that order: lifted first, the hold would move up to
+        where `taking` put it, and delete the dead worker's events the round found
+        before it was answered."""
         oldest = min(after_seqs, default=None)
         if oldest != self._round:
             self._round = oldest
+            self._apply()
+        if resent_all and self._at_open is not None:
+            self._at_open = None
             self._apply()
 
     def _apply(self) -> None:

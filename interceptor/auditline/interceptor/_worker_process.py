@@ -160,7 +160,7 @@ def worker_main(
                 if rounds:
                     rounds, state = _acknowledge(conn, spool, rounds, state)
                     woken.waiting = bool(rounds)
-                    holds.follow(round_.after_seq for round_ in rounds)
+                    holds.settled((round_.after_seq for round_ in rounds), resent_all=False)
                     continue
                 # Idle: tell the serving process when the spool's state changed (room
                 # again after a full disk), which it would otherwise learn only with
@@ -195,9 +195,7 @@ def worker_main(
                 woken.waiting = True
                 rounds, state = _acknowledge(conn, spool, rounds, state)
                 woken.waiting = bool(rounds)
-            if resent_all:
-                holds.resent_taken()
-            holds.follow(round_.after_seq for round_ in rounds)
+            holds.settled((round_.after_seq for round_ in rounds), resent_all=resent_all)
             if quitting:
                 break
     finally:
