@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ import grpc
 import pytest
 from auditline_testing.v1 import echo_pb2
 
+from auditline.audit.v1 import event_pb2
 from auditline.interceptor import (
     AuditUnavailableError,
     AuditWorker,
@@ -28,7 +30,9 @@ from auditline.interceptor import (
     MemorySink,
     read_exported,
 )
-from auditline.interceptor._formats import apievent_dict
+from auditline.interceptor._formats import apievent_dict, event_document
+from auditline.interceptor._record import AuditConfig
+from auditline.interceptor._types import EventDocument
 from tests.interceptor.harness import FLAVOURS, Harness
 from tests.support.outcome import code_of, error_of
 from tests.support.processes import wait_for
@@ -550,3 +554,61 @@ def test_asyncio_fail_closed_calls_that_come_during_a_commit_share_the_next(
         worker.close()
     texts = Counter(d["Request"]["RequestParams"].get("text") for d in _exported(tmp_path))
     assert texts == {"first": 1, "c0": 1, "c1": 1, "c2": 1, "c3": 1}
+
+
+def _documents(count: int) -> list[EventDocument]:
+    now = time.time_ns()
+    events = [
+        event_pb2.ApiEvent(event_name="Echo", event_id=str(uuid.uuid4()), version="2")
+        for _ in range(count)
+    ]
+    for event in events:
+        event.request.request_time.FromNanoseconds(now)
+        event.response.response_time.FromNanoseconds(now)
+    return [event_document(event) for event in events]
+
+
+def _started(worker: AuditWorker) -> AuditWorker:
+    worker.start(AuditConfig(node_id="n"))
+    return worker
+
+
+def test_events_a_worker_given_up_had_not_acknowledged_are_counted_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Sent, not acknowledged, and no worker left to send them to: counted, in
+    `lost` and in the log (no marker can be written). They were counted nowhere."""
+    pipeline = functools.partial(spool_only, str(tmp_path), "async")
+    worker = _started(AuditWorker(pipeline, max_restarts=0, ack_timeout=600))
+    try:
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGSTOP)  # alive and silent: nothing is acknowledged
+        worker.emit_documents(_documents(10), wait=False)
+        wait_for(lambda: worker._outbox.unacknowledged() or None, timeout=10, what="the send")
+        os.kill(worker.pid, signal.SIGKILL)
+        wait_for(lambda: worker.lost or None, timeout=30, what="the worker given up")
+        assert worker.lost == 10
+        assert "10 audit events held for the worker are lost" in caplog.text
+    finally:
+        worker.close(5)
+    assert not spooled_documents(tmp_path)
+
+
+def test_events_handed_over_while_the_worker_closes_are_sent_before_it_quits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After close's flush and before the quit (a server's own event, say): the sender
+    sends them before the quit, after which the worker reads nothing. They were
+    written after it, and lost uncounted."""
+    worker = _started(AuditWorker(functools.partial(spool_only, str(tmp_path), "async")))
+    flush = worker.flush
+
+    def flush_then_emit(timeout: float | None = 10.0) -> bool:
+        done = flush(timeout)
+        worker.emit_documents(_documents(5), wait=False)
+        return done
+
+    monkeypatch.setattr(worker, "flush", flush_then_emit)
+    worker.close(10)
+    assert len(spooled_documents(tmp_path)) == 5
+    assert not worker.lost

@@ -140,6 +140,9 @@ class AuditWorker:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
+        # The sender sends what came after the flush, then stops: before the quit,
+        # after which the worker reads nothing.
+        self._threads[0].join(timeout)
         self._link.quit(timeout)
         for thread in self._threads:
             thread.join(5)
@@ -149,6 +152,9 @@ class AuditWorker:
         with self._cond:
             self._failed = self._failed or "the audit worker is closed"
             self._answers.give_up()
+            self._held.lose(self._outbox.drop_all(), "the audit worker closed first")
+            if self._held.lost:  # what no marker can say: the log is the one place left
+                log.error("%d audit events were lost on their way to the worker", self._held.lost)
 
     # --- what the interceptor calls -------------------------------------------------
 
@@ -347,7 +353,10 @@ class AuditWorker:
 
     def _register_sent(self, batch: Batch) -> None:
         with self._cond:
-            self._outbox.sent(batch)
+            if self._failed:  # given up while it was written: no one will answer it
+                self._held.lose(batch.events, self._failed)
+            else:
+                self._outbox.sent(batch)
 
     # --- what the link to the worker process asks (`LinkHooks`) -------------------------
 
@@ -398,6 +407,7 @@ class AuditWorker:
         """Holding the lock: no worker will answer; callers are refused from now on."""
         self._failed = reason
         self._answers.give_up()
+        self._held.lose(self._outbox.drop_all(), reason)
         self._cond.notify_all()
 
     def _answered(self, batch_id: int, error: str) -> None:

@@ -63,6 +63,14 @@ class HeldEvents:
             self.lost += count
             self._unreported[reason] = self._unreported.get(reason, 0) + count
 
+    def lose(self, count: int, why: str) -> None:
+        """Held events no worker will take (it was given up, or closed first): counted
+        here and in the log, the one place left (no marker can be written)."""
+        if count > 0:
+            self.count = max(0, self.count - count)
+            self.lost += count
+            log.error("%d audit events held for the worker are lost: %s", count, why)
+
     def release(self, count: int) -> None:
         """Events the worker acknowledged."""
         self.count -= count

@@ -60,6 +60,15 @@ class Outbox:
         self.pending = []
         return events
 
+    def drop_all(self) -> int:
+        """Forget every item, pending or sent and unacknowledged (no worker will take
+        them any more); their events."""
+        events = self.drop_pending() + sum(batch.events for batch in self._unacked.values())
+        self._unacked = {}
+        self.waited_in_flight = 0
+        self.urgent = self.held_back = False
+        return events
+
     def take(self, extra: list[tuple[Any, ...]]) -> Batch:
         """The pending items, and then `extra`, as the next batch."""
         items = self.pending
