@@ -343,9 +343,18 @@ class _Worker:
                 self.spool.emit_documents(waited, wait=True)
             except AuditUnavailableError as exc:
                 error = str(exc) or "the audit log cannot record this call"
-        if flush and not self.spool.flush(timeout=None):
+        if flush and not self._flushed():
             return error or "the spool could not commit in time", committed
         return error, committed
+
+    def _flushed(self) -> bool:
+        """Wait until the spool committed everything queued, unless it cannot write (a
+        full disk): then answer at once. Waiting on, the loop would answer nothing,
+        be taken for hung and killed, with the events it holds in memory."""
+        while not self.spool.flush(timeout=1.0):
+            if self.spool.degraded:
+                return False
+        return True
 
     def _build(
         self,
