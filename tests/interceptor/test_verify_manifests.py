@@ -173,3 +173,46 @@ def test_a_line_that_is_not_an_object_is_a_finding(tmp_path: Path) -> None:
 def _aware(created: str) -> datetime.datetime:
     """An hour before `created`: a `--since` that takes every manifest."""
     return datetime.datetime.fromisoformat(created) - datetime.timedelta(hours=1)
+
+
+def test_two_exporters_of_one_node_in_one_bucket_are_each_proven(tmp_path: Path) -> None:
+    """A second exporter under its own prefix (a findings log beside the rest, say)
+    cuts its own batches: each log is proven by itself. Taken for one log, the two
+    were found inconsistent, or one's manifests hid the other's."""
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    writer = DirectoryWriter(tmp_path / "out")
+    iam = frozenset({event_pb2.LOG_TYPE_IAM})
+    exporters = [
+        Exporter(
+            ExporterConfig(name="a", compression="none"), spool, writer, node_id="n", notary=notary
+        ),
+        Exporter(
+            ExporterConfig(
+                name="iam", prefix="iam/", compression="none", log_types=iam, max_file_bytes=1024
+            ),
+            spool,
+            writer,
+            node_id="n",
+            notary=notary,
+        ),
+    ]
+    now = time.time_ns()
+    for batch in range(3):
+        for i, log_type in enumerate([event_pb2.LOG_TYPE_UNSPECIFIED, event_pb2.LOG_TYPE_IAM] * 3):
+            event = event_pb2.ApiEvent(event_name=f"Call{batch}{i}", version="2", log_type=log_type)
+            event.request.request_time.FromNanoseconds(now)
+            event.response.response_time.FromNanoseconds(now)
+            spool.emit(event)
+        assert spool.flush(10)
+        for exporter in exporters:
+            while exporter.export_once():
+                pass
+    spool.close()
+    report = Verifier(LocalDirectory(tmp_path / "out"), [key.verifier]).run()
+    assert report.ok, report.findings
+    assert [(n.node, n.prefix, n.tree_size) for n in report.nodes] == [
+        ("n", "", 18),
+        ("n", "iam/", 18),
+    ]

@@ -125,7 +125,8 @@ def _verify_command(args: argparse.Namespace) -> int:
 def _print(report: Report) -> None:
     for node in report.nodes:
         print(
-            f"{node.origin}: events {node.first_seq}..{node.last_seq}, {node.events} read from "
+            f"{node.origin}{f' under {node.prefix}' if node.prefix else ''}: "
+            f"events {node.first_seq}..{node.last_seq}, {node.events} read from "
             f"{node.files} files, tree size {node.tree_size} root {node.root}, "
             f"{node.checkpoints} checkpoints signed by {', '.join(node.keys) or 'no trusted key'}"
         )

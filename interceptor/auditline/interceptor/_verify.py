@@ -73,16 +73,21 @@ class Verifier(BatchReading):
     def run(self) -> Report:
         started = time.perf_counter()
         keys = list(self.location.list_keys())
-        manifests: dict[str, list[SeenManifest]] = {}
+        manifests: dict[tuple[str, str], list[SeenManifest]] = {}
         for key in keys:
             if "/manifests/" in key and "integrity/" in key and key.endswith(".json"):
                 manifest = self._manifest(key)
                 if manifest is not None:
-                    manifests.setdefault(manifest.document["node"], []).append(manifest)
+                    # One log per node and destination: exporters of one node under
+                    # other prefixes of the bucket (a findings log beside the rest)
+                    # cut their own batches, and each is proven on its own.
+                    prefix = key[: key.index("integrity/")]
+                    node = manifest.document["node"]
+                    manifests.setdefault((node, prefix), []).append(manifest)
         named: set[str] = set()
         nodes = []
-        for node, found in sorted(manifests.items()):
-            nodes.append(self._node(node, found, named))
+        for (node, prefix), found in sorted(manifests.items()):
+            nodes.append(self._node(node, prefix, found, named))
         if self.since is None and self.until is None:
             for key in keys:
                 if key.endswith(DATA_SUFFIXES) and "integrity/" not in key and key not in named:
@@ -167,9 +172,11 @@ class Verifier(BatchReading):
 
     # --- one node ----------------------------------------------------------------------
 
-    def _node(self, node: str, manifests: list[SeenManifest], named: set[str]) -> NodeReport:
+    def _node(
+        self, node: str, prefix: str, manifests: list[SeenManifest], named: set[str]
+    ) -> NodeReport:
         first = manifests[0].document
-        report = NodeReport(origin=first["origin"], node=node)
+        report = NodeReport(origin=first["origin"], node=node, prefix=prefix)
         # Where the tree began (numbered events before it are in no tree): from the
         # first batch, whose frontier its checkpoint proves, else a signed manifest's.
         signed_first = next((m.document for m in manifests if m.checkpoint is not None), first)

@@ -44,6 +44,7 @@ class NodeReport:
 
     origin: str
     node: str
+    prefix: str = ""  # of its exporter in the bucket (one log per node and prefix)
     first_seq: int = 0
     last_seq: int = 0
     tree_size: int = 0
