@@ -216,3 +216,17 @@ def test_two_exporters_of_one_node_in_one_bucket_are_each_proven(tmp_path: Path)
         ("n", "", 18),
         ("n", "iam/", 18),
     ]
+
+
+def test_a_manifest_reads_nothing_outside_the_location(tmp_path: Path) -> None:
+    """Its keys are the bucket writer's to choose: one naming a file outside the
+    directory being verified is a file that is not there, not a file read."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not the log's")
+    root = tmp_path / "log"
+    root.mkdir()
+    location = LocalDirectory(root)
+    assert location.read("../outside.txt") is None
+    assert location.read(str(outside)) is None
+    (root / "inside.txt").write_text("the log's")
+    assert location.read("inside.txt") == b"the log's"

@@ -32,7 +32,11 @@ class LocalDirectory:
                 yield path.relative_to(self.root).as_posix()
 
     def read(self, key: str) -> bytes | None:
-        path = self.root / key
+        # Keys come from the manifests, which anyone who can write the bucket may add:
+        # none reads outside the directory (`../../etc/...`, an absolute path).
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            return None
         return path.read_bytes() if path.is_file() else None
 
 
