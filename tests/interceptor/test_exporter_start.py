@@ -11,8 +11,15 @@ from pathlib import Path
 import orjson
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool
-from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, Verifier
+from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool, read_exported
+from auditline.interceptor.integrity import (
+    LocalDirectory,
+    Notary,
+    SigningKey,
+    Verifier,
+    prove,
+    verify_proof,
+)
 
 HOUR_NS = 3600 * 10**9
 
@@ -77,6 +84,12 @@ def test_a_log_that_begins_later_is_proven(tmp_path: Path) -> None:
     first, *rest = _manifests(root)
     assert "exporter_start" in orjson.loads(first.read_bytes())
     assert all("exporter_start" not in orjson.loads(m.read_bytes()) for m in rest)
+    # And each of its events can be proven (there was no proof before its first).
+    events = list(read_exported(LocalDirectory(root)))
+    assert [int(e.document["Sequence"]) for e in events] == list(range(11, 19))
+    for event in events:
+        proof = prove(LocalDirectory(root), event.document["EventId"], [key.verifier])
+        assert verify_proof(proof, [key.verifier])["EventId"] == event.document["EventId"]
 
 
 def test_a_log_whose_first_manifest_is_gone_is_not(tmp_path: Path) -> None:

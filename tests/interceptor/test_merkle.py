@@ -12,6 +12,7 @@ from auditline.interceptor._merkle import (
     ProofError,
     consistency_proof,
     inclusion_proof,
+    inclusion_proof_after,
     leaf_hash,
     root_of,
     verify_consistency,
@@ -120,3 +121,19 @@ def test_every_proof_of_a_random_tree_verifies_and_no_other(size: int, data: st.
     copy.extend(leaves[old:])
     assert copy.root() == root
     assert Frontier(frontier.size, frontier.hashes).root() == root_of(leaves[:old])
+
+
+@given(st.integers(1, 300), st.data())
+def test_a_proof_in_a_tree_known_from_a_frontier_on_is_the_proof(
+    size: int, data: st.DataObject
+) -> None:
+    """A log that begins later knows its tree's first leaves only by their frontier:
+    the path of any later leaf is the same as from every leaf."""
+    leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(size)]
+    offset = data.draw(st.integers(0, size - 1))
+    index = data.draw(st.integers(offset, size - 1))
+    tree_size = data.draw(st.integers(index + 1, size))
+    before = Frontier()
+    before.extend(leaves[:offset])
+    after = inclusion_proof_after(index, tree_size, before=before, leaves=leaves[offset:])
+    assert after == inclusion_proof(index, leaves[:tree_size])

@@ -105,6 +105,45 @@ def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     return [*inclusion_proof(index - k, leaves[k:]), root_of(leaves[:k])]
 
 
+def inclusion_proof_after(
+    index: int, size: int, *, before: Frontier, leaves: Sequence[bytes]
+) -> list[bytes]:
+    """PATH of leaf `index` in a tree of `size` leaves whose first `before.size` are
+    known only by their frontier (a log that begins later) and the rest are `leaves`.
+    Every subtree the path needs that lies before them is a union of the frontier's
+    (aligned subtrees nest or are apart, and the path's own leaf is after them)."""
+    offset = before.size
+    if not offset <= index < size <= offset + len(leaves):
+        raise ValueError("the leaf is not in the tree")
+    known: dict[tuple[int, int], bytes] = {}
+    start = 0
+    for bit, digest in zip(
+        (b for b in reversed(range(offset.bit_length())) if offset >> b & 1),
+        before.hashes,
+        strict=True,
+    ):
+        known[(start, start + (1 << bit))] = digest
+        start += 1 << bit
+
+    def root(lo: int, hi: int) -> bytes:
+        if (lo, hi) in known:
+            return known[(lo, hi)]
+        if lo >= offset:
+            return root_of(leaves[lo - offset : hi - offset])
+        k = _split(hi - lo)
+        return node_hash(root(lo, lo + k), root(lo + k, hi))
+
+    def path(lo: int, hi: int) -> list[bytes]:
+        if hi - lo == 1:
+            return []
+        k = _split(hi - lo)
+        if index < lo + k:
+            return [*path(lo, lo + k), root(lo + k, hi)]
+        return [*path(lo + k, hi), root(lo, lo + k)]
+
+    return path(0, size)
+
+
 def verify_inclusion(
     index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
 ) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from auditline.interceptor._leaf import event_leaf, read_line
 from auditline.interceptor._locations import Location
-from auditline.interceptor._merkle import ProofError, inclusion_proof, verify_inclusion
+from auditline.interceptor._merkle import ProofError, inclusion_proof_after, verify_inclusion
 from auditline.interceptor._note import Checkpoint, VerifierKey, open_note
 from auditline.interceptor._verify import Verifier
 
@@ -33,9 +33,10 @@ def prove(location: Location, event_id: str, keys: Sequence[VerifierKey]) -> dic
     if event_id not in verifier.lines:
         raise ProofError(f"event {event_id} is in no file of this location")
     node, seq, format_name, line = verifier.lines[event_id]
-    base, leaves, notes = verifier.bases[node], verifier.leaves[node], verifier.notes.get(node, {})
+    base, notes = verifier.bases[node], verifier.notes.get(node, {})
+    before, leaves = verifier.leaves[node]
     index = seq - base - 1
-    sizes = [size for size in notes if index < size <= len(leaves)]
+    sizes = [size for size in notes if before.size <= index < size <= before.size + len(leaves)]
     if not sizes:
         raise ProofError(f"no checkpoint proven from the files covers event {event_id}")
     size = max(sizes)
@@ -49,7 +50,10 @@ def prove(location: Location, event_id: str, keys: Sequence[VerifierKey]) -> dic
         "line": line.decode(),
         "leaf_index": index,
         "tree_size": size,
-        "inclusion": [base64.b64encode(h).decode() for h in inclusion_proof(index, leaves[:size])],
+        "inclusion": [
+            base64.b64encode(h).decode()
+            for h in inclusion_proof_after(index, size, before=before, leaves=leaves)
+        ],
         "checkpoint": note,
     }
 

@@ -60,8 +60,9 @@ class Verifier(BatchReading):
         self.until = until
         self.progress = progress
         self.findings: list[Finding] = []
-        # Per node, every leaf from the start of its tree (when `keep_leaves`): proofs.
-        self.leaves: dict[str, list[bytes]] = {}
+        # Per node (when `keep_leaves`), for proofs: the tree before its first batch
+        # (empty, unless its log begins later), and every leaf after it.
+        self.leaves: dict[str, tuple[Frontier, list[bytes]]] = {}
         self.lines: dict[str, tuple[str, int, str, bytes]] = {}  # event id: node, seq, format, line
         # Per node, the signed note of each tree size the files prove, and the tree's base.
         self.notes: dict[str, dict[int, str]] = {}
@@ -191,6 +192,7 @@ class Verifier(BatchReading):
         proven: dict[int, bytes] = {0: Frontier().root()}  # tree sizes the files prove
         signed: tuple[int, bytes] | None = None  # the checkpoint before this manifest
         leaves: list[bytes] = []
+        start: Frontier | None = None  # the tree before the first batch
         for index, manifest in enumerate(batches):
             span = {"first_seq": manifest.first_seq, "last_seq": manifest.last_seq}
             before = self._frontier(node, manifest)
@@ -199,6 +201,7 @@ class Verifier(BatchReading):
             if index == 0:
                 report.first_seq = manifest.first_seq
                 base = manifest.first_seq - before.size - 1
+                start = before.copy()
                 # The log begins with the tree (an empty frontier), unless the node
                 # signed that this exporter's log begins later.
                 if before.size and self.since is None and not self._starts_log(manifest):
@@ -225,7 +228,7 @@ class Verifier(BatchReading):
             if complete:
                 batch_leaves = [batch[s] for s in range(manifest.first_seq, manifest.last_seq + 1)]
                 tree.extend(batch_leaves)
-                if self._keep and len(leaves) == before.size:
+                if self._keep and start is not None and start.size + len(leaves) == before.size:
                     leaves.extend(batch_leaves)
             checkpoint = manifest.checkpoint
             if checkpoint is not None:
@@ -245,7 +248,7 @@ class Verifier(BatchReading):
             report.files += len(manifest.document.get("files", []))
         self._tail(node, manifests, proven, base)
         if self._keep:
-            self.leaves[node] = leaves
+            self.leaves[node] = (start or Frontier(), leaves)
         self.bases[node] = base
         report.events, report.dropped_before_logging = self._events, self._dropped
         self._events = self._dropped = 0
