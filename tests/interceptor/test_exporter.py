@@ -238,10 +238,12 @@ def test_a_file_holds_one_days_events(tmp_path: Path) -> None:
     the file (a query pruning by the key's day misses none)."""
     spool = Spool(tmp_path / "spool.db", node_id="n")
     midnight = 1_800_057_600 * 10**9  # 2027-01-16T00:00:00Z
-    for offset in (-2, -1, 0, 1):
+    # The first file's first event 100 ns before midnight: a float's rounding of it
+    # took the file to the next day's key.
+    for at_ns in (midnight - 100, midnight - 50, midnight, midnight + 10**9):
         event = event_pb2.ApiEvent(event_name="Call", version="2")
-        event.request.request_time.FromNanoseconds(midnight + offset * 10**9)
-        event.response.response_time.FromNanoseconds(midnight + offset * 10**9)
+        event.request.request_time.FromNanoseconds(at_ns)
+        event.response.response_time.FromNanoseconds(at_ns)
         spool.emit(event)
     assert spool.flush(10)
     writer = MemoryWriter()

@@ -251,7 +251,10 @@ class Exporter(ExporterProofs):
         for item, line, log_type in chosen:
             if not wanted or log_type in wanted:
                 by_log.setdefault(log_type, []).append((item, line))
-        day = datetime.datetime.fromtimestamp(chosen[0][0].at_ns / 1e9, datetime.UTC)
+        # The day the batch was cut by, in whole seconds: through a float, an event in
+        # the last half microsecond before midnight went under the next day's key,
+        # where a query of its own day does not look.
+        day = datetime.datetime.fromtimestamp(chosen[0][0].at_ns // 10**9, datetime.UTC)
         retain_until = None
         if self.config.retention_days:
             retain_until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
