@@ -220,7 +220,9 @@ def test_each_role_on_each_audit_method(serve: ServeFactory) -> None:
             "CreateExporter",
             exporter_pb2.CreateExporterRequest(
                 exporter=exporter_pb2.Exporter(
-                    display_name=f"e-{uuid.uuid4().hex[:6]}", bucket=immutable
+                    display_name=f"e-{uuid.uuid4().hex[:6]}",
+                    bucket=immutable,
+                    prefix=f"e-{uuid.uuid4().hex[:6]}/",
                 )
             ),
         ),

@@ -82,6 +82,15 @@ def test_exporter_lifecycle(serve: ServeFactory, audit_process: str) -> None:
         )
     with pytest.raises(FailedPreconditionError):
         stub.DeleteExporter(exporter_pb2.DeleteExporterRequest(name="exporters/default"))
+    # One bucket and prefix, one exporter: two would write files and manifests of the
+    # same names (found by a review helper: the second never committed).
+    with pytest.raises(FailedPreconditionError) as taken:
+        stub.CreateExporter(
+            exporter_pb2.CreateExporterRequest(
+                exporter=exporter_pb2.Exporter(display_name="twin", bucket=bucket, prefix="logs/")
+            )
+        )
+    assert "exporters/siem already writes to this bucket and prefix" in taken.value.details()
 
     updated = stub.UpdateExporter(
         exporter_pb2.UpdateExporterRequest(

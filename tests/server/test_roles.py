@@ -91,7 +91,9 @@ class World:
 
     def new_exporter(self) -> str:
         request = exporter_pb2.CreateExporterRequest(
-            exporter=exporter_pb2.Exporter(display_name=new_name("exp"), bucket=self.bucket)
+            exporter=exporter_pb2.Exporter(
+                display_name=new_name("exp"), bucket=self.bucket, prefix=f"{new_name('p')}/"
+            )
         )
         return self.admin.exporters.CreateExporter(request).exporter.name
 
@@ -206,14 +208,16 @@ REQUESTS: dict[str, Request] = {
         sql="SELECT count(*) FROM files"
     ),
     _AUDIT + "ExporterService/CreateExporter": lambda w, c: exporter_pb2.CreateExporterRequest(
-        exporter=exporter_pb2.Exporter(display_name=new_name("exp"), bucket=w.bucket)
+        exporter=exporter_pb2.Exporter(
+            display_name=new_name("exp"), bucket=w.bucket, prefix=f"{new_name('p')}/"
+        )
     ),
     _AUDIT + "ExporterService/GetExporter": lambda w, c: exporter_pb2.GetExporterRequest(
         name=w.exporter
     ),
     _AUDIT + "ExporterService/ListExporters": lambda w, c: exporter_pb2.ListExportersRequest(),
     _AUDIT + "ExporterService/UpdateExporter": lambda w, c: exporter_pb2.UpdateExporterRequest(
-        exporter=exporter_pb2.Exporter(name=w.exporter, prefix="roles/"),
+        exporter=exporter_pb2.Exporter(name=w.exporter, prefix=f"{new_name('roles')}/"),
         update_mask=field_mask_pb2.FieldMask(paths=["prefix"]),
     ),
     _AUDIT + "ExporterService/DeleteExporter": lambda w, c: exporter_pb2.DeleteExporterRequest(

@@ -263,6 +263,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             raise InvalidArgumentError.field(
                 "exporter.prefix", "must be empty or folders ending in '/', like audit/"
             )
+        self._check_destination(row)
         try:  # the exporter's own rules (an ocsf-parquet file's size, ...)
             config_of(row)
         except ValueError as error:
@@ -302,6 +303,23 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             raise FailedPreconditionError(
                 f"buckets/{bucket} cannot be reached in the object store: {exc}"
             ) from None
+
+    def _check_destination(self, row: dict[str, Any]) -> None:
+        """No two exporters write to one bucket and prefix: they would write files and
+        manifests of the same names, and the second could never commit (or, on S3,
+        would hide the first's under a new version)."""
+        with self.db.begin() as connection:
+            others = [dict(r) for r in connection.execute(sa.select(tables.exporters)).mappings()]
+        for other in [self._default_row(), *others]:
+            if other["id"] == row["id"]:
+                continue
+            if other["display_name"] == row["display_name"]:
+                return  # the name is taken: that is what the client is told (ALREADY_EXISTS)
+            if _destination(other) == _destination(row):
+                raise FailedPreconditionError(
+                    f"exporters/{other['id']} already writes to this bucket and prefix: "
+                    "give this exporter another prefix"
+                )
 
     # --- methods ------------------------------------------------------------------------
 
@@ -394,3 +412,12 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
 
 
 __all__ = ["ExporterServicer"]
+
+
+def _destination(row: dict[str, Any]) -> tuple[str, str, str]:
+    """Where an exporter writes: (endpoint, bucket, prefix); "" for the object store's
+    own endpoint."""
+    external = row.get("external")
+    if external:
+        return (str(external.get("endpoint", "")), str(external["bucket"]), row["prefix"])
+    return ("", str(row.get("bucket", "")), row["prefix"])
