@@ -7,15 +7,25 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from concurrent import futures
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import HealthServicer
 
 import tests.support.echo as echo
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor import AuditPolicy, SummaryPolicy, method_info, record_event
+from auditline.interceptor import (
+    AuditInterceptor,
+    AuditPolicy,
+    MemorySink,
+    SummaryPolicy,
+    method_info,
+    record_event,
+)
 from auditline.interceptor import _methods as methods_module
 from auditline.interceptor._bounds import (
     MAX_ERROR_BYTES,
@@ -262,3 +272,46 @@ def test_an_ipv6_64_is_one_source() -> None:
     params = summary["Request"]["RequestParams"]
     assert params["source_network"] == "2001:db8:1:2::/64"
     assert params["calls"] == 3000 - 50
+
+
+# --- streams that hold no thread ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["fail-open", "fail-closed"])
+def test_open_health_watches_hold_no_server_thread(fail_closed: bool) -> None:
+    """The health service's Watch sends through a callback and gives its thread back
+    (gRPC's `experimental_non_blocking`). Wrapped as a blocking stream, each open
+    watch held one of the server's threads: a caller with as many watches as threads
+    stopped the server (a review helper stopped `auditline serve` with 16). Each
+    watch is still recorded when it ends."""
+    sink = MemorySink()
+    interceptor = AuditInterceptor(sink, fail_closed=fail_closed)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[interceptor])
+    health = HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub: Any = health_pb2_grpc.HealthStub(channel)  # typed without its methods
+    watches = [stub.Watch(health_pb2.HealthCheckRequest(), timeout=10) for _ in range(4)]
+    try:
+        for watch in watches:
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        checked = stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert checked == health_pb2.HealthCheckResponse(
+            status=health_pb2.HealthCheckResponse.SERVING
+        )
+        for watch in watches:
+            watch.cancel()
+        sink.wait_for(5)
+        assert interceptor.flush(10)
+    finally:
+        for watch in watches:
+            watch.cancel()
+        channel.close()
+        server.stop(None)
+        interceptor.close()
+    methods = sorted(event.method for event in sink.events)
+    assert methods == ["Check"] + ["Watch"] * 4
+    codes = {e.method: e.response.response_status for e in sink.events}
+    assert codes == {"Check": "OK", "Watch": "CANCELLED"}

@@ -15,6 +15,7 @@ from auditline.interceptor._call_state import CallState
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._scope import SCOPE
 from auditline.interceptor._status import sendable, uncaught_details
+from auditline.interceptor._sync_non_blocking import non_blocking_behavior
 from auditline.interceptor._types import Sink
 from auditline.interceptor._unary_request import RequestWait, Unreached, first_request
 
@@ -320,7 +321,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         serialize: Serializer,
         parse: Parse,
         streaming_request: bool,
-    ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+    ) -> Callable[..., Any]:
         """The behavior of a server-streaming call (unary-stream or stream-stream)."""
 
         def relay(
@@ -344,6 +345,16 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
             finally:
                 # The client is gone: there is no answer left to replace.
                 self._end(call, context, error, answering=not isinstance(error, GeneratorExit))
+
+        if getattr(inner, "experimental_non_blocking", False):
+            return non_blocking_behavior(
+                self,
+                info=info,
+                inner=inner,
+                serialize=serialize,
+                parse=parse,
+                streaming_request=streaming_request,
+            )
 
         def behavior(argument: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             call = CallState(info, info.request_class)
