@@ -7,6 +7,7 @@ import threading
 import uuid
 from typing import Any
 
+import grpc
 import pytest
 
 from auditline.account.v1 import bucket_pb2, service_account_pb2
@@ -14,6 +15,7 @@ from auditline.audit.v1 import audit_log_pb2, event_pb2
 from auditline.client import Client
 from auditline.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from tests.conftest import ServeFactory
+from tests.support.account_server import new_account
 from tests.support.clients import login, login_as_admin
 from tests.support.processes import wait_for
 
@@ -102,6 +104,41 @@ def test_tail_streams_events_made_after_it_started(serve: ServeFactory) -> None:
     assert arrived.wait(30)
     tail.cancel()
     assert [e.event_name for e in received] == ["ListServiceAccounts"] * 2
+
+
+def test_a_tail_ends_when_its_callers_session_does(serve: ServeFactory) -> None:
+    """The session is checked again as the stream goes on (at most a second apart):
+    an auditor disabled and deleted while tailing gets no more events (it went on
+    getting every later one, bodies and all, while its token opened nothing else)."""
+    process = serve(env=ADMIN)
+    admin = login_as_admin(process.target, ADMIN)
+    account, secret = new_account(admin, service_account_pb2.ROLE_AUDITOR)
+    auditor = login(process.target, account.access_key, secret, renew=False)
+    tail = auditor.events.TailEvents(audit_log_pb2.TailEventsRequest(), timeout=60)
+    ended: list[grpc.StatusCode] = []
+    first = threading.Event()
+
+    def read() -> None:
+        try:
+            for _ in tail:
+                first.set()
+        except grpc.RpcError as error:
+            ended.append(error.code())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    admin.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
+    assert first.wait(30)
+    admin.accounts.DisableServiceAccount(
+        service_account_pb2.DisableServiceAccountRequest(name=account.name)
+    )
+
+    def stopped() -> bool | None:
+        admin.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())  # more events to send
+        return True if ended else None
+
+    wait_for(stopped, timeout=30, what="the tail to end")
+    assert ended == [grpc.StatusCode.UNAUTHENTICATED]
 
 
 def test_standard_accounts_cannot_read_events(serve: ServeFactory) -> None:

@@ -10,6 +10,7 @@ through untouched.
 from __future__ import annotations
 
 import contextvars
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -68,6 +69,10 @@ def bearer_token(context: grpc.ServicerContext) -> str:
     )
 
 
+# How often a server-streaming call's caller is checked again, before the next message.
+RECHECK_SECONDS = 1.0
+
+
 class CallGuard(grpc.ServerInterceptor):
     def __init__(self, accounts: Accounts) -> None:
         self.accounts = accounts
@@ -114,6 +119,7 @@ class CallGuard(grpc.ServerInterceptor):
                     caller = self._admit(method, context)
                 except AuditlineError as error:
                     context.abort_with_status(error.status())
+                checked = time.monotonic()
                 responses = inner_stream(request, context)
                 while True:
                     # Set around each step, never across a yield: a cancelled call's
@@ -121,6 +127,11 @@ class CallGuard(grpc.ServerInterceptor):
                     token = _CALLER.set(caller)
                     try:
                         item = next(responses)
+                        if time.monotonic() - checked >= RECHECK_SECONDS:
+                            # A long stream (TailEvents) outlives its caller's session:
+                            # one revoked, logged out, disabled or expired gets no more.
+                            caller = self._admit(method, context)
+                            checked = time.monotonic()
                     except StopIteration:
                         return
                     except AuditlineError as error:
