@@ -97,6 +97,7 @@ PUBLIC: dict[str, set[str]] = {
         "record_event",
         "set_log_type",
         "set_principal",
+        "source_of",
     },
     "auditline.interceptor.integrity": {
         "Finding",

@@ -83,3 +83,51 @@ def test_an_untrusted_peer_cannot_choose_its_address(serve: ServeFactory, header
                 timeout=30,
             )
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_an_address_is_blocked_however_its_failures_are_spread(serve: ServeFactory) -> None:
+    """Two ways around the blocks a review helper found. Stopping at each account's
+    limit (10 failures, which blocked that account and deleted them) sprayed every
+    account without the address's block (100) ever coming. And moving from address
+    to address within an IPv6 /64, one caller's to choose from, guessed one account's
+    secret without end. An address's failures count for it whatever accounts they
+    name, and an IPv6 address counts as its /64."""
+    process = serve(
+        "--trusted-proxies",
+        "127.0.0.1/32",
+        "--login-block-seconds",
+        "600",
+        "--audit-unauthenticated-burst",
+        "100000",
+        env={"AUDITLINE_ADMIN_ACCESS_KEY": ACCESS_KEY, "AUDITLINE_ADMIN_SECRET_KEY": SECRET_KEY},
+    )
+    with grpc.insecure_channel(process.target) as channel:
+        auth = auth_pb2_grpc.AuthServiceStub(channel)
+
+        def login(access_key: str, secret_key: str, client: str) -> grpc.StatusCode:
+            try:
+                auth.Authenticate(
+                    auth_pb2.AuthenticateRequest(access_key=access_key, secret_key=secret_key),
+                    metadata=(("x-forwarded-for", client),),
+                    timeout=30,
+                )
+            except grpc.RpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        codes = {
+            login(f"AKSPRAY{account}", "x", ATTACKER) for account in range(11) for _ in range(10)
+        }
+        assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes  # the address's, from its 100th
+        assert login(ACCESS_KEY, SECRET_KEY, ATTACKER) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+        for guess in range(10):
+            wrong = login(ACCESS_KEY, "wrong", f"2001:db8:1:2::{guess + 1:x}")
+            assert wrong == grpc.StatusCode.UNAUTHENTICATED
+        assert (
+            login(ACCESS_KEY, SECRET_KEY, "2001:db8:1:2::ff") == grpc.StatusCode.RESOURCE_EXHAUSTED
+        )
+        # Another /64, and everyone else, still log in.
+        assert login(ACCESS_KEY, SECRET_KEY, "2001:db8:1:3::1") == grpc.StatusCode.OK
+        assert login(ACCESS_KEY, SECRET_KEY, USER) == grpc.StatusCode.OK
+    assert process.terminate() == 0

@@ -43,7 +43,7 @@ from auditline.interceptor._spool import Spool
 from auditline.interceptor._spool_records import SpoolStats
 from auditline.interceptor._spool_view import SpoolView
 from auditline.interceptor._summaries import SUMMARY_NAME as SUMMARY_EVENT
-from auditline.interceptor._summaries import SummaryPolicy
+from auditline.interceptor._summaries import SummaryPolicy, source_of
 from auditline.interceptor._sync import AuditInterceptor
 from auditline.interceptor._types import (
     AuditUnavailableError,
@@ -109,4 +109,5 @@ __all__ = [
     "record_event",
     "set_log_type",
     "set_principal",
+    "source_of",
 ]

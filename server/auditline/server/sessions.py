@@ -11,6 +11,7 @@ from google.rpc import code_pb2
 from sqlalchemy.engine import Connection
 
 from auditline.errors import PermissionDeniedError, ResourceExhaustedError, UnauthenticatedError
+from auditline.interceptor import source_of
 from auditline.server import identity
 from auditline.server.db import Database, tables, upsert
 from auditline.server.iam import IamEvent
@@ -106,7 +107,7 @@ class Sessions:
             )
             connection.execute(
                 tables.login_failures.delete().where(
-                    tables.login_failures.c.ip == ip,
+                    tables.login_failures.c.ip == source_of(ip),
                     tables.login_failures.c.access_key == access_key,
                 )
             )
@@ -132,10 +133,13 @@ class Sessions:
 
     def _check_blocks(self, connection: Connection, access_key: str, ip: str, now: float) -> None:
         blocks = tables.ip_blocks
+        source = source_of(ip)  # an IPv6 address's /64: one caller's to choose from
         block = connection.execute(
             sa.select(blocks.c.access_key, blocks.c.until)
             .where(
-                blocks.c.ip == ip, blocks.c.access_key.in_(["", access_key]), blocks.c.until > now
+                blocks.c.ip == source,
+                blocks.c.access_key.in_(["", access_key]),
+                blocks.c.until > now,
             )
             .order_by(blocks.c.until.desc())
         ).first()
@@ -186,16 +190,32 @@ class Sessions:
                 )
             )
         since = now - policy.window_seconds
+        # Counted and blocked by source: an IPv6 address's /64 (a caller moving from
+        # address to address within it guessed without end); its events name the address.
+        source = source_of(ip)
         with self.db.begin() as connection:
-            connection.execute(failures.insert().values(ip=ip, access_key=access_key, at=now))
+            connection.execute(failures.insert().values(ip=source, access_key=access_key, at=now))
             connection.execute(failures.delete().where(failures.c.at < since))
+            # An account's failures count from its last block on: those before it
+            # were paid for, but still count for the address (they were deleted, and
+            # stopping at each account's limit sprayed every account without end).
+            last_block = connection.execute(
+                sa.select(tables.ip_blocks.c.until).where(
+                    tables.ip_blocks.c.ip == source, tables.ip_blocks.c.access_key == access_key
+                )
+            ).scalar()
+            account_since = since
+            if last_block is not None:
+                account_since = max(since, last_block - policy.block_seconds)
             per_account = connection.execute(
                 sa.select(sa.func.count()).where(
-                    failures.c.ip == ip, failures.c.access_key == access_key, failures.c.at >= since
+                    failures.c.ip == source,
+                    failures.c.access_key == access_key,
+                    failures.c.at > account_since,
                 )
             ).scalar_one()
             per_ip = connection.execute(
-                sa.select(sa.func.count()).where(failures.c.ip == ip, failures.c.at >= since)
+                sa.select(sa.func.count()).where(failures.c.ip == source, failures.c.at >= since)
             ).scalar_one()
             blocked_key = None
             if per_ip >= policy.per_ip_failures:
@@ -207,22 +227,18 @@ class Sessions:
                 upsert(
                     connection,
                     tables.ip_blocks,
-                    {"ip": ip, "access_key": blocked_key, "until": now + policy.block_seconds},
+                    {"ip": source, "access_key": blocked_key, "until": now + policy.block_seconds},
                     ("ip", "access_key"),
                 )
-                connection.execute(
-                    failures.delete().where(
-                        failures.c.ip == ip,
-                        *([failures.c.access_key == access_key] if blocked_key else []),
-                    )
-                )
+                if blocked_key == "":  # the address's count starts again
+                    connection.execute(failures.delete().where(failures.c.ip == source))
         if blocked_key is not None:
             scope = "every account" if blocked_key == "" else f"account {access_key}"
             self.iam(
                 IamEvent(
                     code=code,
                     event_name="IpBlocked",
-                    description=f"{ip} blocked for {scope}",
+                    description=f"{source_of(ip)} blocked for {scope}",
                     access_key=access_key,
                     account_name=account_name,
                     source_ip=ip,
