@@ -11,7 +11,14 @@ from pathlib import Path
 import orjson
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool, read_exported
+from auditline.interceptor import (
+    DirectoryWriter,
+    Exporter,
+    ExporterConfig,
+    Pipeline,
+    Spool,
+    read_exported,
+)
 from auditline.interceptor.integrity import (
     LocalDirectory,
     Notary,
@@ -20,6 +27,7 @@ from auditline.interceptor.integrity import (
     prove,
     verify_proof,
 )
+from tests.support.processes import wait_for
 
 HOUR_NS = 3600 * 10**9
 
@@ -147,3 +155,25 @@ def test_only_the_first_manifest_says_so_when_it_has_no_files(tmp_path: Path) ->
     assert rest
     assert all("exporter_start" not in orjson.loads(m.read_bytes()) for m in rest)
     assert _kinds(root, key) == []
+
+
+def test_an_exporter_deleted_and_made_again_under_its_name_begins_a_log(tmp_path: Path) -> None:
+    """Its new log (a new destination, say) begins after events the spool has freed:
+    its first manifest says so. The name's old log had begun, and the new one was
+    taken for it: it verified as cut."""
+    key = SigningKey.generate("test/n")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    pipeline = Pipeline(spool, notary=Notary(key=key, origin="test/n", node_id="n"))
+    config = ExporterConfig(name="x", flush_interval=0.05)
+    pipeline.add_exporter(config, DirectoryWriter(tmp_path / "old"))
+    _emit(spool, 5, time.time_ns())
+    wait_for(lambda: spool.store.watermark("x") == 5 or None, timeout=10, what="1..5 exported")
+    pipeline.remove_exporter("x", forget=True)
+    assert spool.store.read(0, 100) == []  # freed, with no retention window
+    pipeline.add_exporter(config, DirectoryWriter(tmp_path / "new"))
+    _emit(spool, 5, time.time_ns())
+    wait_for(lambda: spool.store.watermark("x") == 10 or None, timeout=10, what="6..10 exported")
+    pipeline.close()
+    report = Verifier(LocalDirectory(tmp_path / "new"), [key.verifier]).run()
+    assert report.findings == []
+    assert report.nodes[0].first_seq == 6

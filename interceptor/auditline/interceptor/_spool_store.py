@@ -300,11 +300,15 @@ class SpoolStore(SpoolFreeing):
                 self.retained_bytes -= again
 
     def unregister(self, exporter: str) -> None:
-        """Forget an exporter: its watermark and any batch it had begun (a later one of
-        the same name starts afresh, not with this one's range)."""
+        """Forget an exporter: its watermark, any batch it had begun, and its log (a
+        later one of the same name starts afresh, not with this one's range)."""
         with self.lock, self._transaction():
             self._db.execute("DELETE FROM watermarks WHERE exporter = ?", (exporter,))
             self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
+            # And that it began: a later one of the name (a new destination, say) has
+            # its own log, whose first manifest must say where it begins.
+            self._db.execute("DELETE FROM begun WHERE exporter = ?", (exporter,))
+            self._db.execute("DELETE FROM files WHERE exporter = ?", (exporter,))
         self.free()
 
     def leaves(self, first_seq: int, last_seq: int) -> list[bytes]:
