@@ -45,6 +45,7 @@ class Pipeline:
         self._interceptors = list(interceptors)
         self._exporters: dict[str, Exporter] = {}
         self._stopping: dict[str, Exporter] = {}  # stopped, but not yet ended
+        self._waits_for: dict[str, Exporter] = {}  # the one each running one replaced
         self._closed = False
 
     @property
@@ -62,7 +63,12 @@ class Pipeline:
             config, self.spool, writer, node_id=self.spool.node_id, notary=self.notary
         )
         # One it replaces that is still inside a batch (a slow store) finishes it first.
-        self._exporters[config.name] = exporter.start(after=self._stopping.pop(config.name, None))
+        after = self._stopping.pop(config.name, None)
+        if after is not None:
+            self._waits_for[config.name] = after
+        else:
+            self._waits_for.pop(config.name, None)
+        self._exporters[config.name] = exporter.start(after=after)
         return exporter
 
     def remove_exporter(self, name: str, timeout: float = 5.0, *, forget: bool = False) -> None:
@@ -72,8 +78,17 @@ class Pipeline:
         exporter = self._exporters.pop(name, None)
         if exporter is not None:
             exporter.stop(timeout, forget=forget)
+            before = self._waits_for.pop(name, None)
             if exporter.running:  # still inside a batch: the next of its name waits
                 self._stopping[name] = exporter
+            elif before is not None and before.running:
+                # Stopped while it still waited for the one it replaced, which is
+                # still inside its batch: the next of the name waits for that one (it
+                # began with none to wait for, and the one before, told to forget,
+                # deleted the next one's watermark as it ended).
+                self._stopping[name] = before
+                if forget:
+                    before.forget()
         elif name in self._stopping:  # stopped already, still inside its batch
             if forget:
                 self._stopping[name].forget()
