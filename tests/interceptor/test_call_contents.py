@@ -179,10 +179,17 @@ def test_trace_ids_from_traceparent(harness: Harness) -> None:
         "00-" + "0" * 32 + "-b7ad6b7169203331-01",  # all zeros: no trace
         "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",  # not lowercase
         "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # version ff
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",  # 00 has no more
     ],
 )
 def test_a_traceparent_that_is_not_one_gives_no_ids(traceparent: str) -> None:
     assert traceparent_ids((("traceparent", traceparent),)) == ("", "")
+
+
+def test_a_later_traceparent_version_may_add_fields() -> None:
+    trace_id, span_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    header = f"01-{trace_id}-{span_id}-01-what-comes-later"
+    assert traceparent_ids((("traceparent", header),)) == (trace_id, span_id)
 
 
 def test_bodies_over_the_cap_are_truncated_and_flagged(audit_mode: str) -> None:

@@ -97,6 +97,7 @@ def test_an_any_that_cannot_be_read_is_dropped_alone() -> None:
     nested = any_pb2.Any()
     nested.Pack(unknown)
     broken = any_pb2.Any(type_url=nested.type_url, value=b"\xff\xff\xff")
+    assert Redactor(KEY).to_dict(unknown) == {}  # itself the message: nothing of it
     for attachment in (nested, broken):
         document = Redactor(KEY).to_dict(Request(text="t", attachment=attachment))
         assert document == {"text": "t"}

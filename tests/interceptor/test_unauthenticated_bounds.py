@@ -315,3 +315,37 @@ def test_open_health_watches_hold_no_server_thread(fail_closed: bool) -> None:
     assert methods == ["Check"] + ["Watch"] * 4
     codes = {e.method: e.response.response_status for e in sink.events}
     assert codes == {"Check": "OK", "Watch": "CANCELLED"}
+
+
+def test_a_non_blocking_stream_its_handler_never_ends_is_recorded_when_it_ends() -> None:
+    """A handler that sends through a callback and never ends the call (it does not
+    hear the client go, as Watch does): recorded all the same, when the call ends."""
+
+    def behavior(request: bytes, context: Any, send_response_callback: Any) -> None:
+        send_response_callback(b"first")
+
+    behavior.experimental_non_blocking = True  # type: ignore[attr-defined]
+    handler = grpc.method_handlers_generic_handler(
+        "test.Quiet", {"Listen": grpc.unary_stream_rpc_method_handler(behavior)}
+    )
+    sink = MemorySink()
+    interceptor = AuditInterceptor(sink)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), interceptors=[interceptor])
+    server.add_generic_rpc_handlers([handler])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    listen: Any = channel.unary_stream("/test.Quiet/Listen")
+    stream = listen(b"", timeout=10)
+    try:
+        assert next(stream) == b"first"
+        stream.cancel()
+        sink.wait_for(1)
+        assert interceptor.flush(10)
+    finally:
+        stream.cancel()
+        channel.close()
+        server.stop(None)
+        interceptor.close()
+    (event,) = sink.events
+    assert (event.method, event.response.response_status) == ("Listen", "CANCELLED")

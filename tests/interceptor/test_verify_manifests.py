@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,16 @@ from typing import Any
 import pytest
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool
+from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool, read_exported
 from auditline.interceptor._leaf import event_leaf, read_line
-from auditline.interceptor.integrity import LocalDirectory, Notary, SigningKey, Verifier
+from auditline.interceptor.integrity import (
+    LocalDirectory,
+    Notary,
+    SigningKey,
+    Verifier,
+    prove,
+    verify_proof,
+)
 
 Manifest = tuple[Path, dict[str, Any]]
 
@@ -34,7 +42,9 @@ def _log(root: Path, key: SigningKey) -> Path:
     now = time.time_ns()
     for batch in range(4):
         for i in range(5):
-            event = event_pb2.ApiEvent(event_name=f"Call{batch}{i}", version="2")
+            event = event_pb2.ApiEvent(
+                event_name=f"Call{batch}{i}", event_id=f"e-{batch}-{i}", version="2"
+            )
             event.request.request_time.FromNanoseconds(now)
             event.response.response_time.FromNanoseconds(now)
             spool.emit(event)
@@ -117,7 +127,7 @@ ATTACKS: dict[str, tuple[Callable[[Path], None], set[str]]] = {
     ),
     "an added manifest naming a forged event": (
         _copy_with_a_forged_event,
-        {"unsigned-manifest", "inserted-event"},
+        {"malformed-manifest", "uncovered-file"},  # its events outside its batch
     ),
     "an event passed off as left out": (_event_passed_off_as_left_out, {"unsigned-manifest"}),
     "a batch deleted and unlisted": (_batch_unlisted, {"unsigned-manifest", "missing-events"}),
@@ -146,6 +156,12 @@ HOSTILE: dict[str, Callable[[dict[str, Any]], Any]] = {
     "text for its tree's base": lambda m: {**m, "tree_base": "x"},
     "a negative frontier": lambda m: {**m, "frontier": {"size": -1, "hashes": ["AA=="]}},
     "a time with no zone": lambda m: {**m, "created": "2026-12-07T10:00:00"},
+    # A span that would cost the verifier its time and memory (it looped on it).
+    "a batch of a trillion events": lambda m: {**m, "last_seq": 10**12},
+    "a file's events outside its batch": lambda m: {
+        **m,
+        "files": [{**m["files"][0], "seqs": [[1, 10**12]]}],
+    },
 }
 
 
@@ -230,3 +246,60 @@ def test_a_manifest_reads_nothing_outside_the_location(tmp_path: Path) -> None:
     assert location.read(str(outside)) is None
     (root / "inside.txt").write_text("the log's")
     assert location.read("inside.txt") == b"the log's"
+
+
+def test_manifests_written_before_their_contents_were_signed_still_prove_their_events(
+    tmp_path: Path,
+) -> None:
+    """auditline-manifest/1 signed its checkpoint only: each is reported, and what
+    its checkpoint proves still is, down to one event's proof."""
+    key = SigningKey.generate("test/n")
+    out = _log(tmp_path, key)
+    for path in out.rglob("manifests/*.json"):
+        manifest = json.loads(path.read_text())
+        del manifest["manifest_note"]
+        manifest["manifest"] = "auditline-manifest/1"
+        _write(path, manifest)
+    report = Verifier(LocalDirectory(out), [key.verifier]).run()
+    assert {f.kind for f in report.findings} == {"unsigned-manifest"}
+    assert report.nodes[0].tree_size == 20
+    event = next(iter(read_exported(LocalDirectory(out))))
+    proof = prove(LocalDirectory(out), event.document["EventId"], [key.verifier])
+    assert verify_proof(proof, [key.verifier])["EventId"] == event.document["EventId"]
+
+
+def test_an_event_of_a_log_beside_one_begun_later_is_proven(tmp_path: Path) -> None:
+    """Two logs of one node (a findings log made later under its own prefix): each
+    keeps its own leaves for proofs. They were kept by node, and the later log's
+    replaced the first's: its early events had no proof."""
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    writer = DirectoryWriter(tmp_path / "out")
+    main = Exporter(ExporterConfig(name="a"), spool, writer, node_id="n", notary=notary)
+    now = time.time_ns()
+
+    def emit(count: int) -> None:
+        for _ in range(count):
+            event = event_pb2.ApiEvent(event_name="Call", event_id=uuid.uuid4().hex, version="2")
+            event.request.request_time.FromNanoseconds(now)
+            event.response.response_time.FromNanoseconds(now)
+            spool.emit(event)
+        assert spool.flush(10)
+
+    emit(6)
+    while main.export_once():
+        pass
+    later = Exporter(
+        ExporterConfig(name="b", prefix="later/"), spool, writer, node_id="n", notary=notary
+    )
+    emit(6)
+    for exporter in (main, later):
+        while exporter.export_once():
+            pass
+    spool.close()
+    location = LocalDirectory(tmp_path / "out")
+    assert Verifier(location, [key.verifier]).run().ok
+    first = next(e for e in read_exported(location) if e.document["Sequence"] == "1")
+    proof = prove(location, first.document["EventId"], [key.verifier])
+    assert verify_proof(proof, [key.verifier])["Sequence"] == "1"

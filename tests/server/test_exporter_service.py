@@ -91,6 +91,16 @@ def test_exporter_lifecycle(serve: ServeFactory, audit_process: str) -> None:
             )
         )
     assert "exporters/siem already writes to this bucket and prefix" in taken.value.details()
+    # The default exporter's name is no way around it (it is in no table to clash).
+    with pytest.raises(FailedPreconditionError) as taken:
+        stub.CreateExporter(
+            exporter_pb2.CreateExporterRequest(
+                exporter=exporter_pb2.Exporter(
+                    display_name="default (set by flags)", bucket="auditline-audit-logs"
+                )
+            )
+        )
+    assert "exporters/default already writes" in taken.value.details()
 
     updated = stub.UpdateExporter(
         exporter_pb2.UpdateExporterRequest(

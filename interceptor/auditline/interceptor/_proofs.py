@@ -32,9 +32,9 @@ def prove(location: Location, event_id: str, keys: Sequence[VerifierKey]) -> dic
     verifier.run()
     if event_id not in verifier.lines:
         raise ProofError(f"event {event_id} is in no file of this location")
-    node, seq, format_name, line = verifier.lines[event_id]
-    base, notes = verifier.bases[node], verifier.notes.get(node, {})
-    before, leaves = verifier.leaves[node]
+    log, seq, format_name, line = verifier.lines[event_id]
+    base, notes = verifier.bases[log], verifier.notes.get(log, {})
+    before, leaves = verifier.leaves[log]
     index = seq - base - 1
     sizes = [size for size in notes if before.size <= index < size <= before.size + len(leaves)]
     if not sizes:

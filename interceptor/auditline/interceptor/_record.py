@@ -92,12 +92,19 @@ def traceparent_ids(metadata: Metadata) -> tuple[str, str]:
             # The caller's text: only lowercase hex ids, neither all zeros, are ids (a
             # sink that reads them as numbers, `OtelLogSink`, failed on others).
             match = _TRACEPARENT.fullmatch(value)
-            if match and match[1] != "ff" and match[2].strip("0") and match[3].strip("0"):
+            if (
+                match
+                and match[1] != "ff"
+                and not (match[1] == "00" and match[4])
+                and match[2].strip("0")
+                and match[3].strip("0")
+            ):
                 return match[2], match[3]
     return "", ""
 
 
-_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+# Version 00 is exactly this; a later one may add fields after the flags (W3C).
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

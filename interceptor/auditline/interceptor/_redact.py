@@ -136,6 +136,8 @@ class Redactor:
     def to_dict(self, msg: message.Message) -> dict[str, Any]:
         """The message's set fields, redacted, as JSON-ready Python values."""
         value = self._message(msg)
+        if value is _DROP:  # an Any of a type it cannot see into: nothing of it
+            return {}
         return value if isinstance(value, dict) else {"value": value}
 
     # --- values -------------------------------------------------------------

@@ -68,9 +68,16 @@ def non_blocking_behavior(
                 recording._end(call, context, None)
             send_response_callback(None)
 
+        def terminated() -> None:
+            # Ended without the handler ending it (it did not hear the client go):
+            # recorded all the same, with no answer left to replace.
+            if ended.acquire(blocking=False):
+                recording._end(call, context, None, answering=False)
+
         token = SCOPE.set(call)
         try:
             request = recording._begin(argument, streaming_request, call, parse, context)
+            context.add_callback(terminated)
             inner(request, context, send_response_callback=send)
         except Unreached:
             SCOPE.reset(token)

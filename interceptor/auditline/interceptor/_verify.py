@@ -34,7 +34,7 @@ from auditline.interceptor._integrity import (
 from auditline.interceptor._locations import Location
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._note import Checkpoint, NoteError, VerifierKey, open_note
-from auditline.interceptor._verify_batch import BatchReading, SeenManifest
+from auditline.interceptor._verify_batch import BatchReading, LogKey, SeenManifest
 from auditline.interceptor._verify_report import Finding, NodeReport, Report
 from auditline.interceptor._verify_shape import manifest_problem
 
@@ -62,11 +62,13 @@ class Verifier(BatchReading):
         self.findings: list[Finding] = []
         # Per node (when `keep_leaves`), for proofs: the tree before its first batch
         # (empty, unless its log begins later), and every leaf after it.
-        self.leaves: dict[str, tuple[Frontier, list[bytes]]] = {}
-        self.lines: dict[str, tuple[str, int, str, bytes]] = {}  # event id: node, seq, format, line
+        self.leaves: dict[LogKey, tuple[Frontier, list[bytes]]] = {}
+        # Event id: its log, seq, format and line.
+        self.lines: dict[str, tuple[LogKey, int, str, bytes]] = {}
         # Per node, the signed note of each tree size the files prove, and the tree's base.
-        self.notes: dict[str, dict[int, str]] = {}
-        self.bases: dict[str, int] = {}
+        self.notes: dict[LogKey, dict[int, str]] = {}
+        self.bases: dict[LogKey, int] = {}
+        self._log: LogKey = ("", "")
         self._keep = keep_leaves
         self._events = 0
         self._dropped = 0
@@ -125,7 +127,12 @@ class Verifier(BatchReading):
                 unsigned = self._unsigned_contents(document, signer)
                 if unsigned:
                     self._find("unsigned-manifest", node, unsigned, key=key)
-                    checkpoint = None  # what it says of its files and tree is not the node's
+                    if document.get("manifest") == MANIFEST_FORMAT:
+                        # What it says of its files and tree is not the node's. (One
+                        # written before contents were signed still proves what its
+                        # checkpoint does, and its events can be proven; the finding
+                        # says the rest of it is not.)
+                        checkpoint = None
             document["_signer"] = signer
         return SeenManifest(key=key, document=document, checkpoint=checkpoint, created=created)
 
@@ -178,6 +185,7 @@ class Verifier(BatchReading):
     ) -> NodeReport:
         first = manifests[0].document
         report = NodeReport(origin=first["origin"], node=node, prefix=prefix)
+        self._log = log = (node, prefix)
         # Where the tree began (numbered events before it are in no tree): from the
         # first batch, whose frontier its checkpoint proves, else a signed manifest's.
         signed_first = next((m.document for m in manifests if m.checkpoint is not None), first)
@@ -237,7 +245,7 @@ class Verifier(BatchReading):
                     self._find("changed-events", node, "", key=manifest.key, **span)
                 elif complete:
                     proven[tree.size] = tree.root()
-                    self.notes.setdefault(node, {})[tree.size] = manifest.document["checkpoint"]
+                    self.notes.setdefault(log, {})[tree.size] = manifest.document["checkpoint"]
                     report.checkpoints += 1
                     report.keys = sorted({*report.keys, manifest.document.get("_signer", "")})
                     report.tree_size, report.root = (
@@ -248,8 +256,8 @@ class Verifier(BatchReading):
             report.files += len(manifest.document.get("files", []))
         self._tail(node, manifests, proven, base)
         if self._keep:
-            self.leaves[node] = (start or Frontier(), leaves)
-        self.bases[node] = base
+            self.leaves[log] = (start or Frontier(), leaves)
+        self.bases[log] = base
         report.events, report.dropped_before_logging = self._events, self._dropped
         self._events = self._dropped = 0
         return report

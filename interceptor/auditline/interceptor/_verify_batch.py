@@ -21,7 +21,10 @@ from auditline.interceptor._losses import MARKER_NAME
 from auditline.interceptor._note import Checkpoint
 from auditline.interceptor._verify_report import KINDS, Finding
 
-__all__ = ["BatchReading", "SeenManifest"]
+__all__ = ["BatchReading", "LogKey", "SeenManifest"]
+
+# A log: a node's events an exporter writes under one prefix of the bucket.
+LogKey = tuple[str, str]  # (node, prefix)
 
 
 def _expand(runs: Sequence[Sequence[int]]) -> list[int]:
@@ -53,7 +56,8 @@ class BatchReading:
     location: Location
     findings: list[Finding]
     progress: Callable[[int], None]
-    lines: dict[str, tuple[str, int, str, bytes]]
+    lines: dict[str, tuple[LogKey, int, str, bytes]]
+    _log: LogKey  # the log being read
     _keep: bool
     _events: int
     _dropped: int
@@ -112,9 +116,8 @@ class BatchReading:
                 first_seq=outside[0],
                 last_seq=outside[-1],
             )
-        nowhere = [
-            seq for seq in range(first, last + 1) if seq not in listed_anywhere | leaves.keys()
-        ]
+        present = listed_anywhere | leaves.keys()
+        nowhere = [seq for seq in range(first, last + 1) if seq not in present]
         if nowhere:
             self._find(
                 "missing-events",
@@ -168,7 +171,7 @@ class BatchReading:
             seen.append((record_time(document) if by_time else 0, seq))
             self._count(document)
             if self._keep:
-                self.lines[document.get("EventId", "")] = (node, seq, entry["format"], line)
+                self.lines[document.get("EventId", "")] = (self._log, seq, entry["format"], line)
         return seen
 
     def _count(self, document: dict[str, Any]) -> None:

@@ -7,7 +7,11 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-__all__ = ["manifest_problem"]
+__all__ = ["MAX_BATCH_EVENTS", "manifest_problem"]
+
+# An exporter's batch is at most a file's worth of events (thousands); a span past this
+# is hostile, and would cost the verifier its time and memory.
+MAX_BATCH_EVENTS = 10_000_000
 
 
 def _int(value: Any) -> bool:
@@ -57,6 +61,9 @@ def manifest_problem(document: Any) -> str | None:
     hashes = frontier.get("hashes")
     if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
         return "its frontier's hashes are not strings"
+    first, last = document["first_seq"], document["last_seq"]
+    if last - first >= MAX_BATCH_EVENTS:
+        return f"its batch is of more than {MAX_BATCH_EVENTS} events"
     files = document.get("files", [])
     if not isinstance(files, list):
         return "its files are not a list"
@@ -64,10 +71,14 @@ def manifest_problem(document: Any) -> str | None:
         problem = _file_problem(entry)
         if problem is not None:
             return problem
+        if any(not first <= a <= b <= last for a, b in entry["seqs"]):
+            return "a file entry's events are outside its batch"
     omitted = document.get("omitted", [])
     if not isinstance(omitted, list) or not all(
         isinstance(item, list) and len(item) == 2 and _int(item[0]) and isinstance(item[1], str)
         for item in omitted
     ):
         return "its left-out events are not [number, leaf] pairs"
+    if any(not first <= item[0] <= last for item in omitted):
+        return "its left-out events are outside its batch"
     return None

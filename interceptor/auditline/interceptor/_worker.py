@@ -153,7 +153,7 @@ class AuditWorker:
             self._failed = self._failed or "the audit worker is closed"
             self._answers.give_up()
             self._held.lose(self._outbox.drop_all(), "the audit worker closed first")
-            if self._held.lost:  # what no marker can say: the log is the one place left
+            if self._held.lost:  # in all (those a marker could tell of included)
                 log.error("%d audit events were lost on their way to the worker", self._held.lost)
 
     # --- what the interceptor calls -------------------------------------------------

@@ -313,7 +313,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         for other in [self._default_row(), *others]:
             if other["id"] == row["id"]:
                 continue
-            if other["display_name"] == row["display_name"]:
+            if other["id"] != DEFAULT and other["display_name"] == row["display_name"]:
                 return  # the name is taken: that is what the client is told (ALREADY_EXISTS)
             if _destination(other) == _destination(row):
                 raise FailedPreconditionError(
