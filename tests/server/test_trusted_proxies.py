@@ -4,6 +4,7 @@ lock every user out)."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 
 import grpc
@@ -12,14 +13,16 @@ import pytest
 from auditline.account.v1 import auth_pb2, auth_pb2_grpc
 from tests.conftest import ServeFactory
 from tests.support.exported import exported_events
+from tests.support.serve import ServeProcess
 
 ACCESS_KEY = "AKPROXIED"
 SECRET_KEY = "proxied-secret-" + uuid.uuid4().hex
 ATTACKER, USER = "203.0.113.7", "198.51.100.20"
 
 
-def test_failed_logins_block_the_forwarded_client_not_the_proxy(serve: ServeFactory) -> None:
-    process = serve(
+def _behind_a_proxy(serve: ServeFactory) -> ServeProcess:
+    """A server whose trusted proxy is the test's own connections."""
+    return serve(
         "--trusted-proxies",
         "127.0.0.1/32",  # the test's own connections play the proxy
         "--login-block-seconds",
@@ -28,20 +31,28 @@ def test_failed_logins_block_the_forwarded_client_not_the_proxy(serve: ServeFact
         "100000",
         env={"AUDITLINE_ADMIN_ACCESS_KEY": ACCESS_KEY, "AUDITLINE_ADMIN_SECRET_KEY": SECRET_KEY},
     )
-    with grpc.insecure_channel(process.target) as channel:
-        auth = auth_pb2_grpc.AuthServiceStub(channel)
 
-        def login(access_key: str, secret_key: str, client: str | None) -> grpc.StatusCode:
-            metadata = (("x-forwarded-for", client),) if client else ()
-            try:
-                auth.Authenticate(
-                    auth_pb2.AuthenticateRequest(access_key=access_key, secret_key=secret_key),
-                    metadata=metadata,
-                    timeout=30,
-                )
-            except grpc.RpcError as error:
-                return error.code()
-            return grpc.StatusCode.OK
+
+def _login(
+    auth: auth_pb2_grpc.AuthServiceStub, access_key: str, secret_key: str, client: str | None
+) -> grpc.StatusCode:
+    """A login forwarded for `client` (None: the proxy's own)."""
+    metadata = (("x-forwarded-for", client),) if client else ()
+    try:
+        auth.Authenticate(
+            auth_pb2.AuthenticateRequest(access_key=access_key, secret_key=secret_key),
+            metadata=metadata,
+            timeout=30,
+        )
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+def test_failed_logins_block_the_forwarded_client_not_the_proxy(serve: ServeFactory) -> None:
+    process = _behind_a_proxy(serve)
+    with grpc.insecure_channel(process.target) as channel:
+        login = functools.partial(_login, auth_pb2_grpc.AuthServiceStub(channel))
 
         for attempt in range(100):
             assert login(f"AKUNKNOWN{attempt}", "x", ATTACKER) == grpc.StatusCode.UNAUTHENTICATED
@@ -92,28 +103,9 @@ def test_an_address_is_blocked_however_its_failures_are_spread(serve: ServeFacto
     to address within an IPv6 /64, one caller's to choose from, guessed one account's
     secret without end. An address's failures count for it whatever accounts they
     name, and an IPv6 address counts as its /64."""
-    process = serve(
-        "--trusted-proxies",
-        "127.0.0.1/32",
-        "--login-block-seconds",
-        "600",
-        "--audit-unauthenticated-burst",
-        "100000",
-        env={"AUDITLINE_ADMIN_ACCESS_KEY": ACCESS_KEY, "AUDITLINE_ADMIN_SECRET_KEY": SECRET_KEY},
-    )
+    process = _behind_a_proxy(serve)
     with grpc.insecure_channel(process.target) as channel:
-        auth = auth_pb2_grpc.AuthServiceStub(channel)
-
-        def login(access_key: str, secret_key: str, client: str) -> grpc.StatusCode:
-            try:
-                auth.Authenticate(
-                    auth_pb2.AuthenticateRequest(access_key=access_key, secret_key=secret_key),
-                    metadata=(("x-forwarded-for", client),),
-                    timeout=30,
-                )
-            except grpc.RpcError as error:
-                return error.code()
-            return grpc.StatusCode.OK
+        login = functools.partial(_login, auth_pb2_grpc.AuthServiceStub(channel))
 
         codes = {
             login(f"AKSPRAY{account}", "x", ATTACKER) for account in range(11) for _ in range(10)
