@@ -60,12 +60,12 @@ class Verifier(BatchReading):
         self.until = until
         self.progress = progress
         self.findings: list[Finding] = []
-        # Per node (when `keep_leaves`), for proofs: the tree before its first batch
+        # Per log (when `keep_leaves`), for proofs: the tree before its first batch
         # (empty, unless its log begins later), and every leaf after it.
         self.leaves: dict[LogKey, tuple[Frontier, list[bytes]]] = {}
         # Event id: its log, seq, format and line.
         self.lines: dict[str, tuple[LogKey, int, str, bytes]] = {}
-        # Per node, the signed note of each tree size the files prove, and the tree's base.
+        # Per log, the signed note of each tree size the files prove, and the tree's base.
         self.notes: dict[LogKey, dict[int, str]] = {}
         self.bases: dict[LogKey, int] = {}
         self._log: LogKey = ("", "")
@@ -76,7 +76,7 @@ class Verifier(BatchReading):
     def run(self) -> Report:
         started = time.perf_counter()
         keys = list(self.location.list_keys())
-        manifests: dict[tuple[str, str], list[SeenManifest]] = {}
+        manifests: dict[LogKey, list[SeenManifest]] = {}
         for key in keys:
             if "/manifests/" in key and "integrity/" in key and key.endswith(".json"):
                 manifest = self._manifest(key)
