@@ -69,8 +69,12 @@ class Sessions:
         """A new session (its token and expiry), or an `AuditlineError` (and an IAM event)."""
         now = self.clock()
         accounts = tables.service_accounts
+        # Failures are counted and blocked by source: an IPv6 address's /64 (a caller
+        # moving from address to address within it guessed without end); the events
+        # name the address.
+        source = source_of(ip)
         with self.db.begin() as connection:
-            self._check_blocks(connection, access_key, ip, now)
+            self._check_blocks(connection, access_key, ip, source, now)
             row = (
                 connection.execute(sa.select(accounts).where(accounts.c.access_key == access_key))
                 .mappings()
@@ -78,7 +82,12 @@ class Sessions:
             )
         if not identity.verify_secret(secret_key, row["secret_hash"] if row else None):
             self._failed_login(
-                access_key, row["display_name"] if row else "", ip, now, unknown=row is None
+                access_key,
+                row["display_name"] if row else "",
+                ip,
+                source,
+                now,
+                unknown=row is None,
             )
             raise UnauthenticatedError("wrong access key or secret key")
         assert row is not None
@@ -107,7 +116,7 @@ class Sessions:
             )
             connection.execute(
                 tables.login_failures.delete().where(
-                    tables.login_failures.c.ip == source_of(ip),
+                    tables.login_failures.c.ip == source,
                     tables.login_failures.c.access_key == access_key,
                 )
             )
@@ -131,9 +140,10 @@ class Sessions:
         )
         return Session(caller=caller, expires_at=expires_at, token=token)
 
-    def _check_blocks(self, connection: Connection, access_key: str, ip: str, now: float) -> None:
+    def _check_blocks(
+        self, connection: Connection, access_key: str, ip: str, source: str, now: float
+    ) -> None:
         blocks = tables.ip_blocks
-        source = source_of(ip)  # an IPv6 address's /64: one caller's to choose from
         block = connection.execute(
             sa.select(blocks.c.access_key, blocks.c.until)
             .where(
@@ -162,7 +172,14 @@ class Sessions:
             )
 
     def _failed_login(
-        self, access_key: str, account_name: str, ip: str, now: float, *, unknown: bool
+        self,
+        access_key: str,
+        account_name: str,
+        ip: str,
+        source: str,
+        now: float,
+        *,
+        unknown: bool,
     ) -> None:
         failures, policy = tables.login_failures, self.policy
         if unknown:
@@ -190,9 +207,6 @@ class Sessions:
                 )
             )
         since = now - policy.window_seconds
-        # Counted and blocked by source: an IPv6 address's /64 (a caller moving from
-        # address to address within it guessed without end); its events name the address.
-        source = source_of(ip)
         with self.db.begin() as connection:
             connection.execute(failures.insert().values(ip=source, access_key=access_key, at=now))
             connection.execute(failures.delete().where(failures.c.at < since))
@@ -238,7 +252,7 @@ class Sessions:
                 IamEvent(
                     code=code,
                     event_name="IpBlocked",
-                    description=f"{source_of(ip)} blocked for {scope}",
+                    description=f"{source} blocked for {scope}",
                     access_key=access_key,
                     account_name=account_name,
                     source_ip=ip,
