@@ -5,6 +5,7 @@ is still found out."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -177,3 +178,89 @@ def test_an_exporter_deleted_and_made_again_under_its_name_begins_a_log(tmp_path
     report = Verifier(LocalDirectory(tmp_path / "new"), [key.verifier]).run()
     assert report.findings == []
     assert report.nodes[0].first_seq == 6
+
+
+def _move(
+    tmp_path: Path, first: tuple[ExporterConfig, Path], then: tuple[ExporterConfig, Path]
+) -> SigningKey:
+    """Exporter `x` exports events 1..5 to one destination; then the same exporter
+    (its watermark kept) is set to write to another, and exports 6..10 there."""
+    key = SigningKey.generate("test/n")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    pipeline = Pipeline(spool, notary=Notary(key=key, origin="test/n", node_id="n"))
+    for (config, root), upto in ((first, 5), (then, 10)):
+        pipeline.add_exporter(config, DirectoryWriter(root))
+        _emit(spool, 5, time.time_ns())
+        wait_for(
+            lambda upto=upto: spool.store.watermark("x") == upto or None,  # type: ignore[misc]
+            timeout=10,
+            what=f"1..{upto} exported",
+        )
+    pipeline.close()
+    return key
+
+
+def test_an_exporter_moved_to_another_directory_begins_a_log_there(tmp_path: Path) -> None:
+    """The new destination's first manifest says that its log begins at 6; the old
+    one ends at 5. Before, the exporter's log was taken to have begun wherever it
+    wrote: the new destination verified as cut."""
+    config = ExporterConfig(name="x", flush_interval=0.05)
+    key = _move(tmp_path, (config, tmp_path / "old"), (config, tmp_path / "new"))
+    old = Verifier(LocalDirectory(tmp_path / "old"), [key.verifier]).run()
+    assert old.findings == []
+    assert (old.nodes[0].first_seq, old.nodes[0].last_seq) == (1, 5)
+    new = Verifier(LocalDirectory(tmp_path / "new"), [key.verifier]).run()
+    assert new.findings == []
+    assert (new.nodes[0].first_seq, new.nodes[0].last_seq) == (6, 10)
+
+
+def test_an_exporter_given_another_prefix_begins_a_log_under_it(tmp_path: Path) -> None:
+    """The same directory, another prefix: two logs, each proven."""
+    root = tmp_path / "bucket"
+    before = ExporterConfig(name="x", flush_interval=0.05, prefix="before/")
+    after = ExporterConfig(name="x", flush_interval=0.05, prefix="after/")
+    key = _move(tmp_path, (before, root), (after, root))
+    report = Verifier(LocalDirectory(root), [key.verifier]).run()
+    assert report.findings == []
+    logs = {node.prefix: (node.first_seq, node.last_seq) for node in report.nodes}
+    assert logs == {"before/": (1, 5), "after/": (6, 10)}
+
+
+def test_a_spool_that_knew_only_that_a_log_had_begun_takes_it_for_the_same(
+    tmp_path: Path,
+) -> None:
+    """Spools before the destination was kept: the log is taken to be where it was,
+    with no second start note, and the destination is kept from the next batch."""
+    path = tmp_path / "spool.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE begun (exporter TEXT PRIMARY KEY)")
+        db.execute("INSERT INTO begun VALUES ('x')")
+    spool = Spool(path, node_id="n")
+    assert spool.store.has_begun("x", "file:///anywhere\n")
+    assert not spool.store.has_begun("y", "file:///anywhere\n")
+    spool.store.register("x")
+    spool.store.commit_files("x", [], watermark=0, since=0, destination="here")
+    assert spool.store.has_begun("x", "here")
+    assert not spool.store.has_begun("x", "elsewhere")
+    spool.close()
+
+
+def test_no_idle_checkpoint_where_the_log_has_not_begun(tmp_path: Path) -> None:
+    """An exporter moved and stopped before its first batch there signs nothing there:
+    a checkpoint would claim events that destination never had (it verified as cut)."""
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    config = ExporterConfig(name="x")
+    old = Exporter(config, spool, DirectoryWriter(tmp_path / "old"), node_id="n", notary=notary)
+    _emit(spool, 5, time.time_ns())
+    while old.export_once():
+        pass
+    new = Exporter(config, spool, DirectoryWriter(tmp_path / "new"), node_id="n", notary=notary)
+    new.checkpoint_idle()
+    old.checkpoint_idle()
+    spool.close()
+    assert list((tmp_path / "new").rglob("manifests/*")) == []
+    report = Verifier(LocalDirectory(tmp_path / "old"), [key.verifier]).run()
+    assert report.findings == []
+    assert len(_manifests(tmp_path / "old")) == 2

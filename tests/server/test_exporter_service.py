@@ -19,6 +19,7 @@ from auditline.errors import (
 from tests.conftest import ServeFactory
 from tests.support.clients import login, login_as_admin
 from tests.support.exported import exported_files, read_lines
+from tests.support.integrity_checks import verifier_keys, verify
 from tests.support.processes import wait_for
 
 ADMIN = {
@@ -102,6 +103,12 @@ def test_exporter_lifecycle(serve: ServeFactory, audit_process: str) -> None:
         )
     assert "exporters/default already writes" in taken.value.details()
 
+    root = process.data_dir / "objects" / bucket / "objects"
+    wait_for(
+        lambda: any((root / "logs").rglob("*.zst")) or None,
+        timeout=30,
+        what="a file under the first prefix",
+    )
     updated = stub.UpdateExporter(
         exporter_pb2.UpdateExporterRequest(
             exporter=exporter_pb2.Exporter(name="exporters/siem", prefix="audit/"),
@@ -111,7 +118,12 @@ def test_exporter_lifecycle(serve: ServeFactory, audit_process: str) -> None:
     assert updated.prefix == "audit/"
     assert updated.format == exporter_pb2.OUTPUT_FORMAT_OCSF_JSON
 
-    api.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
+    def under_the_new_prefix() -> bool | None:
+        api.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
+        return any((root / "audit").rglob("*.zst")) or None
+
+    # A call a second: the worker takes the new prefix at its next state poll.
+    wait_for(under_the_new_prefix, timeout=30, what="a file under the new prefix", interval=1)
     assert process.terminate() == 0
     files = exported_files(process.data_dir, bucket)
     assert files
@@ -120,6 +132,11 @@ def test_exporter_lifecycle(serve: ServeFactory, audit_process: str) -> None:
     assert {r["class_uid"] for r in records} == {6003}
     operations = {r["api"]["operation"] for r in records}
     assert {"CreateExporter", "ListBuckets"} <= operations
+    # Each prefix holds a log of its own, the second begun where the first ended: it
+    # verified as cut while the spool took the exporter's log to be wherever it wrote.
+    report = verify(root, verifier_keys(process.data_dir))
+    assert report.findings == []
+    assert {node.prefix for node in report.nodes} == {"logs/", "audit/"}
 
 
 def _exporter_to_a_new_bucket(api: Client, exporter_id: str) -> str:

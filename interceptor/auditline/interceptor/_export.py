@@ -26,6 +26,7 @@ from auditline.interceptor._export_config import (
     ExporterState,
     ExporterStatus,
     ObjectWriter,
+    destination_of,
 )
 from auditline.interceptor._export_proofs import ExporterProofs
 from auditline.interceptor._formats import FORMATS
@@ -291,7 +292,8 @@ class Exporter(ExporterProofs):
             )
         # The first batch of this exporter (files or none): its destination holds
         # nothing before it.
-        starts_log = self.notary is not None and not store.has_begun(name)
+        destination = destination_of(self.config, self.writer)
+        starts_log = self.notary is not None and not store.has_begun(name, destination)
         self._prove(
             first,
             [item for item, _, _ in chosen],
@@ -300,7 +302,7 @@ class Exporter(ExporterProofs):
             retain_until,
             starts_log=starts_log,
         )
-        store.commit_files(name, files, watermark=last, since=watermark)
+        store.commit_files(name, files, watermark=last, since=watermark, destination=destination)
         now = self.clock()
         self._last_cut = now
         self.status.watermark = last

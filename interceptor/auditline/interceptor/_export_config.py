@@ -19,11 +19,16 @@ __all__ = [
     "ExporterState",
     "ExporterStatus",
     "ObjectWriter",
+    "destination_of",
 ]
 
 
 class ObjectWriter(Protocol):
-    """Where an exporter's files go: one bucket of some object store."""
+    """Where an exporter's files go: one bucket of some object store.
+
+    A writer may also name where it writes, as a string attribute `location` (the
+    writers here do): an exporter whose location or prefix changes then begins a log
+    of its own there, whose first manifest says where it begins."""
 
     def put(
         self, key: str, data: bytes, *, retain_until: datetime.datetime | None, mode: str | None
@@ -97,3 +102,9 @@ class ExporterStatus:
     exported_events: int = 0
     exported_files: int = 0
     errors: int = 0
+
+
+def destination_of(config: ExporterConfig, writer: ObjectWriter) -> str:
+    """Where an exporter's log is: its writer's location (if it names one) and prefix.
+    A log is one destination's: moved elsewhere, the exporter begins another."""
+    return f"{getattr(writer, 'location', '')}\n{config.prefix}"

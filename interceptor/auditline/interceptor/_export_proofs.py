@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from auditline.interceptor._export_config import ExporterConfig, ObjectWriter
+from auditline.interceptor._export_config import ExporterConfig, ObjectWriter, destination_of
 from auditline.interceptor._integrity import FileEntry, Notary, runs
 from auditline.interceptor._log_names import LOG_DIRS
 from auditline.interceptor._spool import Spool
@@ -109,12 +109,16 @@ class ExporterProofs(abc.ABC):
         )
 
     def checkpoint_idle(self) -> None:
-        """Sign the tree as it stands (nothing new exported): proof that it was not cut."""
+        """Sign the tree as it stands (nothing new exported): proof that it was not cut.
+        Not where this exporter's log has not begun (nothing exported there yet): its
+        first batch says where it begins, and a checkpoint before it would claim
+        events that destination never had."""
         notary = self.notary
-        if notary is None:
+        store = self.spool.store
+        destination = destination_of(self.config, self.writer)
+        if notary is None or not store.has_begun(self.config.name, destination):
             return
         self._publish_key()
-        store = self.spool.store
         watermark = store.watermark(self.config.name)
         tree = store.frontier_at(watermark)
         manifest = notary.manifest(

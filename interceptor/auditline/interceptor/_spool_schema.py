@@ -1,10 +1,12 @@
 """The spool's tables: events (with the columns queries filter on), the exporters'
-watermarks, batch intents and files, which exporters have begun their log, and how
-far events are freed. The node's Merkle tree keeps its own table (`_spool_tree`)."""
+watermarks, batch intents and files, which exporters have begun their log and where,
+and how far events are freed. The node's Merkle tree keeps its own table (`_spool_tree`)."""
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA"]
+import sqlite3
+
+__all__ = ["SCHEMA", "create_schema"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -45,6 +47,16 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (exporter, key)
 );
 CREATE TABLE IF NOT EXISTS begun (
-    exporter TEXT PRIMARY KEY
+    exporter TEXT PRIMARY KEY,
+    destination TEXT
 );
 """
+
+
+def create_schema(db: sqlite3.Connection) -> None:
+    """Make the tables, and bring an older spool's up to date."""
+    db.executescript(SCHEMA)
+    begun = {row[1] for row in db.execute("PRAGMA table_info(begun)")}
+    if "destination" not in begun:
+        # Spools before 2026-12-07 knew only that a log had begun (NULL: where it is now).
+        db.execute("ALTER TABLE begun ADD COLUMN destination TEXT")

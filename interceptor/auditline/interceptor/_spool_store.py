@@ -40,7 +40,7 @@ from auditline.interceptor._spool_records import (
     SpooledEvent,
     StoredEvent,
 )
-from auditline.interceptor._spool_schema import SCHEMA
+from auditline.interceptor._spool_schema import create_schema
 from auditline.interceptor._spool_tree import TreeLog, leaves_of
 
 __all__ = ["SpoolStore", "StaleBatchError"]
@@ -121,7 +121,7 @@ class SpoolStore(SpoolFreeing):
         # time. FAST zeroes them only where that costs no extra write. What is freed
         # was exported already, and the spool holds no secrets.
         db.execute("PRAGMA secure_delete=FAST")
-        db.executescript(SCHEMA)
+        create_schema(db)
         self.path.chmod(0o600)
         return db
 
@@ -354,12 +354,13 @@ class SpoolStore(SpoolFreeing):
         files: Sequence[ExportedFile],
         watermark: int,
         since: int,
+        destination: str = "",
     ) -> None:
         """Record a batch's files and move the exporter's watermark from `since` (where
         the batch began) past it, in one transaction (which also frees what every
-        exporter has passed). `StaleBatchError` if the watermark is no longer at
-        `since`: another exporter of the name committed first, and this batch's late
-        commit must not move the watermark back."""
+        exporter has passed); its log has begun at `destination`. `StaleBatchError` if
+        the watermark is no longer at `since`: another exporter of the name committed
+        first, and this batch's late commit must not move the watermark back."""
         with self.lock:
             with self._transaction():
                 moved = self._db.execute(
@@ -379,20 +380,26 @@ class SpoolStore(SpoolFreeing):
                     ],
                 )
                 self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
-                self._db.execute("INSERT OR IGNORE INTO begun VALUES (?)", (exporter,))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO begun VALUES (?, ?)", (exporter, destination)
+                )
                 freed = self._pass_exported()
             self._account_freed(freed)
 
-    def has_begun(self, exporter: str) -> bool:
-        """Whether `exporter` ever committed a batch, with files or none (its log has
-        begun; a later exporter of the name does not begin it again; spools older than
-        the `begun` table know it by its files)."""
-        query = (
-            "SELECT 1 FROM begun WHERE exporter = ? "
-            "UNION ALL SELECT 1 FROM files WHERE exporter = ? LIMIT 1"
-        )
+    def has_begun(self, exporter: str, destination: str = "") -> bool:
+        """Whether `exporter` committed a batch, with files or none, at `destination`
+        last (its log there has begun; a later exporter of the name does not begin it
+        again, but one that writes elsewhere begins a log there; spools older than the
+        `begun` table know it by its files, and older than its `destination` take it
+        for this one)."""
         with self.lock:
-            return self._db.execute(query, (exporter, exporter)).fetchone() is not None
+            row = self._db.execute(
+                "SELECT destination FROM begun WHERE exporter = ?", (exporter,)
+            ).fetchone()
+            if row is not None:
+                return row[0] is None or row[0] == destination
+            query = "SELECT 1 FROM files WHERE exporter = ? LIMIT 1"
+            return self._db.execute(query, (exporter,)).fetchone() is not None
 
     def files(self, exporter: str | None = None) -> list[tuple[str, ExportedFile]]:
         """(exporter, file) of every file recorded, oldest first."""

@@ -46,6 +46,7 @@ class DirectoryWriter:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.location = f"file://{root.absolute()}"
 
     def put(
         self, key: str, data: bytes, *, retain_until: datetime.datetime | None, mode: str | None
@@ -90,6 +91,7 @@ class S3Writer:
     ) -> None:
         self.url = S3Url(bucket=bucket, prefix=prefix, endpoint=endpoint, region=region)
         self.client = client if client is not None else s3_client(self.url)
+        self.location = f"s3://{bucket}/{prefix}?endpoint={endpoint or ''}"
 
     @classmethod
     def from_url(cls, text: str) -> S3Writer:

@@ -30,6 +30,7 @@ class BucketWriter:
     def __init__(self, store: ObjectStore, bucket: str) -> None:
         self.store = store
         self.bucket = bucket
+        self.location = f"store://{bucket}"
 
     def put(
         self, key: str, data: bytes, *, retain_until: datetime.datetime | None, mode: str | None
