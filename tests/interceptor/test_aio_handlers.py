@@ -383,3 +383,54 @@ def test_a_call_whose_coroutine_is_closed_unresumed_is_logged_cancelled(
         server.loop.run_until_complete(server.server.stop(0))
         server.loop.close()
         interceptor.close()
+
+
+# --- a handler that catches the cancel --------------------------------------------------
+
+
+class _CatchesTheCancel:
+    """An async handler that catches the CancelledError of its call's cancel and then
+    answers anyway, as cleanup code may: returns, raises another error, or aborts."""
+
+    def __init__(self) -> None:
+        self.waiting = threading.Event()
+
+    async def unary(self, request: echo_pb2.EchoRequest, context: Any) -> echo_pb2.EchoResponse:
+        try:
+            self.waiting.set()
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            if request.text == "raise":
+                raise RuntimeError("cleanup failed") from None
+            if request.text == "abort":
+                await context.abort(grpc.StatusCode.ABORTED, "interrupted")
+        return echo_pb2.EchoResponse(text="the cleanup's answer")
+
+
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["fail-open", "fail-closed"])
+@pytest.mark.parametrize("then", ["return", "raise", "abort"])
+@pytest.mark.parametrize("ended", ["cancel", "deadline"])
+def test_a_handler_that_catches_the_cancel_and_answers_is_logged_as_the_client_saw(
+    audit_mode: str, fail_closed: bool, then: str, ended: str
+) -> None:
+    """The client saw CANCELLED (DEADLINE_EXCEEDED); the log said OK with the response
+    no one received, UNKNOWN or ABORTED (found by a review helper)."""
+    handler = _CatchesTheCancel()
+    h = Harness(
+        "aio", mode=audit_mode, inner=[_Handlers({"Echo": handler.unary})], fail_closed=fail_closed
+    )
+    try:
+        if ended == "cancel":
+            call = h.stub.Echo.future(R(text=then), timeout=30)
+            assert handler.waiting.wait(PROMPT)
+            assert call.cancel()
+            expected = grpc.StatusCode.CANCELLED
+        else:
+            call = h.stub.Echo.future(R(text=then), timeout=1)
+            expected = grpc.StatusCode.DEADLINE_EXCEEDED
+            assert code_of(call.result) == expected
+        (event,) = h.events(1)
+        assert event.response.response_status == expected.name
+        assert not event.response.response_body.ListFields()  # no answer was received
+    finally:
+        h.close()

@@ -92,9 +92,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             call=call,
             context=context,
             error=error,
-            # The handler task is cancelled when the client cancels or its deadline
-            # passes; or the final status could not be sent (`_send_status`).
-            ended_by_client=call.undelivered or isinstance(error, asyncio.CancelledError),
+            ended_by_client=call.gone(error),
             with_response=with_response,
             peer=call.peer,
             auth_context=call.auth_context,
@@ -129,8 +127,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             await answer_uncaught(call, context, error)
             return
         reason = await self._keep_async(record)
-        gone = call.undelivered or isinstance(error, asyncio.CancelledError)
-        if reason and not gone and not context.done():
+        if reason and not call.gone(error) and not context.done():
             context.set_trailing_metadata(())  # the rich details of the replaced answer
             await context.abort(grpc.StatusCode.UNAVAILABLE, reason)
         await answer_uncaught(call, context, error)

@@ -4,6 +4,7 @@ its handler sees (`AuditedContext`), and the answer to an uncaught exception
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -67,6 +68,20 @@ class AioCall(CallState):
         # handler's generator is finished (then only the status fields are safe).
         self.peer = ""
         self.auth_context: Any = None
+
+    def gone(self, error: BaseException | None) -> bool:
+        """Whether the client saw the call end without its answer: grpc.aio cancels
+        the handler's task when the client cancels or its deadline passes (a handler
+        may catch that and answer anyway: the task still counts the cancel; found by a
+        review helper, such calls were logged with the answer no one received), or the
+        final status could not be sent (`_send_status`)."""
+        if self.undelivered or isinstance(error, asyncio.CancelledError):
+            return True
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no event loop running: a coroutine closed by the collector
+            return False
+        return task is not None and task.cancelling() > 0
 
 
 class AuditedContext:
