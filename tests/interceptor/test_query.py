@@ -351,6 +351,32 @@ def test_an_error_is_one_clear_message(
     assert len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "EXPLAIN ANALYZE COPY (SELECT 1 AS x WHERE false) TO '{path}' "
+        "(FORMAT csv, HEADER false, USE_TMP_FILE false)",
+        "EXPLAIN ANALYZE COPY (SELECT 'forged' AS EventName) TO '{path}' "
+        "(FORMAT json, USE_TMP_FILE false)",
+        "EXPLAIN SELECT 1",
+    ],
+)
+def test_a_query_cannot_write_the_files_it_reads(tmp_path: Path, sql: str) -> None:
+    """DuckDB's allowed paths are the exported files themselves, and it reads and
+    writes them alike: `EXPLAIN ANALYZE` ran the COPY it explained, and emptied or
+    forged a file of the log in place (found by a review helper). The files here are
+    left writable, as a store that does not mark them read-only leaves them."""
+    root = tmp_path / "log"
+    _export(tmp_path, DirectoryWriter(root), [ExporterConfig(name="x")], nodes=("n1",))
+    files = sorted(p for p in root.rglob("*.jsonl.gz") if "integrity" not in p.parts)
+    before = {p: p.read_bytes() for p in files}
+    for path in files:
+        path.chmod(0o644)
+    with pytest.raises(QueryError, match="a query is one SELECT statement"):
+        _query(root, sql.format(path=files[0]))
+    assert {p: p.read_bytes() for p in files} == before
+
+
 def test_a_query_is_bounded_by_its_timeout_and_byte_limit(tmp_path: Path) -> None:
     root = tmp_path / "log"
     _export(tmp_path, DirectoryWriter(root), [ExporterConfig(name="x")], nodes=("n1",))

@@ -233,11 +233,13 @@ def test_a_lock_whose_object_never_arrived_holds_nothing(tmp_path: Path) -> None
         store.delete_object("half", "k")
 
 
-def test_objects_are_written_with_the_umask_s_permissions(tmp_path: Path) -> None:
+def test_objects_are_written_read_only_with_the_umask_s_permissions(tmp_path: Path) -> None:
+    """Readable as the umask allows (not private, as `mkstemp`'s are), and written by
+    no one in place: a query reading a locked audit file in place could rewrite it."""
     store = FilesystemStore(tmp_path / "objects")
     store.create_bucket("modes", object_lock=False)
     store.put_object("modes", "k", b"v")
     status = Path("/proc/self/status").read_text()
     umask = int(status.split("Umask:")[1].split()[0], 8)  # read without setting it
     mode = (tmp_path / "objects" / "modes" / "objects" / "k").stat().st_mode & 0o777
-    assert mode == 0o666 & ~umask
+    assert mode == 0o444 & ~umask

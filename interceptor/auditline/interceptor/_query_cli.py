@@ -26,7 +26,7 @@ __all__ = ["add_query_command", "embedded_store"]
 _CELL = 80  # a table's cell is cut here: --json and --csv print values whole
 
 _DESCRIPTION = """\
-Run one SQL statement (DuckDB's dialect: SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)
+Run one SQL statement (DuckDB's dialect: SELECT, DESCRIBE, SHOW, SUMMARIZE)
 over the exported log files of every node, JSON Lines (gzip, zstd) and Parquet. Views:
 `events` (every event of the apievent files, each log's: ApiEvent's fields under their
 JSON names, Request/Response as structs, Sequence a BIGINT, timestamps TIMESTAMPTZ,

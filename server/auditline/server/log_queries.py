@@ -118,7 +118,9 @@ class ExportedLogQueries:
         except QueryError as error:
             raise InvalidArgumentError.field("sql", str(error)) from None
         except OSError as error:
-            raise UnavailableError(f"the exporter's files cannot be read: {error}") from None
+            # Its reason, not its text: that names paths on the node.
+            reason = error.strerror or type(error).__name__
+            raise UnavailableError(f"the exporter's files cannot be read: {reason}") from None
         finally:
             self._running.release()
         return _response(result)

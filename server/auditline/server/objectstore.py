@@ -177,8 +177,10 @@ def _write_whole(path: Path, data: bytes, *, scratch: Path) -> None:
     loss."""
     scratch.mkdir(parents=True, exist_ok=True)
     temporary = scratch / f"{path.name[:64]}.{secrets.token_hex(8)}.tmp"
-    # Not `tempfile.mkstemp`, whose files are private (0600) whatever the umask.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    # Not `tempfile.mkstemp`, whose files are private (0600) whatever the umask. Read
+    # only: the store replaces a file whole and never writes one in place, and nothing
+    # else may (a locked audit file read in place by a query, say).
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)

@@ -59,7 +59,7 @@ class QueryEventsRequest(_message.Message):
     EXPORTER_FIELD_NUMBER: _builtins.int
     MAX_ROWS_FIELD_NUMBER: _builtins.int
     sql: _builtins.str
-    """One SELECT statement (or DESCRIBE, SHOW, SUMMARIZE, EXPLAIN), for example
+    """One SELECT statement (or DESCRIBE, SHOW, SUMMARIZE), for example
     `SELECT EventName, count(*) FROM events GROUP BY 1`.
     """
     exporter: _builtins.str
