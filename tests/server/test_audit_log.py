@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import threading
 import uuid
@@ -9,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 
 from auditline.account.v1 import bucket_pb2, service_account_pb2
 from auditline.audit.v1 import audit_log_pb2, event_pb2
@@ -74,8 +76,23 @@ def test_list_events_filters_and_pages(serve: ServeFactory) -> None:
     assert all(e.sequence < missing[0].sequence for e in until)
     with pytest.raises(NotFoundError):
         api.events.ListEvents(audit_log_pb2.ListEventsRequest(since_event_id="no-such-event"))
-    with pytest.raises(InvalidArgumentError):
-        api.events.ListEvents(audit_log_pb2.ListEventsRequest(page_token="junk"))
+    # Out of range, each a clear INVALID_ARGUMENT (they were UNKNOWN: an OverflowError,
+    # found by a review helper); a bound past what the store counts in is its end.
+    future = timestamp_pb2.Timestamp(seconds=253_402_300_799)  # 9999-12-31
+    assert _all(api, since_time=future) == []
+    assert len(_all(api, until_time=future)) >= len(everything)
+    hostile: list[dict[str, Any]] = [
+        {"page_token": "junk"},
+        {"page_token": base64.urlsafe_b64encode(b'{"after": 1e999}').decode()},
+        {"page_token": base64.urlsafe_b64encode(b'{"after": 1180591620717411303424}').decode()},
+        {"page_token": base64.urlsafe_b64encode(b'{"after": -5}').decode()},
+        {"since_time": timestamp_pb2.Timestamp(seconds=10**15)},
+        {"until_time": timestamp_pb2.Timestamp(seconds=0, nanos=-1)},
+    ]
+    for fields in hostile:
+        with pytest.raises(InvalidArgumentError) as refused:
+            api.events.ListEvents(audit_log_pb2.ListEventsRequest(**fields))
+        assert refused.value.field_violations[0][0] in fields, refused.value
 
 
 def test_tail_streams_events_made_after_it_started(serve: ServeFactory) -> None:

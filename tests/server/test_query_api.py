@@ -154,6 +154,10 @@ def test_a_refused_query_is_audited_and_the_server_keeps_serving(server: Server)
         _query(auditor, "SELECT 1", exporter="exporters/no-such-exporter")
     with pytest.raises(InvalidArgumentError):
         _query(auditor, "SELECT 1", exporter="no-such-exporter")
+    # A time no Timestamp holds (it was UNKNOWN, a ValueError; found by a review helper).
+    with pytest.raises(InvalidArgumentError) as bad_time:
+        _query(auditor, "SELECT 1", since_time=timestamp_pb2.Timestamp(seconds=-(10**12)))
+    assert bad_time.value.field_violations[0][0] == "since_time"
     standard = login_as(server, sa_pb.ROLE_STANDARD)
     with pytest.raises(grpc.RpcError) as denied:
         _query(standard, "SELECT 1")

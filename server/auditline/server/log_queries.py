@@ -36,7 +36,7 @@ from auditline.interceptor import (
 )
 from auditline.server.objectstore import FilesystemStore, ObjectStore
 from auditline.server.s3_store import S3Store
-from auditline.server.services._common import page_limit
+from auditline.server.services._common import checked_time, page_limit
 from auditline.server.services.exporters import DEFAULT
 
 __all__ = ["ExportedLogQueries", "QueryLimits", "exporter_location"]
@@ -129,10 +129,8 @@ class ExportedLogQueries:
 def _time(
     request: pb.QueryEventsRequest, field: Literal["since_time", "until_time"]
 ) -> datetime.datetime | None:
-    if not request.HasField(field):
-        return None
-    value: datetime.datetime = getattr(request, field).ToDatetime(tzinfo=datetime.UTC)
-    return value
+    stamp = checked_time(request, field)
+    return None if stamp is None else stamp.ToDatetime(tzinfo=datetime.UTC)
 
 
 def _response(result: QueryResult) -> pb.QueryEventsResponse:

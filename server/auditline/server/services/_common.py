@@ -28,6 +28,33 @@ def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     return stamp
 
 
+# What a Timestamp may hold (0001-01-01 to 9999-12-31, its own definition), and the
+# nanoseconds SQLite's integers hold (to the year 2262).
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+_INT64 = 2**63
+
+
+def checked_time(message: Message, field: str) -> timestamp_pb2.Timestamp | None:
+    """The Timestamp `field` of `message` (None when unset), if it is a time a
+    Timestamp may hold; INVALID_ARGUMENT if not."""
+    if not message.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, field)
+    if not _MIN_SECONDS <= stamp.seconds <= _MAX_SECONDS or not 0 <= stamp.nanos < 10**9:
+        raise InvalidArgumentError.field(field, "is not a time between the years 1 and 9999")
+    return stamp
+
+
+def time_ns(message: Message, field: str) -> int | None:
+    """The Timestamp `field` of `message` in nanoseconds since the epoch, to compare
+    with stored ones (None when unset): checked, and brought within the 64-bit
+    integers (a bound past them is as good as their end)."""
+    stamp = checked_time(message, field)
+    if stamp is None:
+        return None
+    return max(-_INT64, min(stamp.ToNanoseconds(), _INT64 - 1))
+
+
 def resource_id(name: str, collection: str, field: str = "name") -> str:
     """`{collection}/{id}` → id, or INVALID_ARGUMENT naming the field."""
     prefix = collection + "/"
@@ -80,11 +107,12 @@ def encode_page_token(key: str, position: int) -> str:
 def decode_page_token(token: str, key: str) -> int:
     """The position `encode_page_token` put in a token; INVALID_ARGUMENT if it is not one."""
     try:
-        return int(json.loads(base64.urlsafe_b64decode(token.encode()))[key])
-    except (ValueError, KeyError, TypeError):
-        raise InvalidArgumentError.field(
-            "page_token", "is not a token this server returned"
-        ) from None
+        position = int(json.loads(base64.urlsafe_b64decode(token.encode()))[key])
+    except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: 1e999
+        position = -1
+    if not 0 <= position < _INT64:  # the positions this server hands out
+        raise InvalidArgumentError.field("page_token", "is not a token this server returned")
+    return position
 
 
 def page(page_size: int, page_token: str) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from auditline.server.services._common import (
     decode_page_token,
     encode_page_token,
     page_limit,
+    time_ns,
 )
 
 
@@ -84,8 +85,8 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
         elif request.since_event_id:
             after = _start_after(self.spool, request.since_event_id)
         page = self.spool.queries.page(
-            since_ns=request.since_time.ToNanoseconds() if request.HasField("since_time") else None,
-            until_ns=request.until_time.ToNanoseconds() if request.HasField("until_time") else None,
+            since_ns=time_ns(request, "since_time"),
+            until_ns=time_ns(request, "until_time"),
             after_seq=after,
             limit=limit,
             max_bytes=PAGE_BYTES,
