@@ -158,6 +158,64 @@ def test_a_tail_ends_when_its_callers_session_does(serve: ServeFactory) -> None:
     assert ended == [grpc.StatusCode.UNAUTHENTICATED]
 
 
+def _tail_code(api: Client, request: audit_log_pb2.TailEventsRequest, timeout: float) -> Any:
+    try:
+        for _ in api.events.TailEvents(request, timeout=timeout):
+            pass
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+def test_tails_are_few_and_a_quiet_one_ends_with_its_callers_session(
+    serve: ServeFactory,
+) -> None:
+    """Each tail holds a server thread: a quarter of them at most (16 tails of an
+    auditor, matching nothing, took every thread: no login, call or health check was
+    answered, not even the admin's deletion of that auditor; found by a review helper).
+    A tail that sends nothing is checked again too (it outlived its deleted caller)."""
+    process = serve("--max-workers", "4", env=ADMIN)  # one tail at most
+    admin = login_as_admin(process.target, ADMIN)
+    account, secret = new_account(admin, service_account_pb2.ROLE_AUDITOR)
+    auditor = login(process.target, account.access_key, secret, renew=False)
+    only = audit_log_pb2.EventFilter(event_names=["ListBuckets"])
+    for _ in range(2):
+        admin.buckets.ListBuckets(bucket_pb2.ListBucketsRequest())
+
+    def both_kept() -> list[event_pb2.ApiEvent] | None:
+        found = _all(admin, filter=only)
+        return found if len(found) == 2 else None
+
+    listed = wait_for(both_kept, timeout=30, what="the two events kept")
+    # A tail that sends the second event, then nothing (no more ListBuckets calls).
+    quiet = auditor.events.TailEvents(
+        audit_log_pb2.TailEventsRequest(filter=only, since_event_id=listed[0].event_id),
+        timeout=60,
+    )
+    assert next(quiet).event.event_id == listed[1].event_id
+    ended: list[Any] = []
+
+    def read() -> None:
+        try:
+            for _ in quiet:
+                pass
+        except grpc.RpcError as error:
+            ended.append(error.code())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    other = audit_log_pb2.TailEventsRequest()
+    assert _tail_code(auditor, other, 10) == grpc.StatusCode.RESOURCE_EXHAUSTED
+    admin.accounts.ListServiceAccounts(service_account_pb2.ListServiceAccountsRequest(), timeout=5)
+    admin.accounts.DeleteServiceAccount(
+        service_account_pb2.DeleteServiceAccountRequest(name=account.name), timeout=5
+    )
+    reader.join(30)
+    assert ended == [grpc.StatusCode.UNAUTHENTICATED]
+    # Its slot is free again.
+    assert _tail_code(admin, other, 2) == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 def test_standard_accounts_cannot_read_events(serve: ServeFactory) -> None:
     process = serve(env=ADMIN)
     api = login_as_admin(process.target, ADMIN)

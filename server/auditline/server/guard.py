@@ -22,10 +22,14 @@ from auditline.interceptor import set_principal
 from auditline.server.accounts import ROLE_ADMIN, ROLE_AUDITOR, ROLE_STANDARD, Accounts
 from auditline.server.sessions import Caller
 
-__all__ = ["CallGuard", "bearer_token", "current_caller"]
+__all__ = ["CallGuard", "bearer_token", "current_caller", "recheck_caller"]
 
 _CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
     "auditline_caller", default=None
+)
+# A server-streaming call's check of its caller again (at most every RECHECK_SECONDS).
+_RECHECK: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "auditline_recheck", default=None
 )
 
 _ACCOUNT = "/auditline.account.v1."
@@ -54,6 +58,16 @@ def current_caller() -> Caller:
     if caller is None:
         raise UnauthenticatedError("this method needs an authenticated caller")
     return caller
+
+
+def recheck_caller() -> None:
+    """In a server-streaming call, check its caller again if a second has passed
+    (UNAUTHENTICATED, PERMISSION_DENIED if no longer allowed): the guard does before
+    each message, and a stream that may send nothing for long (TailEvents with a
+    filter nothing matches) does while it waits."""
+    recheck = _RECHECK.get()
+    if recheck is not None:
+        recheck()
 
 
 def bearer_token(context: grpc.ServicerContext) -> str:
@@ -120,23 +134,31 @@ class CallGuard(grpc.ServerInterceptor):
                 except AuditlineError as error:
                     context.abort_with_status(error.status())
                 checked = time.monotonic()
+
+                def recheck() -> None:
+                    # A long stream (TailEvents) outlives its caller's session: one
+                    # revoked, logged out, disabled or expired gets no more.
+                    nonlocal caller, checked
+                    if time.monotonic() - checked >= RECHECK_SECONDS:
+                        caller = self._admit(method, context)
+                        checked = time.monotonic()
+                        _CALLER.set(caller)
+
                 responses = inner_stream(request, context)
                 while True:
                     # Set around each step, never across a yield: a cancelled call's
                     # generator is closed from another context.
                     token = _CALLER.set(caller)
+                    asking = _RECHECK.set(recheck)
                     try:
                         item = next(responses)
-                        if time.monotonic() - checked >= RECHECK_SECONDS:
-                            # A long stream (TailEvents) outlives its caller's session:
-                            # one revoked, logged out, disabled or expired gets no more.
-                            caller = self._admit(method, context)
-                            checked = time.monotonic()
+                        recheck()
                     except StopIteration:
                         return
                     except AuditlineError as error:
                         context.abort_with_status(error.status())
                     finally:
+                        _RECHECK.reset(asking)
                         _CALLER.reset(token)
                     yield item
 

@@ -105,7 +105,11 @@ SERVICES: tuple[ServiceRegistration, ...] = (
         audit_log_pb2.DESCRIPTOR.services_by_name["AuditLogService"],
         audit_log_pb2_grpc.add_AuditLogServiceServicer_to_server,
         lambda server: AuditLogServicer(
-            server.spool_view, server.notary.origin, server.verifier_keys, server.log_queries
+            server.spool_view,
+            server.notary.origin,
+            server.verifier_keys,
+            server.log_queries,
+            max_tails=max(1, server.settings.max_workers // 4),
         ),
     ),
 )

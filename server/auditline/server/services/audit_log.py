@@ -3,6 +3,7 @@ queried (`log_queries`); the event catalog and the verifier keys."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,9 +11,10 @@ import grpc
 
 from auditline.audit.v1 import audit_log_pb2 as pb
 from auditline.audit.v1 import audit_log_pb2_grpc
-from auditline.errors import NotFoundError
+from auditline.errors import NotFoundError, ResourceExhaustedError
 from auditline.interceptor import SpoolView
 from auditline.server.catalog import catalog_response
+from auditline.server.guard import recheck_caller
 from auditline.server.log_queries import ExportedLogQueries
 from auditline.server.services._common import (
     MAX_PAGE_SIZE,
@@ -54,11 +56,18 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
         origin: str,
         verifier_keys: list[str],
         queries: ExportedLogQueries,
+        *,
+        max_tails: int,
     ) -> None:
         self.spool = spool
         self.origin = origin
         self.verifier_keys = verifier_keys
         self.queries = queries
+        # Each tail holds a server thread while it lasts: a few at most, so that tails
+        # (an auditor's, or a stolen token's) never take the threads every other call,
+        # a login or a health check, needs (found by a review helper: 16 took them all).
+        self.max_tails = max_tails
+        self._tails = threading.BoundedSemaphore(max_tails)
 
     def QueryEvents(
         self, request: pb.QueryEventsRequest, context: grpc.ServicerContext
@@ -106,6 +115,19 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
             else self.spool.last_seq
         )
         filters = _filters(request.filter)
+        if not self._tails.acquire(blocking=False):
+            raise ResourceExhaustedError(
+                f"{self.max_tails} event tails are open on this node, the most it serves "
+                "at once; try again later, or read the events with ListEvents"
+            )
+        try:
+            yield from self._tail(after, filters, context)
+        finally:
+            self._tails.release()
+
+    def _tail(
+        self, after: int, filters: dict[str, Any], context: grpc.ServicerContext
+    ) -> Iterator[pb.TailEventsResponse]:
         while context.is_active():
             seen = self.spool.last_seq  # committed before the queries below
             while True:
@@ -120,3 +142,5 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
             # Every event up to `seen` was considered: the ones left out do not match.
             after = max(after, seen)
             self.spool.wait_for_events(after, timeout=1.0)
+            # Its caller may have lost the right to it while nothing matched.
+            recheck_caller()
