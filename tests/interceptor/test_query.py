@@ -20,7 +20,13 @@ from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.client.cli import main
 from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool, open_writer
 from auditline.interceptor._export_config import ObjectWriter
-from auditline.interceptor._query import VIEWS, QueryError, QueryResult, query_exported
+from auditline.interceptor._query import (
+    VIEWS,
+    QueryError,
+    QueryLimitError,
+    QueryResult,
+    query_exported,
+)
 from auditline.interceptor._query_cli import embedded_store
 from auditline.interceptor.integrity import Notary, SigningKey, open_location
 from tests.conftest import ServeFactory
@@ -375,6 +381,24 @@ def test_a_query_cannot_write_the_files_it_reads(tmp_path: Path, sql: str) -> No
     with pytest.raises(QueryError, match="a query is one SELECT statement"):
         _query(root, sql.format(path=files[0]))
     assert {p: p.read_bytes() for p in files} == before
+
+
+def test_a_result_is_bounded_before_it_reaches_python(tmp_path: Path) -> None:
+    """Rows come to Python in small batches until they reach `max_result_bytes` as
+    JSON, and a row over it never does: turning a result into Python objects is
+    outside DuckDB's caps (1,000 rows of 20,000-item lists took 1.7 GB and four times
+    the timeout; found by a review helper)."""
+    wide = "SELECT range(20000) AS r FROM range(1000)"
+    result = _query(tmp_path, wide, max_rows=1000, max_result_bytes=1 << 20)
+    assert result.truncated
+    assert 1 <= len(result.rows) <= 10  # ~110 KB a row
+    assert result.rows[0] == (list(range(20000)),)
+    with pytest.raises(QueryLimitError, match="a row of the result is over 1048576 bytes"):
+        _query(tmp_path, "SELECT range(1000000) AS r", max_result_bytes=1 << 20)
+    # The statement is nested as written: its end may be a semicolon and a comment.
+    assert _query(tmp_path, "SELECT 1 AS a; -- the end").rows == ((1,),)
+    assert _query(tmp_path, "SELECT 1 AS a -- the end").rows == ((1,),)
+    assert _query(tmp_path, "SELECT 2 AS a, 1 AS b ORDER BY b").columns == ("a", "b")
 
 
 def test_a_query_is_bounded_by_its_timeout_and_byte_limit(tmp_path: Path) -> None:

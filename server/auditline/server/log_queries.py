@@ -108,6 +108,8 @@ class ExportedLogQueries:
                 timeout=timeout,
                 threads=1,
                 memory_bytes=self.limits.memory_bytes,
+                # Twice what a response holds: enough to fill it, however it is cut.
+                max_result_bytes=2 * RESPONSE_BYTES,
             )
         except QueryLimitError as error:
             if by_deadline and error.limit == "time":
