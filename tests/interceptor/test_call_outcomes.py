@@ -449,3 +449,39 @@ def test_an_uncaught_exception_s_message_never_reaches_the_client(
     assert error.details() == "Exception calling application: ValueError"
     assert event.response.response_status == "UNKNOWN"
     assert event.response.response_error == error.details()
+
+
+class _SecondMessageUnsendable(grpc.ServerInterceptor):
+    """Behind the audit interceptor: ListThings answers one message, then an object
+    that cannot be serialized."""
+
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        if not details.method.endswith("/ListThings"):
+            return continuation(details)
+
+        def things(request: Any, context: Any) -> Iterator[Any]:
+            yield echo_pb2.EchoResponse(text="sent")
+            yield {"not": "a message"}
+
+        return grpc.unary_stream_rpc_method_handler(
+            things,
+            request_deserializer=R.FromString,
+            response_serializer=echo_pb2.EchoResponse.SerializeToString,
+        )
+
+
+def test_a_stream_counts_the_messages_that_went_out(audit_mode: str) -> None:
+    """On the sync server a message is counted once gRPC has sent it: one that could
+    not be serialized was counted (found by a review helper)."""
+    h = Harness("sync", mode=audit_mode, inner=[_SecondMessageUnsendable()])
+    try:
+        responses = h.stub.ListThings(R(text="x"), timeout=30)
+        assert next(responses).text == "sent"
+        with pytest.raises(grpc.RpcError) as failed:
+            next(responses)
+        assert failed.value.code() == grpc.StatusCode.UNKNOWN
+        (event,) = h.events(1)
+        assert event.response.response_status == "UNKNOWN"
+        assert event.response.message_count == 1
+    finally:
+        h.close()

@@ -337,8 +337,12 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                         break
                     finally:
                         SCOPE.reset(token)
+                    data = serialize(item) if serialize is not None else item
+                    # Counted once it can be sent (one that could not be serialized was
+                    # counted; found by a review helper), and before it is: when the
+                    # client cancels as it arrives, gRPC may never come back here.
                     call.on_send(item)
-                    yield serialize(item) if serialize is not None else item
+                    yield data
             except BaseException as exc:  # GeneratorExit too: the client went away
                 error = exc
                 raise
