@@ -231,14 +231,16 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             )
         inner = handler.unary_stream or handler.stream_stream
         behavior = self._stream_response(
-            info, inner, request_class, deserialize, handler.stream_stream is not None
+            info, inner, serialize, request_class, deserialize, handler.stream_stream is not None
         )
         make = (
             grpc.stream_stream_rpc_method_handler
             if handler.stream_stream is not None
             else grpc.unary_stream_rpc_method_handler
         )
-        return make(behavior, response_serializer=serialize)
+        # Messages go out serialized by the behavior: grpc.aio would take a failure
+        # to serialize one for the client's cancel, and send the exception's text.
+        return make(behavior)
 
     async def _argument(self, call: AioCall, request: Any, context: Any, streaming: bool) -> Any:
         if not streaming:
@@ -307,6 +309,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         self,
         info: MethodInfo,
         inner: Any,
+        serialize: Serializer,
         request_class: type[message.Message] | None,
         deserialize: Deserializer,
         streaming_request: bool,
@@ -325,7 +328,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                     try:
                         await self._start(call, context)
                         argument = await self._argument(call, request, context, streaming_request)
-                        audited = AuditedContext(context, call, self._parse, self._abort)
+                        audited = AuditedContext(context, call, self._parse, self._abort, serialize)
                         responses = (
                             self._handler_threads().stream(
                                 inner, argument, audited, streaming_request
@@ -343,9 +346,10 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                             break
                         finally:
                             SCOPE.reset(token)
+                        data = serialize(item) if serialize is not None else item
                         call.on_send(item)
                         call.headers_sent = True
-                        yield item
+                        yield data
                         call.resumed = time.monotonic()  # gRPC sent it and came back
                     if plain:
                         call.resumed = time.monotonic()  # it ran in a thread
@@ -373,7 +377,9 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             try:
                 await self._start(call, context)
                 argument = await self._argument(call, request, context, streaming_request)
-                await inner(argument, AuditedContext(context, call, self._parse, self._abort))
+                await inner(
+                    argument, AuditedContext(context, call, self._parse, self._abort, serialize)
+                )
                 await settle_before_status(
                     call, context, turns=self._loop_turns, fail_closed=self._fail_closed
                 )

@@ -88,13 +88,23 @@ class AuditedContext:
     """The servicer context a handler sees: counts reads and writes, and records the
     call before an abort sends its status; delegates everything else."""
 
-    def __init__(self, context: Any, call: AioCall, parse: Parse, abort: Abort) -> None:
+    def __init__(
+        self,
+        context: Any,
+        call: AioCall,
+        parse: Parse,
+        abort: Abort,
+        serialize: Callable[[Any], bytes] | None = None,
+    ) -> None:
         self._context = context
         self._call = call
         # Parse a message read (counted, the first kept); record the call before an
         # abort sends its status.
         self._parse = parse
         self._abort = abort
+        # A streaming call's messages are serialized here, not by grpc.aio, whose
+        # failure to would end the call as if the client had cancelled it.
+        self._serialize = serialize
 
     async def read(self) -> Any:
         raw = await self._context.read()
@@ -107,9 +117,10 @@ class AuditedContext:
     async def write(self, item: Any) -> None:
         # Counted before the write completes: a cancel may reach the task first, when
         # the message has reached the client already.
+        data = self._serialize(item) if self._serialize is not None else item
         self._call.headers_sent = True
         self._call.on_send(item)
-        await self._context.write(item)
+        await self._context.write(data)
         self._call.resumed = time.monotonic()
 
     async def send_initial_metadata(self, metadata: Any) -> None:
