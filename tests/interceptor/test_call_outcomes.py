@@ -485,3 +485,29 @@ def test_a_stream_counts_the_messages_that_went_out(audit_mode: str) -> None:
         assert event.response.message_count == 1
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_calls_the_server_cancels_as_it_stops_are_logged_unavailable(
+    flavour: str, audit_mode: str
+) -> None:
+    """Told that the server stops (`stopping`, before `server.stop`), the calls it
+    cancels are logged as their clients saw them, UNAVAILABLE "Cancelling all calls",
+    not as the clients' own cancels (found by a review helper)."""
+    h = Harness(flavour, mode=audit_mode)
+    try:
+        text = uuid.uuid4().hex
+        call = h.stub.Echo.future(R(action="wait", text=text), timeout=30)
+        assert started(text).wait(10)
+        h.interceptor.stopping(0)
+        h.server.stop()
+        assert code_of(call.result) == grpc.StatusCode.UNAVAILABLE
+        assert call.details() == "Cancelling all calls"
+        (event,) = h.sink.wait_for(1)
+        assert event.response.response_status == "UNAVAILABLE"
+        assert event.response.response_error == "Cancelling all calls"
+    finally:
+        h.channel.close()
+        h.interceptor.close()
+        if h.spooled is not None:
+            h.spooled.close()

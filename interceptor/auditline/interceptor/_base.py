@@ -153,6 +153,13 @@ class AuditInterceptorBase:
         """Wait until the events of every call finished so far reached the sink."""
         return self._core.flush(timeout)
 
+    def stopping(self, grace: float | None = None) -> None:
+        """Call just before `server.stop(grace)`: the calls still running once the
+        grace has passed are cancelled by the server, and their clients see
+        UNAVAILABLE ("Cancelling all calls"). Recorded so, not as the clients' own
+        cancels."""
+        self._core.stopping(grace)
+
     def close(self, timeout: float | None = 10.0) -> None:
         """Flush, write the open summaries and stop the background worker; call it
         after the server stopped."""

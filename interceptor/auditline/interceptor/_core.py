@@ -28,6 +28,7 @@ from auditline.interceptor._call_ends import CallEnds
 from auditline.interceptor._call_state import CallState
 from auditline.interceptor._delivery import Delivery
 from auditline.interceptor._record import AuditConfig, CallRecord, span_ids
+from auditline.interceptor._status import as_status_code, as_text
 from auditline.interceptor._summaries import Counting
 from auditline.interceptor._types import (
     Metadata,
@@ -88,6 +89,8 @@ class AuditCore:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
+        # When the server began to cancel the calls still running (`stopping`).
+        self._server_cancels_from: float | None = None
 
     # --- request path -------------------------------------------------------
 
@@ -133,7 +136,7 @@ class AuditCore:
         trace_id, span_id = span_ids()
         ended = time.time_ns()
         remaining = context.time_remaining()
-        return CallRecord(
+        record = CallRecord(
             info=call.info,
             started_ns=call.started,
             ended_ns=ended,
@@ -160,6 +163,7 @@ class AuditCore:
             unary_response=call.unary_response,
             outcome=outcome,
         )
+        return self.cancelled_by(record) if ended_by_client else record
 
     def submit(
         self,
@@ -308,15 +312,40 @@ class AuditCore:
         else:
             self._delivery.deliver_events(item.events, item.cap)
 
-    @staticmethod
-    def _settled(record: CallRecord) -> CallRecord | None:
+    def _settled(self, record: CallRecord) -> CallRecord | None:
         """The record with what the client saw, once its call has terminated (None before)."""
         if record.outcome is None:
             return record
         cancelled = record.outcome()
         if cancelled is None:
             return None
-        return dataclasses.replace(record, ended_by_client=True) if cancelled else record
+        if not cancelled:
+            return record
+        return self.cancelled_by(dataclasses.replace(record, ended_by_client=True))
+
+    def stopping(self, grace: float | None) -> None:
+        """The server stops: the calls still running `grace` seconds from now are
+        cancelled by it, not by their clients."""
+        self._server_cancels_from = time.monotonic() + (grace or 0.0)
+
+    def cancelled_by(self, record: CallRecord) -> CallRecord:
+        """A call cancelled once the server cancels the calls still running as it
+        stops: its client saw UNAVAILABLE, "Cancelling all calls" (gRPC's answer), not
+        its own cancel; unless its deadline had passed (found by a review helper: a
+        shutdown's calls were logged as the clients' cancels)."""
+        since = self._server_cancels_from
+        if not record.ended_by_client or since is None or time.monotonic() < since:
+            return record
+        if record.deadline_ns is not None and record.ended_ns >= record.deadline_ns:
+            return record
+        details = "Cancelling all calls"
+        answered = as_status_code(record.code)
+        # (grpc.aio may have set gRPC's own answer on the context already.)
+        if answered not in (None, grpc.StatusCode.OK) and as_text(record.details) != details:
+            details += f"; the handler had answered {answered.name}: {as_text(record.details)}"
+        return dataclasses.replace(
+            record, ended_by_client=False, code=grpc.StatusCode.UNAVAILABLE, details=details
+        )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every call finished so far has reached the sink."""

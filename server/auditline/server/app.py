@@ -325,6 +325,7 @@ class AuditlineServer:
         """Report NOT_SERVING, let in-flight calls finish within `grace`, then stop."""
         grace = self.settings.shutdown_grace if grace is None else grace
         self._health.enter_graceful_shutdown()
+        self.audit.stopping(grace)
         self._server.stop(grace).wait()
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._snapshots.stop()

@@ -282,7 +282,7 @@ class Settings:
         default=4 << 20,
         metadata=_help(
             "largest request message; larger ones get RESOURCE_EXHAUSTED and are audited "
-            "(messages over twice this are refused by gRPC itself, unaudited)"
+            "(messages over twice this are refused by gRPC itself, and recorded CANCELLED)"
         ),
     )
     max_metadata_bytes: int = field(
