@@ -511,3 +511,31 @@ def test_calls_the_server_cancels_as_it_stops_are_logged_unavailable(
         h.interceptor.close()
         if h.spooled is not None:
             h.spooled.close()
+
+
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["fail-open", "fail-closed"])
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_rich_details_too_large_for_clients_are_dropped_and_logged_as_seen(
+    flavour: str, audit_mode: str, fail_closed: bool
+) -> None:
+    """Trailing metadata past what clients take (8-16 KB) made the client see
+    RESOURCE_EXHAUSTED while the log kept the handler's code (found by a review
+    helper): such rich details are dropped, the code and message go out, and the log
+    says what the client saw."""
+    h = Harness(flavour, mode=audit_mode, fail_closed=fail_closed)
+    try:
+        for violations, kept in ((10, True), (400, False)):
+            with pytest.raises(grpc.RpcError) as failed:
+                h.stub.Echo(R(action="abort_with_status", count=violations), timeout=30)
+            assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert failed.value.details() == "bad text"
+            trailers: Any = failed.value.trailing_metadata() or ()
+            assert any(key == "grpc-status-details-bin" for key, _ in trailers) is kept
+        small, large = h.events(2)
+        for event in (small, large):
+            assert event.response.response_status == "INVALID_ARGUMENT"
+            assert event.response.response_error == "bad text"
+        assert small.response.error_details
+        assert not large.response.error_details
+    finally:
+        h.close()

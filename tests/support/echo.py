@@ -36,12 +36,13 @@ def started(text: str) -> threading.Event:
     return STARTED.setdefault(text, threading.Event())
 
 
-def rich_status() -> grpc.Status:
-    violation = error_details_pb2.BadRequest.FieldViolation(
-        field="text", description="must not be empty"
-    )
+def rich_status(violations: int = 1) -> grpc.Status:
+    """INVALID_ARGUMENT "bad text" with a BadRequest of `violations` (~45 bytes each)."""
+    listed = [
+        error_details_pb2.BadRequest.FieldViolation(field="text", description="must not be empty")
+    ] * violations
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    detail.Pack(error_details_pb2.BadRequest(field_violations=listed))
     return rpc_status.to_status(
         status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message="bad text", details=[detail])
     )
@@ -111,7 +112,7 @@ def act(
     if action == "abort":
         context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
     if action == "abort_with_status":
-        context.abort_with_status(rich_status())
+        context.abort_with_status(rich_status(request.count or 1))
     if action == "abort_text":
         context.abort(grpc.StatusCode.NOT_FOUND, request.text)
     if action == "set_code_then_raise":
@@ -199,7 +200,7 @@ async def act_async(
     if action == "abort":
         await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
     if action == "abort_with_status":
-        status = rich_status()
+        status = rich_status(request.count or 1)
         await context.abort(status.code, status.details, status.trailing_metadata)
     if action == "abort_text":
         await context.abort(grpc.StatusCode.NOT_FOUND, request.text)

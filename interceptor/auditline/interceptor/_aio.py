@@ -35,7 +35,7 @@ from auditline.interceptor._base import AuditInterceptorBase, Refusal, serialize
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._record import CallRecord
 from auditline.interceptor._scope import SCOPE
-from auditline.interceptor._status import sendable, uncaught_details
+from auditline.interceptor._status import sendable, sendable_trailers, uncaught_details
 
 __all__ = ["AsyncAuditInterceptor"]
 
@@ -121,6 +121,9 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             shortened = sendable(context.details())
             if shortened is not None:
                 context.set_details(shortened)
+            trailers = sendable_trailers(context.trailing_metadata(), context.details())
+            if trailers is not None:
+                context.set_trailing_metadata(trailers)
         record = self._capture(call, context, error, with_response=True)
         if not self._fail_closed or not call.admitted:
             self._queue(record)  # a refused call's event: kept if it can be, else counted
@@ -144,6 +147,9 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
             log.error("abort() called with StatusCode.OK; returning UNKNOWN")
             code, details = grpc.StatusCode.UNKNOWN, ""
         details = sendable(details) or details
+        trailers = sendable_trailers(trailing_metadata, details)
+        if trailers is not None:
+            trailing_metadata = trailers
         if self._fail_closed and call.admitted and not call.recorded:
             call.recorded = True
             context.set_code(code)

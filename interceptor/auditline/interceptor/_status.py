@@ -17,6 +17,7 @@ __all__ = [
     "error_detail_lines",
     "final_status",
     "sendable",
+    "sendable_trailers",
     "summarize_status_details",
     "uncaught_details",
 ]
@@ -59,6 +60,27 @@ def sendable(details: str | bytes | None) -> str | None:
         return None
     cut, was_cut = cut_text(as_text(details), MAX_SENT_DETAILS_BYTES)
     return cut if was_cut else None
+
+
+# Clients refuse trailing metadata past 8 KB at random, and always past 16 KB (gRPC
+# counts each entry's key and value, and 32 bytes): then they see RESOURCE_EXHAUSTED,
+# not the code the handler chose, nor what the audit log says.
+MAX_SENT_TRAILERS_BYTES = 7 * 1024
+
+
+def sendable_trailers(trailing_metadata: Metadata | None, details: str | bytes | None) -> Any:
+    """The trailing metadata without its rich error details when, with the status
+    message, it would pass what clients take; None when it fits (or has none to drop).
+    The code and the message still go out, and the log says what the client saw."""
+    if not trailing_metadata:
+        return None
+    size = len(as_text(details).encode("utf-8", "replace")) + 32
+    for key, value in trailing_metadata:
+        size += len(key) + len(value) + 32
+    if size <= MAX_SENT_TRAILERS_BYTES:
+        return None
+    kept = tuple((key, value) for key, value in trailing_metadata if key != STATUS_DETAILS_KEY)
+    return kept if len(kept) < len(trailing_metadata) else None
 
 
 def as_text(details: str | bytes | None) -> str:
