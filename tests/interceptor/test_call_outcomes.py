@@ -363,10 +363,12 @@ def test_async_handlers_stay_coroutines_and_async_generators() -> None:
         details: Any = _Details("/auditline_testing.v1.EchoService/Echo", ())
         return await interceptor.intercept_service(continuation, details)
 
+    # Unary-request methods are served as request-streaming ones (their request read
+    # by the interceptor).
     wrapped = asyncio.run(wrap(grpc.unary_unary_rpc_method_handler(unary)))
-    assert inspect.iscoroutinefunction(wrapped.unary_unary)
+    assert inspect.iscoroutinefunction(wrapped.stream_unary)
     wrapped = asyncio.run(wrap(grpc.unary_stream_rpc_method_handler(stream)))
-    assert inspect.isasyncgenfunction(wrapped.unary_stream)
+    assert inspect.isasyncgenfunction(wrapped.stream_stream)
     wrapped = asyncio.run(wrap(grpc.stream_stream_rpc_method_handler(stream)))
     assert inspect.isasyncgenfunction(wrapped.stream_stream)
 

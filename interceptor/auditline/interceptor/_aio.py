@@ -28,6 +28,7 @@ from auditline.interceptor._aio_call import (
 from auditline.interceptor._aio_settle import (
     LOOP_HEARTBEAT_SECONDS,
     LoopTurns,
+    one_request,
     settle_before_status,
 )
 from auditline.interceptor._aio_threads import HandlerThreads, is_async_handler
@@ -222,9 +223,13 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         serialize: Serializer = handler.response_serializer
         request_class = info.request_class or message_class_of(deserialize)
         # Requests arrive as bytes: the interceptor parses them itself (to audit the
-        # malformed and the oversized).
+        # malformed and the oversized). Every method is served as request-streaming,
+        # and a unary one's request read here (`_argument`): grpc.aio reads it before
+        # any behavior runs, and ends on its own, unaudited, the calls that send none,
+        # are cancelled or expire meanwhile, or whose request is over its limit
+        # (found by a review helper), as gRPC's sync server does (`_unary_request`).
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
+            return grpc.stream_unary_rpc_method_handler(
                 self._unary_response(
                     info, handler.unary_unary, serialize, request_class, deserialize, False
                 )
@@ -239,18 +244,20 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         behavior = self._stream_response(
             info, inner, serialize, request_class, deserialize, handler.stream_stream is not None
         )
-        make = (
-            grpc.stream_stream_rpc_method_handler
-            if handler.stream_stream is not None
-            else grpc.unary_stream_rpc_method_handler
-        )
         # Messages go out serialized by the behavior: grpc.aio would take a failure
         # to serialize one for the client's cancel, and send the exception's text.
-        return make(behavior)
+        return grpc.stream_stream_rpc_method_handler(behavior)
 
     async def _argument(self, call: AioCall, request: Any, context: Any, streaming: bool) -> Any:
-        if not streaming:
-            return await self._parse(call, request, context)
+        if not streaming:  # the one request message, read as grpc.aio would
+            raw = await one_request(call, request, context, turns=self._loop_turns)
+            if raw is not None:
+                return await self._parse(call, raw, context)
+            # None came: answered as gRPC's sync server does (grpc.aio waited for the
+            # deadline); the abort raises.
+            method = call.info.full_method.encode()
+            details = f'"{method!r}" requires exactly one request message.'
+            await self._abort(call, context, grpc.StatusCode.UNIMPLEMENTED, details, ())
 
         async def requests() -> AsyncIterator[Any]:
             async for raw in request:

@@ -1,13 +1,14 @@
 """Whether a client is still there when a grpc.aio call answers, where grpc.aio may
 not have told the call yet (`settle_before_status`), and when each event loop last had
 a turn free (`LoopTurns`), which says whether a handler may have kept a cancel's
-notice from it."""
+notice from it; a unary call's one request read (`one_request`), which asks the same."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -19,6 +20,7 @@ __all__ = [
     "HELD_LOOP_SECONDS",
     "LOOP_HEARTBEAT_SECONDS",
     "LoopTurns",
+    "one_request",
     "settle_before_status",
 ]
 
@@ -111,3 +113,23 @@ async def settle_before_status(
     except asyncio.CancelledError:
         call.undelivered = True
         raise
+
+
+async def one_request(
+    call: AioCall, requests: AsyncIterator[bytes], context: Any, *, turns: LoopTurns | None
+) -> bytes | None:
+    """A unary call's request message, read from its request stream (None: the client
+    half-closed without one). A client gone meanwhile raises CancelledError, the
+    handler task's own way out: grpc.aio ends the stream the same way when the client
+    half-closes and when it cancels, and its notice of the cancel may come a moment
+    after, so the call asks as before a status."""
+    try:
+        raw = await requests.__anext__()
+    except StopAsyncIteration:
+        call.eof = True
+        await settle_before_status(call, context, turns=turns, fail_closed=False)
+        if call.undelivered:
+            raise asyncio.CancelledError from None
+        return None
+    call.resumed = time.monotonic()
+    return raw
