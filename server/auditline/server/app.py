@@ -298,7 +298,11 @@ class AuditlineServer:
         for service in SERVICES:
             service.add_to_server(service.servicer_factory(self), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        enable_reflection([*self.service_names, health.SERVICE_NAME], self._server)
+        enable_reflection(
+            [*self.service_names, health.SERVICE_NAME],
+            self._server,
+            max_streams=max(1, self.settings.max_workers // 4),
+        )
 
         try:
             if self.settings.tls:

@@ -4,11 +4,16 @@ grpcio-reflection serves only v1alpha, while grpcurl and newer clients ask for
 v1 first. The two versions are the same messages under another package name,
 so v1 is served by the same servicer with v1alpha's (de)serializers, and its
 file descriptor is derived from v1alpha's so `describe` works on it too.
+
+Anyone may ask, with no token, and each stream holds one of the sync server's
+threads while it waits for the next question: so a node serves a few streams at
+once (`max_streams`), and cancels one that asks nothing for `IDLE_SECONDS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc
@@ -16,12 +21,14 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as v1alpha_pb2
 
-__all__ = ["V1ALPHA_SERVICE_NAME", "V1_SERVICE_NAME", "enable_reflection"]
+__all__ = ["IDLE_SECONDS", "V1ALPHA_SERVICE_NAME", "V1_SERVICE_NAME", "enable_reflection"]
 
 V1ALPHA_SERVICE_NAME: str = reflection.SERVICE_NAME
 V1_SERVICE_NAME = "grpc.reflection.v1.ServerReflection"
 
 _V1_FILE = "grpc/reflection/v1/reflection.proto"
+# grpcurl and grpcui ask their questions back to back, then close the stream.
+IDLE_SECONDS = 10.0
 
 
 def _add_v1_descriptor(pool: descriptor_pool.DescriptorPool) -> None:
@@ -68,13 +75,62 @@ class _ReflectionServicer(reflection.ReflectionServicer):
         return lookup(request, fully_qualified_name)
 
 
-def enable_reflection(service_names: Iterable[str], server: grpc.Server) -> None:
-    """Serve reflection (v1 and v1alpha) for `service_names` and for itself."""
+class _Bounded:
+    """A reflection stream's behavior: at most `max_streams` at once (one more is
+    refused RESOURCE_EXHAUSTED), each cancelled when it asks nothing for `idle`
+    seconds. Unbounded, 16 streams that asked nothing stopped `auditline serve`."""
+
+    def __init__(
+        self, inner: Callable[[Iterator[Any], Any], Iterator[Any]], max_streams: int, idle: float
+    ) -> None:
+        self.inner = inner
+        self.max_streams = max_streams
+        self.idle = idle
+        self._slots = threading.BoundedSemaphore(max_streams)
+
+    def __call__(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        if not self._slots.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.max_streams} reflection streams are open on this node, the most it "
+                "serves at once; try again later",
+            )
+        try:
+            yield from self.inner(self._questions(requests, context), context)
+        finally:
+            self._slots.release()
+
+    def _questions(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        while True:
+            # gRPC wakes the thread waiting for a message when its call is cancelled,
+            # from any thread.
+            timer = threading.Timer(self.idle, context.cancel)
+            timer.daemon = True
+            timer.start()
+            try:
+                question = next(requests)
+            except StopIteration:
+                return
+            finally:
+                timer.cancel()
+            yield question
+
+
+def enable_reflection(
+    service_names: Iterable[str],
+    server: grpc.Server,
+    *,
+    max_streams: int,
+    idle_seconds: float = IDLE_SECONDS,
+) -> None:
+    """Serve reflection (v1 and v1alpha) for `service_names` and for itself, at most
+    `max_streams` streams at once, each cancelled after `idle_seconds` without a
+    question."""
     _add_v1_descriptor(descriptor_pool.Default())
     names = (*service_names, V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME)
     servicer = _ReflectionServicer(names)
     handler = grpc.stream_stream_rpc_method_handler(
-        servicer.ServerReflectionInfo,
+        _Bounded(servicer.ServerReflectionInfo, max_streams, idle_seconds),
         request_deserializer=v1alpha_pb2.ServerReflectionRequest.FromString,
         response_serializer=v1alpha_pb2.ServerReflectionResponse.SerializeToString,
     )
