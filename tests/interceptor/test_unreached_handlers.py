@@ -231,7 +231,8 @@ def test_the_bound_is_on_the_wait_for_the_request_not_on_the_handler() -> None:
         call.cancel()
         event = harness.one_event()
         assert event.response.response_status == "CANCELLED"
-        assert event.response.response_error == "Cancelled by the client"
+        expected = "Cancelled by the client; the handler had answered OK"
+        assert event.response.response_error == expected
     finally:
         harness.close()
 

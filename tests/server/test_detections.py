@@ -316,8 +316,9 @@ def _record(uid: str, operation: str, time_ms: int) -> dict[str, Any]:
         "class_uid": 6003,
         "time": time_ms,
         "status_id": 1,
+        "status_code": "OK",
         "metadata": {"uid": uid, "log_name": "account_api"},
-        "api": {"operation": operation, "service": {"name": "x"}},
+        "api": {"operation": operation, "service": {"name": "auditline.account.v1.BucketService"}},
     }
 
 
@@ -341,3 +342,90 @@ def test_the_window_looks_at_new_rows_and_keeps_a_bounded_past() -> None:
     window.forget_before(5_000, keep_at_most=10)
     assert window.db.execute("SELECT COUNT(*) FROM logs").fetchone() == (0,)
     window.close()
+
+
+def _api_record(
+    uid: str,
+    operation: str,
+    *,
+    service: str,
+    data: dict[str, Any] | None = None,
+    status: str = "OK",
+    detail: str = "",
+    log_name: str = "account_api",
+) -> dict[str, Any]:
+    return {
+        "class_uid": 6003,
+        "time": 1_000,
+        "status_id": 1 if status == "OK" else 2,
+        "status_code": status,
+        "status_detail": detail,
+        "metadata": {"uid": uid, "log_name": log_name},
+        "api": {"operation": operation, "service": {"name": service}, "request": {"data": data}},
+    }
+
+
+ACCOUNTS = "auditline.account.v1.ServiceAccountService"
+
+
+def test_rules_see_changes_made_whatever_the_client_saw_and_batches() -> None:
+    """A deadline that passed, or a cancel, as the handler answered OK left the change
+    made: the rule for successful calls missed it; and a batch of permissions
+    escaped the one for single ones (both found by a review helper)."""
+    admin = {"service_account": {"role": "ROLE_ADMIN"}}
+    records = [
+        _api_record("made", "CreateServiceAccount", service=ACCOUNTS, data=admin),
+        _api_record(
+            "late",
+            "UpdateServiceAccount",
+            service=ACCOUNTS,
+            data=admin,
+            status="DEADLINE_EXCEEDED",
+            detail="Deadline Exceeded; the handler had answered OK",
+        ),
+        _api_record(
+            "refused",
+            "CreateServiceAccount",
+            service=ACCOUNTS,
+            data=admin,
+            status="CANCELLED",
+            detail="Cancelled by the client; the handler had answered PERMISSION_DENIED: no",
+        ),
+        _api_record(
+            "batch",
+            "BatchCreatePermissions",
+            service="auditline.account.v1.PermissionService",
+            data={"requests": [{"permission": {"bucket_scope": "BUCKET_SCOPE_ALL"}}]},
+        ),
+    ]
+    by_rule: dict[str, set[str]] = {}
+    for detection in Detector(rules_text()).run(records):
+        by_rule.setdefault(detection.title, set()).update(detection.event_ids)
+    assert by_rule == {
+        "auditline admin account created or role raised to admin": {"late", "made"},
+        "auditline permission on all buckets": {"batch"},
+    }
+
+
+def test_a_callers_unknown_method_named_like_an_event_raises_no_finding() -> None:
+    """An unknown method is recorded under the caller's own name for it: calls to
+    `/evil.X/IpBlocked` and the like raised critical findings (found by a review
+    helper). The rules now look at the service's own events only."""
+    records = [
+        _api_record(f"forged-{i}", name, service=service, status="UNIMPLEMENTED")
+        for i, (service, name) in enumerate(
+            [
+                ("evil.X", "AuditEventsDropped"),
+                ("auditline.audit.v1", "auditeventsdropped"),
+                ("evil.X", "IpBlocked"),
+                ("auditline.account.v1.AuthService", "IpBlocked"),
+                ("evil.X", "FailedLoginDisabledAccount"),
+                ("auditline.account.v1.bucketservice", "SetObjectImmutability"),
+            ]
+        )
+    ]
+    assert Detector(rules_text()).run(records) == []
+    real = _api_record(
+        "real", "IpBlocked", service="auditline.account.v1.AuthService", log_name="iam"
+    )
+    assert [d.event_ids for d in Detector(rules_text()).run([real])] == [("real",)]

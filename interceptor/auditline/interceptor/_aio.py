@@ -108,7 +108,8 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         if not call.recorded:
             call.recorded = True
             call.undelivered = True
-            self._queue(self._capture(call, context, None, with_response=False))
+            cut_short = GeneratorExit()  # its handler did not finish
+            self._queue(self._capture(call, context, cut_short, with_response=False))
 
     async def _finish(self, call: AioCall, context: Any, error: BaseException | None) -> None:
         """Record a finished call. Fail-closed, when its events cannot be kept and

@@ -67,7 +67,12 @@ def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _fields(rule: dict[str, Any]) -> set[str]:
     """The fields a rule's selections and correlation name: columns even when no event
     has them, so that such a rule matches nothing rather than failing."""
-    selections = [s for s in rule.get("detection", {}).values() if isinstance(s, dict)]
+    selections: list[dict[str, Any]] = []
+    for selection in rule.get("detection", {}).values():
+        if isinstance(selection, dict):
+            selections.append(selection)
+        elif isinstance(selection, list):  # maps, any of which matches
+            selections.extend(s for s in selection if isinstance(s, dict))
     named = {field.split("|")[0] for selection in selections for field in selection}
     correlation = rule.get("correlation", {})
     named |= set(correlation.get("group-by", []))
