@@ -75,7 +75,9 @@ class Exporter(ExporterProofs):
         self._last_checkpoint = clock()
         self._key_published = False
         self.spool = spool
+        # Where its files go; changed by `retarget`, between batches only.
         self.writer = writer
+        self._next_writer: ObjectWriter | None = None
         self.node_id = node_id or "node"
         self.clock = clock
         spool.store.register(config.name)
@@ -213,8 +215,24 @@ class Exporter(ExporterProofs):
             self._flush_requested.clear()
             self._flushed.notify_all()
 
+    def retarget(self, writer: ObjectWriter) -> None:
+        """Write to `writer` from the next batch on: one under way ends where it began,
+        its files and its manifest together (the writer was swapped under a running
+        batch: files went to the old bucket, the manifest to the new one, and neither
+        verified; found by a review helper). Its log there begins anew."""
+        self._next_writer = writer
+        self._wake.set()
+
+    def _take_writer(self) -> None:
+        """Before a batch (or a checkpoint): the writer `retarget` asked for, if any."""
+        writer, self._next_writer = self._next_writer, None
+        if writer is not None:
+            self.writer = writer
+            self._key_published = False  # the verifier key is published there too
+
     def export_once(self) -> int:
         """Write the next batch (at most one file's worth); return its event count."""
+        self._take_writer()
         name = self.config.name
         store = self.spool.store
         watermark = store.watermark(name)

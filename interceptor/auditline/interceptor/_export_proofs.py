@@ -34,6 +34,10 @@ class ExporterProofs(abc.ABC):
     def _backlog(self) -> int:
         """Events spooled that this exporter has not passed yet."""
 
+    @abc.abstractmethod
+    def _take_writer(self) -> None:
+        """Switch to the writer asked for, between batches."""
+
     def _retention(self) -> dict[str, Any]:
         if not self.config.retention_days:
             return {"retain_until": None, "mode": None}
@@ -113,6 +117,7 @@ class ExporterProofs(abc.ABC):
         Not where this exporter's log has not begun (nothing exported there yet): its
         first batch says where it begins, and a checkpoint before it would claim
         events that destination never had."""
+        self._take_writer()
         notary = self.notary
         store = self.spool.store
         destination = destination_of(self.config, self.writer)

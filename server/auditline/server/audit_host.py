@@ -202,7 +202,7 @@ class AuditHost:
 
     def _apply(self, target: AuditTarget) -> None:
         if target.bucket and not self.settings.export_target:
-            self.pipeline.exporters["default"].writer = BucketWriter(self.store, target.bucket)
+            self.pipeline.exporters["default"].retarget(BucketWriter(self.store, target.bucket))
         # Disabled: the settings log is still kept, and what the detections find (the
         # audit logs turned off is exactly when a finding matters).
         kept = None if target.enabled else frozenset({"LOG_TYPE_SETTINGS", "LOG_TYPE_FINDINGS"})
