@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import uuid
 
 import pytest
@@ -177,6 +179,29 @@ def test_exporters_survive_a_restart_and_can_be_deleted(serve: ServeFactory) -> 
     stub.DeleteExporter(exporter_pb2.DeleteExporterRequest(name="exporters/keep"))
     with pytest.raises(NotFoundError):
         stub.GetExporter(exporter_pb2.GetExporterRequest(name="exporters/keep"))
+
+
+def test_an_exporter_deleted_while_a_node_was_down_is_forgotten_there(
+    serve: ServeFactory,
+) -> None:
+    """Deleted on another replica while this one was down (here: its row deleted while
+    the node is stopped), its watermark stayed in this node's spool for good: the
+    spool frees only what every watermark has passed, so it filled and this node
+    refused every call (found by a review helper)."""
+    process = serve(env=ADMIN)
+    api = login_as_admin(process.target, ADMIN)
+    _exporter_to_a_new_bucket(api, "gone")
+    assert process.terminate() == 0
+    spool = process.data_dir / "audit" / "spool.db"
+    with contextlib.closing(sqlite3.connect(spool)) as db:
+        assert ("gone",) in db.execute("SELECT exporter FROM watermarks").fetchall()
+    with contextlib.closing(sqlite3.connect(process.data_dir / "auditline.db")) as db, db:
+        db.execute("DELETE FROM exporters WHERE id = 'gone'")
+    again = serve(env=ADMIN, data_dir=process.data_dir)
+    login_as_admin(again.target, ADMIN)
+    assert again.terminate() == 0
+    with contextlib.closing(sqlite3.connect(spool)) as db:
+        assert db.execute("SELECT exporter FROM watermarks").fetchall() == [("default",)]
 
 
 def test_auditors_read_exporters_but_do_not_change_them(serve: ServeFactory) -> None:

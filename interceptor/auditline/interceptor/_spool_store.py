@@ -277,6 +277,11 @@ class SpoolStore(SpoolFreeing):
             ).fetchone()
         return int(row[0]) if row else 0
 
+    def exporters(self) -> list[str]:
+        """The exporters with a watermark: every one that frees nothing it has not passed."""
+        with self.lock:
+            return [row[0] for row in self._db.execute("SELECT exporter FROM watermarks")]
+
     def register(self, exporter: str, start_seq: int | None = None) -> None:
         """Track an exporter; a new one starts at the oldest spooled event.
 

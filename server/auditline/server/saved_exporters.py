@@ -72,8 +72,20 @@ class SavedExporters:
         self._lock = threading.Lock()
 
     def start_all(self) -> None:
-        """Start the exporters saved by earlier runs."""
+        """Start the exporters saved by earlier runs, and forget the watermark of any
+        deleted meanwhile (on another replica, while this one was down): the spool
+        frees only what every watermark has passed, so such a one kept every later
+        event until the spool was full and every call refused (found by a review
+        helper). Call it once the pipeline runs its other exporters."""
         self.reconcile()
+        if self.pipeline is None:
+            return
+        with self.db.begin() as connection:
+            saved = set(connection.execute(sa.select(tables.exporters.c.id)).scalars())
+        for name in self.pipeline.spool.store.exporters():
+            if name not in saved and name not in self.pipeline.exporters:
+                log.info("exporter %s was deleted while this node was down: forgotten", name)
+                self.pipeline.remove_exporter(name, forget=True)
 
     def reconcile(self) -> None:
         """Run exactly the saved exporters, as saved: the ones another replica created
