@@ -1,6 +1,6 @@
 """The limits on what callers choose that go into events, and how things past them are
 cut: text with a marker that says so (a cut value must never pass for the whole one),
-bodies to their leading top-level fields, flagged.
+bodies to their smallest fields at every depth, flagged.
 """
 
 from __future__ import annotations
@@ -36,19 +36,62 @@ def cut_marked(text: str, limit: int) -> str:
 
 
 def cut_fields(body: dict[str, Any], cap: int) -> tuple[dict[str, Any], bool]:
-    """`body` in at most `cap` characters of compact JSON: its leading top-level fields
-    that fit, and whether any were left out."""
-    if len(json.dumps(body, separators=(",", ":"))) <= cap:
+    """`body` in at most `cap` characters of compact JSON, and whether anything was
+    left out. What is kept is chosen smallest first, at every depth: the enums,
+    names, flags and ids that say what a call did fit, and the long values (a padded
+    description, a long list) are what goes. Cutting whole top-level fields in order
+    let a caller hide a request's role or scope from the log, and from detections,
+    behind a long field of its own (found by a review helper)."""
+    if _size(body) <= cap:
         return body, False
-    kept: dict[str, Any] = {}
+    return _cut_object(body, cap, _CUT_DEPTH), True
+
+
+# How deep the cut chooses (each level measures what is under it again); deeper, a
+# value is kept whole or left out.
+_CUT_DEPTH = 6
+
+
+def _size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+def _cut(value: Any, cap: int, depth: int) -> Any:
+    """`value` in at most `cap` characters, or `_LEFT_OUT`."""
+    if _size(value) <= cap:
+        return value
+    if depth <= 0:
+        return _LEFT_OUT
+    if isinstance(value, dict):
+        return _cut_object(value, cap, depth)
+    if isinstance(value, list):
+        items, used = [], 2
+        for item in value:
+            kept = _cut(item, cap - used - 1, depth - 1)
+            if kept is _LEFT_OUT:
+                break
+            items.append(kept)
+            used += _size(kept) + 1
+        return items
+    return _LEFT_OUT  # text or a number: whole or not at all
+
+
+def _cut_object(body: dict[str, Any], cap: int, depth: int) -> dict[str, Any]:
+    chosen: dict[str, Any] = {}
     used = 2
-    for key, value in body.items():
-        size_of = len(json.dumps({key: value}, separators=(",", ":")))
-        if used + size_of > cap:
+    for key, value in sorted(body.items(), key=lambda item: _size(item[1])):
+        room = cap - used - _size(key) - 2  # the key, its colon and a comma
+        if room <= 1:
             break
-        kept[key] = value
-        used += size_of
-    return kept, True
+        kept = _cut(value, room, depth - 1)
+        if kept is _LEFT_OUT:
+            continue
+        chosen[key] = kept
+        used += _size(key) + _size(kept) + 2
+    return {key: chosen[key] for key in body if key in chosen}  # in the body's order
+
+
+_LEFT_OUT: Any = object()
 
 
 def _cut_lines(lines: list[str], cap: int) -> list[str]:
