@@ -225,6 +225,12 @@ def test_an_exporter_given_another_prefix_begins_a_log_under_it(tmp_path: Path) 
     assert report.findings == []
     logs = {node.prefix: (node.first_seq, node.last_seq) for node in report.nodes}
     assert logs == {"before/": (1, 5), "after/": (6, 10)}
+    # Opened at a prefix (`s3://BUCKET/PREFIX`), the log there verifies too: its
+    # manifests name the files from the bucket's root (it found every file deleted).
+    for prefix, span in (("before", (1, 5)), ("after", (6, 10))):
+        report = Verifier(LocalDirectory(root / prefix), [key.verifier]).run()
+        assert report.findings == []
+        assert [(node.first_seq, node.last_seq) for node in report.nodes] == [span]
 
 
 def test_a_spool_that_knew_only_that_a_log_had_begun_takes_it_for_the_same(

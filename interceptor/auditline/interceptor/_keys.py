@@ -65,6 +65,19 @@ class DataFile:
     last_seq: int
 
 
+def within(key: str, prefix: str) -> str:
+    """A data file's key (as its manifest names it: under its exporter's prefix, from
+    the bucket's root) as a location whose root is at `prefix` of that same log sees
+    it: `prefix`, then the key past its exporter's prefix (the folders before its
+    format's or Security Lake's). A location opened at the exporter's prefix
+    (`s3://BUCKET/PREFIX`) read no file of the log otherwise."""
+    match = _PARQUET_KEY.search(key) or _JSON_KEY.search(key)
+    if match is None:
+        return key
+    start = match.start() + (key[match.start()] == "/")  # the pattern's leading "/"
+    return prefix + key[start:]
+
+
 def data_file(key: str) -> DataFile | None:
     """What an exported data file's key says of it; None for any other object."""
     if "integrity/" in key:

@@ -31,6 +31,7 @@ from auditline.interceptor._integrity import (
     manifest_note_text,
     start_text,
 )
+from auditline.interceptor._keys import within
 from auditline.interceptor._locations import Location
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._note import Checkpoint, NoteError, VerifierKey, open_note
@@ -195,7 +196,7 @@ class Verifier(BatchReading):
             key=lambda m: m.first_seq,
         )
         for manifest in batches:
-            named.update(f["key"] for f in manifest.document.get("files", []))
+            named.update(within(f["key"], prefix) for f in manifest.document.get("files", []))
         batches = [m for m in batches if self._wanted(m)]
         proven: dict[int, bytes] = {0: Frontier().root()}  # tree sizes the files prove
         signed: tuple[int, bytes] | None = None  # the checkpoint before this manifest

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from auditline.interceptor._compression import decompress
+from auditline.interceptor._keys import within
 from auditline.interceptor._leaf import LineError, event_leaf, read_line, record_time
 from auditline.interceptor._locations import Location
 from auditline.interceptor._losses import MARKER_NAME
@@ -134,7 +135,7 @@ class BatchReading:
     ) -> list[tuple[int, int]] | None:
         """The file's events' order keys as read: (0, sequence), or for Parquet, whose
         rows are sorted by time, (time in ms, sequence)."""
-        key = entry["key"]
+        key = within(entry["key"], self._log[1])  # as this location sees it
         data = self.location.read(key)
         if data is None:
             self._find("deleted-file", node, "", key=key)
