@@ -11,6 +11,7 @@ event, and its leaf in the node's Merkle tree, can be made again from the record
 from __future__ import annotations
 
 import importlib.resources
+import ipaddress
 import json
 from functools import cache
 from typing import Any
@@ -161,8 +162,12 @@ def ocsf_from_document(
         actor = {"app_name": caller} if version != "1.1.0" else {"invoked_by": caller}
     source_ip = request["SourceIP"]
     source: dict[str, Any]
-    if source_ip and not source_ip.startswith("unix:"):
-        source = {"ip": source_ip}
+    # An address, without an IPv6 zone (`fe80::1%eth0`: the zone, a local name,
+    # makes no `ip_t`, and a long one overran its 40 characters; found by a review
+    # helper); anything else (a unix socket) is a name.
+    address = _address(source_ip.partition("%")[0])
+    if address:
+        source = {"ip": address}
         if request["SourcePort"]:
             source["port"] = request["SourcePort"]
     else:
@@ -300,3 +305,12 @@ def document_from_ocsf(record: dict[str, Any]) -> dict[str, Any]:
         if unmapped["response_messages"]:
             response["MessageCount"] = unmapped["response_messages"]
     return doc
+
+
+def _address(text: str) -> str:
+    """`text` if it is an IP address, else ""."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return ""
+    return text
