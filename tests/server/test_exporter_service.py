@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from auditline.account.v1 import bucket_pb2, service_account_pb2
-from auditline.audit.v1 import exporter_pb2
+from auditline.audit.v1 import exporter_pb2, settings_pb2
 from auditline.client import Client
 from auditline.errors import (
     FailedPreconditionError,
@@ -202,6 +202,38 @@ def test_an_exporter_deleted_while_a_node_was_down_is_forgotten_there(
     assert again.terminate() == 0
     with contextlib.closing(sqlite3.connect(spool)) as db:
         assert db.execute("SELECT exporter FROM watermarks").fetchall() == [("default",)]
+
+
+def test_the_audit_target_cannot_move_onto_another_exporters_destination(
+    serve: ServeFactory,
+) -> None:
+    """The audit target is the default exporter's bucket: moved onto one where a saved
+    exporter writes under the same prefix, their files and manifests collided and
+    that bucket's log no longer verified (found by a review helper)."""
+    process = serve(env=ADMIN)
+    api = login_as_admin(process.target, ADMIN)
+    bucket = f"taken-{uuid.uuid4().hex[:10]}"
+    api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=bucket, immutable=True))
+    api.exporters.CreateExporter(
+        exporter_pb2.CreateExporterRequest(
+            exporter_id="siem", exporter=exporter_pb2.Exporter(display_name="siem", bucket=bucket)
+        )
+    )
+    for move in (
+        lambda: api.settings.SetAuditTargetBucket(
+            settings_pb2.SetAuditTargetBucketRequest(target_bucket=bucket)
+        ),
+        lambda: api.settings.EnableAccountAuditLogs(
+            settings_pb2.EnableAccountAuditLogsRequest(target_bucket=bucket)
+        ),
+    ):
+        with pytest.raises(FailedPreconditionError) as taken:
+            move()
+        assert "exporters/siem already writes to this bucket and prefix" in taken.value.details()
+    assert (
+        api.settings.GetAuditSettings(settings_pb2.GetAuditSettingsRequest()).settings.target_bucket
+        != bucket
+    )
 
 
 def test_auditors_read_exporters_but_do_not_change_them(serve: ServeFactory) -> None:

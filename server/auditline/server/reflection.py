@@ -21,6 +21,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as v1alpha_pb2
 
+from auditline.server.call_slots import CallSlots
+
 __all__ = ["IDLE_SECONDS", "V1ALPHA_SERVICE_NAME", "V1_SERVICE_NAME", "enable_reflection"]
 
 V1ALPHA_SERVICE_NAME: str = reflection.SERVICE_NAME
@@ -84,21 +86,21 @@ class _Bounded:
         self, inner: Callable[[Iterator[Any], Any], Iterator[Any]], max_streams: int, idle: float
     ) -> None:
         self.inner = inner
-        self.max_streams = max_streams
         self.idle = idle
-        self._slots = threading.BoundedSemaphore(max_streams)
+        self._slots = CallSlots(max_streams)
 
     def __call__(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
-        if not self._slots.acquire(blocking=False):
+        give_back = self._slots.take(context)
+        if give_back is None:
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{self.max_streams} reflection streams are open on this node, the most it "
+                f"{self._slots.size} reflection streams are open on this node, the most it "
                 "serves at once; try again later",
             )
         try:
             yield from self.inner(self._questions(requests, context), context)
         finally:
-            self._slots.release()
+            give_back()
 
     def _questions(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
         while True:

@@ -94,6 +94,7 @@ SERVICES: tuple[ServiceRegistration, ...] = (
             server.clock,
             server.follow_settings,
             policy=split_list(server.settings.audit_policy),
+            check_target=server.exporters.check_default_target,
         ),
     ),
     _registration(

@@ -3,7 +3,6 @@ queried (`log_queries`); the event catalog and the verifier keys."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ from auditline.audit.v1 import audit_log_pb2 as pb
 from auditline.audit.v1 import audit_log_pb2_grpc
 from auditline.errors import NotFoundError, ResourceExhaustedError
 from auditline.interceptor import SpoolView
+from auditline.server.call_slots import CallSlots
 from auditline.server.catalog import catalog_response
 from auditline.server.guard import recheck_caller
 from auditline.server.log_queries import ExportedLogQueries
@@ -66,8 +66,7 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
         # Each tail holds a server thread while it lasts: a few at most, so that tails
         # (an auditor's, or a stolen token's) never take the threads every other call,
         # a login or a health check, needs (found by a review helper: 16 took them all).
-        self.max_tails = max_tails
-        self._tails = threading.BoundedSemaphore(max_tails)
+        self._tails = CallSlots(max_tails)
 
     def QueryEvents(
         self, request: pb.QueryEventsRequest, context: grpc.ServicerContext
@@ -115,15 +114,16 @@ class AuditLogServicer(audit_log_pb2_grpc.AuditLogServiceServicer):
             else self.spool.last_seq
         )
         filters = _filters(request.filter)
-        if not self._tails.acquire(blocking=False):
+        give_back = self._tails.take(context)
+        if give_back is None:
             raise ResourceExhaustedError(
-                f"{self.max_tails} event tails are open on this node, the most it serves "
+                f"{self._tails.size} event tails are open on this node, the most it serves "
                 "at once; try again later, or read the events with ListEvents"
             )
         try:
             yield from self._tail(after, filters, context)
         finally:
-            self._tails.release()
+            give_back()
 
     def _tail(
         self, after: int, filters: dict[str, Any], context: grpc.ServicerContext

@@ -49,11 +49,15 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
         clock: Callable[[], float],
         on_change: SettingsListener = lambda target: None,
         policy: Sequence[str] = (),
+        check_target: Callable[[str], None] = lambda bucket: None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.on_change = on_change
         self.policy = list(policy)  # this node's audit policy rules, as given
+        # Refuses a target where another exporter writes already (the default
+        # exporter's bucket moved onto it: their files and manifests would collide).
+        self.check_target = check_target
 
     def _settings(self, connection: Connection) -> pb.AuditSettings:
         row = connection.execute(sa.select(tables.audit_settings)).mappings().first()
@@ -125,6 +129,7 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
                         "target_bucket", "is required: no target bucket is set yet"
                     )
             target = self._immutable_bucket(connection, target, "target_bucket")
+        self.check_target(target)
         return pb.EnableAccountAuditLogsResponse(
             settings=self._change(account_logs_enabled=True, target_bucket=target)
         )
@@ -141,6 +146,7 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
             raise InvalidArgumentError.field("target_bucket", "is required")
         with self.db.begin() as connection:
             target = self._immutable_bucket(connection, request.target_bucket, "target_bucket")
+        self.check_target(target)
         return pb.SetAuditTargetBucketResponse(settings=self._change(target_bucket=target))
 
     def _bucket_logging(self, value: str, enabled: bool) -> pb.AuditSettings:

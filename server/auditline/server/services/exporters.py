@@ -321,6 +321,12 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                     "give this exporter another prefix"
                 )
 
+    def check_default_target(self, bucket: str) -> None:
+        """The audit target moved to `bucket` moves the default exporter there: refused
+        where another exporter writes under the same prefix already (found by a review
+        helper: only the reverse was refused, and the bucket's log no longer verified)."""
+        self._check_destination(self._default_row() | {"bucket": bucket})
+
     # --- methods ------------------------------------------------------------------------
 
     def CreateExporter(
