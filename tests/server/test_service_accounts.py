@@ -9,16 +9,20 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from auditline.account.v1 import service_account_pb2 as sa_pb
+from auditline.client import Client
 from auditline.errors import (
     AlreadyExistsError,
+    AuditlineError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
     UnauthenticatedError,
 )
-from tests.support.account_server import Server, new_account
+from tests.conftest import ServeFactory
+from tests.support.account_server import ADMIN_KEY, ADMIN_SECRET, Server, admin_env, new_account
 from tests.support.clients import login
+from tests.support.postgres import PostgreSQL
 
 
 def test_service_account_lifecycle(server: Server) -> None:
@@ -144,3 +148,44 @@ def test_concurrent_creates_lose_nothing(server: Server) -> None:
             break
     assert len(names) == 30
     assert set(names) <= listed
+
+
+def _disable(name: str, by: Client, together: threading.Barrier, outcomes: dict[str, str]) -> None:
+    together.wait(30)
+    try:
+        by.accounts.DisableServiceAccount(sa_pb.DisableServiceAccountRequest(name=name))
+        outcomes[name] = "disabled"
+    except AuditlineError as error:
+        # The last admin; or its caller's session ended by the other change.
+        outcomes[name] = error.code().name
+
+
+def test_two_admins_disabling_each_other_at_once_leave_one(
+    serve: ServeFactory, postgres: PostgreSQL
+) -> None:
+    """On PostgreSQL, with concurrent transactions (as replicas, or one node's threads,
+    make them): each admin's change counted the other still enabled, both committed,
+    and no admin was left (found by a review helper, with two replicas). The enabled
+    admins' rows are locked now: one change wins, the other is refused."""
+    process = serve("--database-url", postgres.new_database(), env=admin_env())
+    for _ in range(4):
+        first = login(process.target, ADMIN_KEY, ADMIN_SECRET)
+        account, secret = new_account(first, sa_pb.ROLE_ADMIN)
+        second = login(process.target, account.access_key, secret)
+        together = threading.Barrier(2)
+        outcomes: dict[str, str] = {}
+        calls = (("serviceAccounts/admin", second), (account.name, first))
+        threads = [
+            threading.Thread(target=_disable, args=(*call, together, outcomes)) for call in calls
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert list(outcomes.values()).count("disabled") == 1, outcomes
+        if outcomes["serviceAccounts/admin"] == "disabled":  # the second is left
+            second.accounts.EnableServiceAccount(
+                sa_pb.EnableServiceAccountRequest(name="serviceAccounts/admin")
+            )
+            first = login(process.target, ADMIN_KEY, ADMIN_SECRET)
+        first.accounts.DeleteServiceAccount(sa_pb.DeleteServiceAccountRequest(name=account.name))

@@ -161,12 +161,18 @@ class ServiceAccountServicer(service_account_pb2_grpc.ServiceAccountServiceServi
         return pb.UpdateServiceAccountResponse(service_account=message)
 
     def _keep_an_admin(self, connection: Connection, account_id: str) -> None:
+        """Refuse to disable, demote or delete the last enabled admin. The enabled
+        admins' rows are locked until the change commits (PostgreSQL; SQLite has one
+        writer): two admins disabling each other at once, each counting the other
+        still enabled, left none (found by a review helper, with two replicas)."""
         t = tables.service_accounts
-        others = connection.execute(
-            sa.select(sa.func.count()).where(
-                t.c.role == ROLE_ADMIN, t.c.enabled.is_(True), t.c.id != account_id
-            )
-        ).scalar_one()
+        admins = connection.execute(
+            sa.select(t.c.id)
+            .where(t.c.role == ROLE_ADMIN, t.c.enabled.is_(True))
+            .order_by(t.c.id)  # locked in one order: no deadlock between two changes
+            .with_for_update()
+        ).scalars()
+        others = [admin for admin in admins if admin != account_id]
         if not others:
             raise FailedPreconditionError(
                 "this is the last enabled admin account; make another admin first"
