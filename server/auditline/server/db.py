@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import zlib
 from collections.abc import Iterator
 from importlib import resources
 from typing import Any
@@ -257,6 +258,15 @@ class Database:
         """A transaction: committed when the block ends, rolled back on an exception."""
         with self._write_lock, self.engine.begin() as connection:
             yield connection
+
+    @staticmethod
+    def serialize(connection: Connection, what: str) -> None:
+        """Hold `what` until the transaction ends: one check-then-write of its kind at
+        a time across replicas (PostgreSQL's advisory lock; SQLite has one writer, and
+        `begin` holds it in this process)."""
+        if connection.dialect.name == "postgresql":
+            key = zlib.crc32(what.encode())
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     def close(self) -> None:
         self.engine.dispose()

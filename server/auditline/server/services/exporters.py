@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from auditline.audit.v1 import exporter_pb2 as pb
@@ -304,12 +305,16 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                 f"buckets/{bucket} cannot be reached in the object store: {exc}"
             ) from None
 
-    def _check_destination(self, row: dict[str, Any]) -> None:
+    def _check_destination(self, row: dict[str, Any], connection: Connection | None = None) -> None:
         """No two exporters write to one bucket and prefix: they would write files and
         manifests of the same names, and the second could never commit (or, on S3,
-        would hide the first's under a new version)."""
-        with self.db.begin() as connection:
-            others = [dict(r) for r in connection.execute(sa.select(tables.exporters)).mappings()]
+        would hide the first's under a new version). Given the transaction that
+        writes `row` (serialized on "exporters"), the check holds when it commits."""
+        if connection is None:
+            with self.db.begin() as reading:
+                self._check_destination(row, reading)
+            return
+        others = [dict(r) for r in connection.execute(sa.select(tables.exporters)).mappings()]
         for other in [self._default_row(), *others]:
             if other["id"] == row["id"]:
                 continue
@@ -345,6 +350,10 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         self._check(row)
         try:
             with self.db.begin() as connection:
+                # Checked again where it is written: two creates at once on two
+                # replicas both passed the check (found by a review helper).
+                self.db.serialize(connection, "exporters")
+                self._check_destination(row, connection)
                 connection.execute(tables.exporters.insert().values(**row))
         except IntegrityError:
             raise AlreadyExistsError("an exporter with this display name or id exists") from None
@@ -390,10 +399,20 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         if row["id"] == DEFAULT:
             raise FailedPreconditionError("exporters/default is set by the server's flags")
         paths = mask_paths(request.update_mask, request.exporter, UPDATABLE)
-        new = {**row, **self._values(request.exporter, set(paths)), "updated_at": self.clock()}
-        self._check(new)
+        changes = self._values(request.exporter, set(paths))
+        self._check({**row, **changes})
         try:
             with self.db.begin() as connection:
+                # The row as it stands now, the masked fields merged into it and
+                # checked again: two updates at once of other fields each wrote back
+                # the whole row as it had read it, and one was lost; an update racing
+                # a delete answered OK (found by a review helper).
+                self.db.serialize(connection, "exporters")
+                current = require_row(
+                    connection, tables.exporters.c.id, row["id"], request.exporter.name
+                )
+                new = {**current, **changes, "updated_at": self.clock()}
+                self._check_destination(new, connection)
                 connection.execute(
                     tables.exporters.update()
                     .where(tables.exporters.c.id == row["id"])
