@@ -17,6 +17,9 @@ from auditline.errors import InvalidArgumentError
 from auditline.server.echo import shown
 from auditline.server.objectstore import bucket_name_problem
 
+# What changes of the audit target and deletions of buckets hold while they check
+# (`Database.serialize`): a bucket is never deleted as it becomes the target.
+AUDIT_TARGET_LOCK = "audit-target"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

@@ -21,7 +21,7 @@ from auditline.interceptor import set_log_type
 from auditline.server.audit_target import AuditTarget
 from auditline.server.db import Database, tables
 from auditline.server.guard import current_caller
-from auditline.server.services._common import bucket_id, timestamp
+from auditline.server.services._common import AUDIT_TARGET_LOCK, bucket_id, timestamp
 from auditline.server.services.buckets import require_bucket
 
 # The methods whose events are filed in the settings log (the changes of the audit
@@ -90,6 +90,12 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
         set_log_type(event_pb2.LOG_TYPE_SETTINGS)
         caller = current_caller()
         with self.db.begin() as connection:
+            if "target_bucket" in values:
+                # Checked again where it is set, one change at a time with DeleteBucket:
+                # a bucket deleted at once on another replica became the target (found
+                # by a review helper), and nothing left the node's spools.
+                self.db.serialize(connection, AUDIT_TARGET_LOCK)
+                self._immutable_bucket(connection, values["target_bucket"], "target_bucket")
             if connection.execute(sa.select(tables.audit_settings.c.id)).first() is None:
                 connection.execute(
                     tables.audit_settings.insert().values(

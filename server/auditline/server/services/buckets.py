@@ -30,7 +30,13 @@ from auditline.server.objectstore import (
     Retention,
     bucket_name_problem,
 )
-from auditline.server.services._common import next_page_token, page, resource_id, timestamp
+from auditline.server.services._common import (
+    AUDIT_TARGET_LOCK,
+    next_page_token,
+    page,
+    resource_id,
+    timestamp,
+)
 from auditline.server.services.permissions import covers
 from auditline.server.sessions import Caller
 
@@ -163,6 +169,7 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
     ) -> pb.DeleteBucketResponse:
         name = resource_id(request.name, "buckets")
         with self.db.begin() as connection:
+            self.db.serialize(connection, AUDIT_TARGET_LOCK)  # not made the target meanwhile
             require_bucket(connection, name)
             target = connection.execute(sa.select(tables.audit_settings.c.target_bucket)).scalar()
             if target == name:
