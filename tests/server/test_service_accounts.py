@@ -189,3 +189,39 @@ def test_two_admins_disabling_each_other_at_once_leave_one(
             )
             first = login(process.target, ADMIN_KEY, ADMIN_SECRET)
         first.accounts.DeleteServiceAccount(sa_pb.DeleteServiceAccountRequest(name=account.name))
+
+
+def _login_into(target: str, access_key: str, secret: str, got: list[Client | str]) -> None:
+    try:
+        got.append(login(target, access_key, secret, renew=False))
+    except AuditlineError as error:
+        got.append(error.code().name)
+
+
+def test_a_login_racing_a_disable_keeps_no_session(
+    serve: ServeFactory, postgres: PostgreSQL
+) -> None:
+    """The login checked the account enabled, then its secret (slow, on purpose), then
+    made the session in another transaction: a disable in between ended no session of
+    it, and its token worked again once the account was enabled (found by a review
+    helper, with two replicas)."""
+    process = serve("--database-url", postgres.new_database(), env=admin_env())
+    admin = login(process.target, ADMIN_KEY, ADMIN_SECRET)
+    for _ in range(4):
+        account, secret = new_account(admin)
+        got: list[Client | str] = []
+        racing = threading.Thread(
+            target=_login_into, args=(process.target, account.access_key, secret, got)
+        )
+        racing.start()
+        admin.accounts.DisableServiceAccount(sa_pb.DisableServiceAccountRequest(name=account.name))
+        racing.join(60)
+        admin.accounts.EnableServiceAccount(sa_pb.EnableServiceAccountRequest(name=account.name))
+        (outcome,) = got
+        if isinstance(outcome, Client):  # logged in before the disable: its session ended
+            with pytest.raises(UnauthenticatedError):
+                outcome.accounts.GetServiceAccount(
+                    sa_pb.GetServiceAccountRequest(name=account.name)
+                )
+        else:
+            assert outcome == "PERMISSION_DENIED"

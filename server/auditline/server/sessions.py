@@ -107,6 +107,17 @@ class Sessions:
         token = identity.new_token()
         expires_at = now + self.token_ttl
         with self.db.begin() as connection:
+            # Still enabled as the session is made, its row held until it commits: a
+            # disable between the check above and here ended no session of this login,
+            # which outlived it (found by a review helper, with two replicas). A
+            # disable waits, then ends this session with the others.
+            enabled = connection.execute(
+                sa.select(accounts.c.enabled)
+                .where(accounts.c.id == row["id"])
+                .with_for_update(read=True)
+            ).scalar()
+            if not enabled:
+                raise PermissionDeniedError("the service account is disabled")
             connection.execute(
                 tables.sessions.insert().values(
                     token_hash=identity.hash_token(token),
