@@ -168,6 +168,7 @@ class AuditHost:
                 Detector(rules_text(Path(d) for d in split_list(settings.detection_rules))),
                 node_id=node_id,
                 interval=settings.detection_interval,
+                resume=spool_path(settings).with_name("detection.seq"),
             )
             if settings.detection_interval > 0
             else None
