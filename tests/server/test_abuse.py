@@ -171,7 +171,10 @@ def test_a_cancelled_tail_ends_cleanly(serve: ServeFactory) -> None:
 
 
 def test_a_summarized_brute_force_still_records_the_block(serve: ServeFactory) -> None:
-    """Past the rate, failed logins are counted; the block itself is an event of its own."""
+    """Past the rate, the calls are counted in summaries; each failed login and the
+    block are events of their own. (Failures were counted too, and an attacker who
+    first spent the rate hid a brute force or a spray from the detections; found by a
+    review helper. The blocks bound how many failures a source makes.)"""
     process = serve("--audit-unauthenticated-burst", "5", env=ADMIN)
     # A client that never logs in: its Authenticate calls go without a token.
     anonymous = Client(
@@ -194,6 +197,6 @@ def test_a_summarized_brute_force_still_records_the_block(serve: ServeFactory) -
     summaries = [
         e["Request"]["RequestParams"] for e in events if e["EventName"] == "CallsSummarized"
     ]
-    counted = sum(s["events"].get("FailedLoginUnknownAccessKey", 0) for s in summaries)
-    assert len(failures) + counted == 100
-    assert sum(s["calls"] for s in summaries) == counted
+    assert len(failures) == 100
+    assert sum(s["calls"] for s in summaries) > 0  # some were past the rate
+    assert all("FailedLoginUnknownAccessKey" not in s["events"] for s in summaries)

@@ -70,7 +70,8 @@ class IamEvent:
     status: int  # the gRPC code the caller got
     method: str = "Authenticate"  # the AuthService method that produced it
     # May be counted with its call in a summary of unauthenticated calls past their
-    # rate; a block of an address never is: it is recorded on its own.
+    # rate; a block of an address never is, nor a failed login (the detections read
+    # each, and the blocks bound how many a source makes): recorded on their own.
     summarize: bool = True
 
     def __post_init__(self) -> None:

@@ -101,6 +101,7 @@ class Sessions:
                     account_name=row["display_name"],
                     source_ip=ip,
                     status=code_pb2.PERMISSION_DENIED,
+                    summarize=False,  # on its own past the rate: the rules read it
                 )
             )
             raise PermissionDeniedError("the service account is disabled")
@@ -203,6 +204,7 @@ class Sessions:
                     account_name="",
                     source_ip=ip,
                     status=code_pb2.UNAUTHENTICATED,
+                    summarize=False,  # on its own past the rate: the rules read it
                 )
             )
         else:
@@ -215,6 +217,7 @@ class Sessions:
                     account_name=account_name,
                     source_ip=ip,
                     status=code_pb2.UNAUTHENTICATED,
+                    summarize=False,  # on its own past the rate: the rules read it
                 )
             )
         since = now - policy.window_seconds
