@@ -251,7 +251,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
 
     async def _argument(self, call: AioCall, request: Any, context: Any, streaming: bool) -> Any:
         if not streaming:  # the one request message, read as grpc.aio would
-            raw = await one_request(call, request, context, turns=self._loop_turns)
+            raw = await one_request(call, context, turns=self._loop_turns)
             if raw is not None:
                 return await self._parse(call, raw, context)
             # None came: answered as gRPC's sync server does (grpc.aio waited for the

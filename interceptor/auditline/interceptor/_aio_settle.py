@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -115,21 +114,20 @@ async def settle_before_status(
         raise
 
 
-async def one_request(
-    call: AioCall, requests: AsyncIterator[bytes], context: Any, *, turns: LoopTurns | None
-) -> bytes | None:
+async def one_request(call: AioCall, context: Any, *, turns: LoopTurns | None) -> bytes | None:
     """A unary call's request message, read from its request stream (None: the client
     half-closed without one). A client gone meanwhile raises CancelledError, the
     handler task's own way out: grpc.aio ends the stream the same way when the client
     half-closes and when it cancels, and its notice of the cancel may come a moment
-    after, so the call asks as before a status."""
-    try:
-        raw = await requests.__anext__()
-    except StopAsyncIteration:
+    after, so the call asks as before a status. Read with `context.read()`: through
+    the request iterator's async generator, the asyncio benchmark's worker mode made
+    0.76-0.77x of bare, against 0.86x so (2026-12-07, alternating runs)."""
+    raw = await context.read()
+    if raw is grpc.aio.EOF:
         call.eof = True
         await settle_before_status(call, context, turns=turns, fail_closed=False)
         if call.undelivered:
             raise asyncio.CancelledError from None
         return None
     call.resumed = time.monotonic()
-    return raw
+    return raw  # type: ignore[no-any-return]
