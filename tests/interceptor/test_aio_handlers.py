@@ -434,37 +434,3 @@ def test_a_handler_that_catches_the_cancel_and_answers_is_logged_as_the_client_s
         assert not event.response.response_body.ListFields()  # no answer was received
     finally:
         h.close()
-
-
-def _unsendable_plain(request: echo_pb2.EchoRequest, context: Any) -> Iterator[Any]:
-    yield echo_pb2.EchoResponse(text="sent")
-    yield {"not": "a message"}
-
-
-async def _unsendable_async(request: echo_pb2.EchoRequest, context: Any) -> AsyncIterator[Any]:
-    yield echo_pb2.EchoResponse(text="sent")
-    yield {"not": "a message"}
-
-
-@pytest.mark.parametrize("style", ["generator", "async generator"])
-def test_a_message_that_cannot_be_serialized_is_logged_as_the_client_saw(
-    audit_mode: str, style: str
-) -> None:
-    """The interceptor serializes a stream's messages itself: grpc.aio, failing to,
-    took it for the client's cancel (logged CANCELLED) and sent the exception's own
-    text to the client (found by a review helper)."""
-    things = _unsendable_plain if style == "generator" else _unsendable_async
-    h = Harness("aio", mode=audit_mode, inner=[_Handlers({"ListThings": things})])
-    try:
-        responses = h.stub.ListThings(R(text="x"), timeout=30)
-        assert next(responses).text == "sent"
-        with pytest.raises(grpc.RpcError) as failed:
-            next(responses)
-        assert failed.value.code() == grpc.StatusCode.UNKNOWN
-        assert failed.value.details() == "Exception calling application: TypeError"
-        (event,) = h.events(1)
-        assert event.response.response_status == "UNKNOWN"
-        assert event.response.response_error == failed.value.details()
-        assert event.response.message_count == 1
-    finally:
-        h.close()

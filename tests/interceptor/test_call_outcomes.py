@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, NamedTuple
 
 import grpc
@@ -19,6 +19,7 @@ from auditline.interceptor import (
     MemorySink,
 )
 from tests.interceptor.harness import FLAVOURS, Event, Harness, R, raw_call, requests
+from tests.interceptor.test_aio_handlers import _Handlers
 from tests.support.echo import SECRET_IN_EXCEPTION, started
 from tests.support.outcome import code_of
 
@@ -472,18 +473,39 @@ class _SecondMessageUnsendable(grpc.ServerInterceptor):
         )
 
 
-def test_a_stream_counts_the_messages_that_went_out(audit_mode: str) -> None:
-    """On the sync server a message is counted once gRPC has sent it: one that could
-    not be serialized was counted (found by a review helper)."""
-    h = Harness("sync", mode=audit_mode, inner=[_SecondMessageUnsendable()])
+def _unsendable_plain(request: Any, context: Any) -> Iterator[Any]:
+    yield echo_pb2.EchoResponse(text="sent")
+    yield {"not": "a message"}
+
+
+async def _unsendable_async(request: Any, context: Any) -> AsyncIterator[Any]:
+    yield echo_pb2.EchoResponse(text="sent")
+    yield {"not": "a message"}
+
+
+@pytest.mark.parametrize("style", ["sync", "aio generator", "aio async generator"])
+def test_a_message_that_cannot_be_serialized_is_logged_as_the_client_saw(
+    audit_mode: str, style: str
+) -> None:
+    """Serialized by the interceptor, and counted once serialized. On the sync server
+    such a message was counted; on the asyncio server, which serialized it itself,
+    the failure was taken for the client's cancel (logged CANCELLED) and its
+    exception's own text sent to the client (both found by a review helper)."""
+    if style == "sync":
+        h = Harness("sync", mode=audit_mode, inner=[_SecondMessageUnsendable()])
+    else:
+        things = _unsendable_plain if style == "aio generator" else _unsendable_async
+        h = Harness("aio", mode=audit_mode, inner=[_Handlers({"ListThings": things})])
     try:
         responses = h.stub.ListThings(R(text="x"), timeout=30)
         assert next(responses).text == "sent"
         with pytest.raises(grpc.RpcError) as failed:
             next(responses)
         assert failed.value.code() == grpc.StatusCode.UNKNOWN
+        assert failed.value.details() == "Exception calling application: TypeError"
         (event,) = h.events(1)
         assert event.response.response_status == "UNKNOWN"
+        assert event.response.response_error == failed.value.details()
         assert event.response.message_count == 1
     finally:
         h.close()
