@@ -3,7 +3,9 @@ metadata, the peer behind proxies, and trace ids."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from auditline_testing.v1 import echo_pb2
@@ -230,6 +232,26 @@ def test_a_cut_keeps_the_small_fields_at_every_depth() -> None:
     assert cut_fields({"a": 1}, 1000) == ({"a": 1}, False)
     kept, cut = cut_fields({"text": "x" * 100}, 10)
     assert (kept, cut) == ({}, True)
+    # The one that matters last in a long list of padded items: kept (the items
+    # were cut in order, whole, and it was lost behind them; a review helper).
+    padded_list = {
+        "requests": [{"description": "d" * 1000, "scope": "LISTED"}] * 99
+        + [{"description": "evil", "scope": "ALL"}]
+    }
+    kept, _ = cut_fields(padded_list, 100_000)
+    assert kept["requests"][-1] == {"description": "evil", "scope": "ALL"}
+    # The cap holds, whatever the shape: many tiny items, long keys of a map.
+    bodies: list[dict[str, Any]] = [
+        {"items": [{"n": i} for i in range(200_000)]},
+        {"items": [{} for _ in range(200_000)]},
+        {"map": {"k" * 2000: 1, "b": 2}, "z": "z" * 2000},
+    ]
+    for body in bodies:
+        kept, cut = cut_fields(body, 1000)
+        assert cut
+        assert len(json.dumps(kept, separators=(",", ":"))) <= 1000
+    kept, _ = cut_fields({"map": {"k" * 2000: 1, "b": 2}}, 1000)
+    assert kept == {"map": {"b": 2}}
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

@@ -60,20 +60,30 @@ def _cut(value: Any, cap: int, depth: int) -> Any:
     """`value` in at most `cap` characters, or `_LEFT_OUT`."""
     if _size(value) <= cap:
         return value
-    if depth <= 0:
-        return _LEFT_OUT
-    if isinstance(value, dict):
-        return _cut_object(value, cap, depth)
-    if isinstance(value, list):
-        items, used = [], 2
-        for item in value:
-            kept = _cut(item, cap - used - 1, depth - 1)
-            if kept is _LEFT_OUT:
-                break
-            items.append(kept)
-            used += _size(kept) + 1
-        return items
-    return _LEFT_OUT  # text or a number: whole or not at all
+    if depth <= 0 or not isinstance(value, dict | list):
+        return _LEFT_OUT  # text or a number: whole or not at all
+    kept = (
+        _cut_object(value, cap, depth) if isinstance(value, dict) else _cut_list(value, cap, depth)
+    )
+    return kept if _size(kept) <= cap else _LEFT_OUT  # an empty one past a tiny cap
+
+
+def _cut_list(items: list[Any], cap: int, depth: int) -> list[Any]:
+    """Each item cut to an equal share first, in order: the small fields of every
+    item are kept, not the first items whole (a long list of padded items hid the
+    one that mattered behind the others; found by a review helper)."""
+    share = (cap - 2) // len(items) - 1
+    kept, used = [], 2
+    for item in items:
+        cut = _cut(item, share, depth - 1)
+        if cut is _LEFT_OUT:
+            continue
+        size = _size(cut) + 1
+        if used + size > cap:
+            break
+        kept.append(cut)
+        used += size
+    return kept
 
 
 def _cut_object(body: dict[str, Any], cap: int, depth: int) -> dict[str, Any]:
@@ -82,12 +92,12 @@ def _cut_object(body: dict[str, Any], cap: int, depth: int) -> dict[str, Any]:
     for key, value in sorted(body.items(), key=lambda item: _size(item[1])):
         room = cap - used - _size(key) - 2  # the key, its colon and a comma
         if room <= 1:
-            break
-        kept = _cut(value, room, depth - 1)
-        if kept is _LEFT_OUT:
+            continue  # a long key (a map's are the caller's): the next may fit
+        cut = _cut(value, room, depth - 1)
+        if cut is _LEFT_OUT:
             continue
-        chosen[key] = kept
-        used += _size(key) + _size(kept) + 2
+        chosen[key] = cut
+        used += _size(key) + _size(cut) + 2
     return {key: chosen[key] for key in body if key in chosen}  # in the body's order
 
 

@@ -47,16 +47,16 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (exporter, key)
 );
 CREATE TABLE IF NOT EXISTS begun (
+    exporter TEXT PRIMARY KEY
+);
+CREATE TABLE IF NOT EXISTS destinations (
     exporter TEXT PRIMARY KEY,
-    destination TEXT
+    destination TEXT NOT NULL
 );
 """
 
 
 def create_schema(db: sqlite3.Connection) -> None:
-    """Make the tables, and bring an older spool's up to date."""
+    """Make the tables. Later versions add tables, never columns: a spool stays
+    readable by the release before (a rollback), which knows only its own."""
     db.executescript(SCHEMA)
-    begun = {row[1] for row in db.execute("PRAGMA table_info(begun)")}
-    if "destination" not in begun:
-        # Spools before 2026-12-07 knew only that a log had begun (NULL: where it is now).
-        db.execute("ALTER TABLE begun ADD COLUMN destination TEXT")

@@ -313,6 +313,7 @@ class SpoolStore(SpoolFreeing):
             # And that it began: a later one of the name (a new destination, say) has
             # its own log, whose first manifest must say where it begins.
             self._db.execute("DELETE FROM begun WHERE exporter = ?", (exporter,))
+            self._db.execute("DELETE FROM destinations WHERE exporter = ?", (exporter,))
             self._db.execute("DELETE FROM files WHERE exporter = ?", (exporter,))
         self.free()
 
@@ -385,8 +386,9 @@ class SpoolStore(SpoolFreeing):
                     ],
                 )
                 self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
+                self._db.execute("INSERT OR IGNORE INTO begun (exporter) VALUES (?)", (exporter,))
                 self._db.execute(
-                    "INSERT OR REPLACE INTO begun VALUES (?, ?)", (exporter, destination)
+                    "INSERT OR REPLACE INTO destinations VALUES (?, ?)", (exporter, destination)
                 )
                 freed = self._pass_exported()
             self._account_freed(freed)
@@ -394,17 +396,20 @@ class SpoolStore(SpoolFreeing):
     def has_begun(self, exporter: str, destination: str = "") -> bool:
         """Whether `exporter` committed a batch, with files or none, at `destination`
         last (its log there has begun; a later exporter of the name does not begin it
-        again, but one that writes elsewhere begins a log there; spools older than the
-        `begun` table know it by its files, and older than its `destination` take it
-        for this one)."""
+        again, but one that writes elsewhere begins a log there). Spools older than
+        the `destinations` table take its log to be here; older than `begun`, they
+        know it by its files."""
         with self.lock:
             row = self._db.execute(
-                "SELECT destination FROM begun WHERE exporter = ?", (exporter,)
+                "SELECT destination FROM destinations WHERE exporter = ?", (exporter,)
             ).fetchone()
             if row is not None:
-                return row[0] is None or row[0] == destination
-            query = "SELECT 1 FROM files WHERE exporter = ? LIMIT 1"
-            return self._db.execute(query, (exporter,)).fetchone() is not None
+                return bool(row[0] == destination)
+            query = (
+                "SELECT 1 FROM begun WHERE exporter = ? "
+                "UNION ALL SELECT 1 FROM files WHERE exporter = ? LIMIT 1"
+            )
+            return self._db.execute(query, (exporter, exporter)).fetchone() is not None
 
     def files(self, exporter: str | None = None) -> list[tuple[str, ExportedFile]]:
         """(exporter, file) of every file recorded, oldest first."""
