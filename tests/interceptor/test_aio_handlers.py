@@ -434,3 +434,21 @@ def test_a_handler_that_catches_the_cancel_and_answers_is_logged_as_the_client_s
         assert not event.response.response_body.ListFields()  # no answer was received
     finally:
         h.close()
+
+
+def test_a_handler_that_answered_before_its_deadline_was_noticed_is_logged_so(
+    audit_mode: str,
+) -> None:
+    """A handler that held the loop past the client's deadline, then answered OK: the
+    deadline's notice came while the interceptor settled the status, and the record
+    lost that the handler had answered (what it did is done; a review helper)."""
+    held = _HoldsTheLoop()
+    h = Harness("aio", mode=audit_mode, inner=[_Handlers({"Echo": held.unary})])
+    try:
+        call = h.stub.Echo.future(R(text="late", count=300), timeout=0.1)
+        assert code_of(call.result) == grpc.StatusCode.DEADLINE_EXCEEDED
+        (event,) = h.events(1)
+        assert event.response.response_status == "DEADLINE_EXCEEDED"
+        assert event.response.response_error == "Deadline Exceeded; the handler had answered OK"
+    finally:
+        h.close()

@@ -89,11 +89,14 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
     def _capture(
         self, call: AioCall, context: Any, error: BaseException | None, *, with_response: bool
     ) -> CallRecord:
+        gone = call.gone(error)
+        if call.answered and isinstance(error, asyncio.CancelledError):
+            error = None  # cancelled as its status was settled: the handler had answered
         return self._core.capture(
             call=call,
             context=context,
             error=error,
-            ended_by_client=call.gone(error),
+            ended_by_client=gone,
             with_response=with_response,
             peer=call.peer,
             auth_context=call.auth_context,
@@ -303,6 +306,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 response = serialize_unary(result, serialize, context)
                 if response is not None:
                     call.on_send(result)
+                call.answered = True
                 await settle_before_status(
                     call, context, turns=self._loop_turns, fail_closed=self._fail_closed
                 )
@@ -367,6 +371,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                         call.resumed = time.monotonic()  # gRPC sent it and came back
                     if plain:
                         call.resumed = time.monotonic()  # it ran in a thread
+                    call.answered = True
                     await settle_before_status(
                         call, context, turns=self._loop_turns, fail_closed=self._fail_closed
                     )
@@ -394,6 +399,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 await inner(
                     argument, AuditedContext(context, call, self._parse, self._abort, serialize)
                 )
+                call.answered = True
                 await settle_before_status(
                     call, context, turns=self._loop_turns, fail_closed=self._fail_closed
                 )

@@ -39,6 +39,7 @@ class AioCall(CallState):
     """A call's state, and what only grpc.aio needs tracked of it."""
 
     __slots__ = (
+        "answered",
         "auth_context",
         "deserialize",
         "eof",
@@ -58,6 +59,7 @@ class AioCall(CallState):
         super().__init__(info, request_class)
         self.deserialize = deserialize
         self.recorded = False
+        self.answered = False  # the handler returned (a stream's: ran out) without error
         self.eof = False  # the request stream ended (half-closed, or cancelled: alike here)
         self.undelivered = False  # the final status could not be sent: the client is gone
         self.headers_sent = False  # initial metadata went out (with a message, or alone)

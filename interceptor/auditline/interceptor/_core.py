@@ -340,8 +340,14 @@ class AuditCore:
             return record
         details = "Cancelling all calls"
         answered = as_status_code(record.code)
+        if answered == grpc.StatusCode.UNAVAILABLE and as_text(record.details).startswith(details):
+            # Settled so at capture already (the sync server's outcome comes later).
+            return dataclasses.replace(record, ended_by_client=False)
+        if answered in (None, grpc.StatusCode.OK):
+            if record.error is None:  # it finished: what it did is done (rules read it)
+                details += "; the handler had answered OK"
         # (grpc.aio may have set gRPC's own answer on the context already.)
-        if answered not in (None, grpc.StatusCode.OK) and as_text(record.details) != details:
+        elif as_text(record.details) != details:
             details += f"; the handler had answered {answered.name}: {as_text(record.details)}"
         return dataclasses.replace(
             record, ended_by_client=False, code=grpc.StatusCode.UNAVAILABLE, details=details

@@ -78,6 +78,7 @@ class Exporter(ExporterProofs):
         # Where its files go; changed by `retarget`, between batches only.
         self.writer = writer
         self._next_writer: ObjectWriter | None = None
+        self._retargeting = threading.Lock()
         self.node_id = node_id or "node"
         self.clock = clock
         spool.store.register(config.name)
@@ -220,15 +221,20 @@ class Exporter(ExporterProofs):
         its files and its manifest together (the writer was swapped under a running
         batch: files went to the old bucket, the manifest to the new one, and neither
         verified; found by a review helper). Its log there begins anew."""
-        self._next_writer = writer
+        with self._retargeting:
+            self._next_writer = writer
         self._wake.set()
 
     def _take_writer(self) -> None:
-        """Before a batch (or a checkpoint): the writer `retarget` asked for, if any."""
-        writer, self._next_writer = self._next_writer, None
-        if writer is not None:
-            self.writer = writer
-            self._key_published = False  # the verifier key is published there too
+        """Before a batch (or a checkpoint): the writer `retarget` asked for, if any;
+        not while a batch begun is still to be redone (its files may be in place
+        where it began: it ends there)."""
+        with self._retargeting:
+            if self._next_writer is None or self.spool.store.intent(self.config.name):
+                return
+            writer, self._next_writer = self._next_writer, None
+        self.writer = writer
+        self._key_published = False  # the verifier key is published there too
 
     def export_once(self) -> int:
         """Write the next batch (at most one file's worth); return its event count."""

@@ -72,7 +72,8 @@ def non_blocking_behavior(
             # Ended without the handler ending it (it did not hear the client go):
             # recorded all the same, with no answer left to replace.
             if ended.acquire(blocking=False):
-                recording._end(call, context, None, answering=False)
+                # Not "the handler had answered OK": it never ended the stream.
+                recording._end(call, context, GeneratorExit(), answering=False)
 
         token = SCOPE.set(call)
         try:

@@ -38,6 +38,7 @@ class DetectionEngine:
     window_seconds = 24 * 3600.0
     window_events = 50_000
     batch = 5_000  # events read from the spool at a time
+    last_poll_seconds = 5.0  # how long the polls as it stops may take
 
     def __init__(
         self,
@@ -78,8 +79,11 @@ class DetectionEngine:
         self._stop.set()
         self._thread.join(30)
         if not self._thread.is_alive():
+            # Bounded: an engine far behind must not hold up the exporters' last
+            # files; the next start goes on from its place.
+            deadline = time.monotonic() + self.last_poll_seconds
             try:
-                while self.poll():
+                while self.poll() and time.monotonic() < deadline:
                     pass
             except Exception:  # the spool is closing: the next start goes on from here
                 log.exception("detection's last poll failed")

@@ -94,7 +94,12 @@ SERVICES: tuple[ServiceRegistration, ...] = (
             server.clock,
             server.follow_settings,
             policy=split_list(server.settings.audit_policy),
-            check_target=server.exporters.check_default_target,
+            # With --export-target the default exporter does not follow the target.
+            check_target=(
+                server.exporters.check_default_target
+                if not server.settings.export_target
+                else lambda bucket: None
+            ),
         ),
     ),
     _registration(
