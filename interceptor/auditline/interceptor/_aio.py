@@ -36,7 +36,13 @@ from auditline.interceptor._base import AuditInterceptorBase, Refusal, serialize
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._record import CallRecord
 from auditline.interceptor._scope import SCOPE
-from auditline.interceptor._status import sendable, sendable_trailers, uncaught_details
+from auditline.interceptor._status import (
+    fit_for_clients,
+    sendable,
+    sendable_trailers,
+    uncaught_details,
+)
+from auditline.interceptor._unary_request import no_request_details
 
 __all__ = ["AsyncAuditInterceptor"]
 
@@ -123,12 +129,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
         if not context.done() and not call.undelivered:
             if error is not None and uncaught(error) and not context.details():
                 context.set_details(uncaught_details(error))  # not its message: secrets
-            shortened = sendable(context.details())
-            if shortened is not None:
-                context.set_details(shortened)
-            trailers = sendable_trailers(context.trailing_metadata(), context.details())
-            if trailers is not None:
-                context.set_trailing_metadata(trailers)
+            fit_for_clients(context)
         record = self._capture(call, context, error, with_response=True)
         if not self._fail_closed or not call.admitted:
             self._queue(record)  # a refused call's event: kept if it can be, else counted
@@ -259,8 +260,7 @@ class AsyncAuditInterceptor(AuditInterceptorBase, grpc.aio.ServerInterceptor):
                 return await self._parse(call, raw, context)
             # None came: answered as gRPC's sync server does (grpc.aio waited for the
             # deadline); the abort raises.
-            method = call.info.full_method.encode()
-            details = f'"{method!r}" requires exactly one request message.'
+            details = no_request_details(context, call.info.full_method)
             await self._abort(call, context, grpc.StatusCode.UNIMPLEMENTED, details, ())
 
         async def requests() -> AsyncIterator[Any]:

@@ -16,6 +16,7 @@ __all__ = [
     "cut_text",
     "error_detail_lines",
     "final_status",
+    "fit_for_clients",
     "sendable",
     "sendable_trailers",
     "summarize_status_details",
@@ -81,6 +82,17 @@ def sendable_trailers(trailing_metadata: Metadata | None, details: str | bytes |
         return None
     kept = tuple((key, value) for key, value in trailing_metadata if key != STATUS_DETAILS_KEY)
     return kept if len(kept) < len(trailing_metadata) else None
+
+
+def fit_for_clients(context: Any) -> None:
+    """Cut what a call's context will send to what clients take (`sendable`,
+    `sendable_trailers`): the status each flavour sets before its answer goes out."""
+    shortened = sendable(context.details())
+    if shortened is not None:
+        context.set_details(shortened)
+    trailers = sendable_trailers(context.trailing_metadata(), context.details())
+    if trailers is not None:
+        context.set_trailing_metadata(trailers)
 
 
 def as_text(details: str | bytes | None) -> str:

@@ -14,7 +14,7 @@ from auditline.interceptor._base import AuditInterceptorBase, serialize_unary
 from auditline.interceptor._call_state import CallState
 from auditline.interceptor._methods import MethodInfo, message_class_of, method_info
 from auditline.interceptor._scope import SCOPE
-from auditline.interceptor._status import sendable, sendable_trailers, uncaught_details
+from auditline.interceptor._status import fit_for_clients, uncaught_details
 from auditline.interceptor._sync_non_blocking import non_blocking_behavior
 from auditline.interceptor._types import Sink
 from auditline.interceptor._unary_request import RequestWait, Unreached, first_request
@@ -191,12 +191,7 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                 # secrets (and, long, make the client see another code): the client
                 # is told what the log says, the type only.
                 context.set_details(uncaught_details(error))
-            shortened = sendable(context.details())  # type: ignore[attr-defined]
-            if shortened is not None:
-                context.set_details(shortened)
-            trailers = sendable_trailers(context.trailing_metadata(), context.details())  # type: ignore[attr-defined]
-            if trailers is not None:
-                context.set_trailing_metadata(trailers)
+            fit_for_clients(context)
         state = None if self._fail_closed else _call_state(context)
         record = self._core.capture(
             call=call,

@@ -301,7 +301,7 @@ class AuditlineServer:
         enable_reflection(
             [*self.service_names, health.SERVICE_NAME],
             self._server,
-            max_streams=max(1, self.settings.max_workers // 4),
+            max_streams=self.settings.long_call_slots,
         )
 
         try:

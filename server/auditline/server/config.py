@@ -397,6 +397,12 @@ class Settings:
             )
 
     @property
+    def long_call_slots(self) -> int:
+        """How many calls of a kind that holds a server thread while it lasts (event
+        tails, reflection streams) a node serves at once: a quarter of its threads."""
+        return max(1, self.max_workers // 4)
+
+    @property
     def tls(self) -> bool:
         return self.tls_cert is not None
 

@@ -115,7 +115,7 @@ SERVICES: tuple[ServiceRegistration, ...] = (
             server.notary.origin,
             server.verifier_keys,
             server.log_queries,
-            max_tails=max(1, server.settings.max_workers // 4),
+            max_tails=server.settings.long_call_slots,
         ),
     ),
 )
