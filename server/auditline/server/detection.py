@@ -22,7 +22,9 @@ from sigma.backends.sqlite.sqlite import sqliteBackend
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
+from sigma.rule import SigmaRule
 
+from auditline.server.detection_correlation import Correlation, CorrelationState
 from auditline.server.detection_rules import shipped_rules_text
 
 __all__ = ["Detection", "DetectionError", "DetectionWindow", "Detector", "rules_text"]
@@ -94,30 +96,30 @@ class Detector:
             raise DetectionError(f"a rule is not valid: {collection.errors[0]}")
         self._fields = {f for d in documents for f in _fields(d)}
         backend = sqliteBackend(table="logs")  # type: ignore[no-untyped-call]
-        # Plain rules first: a correlation is compiled from its base rules.
-        ordered = sorted(collection.rules, key=lambda r: isinstance(r, SigmaCorrelationRule))
-        self._queries: list[tuple[Any, str, bool]] = []
-        for rule in ordered:
-            correlation = isinstance(rule, SigmaCorrelationRule)
+        collection.resolve_rule_references()
+        self._queries: list[tuple[SigmaRule, str]] = []
+        self._correlations: list[Correlation] = []
+        for rule in collection.rules:
             try:
-                if correlation:
-                    queries = backend.convert_correlation_rule(rule)  # type: ignore[no-untyped-call]
-                else:  # empty for a correlation's base rule: it reports through it
-                    queries = backend.convert_rule(rule)  # type: ignore[no-untyped-call]
+                if isinstance(rule, SigmaCorrelationRule):
+                    self._correlations.append(Correlation.compile(rule, backend.convert_rule))
+                    continue
+                queries = backend.convert_rule(rule)  # type: ignore[no-untyped-call]
             except SigmaError as error:
                 raise DetectionError(f"rule {rule.title!r} does not compile: {error}") from None
+            # Empty for a correlation's base rule: it reports through it.
             for query in queries:
-                if not correlation:  # the new rows only: `rowid > ?`
-                    head = "SELECT * FROM logs WHERE "
-                    if not query.startswith(head):
-                        raise DetectionError(f"rule {rule.title!r}: unexpected query {query!r}")
-                    condition = query[len(head) :]
-                    query = f"SELECT rowid FROM logs WHERE rowid > ? AND ({condition})"  # noqa: S608
-                self._queries.append((rule, query, correlation))
+                head = "SELECT * FROM logs WHERE "
+                if not query.startswith(head):
+                    raise DetectionError(f"rule {rule.title!r}: unexpected query {query!r}")
+                condition = query[len(head) :]
+                # The new rows only: `rowid > ?`.
+                query = f"SELECT rowid FROM logs WHERE rowid > ? AND ({condition})"  # noqa: S608
+                self._queries.append((rule, query))
 
     @property
     def rules(self) -> int:
-        return len({id(rule) for rule, _, _ in self._queries})
+        return len({id(rule) for rule, _ in self._queries}) + len(self._correlations)
 
     def run(self, records: list[dict[str, Any]]) -> list[Detection]:
         """Every match of every rule over these OCSF records."""
@@ -140,6 +142,10 @@ class DetectionWindow:
         names = ", ".join(f"`{c}` COLLATE NOCASE" for c in self._columns)
         self.db.execute(f"CREATE TABLE logs ({names})")
         self.last_rowid = 0
+        # Each correlation's groups' places from poll to poll.
+        self._states: list[dict[tuple[Any, ...], CorrelationState]] = [
+            {} for _ in detector._correlations
+        ]
 
     def add(self, records: Iterable[dict[str, Any]]) -> None:
         # Only the columns the rules name: a caller's own keys (a map in a request)
@@ -165,35 +171,33 @@ class DetectionWindow:
         )
 
     def detect(self, *, since_rowid: int) -> list[Detection]:
-        """The plain rules' matches among rows after `since_rowid`, and every
-        correlation's over the whole window."""
+        """The plain rules' matches among rows after `since_rowid`, and the
+        correlations' windows that end at them (each episode once)."""
         found = []
-        for rule, query, correlation in self.detector._queries:
-            if correlation:
-                results = self.db.execute(query).fetchall()
-            else:
-                results = self.db.execute(query, (since_rowid,)).fetchall()
-            for result in results:
-                if correlation:  # its evidence: `<slot>:<rowid>` of each event
-                    rowids = [int(i.rsplit(":", 1)[1]) for i in json.loads(result[8])]
-                else:
-                    rowids = [int(result[0])]
-                marks = ", ".join("?" * len(rowids))
-                uids = dict(
-                    self.db.execute(
-                        f"SELECT rowid, `metadata.uid` FROM logs WHERE rowid IN ({marks})",  # noqa: S608
-                        rowids,
-                    ).fetchall()
-                )
-                found.append(
-                    Detection(
-                        rule_id=str(rule.id),
-                        title=rule.title,
-                        level=rule.level.name.lower() if rule.level else "",
-                        event_ids=tuple(str(uids.get(r, "")) for r in rowids),
-                    )
-                )
+        for rule, query in self.detector._queries:
+            for (rowid,) in self.db.execute(query, (since_rowid,)).fetchall():
+                found.append(self._detection(rule, (int(rowid),)))
+        for correlation, states in zip(self.detector._correlations, self._states, strict=True):
+            for matched in correlation.matches(self.db, since_rowid=since_rowid, states=states):
+                found.append(self._detection(matched.rule, matched.rowids))
         return found
+
+    def _detection(
+        self, rule: SigmaRule | SigmaCorrelationRule, rowids: tuple[int, ...]
+    ) -> Detection:
+        marks = ", ".join("?" * len(rowids))
+        uids = dict(
+            self.db.execute(
+                f"SELECT rowid, `metadata.uid` FROM logs WHERE rowid IN ({marks})",  # noqa: S608
+                rowids,
+            ).fetchall()
+        )
+        return Detection(
+            rule_id=str(rule.id),
+            title=rule.title,
+            level=rule.level.name.lower() if rule.level else "",
+            event_ids=tuple(str(uids.get(r, "")) for r in rowids),
+        )
 
     def close(self) -> None:
         self.db.close()

@@ -3,8 +3,10 @@ match becomes a `DetectionFinding` event in the findings log (an OCSF Detection
 Finding in the ocsf-json format), exported like every other event, visible in
 `ListEvents`/`TailEvents`, and counted in the metric `auditline.detections.findings`.
 
-A finding is made once per rule and first event: a correlation whose window keeps
-growing (a brute force going on) is one finding, not one per poll.
+A plain rule's finding is made once per event; a correlation's once per group when
+its condition is first met, and again once per timespan while it goes on (a brute
+force going on is one finding a day, its timespan, not one per poll or per event):
+`detection_correlation`.
 """
 
 from __future__ import annotations
@@ -62,7 +64,6 @@ class DetectionEngine:
         kept = _read_seq(resume)
         self._after = last if kept is None else min(kept, last)
         self._window = DetectionWindow(detector)
-        self._reported: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="auditline-detect", daemon=True)
         self._findings = metrics.get_meter("auditline.server").create_counter(
@@ -111,10 +112,6 @@ class DetectionEngine:
         )
         made = 0
         for detection in self._window.detect(since_rowid=since):
-            key = (detection.rule_id, min(detection.event_ids))
-            if key in self._reported:
-                continue
-            self._reported.add(key)
             self.spool.emit_documents([event_document(self._finding(detection))], wait=False)
             self._findings.add(1, {"rule": detection.title})
             made += 1
