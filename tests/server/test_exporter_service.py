@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import threading
 import uuid
+from collections.abc import Callable
 
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
@@ -23,6 +25,7 @@ from tests.conftest import ServeFactory
 from tests.support.clients import login, login_as_admin
 from tests.support.exported import exported_files, read_lines
 from tests.support.integrity_checks import verifier_keys, verify
+from tests.support.outcome import code_of
 from tests.support.postgres import PostgreSQL
 from tests.support.processes import wait_for
 
@@ -331,3 +334,86 @@ def test_exporters_changed_at_once_on_postgresql_stay_consistent(
         thread.join(60)
     got = api.exporters.GetExporter(exporter_pb2.GetExporterRequest(name=name)).exporter
     assert (got.max_file_bytes, got.display_name) == (123_456, "renamed")
+
+
+def _at_once(*calls: Callable[[], object]) -> list[str]:
+    """Run the calls at once; each one's outcome, OK or its error's code."""
+    together = threading.Barrier(len(calls))
+    outcomes = [""] * len(calls)
+
+    def run(index: int) -> None:
+        together.wait(30)
+        outcomes[index] = code_of(calls[index]).name
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
+
+
+def test_updates_at_once_never_merge_into_an_invalid_exporter(
+    serve: ServeFactory, postgres: PostgreSQL
+) -> None:
+    """Each update was checked alone and then merged into the row as it stood: one
+    making the format ocsf-parquet and one clearing the lake region both passed, and
+    left an exporter that could not run (found by a review helper)."""
+    process = serve("--database-url", postgres.new_database(), env=ADMIN)
+    api = login_as_admin(process.target, ADMIN)
+    bucket = f"merge-{uuid.uuid4().hex[:10]}"
+    api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=bucket))
+    for round_ in range(4):
+        name = api.exporters.CreateExporter(
+            exporter_pb2.CreateExporterRequest(
+                exporter=exporter_pb2.Exporter(
+                    display_name=f"m{round_}",
+                    bucket=bucket,
+                    prefix=f"m{round_}/",
+                    format=exporter_pb2.OUTPUT_FORMAT_OCSF_JSON,
+                    lake_region="eu-1",
+                    lake_account_id="acct",
+                )
+            )
+        ).exporter.name
+
+        def update(path: str, name: str = name, **fields: object) -> Callable[[], object]:
+            request = exporter_pb2.UpdateExporterRequest(
+                exporter=exporter_pb2.Exporter(name=name, **fields),  # type: ignore[arg-type]
+                update_mask=field_mask_pb2.FieldMask(paths=[path]),
+            )
+            return functools.partial(api.exporters.UpdateExporter, request)
+
+        outcomes = _at_once(
+            update("format", format=exporter_pb2.OUTPUT_FORMAT_OCSF_PARQUET),
+            update("lake_region", lake_region=""),
+        )
+        assert outcomes.count("OK") >= 1, outcomes
+        got = api.exporters.GetExporter(exporter_pb2.GetExporterRequest(name=name)).exporter
+        assert not (got.format == exporter_pb2.OUTPUT_FORMAT_OCSF_PARQUET and not got.lake_region)
+
+
+def test_the_audit_target_and_an_exporter_never_move_onto_one_destination_at_once(
+    serve: ServeFactory, postgres: PostgreSQL
+) -> None:
+    """The audit target's check against other exporters ran outside the transaction
+    that moved it: an exporter made at once on that bucket and prefix passed its own
+    check too (found by a review helper)."""
+    process = serve("--database-url", postgres.new_database(), env=ADMIN)
+    api = login_as_admin(process.target, ADMIN)
+    for round_ in range(4):
+        bucket = f"both-{uuid.uuid4().hex[:10]}"
+        api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=bucket, immutable=True))
+        outcomes = _at_once(
+            functools.partial(
+                api.settings.SetAuditTargetBucket,
+                settings_pb2.SetAuditTargetBucketRequest(target_bucket=bucket),
+            ),
+            functools.partial(
+                api.exporters.CreateExporter,
+                exporter_pb2.CreateExporterRequest(
+                    exporter=exporter_pb2.Exporter(display_name=f"b{round_}", bucket=bucket)
+                ),
+            ),
+        )
+        assert outcomes.count("OK") == 1, outcomes

@@ -173,7 +173,7 @@ class AuditlineServer:
             self.store,
             saved,
             self.clock,
-            lambda: audit_settings(self.db).bucket,
+            lambda connection: audit_settings(self.db, connection).bucket,
             default_exporter(settings),
             self.node_id,
         )

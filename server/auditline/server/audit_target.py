@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 
 import sqlalchemy as sa
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from auditline.server.db import Database, tables
@@ -133,10 +134,13 @@ class AuditTarget:
     bucket: str  # "" before the first start has set one
 
 
-def audit_settings(db: Database) -> AuditTarget:
-    """The audit target as the settings say now."""
-    with db.begin() as connection:
-        row = connection.execute(sa.select(tables.audit_settings)).mappings().first()
+def audit_settings(db: Database, connection: Connection | None = None) -> AuditTarget:
+    """The audit target as the settings say now (in `connection`'s transaction, when
+    given)."""
+    if connection is None:
+        with db.begin() as reading:
+            return audit_settings(db, reading)
+    row = connection.execute(sa.select(tables.audit_settings)).mappings().first()
     if row is None:
         return AuditTarget(enabled=False, bucket="")
     return AuditTarget(enabled=bool(row["account_logs_enabled"]), bucket=str(row["target_bucket"]))

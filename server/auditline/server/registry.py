@@ -98,7 +98,7 @@ SERVICES: tuple[ServiceRegistration, ...] = (
             check_target=(
                 server.exporters.check_default_target
                 if not server.settings.export_target
-                else lambda bucket: None
+                else lambda bucket, connection: None
             ),
         ),
     ),

@@ -20,6 +20,10 @@ from auditline.server.objectstore import bucket_name_problem
 # What changes of the audit target and deletions of buckets hold while they check
 # (`Database.serialize`): a bucket is never deleted as it becomes the target.
 AUDIT_TARGET_LOCK = "audit-target"
+# Held (`Database.serialize`) where exporters' destinations are checked and written:
+# creating or updating an exporter, and moving the audit target (the default
+# exporter's bucket). Taken after AUDIT_TARGET_LOCK where both are.
+EXPORTERS_LOCK = "exporters"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

@@ -21,7 +21,12 @@ from auditline.interceptor import set_log_type
 from auditline.server.audit_target import AuditTarget
 from auditline.server.db import Database, tables
 from auditline.server.guard import current_caller
-from auditline.server.services._common import AUDIT_TARGET_LOCK, bucket_id, timestamp
+from auditline.server.services._common import (
+    AUDIT_TARGET_LOCK,
+    EXPORTERS_LOCK,
+    bucket_id,
+    timestamp,
+)
 from auditline.server.services.buckets import require_bucket
 
 # The methods whose events are filed in the settings log (the changes of the audit
@@ -49,7 +54,7 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
         clock: Callable[[], float],
         on_change: SettingsListener = lambda target: None,
         policy: Sequence[str] = (),
-        check_target: Callable[[str], None] = lambda bucket: None,
+        check_target: Callable[[str, Connection], None] = lambda bucket, connection: None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -96,6 +101,10 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
                 # by a review helper), and nothing left the node's spools.
                 self.db.serialize(connection, AUDIT_TARGET_LOCK)
                 self._immutable_bucket(connection, values["target_bucket"], "target_bucket")
+                # And with exporters made or moved: one made on another replica as
+                # the target moved onto its destination passed both checks.
+                self.db.serialize(connection, EXPORTERS_LOCK)
+                self.check_target(values["target_bucket"], connection)
             if connection.execute(sa.select(tables.audit_settings.c.id)).first() is None:
                 connection.execute(
                     tables.audit_settings.insert().values(
@@ -135,7 +144,6 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
                         "target_bucket", "is required: no target bucket is set yet"
                     )
             target = self._immutable_bucket(connection, target, "target_bucket")
-        self.check_target(target)
         return pb.EnableAccountAuditLogsResponse(
             settings=self._change(account_logs_enabled=True, target_bucket=target)
         )
@@ -152,7 +160,6 @@ class AuditSettingsServicer(settings_pb2_grpc.AuditSettingsServiceServicer):
             raise InvalidArgumentError.field("target_bucket", "is required")
         with self.db.begin() as connection:
             target = self._immutable_bucket(connection, request.target_bucket, "target_bucket")
-        self.check_target(target)
         return pb.SetAuditTargetBucketResponse(settings=self._change(target_bucket=target))
 
     def _bucket_logging(self, value: str, enabled: bool) -> pb.AuditSettings:

@@ -26,6 +26,7 @@ from auditline.server.exporter_reports import forget_exporter, node_statuses
 from auditline.server.objectstore import ObjectStore
 from auditline.server.saved_exporters import SavedExporters, config_of
 from auditline.server.services._common import (
+    EXPORTERS_LOCK,
     bucket_id,
     check_display_name,
     check_new_id,
@@ -83,7 +84,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         store: ObjectStore,
         saved: SavedExporters,
         clock: Callable[[], float],
-        default_target: Callable[[], str],
+        default_target: Callable[[Connection], str],
         default_config: ExporterConfig,
         node_id: str,
     ) -> None:
@@ -171,12 +172,12 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             exporter.update_time.CopyFrom(timestamp(row["updated_at"]))
         return exporter
 
-    def _default_row(self) -> dict[str, Any]:
+    def _default_row(self, connection: Connection) -> dict[str, Any]:
         config = self.default_config
         return {
             "id": DEFAULT,
             "display_name": "default (set by flags)",
-            "bucket": self.default_target(),
+            "bucket": self.default_target(connection),
             "external": None,
             "prefix": config.prefix,
             "format": config.format,
@@ -240,6 +241,17 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         return values
 
     def _check(self, row: dict[str, Any]) -> None:
+        """Everything about `row`, its target reached: before the transaction that
+        writes it (which checks its fields and destination again, `_check_fields`)."""
+        self._check_fields(row)
+        self._check_destination(row)
+        self._check_target(row)
+
+    @staticmethod
+    def _check_fields(row: dict[str, Any]) -> None:
+        """What `row` says, alone (no I/O): run again on the row an update merges into
+        the current one (two updates at once, each valid, could merge into one that
+        is not: an ocsf-parquet format and an empty lake region)."""
         check_display_name(row["display_name"], "exporter.display_name")
         if row["format"] is None:
             raise InvalidArgumentError.field("exporter.format", "is not a known format")
@@ -264,7 +276,6 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             raise InvalidArgumentError.field(
                 "exporter.prefix", "must be empty or folders ending in '/', like audit/"
             )
-        self._check_destination(row)
         try:  # the exporter's own rules (an ocsf-parquet file's size, ...)
             config_of(row)
         except ValueError as error:
@@ -280,9 +291,17 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                 "exporter.retention_mode", "is required with retention_days"
             )
         external = row.get("external")
+        if external and not external["bucket"]:
+            raise InvalidArgumentError.field("exporter.external_s3.bucket", "is required")
+        if not external and not row.get("bucket", ""):
+            raise InvalidArgumentError.field(
+                "exporter.bucket", "a target (bucket or external_s3) is required"
+            )
+
+    def _check_target(self, row: dict[str, Any]) -> None:
+        """The target exists and answers."""
+        external = row.get("external")
         if external:
-            if not external["bucket"]:
-                raise InvalidArgumentError.field("exporter.external_s3.bucket", "is required")
             try:
                 self.saved.external_writer(external).check()
             except Exception as exc:
@@ -291,11 +310,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                     f"{type(exc).__name__}: {exc}"
                 ) from None
             return
-        bucket = row.get("bucket", "")
-        if not bucket:
-            raise InvalidArgumentError.field(
-                "exporter.bucket", "a target (bucket or external_s3) is required"
-            )
+        bucket = row["bucket"]
         with self.db.begin() as connection:
             require_bucket(connection, bucket)
         try:
@@ -309,13 +324,13 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         """No two exporters write to one bucket and prefix: they would write files and
         manifests of the same names, and the second could never commit (or, on S3,
         would hide the first's under a new version). Given the transaction that
-        writes `row` (serialized on "exporters"), the check holds when it commits."""
+        writes `row` (serialized on EXPORTERS_LOCK), the check holds when it commits."""
         if connection is None:
             with self.db.begin() as reading:
                 self._check_destination(row, reading)
             return
         others = [dict(r) for r in connection.execute(sa.select(tables.exporters)).mappings()]
-        for other in [self._default_row(), *others]:
+        for other in [self._default_row(connection), *others]:
             if other["id"] == row["id"]:
                 continue
             if other["id"] != DEFAULT and other["display_name"] == row["display_name"]:
@@ -326,11 +341,13 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                     "give this exporter another prefix"
                 )
 
-    def check_default_target(self, bucket: str) -> None:
+    def check_default_target(self, bucket: str, connection: Connection) -> None:
         """The audit target moved to `bucket` moves the default exporter there: refused
         where another exporter writes under the same prefix already (found by a review
-        helper: only the reverse was refused, and the bucket's log no longer verified)."""
-        self._check_destination(self._default_row() | {"bucket": bucket})
+        helper: only the reverse was refused, and the bucket's log no longer verified).
+        Called in the transaction that moves it, which holds EXPORTERS_LOCK: an
+        exporter made at once on another replica could pass its own check."""
+        self._check_destination(self._default_row(connection) | {"bucket": bucket}, connection)
 
     # --- methods ------------------------------------------------------------------------
 
@@ -352,7 +369,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             with self.db.begin() as connection:
                 # Checked again where it is written: two creates at once on two
                 # replicas both passed the check (found by a review helper).
-                self.db.serialize(connection, "exporters")
+                self.db.serialize(connection, EXPORTERS_LOCK)
                 self._check_destination(row, connection)
                 connection.execute(tables.exporters.insert().values(**row))
         except IntegrityError:
@@ -364,9 +381,9 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         """The definition of the exporter `exporters/{id}` (the default one's from the
         flags); NOT_FOUND when there is none."""
         exporter_id = resource_id(name, "exporters")
-        if exporter_id == DEFAULT:
-            return self._default_row()
         with self.db.begin() as connection:
+            if exporter_id == DEFAULT:
+                return self._default_row(connection)
             return require_row(connection, tables.exporters.c.id, exporter_id, name)
 
     def GetExporter(
@@ -385,7 +402,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                     sa.select(tables.exporters).order_by(tables.exporters.c.created_at)
                 ).mappings()
             ]
-        rows = [self._default_row(), *saved]
+            rows = [self._default_row(connection), *saved]
         chunk = rows[offset : offset + limit]
         return pb.ListExportersResponse(
             exporters=self._messages(chunk),
@@ -407,11 +424,12 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                 # checked again: two updates at once of other fields each wrote back
                 # the whole row as it had read it, and one was lost; an update racing
                 # a delete answered OK (found by a review helper).
-                self.db.serialize(connection, "exporters")
+                self.db.serialize(connection, EXPORTERS_LOCK)
                 current = require_row(
                     connection, tables.exporters.c.id, row["id"], request.exporter.name
                 )
                 new = {**current, **changes, "updated_at": self.clock()}
+                self._check_fields(new)
                 self._check_destination(new, connection)
                 connection.execute(
                     tables.exporters.update()
