@@ -22,6 +22,7 @@ from auditline.interceptor import (
     Spool,
     instrument,
 )
+from auditline.interceptor.integrity import Notary, SigningKey
 from tests.support.exported import event_of, read_lines
 
 
@@ -321,4 +322,43 @@ def test_retained_events_a_new_exporter_still_needs_are_kept_for_it(tmp_path: Pa
         pass
     report = Verifier(LocalDirectory(tmp_path / "b"), [key.verifier]).run()
     assert report.findings == []
+    spool.close()
+
+
+def test_the_verifier_key_is_locked_again_while_the_log_goes_on(tmp_path: Path) -> None:
+    """The key was put once a run, locked for the retention from then: a node up for
+    longer left it deletable while the files it verifies were still locked."""
+    puts: list[tuple[str, datetime.datetime | None]] = []
+
+    class Recording(MemoryWriter):
+        def put(
+            self,
+            key: str,
+            data: bytes,
+            *,
+            retain_until: datetime.datetime | None,
+            mode: str | None,
+        ) -> None:
+            puts.append((key, retain_until))
+            super().put(key, data, retain_until=retain_until, mode=mode)
+
+    now = [1_000_000.0]
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    notary = Notary(key=SigningKey.generate("test/n"), origin="test/n", node_id="n")
+    config = ExporterConfig(name="a", retention_mode="COMPLIANCE", retention_days=2)
+    exporter = Exporter(
+        config, spool, Recording(), node_id="n", notary=notary, clock=lambda: now[0]
+    )
+
+    def key_puts() -> int:
+        _fill(spool, 3)
+        exporter.export_once()
+        return sum(key.startswith("integrity/keys/") for key, _ in puts)
+
+    assert key_puts() == 1
+    now[0] += 23 * 3600  # within a day: not again
+    assert key_puts() == 1
+    now[0] += 2 * 3600  # a day since: again, locked from now
+    assert key_puts() == 2
+    assert all(until is not None for key, until in puts if key.startswith("integrity/keys/"))
     spool.close()

@@ -73,7 +73,7 @@ class Exporter(ExporterProofs):
         # Signs a checkpoint for each batch (and when idle); None: no integrity objects.
         self.notary = notary
         self._last_checkpoint = clock()
-        self._key_published = False
+        self._key_published_at: float | None = None
         self.spool = spool
         # Where its files go; changed by `retarget`, between batches only.
         self.writer = writer
@@ -234,7 +234,7 @@ class Exporter(ExporterProofs):
                 return
             writer, self._next_writer = self._next_writer, None
         self.writer = writer
-        self._key_published = False  # the verifier key is published there too
+        self._key_published_at = None  # the verifier key is published there too
 
     def export_once(self) -> int:
         """Write the next batch (at most one file's worth); return its event count."""

@@ -28,7 +28,7 @@ class ExporterProofs(abc.ABC):
     writer: ObjectWriter
     clock: Callable[[], float]
     _last_checkpoint: float
-    _key_published: bool
+    _key_published_at: float | None  # by `clock`; None: to publish at the next chance
 
     @abc.abstractmethod
     def _backlog(self) -> int:
@@ -100,10 +100,20 @@ class ExporterProofs(abc.ABC):
         self._last_checkpoint = self.clock()
 
     def _publish_key(self) -> None:
-        if self.notary is not None and not self._key_published:
-            published = self.notary.key_object(self.config.prefix)
-            self.writer.put(published.key, published.body, **self._retention())
-            self._key_published = True
+        """The verifier key at the destination, locked as long as the files: put again
+        while the log goes on, before its lock runs out (a day, or half the retention
+        if shorter). It was put once a run: a node up for longer than the retention
+        left its key deletable while the files it verifies were still locked."""
+        if self.notary is None:
+            return
+        published_at = self._key_published_at
+        if published_at is not None:
+            days = self.config.retention_days
+            if not days or self.clock() - published_at < min(86400.0, days * 86400.0 / 2):
+                return
+        published = self.notary.key_object(self.config.prefix)
+        self.writer.put(published.key, published.body, **self._retention())
+        self._key_published_at = self.clock()
 
     def _checkpoint_due(self) -> bool:
         return (
