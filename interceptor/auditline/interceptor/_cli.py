@@ -130,6 +130,11 @@ def _print(report: Report) -> None:
             f"{node.files} files, tree size {node.tree_size} root {node.root}, "
             f"{node.checkpoints} checkpoints signed by {', '.join(node.keys) or 'no trusted key'}"
         )
+        for skipped in node.not_here:
+            print(
+                f"  events {skipped.first_seq}..{skipped.last_seq} not here: the node signed "
+                "that this log goes on after them (exported to another destination)"
+            )
         if node.dropped_before_logging:
             print(
                 f"  {node.dropped_before_logging} events dropped before logging (DATA_LOSS markers)"

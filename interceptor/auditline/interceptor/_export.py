@@ -241,6 +241,8 @@ class Exporter(ExporterProofs):
         self._take_writer()
         name = self.config.name
         store = self.spool.store
+        destination = destination_of(self.config, self.writer)
+        self._go_on_with_the_log_there(destination)
         watermark = store.watermark(name)
         intent = store.intent(name)
         render = FORMATS[self.config.format]
@@ -314,19 +316,22 @@ class Exporter(ExporterProofs):
                     sha256=hashlib.sha256(body).hexdigest(),
                 )
             )
-        # The first batch of this exporter (files or none): its destination holds
-        # nothing before it.
-        destination = destination_of(self.config, self.writer)
-        starts_log = self.notary is not None and not store.has_begun(name, destination)
-        self._prove(
+        log_end = self._prove(
             first,
             [item for item, _, _ in chosen],
             by_log,
             files,
             retain_until,
-            starts_log=starts_log,
+            destination=destination,
         )
-        store.commit_files(name, files, watermark=last, since=watermark, destination=destination)
+        store.commit_files(
+            name,
+            files,
+            watermark=last,
+            since=watermark,
+            destination=destination,
+            log_end=log_end,
+        )
         now = self.clock()
         self._last_cut = now
         self.status.watermark = last

@@ -13,8 +13,9 @@ from typing import Any
 from auditline.interceptor._export_config import ExporterConfig, ObjectWriter, destination_of
 from auditline.interceptor._integrity import FileEntry, Notary, runs
 from auditline.interceptor._log_names import LOG_DIRS
+from auditline.interceptor._note import Checkpoint
 from auditline.interceptor._spool import Spool
-from auditline.interceptor._spool_records import ExportedFile, SpooledEvent
+from auditline.interceptor._spool_records import DestinationLog, ExportedFile, SpooledEvent
 
 __all__ = ["ExporterProofs"]
 
@@ -54,14 +55,23 @@ class ExporterProofs(abc.ABC):
         files: list[ExportedFile],
         retain_until: datetime.datetime | None,
         *,
-        starts_log: bool,
-    ) -> None:
+        destination: str,
+    ) -> DestinationLog | None:
         """Write the batch's manifest with its signed checkpoint (and, for the
-        exporter's first batch, the signed note that its log begins there)."""
+        exporter's first batch at `destination`, the signed note that its log begins
+        there, or goes on there after events exported elsewhere); return where the
+        log there then ends."""
         notary = self.notary
         if notary is None:
-            return
+            return None
         store = self.spool.store
+        starts_log, resumes_after = False, None
+        if not store.has_begun(self.config.name, destination):
+            there = store.destination_log(destination)
+            if there is None:
+                starts_log = True  # nothing of this node's log is there
+            elif there.last_seq + 1 < first:  # back after writing elsewhere
+                resumes_after = Checkpoint(origin=notary.origin, size=there.size, root=there.root)
         last = events[-1].seq
         entries = [
             FileEntry(
@@ -94,10 +104,33 @@ class ExporterProofs(abc.ABC):
             omitted=omitted,
             created_ns=events[-1].end_ns,
             starts_log=starts_log,
+            resumes_after=resumes_after,
         )
         mode = self.config.retention_mode if retain_until else None
         self.writer.put(manifest.key, manifest.body, retain_until=retain_until, mode=mode)
         self._last_checkpoint = self.clock()
+        after = store.frontier_at(last)
+        return DestinationLog(last_seq=last, size=after.size, root=after.root())
+
+    def _go_on_with_the_log_there(self, destination: str) -> None:
+        """An exporter new at `destination`, where this node's log already is (an
+        exporter there was deleted and another made in its place) goes on with that
+        log from where it ends, rather than exporting those events again: its batches
+        cut again overlapped the ones there, their manifests collided or disagreed,
+        the log no longer verified, and an exporter whose manifest's key was taken
+        retried for good while the spool filled (found by a review helper)."""
+        store = self.spool.store
+        name = self.config.name
+        if self.notary is None or store.intent(name) is not None:
+            return
+        if store.has_begun(name, destination):
+            return
+        there = store.destination_log(destination)
+        watermark = store.watermark(name)
+        if there is not None and there.last_seq > watermark:
+            store.commit_files(
+                name, [], watermark=there.last_seq, since=watermark, destination=destination
+            )
 
     def _publish_key(self) -> None:
         """The verifier key at the destination, locked as long as the files: put again

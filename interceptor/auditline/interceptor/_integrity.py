@@ -10,7 +10,9 @@ batch, signed by the node's key (c2sp.org/tlog-checkpoint). The frontier of each
 manifest must give the root of the one before: the checkpoints extend each other.
 The verifier key is published at `integrity/keys/<key id>.pub`. An exporter's first
 manifest also carries a signed note that its log begins there (`start_text`), for a
-verifier to tell an exporter made later from a log whose head was cut.
+verifier to tell an exporter made later from a log whose head was cut; and a manifest
+after events exported elsewhere (the exporter wrote to another destination meanwhile)
+one that the log goes on there after its last checkpoint (`resume_text`).
 
 The manifest's own contents are signed too (`manifest_note`: the SHA-256 of the rest
 of it, `manifest_digest`): the checkpoint alone proves the events' hashes, not which
@@ -35,11 +37,13 @@ from auditline.interceptor._note import Checkpoint, SigningKey
 
 __all__ = [
     "MANIFEST_FORMAT",
+    "RESUME_FORMAT",
     "START_FORMAT",
     "FileEntry",
     "Notary",
     "manifest_digest",
     "manifest_note_text",
+    "resume_text",
     "runs",
     "start_text",
 ]
@@ -48,6 +52,7 @@ __all__ = [
 # signed only its checkpoint.
 MANIFEST_FORMAT = "auditline-manifest/2"
 START_FORMAT = "auditline-exporter-start/1"
+RESUME_FORMAT = "auditline-exporter-resume/1"
 MANIFEST_NOTE_FORMAT = "auditline-manifest-digest/1"
 
 
@@ -59,6 +64,19 @@ def start_text(*, origin: str, exporter: str, first_seq: int) -> str:
     later; bound to the log, the exporter and the number, so that it fits no other
     manifest."""
     return f"{START_FORMAT}\n{origin}\nexporter {exporter}\nfirst {first_seq}\n"
+
+
+def resume_text(*, origin: str, exporter: str, after: Checkpoint, first_seq: int) -> str:
+    """The text of the signed note that says this node's log at a destination goes on
+    at `first_seq` after the checkpoint `after` it ended with there: the events
+    between were exported elsewhere (the exporter wrote to another destination
+    meanwhile, or events were freed before an exporter came back). Bound to that
+    checkpoint, so that it fits only the manifest that follows the one signed
+    there: deleting batches before it still shows."""
+    return (
+        f"{RESUME_FORMAT}\n{origin}\nexporter {exporter}\n"
+        f"after {after.size} {_b64(after.root)}\nfirst {first_seq}\n"
+    )
 
 
 def manifest_digest(document: Mapping[str, Any]) -> bytes:
@@ -139,11 +157,14 @@ class Notary:
         created_ns: int,
         idle: bool = False,
         starts_log: bool = False,
+        resumes_after: Checkpoint | None = None,
     ) -> IntegrityObject:
         """A batch's manifest. The batch is the events
         `first_seq`.. that take the tree from `before` to `after`; `omitted` are the
         (seq, leaf hash) of the batch's events in none of `files`. `starts_log`: the
-        exporter's first batch, with the signed note that its log begins here."""
+        exporter's first batch, with the signed note that its log begins here;
+        `resumes_after`: the signed note that the log here goes on after that
+        checkpoint (`resume_text`)."""
         last_seq = first_seq + after.size - before.size - 1
         checkpoint = Checkpoint(origin=self.origin, size=after.size, root=after.root())
         created = datetime.datetime.fromtimestamp(created_ns / 1e9, datetime.UTC)
@@ -164,6 +185,11 @@ class Notary:
         if starts_log:
             text = start_text(origin=self.origin, exporter=exporter, first_seq=first_seq)
             document["exporter_start"] = self.key.sign_note(text)
+        if resumes_after is not None:
+            text = resume_text(
+                origin=self.origin, exporter=exporter, after=resumes_after, first_seq=first_seq
+            )
+            document["exporter_resume"] = self.key.sign_note(text)
         document["manifest_note"] = self.key.sign_note(
             manifest_note_text(origin=self.origin, digest=manifest_digest(document))
         )

@@ -34,10 +34,12 @@ def prove(location: Location, event_id: str, keys: Sequence[VerifierKey]) -> dic
         raise ProofError(f"event {event_id} is in no file of this location")
     log, seq, format_name, line = verifier.lines[event_id]
     base, notes = verifier.bases[log], verifier.notes.get(log, {})
-    before, leaves = verifier.leaves[log]
     index = seq - base - 1
-    sizes = [size for size in notes if before.size <= index < size <= before.size + len(leaves)]
-    if not sizes:
+    for before, leaves in verifier.leaves[log]:  # the stretch of batches that holds it
+        sizes = [s for s in notes if before.size <= index < s <= before.size + len(leaves)]
+        if sizes:
+            break
+    else:
         raise ProofError(f"no checkpoint proven from the files covers event {event_id}")
     size = max(sizes)
     note = notes[size]

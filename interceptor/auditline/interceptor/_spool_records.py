@@ -14,6 +14,7 @@ from auditline.interceptor._types import EventDocument
 
 __all__ = [
     "BatchIntent",
+    "DestinationLog",
     "EventPage",
     "ExportedFile",
     "SpoolStats",
@@ -131,3 +132,16 @@ class BatchIntent:
 
     first_seq: int
     last_seq: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DestinationLog:
+    """Where a destination's log (this node's, whichever exporter wrote it) ends: its
+    last event and the checkpoint signed there. Kept when its exporter is deleted, so
+    that a later exporter at that destination goes on with that log rather than
+    cutting its batches again, and one that comes back after writing elsewhere says
+    where it resumes."""
+
+    last_seq: int
+    size: int
+    root: bytes

@@ -1,6 +1,7 @@
 """The spool's tables: events (with the columns queries filter on), the exporters'
 watermarks, batch intents and files, which exporters have begun their log and where,
-and how far events are freed. The node's Merkle tree keeps its own table (`_spool_tree`)."""
+where each destination's log ends, and how far events are freed. The node's Merkle
+tree keeps its own table (`_spool_tree`)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ CREATE TABLE IF NOT EXISTS begun (
 CREATE TABLE IF NOT EXISTS destinations (
     exporter TEXT PRIMARY KEY,
     destination TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS destination_logs (
+    destination TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL
 );
 """
 

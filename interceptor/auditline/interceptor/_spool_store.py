@@ -36,6 +36,7 @@ from auditline.interceptor._spool_losses import StoredLosses
 from auditline.interceptor._spool_queries import EventQueries
 from auditline.interceptor._spool_records import (
     BatchIntent,
+    DestinationLog,
     ExportedFile,
     SpooledEvent,
     StoredEvent,
@@ -306,7 +307,9 @@ class SpoolStore(SpoolFreeing):
 
     def unregister(self, exporter: str) -> None:
         """Forget an exporter: its watermark, any batch it had begun, and its log (a
-        later one of the same name starts afresh, not with this one's range)."""
+        later one of the same name starts afresh, not with this one's range). Not
+        where its destination's log ends (`destination_log`): a later exporter there
+        goes on with that log."""
         with self.lock, self._transaction():
             self._db.execute("DELETE FROM watermarks WHERE exporter = ?", (exporter,))
             self._db.execute("DELETE FROM intents WHERE exporter = ?", (exporter,))
@@ -361,10 +364,12 @@ class SpoolStore(SpoolFreeing):
         watermark: int,
         since: int,
         destination: str = "",
+        log_end: DestinationLog | None = None,
     ) -> None:
         """Record a batch's files and move the exporter's watermark from `since` (where
         the batch began) past it, in one transaction (which also frees what every
-        exporter has passed); its log has begun at `destination`. `StaleBatchError` if
+        exporter has passed); its log has begun at `destination`, and ends at
+        `log_end` there (its signed checkpoint; None: as it was). `StaleBatchError` if
         the watermark is no longer at `since`: another exporter of the name committed
         first, and this batch's late commit must not move the watermark back."""
         with self.lock:
@@ -390,6 +395,11 @@ class SpoolStore(SpoolFreeing):
                 self._db.execute(
                     "INSERT OR REPLACE INTO destinations VALUES (?, ?)", (exporter, destination)
                 )
+                if log_end is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO destination_logs VALUES (?, ?, ?, ?)",
+                        (destination, log_end.last_seq, log_end.size, log_end.root),
+                    )
                 freed = self._pass_exported()
             self._account_freed(freed)
 
@@ -410,6 +420,18 @@ class SpoolStore(SpoolFreeing):
                 "UNION ALL SELECT 1 FROM files WHERE exporter = ? LIMIT 1"
             )
             return self._db.execute(query, (exporter, exporter)).fetchone() is not None
+
+    def destination_log(self, destination: str) -> DestinationLog | None:
+        """Where this node's log at `destination` ends (None: it has none there, or
+        the spool is older than the record)."""
+        with self.lock:
+            row = self._db.execute(
+                "SELECT last_seq, size, root FROM destination_logs WHERE destination = ?",
+                (destination,),
+            ).fetchone()
+        if row is None:
+            return None
+        return DestinationLog(last_seq=int(row[0]), size=int(row[1]), root=bytes(row[2]))
 
     def files(self, exporter: str | None = None) -> list[tuple[str, ExportedFile]]:
         """(exporter, file) of every file recorded, oldest first."""

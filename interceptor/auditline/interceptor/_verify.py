@@ -29,6 +29,7 @@ from auditline.interceptor._integrity import (
     MANIFEST_FORMAT,
     manifest_digest,
     manifest_note_text,
+    resume_text,
     start_text,
 )
 from auditline.interceptor._keys import within
@@ -36,7 +37,7 @@ from auditline.interceptor._locations import Location
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._note import Checkpoint, NoteError, VerifierKey, open_note
 from auditline.interceptor._verify_batch import BatchReading, LogKey, SeenManifest
-from auditline.interceptor._verify_report import Finding, NodeReport, Report
+from auditline.interceptor._verify_report import Finding, NodeReport, NotHere, Report
 from auditline.interceptor._verify_shape import manifest_problem
 
 __all__ = ["Verifier"]
@@ -61,9 +62,10 @@ class Verifier(BatchReading):
         self.until = until
         self.progress = progress
         self.findings: list[Finding] = []
-        # Per log (when `keep_leaves`), for proofs: the tree before its first batch
-        # (empty, unless its log begins later), and every leaf after it.
-        self.leaves: dict[LogKey, tuple[Frontier, list[bytes]]] = {}
+        # Per log (when `keep_leaves`), for proofs: its stretches of consecutive
+        # batches (one, unless it resumes after events exported elsewhere), each the
+        # tree before its first batch and every leaf after it.
+        self.leaves: dict[LogKey, list[tuple[Frontier, list[bytes]]]] = {}
         # Event id: its log, seq, format and line.
         self.lines: dict[str, tuple[LogKey, int, str, bytes]] = {}
         # Per log, the signed note of each tree size the files prove, and the tree's base.
@@ -174,6 +176,28 @@ class Verifier(BatchReading):
             first_seq=manifest.first_seq,
         )
 
+    def _resumes(self, manifest: SeenManifest, signed: tuple[int, bytes] | None) -> bool:
+        """Whether the manifest carries the signed note, by the key that signed its
+        checkpoint, that the log goes on at its first event after `signed`, the
+        checkpoint of the batch before it here (`resume_text`)."""
+        note = manifest.document.get("exporter_resume")
+        if not isinstance(note, str) or manifest.checkpoint is None or signed is None:
+            return False
+        try:
+            opened = open_note(note, self.keys)
+        except NoteError:
+            return False
+        document = manifest.document
+        origin = str(document.get("origin"))
+        after = Checkpoint(origin=origin, size=signed[0], root=signed[1])
+        signer = f"{opened.signer.name}+{opened.signer.key_id:08x}"
+        return signer == document.get("_signer") and opened.text == resume_text(
+            origin=origin,
+            exporter=str(document.get("exporter")),
+            after=after,
+            first_seq=manifest.first_seq,
+        )
+
     def _wanted(self, manifest: SeenManifest) -> bool:
         if self.since is not None and manifest.created < self.since:
             return False
@@ -200,17 +224,18 @@ class Verifier(BatchReading):
         batches = [m for m in batches if self._wanted(m)]
         proven: dict[int, bytes] = {0: Frontier().root()}  # tree sizes the files prove
         signed: tuple[int, bytes] | None = None  # the checkpoint before this manifest
-        leaves: list[bytes] = []
-        start: Frontier | None = None  # the tree before the first batch
+        stretches: list[tuple[Frontier, list[bytes]]] = []  # for proofs
         for index, manifest in enumerate(batches):
             span = {"first_seq": manifest.first_seq, "last_seq": manifest.last_seq}
             before = self._frontier(node, manifest)
             if before is None:
                 continue
+            resumed = index > 0 and self._resumes(manifest, signed)
+            if index == 0 or resumed:
+                stretches.append((before.copy(), []))
             if index == 0:
                 report.first_seq = manifest.first_seq
                 base = manifest.first_seq - before.size - 1
-                start = before.copy()
                 # The log begins with the tree (an empty frontier), unless the node
                 # signed that this exporter's log begins later.
                 if before.size and self.since is None and not self._starts_log(manifest):
@@ -221,6 +246,15 @@ class Verifier(BatchReading):
                         first_seq=base + 1,
                         last_seq=manifest.first_seq - 1,
                     )
+            elif resumed:
+                # The node signed that its log here goes on after them (they went
+                # to another destination meanwhile): said, not found.
+                report.not_here.append(
+                    NotHere(
+                        first_seq=batches[index - 1].last_seq + 1,
+                        last_seq=manifest.first_seq - 1,
+                    )
+                )
             elif manifest.first_seq > batches[index - 1].last_seq + 1:
                 self._find(
                     "missing-events",
@@ -229,7 +263,7 @@ class Verifier(BatchReading):
                     first_seq=batches[index - 1].last_seq + 1,
                     last_seq=manifest.first_seq - 1,
                 )
-            if signed is not None and (before.size, before.root()) != signed:
+            if signed is not None and (before.size, before.root()) != signed and not resumed:
                 self._find("inconsistent-checkpoints", node, "", key=manifest.key, **span)
             batch = self._batch(node, manifest)
             tree = before.copy()
@@ -237,7 +271,8 @@ class Verifier(BatchReading):
             if complete:
                 batch_leaves = [batch[s] for s in range(manifest.first_seq, manifest.last_seq + 1)]
                 tree.extend(batch_leaves)
-                if self._keep and start is not None and start.size + len(leaves) == before.size:
+                start, leaves = stretches[-1] if stretches else (Frontier(), [])
+                if self._keep and start.size + len(leaves) == before.size:
                     leaves.extend(batch_leaves)
             checkpoint = manifest.checkpoint
             if checkpoint is not None:
@@ -257,7 +292,7 @@ class Verifier(BatchReading):
             report.files += len(manifest.document.get("files", []))
         self._tail(node, manifests, proven, base)
         if self._keep:
-            self.leaves[log] = (start or Frontier(), leaves)
+            self.leaves[log] = stretches or [(Frontier(), [])]
         self.bases[log] = base
         report.events, report.dropped_before_logging = self._events, self._dropped
         self._events = self._dropped = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["KINDS", "Finding", "NodeReport", "Report"]
+__all__ = ["KINDS", "Finding", "NodeReport", "NotHere", "Report"]
 
 KINDS = {
     "modified-file": "a file's bytes are not the ones its manifest lists",
@@ -38,6 +38,17 @@ class Finding:
     last_seq: int | None = None
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NotHere:
+    """Events a log skips with the node's signed note that it goes on after them
+    (`resume_text`): its exporter wrote them to another destination meanwhile, or
+    they were passed while no exporter wrote here. Not a finding: verify the other
+    destinations for them."""
+
+    first_seq: int
+    last_seq: int
+
+
 @dataclasses.dataclass(kw_only=True)
 class NodeReport:
     """What was proven of one node's log."""
@@ -54,6 +65,7 @@ class NodeReport:
     checkpoints: int = 0
     keys: list[str] = dataclasses.field(default_factory=list)
     dropped_before_logging: int = 0  # counted by DATA_LOSS markers
+    not_here: list[NotHere] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(kw_only=True)

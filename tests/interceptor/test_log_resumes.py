@@ -1,0 +1,171 @@
+"""A destination's log goes on: an exporter made where a deleted one wrote continues
+that log rather than exporting its events again, and one that comes back after
+writing elsewhere signs where its log resumes (`resume_text`). Both verified as
+tampered before (found by a review helper): an ordinary delete and re-create, or an
+audit target moved A → B → A, raised the verifier's gravest findings."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool, read_exported
+from auditline.interceptor._export_config import destination_of
+from auditline.interceptor._note import open_note
+from auditline.interceptor.integrity import (
+    LocalDirectory,
+    Notary,
+    SigningKey,
+    Verifier,
+    prove,
+    verify_proof,
+)
+from auditline.interceptor.integrity import Report as VerifyReport
+
+
+def _emit(spool: Spool, count: int) -> None:
+    for i in range(count):
+        event = event_pb2.ApiEvent(event_name=f"Call{i}", version="2")
+        event.request.request_time.FromNanoseconds(time.time_ns())
+        event.response.response_time.FromNanoseconds(time.time_ns())
+        spool.emit(event)
+    assert spool.flush(10)
+
+
+def _drain(exporter: Exporter) -> None:
+    while exporter.export_once():
+        pass
+
+
+def _verify(root: Path, key: SigningKey) -> VerifyReport:
+    return Verifier(LocalDirectory(root), [key.verifier]).run()
+
+
+def _manifests(root: Path) -> list[Path]:
+    return sorted(root.glob("integrity/n/manifests/*.json"))
+
+
+@pytest.mark.parametrize("settings", [{}, {"log_types": frozenset({event_pb2.LOG_TYPE_IAM})}])
+def test_an_exporter_made_where_a_deleted_one_wrote_goes_on_with_its_log(
+    tmp_path: Path, settings: dict[str, object]
+) -> None:
+    """The events are still spooled (kept for queries): the new exporter began at the
+    oldest and cut them again; their manifests disagreed with the ones there, or
+    (other settings, the same batch) collided, and it retried for good while the
+    spool filled."""
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=3600)
+    bucket = tmp_path / "bucket"
+    first = Exporter(
+        ExporterConfig(name="x"), spool, DirectoryWriter(bucket), node_id="n", notary=notary
+    )
+    _emit(spool, 5)
+    _drain(first)
+    first.checkpoint_idle()
+    spool.store.unregister("x")  # DeleteExporter
+    spool.store.register("y")  # made at once, before the next events
+    again = Exporter(
+        ExporterConfig(name="y", **settings),  # type: ignore[arg-type]
+        spool,
+        DirectoryWriter(bucket),
+        node_id="n",
+        notary=notary,
+    )
+    _drain(again)  # nothing new: it only takes its place at the log's end
+    assert spool.store.watermark("y") == 5
+    _emit(spool, 5)
+    _drain(again)
+    again.checkpoint_idle()
+    spool.close()
+    report = _verify(bucket, key)
+    assert report.findings == []
+    assert (report.nodes[0].first_seq, report.nodes[0].last_seq) == (1, 10)
+    assert report.nodes[0].not_here == []
+
+
+def _there_and_back(tmp_path: Path, key: SigningKey) -> tuple[Path, Path]:
+    """Exporter `default` (the audit target's) writes 1..5 to A, 6..10 to B, then
+    11..15 to A again."""
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    a, b = tmp_path / "A", tmp_path / "B"
+    exporter = Exporter(
+        ExporterConfig(name="default"), spool, DirectoryWriter(a), node_id="n", notary=notary
+    )
+    for target in (None, b, a):
+        if target is not None:
+            exporter.retarget(DirectoryWriter(target))
+        _emit(spool, 5)
+        _drain(exporter)
+    exporter.checkpoint_idle()
+    spool.close()
+    return a, b
+
+
+def test_an_exporter_back_where_it_wrote_before_signs_where_its_log_resumes(
+    tmp_path: Path,
+) -> None:
+    key = SigningKey.generate("test/n")
+    a, b = _there_and_back(tmp_path, key)
+    report = _verify(a, key)
+    assert report.findings == []  # were: missing-events 6..10, inconsistent-checkpoints
+    node = report.nodes[0]
+    assert (node.first_seq, node.last_seq) == (1, 15)
+    assert [(n.first_seq, n.last_seq) for n in node.not_here] == [(6, 10)]
+    back = _verify(b, key)
+    assert back.findings == []
+    assert (back.nodes[0].first_seq, back.nodes[0].last_seq) == (6, 10)
+    # Each event at A can be proven, before the resume and after it.
+    events = list(read_exported(LocalDirectory(a)))
+    assert [int(e.document["Sequence"]) for e in events] == [*range(1, 6), *range(11, 16)]
+    for event in events:
+        proof = prove(LocalDirectory(a), event.document["EventId"], [key.verifier])
+        assert verify_proof(proof, [key.verifier])["EventId"] == event.document["EventId"]
+
+
+def test_a_resume_note_covers_nothing_but_the_gap_it_was_signed_for(tmp_path: Path) -> None:
+    key = SigningKey.generate("test/n")
+    a, _ = _there_and_back(tmp_path, key)
+    first, resumed = (m for m in _manifests(a) if orjson.loads(m.read_bytes())["files"])
+    document = orjson.loads(resumed.read_bytes())
+    assert "exporter_resume" in document
+    # The batch before it deleted: the note is bound to that batch's checkpoint.
+    saved = first.read_bytes()
+    first.unlink()
+    assert "missing-events" in [f.kind for f in _verify(a, key).findings]
+    first.write_bytes(saved)
+    # Signed by a key the verifier does not trust, or moved from its manifest: found.
+    other = SigningKey.generate("test/n")
+    text = open_note(document["exporter_resume"], [key.verifier]).text
+    assert text.startswith("auditline-exporter-resume/1\ntest/n\nexporter default\nafter 5 ")
+    forged = other.sign_note(text)
+    resumed.chmod(0o644)
+    resumed.write_bytes(orjson.dumps({**document, "exporter_resume": forged}))
+    kinds = {f.kind for f in _verify(a, key).findings}
+    assert {"missing-events", "inconsistent-checkpoints"} <= kinds
+    without = {k: v for k, v in document.items() if k != "exporter_resume"}
+    resumed.write_bytes(orjson.dumps(without))
+    kinds = {f.kind for f in _verify(a, key).findings}
+    assert {"missing-events", "inconsistent-checkpoints"} <= kinds
+
+
+def test_where_a_destinations_log_ends_outlives_its_exporter(tmp_path: Path) -> None:
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    writer = DirectoryWriter(tmp_path / "bucket")
+    exporter = Exporter(ExporterConfig(name="x"), spool, writer, node_id="n", notary=notary)
+    _emit(spool, 3)
+    _drain(exporter)
+    destination = destination_of(exporter.config, exporter.writer)
+    end = spool.store.destination_log(destination)
+    assert end is not None
+    assert (end.last_seq, end.size) == (3, 3)
+    spool.store.unregister("x")
+    assert spool.store.destination_log(destination) == end
+    spool.close()
