@@ -140,7 +140,10 @@ class DetectionWindow:
         self.db = sqlite3.connect(":memory:", check_same_thread=False)
         self._columns = sorted(detector._fields | {"timestamp", "time", "metadata.uid"})
         names = ", ".join(f"`{c}` COLLATE NOCASE" for c in self._columns)
-        self.db.execute(f"CREATE TABLE logs ({names})")
+        # rowid never given again: `rowid > since` finds the new rows even after
+        # `forget_before` emptied the table (SQLite reuses max(rowid) + 1 otherwise,
+        # and a poll after a day's quiet found nothing; found by a review helper).
+        self.db.execute(f"CREATE TABLE logs (_row INTEGER PRIMARY KEY AUTOINCREMENT, {names})")
         self.last_rowid = 0
         # Each correlation's groups' places from poll to poll.
         self._states: list[dict[tuple[Any, ...], CorrelationState]] = [

@@ -8,10 +8,10 @@ made meanwhile) waited (found by a review helper). Here pySigma compiles only th
 referenced rules' conditions; the rows they match are read once, ordered by time, and
 each group's window slides over them: linear in the window.
 
-A finding is made when a group's measure first meets the condition, and again once
-per timespan while it keeps meeting it: a brute force going on is one finding an hour
-(its timespan), not one per event, and its evidence is the window that met the
-condition (at most `EVIDENCE_LIMIT` events, the latest).
+A finding is made when a group's measure meets the condition, and at most once per
+timespan: a brute force going on is one finding a day (its timespan), not one per
+event, and its evidence is the window that met the condition (at most
+`EVIDENCE_LIMIT` events, the latest).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import collections
 import dataclasses
+import math
 import operator
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -77,9 +78,8 @@ class MatchedWindow:
 
 @dataclasses.dataclass(kw_only=True)
 class CorrelationState:
-    """One group's place between polls."""
+    """One group's place between polls: when it was last reported (by event time)."""
 
-    qualified: bool = False
     reported_at: int | None = None
 
 
@@ -124,7 +124,9 @@ class Correlation:
             selects.append(f"SELECT {columns} FROM logs WHERE {where}")  # noqa: S608
         return cls(
             rule=rule,
-            select=" UNION ALL ".join(selects) + " ORDER BY 2, 1",
+            # In time order; an event's rows for several rules with the later rule
+            # first (temporal_ordered: one event is not a chain of two rules).
+            select=" UNION ALL ".join(selects) + " ORDER BY 2, 1, 3 DESC",
             groups=len(fields),
             span_ms=int(rule.timespan.seconds * 1000),
             slots=len(selects),
@@ -140,24 +142,30 @@ class Correlation:
         """The windows that meet the condition, ending at rows after `since_rowid`,
         once per episode; `states` keeps each group's place from poll to poll."""
         by_group: dict[tuple[Any, ...], list[_Row]] = collections.defaultdict(list)
-        touched: set[tuple[Any, ...]] = set()
+        # Each touched group's earliest new event: windows ending there or later are
+        # measured again (an event is spooled when its call ends, stamped when it
+        # began: it can come after events of later times, into windows measured
+        # before).
+        touched: dict[tuple[Any, ...], int] = {}
         for rowid, time, slot, *rest in db.execute(self.select):
             group = tuple(v.lower() if isinstance(v, str) else v for v in rest[: self.groups])
             if time is None or None in group:  # as pySigma: an event without its group
                 continue
             by_group[group].append(_Row(rowid=rowid, time=time, slot=slot, value=rest[self.groups]))
             if rowid > since_rowid:
-                touched.add(group)
+                touched[group] = min(time, touched.get(group, time))
         for group in list(states):  # groups gone from the window are forgotten
             if group not in by_group:
                 del states[group]
         for group in sorted(touched, key=repr):
             state = states.setdefault(group, CorrelationState())
-            yield from self._slide(by_group[group], since_rowid, state)
+            yield from self._slide(by_group[group], touched[group], state)
 
     def _slide(
-        self, rows: list[_Row], since_rowid: int, state: CorrelationState
+        self, rows: list[_Row], from_time: int, state: CorrelationState
     ) -> Iterator[MatchedWindow]:
+        """Report the first window from `from_time` on that meets the condition, and
+        again once a timespan has passed since the last report."""
         condition = self.rule.condition
         assert isinstance(condition, SigmaCorrelationCondition)
         compare = _COMPARE[condition.op]
@@ -168,19 +176,15 @@ class Correlation:
             measure.add(row)
             while window[0].time < row.time - self.span_ms:
                 measure.remove(window.popleft())
-            if row.rowid <= since_rowid:
+            if row.time < from_time:
+                continue
+            if state.reported_at is not None and row.time - state.reported_at <= self.span_ms:
                 continue
             metric = measure.value(row.time - self.span_ms)
-            qualified = metric is not None and compare(metric, condition.count)
-            if qualified and (
-                not state.qualified
-                or state.reported_at is None
-                or row.time - state.reported_at > self.span_ms
-            ):
+            if metric is not None and compare(metric, condition.count):
                 state.reported_at = row.time
                 rowids = list(dict.fromkeys(r.rowid for r in window))
                 yield MatchedWindow(rule=self.rule, rowids=tuple(rowids[-EVIDENCE_LIMIT:]))
-            state.qualified = qualified
 
 
 class _Measure:
@@ -190,8 +194,10 @@ class _Measure:
         self.kind = correlation.rule.type
         condition = correlation.rule.condition
         self.percentile = getattr(condition, "percentile", None) or 50
-        self.slots = correlation.slots
+        # Distinct keys (events, values or rules) and how many rows hold each.
         self.keys: collections.Counter[Any] = collections.Counter()
+        # value_*: each event's number once, however many rules it matched.
+        self.events: collections.Counter[int] = collections.Counter()
         self.numbers: list[float] = []  # sorted
         self.total = 0.0
         # temporal_ordered: for each prefix of the rules, the latest time a chain of
@@ -213,13 +219,18 @@ class _Measure:
             if key is not None:
                 self.keys[key] += 1
         elif self.kind is SigmaCorrelationType.TEMPORAL_ORDERED:
+            # An event's rows come later rule first: a chain takes each from an
+            # event before it.
             began = row.time if row.slot == 0 else self.chains[row.slot - 1]
             current = self.chains[row.slot]
             if began is not None and (current is None or began > current):
                 self.chains[row.slot] = began
-        elif _number(row.value):
-            bisect.insort(self.numbers, row.value)
-            self.total += row.value
+        else:
+            self.events[row.rowid] += 1
+            number = _number(row.value)
+            if self.events[row.rowid] == 1 and number is not None:
+                bisect.insort(self.numbers, number)
+                self.total += number
 
     def remove(self, row: _Row) -> None:
         if self.kind in _DISTINCT:
@@ -228,9 +239,15 @@ class _Measure:
                 self.keys[key] -= 1
                 if not self.keys[key]:
                     del self.keys[key]
-        elif self.kind is not SigmaCorrelationType.TEMPORAL_ORDERED and _number(row.value):
-            del self.numbers[bisect.bisect_left(self.numbers, row.value)]
-            self.total -= row.value
+        elif self.kind is not SigmaCorrelationType.TEMPORAL_ORDERED:
+            self.events[row.rowid] -= 1
+            if self.events[row.rowid]:
+                return
+            del self.events[row.rowid]
+            number = _number(row.value)
+            if number is not None:
+                del self.numbers[bisect.bisect_left(self.numbers, number)]
+                self.total -= number
 
     def value(self, start: int) -> float | None:
         kind = self.kind
@@ -246,10 +263,24 @@ class _Measure:
             return self.total
         if kind is SigmaCorrelationType.VALUE_AVG:
             return self.total / len(numbers)
+        # Interpolated between the closest ranks, as pySigma's SQL does.
         percentile = 50 if kind is SigmaCorrelationType.VALUE_MEDIAN else self.percentile
-        rank = max(0, min(len(numbers) - 1, round(percentile / 100 * len(numbers)) - 1))
-        return numbers[rank]
+        position = (len(numbers) - 1) * percentile / 100
+        low = int(position)
+        high = min(low + 1, len(numbers) - 1)
+        return numbers[low] + (numbers[high] - numbers[low]) * (position - low)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _number(value: Any) -> float | None:
+    """A field's number: protobuf's JSON writes 64-bit integers as text."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None

@@ -3,10 +3,9 @@ match becomes a `DetectionFinding` event in the findings log (an OCSF Detection
 Finding in the ocsf-json format), exported like every other event, visible in
 `ListEvents`/`TailEvents`, and counted in the metric `auditline.detections.findings`.
 
-A plain rule's finding is made once per event; a correlation's once per group when
-its condition is first met, and again once per timespan while it goes on (a brute
-force going on is one finding a day, its timespan, not one per poll or per event):
-`detection_correlation`.
+A plain rule's finding is made once per event; a correlation's when its condition is
+met, at most once per group and timespan (a brute force going on is one finding a
+day, its timespan, not one per poll or per event): `detection_correlation`.
 """
 
 from __future__ import annotations
