@@ -233,6 +233,26 @@ def test_a_lock_whose_object_never_arrived_holds_nothing(tmp_path: Path) -> None
         store.delete_object("half", "k")
 
 
+def test_the_same_object_put_again_stays_locked_as_long_as_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As S3 keeps the new version locked: the verifier key, put again daily while its
+    log goes on, was refused while locked and its lock never extended (found by a
+    review helper). Other bytes are refused; a lock is never shortened."""
+    store = FilesystemStore(tmp_path / "objects")
+    store.create_bucket("keys", object_lock=True)
+    store.put_object("keys", "k", b"key", retain_until=_later(1), mode="COMPLIANCE")
+    store.put_object("keys", "k", b"key", retain_until=_later(3), mode="COMPLIANCE")
+    store.put_object("keys", "k", b"key", retain_until=_later(2), mode="COMPLIANCE")
+    with pytest.raises(ObjectLockedError):
+        store.put_object("keys", "k", b"other", retain_until=_later(5), mode="COMPLIANCE")
+    in_two_days = time.time() + 2.5 * 86400
+    monkeypatch.setattr("auditline.server.objectstore.time.time", lambda: in_two_days)
+    with pytest.raises(ObjectLockedError):
+        store.delete_object("keys", "k")
+    assert store.get_object("keys", "k") == b"key"
+
+
 def test_objects_are_written_read_only_with_the_umask_s_permissions(tmp_path: Path) -> None:
     """Readable as the umask allows (not private, as `mkstemp`'s are), and written by
     no one in place: a query reading a locked audit file in place could rewrite it."""
