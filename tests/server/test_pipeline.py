@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from auditline.audit.v1 import exporter_pb2
+from auditline.errors import FailedPreconditionError
 from tests.conftest import ServeFactory
 from tests.interceptor.test_formats import _validator
 from tests.support.clients import login
@@ -120,6 +122,25 @@ def test_an_external_s3_target(serve: ServeFactory, seaweedfs: SeaweedFS) -> Non
     process = serve("--export-target", target, "--export-retention-days", "0", env=env)
     api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
     made = mixed_calls(api, 6)
+    # The default exporter is shown, and checked against others, where it writes (it
+    # was at the audit target's bucket: an exporter there was refused, and one onto
+    # this target let through; found by a review helper).
+    default = api.exporters.GetExporter(
+        exporter_pb2.GetExporterRequest(name="exporters/default")
+    ).exporter
+    assert (default.bucket, default.external_s3.bucket) == ("", bucket)
+    onto = exporter_pb2.ExternalS3Target(endpoint=seaweedfs.endpoint, bucket=bucket)
+    with pytest.raises(FailedPreconditionError, match="exporters/default already writes"):
+        api.exporters.CreateExporter(
+            exporter_pb2.CreateExporterRequest(
+                exporter=exporter_pb2.Exporter(display_name="onto", external_s3=onto)
+            )
+        )
+    api.exporters.CreateExporter(
+        exporter_pb2.CreateExporterRequest(
+            exporter=exporter_pb2.Exporter(display_name="audit bucket", bucket=DEFAULT_BUCKET)
+        )
+    )
     assert process.terminate() == 0
     records = sorted(
         (event_of(r) for rs in s3_records(seaweedfs, bucket).values() for r in rs),

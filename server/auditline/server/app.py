@@ -176,6 +176,7 @@ class AuditlineServer:
             lambda connection: audit_settings(self.db, connection).bucket,
             default_exporter(settings),
             self.node_id,
+            export_target=settings.export_target,
         )
         self.log_queries = ExportedLogQueries(
             locate=lambda name: exporter_location(

@@ -21,6 +21,7 @@ from auditline.contract import (
 )
 from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
 from auditline.interceptor import LAKE_PARTITION, Exporter, ExporterConfig, ExporterStatus
+from auditline.interceptor._s3 import parse_s3_url
 from auditline.server.db import Database, require_row, tables
 from auditline.server.exporter_reports import forget_exporter, node_statuses
 from auditline.server.objectstore import ObjectStore
@@ -87,6 +88,7 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         default_target: Callable[[Connection], str],
         default_config: ExporterConfig,
         node_id: str,
+        export_target: str = "",
     ) -> None:
         self.db = db
         self.node_id = node_id
@@ -96,6 +98,9 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         self.default_target = default_target
         # As the flags set it (the default exporter may run in an audit worker).
         self.default_config = default_config
+        # `--export-target`: where the default exporter writes instead of the audit
+        # target (an S3 URL).
+        self.export_target = parse_s3_url(export_target) if export_target else None
 
     # --- messages -----------------------------------------------------------------------
 
@@ -173,13 +178,25 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         return exporter
 
     def _default_row(self, connection: Connection) -> dict[str, Any]:
+        """The default exporter as the flags set it, writing to the audit target, or
+        to `--export-target` (it was shown, and checked against others, at the audit
+        target then too; found by a review helper)."""
         config = self.default_config
+        bucket, external, prefix = self.default_target(connection), None, config.prefix
+        if self.export_target is not None:
+            url = self.export_target
+            bucket, prefix = "", url.prefix + config.prefix
+            external = {
+                "endpoint": url.endpoint or "",
+                "region": url.region or "",
+                "bucket": url.bucket,
+            }
         return {
             "id": DEFAULT,
             "display_name": "default (set by flags)",
-            "bucket": self.default_target(connection),
-            "external": None,
-            "prefix": config.prefix,
+            "bucket": bucket,
+            "external": external,
+            "prefix": prefix,
             "format": config.format,
             "compression": config.compression,
             "flush_interval": config.flush_interval,
