@@ -275,6 +275,8 @@ def test_s3_writer_locks_objects_and_verify_reads_them_back(
     writer.put("x/one.jsonl", b'{"a":1}\n', retain_until=until, mode="GOVERNANCE")
     retention = client.get_object_retention(Bucket=bucket, Key="audit/x/one.jsonl")
     assert retention["Retention"]["Mode"] == "GOVERNANCE"
+    assert writer.exists("x/one.jsonl")  # under the URL's prefix
+    assert not writer.exists("x/two.jsonl")
     location = open_location(url)
     assert list(location.list_keys()) == ["x/one.jsonl"]
     assert location.read("x/one.jsonl") == b'{"a":1}\n'

@@ -6,6 +6,7 @@ audit target moved A → B → A, raised the verifier's gravest findings."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -169,3 +170,98 @@ def test_where_a_destinations_log_ends_outlives_its_exporter(tmp_path: Path) -> 
     spool.store.unregister("x")
     assert spool.store.destination_log(destination) == end
     spool.close()
+
+
+def _unlock(path: Path) -> None:
+    path.chmod(0o644)
+
+
+def test_a_manifest_of_another_log_of_the_node_does_not_pass_for_one_of_this(
+    tmp_path: Path,
+) -> None:
+    """Each destination's log is named in its manifests (`log`): a genuine manifest
+    of the node's log elsewhere, with its resume note, copied in, hid the deletion of
+    a batch (its checkpoints are the node's, and fit any log of it); copied beside
+    one of this log's, it hid a deleted file (found by a review helper)."""
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    a, c, d = tmp_path / "A", tmp_path / "C", tmp_path / "D"
+    x = Exporter(ExporterConfig(name="x"), spool, DirectoryWriter(a), node_id="n", notary=notary)
+    y = Exporter(ExporterConfig(name="y"), spool, DirectoryWriter(c), node_id="n", notary=notary)
+    for target in (None, d, c):  # y goes to D and back; x stays at A; the same batches
+        if target is not None:
+            y.retarget(DirectoryWriter(target))
+        _emit(spool, 5)
+        _drain(x)
+        _drain(y)
+    spool.close()
+    assert _verify(a, key).findings == []
+    for path in a.rglob("*"):  # batch 6..10 deleted, C's 11..15 put in place of A's
+        if path.is_file() and "000000000006-000000000010" in path.name:
+            _unlock(path)
+            path.unlink()
+    for path in c.rglob("*"):
+        if path.is_file() and path.name.startswith("000000000011-000000000015"):
+            target = a / path.relative_to(c)
+            _unlock(target)
+            target.write_bytes(path.read_bytes())
+    kinds = {f.kind for f in _verify(a, key).findings}
+    assert {"foreign-manifest", "missing-events"} <= kinds
+    # Beside this log's own manifest of the batch: the two disagree.
+    (own,) = (m for m in _manifests(c) if m.name.startswith("000000000001-000000000005"))
+    copy = _manifests(a)[0].with_name("000000000001-000000000005-copy.json")
+    copy.write_bytes(own.read_bytes())
+    assert "conflicting-manifests" in {f.kind for f in _verify(a, key).findings}
+
+
+def test_an_emptied_destination_begins_a_new_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The spool remembered a log whose objects were deleted (the bucket emptied and
+    made again): the next exporter skipped the spooled events and its log verified
+    as headless (found by a review helper). The last manifest is looked for first."""
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=3600)
+    bucket = tmp_path / "bucket"
+    first = Exporter(
+        ExporterConfig(name="x"), spool, DirectoryWriter(bucket), node_id="n", notary=notary
+    )
+    _emit(spool, 5)
+    _drain(first)
+    spool.store.unregister("x")
+    for path in bucket.rglob("*"):
+        if path.is_file():
+            _unlock(path)
+    shutil.rmtree(bucket)
+    again = Exporter(
+        ExporterConfig(name="y"), spool, DirectoryWriter(bucket), node_id="n", notary=notary
+    )
+    _emit(spool, 3)
+    _drain(again)
+    spool.close()
+    report = _verify(bucket, key)
+    assert report.findings == []
+    assert (report.nodes[0].first_seq, report.nodes[0].last_seq) == (1, 8)
+    assert "a new log begins there" in caplog.text
+
+
+def test_an_exporter_of_more_log_types_than_the_log_it_goes_on_with_says_what_is_not_there(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=3600)
+    bucket = tmp_path / "bucket"
+    iam = ExporterConfig(name="x", log_types=frozenset({event_pb2.LOG_TYPE_IAM}))
+    first = Exporter(iam, spool, DirectoryWriter(bucket), node_id="n", notary=notary)
+    _emit(spool, 5)
+    _drain(first)
+    spool.store.unregister("x")
+    every = Exporter(
+        ExporterConfig(name="y"), spool, DirectoryWriter(bucket), node_id="n", notary=notary
+    )
+    _drain(every)
+    spool.close()
+    assert "its events 1..5 of log types account_api" in caplog.text

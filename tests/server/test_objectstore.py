@@ -52,6 +52,8 @@ def test_bucket_lifecycle(store: ObjectStore) -> None:
         store.create_bucket(name, object_lock=False)
     store.put_object(name, "a/b.txt", b"hello")
     assert store.get_object(name, "a/b.txt") == b"hello"
+    assert store.has_object(name, "a/b.txt")
+    assert not store.has_object(name, "a/nothing.txt")
     assert store.usage(name) == BucketUsage(bytes=5, objects=1)
     with pytest.raises(BucketNotEmptyError):
         store.delete_bucket(name)

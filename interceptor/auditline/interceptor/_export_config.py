@@ -28,7 +28,11 @@ class ObjectWriter(Protocol):
 
     A writer may also name where it writes, as a string attribute `location` (the
     writers here do): an exporter whose location or prefix changes then begins a log
-    of its own there, whose first manifest says where it begins."""
+    of its own there, whose first manifest says where it begins. And it may say
+    whether a key is there, `exists(key) -> bool` (the writers here do): an exporter
+    that comes to a destination where the spool remembers a log of the node checks
+    that the log's last manifest is still there before it goes on with it (the
+    bucket may have been emptied and made again)."""
 
     def put(
         self, key: str, data: bytes, *, retain_until: datetime.datetime | None, mode: str | None

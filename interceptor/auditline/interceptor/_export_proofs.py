@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import abc
 import datetime
+import hashlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +20,8 @@ from auditline.interceptor._spool import Spool
 from auditline.interceptor._spool_records import DestinationLog, ExportedFile, SpooledEvent
 
 __all__ = ["ExporterProofs"]
+
+log = logging.getLogger("auditline.interceptor")
 
 
 class ExporterProofs(abc.ABC):
@@ -66,12 +70,16 @@ class ExporterProofs(abc.ABC):
             return None
         store = self.spool.store
         starts_log, resumes_after = False, None
+        there = store.destination_log(destination)
         if not store.has_begun(self.config.name, destination):
-            there = store.destination_log(destination)
+            there = self._still_there(there)
             if there is None:
                 starts_log = True  # nothing of this node's log is there
             elif there.last_seq + 1 < first:  # back after writing elsewhere
                 resumes_after = Checkpoint(origin=notary.origin, size=there.size, root=there.root)
+        # The log's name: made from where and at which event it began, so that a batch
+        # redone after a crash is signed the same.
+        log_id = there.log_id if there is not None else _log_id(notary, destination, first)
         last = events[-1].seq
         entries = [
             FileEntry(
@@ -105,12 +113,20 @@ class ExporterProofs(abc.ABC):
             created_ns=events[-1].end_ns,
             starts_log=starts_log,
             resumes_after=resumes_after,
+            log_id=log_id,
         )
         mode = self.config.retention_mode if retain_until else None
         self.writer.put(manifest.key, manifest.body, retain_until=retain_until, mode=mode)
         self._last_checkpoint = self.clock()
         after = store.frontier_at(last)
-        return DestinationLog(last_seq=last, size=after.size, root=after.root())
+        return DestinationLog(
+            log_id=log_id,
+            manifest_key=manifest.key,
+            log_types=frozenset(self.config.log_types),
+            last_seq=last,
+            size=after.size,
+            root=after.root(),
+        )
 
     def _go_on_with_the_log_there(self, destination: str) -> None:
         """An exporter new at `destination`, where this node's log already is (an
@@ -125,12 +141,45 @@ class ExporterProofs(abc.ABC):
             return
         if store.has_begun(name, destination):
             return
-        there = store.destination_log(destination)
+        there = self._still_there(store.destination_log(destination))
         watermark = store.watermark(name)
         if there is not None and there.last_seq > watermark:
+            wanted = set(self.config.log_types) or {t for t in LOG_DIRS if t}
+            left_out = sorted(wanted - there.log_types) if there.log_types else []
+            if left_out:
+                # Its log there left out events this exporter writes: those up to the
+                # log's end are not at this destination. Said, as the log must go on
+                # (cut again, its batches would contradict the ones there).
+                log.warning(
+                    "exporter %s goes on with the log at %s after event %d: its events "
+                    "%d..%d of log types %s are not there (the log left them out)",
+                    name,
+                    getattr(self.writer, "location", "its destination"),
+                    there.last_seq,
+                    watermark + 1,
+                    there.last_seq,
+                    ", ".join(LOG_DIRS.get(t, str(t)) for t in left_out),
+                )
             store.commit_files(
                 name, [], watermark=there.last_seq, since=watermark, destination=destination
             )
+
+    def _still_there(self, there: DestinationLog | None) -> DestinationLog | None:
+        """The log the spool remembers at this destination, if its last manifest is
+        still there (when the writer can tell): a bucket emptied and made again
+        under its name had the next exporter skip the spooled events and sign a
+        resume after a log that was gone (found by a review helper)."""
+        exists = getattr(self.writer, "exists", None)
+        if there is None or exists is None or exists(there.manifest_key):
+            return there
+        log.warning(
+            "exporter %s: the log this node wrote to %s is gone (%s is missing); "
+            "a new log begins there",
+            self.config.name,
+            getattr(self.writer, "location", "its destination"),
+            there.manifest_key,
+        )
+        return None
 
     def _publish_key(self) -> None:
         """The verifier key at the destination, locked as long as the files: put again
@@ -169,6 +218,7 @@ class ExporterProofs(abc.ABC):
         self._publish_key()
         watermark = store.watermark(self.config.name)
         tree = store.frontier_at(watermark)
+        there = store.destination_log(destination)
         manifest = notary.manifest(
             prefix=self.config.prefix,
             exporter=self.config.name,
@@ -180,6 +230,12 @@ class ExporterProofs(abc.ABC):
             omitted=[],
             created_ns=time.time_ns(),
             idle=True,
+            log_id=there.log_id if there is not None else None,
         )
         self.writer.put(manifest.key, manifest.body, **self._retention())
         self._last_checkpoint = self.clock()
+
+
+def _log_id(notary: Notary, destination: str, first_seq: int) -> str:
+    text = f"{notary.origin}\n{destination}\n{first_seq}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

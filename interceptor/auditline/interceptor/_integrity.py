@@ -158,13 +158,14 @@ class Notary:
         idle: bool = False,
         starts_log: bool = False,
         resumes_after: Checkpoint | None = None,
+        log_id: str | None = None,
     ) -> IntegrityObject:
         """A batch's manifest. The batch is the events
         `first_seq`.. that take the tree from `before` to `after`; `omitted` are the
         (seq, leaf hash) of the batch's events in none of `files`. `starts_log`: the
         exporter's first batch, with the signed note that its log begins here;
         `resumes_after`: the signed note that the log here goes on after that
-        checkpoint (`resume_text`)."""
+        checkpoint (`resume_text`); `log_id`: the destination's log it is of."""
         last_seq = first_seq + after.size - before.size - 1
         checkpoint = Checkpoint(origin=self.origin, size=after.size, root=after.root())
         created = datetime.datetime.fromtimestamp(created_ns / 1e9, datetime.UTC)
@@ -182,6 +183,8 @@ class Notary:
             "omitted": [[seq, _b64(leaf)] for seq, leaf in omitted],
             "checkpoint": self.key.sign_note(checkpoint.text),
         }
+        if log_id is not None:
+            document["log"] = log_id
         if starts_log:
             text = start_text(origin=self.origin, exporter=exporter, first_seq=first_seq)
             document["exporter_start"] = self.key.sign_note(text)

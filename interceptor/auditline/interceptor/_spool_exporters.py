@@ -143,8 +143,16 @@ class SpoolExporters(SpoolFreeing):
                 )
                 if log_end is not None:
                     self._db.execute(
-                        "INSERT OR REPLACE INTO destination_logs VALUES (?, ?, ?, ?)",
-                        (destination, log_end.last_seq, log_end.size, log_end.root),
+                        "INSERT OR REPLACE INTO destination_logs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            destination,
+                            log_end.log_id,
+                            log_end.manifest_key,
+                            ",".join(str(t) for t in sorted(log_end.log_types)),
+                            log_end.last_seq,
+                            log_end.size,
+                            log_end.root,
+                        ),
                     )
                 freed = self._pass_exported()
             self._account_freed(freed)
@@ -172,12 +180,20 @@ class SpoolExporters(SpoolFreeing):
         the spool is older than the record)."""
         with self.lock:
             row = self._db.execute(
-                "SELECT last_seq, size, root FROM destination_logs WHERE destination = ?",
+                "SELECT log_id, manifest_key, log_types, last_seq, size, root "
+                "FROM destination_logs WHERE destination = ?",
                 (destination,),
             ).fetchone()
         if row is None:
             return None
-        return DestinationLog(last_seq=int(row[0]), size=int(row[1]), root=bytes(row[2]))
+        return DestinationLog(
+            log_id=str(row[0]),
+            manifest_key=str(row[1]),
+            log_types=frozenset(int(t) for t in str(row[2]).split(",") if t),
+            last_seq=int(row[3]),
+            size=int(row[4]),
+            root=bytes(row[5]),
+        )
 
     def files(self, exporter: str | None = None) -> list[tuple[str, ExportedFile]]:
         """(exporter, file) of every file recorded, oldest first."""

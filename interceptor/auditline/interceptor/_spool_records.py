@@ -140,8 +140,14 @@ class DestinationLog:
     last event and the checkpoint signed there. Kept when its exporter is deleted, so
     that a later exporter at that destination goes on with that log rather than
     cutting its batches again, and one that comes back after writing elsewhere says
-    where it resumes."""
+    where it resumes. `log_id` names that log in each of its manifests (random, made
+    with its first batch), so that a manifest of another log of the node cannot pass
+    for one of it; `manifest_key` is its last batch's manifest; `log_types` the log
+    types whose events it holds (empty: every one; the others it leaves out)."""
 
+    log_id: str
+    manifest_key: str
+    log_types: frozenset[int]
     last_seq: int
     size: int
     root: bytes

@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS destinations (
 );
 CREATE TABLE IF NOT EXISTS destination_logs (
     destination TEXT PRIMARY KEY,
+    log_id TEXT NOT NULL,
+    manifest_key TEXT NOT NULL,
+    log_types TEXT NOT NULL,
     last_seq INTEGER NOT NULL,
     size INTEGER NOT NULL,
     root BLOB NOT NULL

@@ -215,10 +215,7 @@ class Verifier(BatchReading):
         # first batch, whose frontier its checkpoint proves, else a signed manifest's.
         signed_first = next((m.document for m in manifests if m.checkpoint is not None), first)
         base = int(signed_first.get("tree_base", 0))
-        batches = sorted(
-            {(m.first_seq, m.last_seq): m for m in manifests if m.last_seq >= m.first_seq}.values(),
-            key=lambda m: m.first_seq,
-        )
+        batches = self._one_per_batch(node, manifests)
         for manifest in batches:
             named.update(within(f["key"], prefix) for f in manifest.document.get("files", []))
         batches = [m for m in batches if self._wanted(m)]
@@ -230,7 +227,18 @@ class Verifier(BatchReading):
             before = self._frontier(node, manifest)
             if before is None:
                 continue
-            resumed = index > 0 and self._resumes(manifest, signed)
+            log_id = manifest.document.get("log")
+            before_id = batches[index - 1].document.get("log") if index else None
+            if log_id is not None and before_id is not None and log_id != before_id:
+                # Copied from another destination's log of the node: its checkpoints
+                # and notes are genuine, and fit here too.
+                self._find("foreign-manifest", node, "", key=manifest.key, **span)
+            resumed = (
+                index > 0
+                and log_id is not None
+                and log_id == before_id
+                and self._resumes(manifest, signed)
+            )
             if index == 0 or resumed:
                 stretches.append((before.copy(), []))
             if index == 0:
@@ -291,12 +299,52 @@ class Verifier(BatchReading):
             report.last_seq = manifest.last_seq
             report.files += len(manifest.document.get("files", []))
         self._tail(node, manifests, proven, base)
+        self._not_here_unsigned(node, manifests, report.not_here, base)
         if self._keep:
             self.leaves[log] = stretches or [(Frontier(), [])]
         self.bases[log] = base
         report.events, report.dropped_before_logging = self._events, self._dropped
         self._events = self._dropped = 0
         return report
+
+    def _one_per_batch(self, node: str, manifests: list[SeenManifest]) -> list[SeenManifest]:
+        """The batches in order, one manifest each. Several of one batch must agree
+        (a batch redone with a rotated key is signed again the same): one of another
+        log of the node, copied beside, hid a file of this one deleted."""
+        chosen: dict[tuple[int, int], SeenManifest] = {}
+        for manifest in manifests:
+            if manifest.last_seq < manifest.first_seq:
+                continue  # an idle checkpoint
+            span = (manifest.first_seq, manifest.last_seq)
+            other = chosen.setdefault(span, manifest)
+            if other is not manifest and _substance(other) != _substance(manifest):
+                self._find(
+                    "conflicting-manifests",
+                    node,
+                    "",
+                    key=manifest.key,
+                    first_seq=span[0],
+                    last_seq=span[1],
+                )
+        return sorted(chosen.values(), key=lambda m: m.first_seq)
+
+    def _not_here_unsigned(
+        self, node: str, manifests: list[SeenManifest], gaps: list[NotHere], base: int
+    ) -> None:
+        """No checkpoint here may be of a tree size this log says it skipped: one is
+        proof that the log here once held those events."""
+        for manifest in manifests:
+            checkpoint = manifest.checkpoint
+            if checkpoint is None or not self._wanted(manifest):
+                continue
+            seq = base + checkpoint.size
+            if any(gap.first_seq <= seq <= gap.last_seq for gap in gaps):
+                self._find(
+                    "inconsistent-checkpoints",
+                    node,
+                    "a checkpoint of events the log says are not here",
+                    key=manifest.key,
+                )
 
     def _frontier(self, node: str, manifest: SeenManifest) -> Frontier | None:
         try:
@@ -337,3 +385,17 @@ class Verifier(BatchReading):
                 first_seq=base + proven + 1,
                 last_seq=base + past[1].size,
             )
+
+
+def _substance(manifest: SeenManifest) -> tuple[Any, ...]:
+    """What a batch's manifest says, apart from its signatures."""
+    document = manifest.document
+    checkpoint = manifest.checkpoint
+    signed = (checkpoint.size, checkpoint.root) if checkpoint is not None else None
+    return (
+        document.get("log"),
+        orjson.dumps(document.get("files"), option=orjson.OPT_SORT_KEYS),
+        orjson.dumps(document.get("omitted")),
+        orjson.dumps(document.get("frontier"), option=orjson.OPT_SORT_KEYS),
+        signed,
+    )

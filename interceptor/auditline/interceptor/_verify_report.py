@@ -20,6 +20,8 @@ KINDS = {
     "untrusted-checkpoint": "no trusted key signed a checkpoint",
     "inconsistent-checkpoints": "a checkpoint does not extend the one before it",
     "uncovered-file": "an event file no manifest names",
+    "foreign-manifest": "a manifest of another of the node's logs (another destination)",
+    "conflicting-manifests": "two manifests of one batch disagree",
     "malformed-manifest": "a manifest that cannot be read",
     "unsigned-manifest": "a manifest whose contents its checkpoint's key did not sign",
     "unreadable-line": "a line that is not an event of its file's format",

@@ -49,6 +49,8 @@ def manifest_problem(document: Any) -> str | None:
             return f"its {name} is not a number"
     if "tree_base" in document and not _int(document["tree_base"]):
         return "its tree_base is not a number"
+    if "log" in document and not isinstance(document["log"], str):
+        return "its log is not a string"
     try:
         created = datetime.datetime.fromisoformat(document["created"])
     except ValueError:

@@ -48,6 +48,9 @@ class DirectoryWriter:
         self.root = root
         self.location = f"file://{root.absolute()}"
 
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
     def put(
         self, key: str, data: bytes, *, retain_until: datetime.datetime | None, mode: str | None
     ) -> None:
@@ -98,6 +101,17 @@ class S3Writer:
         """`s3://BUCKET[/PREFIX]?endpoint=URL&region=R`; `ValueError` for anything else."""
         url = parse_s3_url(text)
         return cls(url.bucket, prefix=url.prefix, endpoint=url.endpoint, region=url.region)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.url.bucket, Key=self.url.prefix + key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
 
     def check(self) -> S3Writer:
         """Fail now, clearly, when the bucket is missing or unreadable (S3 names the

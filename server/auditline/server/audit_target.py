@@ -44,6 +44,9 @@ class BucketWriter:
             if self.store.get_object(self.bucket, key) != data:
                 raise
 
+    def exists(self, key: str) -> bool:
+        return self.store.has_object(self.bucket, key)
+
 
 def ensure_audit_target(
     db: Database,

@@ -135,6 +135,10 @@ class ObjectStore(Protocol):
 
     def get_object(self, bucket: str, key: str) -> bytes: ...
 
+    def has_object(self, bucket: str, key: str) -> bool:
+        """Whether the bucket holds `key` (errors other than its absence raise)."""
+        ...
+
     def usage(self, bucket: str) -> BucketUsage:
         """What the bucket holds, every version counted."""
         ...
@@ -356,6 +360,9 @@ class FilesystemStore:
 
     def get_object(self, bucket: str, key: str) -> bytes:
         return self._object(self._bucket(bucket), key).read_bytes()
+
+    def has_object(self, bucket: str, key: str) -> bool:
+        return self._object(self._bucket(bucket), key).is_file()
 
     def usage(self, bucket: str) -> BucketUsage:
         sizes = []

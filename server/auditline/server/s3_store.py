@@ -160,6 +160,17 @@ class S3Store:
     def get_object(self, bucket: str, key: str) -> bytes:
         return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
+    def has_object(self, bucket: str, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if self._code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
     def usage(self, bucket: str) -> BucketUsage:
         size = count = 0
         paginator = self.client.get_paginator("list_object_versions")
