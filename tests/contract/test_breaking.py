@@ -43,8 +43,9 @@ def test_removing_a_field_is_refused(tmp_path: Path) -> None:
     workspace = _copy(tmp_path)
     auth = workspace / "proto" / "auditline" / "account" / "v1" / "auth.proto"
     text = auth.read_text()
-    assert "  string access_key = 1;\n" in text
-    auth.write_text(text.replace("  string access_key = 1;\n", "  reserved 1;\n"))
+    field = "  string secret_key = 2 ["
+    assert field in text
+    auth.write_text(text.replace(field, "  reserved 2;\n  string no_secret_key = 3 ["))
     result = _breaking(workspace)
     assert result.returncode != 0
-    assert "access_key" in result.stdout + result.stderr
+    assert "secret_key" in result.stdout + result.stderr

@@ -65,6 +65,8 @@ EXPECTED_METHODS = {
 # Every field that holds a credential, by full name. A new secret field must be
 # added here *and* marked in the proto; the test fails on either omission.
 SECRET_FIELDS = {
+    # A secret key given here by mistake (the two swapped) must not reach the log.
+    "auditline.account.v1.AuthenticateRequest.access_key",
     "auditline.account.v1.AuthenticateRequest.secret_key",
     "auditline.account.v1.AuthenticateResponse.token",
     "auditline.account.v1.ValidateTokenRequest.token",

@@ -43,11 +43,17 @@ class Accounts:
         policy: LoginPolicy | None = None,
         iam: Callable[[IamEvent], None] = lambda event: None,
         clock: Callable[[], float] = _now,
+        hmac_key: bytes | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.sessions = Sessions(
-            db, token_ttl=token_ttl, policy=policy or LoginPolicy(), iam=iam, clock=clock
+            db,
+            token_ttl=token_ttl,
+            policy=policy or LoginPolicy(),
+            iam=iam,
+            clock=clock,
+            hmac_key=hmac_key,
         )
 
     # --- bootstrap ---------------------------------------------------------------

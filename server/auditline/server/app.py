@@ -45,7 +45,12 @@ from auditline.server.db import Database
 from auditline.server.guard import CallGuard
 from auditline.server.iam import IamEvent, iam_api_event
 from auditline.server.log_queries import ExportedLogQueries, QueryLimits, exporter_location
-from auditline.server.node import load_signing, prepare_data_dir, server_credentials
+from auditline.server.node import (
+    load_hmac_key,
+    load_signing,
+    prepare_data_dir,
+    server_credentials,
+)
 from auditline.server.objectstore import ObjectStore, open_store
 from auditline.server.periodic import Periodic
 from auditline.server.product_events import product_event
@@ -123,6 +128,7 @@ class AuditlineServer:
             policy=LoginPolicy(block_seconds=settings.login_block_seconds),
             iam=self._record_iam,
             clock=self.clock,
+            hmac_key=load_hmac_key(settings),
         )
         self.admin_credentials = self.accounts.bootstrap_admin(settings.data_dir, os.environ)
         signing = load_signing(settings, self.node_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable
 
@@ -11,12 +12,16 @@ from google.rpc import code_pb2
 from sqlalchemy.engine import Connection
 
 from auditline.errors import PermissionDeniedError, ResourceExhaustedError, UnauthenticatedError
-from auditline.interceptor import source_of
+from auditline.interceptor import hmac_value, source_of
 from auditline.server import identity
 from auditline.server.db import Database, tables, upsert
 from auditline.server.iam import IamEvent
 
 __all__ = ["Caller", "LoginPolicy", "Session", "Sessions"]
+
+# What access keys look like (`identity.new_access_key`: "AK" and 18 more, upper case);
+# secret keys and tokens (URL-safe base64, both cases) all but never do.
+_ACCESS_KEY_FORM = re.compile(r"[A-Z0-9]{1,64}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -58,12 +63,24 @@ class Sessions:
         policy: LoginPolicy,
         iam: Callable[[IamEvent], None],
         clock: Callable[[], float],
+        hmac_key: bytes | None = None,
     ) -> None:
         self.db = db
         self.token_ttl = token_ttl
         self.policy = policy
         self.iam = iam
         self.clock = clock
+        self.hmac_key = hmac_key
+
+    def recorded(self, access_key: str) -> str:
+        """The access key as failed logins and blocks record it: as given when it has
+        an access key's form (upper-case letters and digits, as they are made), else
+        its HMAC (`auditline hmac`). A secret key typed as the access key (the two
+        swapped) was written to the IAM log, the exported files and the database
+        (found by a review helper)."""
+        if _ACCESS_KEY_FORM.fullmatch(access_key) or self.hmac_key is None:
+            return access_key
+        return hmac_value(self.hmac_key, access_key)
 
     def authenticate(self, access_key: str, secret_key: str, ip: str) -> Session:
         """A new session (its token and expiry), or an `AuditlineError` (and an IAM event)."""
@@ -73,8 +90,9 @@ class Sessions:
         # moving from address to address within it guessed without end); the events
         # name the address.
         source = source_of(ip)
+        recorded = self.recorded(access_key)
         with self.db.begin() as connection:
-            self._check_blocks(connection, access_key, ip, source, now)
+            self._check_blocks(connection, recorded, ip, source, now)
             row = (
                 connection.execute(sa.select(accounts).where(accounts.c.access_key == access_key))
                 .mappings()
@@ -82,7 +100,7 @@ class Sessions:
             )
         if not identity.verify_secret(secret_key, row["secret_hash"] if row else None):
             self._failed_login(
-                access_key,
+                recorded,
                 row["display_name"] if row else "",
                 ip,
                 source,
@@ -129,7 +147,7 @@ class Sessions:
             connection.execute(
                 tables.login_failures.delete().where(
                     tables.login_failures.c.ip == source,
-                    tables.login_failures.c.access_key == access_key,
+                    tables.login_failures.c.access_key == recorded,
                 )
             )
             connection.execute(tables.sessions.delete().where(tables.sessions.c.expires_at < now))

@@ -27,13 +27,15 @@ from auditline.audit.v1 import options_pb2 as auditline_dot_audit_dot_v1_dot_opt
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61uditline/account/v1/auth.proto\x12\x14\x61uditline.account.v1\x1a*auditline/account/v1/service_account.proto\x1a auditline/audit/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"F\n\x13\x41uthenticateRequest\x12\x12\n\naccess_key\x18\x01 \x01(\t\x12\x1b\n\nsecret_key\x18\x02 \x01(\tB\x07\x80\x01\x01\xa8\x9f\x19\x01\"\xa2\x01\n\x14\x41uthenticateResponse\x12\x16\n\x05token\x18\x01 \x01(\tB\x07\x80\x01\x01\xa8\x9f\x19\x03\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fservice_account\x18\x03 \x01(\t\x12(\n\x04role\x18\x04 \x01(\x0e\x32\x1a.auditline.account.v1.Role\".\n\x14ValidateTokenRequest\x12\x16\n\x05token\x18\x01 \x01(\tB\x07\x80\x01\x01\xa8\x9f\x19\x03\"\x9a\x01\n\x15ValidateTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fservice_account\x18\x03 \x01(\t\x12(\n\x04role\x18\x04 \x01(\x0e\x32\x1a.auditline.account.v1.Role\"(\n\rLogoutRequest\x12\x17\n\x0fservice_account\x18\x01 \x01(\t\"(\n\x0eLogoutResponse\x12\x16\n\x0e\x65nded_sessions\x18\x01 \x01(\x05\x32\xcb\x02\n\x0b\x41uthService\x12m\n\x0c\x41uthenticate\x12).auditline.account.v1.AuthenticateRequest\x1a*.auditline.account.v1.AuthenticateResponse\"\x06\xaa\x9f\x19\x02\x10\x63\x12p\n\rValidateToken\x12*.auditline.account.v1.ValidateTokenRequest\x1a+.auditline.account.v1.ValidateTokenResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12[\n\x06Logout\x12#.auditline.account.v1.LogoutRequest\x1a$.auditline.account.v1.LogoutResponse\"\x06\xaa\x9f\x19\x02\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61uditline/account/v1/auth.proto\x12\x14\x61uditline.account.v1\x1a*auditline/account/v1/service_account.proto\x1a auditline/audit/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x13\x41uthenticateRequest\x12\x1b\n\naccess_key\x18\x01 \x01(\tB\x07\x80\x01\x01\xa8\x9f\x19\x03\x12\x1b\n\nsecret_key\x18\x02 \x01(\tB\x07\x80\x01\x01\xa8\x9f\x19\x01\"\xa2\x01\n\x14\x41uthenticateResponse\x12\x16\n\x05token\x18\x01 \x01(\tB\x07\x80\x01\x01\xa8\x9f\x19\x03\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fservice_account\x18\x03 \x01(\t\x12(\n\x04role\x18\x04 \x01(\x0e\x32\x1a.auditline.account.v1.Role\".\n\x14ValidateTokenRequest\x12\x16\n\x05token\x18\x01 \x01(\tB\x07\x80\x01\x01\xa8\x9f\x19\x03\"\x9a\x01\n\x15ValidateTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fservice_account\x18\x03 \x01(\t\x12(\n\x04role\x18\x04 \x01(\x0e\x32\x1a.auditline.account.v1.Role\"(\n\rLogoutRequest\x12\x17\n\x0fservice_account\x18\x01 \x01(\t\"(\n\x0eLogoutResponse\x12\x16\n\x0e\x65nded_sessions\x18\x01 \x01(\x05\x32\xcb\x02\n\x0b\x41uthService\x12m\n\x0c\x41uthenticate\x12).auditline.account.v1.AuthenticateRequest\x1a*.auditline.account.v1.AuthenticateResponse\"\x06\xaa\x9f\x19\x02\x10\x63\x12p\n\rValidateToken\x12*.auditline.account.v1.ValidateTokenRequest\x1a+.auditline.account.v1.ValidateTokenResponse\"\x06\xaa\x9f\x19\x02\x10\x02\x12[\n\x06Logout\x12#.auditline.account.v1.LogoutRequest\x1a$.auditline.account.v1.LogoutResponse\"\x06\xaa\x9f\x19\x02\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'auditline.account.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_AUTHENTICATEREQUEST'].fields_by_name['access_key']._loaded_options = None
+  _globals['_AUTHENTICATEREQUEST'].fields_by_name['access_key']._serialized_options = b'\200\001\001\250\237\031\003'
   _globals['_AUTHENTICATEREQUEST'].fields_by_name['secret_key']._loaded_options = None
   _globals['_AUTHENTICATEREQUEST'].fields_by_name['secret_key']._serialized_options = b'\200\001\001\250\237\031\001'
   _globals['_AUTHENTICATERESPONSE'].fields_by_name['token']._loaded_options = None
@@ -47,17 +49,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['Logout']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Logout']._serialized_options = b'\252\237\031\002\020\004'
   _globals['_AUTHENTICATEREQUEST']._serialized_start=168
-  _globals['_AUTHENTICATEREQUEST']._serialized_end=238
-  _globals['_AUTHENTICATERESPONSE']._serialized_start=241
-  _globals['_AUTHENTICATERESPONSE']._serialized_end=403
-  _globals['_VALIDATETOKENREQUEST']._serialized_start=405
-  _globals['_VALIDATETOKENREQUEST']._serialized_end=451
-  _globals['_VALIDATETOKENRESPONSE']._serialized_start=454
-  _globals['_VALIDATETOKENRESPONSE']._serialized_end=608
-  _globals['_LOGOUTREQUEST']._serialized_start=610
-  _globals['_LOGOUTREQUEST']._serialized_end=650
-  _globals['_LOGOUTRESPONSE']._serialized_start=652
-  _globals['_LOGOUTRESPONSE']._serialized_end=692
-  _globals['_AUTHSERVICE']._serialized_start=695
-  _globals['_AUTHSERVICE']._serialized_end=1026
+  _globals['_AUTHENTICATEREQUEST']._serialized_end=247
+  _globals['_AUTHENTICATERESPONSE']._serialized_start=250
+  _globals['_AUTHENTICATERESPONSE']._serialized_end=412
+  _globals['_VALIDATETOKENREQUEST']._serialized_start=414
+  _globals['_VALIDATETOKENREQUEST']._serialized_end=460
+  _globals['_VALIDATETOKENRESPONSE']._serialized_start=463
+  _globals['_VALIDATETOKENRESPONSE']._serialized_end=617
+  _globals['_LOGOUTREQUEST']._serialized_start=619
+  _globals['_LOGOUTREQUEST']._serialized_end=659
+  _globals['_LOGOUTRESPONSE']._serialized_start=661
+  _globals['_LOGOUTRESPONSE']._serialized_end=701
+  _globals['_AUTHSERVICE']._serialized_start=704
+  _globals['_AUTHSERVICE']._serialized_end=1035
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,10 @@ class AuthenticateRequest(_message.Message):
     ACCESS_KEY_FIELD_NUMBER: _builtins.int
     SECRET_KEY_FIELD_NUMBER: _builtins.int
     access_key: _builtins.str
-    """The access key (public id) of the service account."""
+    """The access key (public id) of the service account. Recorded as its HMAC: a
+    secret key given here by mistake (the two swapped) is never in the log; a caller
+    who logs in is named by the key in the event's principal.
+    """
     secret_key: _builtins.str
     """The secret key shown once when the account was created."""
     def __init__(
