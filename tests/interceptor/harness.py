@@ -20,7 +20,7 @@ from auditline.interceptor import (
 from tests.support.echo import AsyncServer, SyncServer
 from tests.support.worker_pipelines import SpooledEvents
 
-KEY = b"test-hmac-key"
+KEY = b"test-hmac-key-of-16+"
 
 
 FLAVOURS = ("sync", "aio", "aio-reader-writer")
@@ -50,6 +50,7 @@ class Harness:
         **options: Any,
     ) -> None:
         assert mode in MODES, mode
+        self.flavour = flavour
         self.spooled = SpooledEvents() if mode == "worker" and sink is None else None
         memory = MemorySink()
         # What the test reads events from, and what the interceptor hands them to.

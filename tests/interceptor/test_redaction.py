@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from auditline_testing.v1 import echo_pb2
 from google.protobuf import (
     any_pb2,
@@ -19,12 +20,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from auditline.audit.v1 import event_pb2
-from auditline.interceptor import MASK, MemorySink, hmac_value
+from auditline.interceptor import MASK, AuditInterceptor, MemorySink, hmac_value
 from auditline.interceptor._record import CallRecord
 from auditline.interceptor._redact import Redactor
 from tests.interceptor.records import audit_core, echo_record
 
-KEY = b"property-key"
+KEY = b"property-key-of-16+"
 Credentials = echo_pb2.Credentials
 Request = echo_pb2.EchoRequest
 
@@ -137,6 +138,14 @@ def test_a_group_is_walked_and_redacted_as_a_message() -> None:
 def test_hmac_without_a_key_masks() -> None:
     out = Redactor(None).to_dict(Request(tokens=["t1"]))
     assert out == {"tokens": [MASK]}
+
+
+@pytest.mark.parametrize("key", [b"", b"short"])
+def test_a_key_too_short_to_hide_short_values_is_refused(key: bytes) -> None:
+    """An empty key (an unset environment variable read as b"") let the HMAC of a PIN
+    be found by trying them all (found by a review helper)."""
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        AuditInterceptor(MemorySink(), hmac_key=key)
 
 
 def test_hmac_helper_lets_operators_search_for_a_known_value() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -151,10 +152,16 @@ async def answer_uncaught(call: AioCall, context: Any, error: BaseException | No
     secrets; long, the client sees another code), whatever the handler set: answer
     what the log says (`AsyncAuditInterceptor._finish` set the message to the type
     when the handler set none; a code it set stands, as on gRPC's sync server).
-    gRPC would have logged the exception; so does this."""
+    gRPC would have logged the exception; so does this, its type and where it was
+    raised, not its message (which may hold secrets: a connection string, a key)."""
     if not uncaught(error) or call.undelivered or context.done():
         return
-    log.error("Unexpected error in an audited call's handler", exc_info=error)
+    assert error is not None
+    log.error(
+        "Unexpected error in an audited call's handler: %s (its message left out)\n%s",
+        type(error).__name__,
+        "".join(traceback.format_tb(error.__traceback__)).rstrip(),
+    )
     code = context.code()
     if code is None or code == grpc.StatusCode.OK or code == 0:
         code = grpc.StatusCode.UNKNOWN

@@ -159,6 +159,10 @@ def make_config(
 ) -> AuditConfig:
     if max_body_bytes < 1:
         raise ValueError("max_body_bytes must be positive")
+    if hmac_key is not None and len(hmac_key) < 16:
+        # An empty key (an unset environment variable read as b"") let the HMAC of a
+        # short value (a PIN) be found by trying them all (found by a review helper).
+        raise ValueError("hmac_key must be at least 16 bytes (None: such fields masked)")
     return AuditConfig(
         node_id=node_id,
         principal=principal,
