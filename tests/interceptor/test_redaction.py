@@ -19,7 +19,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from auditline.audit.v1 import event_pb2
+from auditline.audit.v1 import event_pb2, options_pb2
 from auditline.interceptor import MASK, AuditInterceptor, MemorySink, hmac_value
 from auditline.interceptor._record import CallRecord
 from auditline.interceptor._redact import Redactor
@@ -367,3 +367,38 @@ def test_an_extension_is_written_under_its_own_name() -> None:
         "deprecated": True,
         "[auditline.audit.v1.redact]": "REDACTION_MODE_MASK",
     }
+
+
+def test_an_unmarked_field_named_like_a_secret_is_masked(caplog: pytest.LogCaptureFixture) -> None:
+    """An embedder's proto without auditline's options recorded its passwords and
+    tokens in clear (found by a review helper): such fields are masked and named in
+    the log; an explicit UNSPECIFIED mode keeps one; cursors are kept."""
+    file = descriptor_pb2.FileDescriptorProto(
+        name="embedder/login.proto", package="embedder", syntax="proto3"
+    )
+    login = file.message_type.add(name="Login")
+    for number, name in enumerate(
+        ["user", "password", "session_token", "next_page_token", "api_key", "kept_secret"], 1
+    ):
+        field = login.field.add(
+            name=name,
+            number=number,
+            type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+            label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+        )
+        if name == "kept_secret":
+            field.options.Extensions[options_pb2.redact] = options_pb2.REDACTION_MODE_UNSPECIFIED
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(file.SerializeToString())
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("embedder.Login"))
+    values = {
+        "user": "ann",
+        "password": "hunter2",
+        "session_token": "tok",
+        "next_page_token": "cursor",
+        "api_key": "k",
+        "kept_secret": "shown",
+    }
+    out = Redactor(None, pool=pool).to_dict(cls(**values))
+    assert out == values | {"password": MASK, "session_token": MASK, "api_key": MASK}
+    assert "embedder.Login.password looks secret" in caplog.text

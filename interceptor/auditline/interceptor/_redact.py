@@ -12,7 +12,9 @@ import base64
 import dataclasses
 import hashlib
 import hmac
+import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -23,6 +25,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from auditline.audit.v1 import options_pb2
 
 __all__ = ["MASK", "Redactor", "hmac_value"]
+
+log = logging.getLogger("auditline.interceptor")
 
 MASK = "<redacted>"
 HMAC_PREFIX = "hmac-sha256:"
@@ -90,12 +94,37 @@ class _FieldPlan:
     is_map: bool
 
 
+# Names of fields that hold secrets, marked or not (`_field_mode`); cursors apart.
+_SECRET_NAME = re.compile(r"secret|passw|token|credential|private_?key|api_?key", re.IGNORECASE)
+_NOT_SECRET_NAME = re.compile(r"(^|_)page_token$")
+
+
 def _field_mode(field: FieldDescriptor) -> int:
+    """How a field is recorded: as its options say; a string or bytes field whose name
+    says secret (password, token, api_key, ...) with no option at all is masked, and
+    said once in the log: an embedder's proto without auditline's options had its
+    passwords and tokens recorded in clear (found by a review helper). An explicit
+    `(auditline.audit.v1.redact) = REDACTION_MODE_UNSPECIFIED` keeps such a field."""
     options = field.GetOptions()
     mode = options.Extensions[options_pb2.redact]
     if mode:
         return int(mode)
-    return REMOVE if options.debug_redact else 0
+    if options.debug_redact:
+        return REMOVE
+    if (
+        field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
+        and _SECRET_NAME.search(field.name)
+        and not _NOT_SECRET_NAME.search(field.name)
+        and not options.HasExtension(options_pb2.redact)
+    ):
+        log.warning(
+            "field %s looks secret and is not marked for redaction: recorded masked; "
+            "mark it (debug_redact, auditline.audit.v1.redact), or keep it with "
+            "(auditline.audit.v1.redact) = REDACTION_MODE_UNSPECIFIED",
+            field.full_name,
+        )
+        return MASKED
+    return 0
 
 
 def timestamp_text(seconds: int, nanos: int) -> str:
