@@ -50,6 +50,29 @@ def _manifests(root: Path) -> list[Path]:
     return sorted(root.glob("integrity/n/manifests/*.json"))
 
 
+def _deleted_after_five(
+    tmp_path: Path, config: ExporterConfig | None = None
+) -> tuple[SigningKey, Notary, Spool, Path]:
+    """Exporter `x` (or `config`) exports events 1..5 to a bucket and is deleted; the
+    events stay spooled (kept for queries)."""
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=3600)
+    bucket = tmp_path / "bucket"
+    first = Exporter(
+        config or ExporterConfig(name="x"),
+        spool,
+        DirectoryWriter(bucket),
+        node_id="n",
+        notary=notary,
+    )
+    _emit(spool, 5)
+    _drain(first)
+    first.checkpoint_idle()
+    spool.store.unregister("x")  # DeleteExporter
+    return key, notary, spool, bucket
+
+
 @pytest.mark.parametrize("settings", [{}, {"log_types": frozenset({event_pb2.LOG_TYPE_IAM})}])
 def test_an_exporter_made_where_a_deleted_one_wrote_goes_on_with_its_log(
     tmp_path: Path, settings: dict[str, object]
@@ -58,17 +81,7 @@ def test_an_exporter_made_where_a_deleted_one_wrote_goes_on_with_its_log(
     oldest and cut them again; their manifests disagreed with the ones there, or
     (other settings, the same batch) collided, and it retried for good while the
     spool filled."""
-    key = SigningKey.generate("test/n")
-    notary = Notary(key=key, origin="test/n", node_id="n")
-    spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=3600)
-    bucket = tmp_path / "bucket"
-    first = Exporter(
-        ExporterConfig(name="x"), spool, DirectoryWriter(bucket), node_id="n", notary=notary
-    )
-    _emit(spool, 5)
-    _drain(first)
-    first.checkpoint_idle()
-    spool.store.unregister("x")  # DeleteExporter
+    key, notary, spool, bucket = _deleted_after_five(tmp_path)
     spool.store.register("y")  # made at once, before the next events
     again = Exporter(
         ExporterConfig(name="y", **settings),  # type: ignore[arg-type]
@@ -221,16 +234,7 @@ def test_an_emptied_destination_begins_a_new_log(
     """The spool remembered a log whose objects were deleted (the bucket emptied and
     made again): the next exporter skipped the spooled events and its log verified
     as headless (found by a review helper). The last manifest is looked for first."""
-    key = SigningKey.generate("test/n")
-    notary = Notary(key=key, origin="test/n", node_id="n")
-    spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=3600)
-    bucket = tmp_path / "bucket"
-    first = Exporter(
-        ExporterConfig(name="x"), spool, DirectoryWriter(bucket), node_id="n", notary=notary
-    )
-    _emit(spool, 5)
-    _drain(first)
-    spool.store.unregister("x")
+    key, notary, spool, bucket = _deleted_after_five(tmp_path)
     for path in bucket.rglob("*"):
         if path.is_file():
             _unlock(path)
@@ -250,15 +254,8 @@ def test_an_emptied_destination_begins_a_new_log(
 def test_an_exporter_of_more_log_types_than_the_log_it_goes_on_with_says_what_is_not_there(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    key = SigningKey.generate("test/n")
-    notary = Notary(key=key, origin="test/n", node_id="n")
-    spool = Spool(tmp_path / "spool.db", node_id="n", retain_seconds=3600)
-    bucket = tmp_path / "bucket"
     iam = ExporterConfig(name="x", log_types=frozenset({event_pb2.LOG_TYPE_IAM}))
-    first = Exporter(iam, spool, DirectoryWriter(bucket), node_id="n", notary=notary)
-    _emit(spool, 5)
-    _drain(first)
-    spool.store.unregister("x")
+    _, notary, spool, bucket = _deleted_after_five(tmp_path, iam)
     every = Exporter(
         ExporterConfig(name="y"), spool, DirectoryWriter(bucket), node_id="n", notary=notary
     )

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
 import uuid
-from collections.abc import Callable
 
 import grpc
 import pytest
@@ -23,7 +21,7 @@ from auditline.errors import (
 from tests.conftest import ServeFactory
 from tests.support.clients import login, login_as_admin
 from tests.support.exported import DEFAULT_BUCKET, exported_events, exported_files
-from tests.support.outcome import code_of
+from tests.support.outcome import at_once, code_of
 from tests.support.postgres import PostgreSQL
 
 ADMIN = {
@@ -250,23 +248,6 @@ def test_each_role_on_each_audit_method(serve: ServeFactory) -> None:
         assert code == (Code.OK if role == "admin" else Code.PERMISSION_DENIED)
 
 
-def _racing(calls: list[Callable[[], object]]) -> list[str]:
-    """Run the calls at once; each one's outcome, OK or its error's code."""
-    together = threading.Barrier(len(calls))
-    outcomes = [""] * len(calls)
-
-    def run(index: int) -> None:
-        together.wait(30)
-        outcomes[index] = code_of(calls[index]).name
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return outcomes
-
-
 def test_a_bucket_is_never_deleted_as_it_becomes_the_target(
     serve: ServeFactory, postgres: PostgreSQL
 ) -> None:
@@ -280,11 +261,9 @@ def test_a_bucket_is_never_deleted_as_it_becomes_the_target(
         api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=bucket, immutable=True))
         target = settings_pb2.SetAuditTargetBucketRequest(target_bucket=bucket)
         delete = bucket_pb2.DeleteBucketRequest(name=f"buckets/{bucket}")
-        outcomes = _racing(
-            [
-                functools.partial(api.settings.SetAuditTargetBucket, target),
-                functools.partial(api.buckets.DeleteBucket, delete),
-            ]
+        outcomes = at_once(
+            functools.partial(api.settings.SetAuditTargetBucket, target),
+            functools.partial(api.buckets.DeleteBucket, delete),
         )
         assert outcomes != ["OK", "OK"]
         now = api.settings.GetAuditSettings(settings_pb2.GetAuditSettingsRequest()).settings

@@ -25,7 +25,7 @@ from tests.conftest import ServeFactory
 from tests.support.clients import login, login_as_admin
 from tests.support.exported import exported_files, read_lines
 from tests.support.integrity_checks import verifier_keys, verify
-from tests.support.outcome import code_of
+from tests.support.outcome import at_once
 from tests.support.postgres import PostgreSQL
 from tests.support.processes import wait_for
 
@@ -336,23 +336,6 @@ def test_exporters_changed_at_once_on_postgresql_stay_consistent(
     assert (got.max_file_bytes, got.display_name) == (123_456, "renamed")
 
 
-def _at_once(*calls: Callable[[], object]) -> list[str]:
-    """Run the calls at once; each one's outcome, OK or its error's code."""
-    together = threading.Barrier(len(calls))
-    outcomes = [""] * len(calls)
-
-    def run(index: int) -> None:
-        together.wait(30)
-        outcomes[index] = code_of(calls[index]).name
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return outcomes
-
-
 def test_updates_at_once_never_merge_into_an_invalid_exporter(
     serve: ServeFactory, postgres: PostgreSQL
 ) -> None:
@@ -384,7 +367,7 @@ def test_updates_at_once_never_merge_into_an_invalid_exporter(
             )
             return functools.partial(api.exporters.UpdateExporter, request)
 
-        outcomes = _at_once(
+        outcomes = at_once(
             update("format", format=exporter_pb2.OUTPUT_FORMAT_OCSF_PARQUET),
             update("lake_region", lake_region=""),
         )
@@ -393,7 +376,7 @@ def test_updates_at_once_never_merge_into_an_invalid_exporter(
         assert not (got.format == exporter_pb2.OUTPUT_FORMAT_OCSF_PARQUET and not got.lake_region)
 
 
-def test_the_audit_target_and_an_exporter_never_move_onto_one_destination_at_once(
+def test_the_audit_target_and_an_exporter_never_move_onto_one_destinationat_once(
     serve: ServeFactory, postgres: PostgreSQL
 ) -> None:
     """The audit target's check against other exporters ran outside the transaction
@@ -404,7 +387,7 @@ def test_the_audit_target_and_an_exporter_never_move_onto_one_destination_at_onc
     for round_ in range(4):
         bucket = f"both-{uuid.uuid4().hex[:10]}"
         api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=bucket, immutable=True))
-        outcomes = _at_once(
+        outcomes = at_once(
             functools.partial(
                 api.settings.SetAuditTargetBucket,
                 settings_pb2.SetAuditTargetBucketRequest(target_bucket=bucket),

@@ -7,6 +7,7 @@ server's tests say `pytest.raises(NotFoundError)` instead.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import grpc
@@ -28,3 +29,21 @@ def code_of(call: Callable[[], object]) -> grpc.StatusCode:
     except grpc.RpcError as error:
         return error.code()
     return grpc.StatusCode.OK
+
+
+def at_once(*calls: Callable[[], object]) -> list[str]:
+    """Run the calls at once (threads released together); each one's outcome, OK or
+    its error's code name, in order."""
+    together = threading.Barrier(len(calls))
+    outcomes = [""] * len(calls)
+
+    def run(index: int) -> None:
+        together.wait(30)
+        outcomes[index] = code_of(calls[index]).name
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes

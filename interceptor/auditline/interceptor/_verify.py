@@ -158,43 +158,41 @@ class Verifier(BatchReading):
             return "its contents are not the ones signed"
         return ""
 
-    def _starts_log(self, manifest: SeenManifest) -> bool:
-        """Whether the manifest carries the signed note, by the key that signed its
-        checkpoint, that its exporter's log begins at its first event (`start_text`)."""
-        note = manifest.document.get("exporter_start")
+    def _signed_note(self, manifest: SeenManifest, field: str) -> str | None:
+        """The text of the manifest's note `field`, when the key that signed its
+        checkpoint signed it too (else None)."""
+        note = manifest.document.get(field)
         if not isinstance(note, str) or manifest.checkpoint is None:
-            return False
+            return None
         try:
             opened = open_note(note, self.keys)
         except NoteError:
-            return False
-        document = manifest.document
+            return None
         signer = f"{opened.signer.name}+{opened.signer.key_id:08x}"
-        return signer == document.get("_signer") and opened.text == start_text(
+        return opened.text if signer == manifest.document.get("_signer") else None
+
+    def _starts_log(self, manifest: SeenManifest) -> bool:
+        """Whether the manifest carries the signed note that its exporter's log begins
+        at its first event (`start_text`)."""
+        document = manifest.document
+        return self._signed_note(manifest, "exporter_start") == start_text(
             origin=str(document.get("origin")),
             exporter=str(document.get("exporter")),
             first_seq=manifest.first_seq,
         )
 
     def _resumes(self, manifest: SeenManifest, signed: tuple[int, bytes] | None) -> bool:
-        """Whether the manifest carries the signed note, by the key that signed its
-        checkpoint, that the log goes on at its first event after `signed`, the
-        checkpoint of the batch before it here (`resume_text`)."""
-        note = manifest.document.get("exporter_resume")
-        if not isinstance(note, str) or manifest.checkpoint is None or signed is None:
-            return False
-        try:
-            opened = open_note(note, self.keys)
-        except NoteError:
+        """Whether the manifest carries the signed note that the log goes on at its
+        first event after `signed`, the checkpoint of the batch before it here
+        (`resume_text`)."""
+        if signed is None:
             return False
         document = manifest.document
         origin = str(document.get("origin"))
-        after = Checkpoint(origin=origin, size=signed[0], root=signed[1])
-        signer = f"{opened.signer.name}+{opened.signer.key_id:08x}"
-        return signer == document.get("_signer") and opened.text == resume_text(
+        return self._signed_note(manifest, "exporter_resume") == resume_text(
             origin=origin,
             exporter=str(document.get("exporter")),
-            after=after,
+            after=Checkpoint(origin=origin, size=signed[0], root=signed[1]),
             first_seq=manifest.first_seq,
         )
 
