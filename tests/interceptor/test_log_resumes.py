@@ -262,3 +262,27 @@ def test_an_exporter_of_more_log_types_than_the_log_it_goes_on_with_says_what_is
     _drain(every)
     spool.close()
     assert "its events 1..5 of log types account_api" in caplog.text
+
+
+def test_a_destination_reached_by_another_path_is_the_same_log(tmp_path: Path) -> None:
+    """Another spelling of the same place (a symbolic link, an S3 endpoint written
+    otherwise) begins a log of another name there that goes straight on from the
+    last checkpoint: no foreign manifest (found by a review helper)."""
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (tmp_path / "alias").symlink_to(bucket)
+    exporter = Exporter(
+        ExporterConfig(name="default"), spool, DirectoryWriter(bucket), node_id="n", notary=notary
+    )
+    for target in (None, tmp_path / "alias"):
+        if target is not None:
+            exporter.retarget(DirectoryWriter(target))
+        _emit(spool, 5)
+        _drain(exporter)
+    spool.close()
+    report = _verify(bucket, key)
+    assert report.findings == []
+    assert (report.nodes[0].first_seq, report.nodes[0].last_seq) == (1, 10)

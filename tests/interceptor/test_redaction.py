@@ -402,3 +402,34 @@ def test_an_unmarked_field_named_like_a_secret_is_masked(caplog: pytest.LogCaptu
     out = Redactor(None, pool=pool).to_dict(cls(**values))
     assert out == values | {"password": MASK, "session_token": MASK, "api_key": MASK}
     assert "embedder.Login.password looks secret" in caplog.text
+
+
+def test_an_extension_named_like_a_secret_is_masked_and_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Extensions were planned again at every call, and the warning with them."""
+    field_type = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="embedder/ext.proto", package="embedder", syntax="proto2"
+    )
+    request = file.message_type.add(name="Req")
+    request.field.add(
+        name="user", number=1, type=field_type.TYPE_STRING, label=field_type.LABEL_OPTIONAL
+    )
+    request.extension_range.add(start=100, end=200)
+    file.extension.add(
+        name="auth_token",
+        number=100,
+        type=field_type.TYPE_STRING,
+        label=field_type.LABEL_OPTIONAL,
+        extendee=".embedder.Req",
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(file.SerializeToString())
+    cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("embedder.Req"))
+    message = cls(user="ann")
+    message.Extensions[pool.FindExtensionByName("embedder.auth_token")] = "s3cr3t"  # type: ignore[index]
+    redactor = Redactor(None, pool=pool)
+    for _ in range(3):
+        assert redactor.to_dict(message) == {"user": "ann", "[embedder.auth_token]": MASK}
+    assert caplog.text.count("embedder.auth_token looks secret") == 1

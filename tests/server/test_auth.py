@@ -3,7 +3,9 @@ first admin's credentials."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,6 +18,8 @@ from auditline.errors import (
     ResourceExhaustedError,
     UnauthenticatedError,
 )
+from auditline.server.accounts import Accounts
+from auditline.server.db import Database
 from tests.conftest import ServeFactory
 from tests.support.account_server import ADMIN_KEY, ADMIN_SECRET, Server, admin_env, new_account
 from tests.support.clients import login
@@ -165,3 +169,23 @@ def test_bootstrap_without_keys_writes_an_owner_only_file(serve: ServeFactory) -
     assert values["secret_key"] not in process.log()
     with login(process.target, values["access_key"], values["secret_key"]) as client:
         assert client.buckets.ListBuckets(bucket_pb2.ListBucketsRequest()) is not None
+
+
+def test_failures_at_an_account_add_up_over_replicas_whatever_its_key(tmp_path: Path) -> None:
+    """Replicas keep HMAC keys of their own: an account's key recorded as its HMAC
+    (an admin key not of the made form) was counted apart on each, and 20 wrong
+    guesses met one block (found by a review helper). An account's key is recorded
+    as it is; only an unknown one of another form as its HMAC."""
+    db = Database(f"sqlite:///{tmp_path / 'state.db'}")
+    replicas = [Accounts(db, hmac_key=os.urandom(32)) for _ in range(2)]
+    replicas[0].bootstrap_admin(
+        tmp_path,
+        {"AUDITLINE_ADMIN_ACCESS_KEY": "admin-key", "AUDITLINE_ADMIN_SECRET_KEY": "s" * 32},
+    )
+    for n in range(10):
+        with pytest.raises(UnauthenticatedError):
+            replicas[n % 2].sessions.authenticate("admin-key", "wrong", "203.0.113.9")
+    for replica in replicas:
+        with pytest.raises(ResourceExhaustedError):
+            replica.sessions.authenticate("admin-key", "s" * 32, "203.0.113.9")
+    db.close()

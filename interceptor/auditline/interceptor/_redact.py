@@ -161,6 +161,7 @@ class Redactor:
         self._hmac = _Hmac(hmac_key) if hmac_key is not None else None
         self._pool = pool or descriptor_pool.Default()
         self._plans: dict[str, tuple[_FieldPlan, ...]] = {}
+        self._extensions: dict[str, _FieldPlan] = {}  # planned once each, as fields are
 
     def to_dict(self, msg: message.Message) -> dict[str, Any]:
         """The message's set fields, redacted, as JSON-ready Python values."""
@@ -199,7 +200,7 @@ class Redactor:
         for field, value in msg.ListFields():
             # An extension's index counts among its own scope's, not this message's
             # fields: planned by itself (rare: proto2 messages that carry extensions).
-            plan = self._field_plan(field) if field.is_extension else plans[field.index]
+            plan = self._extension_plan(field) if field.is_extension else plans[field.index]
             if plan.mode:
                 if plan.mode == REMOVE:
                     continue
@@ -247,6 +248,12 @@ class Redactor:
         result = tuple(self._field_plan(field) for field in message_descriptor.fields)
         self._plans[message_descriptor.full_name] = result
         return result
+
+    def _extension_plan(self, field: FieldDescriptor) -> _FieldPlan:
+        plan = self._extensions.get(field.full_name)
+        if plan is None:
+            plan = self._extensions[field.full_name] = self._field_plan(field)
+        return plan
 
     def _field_plan(self, field: FieldDescriptor) -> _FieldPlan:
         entry = field.message_type

@@ -227,9 +227,12 @@ class Verifier(BatchReading):
                 continue
             log_id = manifest.document.get("log")
             before_id = batches[index - 1].document.get("log") if index else None
-            if log_id is not None and before_id is not None and log_id != before_id:
+            goes_on = signed is not None and (before.size, before.root()) == signed
+            if index and log_id and before_id and log_id != before_id and not goes_on:
                 # Copied from another destination's log of the node: its checkpoints
-                # and notes are genuine, and fit here too.
+                # and notes are genuine, and fit here too. (One that goes straight on
+                # from the checkpoint before is this log under another name: the
+                # destination reached by another path, a log begun again there.)
                 self._find("foreign-manifest", node, "", key=manifest.key, **span)
             resumed = (
                 index > 0

@@ -103,15 +103,10 @@ class S3Writer:
         return cls(url.bucket, prefix=url.prefix, endpoint=url.endpoint, region=url.region)
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_object(Bucket=self.url.bucket, Key=self.url.prefix + key)
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
+        # Listed, not read: a writer's role may list (`check` does) and not read.
+        full = self.url.prefix + key
+        listed = self.client.list_objects_v2(Bucket=self.url.bucket, Prefix=full, MaxKeys=1)
+        return any(item.get("Key") == full for item in listed.get("Contents", []))
 
     def check(self) -> S3Writer:
         """Fail now, clearly, when the bucket is missing or unreadable (S3 names the

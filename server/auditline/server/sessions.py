@@ -73,9 +73,9 @@ class Sessions:
         self.hmac_key = hmac_key
 
     def recorded(self, access_key: str) -> str:
-        """The access key as failed logins and blocks record it: as given when it has
-        an access key's form (upper-case letters and digits, as they are made), else
-        its HMAC (`auditline hmac`). A secret key typed as the access key (the two
+        """An unknown access key as failed logins and blocks record it: as given when
+        it has an access key's form (upper-case letters and digits, as they are
+        made), else its HMAC (`auditline audit-hash`). A secret key typed as the access key (the two
         swapped) was written to the IAM log, the exported files and the database
         (found by a review helper)."""
         if _ACCESS_KEY_FORM.fullmatch(access_key) or self.hmac_key is None:
@@ -90,14 +90,17 @@ class Sessions:
         # moving from address to address within it guessed without end); the events
         # name the address.
         source = source_of(ip)
-        recorded = self.recorded(access_key)
         with self.db.begin() as connection:
-            self._check_blocks(connection, recorded, ip, source, now)
             row = (
                 connection.execute(sa.select(accounts).where(accounts.c.access_key == access_key))
                 .mappings()
                 .first()
             )
+            # An account's key as it is (public, and the same on every replica, whose
+            # HMAC keys may differ: their counts must add up); an unknown one by its
+            # form.
+            recorded = access_key if row is not None else self.recorded(access_key)
+            self._check_blocks(connection, recorded, ip, source, now)
         if not identity.verify_secret(secret_key, row["secret_hash"] if row else None):
             self._failed_login(
                 recorded,
