@@ -134,6 +134,11 @@ def test_settings_come_from_environment_variables(serve: ServeFactory, tmp_path:
         (["--max-workers", "0"], "--max-workers must be at least 1"),
         (["--export-format", "ocsf-parquet"], "needs --export-lake-region and"),
         (["--export-ocsf-version", "1.2.0"], "--export-ocsf-version must be one of"),
+        # Negative retention days left the audit files unlocked at once; a negative or
+        # NaN detection interval turned detection off silently (found by a helper).
+        (["--export-retention-days", "-5"], "--export-retention-days must be a number"),
+        (["--detection-interval", "nan"], "--detection-interval must be a number"),
+        (["--token-ttl", "nan"], "--token-ttl must be a number"),
     ],
 )
 def test_bad_settings_are_usage_errors(args: list[str], message: str, tmp_path: Path) -> None:
@@ -159,7 +164,24 @@ def test_bad_environment_variable_is_a_usage_error(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert "AUDITLINE_MAX_WORKERS='many'" in result.stderr
+    assert "--max-workers: invalid int value: 'many'" in result.stderr
+
+
+def test_a_bad_or_empty_server_variable_leaves_other_commands_working(tmp_path: Path) -> None:
+    """It stopped every `auditline` command with serve's usage (found by a helper);
+    an empty one (as compose files write them) is unset."""
+    env = {"PATH": "", "AUDITLINE_EXPORT_INTERVAL": "5m", "AUDITLINE_MAX_WORKERS": ""}
+    for command in (["catalog"], ["serve", "--help"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "auditline.client.cli", *command],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr
 
 
 def _health(channel: grpc.Channel) -> int:

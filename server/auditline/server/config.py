@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import ipaddress
 import logging
+import math
 import os
 import types
 import typing
@@ -295,6 +296,14 @@ class Settings:
 
     def validate(self) -> None:
         """Raise `ConfigError` for combinations that cannot work."""
+        for setting in dataclasses.fields(self):
+            value = getattr(self, setting.name)
+            # Every number here is a count, size or time: negative or NaN ones were
+            # taken (negative retention days left the audit files unlocked at once;
+            # a negative detection interval turned detection off without a word).
+            if isinstance(value, int | float) and not (math.isfinite(value) and value >= 0):
+                flag = "--" + setting.name.replace("_", "-")
+                raise ConfigError(f"{flag} must be a number of at least 0, not {value}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -440,11 +449,10 @@ def add_arguments(parser: argparse.ArgumentParser, env: Mapping[str, str] | None
         kind = _field_type(setting)
         env_name = _env_name(setting)
         default = setting.default
-        if env_name in env:
-            try:
-                default = kind(env[env_name])
-            except ValueError as exc:
-                parser.error(f"{env_name}={env[env_name]!r}: {exc}")
+        if env.get(env_name):  # empty: unset, as compose files write it
+            # As given: argparse converts it (`type`) only when `serve` is what runs, so
+            # a bad value stops the server, not every other command (found by a helper).
+            default = env[env_name]
         shown = "" if default is None else f" (default: {default})"
         parser.add_argument(
             "--" + setting.name.replace("_", "-"),
