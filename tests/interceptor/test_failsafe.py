@@ -342,3 +342,16 @@ def test_degraded_state_is_reported_and_events_wait_in_memory(tmp_path: Path) ->
         server.stop()
         interceptor.close()
         spool.close()
+
+
+def test_a_spool_whose_reserve_does_not_fit_says_so_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Degraded from the start (its disk too small for the reserve), a node refused
+    every call in sync mode with no word why in its log (found by a helper)."""
+    spool = Spool(tmp_path / "spool.db", reserve_bytes=1 << 50)
+    try:
+        assert spool.stats.degraded
+        assert "degraded from the start: the disk has no room for the reserve" in caplog.text
+    finally:
+        spool.close()

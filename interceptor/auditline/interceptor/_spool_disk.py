@@ -39,6 +39,12 @@ class SpoolDisk:
         self._on_change = on_change
         self.reason = "" if store.reserve_held else "the disk has no room for the reserve"
         stats.degraded = bool(self.reason)
+        if self.reason:  # said: a node that starts degraded refused calls with no word why
+            log.error(
+                "audit spool degraded from the start: %s (the spool's reserve, "
+                "--spool-reserve-bytes or Spool(reserve_bytes=...), must fit on its disk)",
+                self.reason,
+            )
         self._next_recovery = 0.0
 
     def insert_what_fits(
