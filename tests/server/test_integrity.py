@@ -230,3 +230,9 @@ def test_a_proof_of_one_event_verifies_offline_and_only_as_given(
     assert _cli("verify-proof", str(path), "--public-key", str(key_file)).returncode == 0
     path.write_text(json.dumps(changed))
     assert _cli("verify-proof", str(path), "--public-key", str(key_file)).returncode == 1
+    # Not a proof's shape: refused, not a traceback (found by a helper).
+    hostiles: list[object] = [[], {**proof, "line": 5}, {**proof, "checkpoint": None}]
+    for hostile in hostiles:
+        path.write_text(json.dumps(hostile))
+        result = _cli("verify-proof", str(path), "--public-key", str(key_file))
+        assert (result.returncode, result.stderr) == (1, ""), result.stderr

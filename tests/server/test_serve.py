@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -290,6 +291,19 @@ def test_audit_hash_without_a_key_fails_clearly(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "no audit HMAC key" in result.stderr
+    # The server's variable names the key file here too (found by a helper).
+    key = tmp_path / "other.key"
+    key.write_text("ab" * 32 + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "auditline.client.cli", "audit-hash", "--data-dir", str(tmp_path)],
+        input="x",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env={**os.environ, "AUDITLINE_AUDIT_HMAC_KEY_FILE": str(key)},
+    )
+    assert result.stdout.strip() == hmac_value(bytes.fromhex("ab" * 32), "x")
 
 
 def test_a_relative_data_dir_keeps_objects_inside_it(tmp_path: Path) -> None:

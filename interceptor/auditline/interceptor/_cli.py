@@ -183,9 +183,20 @@ def _verify_proof_command(args: argparse.Namespace) -> int:
         proof = orjson.loads(args.proof.read_bytes())
     except (OSError, ValueError) as exc:
         return _fail("verify-proof", str(exc))
+    if not isinstance(proof, dict):  # `[]` crashed it with a traceback (found by a helper)
+        print("NOT PROVEN: the proof is not a JSON object")
+        return 1
     try:
         event = verify_proof(proof, keys)
-    except (ProofError, NoteError, LineError, KeyError, TypeError, ValueError) as exc:
+    except (
+        ProofError,
+        NoteError,
+        LineError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,  # a field of the wrong type (a number where a line goes)
+    ) as exc:
         print(f"NOT PROVEN: {exc}")
         return 1
     print(

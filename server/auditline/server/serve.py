@@ -75,11 +75,15 @@ def add_audit_hash_parser(
         default=Path(os.environ.get(ENV_PREFIX + "DATA_DIR", "data")),
         help="the server's data directory",
     )
+    key_file = os.environ.get(ENV_PREFIX + "AUDIT_HMAC_KEY_FILE")
     parser.add_argument(
         "--audit-hmac-key-file",
         type=Path,
-        default=None,
-        help="the key file, when the server uses --audit-hmac-key-file",
+        # As the server reads it: the same variable (a hash under another key finds
+        # nothing; found by a helper).
+        default=Path(key_file) if key_file else None,
+        help="the key file, when the server uses --audit-hmac-key-file; "
+        f"env {ENV_PREFIX}AUDIT_HMAC_KEY_FILE",
     )
     parser.set_defaults(handler=_audit_hash_command)
 
