@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 from tests.conftest import ServeFactory
+from tests.support.certs import make_pki
 from tests.support.cli import run_auditline
 from tests.support.processes import free_fixed_port
 
@@ -105,3 +106,34 @@ def test_tail_prints_a_header_first(serve: ServeFactory, tmp_path: Path) -> None
     finally:
         tail.kill()
         tail.wait(10)
+
+
+def test_the_cli_reaches_a_mutual_tls_server(serve: ServeFactory, tmp_path: Path) -> None:
+    """It could reach only a plaintext server (found by a helper)."""
+    pki = make_pki(tmp_path)
+    process = serve(
+        "--tls-cert",
+        str(pki.server_cert),
+        "--tls-key",
+        str(pki.server_key),
+        "--tls-client-ca",
+        str(pki.ca_cert),
+        env=ENV,
+    )
+    env = _env(
+        tmp_path,
+        process.target,
+        AUDITLINE_CA_CERT=str(pki.ca_cert),
+        AUDITLINE_CLIENT_CERT=str(pki.client_cert),
+        AUDITLINE_CLIENT_KEY=str(pki.client_key),
+    )
+    _run(env, "login", "--access-key", KEY, code=0, stdin=SECRET + "\n")
+    listed = _run(env, "bucket", "list", "--json", code=0)
+    assert "auditline-audit-logs" in listed.stdout
+    # A key without its certificate (gRPC's core aborted on it), and no certificate at
+    # all (the server refuses): messages, not tracebacks.
+    half = _run({**env, "AUDITLINE_CLIENT_CERT": ""}, "bucket", "list", code=1)
+    assert "--client-cert and --client-key go together" in half.stderr
+    without = {k: v for k, v in env.items() if not k.startswith("AUDITLINE_CLIENT_")}
+    refused = _run(without, "bucket", "list", code=1)
+    assert "Traceback" not in refused.stderr

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable
-from typing import TypeAlias
+from pathlib import Path
+from typing import Any, TypeAlias
 
 from auditline.client._client import Client
 from auditline.client._sessions import logged_in_client
@@ -19,6 +20,7 @@ __all__ = [
     "add_command",
     "add_common_options",
     "add_group",
+    "connection",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -32,19 +34,56 @@ Handler: TypeAlias = Callable[[argparse.Namespace], int]
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """`--target` (the server) and `--json` (the output), on every client command."""
+    """`--target` (the server), how to reach it over TLS, and `--json` (the output), on
+    every client command."""
     parser.add_argument(
         "--target",
         default=os.environ.get("AUDITLINE_TARGET", DEFAULT_TARGET),
         help="HOST:PORT of the server (env AUDITLINE_TARGET)",
     )
+    # The CLI could reach only a plaintext server (found by a helper).
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        default=bool(os.environ.get("AUDITLINE_TLS")),
+        help="connect with TLS, trusting the system's roots (env AUDITLINE_TLS)",
+    )
+    for flag, env, what in (
+        (
+            "--ca-cert",
+            "AUDITLINE_CA_CERT",
+            "PEM file of the CA that signed the server's certificate",
+        ),
+        ("--client-cert", "AUDITLINE_CLIENT_CERT", "PEM certificate for mutual TLS"),
+        ("--client-key", "AUDITLINE_CLIENT_KEY", "PEM private key for mutual TLS"),
+    ):
+        parser.add_argument(
+            flag, type=Path, default=os.environ.get(env) or None, help=f"{what} (env {env})"
+        )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def connection(args: argparse.Namespace) -> dict[str, Any]:
+    """The `Client` options that say how to reach `args.target` (TLS or not)."""
+    if (args.client_cert is None) != (args.client_key is None):
+        # gRPC's core aborts the process on a key without its certificate.
+        raise ValueError("--client-cert and --client-key go together: give both or neither")
+    return {
+        "tls": bool(args.tls or args.ca_cert or args.client_cert),
+        "root_certificates": _read(args.ca_cert),
+        "certificate_chain": _read(args.client_cert),
+        "private_key": _read(args.client_key),
+    }
+
+
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path is not None else None
 
 
 def _run_logged_in(command: Command) -> Handler:
     # A refusal is an answer, not a crash: `cli.main` prints its reason and exits 1.
     def handler(args: argparse.Namespace) -> int:
-        with logged_in_client(args.target) as client:
+        with logged_in_client(args.target, **connection(args)) as client:
             command(client, args)
         return 0
 

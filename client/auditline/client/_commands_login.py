@@ -11,7 +11,12 @@ import sys
 
 from auditline.account.v1 import auth_pb2, service_account_pb2
 from auditline.client._client import Client
-from auditline.client._command_parsers import SubParsers, add_command, add_common_options
+from auditline.client._command_parsers import (
+    SubParsers,
+    add_command,
+    add_common_options,
+    connection,
+)
 from auditline.client._output import print_message
 from auditline.client._sessions import Session, forget_session, save_session
 
@@ -25,7 +30,9 @@ def _login(args: argparse.Namespace) -> int:
         secret = (
             getpass.getpass("secret key: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
         )
-    with Client(args.target, access_key=args.access_key, secret_key=secret) as client:
+    with Client(
+        args.target, access_key=args.access_key, secret_key=secret, **connection(args)
+    ) as client:
         response = client.auth.Authenticate(
             auth_pb2.AuthenticateRequest(access_key=args.access_key, secret_key=secret)
         )

@@ -69,11 +69,12 @@ def forget_session(target: str) -> None:
             json.dump(sessions, out)
 
 
-def logged_in_client(target: str) -> Client:
-    """A client using the stored session for `target`; exits when there is none."""
+def logged_in_client(target: str, **connection: Any) -> Client:
+    """A client using the stored session for `target` (reached as `connection` says:
+    `Client`'s TLS options); exits when there is none."""
     stored = _load_sessions().get(target)
     if stored is None or stored["expires"] < time.time():
         raise SystemExit(
             f"auditline: not logged in to {target} (or the session expired): run `auditline login`"
         )
-    return Client(target, token=stored["token"])
+    return Client(target, token=stored["token"], **connection)
