@@ -51,6 +51,11 @@ def test_server_answers_and_bad_files_are_messages_not_tracebacks(
     assert answer["service_account"].startswith("serviceAccounts/")
     assert answer["role"] == "ROLE_ADMIN"
     assert SECRET not in logged.stdout
+    # A resource by its id or by its name as `list` prints it (the name was doubled:
+    # buckets/buckets/x, NOT_FOUND; found by a helper).
+    for given in ("auditline-audit-logs", "buckets/auditline-audit-logs"):
+        got = json.loads(_run(env, "bucket", "get", given, "--json", code=0).stdout)
+        assert got["name"] == "buckets/auditline-audit-logs"
     # A corrupt sessions file: what to do about it, no traceback; --debug shows one.
     (tmp_path / "config" / "sessions.json").write_text("{not json")
     broken = _run(env, "bucket", "list", code=1)

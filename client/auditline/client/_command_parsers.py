@@ -21,6 +21,7 @@ __all__ = [
     "add_common_options",
     "add_group",
     "connection",
+    "resource_name",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -104,3 +105,9 @@ def add_command(
     add_common_options(parser)
     parser.set_defaults(handler=_run_logged_in(command))
     return parser
+
+
+def resource_name(collection: str, given: str) -> str:
+    """`collection/ID` from an id, or from the full name as `list` prints it (given
+    whole, it was doubled: buckets/buckets/x; found by a helper)."""
+    return given if given.startswith(collection + "/") else f"{collection}/{given}"

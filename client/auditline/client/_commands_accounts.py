@@ -6,7 +6,13 @@ import argparse
 
 from auditline.account.v1 import service_account_pb2
 from auditline.client._client import Client
-from auditline.client._command_parsers import Command, SubParsers, add_command, add_group
+from auditline.client._command_parsers import (
+    Command,
+    SubParsers,
+    add_command,
+    add_group,
+    resource_name,
+)
 from auditline.client._output import print_deleted, print_message
 
 __all__ = ["add_account_commands"]
@@ -26,7 +32,7 @@ def _create(client: Client, args: argparse.Namespace) -> None:
                 display_name=args.name,
                 description=args.description,
                 role=_ROLES[args.role],
-                permissions=[f"permissions/{p}" for p in args.permission],
+                permissions=[resource_name("permissions", p) for p in args.permission],
             )
         )
     )
@@ -47,9 +53,11 @@ def _list(client: Client, args: argparse.Namespace) -> None:
 
 def _delete(client: Client, args: argparse.Namespace) -> None:
     client.accounts.DeleteServiceAccount(
-        service_account_pb2.DeleteServiceAccountRequest(name=f"serviceAccounts/{args.id}")
+        service_account_pb2.DeleteServiceAccountRequest(
+            name=resource_name("serviceAccounts", args.id)
+        )
     )
-    print_deleted(f"serviceAccounts/{args.id}", as_json=args.json)
+    print_deleted(resource_name("serviceAccounts", args.id), as_json=args.json)
 
 
 def _by_name(method: str) -> Command:
@@ -57,7 +65,9 @@ def _by_name(method: str) -> Command:
     # the service account.
     def run(client: Client, args: argparse.Namespace) -> None:
         request_type = getattr(service_account_pb2, f"{method}Request")
-        response = getattr(client.accounts, method)(request_type(name=f"serviceAccounts/{args.id}"))
+        response = getattr(client.accounts, method)(
+            request_type(name=resource_name("serviceAccounts", args.id))
+        )
         print_message(response.service_account, as_json=args.json, columns=_COLUMNS)
 
     return run

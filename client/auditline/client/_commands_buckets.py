@@ -6,7 +6,7 @@ import argparse
 
 from auditline.account.v1 import bucket_pb2
 from auditline.client._client import Client
-from auditline.client._command_parsers import SubParsers, add_command, add_group
+from auditline.client._command_parsers import SubParsers, add_command, add_group, resource_name
 from auditline.client._output import print_deleted, print_message
 
 __all__ = ["add_bucket_commands"]
@@ -41,17 +41,21 @@ def _list(client: Client, args: argparse.Namespace) -> None:
 
 
 def _get(client: Client, args: argparse.Namespace) -> None:
-    response = client.buckets.GetBucket(bucket_pb2.GetBucketRequest(name=f"buckets/{args.name}"))
+    response = client.buckets.GetBucket(
+        bucket_pb2.GetBucketRequest(name=resource_name("buckets", args.name))
+    )
     print_message(response.bucket, as_json=args.json, columns=_COLUMNS)
 
 
 def _delete(client: Client, args: argparse.Namespace) -> None:
-    client.buckets.DeleteBucket(bucket_pb2.DeleteBucketRequest(name=f"buckets/{args.name}"))
-    print_deleted(f"buckets/{args.name}", as_json=args.json)
+    client.buckets.DeleteBucket(
+        bucket_pb2.DeleteBucketRequest(name=resource_name("buckets", args.name))
+    )
+    print_deleted(resource_name("buckets", args.name), as_json=args.json)
 
 
 def _lock(client: Client, args: argparse.Namespace) -> None:
-    request = bucket_pb2.SetObjectImmutabilityRequest(name=f"buckets/{args.name}")
+    request = bucket_pb2.SetObjectImmutabilityRequest(name=resource_name("buckets", args.name))
     retention = _retention(args)
     if retention is not None:
         request.default_retention.CopyFrom(retention)

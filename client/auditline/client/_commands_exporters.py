@@ -8,7 +8,7 @@ from google.protobuf import duration_pb2
 
 from auditline.audit.v1 import exporter_pb2
 from auditline.client._client import Client
-from auditline.client._command_parsers import SubParsers, add_command, add_group
+from auditline.client._command_parsers import SubParsers, add_command, add_group, resource_name
 from auditline.client._output import print_deleted, print_message
 from auditline.contract import (
     EXPORT_COMPRESSIONS,
@@ -64,14 +64,16 @@ def _list(client: Client, args: argparse.Namespace) -> None:
 
 def _get(client: Client, args: argparse.Namespace) -> None:
     response = client.exporters.GetExporter(
-        exporter_pb2.GetExporterRequest(name=f"exporters/{args.id}")
+        exporter_pb2.GetExporterRequest(name=resource_name("exporters", args.id))
     )
     print_message(response.exporter, as_json=args.json, columns=_COLUMNS)
 
 
 def _delete(client: Client, args: argparse.Namespace) -> None:
-    client.exporters.DeleteExporter(exporter_pb2.DeleteExporterRequest(name=f"exporters/{args.id}"))
-    print_deleted(f"exporters/{args.id}", as_json=args.json)
+    client.exporters.DeleteExporter(
+        exporter_pb2.DeleteExporterRequest(name=resource_name("exporters", args.id))
+    )
+    print_deleted(resource_name("exporters", args.id), as_json=args.json)
 
 
 def add_exporter_commands(subparsers: SubParsers) -> None:

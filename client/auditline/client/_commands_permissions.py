@@ -10,7 +10,7 @@ from google.protobuf import json_format
 
 from auditline.account.v1 import permission_pb2
 from auditline.client._client import Client
-from auditline.client._command_parsers import SubParsers, add_command, add_group
+from auditline.client._command_parsers import SubParsers, add_command, add_group, resource_name
 from auditline.client._output import print_deleted, print_message
 
 __all__ = ["add_permission_commands"]
@@ -49,16 +49,18 @@ def _list(client: Client, args: argparse.Namespace) -> None:
 
 def _get(client: Client, args: argparse.Namespace) -> None:
     response = client.permissions.GetPermission(
-        permission_pb2.GetPermissionRequest(name=f"permissions/{args.id}")
+        permission_pb2.GetPermissionRequest(name=resource_name("permissions", args.id))
     )
     print_message(response.permission, as_json=args.json, columns=_COLUMNS)
 
 
 def _delete(client: Client, args: argparse.Namespace) -> None:
     client.permissions.DeletePermission(
-        permission_pb2.DeletePermissionRequest(name=f"permissions/{args.id}", force=args.force)
+        permission_pb2.DeletePermissionRequest(
+            name=resource_name("permissions", args.id), force=args.force
+        )
     )
-    print_deleted(f"permissions/{args.id}", as_json=args.json)
+    print_deleted(resource_name("permissions", args.id), as_json=args.json)
 
 
 def import_requests(path: Path) -> list[permission_pb2.CreatePermissionRequest]:
