@@ -45,6 +45,7 @@ from tests.support.worker_pipelines import (
     notice_fails,
     slow_commits,
     spool_and_directory,
+    spool_in_use,
     spool_only,
     spooled_documents,
 )
@@ -259,6 +260,18 @@ def test_why_a_worker_could_not_start_again_is_not_told_in_full(
     assert refused == ["the audit worker could not be started again"]
     assert "could not start: ConnectionError" in caplog.text
     assert FACTORY_SECRET not in caplog.text
+
+
+def test_a_spool_another_process_holds_is_said_so(tmp_path: Path) -> None:
+    """A second server on one data directory waited for the worker's start as long as
+    the spool waits for its lock, and said only that the worker did not start in
+    time (found by a helper): the spool's reason comes through whole."""
+    worker = AuditWorker(functools.partial(spool_in_use, str(tmp_path)))
+    try:
+        with pytest.raises(RuntimeError, match=r"SpoolInUseError: the audit spool .* is in use"):
+            Harness("sync", sink=worker)  # the interceptor starts its worker
+    finally:
+        worker.close()
 
 
 @pytest.mark.parametrize("flavour", WAITING)

@@ -13,6 +13,7 @@ from typing import Any
 
 from auditline.audit.v1 import event_pb2
 from auditline.interceptor import AuditWorker, DirectoryWriter, ExporterConfig, Pipeline, Spool
+from auditline.interceptor._spool_lock import SpoolInUseError
 from auditline.interceptor._spool_records import SpooledEvent
 from auditline.interceptor.integrity import Notary, SigningKey
 from tests.support.processes import wait_for
@@ -223,3 +224,8 @@ class SpooledEvents:
             return events if len(events) >= count else None
 
         return wait_for(arrived, timeout=timeout, what=f"{count} audit events", interval=0.01)
+
+
+def spool_in_use(root: str) -> Pipeline:
+    """A spool another process holds (a second server on one data directory)."""
+    raise SpoolInUseError(f"the audit spool {root} is in use by another process")

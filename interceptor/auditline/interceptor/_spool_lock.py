@@ -9,7 +9,12 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["SpoolLock"]
+__all__ = ["SpoolInUseError", "SpoolLock"]
+
+
+class SpoolInUseError(RuntimeError):
+    """Another process holds the spool (a second server on one data directory). Its
+    message names only the spool's directory: an audit worker passes it on whole."""
 
 
 class SpoolLock:
@@ -20,7 +25,7 @@ class SpoolLock:
     def __init__(self, path: Path, *, timeout: float) -> None:
         """Take the lock at `path`, waiting up to `timeout` seconds for a holder to let
         go of it (an audit worker whose serving process died, finishing its last
-        commit); raise `RuntimeError` after that."""
+        commit); raise `SpoolInUseError` after that."""
         self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + timeout
         while True:
@@ -31,7 +36,7 @@ class SpoolLock:
                 if time.monotonic() >= deadline:
                     os.close(self._fd)
                     self._fd = None
-                    raise RuntimeError(
+                    raise SpoolInUseError(
                         f"the audit spool {path.parent} is in use by another process"
                     ) from None
                 time.sleep(self.poll_interval)

@@ -54,7 +54,9 @@ class AuditWorker:
         *,
         max_restarts: int = 5,
         restart_window: float = 60.0,
-        start_timeout: float = 60.0,
+        # Longer than a spool's wait for its lock (60 s): a spool another process
+        # holds is refused with that reason, not taken for a slow start.
+        start_timeout: float = 90.0,
         ack_timeout: float = 30.0,
         max_held: int = 50_000,
     ) -> None:
