@@ -43,6 +43,8 @@ def test_server_answers_and_bad_files_are_messages_not_tracebacks(
 ) -> None:
     process = serve(env=ENV)
     env = _env(tmp_path, process.target)
+    empty = _run(env, "login", "--access-key", KEY, code=1, stdin="")
+    assert "no secret key: set AUDITLINE_SECRET_KEY" in empty.stderr
     wrong = _run(env, "login", "--access-key", KEY, code=1, stdin="wrong-secret\n")
     assert "error: UNAUTHENTICATED:" in wrong.stderr
     assert "Traceback" not in wrong.stderr

@@ -30,6 +30,8 @@ def _login(args: argparse.Namespace) -> int:
         secret = (
             getpass.getpass("secret key: ") if sys.stdin.isatty() else sys.stdin.readline().strip()
         )
+    if not secret:  # the library's "give access_key and secret_key together" said less
+        raise ValueError("no secret key: set AUDITLINE_SECRET_KEY or give it on standard input")
     with Client(
         args.target, access_key=args.access_key, secret_key=secret, **connection(args)
     ) as client:
