@@ -326,3 +326,23 @@ def test_a_relative_data_dir_keeps_objects_inside_it(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_what_the_server_writes_is_its_owners_alone(serve: ServeFactory, tmp_path: Path) -> None:
+    """The database and the spool's write-ahead log (every event) followed the umask
+    (0644), and a data directory others may read went unsaid (found by a helper)."""
+    data_dir = tmp_path / "open"
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    server = serve(data_dir=data_dir)
+    assert "may be read by other users (mode 755)" in server.log()
+    written = [
+        p
+        for p in [*data_dir.glob("auditline.db*"), *(data_dir / "audit").glob("spool.db*")]
+        if p.is_file()
+    ]
+    assert any(p.name.endswith("-wal") for p in written)
+    assert all(p.stat().st_mode & 0o077 == 0 for p in written), [
+        (p.name, oct(p.stat().st_mode)) for p in written
+    ]
+    assert server.terminate() == 0

@@ -4,6 +4,7 @@ signing key (and every verifier key it has used); and its TLS credentials."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import secrets
 import uuid
@@ -14,12 +15,22 @@ import grpc
 from auditline.interceptor.integrity import Notary, SigningKey
 from auditline.server.config import Settings
 
+log = logging.getLogger("auditline.server")
+
 __all__ = ["Signing", "load_hmac_key", "load_signing", "prepare_data_dir", "server_credentials"]
 
 
 def prepare_data_dir(path: Path) -> str:
-    """Create the data directory (owner-only) and return this node's stable id."""
+    """Create the data directory (owner-only) and return this node's stable id. One
+    that others may read is said so: its spool and database hold every event."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        log.warning(
+            "the data directory %s may be read by other users (mode %o): its spool and "
+            "database hold the audit events; chmod 700 it",
+            path,
+            path.stat().st_mode & 0o777,
+        )
     node_file = path / "node-id"
     if not node_file.exists():
         node_file.write_text(uuid.uuid4().hex[:16] + "\n")

@@ -177,6 +177,9 @@ def _serve_command(args: argparse.Namespace) -> int:
 def run(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT, then shut down gracefully; return the exit code."""
     configure_logging(settings)
+    # Everything the server writes is its owner's alone: the database, the spool and
+    # its write-ahead log hold the audit events (they followed the umask: 0644).
+    os.umask(0o077)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
