@@ -118,15 +118,7 @@ def test_tail_prints_a_header_first(serve: ServeFactory, tmp_path: Path) -> None
 def test_the_cli_reaches_a_mutual_tls_server(serve: ServeFactory, tmp_path: Path) -> None:
     """It could reach only a plaintext server (found by a helper)."""
     pki = make_pki(tmp_path)
-    process = serve(
-        "--tls-cert",
-        str(pki.server_cert),
-        "--tls-key",
-        str(pki.server_key),
-        "--tls-client-ca",
-        str(pki.ca_cert),
-        env=ENV,
-    )
+    process = serve(*pki.mutual_tls_args, env=ENV)
     env = _env(
         tmp_path,
         process.target,

@@ -203,14 +203,7 @@ def test_tls(serve: ServeFactory, tmp_path: Path) -> None:
 
 def test_mutual_tls_requires_a_client_certificate(serve: ServeFactory, tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
-    server = serve(
-        "--tls-cert",
-        str(pki.server_cert),
-        "--tls-key",
-        str(pki.server_key),
-        "--tls-client-ca",
-        str(pki.ca_cert),
-    )
+    server = serve(*pki.mutual_tls_args)
     assert "(mutual TLS)" in server.log()
     ca = pki.ca_cert.read_bytes()
     with_client_cert = grpc.ssl_channel_credentials(
@@ -280,29 +273,26 @@ def test_audit_hash_prints_the_hmac_under_the_servers_key(serve: ServeFactory) -
     )
 
 
-def test_audit_hash_without_a_key_fails_clearly(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "auditline.client.cli", "audit-hash", "--data-dir", str(tmp_path)],
+def _audit_hash(data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "auditline.client.cli", "audit-hash", "--data-dir", str(data_dir)],
         input="x",
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
+        env={**os.environ, **env},
     )
+
+
+def test_audit_hash_without_a_key_fails_clearly(tmp_path: Path) -> None:
+    result = _audit_hash(tmp_path)
     assert result.returncode == 1
     assert "no audit HMAC key" in result.stderr
     # The server's variable names the key file here too (found by a helper).
     key = tmp_path / "other.key"
     key.write_text("ab" * 32 + "\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "auditline.client.cli", "audit-hash", "--data-dir", str(tmp_path)],
-        input="x",
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-        env={**os.environ, "AUDITLINE_AUDIT_HMAC_KEY_FILE": str(key)},
-    )
+    result = _audit_hash(tmp_path, AUDITLINE_AUDIT_HMAC_KEY_FILE=str(key))
     assert result.stdout.strip() == hmac_value(bytes.fromhex("ab" * 32), "x")
 
 

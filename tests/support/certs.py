@@ -21,6 +21,18 @@ class Pki:
     client_cert: Path
     client_key: Path
 
+    @property
+    def mutual_tls_args(self) -> tuple[str, ...]:
+        """`auditline serve`'s flags for mutual TLS with these files."""
+        return (
+            "--tls-cert",
+            str(self.server_cert),
+            "--tls-key",
+            str(self.server_key),
+            "--tls-client-ca",
+            str(self.ca_cert),
+        )
+
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
