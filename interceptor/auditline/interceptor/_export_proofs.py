@@ -101,13 +101,14 @@ class ExporterProofs(abc.ABC):
                 leaves = store.leaves(first, last)
                 omitted = [(seq, leaves[seq - first]) for seq in left_out]
         self._publish_key()
+        after = store.frontier_at(last)
         manifest = notary.manifest(
             prefix=self.config.prefix,
             exporter=self.config.name,
             tree_base=store.tree.base,
             first_seq=first,
             before=store.frontier_at(first - 1),
-            after=store.frontier_at(last),
+            after=after,
             files=entries,
             omitted=omitted,
             created_ns=events[-1].end_ns,
@@ -118,7 +119,6 @@ class ExporterProofs(abc.ABC):
         mode = self.config.retention_mode if retain_until else None
         self.writer.put(manifest.key, manifest.body, retain_until=retain_until, mode=mode)
         self._last_checkpoint = self.clock()
-        after = store.frontier_at(last)
         return DestinationLog(
             log_id=log_id,
             manifest_key=manifest.key,
