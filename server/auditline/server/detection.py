@@ -3,8 +3,8 @@ backend, evaluated over the events' OCSF records in an in-memory SQLite table (o
 column per dotted OCSF path, as the backend's queries name them).
 
 `auditline detect` runs the shipped rules (and an operator's own) over exported files,
-for back-testing. Correlation rules read an ISO 8601 `timestamp` column: it is filled
-from each record's `time`.
+for back-testing. Correlations are evaluated by `detection_correlation` from each
+record's `time`; a rule that names `timestamp` gets it as ISO 8601.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class DetectionWindow:
     def __init__(self, detector: Detector) -> None:
         self.detector = detector
         self.db = sqlite3.connect(":memory:", check_same_thread=False)
-        self._columns = sorted(detector._fields | {"timestamp", "time", "metadata.uid"})
+        self._columns = sorted(detector._fields | {"time", "metadata.uid"})
         names = ", ".join(f"`{c}` COLLATE NOCASE" for c in self._columns)
         # rowid never given again: `rowid > since` finds the new rows even after
         # `forget_before` emptied the table (SQLite reuses max(rowid) + 1 otherwise,
@@ -154,14 +154,15 @@ class DetectionWindow:
         # Only the columns the rules name: a caller's own keys (a map in a request)
         # never become columns, so no request can grow the table's shape.
         wanted = self._columns
+        names = ", ".join(f"`{column}`" for column in wanted)
+        insert = f"INSERT INTO logs ({names}) VALUES ({', '.join('?' * len(wanted))})"  # noqa: S608
+        timestamp = "timestamp" in wanted  # named by a rule: ISO 8601, as pySigma writes it
         for record in records:
             flat = _flatten(record)
-            when = datetime.datetime.fromtimestamp(flat.get("time", 0) / 1000, datetime.UTC)
-            flat["timestamp"] = when.strftime("%Y-%m-%d %H:%M:%S.%f")
-            row = {column: flat.get(column) for column in wanted}
-            names = ", ".join(f"`{k}`" for k in row)
-            insert = f"INSERT INTO logs ({names}) VALUES ({', '.join('?' * len(row))})"  # noqa: S608
-            cursor = self.db.execute(insert, list(row.values()))
+            if timestamp:
+                when = datetime.datetime.fromtimestamp(flat.get("time", 0) / 1000, datetime.UTC)
+                flat["timestamp"] = when.strftime("%Y-%m-%d %H:%M:%S.%f")
+            cursor = self.db.execute(insert, [flat.get(column) for column in wanted])
             self.last_rowid = int(cursor.lastrowid or self.last_rowid)
 
     def forget_before(self, time_ms: int, *, keep_at_most: int) -> None:
