@@ -311,8 +311,6 @@ class Settings:
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not port.isdigit() or int(port) > 65535:
             raise ConfigError(f"--listen wants HOST:PORT, got {self.listen!r}")
-        if self.shutdown_grace < 0:
-            raise ConfigError("--shutdown-grace must not be negative")
         if self.max_workers < 1:
             raise ConfigError("--max-workers must be at least 1")
         if self.token_ttl <= 0:
@@ -320,14 +318,6 @@ class Settings:
         if min(self.query_timeout, self.query_max_bytes, self.query_memory_bytes) <= 0:
             raise ConfigError(
                 "--query-timeout, --query-max-bytes and --query-memory-bytes must be positive"
-            )
-        if (
-            min(self.login_block_seconds, self.usage_snapshot_interval, self.state_poll_interval)
-            < 0
-        ):
-            raise ConfigError(
-                "--login-block-seconds, --usage-snapshot-interval and --state-poll-interval "
-                "must not be negative"
             )
         if self.object_store and not self.object_store.startswith(("file://", "s3://")):
             raise ConfigError("--object-store must start with file:// or s3://")
@@ -391,10 +381,8 @@ class Settings:
             raise ConfigError(f"--audit-policy: {exc}") from None
         if self.max_message_bytes < 1024 or self.max_metadata_bytes < 1024:
             raise ConfigError("--max-message-bytes and --max-metadata-bytes must be at least 1024")
-        if self.spool_reserve_bytes < 0 or self.spool_memory_bytes < 1 << 16:
-            raise ConfigError(
-                "--spool-reserve-bytes must not be negative and --spool-memory-bytes at least 65536"
-            )
+        if self.spool_memory_bytes < 1 << 16:
+            raise ConfigError("--spool-memory-bytes must be at least 65536")
         for network in split_list(self.trusted_proxies):
             try:
                 ipaddress.ip_network(network, strict=False)
