@@ -9,12 +9,14 @@ import os
 import time
 from pathlib import Path
 
+from auditline.interceptor._types import PlainStartError
+
 __all__ = ["SpoolInUseError", "SpoolLock"]
 
 
-class SpoolInUseError(RuntimeError):
+class SpoolInUseError(PlainStartError, RuntimeError):
     """Another process holds the spool (a second server on one data directory). Its
-    message names only the spool's directory: an audit worker passes it on whole."""
+    message names only the spool's directory."""
 
 
 class SpoolLock:

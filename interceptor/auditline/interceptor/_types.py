@@ -12,6 +12,7 @@ __all__ = [
     "AuditUnavailableError",
     "EventDocument",
     "Metadata",
+    "PlainStartError",
     "Principal",
     "PrincipalInput",
     "PrincipalResolver",
@@ -26,6 +27,12 @@ Refused = Callable[[Exception], object]
 
 class AuditUnavailableError(RuntimeError):
     """The audit log cannot record a call: a fail-closed interceptor answers UNAVAILABLE."""
+
+
+class PlainStartError(Exception):
+    """Why an audit pipeline could not be made, in a message that quotes nothing
+    secret (a spool in use, a rule that does not compile): an audit worker passes it
+    on whole, where other errors are told by their type alone."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -27,8 +27,7 @@ from auditline.interceptor._builder import EventBuilder
 from auditline.interceptor._capture_codec import decode_record, load_schemas, pack, unpack
 from auditline.interceptor._record import AuditConfig, EventIds
 from auditline.interceptor._spool_freeing import SpoolFreeing
-from auditline.interceptor._spool_lock import SpoolInUseError
-from auditline.interceptor._types import AuditUnavailableError, EventDocument
+from auditline.interceptor._types import AuditUnavailableError, EventDocument, PlainStartError
 from auditline.interceptor._worker_holds import DeletionHolds
 
 if TYPE_CHECKING:
@@ -113,7 +112,7 @@ def _why(exc: Exception) -> str:
     """Why the pipeline could not be made, for the serving process's log: the error's
     type, and a file error's reason and file; not any message (a connection's may
     quote its URL, credentials and all)."""
-    if isinstance(exc, SpoolInUseError):  # its message names the spool, nothing secret
+    if isinstance(exc, PlainStartError):  # its message quotes nothing secret
         return f"{type(exc).__name__}: {exc}"
     if isinstance(exc, OSError) and exc.strerror:
         where = f" ({exc.filename})" if exc.filename else ""

@@ -24,14 +24,16 @@ from sigma.correlations import SigmaCorrelationRule
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
+from auditline.interceptor._types import PlainStartError
 from auditline.server.detection_correlation import Correlation, CorrelationState
 from auditline.server.detection_rules import shipped_rules_text
 
 __all__ = ["Detection", "DetectionError", "DetectionWindow", "Detector", "rules_text"]
 
 
-class DetectionError(ValueError):
-    """A rule that cannot be read or compiled: said at once, never silently skipped."""
+class DetectionError(PlainStartError, ValueError):
+    """A rule that cannot be read or compiled: said at once, never silently skipped
+    (its message, the rule's problem, comes whole from an audit worker too)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

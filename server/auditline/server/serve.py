@@ -22,7 +22,6 @@ from auditline.server.config import (
     add_arguments,
     configure_logging,
     settings_from_args,
-    split_list,
 )
 from auditline.server.node import load_hmac_key
 from auditline.server.telemetry import telemetry_from_environment
@@ -190,12 +189,6 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     try:
-        # The rules compiled here too: a rule's reason would not come back from an
-        # audit worker, which says only its error's type (found by a helper).
-        if settings.detection_interval > 0 and settings.detection_rules:
-            from auditline.server.detection import Detector, rules_text
-
-            Detector(rules_text(Path(d) for d in split_list(settings.detection_rules)))
         telemetry = telemetry_from_environment(os.environ)
         server = AuditlineServer(settings, tracer_provider=telemetry.tracer_provider)
         port = server.start()
