@@ -299,8 +299,7 @@ class Verifier(BatchReading):
                     )
             report.last_seq = manifest.last_seq
             report.files += len(manifest.document.get("files", []))
-        self._tail(node, manifests, proven, base)
-        self._not_here_unsigned(node, manifests, report.not_here, base)
+        self._tail(node, manifests, proven, base, report.not_here)
         if self._keep:
             self.leaves[log] = stretches or [(Frontier(), [])]
         self.bases[log] = base
@@ -329,11 +328,29 @@ class Verifier(BatchReading):
                 )
         return sorted(chosen.values(), key=lambda m: m.first_seq)
 
-    def _not_here_unsigned(
-        self, node: str, manifests: list[SeenManifest], gaps: list[NotHere], base: int
+    def _frontier(self, node: str, manifest: SeenManifest) -> Frontier | None:
+        try:
+            frontier = manifest.document["frontier"]
+            hashes = [base64.b64decode(h, validate=True) for h in frontier["hashes"]]
+            return Frontier(int(frontier["size"]), hashes)
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            self._find("malformed-manifest", node, "its frontier cannot be read", key=manifest.key)
+            return None
+
+    def _tail(
+        self,
+        node: str,
+        manifests: list[SeenManifest],
+        roots: dict[int, bytes],
+        base: int,
+        gaps: list[NotHere],
     ) -> None:
-        """No checkpoint here may be of a tree size this log says it skipped: one is
-        proof that the log here once held those events."""
+        """Every checkpoint (idle ones too) must be of a tree the files prove; the
+        largest one past them says how much of the tail is not. And none may be of a
+        tree size this log says it skipped (`gaps`): one is proof that the log here
+        once held those events."""
+        proven = max(roots)
+        past = None
         for manifest in manifests:
             checkpoint = manifest.checkpoint
             if checkpoint is None or not self._wanted(manifest):
@@ -346,27 +363,6 @@ class Verifier(BatchReading):
                     "a checkpoint of events the log says are not here",
                     key=manifest.key,
                 )
-
-    def _frontier(self, node: str, manifest: SeenManifest) -> Frontier | None:
-        try:
-            frontier = manifest.document["frontier"]
-            hashes = [base64.b64decode(h, validate=True) for h in frontier["hashes"]]
-            return Frontier(int(frontier["size"]), hashes)
-        except (KeyError, TypeError, ValueError, binascii.Error):
-            self._find("malformed-manifest", node, "its frontier cannot be read", key=manifest.key)
-            return None
-
-    def _tail(
-        self, node: str, manifests: list[SeenManifest], roots: dict[int, bytes], base: int
-    ) -> None:
-        """Every checkpoint (idle ones too) must be of a tree the files prove; the
-        largest one past them says how much of the tail is not."""
-        proven = max(roots)
-        past = None
-        for manifest in manifests:
-            checkpoint = manifest.checkpoint
-            if checkpoint is None or not self._wanted(manifest):
-                continue
             if checkpoint.size > proven:
                 if past is None or checkpoint.size > past[1].size:
                     past = (manifest, checkpoint)
