@@ -208,6 +208,10 @@ def test_the_command_line_exit_codes_and_json(
     assert "NOT PROVEN deleted-file" in bad.stdout
     usage = _cli("verify", str(tmp_path / "nowhere"), "--public-key", str(key_file))
     assert usage.returncode == 2
+    # A window no manifest falls in proves nothing (it was "verified: 0 events").
+    later = _cli("verify", str(root), "--public-key", str(key_file), "--since", "2999-01-01")
+    assert later.returncode == 1, later.stdout
+    assert "nothing is proven" in later.stdout
 
 
 def test_a_proof_of_one_event_verifies_offline_and_only_as_given(

@@ -144,7 +144,7 @@ def _print(report: Report) -> None:
         span = f" events {finding.first_seq}..{finding.last_seq}" if finding.first_seq else ""
         print(f"NOT PROVEN {finding.kind}:{where}{span}: {finding.detail or KINDS[finding.kind]}")
     if not report.nodes:
-        print("no manifests found: nothing is proven")
+        print("no manifests found (in the window, if one was given): nothing is proven")
     verdict = "verified" if report.ok else "NOT verified"
     rate = report.events / report.seconds if report.seconds else 0
     print(f"{verdict}: {report.events} events in {report.seconds:.2f}s ({rate:,.0f}/s)")

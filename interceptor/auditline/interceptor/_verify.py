@@ -93,7 +93,9 @@ class Verifier(BatchReading):
         named: set[str] = set()
         nodes = []
         for (node, prefix), found in sorted(manifests.items()):
-            nodes.append(self._node(node, prefix, found, named))
+            report = self._node(node, prefix, found, named)
+            if report is not None:
+                nodes.append(report)
         if self.since is None and self.until is None:
             for key in keys:
                 if key.endswith(DATA_SUFFIXES) and "integrity/" not in key and key not in named:
@@ -205,7 +207,9 @@ class Verifier(BatchReading):
 
     def _node(
         self, node: str, prefix: str, manifests: list[SeenManifest], named: set[str]
-    ) -> NodeReport:
+    ) -> NodeReport | None:
+        """The log's report; None if none of its batches is in the window (a log
+        whose batches all fall outside it is no more proven than one not found)."""
         first = manifests[0].document
         report = NodeReport(origin=first["origin"], node=node, prefix=prefix)
         self._log = log = (node, prefix)
@@ -217,6 +221,8 @@ class Verifier(BatchReading):
         for manifest in batches:
             named.update(within(f["key"], prefix) for f in manifest.document.get("files", []))
         batches = [m for m in batches if self._wanted(m)]
+        if not batches and (self.since is not None or self.until is not None):
+            return None
         proven: dict[int, bytes] = {0: Frontier().root()}  # tree sizes the files prove
         signed: tuple[int, bytes] | None = None  # the checkpoint before this manifest
         stretches: list[tuple[Frontier, list[bytes]]] = []  # for proofs
