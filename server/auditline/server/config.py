@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import ipaddress
 import logging
-import math
 import os
 import types
 import typing
@@ -22,9 +20,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-from auditline.contract import EXPORT_COMPRESSIONS, EXPORT_FORMATS
-from auditline.interceptor import OCSF_VERSIONS, PARTITIONINGS, AuditPolicy
-from auditline.server.bucket_reconciliation import BUCKET_MISMATCH_POLICIES
+from auditline.server.config_checks import ConfigError, check_settings, split_list
 
 __all__ = [
     "ENV_PREFIX",
@@ -36,10 +32,6 @@ __all__ = [
 ]
 
 ENV_PREFIX = "AUDITLINE_"
-
-
-class ConfigError(ValueError):
-    """A setting has a value the server cannot run with."""
 
 
 def _help(text: str) -> dict[str, str]:
@@ -295,103 +287,8 @@ class Settings:
     )
 
     def validate(self) -> None:
-        """Raise `ConfigError` for combinations that cannot work."""
-        for setting in dataclasses.fields(self):
-            value = getattr(self, setting.name)
-            # Every number here is a count, size or time: negative or NaN ones were
-            # taken (negative retention days left the audit files unlocked at once;
-            # a negative detection interval turned detection off without a word).
-            if isinstance(value, int | float) and not (math.isfinite(value) and value >= 0):
-                flag = "--" + setting.name.replace("_", "-")
-                raise ConfigError(f"{flag} must be a number of at least 0, not {value}")
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
-        if self.tls_client_ca is not None and self.tls_cert is None:
-            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key")
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
-            raise ConfigError(f"--listen wants HOST:PORT, got {self.listen!r}")
-        if self.max_workers < 1:
-            raise ConfigError("--max-workers must be at least 1")
-        if self.token_ttl <= 0:
-            raise ConfigError("--token-ttl must be positive")
-        if min(self.query_timeout, self.query_max_bytes, self.query_memory_bytes) <= 0:
-            raise ConfigError(
-                "--query-timeout, --query-max-bytes and --query-memory-bytes must be positive"
-            )
-        if self.object_store and not self.object_store.startswith(("file://", "s3://")):
-            raise ConfigError("--object-store must start with file:// or s3://")
-        if self.bucket_mismatch not in BUCKET_MISMATCH_POLICIES:
-            raise ConfigError(f"--bucket-mismatch must be one of {list(BUCKET_MISMATCH_POLICIES)}")
-        if self.export_target and not self.export_target.startswith("s3://"):
-            raise ConfigError("--export-target must be empty or s3://BUCKET?endpoint=...")
-        if self.audit_durability not in ("async", "sync"):
-            raise ConfigError("--audit-durability must be async or sync")
-        if self.audit_process not in ("serving", "worker"):
-            raise ConfigError("--audit-process must be serving or worker")
-        if self.backpressure not in ("block", "reject", "drop"):
-            raise ConfigError("--backpressure must be block, reject or drop")
-        if self.export_format not in EXPORT_FORMATS.values():
-            raise ConfigError(f"--export-format must be one of {sorted(EXPORT_FORMATS.values())}")
-        if self.export_partitioning not in PARTITIONINGS:
-            raise ConfigError(f"--export-partitioning must be one of {sorted(PARTITIONINGS)}")
-        if self.export_ocsf_version not in OCSF_VERSIONS:
-            raise ConfigError(f"--export-ocsf-version must be one of {list(OCSF_VERSIONS)}")
-        if self.export_format == "ocsf-parquet" and not (
-            self.export_lake_region and self.export_lake_account_id
-        ):
-            raise ConfigError(
-                "--export-format ocsf-parquet needs --export-lake-region and "
-                "--export-lake-account-id (the keys' region= and accountId= partitions)"
-            )
-        if self.export_compression not in EXPORT_COMPRESSIONS.values():
-            raise ConfigError(
-                f"--export-compression must be one of {sorted(EXPORT_COMPRESSIONS.values())}"
-            )
-        if self.spool_max_bytes < 1 << 16 or self.export_interval <= 0:
-            raise ConfigError(
-                "--spool-max-bytes must be at least 65536 and --export-interval positive"
-            )
-        if self.audit_max_body_bytes < 1 or self.audit_unauthenticated_body_bytes < 1:
-            raise ConfigError("audited bodies must be allowed at least 1 byte")
-        if self.audit_durability == "sync" and self.backpressure == "drop":
-            raise ConfigError(
-                "--backpressure drop loses events, which --audit-durability sync never "
-                "does: use block or reject"
-            )
-        if (
-            not self.deployment
-            or "+" in self.deployment
-            or any(c.isspace() for c in self.deployment)
-        ):
-            raise ConfigError("--deployment must be a name without spaces or '+'")
-        if self.export_retention_mode not in ("governance", "compliance"):
-            raise ConfigError("--export-retention-mode must be governance or compliance")
-        if (
-            self.audit_unauthenticated_rate <= 0
-            or self.audit_unauthenticated_burst < 1
-            or self.audit_summary_interval <= 0
-        ):
-            raise ConfigError(
-                "the unauthenticated rate, burst and summary interval must be positive"
-            )
-        try:
-            AuditPolicy.parse(split_list(self.audit_policy))
-        except ValueError as exc:
-            raise ConfigError(f"--audit-policy: {exc}") from None
-        if self.max_message_bytes < 1024 or self.max_metadata_bytes < 1024:
-            raise ConfigError("--max-message-bytes and --max-metadata-bytes must be at least 1024")
-        if self.spool_memory_bytes < 1 << 16:
-            raise ConfigError("--spool-memory-bytes must be at least 65536")
-        for network in split_list(self.trusted_proxies):
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise ConfigError(f"--trusted-proxies: {network!r} is not a CIDR") from None
-        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ConfigError(
-                f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}"
-            )
+        """Raise `ConfigError` for combinations that cannot work (`config_checks`)."""
+        check_settings(self)
 
     @property
     def long_call_slots(self) -> int:
@@ -412,11 +309,6 @@ def configure_logging(settings: Settings) -> None:
     )
     # Alembic narrates every start at INFO; only its warnings matter here.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.root.level))
-
-
-def split_list(value: str) -> list[str]:
-    """A comma-separated setting as a list, blanks dropped."""
-    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def _field_type(setting: dataclasses.Field[Any]) -> type:
