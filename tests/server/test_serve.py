@@ -20,6 +20,7 @@ from tests.conftest import ServeFactory
 from tests.contract.test_contract import EXPECTED_METHODS
 from tests.support.certs import make_pki
 from tests.support.exported import exported_events
+from tests.support.serve import ServeProcess
 
 Grpcurl = Callable[..., str]
 
@@ -199,6 +200,23 @@ def test_tls(serve: ServeFactory, tmp_path: Path) -> None:
         assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
     with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError):
         _health(channel)
+
+
+def test_swapped_tls_files_are_named_at_start(tmp_path: Path) -> None:
+    """The certificate given as the key (and the key as the certificate) stopped the
+    start with "another process has the port" (found by a helper)."""
+    pki = make_pki(tmp_path)
+    swapped = ServeProcess(
+        tmp_path / "data",
+        args=["--tls-cert", str(pki.server_key), "--tls-key", str(pki.server_cert)],
+    )
+    try:
+        with pytest.raises(RuntimeError, match="are not a certificate") as failed:
+            swapped.start()
+        assert swapped.proc.wait(10) == 1
+        assert "another process has the port" not in str(failed.value)
+    finally:
+        swapped.stop()
 
 
 def test_mutual_tls_requires_a_client_certificate(serve: ServeFactory, tmp_path: Path) -> None:

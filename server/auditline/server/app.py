@@ -115,6 +115,9 @@ class AuditlineServer:
     ) -> None:
         self.settings = settings
         self.node_id = prepare_data_dir(settings.data_dir)
+        # First, before anything starts: a wrong file is told as such, not later as
+        # a port that cannot be bound.
+        self._credentials = server_credentials(settings) if settings.tls else None
         self.clock: Callable[[], float] = time.time
         self.db = Database(database_url(settings))
         self.store = open_store(store_url(settings))
@@ -312,10 +315,8 @@ class AuditlineServer:
         )
 
         try:
-            if self.settings.tls:
-                self.port = self._server.add_secure_port(
-                    self.settings.listen, server_credentials(self.settings)
-                )
+            if self._credentials is not None:
+                self.port = self._server.add_secure_port(self.settings.listen, self._credentials)
             else:
                 self.port = self._server.add_insecure_port(self.settings.listen)
         except RuntimeError:

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import ssl
 import uuid
 from pathlib import Path
 
@@ -89,8 +90,33 @@ def load_hmac_key(settings: Settings, *, create: bool = True) -> bytes:
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials:
+    """The server's TLS credentials; `ValueError` saying which file is wrong. gRPC's
+    core only fails to bind, which read as a port in use (with the certificate and
+    key swapped, say)."""
     assert settings.tls_cert is not None
     assert settings.tls_key is not None
+    checked = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # No password: OpenSSL would ask for an encrypted key's on the terminal, and
+        # gRPC takes only plain keys.
+        checked.load_cert_chain(settings.tls_cert, settings.tls_key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"--tls-cert {settings.tls_cert} and --tls-key {settings.tls_key} are not a "
+            f"certificate (PEM) and its private key: {exc}"
+        ) from None
+    except OSError as exc:  # a missing or unreadable file
+        raise ValueError(
+            f"--tls-cert {settings.tls_cert} or --tls-key {settings.tls_key} cannot be "
+            f"read: {exc.strerror or exc}"
+        ) from None
+    if settings.tls_client_ca is not None:
+        try:
+            checked.load_verify_locations(settings.tls_client_ca)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"--tls-client-ca {settings.tls_client_ca} is not a CA certificate (PEM): {exc}"
+            ) from None
     key_pair = (settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())
     client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
     return grpc.ssl_server_credentials(
