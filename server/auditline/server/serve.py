@@ -188,13 +188,18 @@ def run(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    server: AuditlineServer | None = None
     try:
         telemetry = telemetry_from_environment(os.environ)
         server = AuditlineServer(settings, tracer_provider=telemetry.tracer_provider)
         port = server.start()
-    except Exception as exc:  # a missing bucket, an unreachable store, a bad key file...
+    except Exception as exc:  # a missing bucket, an unreachable store, a port in use...
         log.debug("start-up failed", exc_info=True)
         log.error("cannot start: %s: %s", type(exc).__name__, exc)
+        if server is not None:
+            # Its audit worker and exporters stop in order: left to the process's exit,
+            # the worker's supervisor started it again and it died with a traceback.
+            server.stop(0)
         return 1
     host = settings.listen.rpartition(":")[0]
     security = "mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls else "plaintext"
