@@ -19,7 +19,7 @@ from auditline.interceptor._export_config import PARTITIONINGS, ExporterConfig
 from auditline.interceptor._formats import FORMAT_DIRS
 from auditline.interceptor._log_names import LOG_DIR_NAMES
 
-__all__ = ["DataFile", "data_file", "object_key"]
+__all__ = ["DataFile", "data_file", "integrity_prefix", "object_key"]
 
 
 def object_key(
@@ -46,11 +46,19 @@ _NAME = r"(?P<node>[^/]+)-(?P<first>\d{12,})-(?P<last>\d{12,})"
 _JSON_KEY = re.compile(
     rf"(?:^|/)(?P<format>{_FOLDERS})/(?P<log>{_LOGS})/(?:(?P<y>\d{{4}})/(?P<m>\d\d)/"
     rf"(?P<d>\d\d)|year=(?P<hy>\d{{4}})/month=(?P<hm>\d\d)/day=(?P<hd>\d\d))/{_NAME}\.jsonl"
-    r"(?:\.gz|\.zst)?$"
+    r"(?:\.gz|\.zst)?\Z"
 )
 _PARQUET_KEY = re.compile(
     rf"(?:^|/)region=[^/]*/accountId=[^/]*/eventDay=(?P<day>\d{{8}})/(?P<log>{_LOGS})-"
-    rf"{_NAME}\.parquet$"
+    rf"{_NAME}\.parquet\Z"
+)
+# The objects an exporter writes beside its files (`_integrity`): its verifier key, and
+# its manifests (any JSON in their folder is read as one, and found malformed if it is
+# not). Matched to the end, so that a
+# prefix with "integrity/" in it is still a prefix. (`$` also matched before a
+# trailing newline: a file named so was queried, and never verified.)
+_INTEGRITY_KEY = re.compile(
+    r"integrity/(?:keys/[^/]+\.pub|(?P<node>[^/]+)/manifests/[^/]+\.json)\Z"
 )
 
 
@@ -78,9 +86,18 @@ def within(key: str, prefix: str) -> str:
     return prefix + key[start:]
 
 
+def integrity_prefix(key: str, *, manifests: bool = False) -> str | None:
+    """The exporter's prefix of an integrity object's key (a manifest's only, with
+    `manifests`); None for any other object."""
+    match = _INTEGRITY_KEY.search(key)
+    if match is None or (manifests and match["node"] is None):
+        return None
+    return key[: match.start()]
+
+
 def data_file(key: str) -> DataFile | None:
     """What an exported data file's key says of it; None for any other object."""
-    if "integrity/" in key:
+    if integrity_prefix(key) is not None:
         return None
     if match := _PARQUET_KEY.search(key):
         format_name, text = "ocsf-parquet", match["day"]

@@ -102,6 +102,10 @@ def _from_apievent(record: Any) -> dict[str, Any]:
         document = record["ApiEvent"]
         if not isinstance(document, dict):
             raise TypeError("ApiEvent is not an object")
+        if len(record) != 1:
+            # An IAM record with the event beside it read as that event, its own
+            # fields unchecked (found by a review helper).
+            raise LineError("a record with fields beside its ApiEvent")
     else:
         try:
             if record.get("created_by") == "IAM":

@@ -5,7 +5,9 @@ the event's leaf index (its sequence number - base - 1), the tree size, the RFC 
 inclusion path, and the signed checkpoint of that size. To check it: recompute the
 event's leaf from the line (`_leaf`), check that its `Sequence` is base + index + 1,
 walk the path to a root (RFC 9162 2.1.3.2), and check that the checkpoint is signed
-by a trusted key, names the same origin and size, and has that root.
+by a trusted key of the log's name, names the same origin and size, and has that
+root. The line must be as its exporter writes it (JSON as orjson writes it: no
+spacing, no key twice), so that what a reader of the line sees is the event proven.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from auditline.interceptor._leaf import event_leaf, read_line
 from auditline.interceptor._locations import Location
@@ -29,10 +33,23 @@ def prove(location: Location, event_id: str, keys: Sequence[VerifierKey]) -> dic
     """The proof of event `event_id` against the largest checkpoint its log proves;
     `ProofError` when the event is not found or its log cannot be proven up to it."""
     verifier = Verifier(location, keys, keep_leaves=True)
-    verifier.run()
+    report = verifier.run()
     if event_id not in verifier.lines:
         raise ProofError(f"event {event_id} is in no file of this location")
-    log, seq, format_name, line = verifier.lines[event_id]
+    seen = verifier.lines[event_id]
+    log, seq = seen.log, seen.seq
+    for finding in report.findings:
+        # A proof holds only its line: one of a file or batch found changed would
+        # carry the change away from the finding (found by a review helper).
+        if finding.key == seen.key or (
+            finding.node == log[0]
+            and finding.first_seq is not None
+            and finding.first_seq <= seq <= (finding.last_seq or finding.first_seq)
+        ):
+            raise ProofError(
+                f"event {event_id}'s file or batch is not proven ({finding.kind}): "
+                "run auditline verify"
+            )
     base, notes = verifier.bases[log], verifier.notes.get(log, {})
     index = seq - base - 1
     for before, leaves in verifier.leaves[log]:  # the stretch of batches that holds it
@@ -48,8 +65,8 @@ def prove(location: Location, event_id: str, keys: Sequence[VerifierKey]) -> dic
         "proof": PROOF_FORMAT,
         "origin": Checkpoint.parse(text).origin,
         "tree_base": base,
-        "format": format_name,
-        "line": line.decode(),
+        "format": seen.format,
+        "line": seen.line.decode(),
         "leaf_index": index,
         "tree_size": size,
         "inclusion": [
@@ -64,11 +81,16 @@ def verify_proof(proof: dict[str, Any], keys: Sequence[VerifierKey]) -> dict[str
     """Check a proof; return its event. Raises `ProofError`, `NoteError` or `LineError`."""
     if proof.get("proof") != PROOF_FORMAT:
         raise ProofError(f"not an {PROOF_FORMAT} proof")
-    text = open_note(proof["checkpoint"], keys).text
-    checkpoint = Checkpoint.parse(text)
+    opened = open_note(proof["checkpoint"], keys)
+    checkpoint = Checkpoint.parse(opened.text)
     if checkpoint.origin != proof["origin"] or checkpoint.size != proof["tree_size"]:
         raise ProofError("the checkpoint is of another log or size")
-    event = read_line(proof["format"], proof["line"].encode())
+    if opened.signer.name != checkpoint.origin:
+        raise ProofError(f"the checkpoint is signed by the key of {opened.signer.name}")
+    line = proof["line"].encode()
+    event = read_line(proof["format"], line)  # LineError if it is no JSON at all
+    if orjson.dumps(orjson.loads(line)) != line.rstrip(b"\n"):
+        raise ProofError("the line is not as its exporter writes it (spacing, a key twice)")
     index = int(proof["leaf_index"])
     if int(event["Sequence"]) != int(proof["tree_base"]) + index + 1:
         raise ProofError("the event's sequence number is not its leaf index")

@@ -9,8 +9,8 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
-from auditline.interceptor._compression import DATA_SUFFIXES, decompress
-from auditline.interceptor._formats import FORMAT_DIRS
+from auditline.interceptor._compression import decompress
+from auditline.interceptor._keys import data_file
 from auditline.interceptor._leaf import read_line, timestamp_nanoseconds
 from auditline.interceptor._locations import Location
 from auditline.interceptor._ocsf import OCSF_VERSION, ocsf_from_document
@@ -18,7 +18,6 @@ from auditline.interceptor._ocsf import OCSF_VERSION, ocsf_from_document
 __all__ = ["ExportedEvent", "ocsf_record", "read_exported"]
 
 _EPOCH = "1970-01-01T00:00:00Z"
-_BY_FOLDER = {folder: name for name, folder in FORMAT_DIRS.items()}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -32,15 +31,10 @@ def read_exported(location: Location) -> Iterator[ExportedEvent]:
     """Every event of every data file at `location` (integrity objects skipped), file by
     file in key order; `ValueError` names a line that is not an event of its format."""
     for key in sorted(location.list_keys()):
-        if not key.endswith(DATA_SUFFIXES) or "integrity/" in key:
+        file = data_file(key)  # as the verifier and queries tell one
+        if file is None:
             continue
-        # The format's folder, after any prefix: `[prefix]apievent/iam/2026/…`; Parquet
-        # files are in Security Lake's layout, without one.
-        format_name = next((_BY_FOLDER[p] for p in key.split("/") if p in _BY_FOLDER), "")
-        if key.endswith(".parquet"):
-            format_name = "ocsf-parquet"
-        if not format_name:
-            continue
+        format_name = file.format
         data = location.read(key)
         if data is None:
             continue

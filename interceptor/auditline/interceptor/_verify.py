@@ -32,11 +32,11 @@ from auditline.interceptor._integrity import (
     resume_text,
     start_text,
 )
-from auditline.interceptor._keys import within
+from auditline.interceptor._keys import data_file, integrity_prefix, within
 from auditline.interceptor._locations import Location
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._note import Checkpoint, NoteError, VerifierKey, open_note
-from auditline.interceptor._verify_batch import BatchReading, LogKey, SeenManifest
+from auditline.interceptor._verify_batch import BatchReading, LogKey, SeenLine, SeenManifest
 from auditline.interceptor._verify_report import Finding, NodeReport, NotHere, Report
 from auditline.interceptor._verify_shape import manifest_problem
 
@@ -67,7 +67,7 @@ class Verifier(BatchReading):
         # tree before its first batch and every leaf after it.
         self.leaves: dict[LogKey, list[tuple[Frontier, list[bytes]]]] = {}
         # Event id: its log, seq, format and line.
-        self.lines: dict[str, tuple[LogKey, int, str, bytes]] = {}
+        self.lines: dict[str, SeenLine] = {}
         # Per log, the signed note of each tree size the files prove, and the tree's base.
         self.notes: dict[LogKey, dict[int, str]] = {}
         self.bases: dict[LogKey, int] = {}
@@ -81,13 +81,13 @@ class Verifier(BatchReading):
         keys = list(self.location.list_keys())
         manifests: dict[LogKey, list[SeenManifest]] = {}
         for key in keys:
-            if "/manifests/" in key and "integrity/" in key and key.endswith(".json"):
+            prefix = integrity_prefix(key, manifests=True)
+            if prefix is not None:
                 manifest = self._manifest(key)
                 if manifest is not None:
                     # One log per node and destination: exporters of one node under
                     # other prefixes of the bucket (a findings log beside the rest)
                     # cut their own batches, and each is proven on its own.
-                    prefix = key[: key.index("integrity/")]
                     node = manifest.document["node"]
                     manifests.setdefault((node, prefix), []).append(manifest)
         named: set[str] = set()
@@ -97,10 +97,16 @@ class Verifier(BatchReading):
             if report is not None:
                 nodes.append(report)
         if self.since is None and self.until is None:
+            # Every other object too: readers of the folders (a SIEM's, a table over
+            # them) take files of any name for events (found by a review helper).
             for key in keys:
-                if key.endswith(DATA_SUFFIXES) and "integrity/" not in key and key not in named:
+                if key in named or integrity_prefix(key) is not None:
+                    continue
+                if key.endswith(DATA_SUFFIXES) or data_file(key) is not None:
                     node = key.rsplit("/", 1)[-1].split("-")[0]
                     self._find("uncovered-file", node, "", key=key)
+                else:
+                    self._find("unexpected-object", "", "", key=key)
         return Report(nodes=nodes, findings=self.findings, seconds=time.perf_counter() - started)
 
     def _manifest(self, key: str) -> SeenManifest | None:
@@ -127,6 +133,16 @@ class Verifier(BatchReading):
         else:
             if checkpoint.origin != document["origin"]:
                 self._find("forged-checkpoint", node, "the checkpoint names another log", key=key)
+                checkpoint = None
+            elif opened.signer.name != checkpoint.origin:
+                # Each log's key is named after it: a key trusted for another node
+                # signed this one's checkpoints (found by a review helper).
+                self._find(
+                    "forged-checkpoint",
+                    node,
+                    f"signed by the key of {opened.signer.name}, not of {checkpoint.origin}",
+                    key=key,
+                )
                 checkpoint = None
             else:
                 unsigned = self._unsigned_contents(document, signer)

@@ -22,7 +22,7 @@ from auditline.interceptor._losses import MARKER_NAME
 from auditline.interceptor._note import Checkpoint
 from auditline.interceptor._verify_report import KINDS, Finding
 
-__all__ = ["BatchReading", "LogKey", "SeenManifest"]
+__all__ = ["BatchReading", "LogKey", "SeenLine", "SeenManifest"]
 
 # A log: a node's events an exporter writes under one prefix of the bucket.
 LogKey = tuple[str, str]  # (node, prefix)
@@ -51,13 +51,24 @@ class SeenManifest:
         return int(self.document["last_seq"])
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SeenLine:
+    """An event's line as read from its file, kept for proofs."""
+
+    log: LogKey
+    seq: int
+    format: str
+    line: bytes
+    key: str  # the file's
+
+
 class BatchReading:
     """The state below is the verifier's, set in its constructor."""
 
     location: Location
     findings: list[Finding]
     progress: Callable[[int], None]
-    lines: dict[str, tuple[LogKey, int, str, bytes]]
+    lines: dict[str, SeenLine]
     _log: LogKey  # the log being read
     _keep: bool
     _events: int
@@ -172,7 +183,9 @@ class BatchReading:
             seen.append((record_time(document) if by_time else 0, seq))
             self._count(document)
             if self._keep:
-                self.lines[document.get("EventId", "")] = (self._log, seq, entry["format"], line)
+                self.lines[document.get("EventId", "")] = SeenLine(
+                    log=self._log, seq=seq, format=entry["format"], line=line, key=key
+                )
         return seen
 
     def _count(self, document: dict[str, Any]) -> None:

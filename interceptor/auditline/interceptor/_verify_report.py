@@ -20,6 +20,8 @@ KINDS = {
     "untrusted-checkpoint": "no trusted key signed a checkpoint",
     "inconsistent-checkpoints": "a checkpoint does not extend the one before it",
     "uncovered-file": "an event file no manifest names",
+    "unexpected-object": "an object that is neither a file a manifest names nor a manifest "
+    "or key (a reader of the folders may take it for events)",
     "foreign-manifest": "a manifest of another of the node's logs (another destination)",
     "conflicting-manifests": "two manifests of one batch disagree",
     "malformed-manifest": "a manifest that cannot be read",

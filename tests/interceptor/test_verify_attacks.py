@@ -1,0 +1,123 @@
+"""Attacks on the exported log by someone who can write its bucket but holds no node's
+signing key (found by a review helper): each once verified, or made a proof that
+`verify-proof` accepted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+
+from auditline.interceptor import read_exported
+from auditline.interceptor._keys import data_file
+from auditline.interceptor._leaf import LineError, read_line
+from auditline.interceptor._merkle import ProofError
+from auditline.interceptor.integrity import (
+    LocalDirectory,
+    Notary,
+    SigningKey,
+    Verifier,
+    prove,
+    verify_proof,
+)
+from tests.interceptor.test_verify_manifests import _batches, _log
+
+
+def _kinds(out: Path, *keys: SigningKey) -> list[str]:
+    return [
+        f.kind for f in Verifier(LocalDirectory(out), [k.verifier for k in keys]).run().findings
+    ]
+
+
+def test_a_notary_signs_only_with_the_key_of_its_log() -> None:
+    with pytest.raises(ValueError, match="named 'test/m'"):
+        Notary(key=SigningKey.generate("test/m"), origin="test/n", node_id="n")
+
+
+def test_a_key_trusted_for_one_node_cannot_sign_another_nodes_log(tmp_path: Path) -> None:
+    """With node m's key trusted beside n's, a log of origin test/n signed by m's key
+    verified: whoever held one node's key could write every node's log."""
+    real, other = SigningKey.generate("test/n"), SigningKey.generate("test/m")
+    out = _log(tmp_path, real)
+    for path, manifest in _batches(out):
+        for field in ("checkpoint", "manifest_note"):
+            text = manifest[field].split("\n\n")[0] + "\n"
+            manifest[field] = other.sign_note(text)
+        path.write_text(json.dumps(manifest))
+    kinds = _kinds(out, real, other)
+    assert "forged-checkpoint" in kinds
+    assert kinds.count("forged-checkpoint") == len(_batches(out))
+
+
+def _proof(out: Path, key: SigningKey) -> dict[str, object]:
+    event = next(iter(read_exported(LocalDirectory(out))))
+    return prove(LocalDirectory(out), event.document["EventId"], [key.verifier])
+
+
+def test_a_proof_holds_only_the_line_its_exporter_wrote(tmp_path: Path) -> None:
+    """A record with other fields beside its `ApiEvent`, or a key twice (readers that
+    keep the first see another value than the one proven), was proven as the event."""
+    key = SigningKey.generate("test/n")
+    out = _log(tmp_path, key)
+    proof = _proof(out, key)
+    assert verify_proof(proof, [key.verifier])
+    line = str(proof["line"]).rstrip("\n")
+    record = orjson.loads(line)
+    beside = orjson.dumps({**record, "user_name": "mallory"}).decode()
+    with pytest.raises(LineError, match="beside its ApiEvent"):
+        read_line("apievent-json", beside.encode())
+    with pytest.raises(LineError):
+        verify_proof({**proof, "line": beside}, [key.verifier])
+    name = record["ApiEvent"]["EventName"]
+    twice = line.replace(f'"EventName":"{name}"', f'"EventName":"Evil","EventName":"{name}"')
+    assert twice != line
+    with pytest.raises(ProofError, match="a key twice"):
+        verify_proof({**proof, "line": twice}, [key.verifier])
+
+
+def test_no_proof_is_made_from_a_changed_file(tmp_path: Path) -> None:
+    """`prove` took the line from a file the verifier had found changed."""
+    key = SigningKey.generate("test/n")
+    out = _log(tmp_path, key)
+    event = next(iter(read_exported(LocalDirectory(out))))
+    data = out / event.key
+    lines = data.read_bytes().splitlines(keepends=True)
+    data.write_bytes(b"".join(lines) + b"\n")  # the events as they were; the file not
+    assert "modified-file" in _kinds(out, key)
+    with pytest.raises(ProofError, match="modified-file"):
+        prove(LocalDirectory(out), event.document["EventId"], [key.verifier])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "{day}/n-000000000021-000000000021.jsonl\n",  # `$` matched before the newline
+        "{day}/integrity/n-000000000021-000000000021.jsonl",
+        "{day}/n-000000000022-000000000022.json",
+        "{day}/n-000000000023-000000000023.jsonl.1",
+        "events.csv",
+    ],
+)
+def test_every_object_no_manifest_names_is_found(tmp_path: Path, name: str) -> None:
+    """Readers of the folders (a glob, a SIEM's input, a table) take any file there for
+    events; only files whose names end in a data file's suffix were checked."""
+    key = SigningKey.generate("test/n")
+    out = _log(tmp_path, key)
+    day = next(out.rglob("*.jsonl")).parent.relative_to(out).as_posix()
+    forged = out / name.format(day=day)
+    forged.parent.mkdir(parents=True, exist_ok=True)
+    forged.write_text('{"ApiEvent":{"EventName":"DeleteEverything","Sequence":"21"}}\n')
+    assert _kinds(out, key) in (["uncovered-file"], ["unexpected-object"])
+    assert data_file(forged.relative_to(out).as_posix()) is None or name.endswith(".jsonl")
+
+
+def test_a_prefix_with_integrity_in_it_is_a_prefix(tmp_path: Path) -> None:
+    """The manifests' prefix was taken up to the first "integrity/" in the key."""
+    key = SigningKey.generate("test/n")
+    out = _log(tmp_path, key)
+    moved = tmp_path / "moved"
+    (moved / "x-integrity").mkdir(parents=True)
+    out.rename(moved / "x-integrity" / "logs")
+    assert _kinds(moved, key) == []
