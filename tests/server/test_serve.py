@@ -104,6 +104,18 @@ def test_sigterm_reports_not_serving_then_exits_cleanly(serve: ServeFactory) -> 
     assert "Traceback" not in log
 
 
+def test_signals_in_a_burst_stop_the_server(serve: ServeFactory) -> None:
+    """Its handler set a threading.Event: a second signal while the first one's wake-up
+    held the Event's lock deadlocked the main thread, and the server ignored every
+    signal after (Ctrl-C twice; `timeout` forwarding a SIGTERM that `pkill` also sent)."""
+    server = serve()
+    for _ in range(200):
+        server.proc.send_signal(15)
+        server.proc.send_signal(2)
+    assert server.proc.wait(timeout=30) == 0
+    assert "stopped" in server.log()
+
+
 def test_sigint_exits_cleanly(serve: ServeFactory) -> None:
     server = serve()
     server.proc.send_signal(2)

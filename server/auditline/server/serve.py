@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 
@@ -179,14 +178,7 @@ def run(settings: Settings) -> int:
     # Everything the server writes is its owner's alone: the database, the spool and
     # its write-ahead log hold the audit events (they followed the umask: 0644).
     os.umask(0o077)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    wake = _signal_pipe()
 
     server: AuditlineServer | None = None
     try:
@@ -213,9 +205,41 @@ def run(settings: Settings) -> int:
         server.node_id,
         settings.data_dir,
     )
-    stop.wait()
+    signum = _wait_for_signal(wake)
+    log.info("received %s, shutting down", signal.Signals(signum).name)
     log.info("health NOT_SERVING; in-flight calls get %.1fs to finish", settings.shutdown_grace)
     server.stop()
     telemetry.shutdown()  # the last metrics and spans
     log.info("stopped")
     return 0
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _signal_pipe() -> int:
+    """A pipe that SIGTERM and SIGINT write their numbers to; its reading end.
+
+    The Python handlers do nothing: a handler that set a `threading.Event` could
+    deadlock. It runs on the main thread between two bytecodes, which may be inside
+    that Event's own `wait` holding its lock. Two signals at once did it: Ctrl-C
+    twice, or `kill` of a process group that `timeout` also forwards. The server
+    then ignored every later signal."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, _ignore)
+    return read_end
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """Caught, so that the default action (exit at once) is not taken."""
+
+
+def _wait_for_signal(read_end: int) -> int:
+    """Block until a stop signal's number is written to the pipe; return it."""
+    while True:
+        for number in os.read(read_end, 64):
+            if number in _STOP_SIGNALS:
+                return number
