@@ -3,18 +3,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
 from auditline.account.v1 import bucket_pb2
+from auditline.audit.v1 import settings_pb2
 from auditline.client import Client
 from auditline.errors import NotFoundError
 from auditline.interceptor.integrity import S3Location, Verifier, VerifierKey
@@ -345,3 +348,68 @@ def test_a_killed_audit_worker_is_restarted_and_loses_no_acknowledged_call(
     assert process.terminate() == 0
     exported = _created_buckets(data_dir)
     assert [name for name in answered if name not in exported] == []
+
+
+def test_a_call_before_audit_logs_were_disabled_keeps_its_event_through_a_worker_restart(
+    tmp_path: Path,
+) -> None:
+    """A worker started again judged the captures resent to it by the settings of now:
+    the event of a call made (and answered OK) just before account audit logs were
+    disabled was dropped as if they had been off (found by a review helper)."""
+    data_dir = tmp_path / "data"
+    args = ["--audit-durability", "sync", "--audit-process", "worker"]
+    process = ServeProcess(data_dir, args=args, env=ENV).start()
+    api = login(process.target, ADMIN_KEY, ADMIN_SECRET)
+    assert api.settings.GetAuditSettings(
+        settings_pb2.GetAuditSettingsRequest()
+    ).settings.account_audit_logs_enabled
+    worker = _audit_worker_pid(process.proc.pid)
+    assert worker is not None
+    os.kill(worker, signal.SIGSTOP)  # it keeps nothing: fail-closed calls wait
+    outcomes: dict[str, grpc.StatusCode | None] = {}
+
+    def call(name: str, rpc: Callable[[], object]) -> threading.Thread:
+        thread = threading.Thread(target=lambda: outcomes.update({name: code_of(rpc)}))
+        thread.start()
+        return thread
+
+    database = data_dir / "auditline.db"
+    try:
+        threads = [
+            call(
+                "create",
+                lambda: api.buckets.CreateBucket(
+                    bucket_pb2.CreateBucketRequest(bucket_id="made-before"), timeout=120
+                ),
+            )
+        ]
+        wait_for(
+            lambda: (data_dir / "objects" / "made-before").exists() or None,
+            timeout=30,
+            what="the bucket made (the call waiting for its event)",
+        )
+        threads.append(
+            call(
+                "disable",
+                lambda: api.settings.DisableAccountAuditLogs(
+                    settings_pb2.DisableAccountAuditLogsRequest(), timeout=120
+                ),
+            )
+        )
+        wait_for(
+            lambda: not _logs_enabled(database) or None,
+            timeout=30,
+            what="account audit logs disabled (the call waiting for its event)",
+        )
+    finally:
+        os.kill(worker, signal.SIGKILL)  # started again, and sent both calls again
+        for thread in threads:
+            thread.join(120)
+    assert outcomes == {"create": grpc.StatusCode.OK, "disable": grpc.StatusCode.OK}
+    assert process.terminate() == 0
+    assert "made-before" in _created_buckets(data_dir)
+
+
+def _logs_enabled(database: Path) -> bool:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return bool(db.execute("SELECT account_logs_enabled FROM audit_settings").fetchone()[0])

@@ -142,12 +142,16 @@ class AuditHost:
         )
         self.pipeline.instrument()
         # The settings followed, since when; the follower and a notice may both apply
-        # them, and a notice's earlier moment wins. The first apply to every call, so
-        # that captures resent to a restarted worker are judged by them too.
+        # them, and a notice's earlier moment wins. The first apply from when they
+        # were changed: captures resent to a restarted worker are judged as when
+        # their calls came. (From the start of time, the event of a call made just
+        # before account audit logs were disabled, and resent, was dropped as if
+        # they had been off: found by a review helper.)
         self._following = threading.Lock()
         self._target: AuditTarget | None = None
         self._since = 0
-        self.follow_settings(audit_settings(db), since_ns=0)
+        first = audit_settings(db)
+        self.follow_settings(first, since_ns=first.changed_ns)
         self.saved = SavedExporters(db, store, self.pipeline)
         self.saved.start_all()
         # What other replicas (or the serving process) change in the database, applied

@@ -135,6 +135,9 @@ class AuditTarget:
 
     enabled: bool  # account audit logs are on (the settings log always is)
     bucket: str  # "" before the first start has set one
+    # When the settings were last changed (ns; 0: never, or not known). Not part of
+    # what they are: two reads of unchanged settings are equal.
+    changed_ns: int = dataclasses.field(default=0, compare=False)
 
 
 def audit_settings(db: Database, connection: Connection | None = None) -> AuditTarget:
@@ -146,4 +149,8 @@ def audit_settings(db: Database, connection: Connection | None = None) -> AuditT
     row = connection.execute(sa.select(tables.audit_settings)).mappings().first()
     if row is None:
         return AuditTarget(enabled=False, bucket="")
-    return AuditTarget(enabled=bool(row["account_logs_enabled"]), bucket=str(row["target_bucket"]))
+    return AuditTarget(
+        enabled=bool(row["account_logs_enabled"]),
+        bucket=str(row["target_bucket"]),
+        changed_ns=int(float(row["updated_at"]) * 1e9),
+    )
