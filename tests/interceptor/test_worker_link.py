@@ -60,6 +60,7 @@ def test_a_batch_that_cannot_be_encoded_still_sends_what_is_not_an_event() -> No
     hooks = LinkHooks(
         answered=lambda ids, error, state: None,
         follow=lambda state: None,
+        died=lambda: None,
         resend=list,
         oldest_sent_at=lambda: None,
         schema_files=list,

@@ -149,9 +149,10 @@ class _StoreThatStops(DirectoryWriter):
         super().put(key, data, **options)
 
 
-def full_disk_pipeline(root: str, durability: str) -> Pipeline:
+def full_disk_pipeline(root: str, durability: str, memory_bytes: int = 32 << 10) -> Pipeline:
     """A spool under a small page limit (it fills after a few hundred events) whose
-    exporter fails while ROOT/store-down exists, and retries every 50 ms."""
+    exporter fails while ROOT/store-down exists, and retries every 50 ms; while it
+    cannot write it holds `memory_bytes` of events in memory."""
     base = Path(root)
     spool = Spool(
         base / "spool.db",
@@ -159,7 +160,7 @@ def full_disk_pipeline(root: str, durability: str) -> Pipeline:
         durability=durability,
         max_file_bytes=384 << 10,
         reserve_bytes=64 << 10,
-        max_memory_bytes=32 << 10,
+        max_memory_bytes=memory_bytes,
         block_timeout=5,
     )
     spool.retry_interval = 0.05

@@ -26,7 +26,7 @@ from auditline.interceptor._capture_codec import Schemas, encode_record
 from auditline.interceptor._record import AuditConfig, CallRecord, EventIds
 from auditline.interceptor._types import AuditUnavailableError, EventDocument, Refused
 from auditline.interceptor._worker_answers import Answers
-from auditline.interceptor._worker_held import UNENCODABLE, HeldEvents
+from auditline.interceptor._worker_held import UNENCODABLE, UNWRITTEN, HeldEvents
 from auditline.interceptor._worker_link import LinkHooks, Supervision, WorkerLink
 from auditline.interceptor._worker_outbox import Batch, Outbox
 from auditline.interceptor._worker_process import HostedPipeline
@@ -88,6 +88,8 @@ class AuditWorker:
         self._outbox = Outbox()
         self._answers = Answers()  # to the batches callers wait for
         self._refusal = ""  # why the worker's spool refuses calls now ("" when it does not)
+        # Async events it answered before its spool wrote them (`_worker_unwritten`).
+        self._unwritten = 0
         self._failed = ""  # set when the worker is given up
         self._closing = False
         self._threads: list[threading.Thread] = []
@@ -373,6 +375,7 @@ class AuditWorker:
         return LinkHooks(
             answered=locked(self._answered_with_state),
             follow=locked(self._follow),
+            died=locked(self._died),
             resend=locked(self._resend),
             oldest_sent_at=locked(self._outbox.oldest_sent_at),
             schema_files=locked(lambda: list(self._schemas.files)),
@@ -412,6 +415,15 @@ class AuditWorker:
         self._held.lose(self._outbox.drop_all(), reason)
         self._cond.notify_all()
 
+    def _died(self) -> None:
+        """Holding the lock: the worker died. The async events it had answered and not
+        written (its spool could not write) died with it: counted, in the next worker's
+        drop marker (and in the log, in case none comes)."""
+        if self._unwritten:
+            log.error("%d audit events are lost: %s", self._unwritten, UNWRITTEN)
+            self._held.count_lost(self._unwritten, UNWRITTEN)
+            self._unwritten = 0
+
     def _answered(self, batch_id: int, error: str) -> None:
         """Holding the lock: a batch is done with ("" committed, else why not): its
         events are no longer held, and its callers are told."""
@@ -425,7 +437,7 @@ class AuditWorker:
     def _follow(self, state: Sequence[Any]) -> None:
         """Take the state of the worker's spool it reported (see `_worker_process`)."""
         degraded = self.degraded
-        self._refusal, self.degraded, self.dropped, reports_kept = state
+        self._refusal, self.degraded, self.dropped, reports_kept, self._unwritten = state
         self._held.kept(reports_kept)
         if self.degraded != degraded:
             self.on_degraded(self.degraded)

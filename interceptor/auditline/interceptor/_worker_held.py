@@ -14,6 +14,7 @@ __all__ = ["HeldEvents"]
 
 BEHIND = "the audit worker was behind"
 UNENCODABLE = "their batch could not be encoded for the audit worker"
+UNWRITTEN = "the audit worker died with them in memory, its spool unable to write"
 
 log = logging.getLogger("auditline.interceptor")
 

@@ -47,6 +47,8 @@ class LinkHooks:
     answered: Callable[[Sequence[int], str, Sequence[Any]], None]
     # The state the worker's spool reported on its own (see `_worker_process`).
     follow: Callable[[Sequence[Any]], None]
+    # The worker died (before it is started again, or given up).
+    died: Callable[[], None]
     # What a worker started again is sent, in order: every batch the dead one may not
     # have had, and the loss reports its spool may not have kept.
     resend: Callable[[], list[Batch]]
@@ -193,6 +195,7 @@ class WorkerLink:
     def _restart(self) -> bool:
         """Start a new worker and send it every unacknowledged batch; False when the
         worker is given up."""
+        self._hooks.died()
         now = time.monotonic()
         window = self.supervision.restart_window
         self._restart_times = [t for t in self._restart_times if t > now - window]

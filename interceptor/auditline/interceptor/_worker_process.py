@@ -6,7 +6,8 @@ fail-closed calls' (committed before the round ends), within the spool's commit
 interval for the others. Until then the serving process keeps the batches, and sends
 them again to a worker started after this one died: async events are not lost with a
 worker either. (While the spool cannot write, or after `ACK_AT_THE_LATEST`, a round is
-acknowledged with its async events still in this process's memory.)
+acknowledged with its async events still in this process's memory: how many, the
+serving process is told, and counts lost if this worker dies: `_worker_unwritten`.)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from auditline.interceptor._record import AuditConfig, EventIds
 from auditline.interceptor._spool_freeing import SpoolFreeing
 from auditline.interceptor._types import AuditUnavailableError, EventDocument, PlainStartError
 from auditline.interceptor._worker_holds import DeletionHolds
+from auditline.interceptor._worker_unwritten import AnsweredUnwritten
 
 if TYPE_CHECKING:
     from auditline.interceptor._spool import Spool
@@ -55,14 +57,21 @@ class HostedPipeline(Protocol):
     def close(self) -> None: ...
 
 
-_State = tuple[str, str, int, int]
+_State = tuple[str, str, int, int, int]
 
 
-def _state(spool: Spool) -> _State:
+def _state(spool: Spool, unwritten: AnsweredUnwritten) -> _State:
     """What the serving process follows of the spool: why it would refuse a call now,
-    why it is degraded, how many events it dropped (all "" or 0 when well), and the
-    last loss report it has kept (`Spool.loss_reports_kept`)."""
-    return spool.refusal(), spool.degraded, spool.stats.dropped, spool.loss_reports_kept
+    why it is degraded, how many events it dropped (all "" or 0 when well), the last
+    loss report it has kept (`Spool.loss_reports_kept`), and how many async events
+    were answered and are not written yet."""
+    return (
+        spool.refusal(),
+        spool.degraded,
+        spool.stats.dropped,
+        spool.loss_reports_kept,
+        unwritten.count(),
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -143,7 +152,8 @@ def worker_main(
     finally:
         SpoolFreeing.hold_at_open = False
     spool = pipeline.spool
-    state = _state(spool)
+    unwritten = AnsweredUnwritten()
+    state = _state(spool, unwritten)
     conn.send_bytes(pack(("ready", *state)))
     worker = _Worker(spool, EventBuilder(config), getattr(pipeline, "notice", None))
     rounds: list[_Round] = []  # taken, not yet acknowledged
@@ -160,14 +170,14 @@ def worker_main(
                 woken.drain()
             if conn not in ready:
                 if rounds:
-                    rounds, state = _acknowledge(conn, spool, rounds, state)
+                    rounds, state = _acknowledge(conn, spool, rounds, state, unwritten)
                     woken.waiting = bool(rounds)
                     holds.settled((round_.after_seq for round_ in rounds), resent_all=False)
                     continue
                 # Idle: tell the serving process when the spool's state changed (room
                 # again after a full disk), which it would otherwise learn only with
                 # the next acknowledgement.
-                current = _state(spool)
+                current = _state(spool, unwritten)
                 if current != state:
                     state = current
                     conn.send_bytes(pack(("state", *state)))
@@ -189,13 +199,14 @@ def worker_main(
                         ids=ids,
                         error=error,
                         committed=committed,
+                        queued=worker.queued,
                         at=time.monotonic(),
                         after_seq=numbered,
                     )
                 )
                 # Before the look: a write after it wakes the loop.
                 woken.waiting = True
-                rounds, state = _acknowledge(conn, spool, rounds, state)
+                rounds, state = _acknowledge(conn, spool, rounds, state, unwritten)
                 woken.waiting = bool(rounds)
             holds.settled((round_.after_seq for round_ in rounds), resent_all=resent_all)
             if quitting:
@@ -251,12 +262,17 @@ class _Round:
     ids: tuple[int, ...]
     error: str  # "" or why their fail-closed calls' events could not be kept
     committed: Callable[[], bool]  # whether their async events are committed
+    queued: int  # how many async events they have
     at: float  # when they were taken (monotonic)
     after_seq: int  # the spool's last event before them: theirs are numbered after it
 
 
 def _acknowledge(
-    conn: Connection, spool: Spool, rounds: list[_Round], state: _State
+    conn: Connection,
+    spool: Spool,
+    rounds: list[_Round],
+    state: _State,
+    unwritten: AnsweredUnwritten,
 ) -> tuple[list[_Round], _State]:
     """Answer the rounds, oldest first, whose events are committed (or that may wait
     no longer): the rounds left, and the spool's state as last sent (`state` if no
@@ -268,7 +284,9 @@ def _acknowledge(
             break
         done += 1
     if done:
-        state = _state(spool)
+        for round_ in rounds[:done]:
+            unwritten.answered(round_.queued, round_.committed)
+        state = _state(spool, unwritten)
         _answer(conn, rounds[:done], state)
     return rounds[done:], state
 
@@ -312,6 +330,7 @@ class _Worker:
         self.builder = builder
         self.ids = EventIds()
         self.oldest_known: int | None = None  # of the last `take`
+        self.queued = 0  # async events of the last `take`
 
     def _known(self, event_id: str) -> bool:
         """Committed by the worker that died before acknowledging it (the oldest such
@@ -339,6 +358,7 @@ class _Worker:
         # committed with them, and the round is answered at once (queued after, they
         # waited for the next commit, and the fail-closed calls with them).
         committed = self.spool.queue_documents(queued)
+        self.queued = len(queued)
         error = ""
         if waited:
             try:
