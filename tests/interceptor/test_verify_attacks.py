@@ -4,7 +4,9 @@ signing key (found by a review helper): each once verified, or made a proof that
 
 from __future__ import annotations
 
+import datetime
 import json
+import uuid
 from pathlib import Path
 
 import orjson
@@ -17,12 +19,14 @@ from auditline.interceptor._merkle import ProofError
 from auditline.interceptor.integrity import (
     LocalDirectory,
     Notary,
+    S3Location,
     SigningKey,
     Verifier,
     prove,
     verify_proof,
 )
 from tests.interceptor.test_verify_manifests import _batches, _log
+from tests.support.seaweedfs import SeaweedFS
 
 
 def _kinds(out: Path, *keys: SigningKey) -> list[str]:
@@ -121,3 +125,41 @@ def test_a_prefix_with_integrity_in_it_is_a_prefix(tmp_path: Path) -> None:
     (moved / "x-integrity").mkdir(parents=True)
     out.rename(moved / "x-integrity" / "logs")
     assert _kinds(moved, key) == []
+
+
+@pytest.mark.seaweedfs
+def test_delete_markers_and_new_versions_under_object_lock_are_found(
+    tmp_path: Path, seaweedfs: SeaweedFS
+) -> None:
+    """A plain DELETE under object lock adds a delete marker: a listing of current
+    objects (and `aws s3 sync`) no longer saw the log's last batch, its manifest and
+    its idle checkpoint, and the shortened log verified. A new version of other bytes
+    is allowed too. The locked versions are read, and both are reported."""
+    key = SigningKey.generate("test/n")
+    out = _log(tmp_path, key)
+    client = seaweedfs.client()
+    bucket = f"lock-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        client.put_object(
+            Bucket=bucket,
+            Key=path.relative_to(out).as_posix(),
+            Body=path.read_bytes(),
+            ObjectLockMode="COMPLIANCE",
+            ObjectLockRetainUntilDate=until,
+        )
+    location = S3Location(bucket, "", client)
+    report = Verifier(location, [key.verifier]).run()
+    assert report.ok, report.findings
+    last_manifest, manifest = _batches(out)[-1]
+    hidden = [manifest["files"][0]["key"], last_manifest.relative_to(out).as_posix()]
+    hidden += [p.relative_to(out).as_posix() for p in out.rglob("manifests/*-*-*-*.json")]
+    for name in hidden:
+        client.delete_object(Bucket=bucket, Key=name)  # a marker; the version stays
+    first = _batches(out)[0][1]["files"][0]["key"]
+    client.put_object(Bucket=bucket, Key=first, Body=b'{"ApiEvent":{}}\n')
+    report = Verifier(location, [key.verifier]).run()
+    found = {(f.kind, f.key) for f in report.findings}
+    assert found == {("deleted-object", name) for name in hidden} | {("overwritten-object", first)}
+    assert report.nodes[0].tree_size == 20  # the whole log, read from its first versions

@@ -79,6 +79,8 @@ class Verifier(BatchReading):
     def run(self) -> Report:
         started = time.perf_counter()
         keys = list(self.location.list_keys())
+        for change in getattr(self.location, "changes", list)():  # an S3 bucket's
+            self._find(change.kind, "", "", key=change.key)
         manifests: dict[LogKey, list[SeenManifest]] = {}
         for key in keys:
             prefix = integrity_prefix(key, manifests=True)

@@ -27,6 +27,12 @@ KINDS = {
     "malformed-manifest": "a manifest that cannot be read",
     "unsigned-manifest": "a manifest whose contents its checkpoint's key did not sign",
     "unreadable-line": "a line that is not an event of its file's format",
+    "deleted-object": "an object was deleted: a delete marker hides it (its first version "
+    "was read)",
+    "overwritten-object": "an object was written again with other bytes (its first version "
+    "was read)",
+    "versions-unlisted": "the bucket's object versions could not be listed "
+    "(s3:ListBucketVersions): an object a delete marker hides would go unseen",
 }
 
 
