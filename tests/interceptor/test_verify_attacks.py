@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 import uuid
 from pathlib import Path
 
 import orjson
 import pytest
 
-from auditline.interceptor import read_exported
+from auditline.audit.v1 import event_pb2
+from auditline.interceptor import DirectoryWriter, Exporter, ExporterConfig, Spool, read_exported
 from auditline.interceptor._keys import data_file
 from auditline.interceptor._leaf import LineError, read_line
 from auditline.interceptor._merkle import ProofError
@@ -163,3 +165,52 @@ def test_delete_markers_and_new_versions_under_object_lock_are_found(
     found = {(f.kind, f.key) for f in report.findings}
     assert found == {("deleted-object", name) for name in hidden} | {("overwritten-object", first)}
     assert report.nodes[0].tree_size == 20  # the whole log, read from its first versions
+
+
+def test_a_manifest_of_a_log_cut_at_the_same_events_is_foreign(tmp_path: Path) -> None:
+    """Two exporters of one node in one bucket cut the same batches; one leaves the
+    IAM log out. Its manifest of a batch, put in place of the other's, made that
+    batch's IAM events "left out": their file deleted, the log verified (found by a
+    review helper). Another log's manifest goes on only with the node's note that the
+    log begins again there."""
+    key = SigningKey.generate("test/n")
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    out = tmp_path / "out"
+    exporters = [
+        Exporter(config, spool, DirectoryWriter(out), node_id="n", notary=notary)
+        for config in (
+            ExporterConfig(name="a", compression="none"),
+            ExporterConfig(
+                name="b",
+                prefix="b/",
+                compression="none",
+                log_types=frozenset({event_pb2.LOG_TYPE_ACCOUNT_API}),
+            ),
+        )
+    ]
+    now = time.time_ns()
+    for batch in range(3):
+        for i in range(4):
+            log_type = (event_pb2.LOG_TYPE_ACCOUNT_API, event_pb2.LOG_TYPE_IAM)[i % 2]
+            event = event_pb2.ApiEvent(
+                event_name=f"Call{batch}{i}", event_id=f"e-{batch}-{i}", version="2"
+            )
+            event.log_type = log_type
+            event.request.request_time.FromNanoseconds(now)
+            event.response.response_time.FromNanoseconds(now)
+            spool.emit(event)
+        assert spool.flush(10)
+        for exporter in exporters:
+            while exporter.export_once():
+                pass
+    spool.close()
+    assert _kinds(out, key) == []
+    theirs = next((out / "b/integrity/n/manifests").glob("000000000005-000000000008-*.json"))
+    ours = next((out / "integrity/n/manifests").glob("000000000005-000000000008-*.json"))
+    for entry in json.loads(ours.read_text())["files"]:
+        if "/iam/" in entry["key"]:
+            (out / entry["key"]).unlink()
+    ours.unlink()
+    (ours.parent / theirs.name).write_bytes(theirs.read_bytes())
+    assert "foreign-manifest" in _kinds(out, key)

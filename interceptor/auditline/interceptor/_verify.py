@@ -252,11 +252,15 @@ class Verifier(BatchReading):
             log_id = manifest.document.get("log")
             before_id = batches[index - 1].document.get("log") if index else None
             goes_on = signed is not None and (before.size, before.root()) == signed
-            if index and log_id and before_id and log_id != before_id and not goes_on:
+            begun_again = goes_on and self._starts_log(manifest)
+            if index and log_id and before_id and log_id != before_id and not begun_again:
                 # Copied from another destination's log of the node: its checkpoints
-                # and notes are genuine, and fit here too. (One that goes straight on
-                # from the checkpoint before is this log under another name: the
-                # destination reached by another path, a log begun again there.)
+                # and notes are genuine, and fit here too. (A log begun again here, the
+                # destination reached by another path or emptied, goes straight on from
+                # the checkpoint before, with the node's note that it begins. Going on
+                # was not enough: two logs cut at the same events fit each other, and a
+                # manifest of one that leaves a log type out hid that type's files of
+                # the other, found by a review helper.)
                 self._find("foreign-manifest", node, "", key=manifest.key, **span)
             resumed = (
                 index > 0
