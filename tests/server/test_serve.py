@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -12,10 +13,15 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from auditline.account.v1 import auth_pb2, auth_pb2_grpc, bucket_pb2, bucket_pb2_grpc
 from auditline.interceptor import hmac_value
+from auditline.server import Settings
+from auditline.server.node import server_credentials
 from tests.conftest import ServeFactory
 from tests.contract.test_contract import EXPECTED_METHODS
 from tests.support.certs import make_pki
@@ -366,3 +372,34 @@ def test_what_the_server_writes_is_its_owners_alone(serve: ServeFactory, tmp_pat
         (p.name, oct(p.stat().st_mode)) for p in written
     ]
     assert server.terminate() == 0
+
+
+def test_a_key_the_system_openssl_finds_weak_but_grpc_serves_is_taken(tmp_path: Path) -> None:
+    """The pair check is only that: a 1024-bit RSA key (gRPC's TLS serves it) was
+    refused at start by the system OpenSSL's security level (found by a helper)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the point
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "weak.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "weak.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    settings = Settings(tls_cert=tmp_path / "weak.pem", tls_key=tmp_path / "weak.key")
+    assert server_credentials(settings) is not None
+    swapped = Settings(tls_cert=tmp_path / "weak.key", tls_key=tmp_path / "weak.pem")
+    with pytest.raises(ValueError, match="are not a certificate"):
+        server_credentials(swapped)

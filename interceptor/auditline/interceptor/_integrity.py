@@ -130,17 +130,11 @@ class IntegrityObject:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Notary:
-    """Signs a node's checkpoints: its key, and the log's origin (deployment/node). The
-    key is named after the origin (`SigningKey.generate(origin)`): a verifier takes a
-    checkpoint only from the key of its log's name."""
+    """Signs a node's checkpoints: its key, and the log's origin (deployment/node)."""
 
     key: SigningKey
     origin: str
     node_id: str
-
-    def __post_init__(self) -> None:
-        if self.key.name != self.origin:
-            raise ValueError(f"the signing key is named {self.key.name!r}, not {self.origin!r}")
 
     def key_object(self, prefix: str) -> IntegrityObject:
         """The published verifier key."""

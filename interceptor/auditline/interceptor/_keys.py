@@ -19,7 +19,11 @@ from auditline.interceptor._export_config import PARTITIONINGS, ExporterConfig
 from auditline.interceptor._formats import FORMAT_DIRS
 from auditline.interceptor._log_names import LOG_DIR_NAMES
 
-__all__ = ["DataFile", "data_file", "integrity_prefix", "object_key"]
+__all__ = ["TEMPORARY_PREFIX", "DataFile", "data_file", "integrity_prefix", "object_key", "partial"]
+
+# A directory writer's file being written, beside where it goes (`_writers`); one a
+# crash left behind stays.
+TEMPORARY_PREFIX = ".put-"
 
 
 def object_key(
@@ -93,6 +97,12 @@ def integrity_prefix(key: str, *, manifests: bool = False) -> str | None:
     if match is None or (manifests and match["node"] is None):
         return None
     return key[: match.start()]
+
+
+def partial(key: str) -> bool:
+    """Whether the key is no object of a log but a write under way or cut short (a
+    directory writer's temporary file), or a folder (an S3 console's "folder/")."""
+    return key.endswith("/") or key.rsplit("/", 1)[-1].startswith(TEMPORARY_PREFIX)
 
 
 def data_file(key: str) -> DataFile | None:

@@ -5,9 +5,9 @@ the event's leaf index (its sequence number - base - 1), the tree size, the RFC 
 inclusion path, and the signed checkpoint of that size. To check it: recompute the
 event's leaf from the line (`_leaf`), check that its `Sequence` is base + index + 1,
 walk the path to a root (RFC 9162 2.1.3.2), and check that the checkpoint is signed
-by a trusted key of the log's name, names the same origin and size, and has that
-root. The line must be as its exporter writes it (JSON as orjson writes it: no
-spacing, no key twice), so that what a reader of the line sees is the event proven.
+by a trusted key, names the same origin and size, and has that root. The line must
+be as its exporter writes it (JSON as orjson writes it: no spacing, no key twice), so
+that what a reader of the line sees is the event proven.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from auditline.interceptor._locations import Location
 from auditline.interceptor._merkle import ProofError, inclusion_proof_after, verify_inclusion
 from auditline.interceptor._note import Checkpoint, VerifierKey, open_note
 from auditline.interceptor._verify import Verifier
+from auditline.interceptor._verify_batch import SeenLine
+from auditline.interceptor._verify_report import Finding
 
 __all__ = ["PROOF_FORMAT", "ProofError", "prove", "verify_proof"]
 
@@ -36,20 +38,16 @@ def prove(location: Location, event_id: str, keys: Sequence[VerifierKey]) -> dic
     report = verifier.run()
     if event_id not in verifier.lines:
         raise ProofError(f"event {event_id} is in no file of this location")
-    seen = verifier.lines[event_id]
+    # A proof holds only its line: none is made from a file or batch found changed,
+    # which would carry the change away from the finding (found by a review helper).
+    # An event in several logs is proven from one with no finding.
+    problems = [_finding_about(seen, report.findings) for seen in verifier.lines[event_id]]
+    if all(problems):
+        raise ProofError(
+            f"event {event_id}'s file or batch is not proven ({problems[0]}): run auditline verify"
+        )
+    seen = verifier.lines[event_id][problems.index("")]
     log, seq = seen.log, seen.seq
-    for finding in report.findings:
-        # A proof holds only its line: one of a file or batch found changed would
-        # carry the change away from the finding (found by a review helper).
-        if finding.key == seen.key or (
-            finding.node == log[0]
-            and finding.first_seq is not None
-            and finding.first_seq <= seq <= (finding.last_seq or finding.first_seq)
-        ):
-            raise ProofError(
-                f"event {event_id}'s file or batch is not proven ({finding.kind}): "
-                "run auditline verify"
-            )
     base, notes = verifier.bases[log], verifier.notes.get(log, {})
     index = seq - base - 1
     for before, leaves in verifier.leaves[log]:  # the stretch of batches that holds it
@@ -77,16 +75,26 @@ def prove(location: Location, event_id: str, keys: Sequence[VerifierKey]) -> dic
     }
 
 
+def _finding_about(seen: SeenLine, findings: Sequence[Finding]) -> str:
+    """The kind of the first finding about the line's file or batch ("" if none)."""
+    node, prefix = seen.log
+    for finding in findings:
+        if finding.key == seen.key or (
+            (finding.node, finding.prefix) == (node, prefix)
+            and finding.first_seq is not None
+            and finding.first_seq <= seen.seq <= (finding.last_seq or finding.first_seq)
+        ):
+            return finding.kind
+    return ""
+
+
 def verify_proof(proof: dict[str, Any], keys: Sequence[VerifierKey]) -> dict[str, Any]:
     """Check a proof; return its event. Raises `ProofError`, `NoteError` or `LineError`."""
     if proof.get("proof") != PROOF_FORMAT:
         raise ProofError(f"not an {PROOF_FORMAT} proof")
-    opened = open_note(proof["checkpoint"], keys)
-    checkpoint = Checkpoint.parse(opened.text)
+    checkpoint = Checkpoint.parse(open_note(proof["checkpoint"], keys).text)
     if checkpoint.origin != proof["origin"] or checkpoint.size != proof["tree_size"]:
         raise ProofError("the checkpoint is of another log or size")
-    if opened.signer.name != checkpoint.origin:
-        raise ProofError(f"the checkpoint is signed by the key of {opened.signer.name}")
     line = proof["line"].encode()
     event = read_line(proof["format"], line)  # LineError if it is no JSON at all
     if orjson.dumps(orjson.loads(line)) != line.rstrip(b"\n"):

@@ -49,7 +49,12 @@ from auditline.interceptor._spool_queue import (
     item_ids,
     too_late,
 )
-from auditline.interceptor._spool_records import SpoolStats, StoredEvent, stored_event
+from auditline.interceptor._spool_records import (
+    QueuedDocuments,
+    SpoolStats,
+    StoredEvent,
+    stored_event,
+)
 from auditline.interceptor._spool_store import SpoolStore
 from auditline.interceptor._spool_writer import SpoolWriter
 from auditline.interceptor._types import AuditUnavailableError, EventDocument, Refused
@@ -191,21 +196,22 @@ class Spool(SpoolWriter):
                 self._work.notify()
                 self._await(batch, items)
 
-    def queue_documents(self, documents: Sequence[EventDocument]) -> Callable[[], bool]:
-        """`emit_documents(documents, wait=False)`, and a test of whether they are
-        committed (true at once when they were dropped and counted, or left out)."""
+    def queue_documents(self, documents: Sequence[EventDocument]) -> QueuedDocuments:
+        """`emit_documents(documents, wait=False)`: how many were queued, and a test of
+        whether they are committed (true at once when they were dropped and counted,
+        or left out)."""
         items = self._stored(documents)
         with self._lock:
             batch = self._enqueue(items, wait=False) if items else None
         if batch is None:
-            return lambda: True
+            return QueuedDocuments(events=0, committed=lambda: True)
         ids = item_ids(items)
 
         def committed() -> bool:
             with self._lock:
                 return batch.holds_written(ids)
 
-        return committed
+        return QueuedDocuments(events=len(items), committed=committed)
 
     async def keep_documents(
         self, documents: Sequence[EventDocument], *, refused_later: Refused | None = None

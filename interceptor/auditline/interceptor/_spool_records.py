@@ -4,6 +4,7 @@ a file an exporter stored, and a page of a query."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ __all__ = [
     "DestinationLog",
     "EventPage",
     "ExportedFile",
+    "QueuedDocuments",
     "SpoolStats",
     "SpooledEvent",
     "StoredEvent",
@@ -151,3 +153,11 @@ class DestinationLog:
     last_seq: int
     size: int
     root: bytes
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class QueuedDocuments:
+    """Documents handed to the spool without waiting (`Spool.queue_documents`)."""
+
+    events: int  # how many were queued: not left out by the logs kept, nor dropped
+    committed: Callable[[], bool]  # whether those are committed (true if none was)

@@ -32,7 +32,7 @@ from auditline.interceptor._integrity import (
     resume_text,
     start_text,
 )
-from auditline.interceptor._keys import data_file, integrity_prefix, within
+from auditline.interceptor._keys import data_file, integrity_prefix, partial, within
 from auditline.interceptor._locations import Location
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._note import Checkpoint, NoteError, VerifierKey, open_note
@@ -66,8 +66,8 @@ class Verifier(BatchReading):
         # batches (one, unless it resumes after events exported elsewhere), each the
         # tree before its first batch and every leaf after it.
         self.leaves: dict[LogKey, list[tuple[Frontier, list[bytes]]]] = {}
-        # Event id: its log, seq, format and line.
-        self.lines: dict[str, SeenLine] = {}
+        # Event id: its lines as read (one a log that has it), for proofs.
+        self.lines: dict[str, list[SeenLine]] = {}
         # Per log, the signed note of each tree size the files prove, and the tree's base.
         self.notes: dict[LogKey, dict[int, str]] = {}
         self.bases: dict[LogKey, int] = {}
@@ -98,11 +98,12 @@ class Verifier(BatchReading):
             report = self._node(node, prefix, found, named)
             if report is not None:
                 nodes.append(report)
+        self._log = ("", "")  # the findings below are of no log
         if self.since is None and self.until is None:
             # Every other object too: readers of the folders (a SIEM's, a table over
             # them) take files of any name for events (found by a review helper).
             for key in keys:
-                if key in named or integrity_prefix(key) is not None:
+                if key in named or integrity_prefix(key) is not None or partial(key):
                     continue
                 if key.endswith(DATA_SUFFIXES) or data_file(key) is not None:
                     node = key.rsplit("/", 1)[-1].split("-")[0]
@@ -135,16 +136,6 @@ class Verifier(BatchReading):
         else:
             if checkpoint.origin != document["origin"]:
                 self._find("forged-checkpoint", node, "the checkpoint names another log", key=key)
-                checkpoint = None
-            elif opened.signer.name != checkpoint.origin:
-                # Each log's key is named after it: a key trusted for another node
-                # signed this one's checkpoints (found by a review helper).
-                self._find(
-                    "forged-checkpoint",
-                    node,
-                    f"signed by the key of {opened.signer.name}, not of {checkpoint.origin}",
-                    key=key,
-                )
                 checkpoint = None
             else:
                 unsigned = self._unsigned_contents(document, signer)

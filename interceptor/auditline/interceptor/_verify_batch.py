@@ -68,14 +68,17 @@ class BatchReading:
     location: Location
     findings: list[Finding]
     progress: Callable[[int], None]
-    lines: dict[str, SeenLine]
+    lines: dict[str, list[SeenLine]]  # an event's lines, in every log that has it
     _log: LogKey  # the log being read
     _keep: bool
     _events: int
     _dropped: int
 
     def _find(self, kind: str, node: str, detail: str, **where: Any) -> None:
-        self.findings.append(Finding(kind=kind, node=node, detail=detail or KINDS[kind], **where))
+        prefix = self._log[1] if node and node == self._log[0] else ""
+        self.findings.append(
+            Finding(kind=kind, node=node, detail=detail or KINDS[kind], prefix=prefix, **where)
+        )
 
     def _batch(self, node: str, manifest: SeenManifest) -> dict[int, bytes]:
         """The leaf of each event the batch's files and manifest give, by sequence."""
@@ -183,8 +186,8 @@ class BatchReading:
             seen.append((record_time(document) if by_time else 0, seq))
             self._count(document)
             if self._keep:
-                self.lines[document.get("EventId", "")] = SeenLine(
-                    log=self._log, seq=seq, format=entry["format"], line=line, key=key
+                self.lines.setdefault(document.get("EventId", ""), []).append(
+                    SeenLine(log=self._log, seq=seq, format=entry["format"], line=line, key=key)
                 )
         return seen
 

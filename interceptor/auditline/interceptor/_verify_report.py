@@ -46,6 +46,7 @@ class Finding:
     key: str = ""
     first_seq: int | None = None
     last_seq: int | None = None
+    prefix: str = ""  # of the node's log it is in (one node may have several)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -357,8 +357,8 @@ class _Worker:
         # The others first: in the same batch as the fail-closed calls' events, they are
         # committed with them, and the round is answered at once (queued after, they
         # waited for the next commit, and the fail-closed calls with them).
-        committed = self.spool.queue_documents(queued)
-        self.queued = len(queued)
+        queued_now = self.spool.queue_documents(queued)
+        committed, self.queued = queued_now.committed, queued_now.events
         error = ""
         if waited:
             try:

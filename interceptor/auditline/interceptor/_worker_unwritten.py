@@ -8,6 +8,7 @@ were lost uncounted: found by a review helper.)"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Callable
 
@@ -21,19 +22,23 @@ class _Answered:
 
 
 class AnsweredUnwritten:
-    """The worker's side: the rounds answered uncommitted, until their events are."""
+    """The worker's side: the rounds answered uncommitted, until their events are.
+    The spool writes in order, so they are looked at from the oldest on, and only
+    until one is not written yet (a full disk can pile up tens of thousands)."""
 
     def __init__(self) -> None:
-        self._answered: list[_Answered] = []
+        self._answered: collections.deque[_Answered] = collections.deque()
+        self._events = 0
 
     def answered(self, events: int, committed: Callable[[], bool]) -> None:
         """A round of `events` async events was answered; `committed` tells when they
         are written."""
         if events and not committed():
             self._answered.append(_Answered(events=events, committed=committed))
+            self._events += events
 
     def count(self) -> int:
         """How many of them are not written yet."""
-        if self._answered:
-            self._answered = [a for a in self._answered if not a.committed()]
-        return sum(a.events for a in self._answered)
+        while self._answered and self._answered[0].committed():
+            self._events -= self._answered.popleft().events
+        return self._events

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from auditline.interceptor._export_config import ObjectWriter
+from auditline.interceptor._keys import TEMPORARY_PREFIX
 from auditline.interceptor._s3 import S3Url, parse_s3_url, s3_client
 
 __all__ = ["DirectoryWriter", "S3Writer", "open_writer"]
@@ -58,7 +59,7 @@ class DirectoryWriter:
         if self.root.resolve() not in path.resolve().parents:
             raise ValueError(f"key {key!r} leaves the directory")
         _make_directories(path.parent)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".put-")
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY_PREFIX)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
