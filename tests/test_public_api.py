@@ -100,6 +100,7 @@ PUBLIC: dict[str, set[str]] = {
         "source_of",
     },
     "auditline.interceptor.integrity": {
+        "ExpectedCheckpoint",
         "Finding",
         "LocalDirectory",
         "Location",
@@ -109,6 +110,7 @@ PUBLIC: dict[str, set[str]] = {
         "SigningKey",
         "Verifier",
         "VerifierKey",
+        "expected_from_report",
         "open_location",
         "prove",
         "verify_proof",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +25,7 @@ from auditline.interceptor.integrity import (
     S3Location,
     SigningKey,
     Verifier,
+    expected_from_report,
     prove,
     verify_proof,
 )
@@ -246,3 +248,41 @@ def test_an_event_is_proven_from_a_log_with_no_finding(tmp_path: Path) -> None:
     ours.write_bytes(ours.read_bytes() + b"\n")
     with pytest.raises(ProofError, match="not proven"):
         prove(LocalDirectory(out), "e-0", [key.verifier])
+
+
+def test_a_tail_cut_whole_shows_against_an_earlier_report(tmp_path: Path) -> None:
+    """Everything of the last batch deleted (its file, its manifest, the idle
+    checkpoint after it) verifies as a shorter log; the whole log deleted, as nothing.
+    Against the report of a run before, both show; an intact log still verifies."""
+    key = SigningKey.generate("test/n")
+    out = _log(tmp_path, key)
+    earlier = Verifier(LocalDirectory(out), [key.verifier]).run()
+    assert earlier.ok
+    assert earlier.nodes[0].checkpoint
+    saved = tmp_path / "earlier.json"
+    saved.write_text(json.dumps(earlier.as_dict()))
+    expected = expected_from_report(json.loads(saved.read_text()))
+
+    def kinds() -> list[str]:
+        verifier = Verifier(LocalDirectory(out), [key.verifier], expected=expected)
+        return [finding.kind for finding in verifier.run().findings]
+
+    assert kinds() == []
+    last, manifest = _batches(out)[-1]
+    (out / manifest["files"][0]["key"]).unlink()
+    last.unlink()
+    for idle in out.rglob("manifests/*-*-*-*.json"):
+        idle.unlink()
+    assert _kinds(out, key) == []  # alone, a shorter log
+    assert kinds() == ["rolled-back"]
+    shutil.rmtree(out / "integrity")
+    for data in out.rglob("*.jsonl"):
+        data.unlink()
+    assert kinds() == ["missing-log"]
+    with pytest.raises(ValueError, match="window"):
+        Verifier(
+            LocalDirectory(out),
+            [key.verifier],
+            since=datetime.datetime.now(datetime.UTC),
+            expected=expected,
+        )

@@ -201,6 +201,14 @@ def test_the_command_line_exit_codes_and_json(
     good = _cli("verify", str(root), "--public-key", str(key_file), "--json")
     assert good.returncode == 0, good.stdout + good.stderr
     assert json.loads(good.stdout)["ok"] is True
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(good.stdout)
+    again = _cli("verify", str(root), "--public-key", str(key_file), "--expect", str(earlier))
+    assert again.returncode == 0, again.stdout + again.stderr
+    earlier.write_text("[]")
+    again = _cli("verify", str(root), "--public-key", str(key_file), "--expect", str(earlier))
+    assert again.returncode == 2
+    assert "not the JSON report" in again.stderr
     copy = _copy(root, tmp_path)
     _largest(copy).unlink()
     bad = _cli("verify", str(copy), "--public-key", str(key_file))

@@ -20,6 +20,7 @@ from auditline.interceptor._merkle import ProofError
 from auditline.interceptor._note import NoteError, VerifierKey
 from auditline.interceptor._proofs import prove, verify_proof
 from auditline.interceptor._verify import Verifier
+from auditline.interceptor._verify_expected import expected_from_report
 from auditline.interceptor._verify_report import KINDS, Report
 
 __all__ = ["add_integrity_parsers"]
@@ -41,6 +42,14 @@ def add_integrity_parsers(
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument("--since", type=_time, help="only manifests written at or after (RFC 3339)")
     verify.add_argument("--until", type=_time, help="only manifests written up to (RFC 3339)")
+    verify.add_argument(
+        "--expect",
+        type=Path,
+        metavar="REPORT",
+        help="the --json report of an earlier run, kept where the bucket's writers cannot "
+        "reach it: each log it names must still be here and prove the checkpoint it ended "
+        "with then (a log cut short or removed since shows)",
+    )
     verify.set_defaults(handler=_verify_command)
 
     prove_parser = subparsers.add_parser(
@@ -99,16 +108,20 @@ def _verify_command(args: argparse.Namespace) -> int:
     try:
         keys = _keys(args.public_key)
         location = open_location(args.location)
-    except (OSError, ValueError) as exc:
+        expected = (
+            expected_from_report(orjson.loads(args.expect.read_bytes())) if args.expect else []
+        )
+        progress = _Progress() if sys.stderr.isatty() and not args.json else None
+        verifier = Verifier(
+            location,
+            keys,
+            since=args.since,
+            until=args.until,
+            progress=progress or (lambda events: None),
+            expected=expected,
+        )
+    except (OSError, ValueError) as exc:  # orjson's errors are ValueErrors
         return _fail("verify", str(exc))
-    progress = _Progress() if sys.stderr.isatty() and not args.json else None
-    verifier = Verifier(
-        location,
-        keys,
-        since=args.since,
-        until=args.until,
-        progress=progress or (lambda events: None),
-    )
     try:
         report = verifier.run()
     except Exception as exc:  # an unreachable store, say: not a verdict on the log

@@ -37,6 +37,7 @@ from auditline.interceptor._locations import Location
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._note import Checkpoint, NoteError, VerifierKey, open_note
 from auditline.interceptor._verify_batch import BatchReading, LogKey, SeenLine, SeenManifest
+from auditline.interceptor._verify_expected import ExpectedCheckpoint, check_expected
 from auditline.interceptor._verify_report import Finding, NodeReport, NotHere, Report
 from auditline.interceptor._verify_shape import manifest_problem
 
@@ -55,7 +56,11 @@ class Verifier(BatchReading):
         until: datetime.datetime | None = None,
         progress: Callable[[int], None] = lambda events: None,
         keep_leaves: bool = False,
+        expected: Sequence[ExpectedCheckpoint] = (),
     ) -> None:
+        if expected and (since is not None or until is not None):
+            raise ValueError("expected checkpoints are checked against whole logs, not a window")
+        self.expected = list(expected)
         self.location = location
         self.keys = list(keys)
         self.since = since
@@ -99,6 +104,7 @@ class Verifier(BatchReading):
             if report is not None:
                 nodes.append(report)
         self._log = ("", "")  # the findings below are of no log
+        check_expected(self.expected, nodes, self.notes, self.keys, self._find)
         if self.since is None and self.until is None:
             # Every other object too: readers of the folders (a SIEM's, a table over
             # them) take files of any name for events (found by a review helper).
@@ -322,6 +328,7 @@ class Verifier(BatchReading):
         if self._keep:
             self.leaves[log] = stretches or [(Frontier(), [])]
         self.bases[log] = base
+        report.checkpoint = self.notes.get(log, {}).get(report.tree_size, "")
         report.events, report.dropped_before_logging = self._events, self._dropped
         self._events = self._dropped = 0
         return report

@@ -31,6 +31,9 @@ KINDS = {
     "was read)",
     "overwritten-object": "an object was written again with other bytes (its first version "
     "was read)",
+    "missing-log": "a log an earlier verification saw (--expect) is not here",
+    "rolled-back": "a log is shorter than the checkpoint an earlier verification saw "
+    "(--expect): its tail was cut",
     "versions-unlisted": "the bucket's object versions could not be listed "
     "(s3:ListBucketVersions): an object a delete marker hides would go unseen",
 }
@@ -77,6 +80,8 @@ class NodeReport:
     keys: list[str] = dataclasses.field(default_factory=list)
     dropped_before_logging: int = 0  # counted by DATA_LOSS markers
     not_here: list[NotHere] = dataclasses.field(default_factory=list)
+    # The signed note of `tree_size`: keep it (the report's JSON) for `--expect`.
+    checkpoint: str = ""
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -17,9 +17,11 @@ from auditline.interceptor._locations import LocalDirectory, Location, S3Locatio
 from auditline.interceptor._note import SigningKey, VerifierKey
 from auditline.interceptor._proofs import prove, verify_proof
 from auditline.interceptor._verify import Verifier
+from auditline.interceptor._verify_expected import ExpectedCheckpoint, expected_from_report
 from auditline.interceptor._verify_report import Finding, Report
 
 __all__ = [
+    "ExpectedCheckpoint",
     "Finding",
     "LocalDirectory",
     "Location",
@@ -29,6 +31,7 @@ __all__ = [
     "SigningKey",
     "Verifier",
     "VerifierKey",
+    "expected_from_report",
     "open_location",
     "prove",
     "verify_proof",
