@@ -17,7 +17,6 @@ import dataclasses
 import itertools
 import logging
 import multiprocessing
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from auditline.interceptor._spool_freeing import SpoolFreeing
 from auditline.interceptor._types import AuditUnavailableError, EventDocument, PlainStartError
 from auditline.interceptor._worker_holds import DeletionHolds
 from auditline.interceptor._worker_unwritten import AnsweredUnwritten
+from auditline.interceptor._worker_wake import WriteWake
 
 if TYPE_CHECKING:
     from auditline.interceptor._spool import Spool
@@ -158,7 +158,7 @@ def worker_main(
     worker = _Worker(spool, EventBuilder(config), getattr(pipeline, "notice", None))
     rounds: list[_Round] = []  # taken, not yet acknowledged
     holds = DeletionHolds(spool.store, held_at_open=spool.store.keep_after)
-    woken = _Wake()
+    woken = WriteWake()
     spool.on_written = woken.written
     try:
         while True:
@@ -225,34 +225,6 @@ def worker_main(
 
 
 _Batches = list[tuple[int, bool, list[tuple[Any, ...]]]]  # (batch id, resent, items)
-
-
-class _Wake:
-    """The spool's writer wakes the worker's loop after each write while a round waits
-    for its events' commit (rather than the loop looking every few ms: ~500 wake-ups a
-    second under load). A pipe, so that the loop waits for it and the serving process
-    at once."""
-
-    def __init__(self) -> None:
-        self.fd, self._write = os.pipe()  # the loop waits for `fd`
-        os.set_blocking(self.fd, False)
-        os.set_blocking(self._write, False)
-        self.waiting = False  # set by the loop, read by the writer thread
-
-    def written(self) -> None:
-        if self.waiting:
-            # Full: the loop wakes anyway. Closed: a writer that outlived the close.
-            with contextlib.suppress(OSError):
-                os.write(self._write, b"\0")
-
-    def drain(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            os.read(self.fd, 4096)
-
-    def close(self) -> None:
-        self.waiting = False
-        os.close(self.fd)
-        os.close(self._write)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
