@@ -4,10 +4,10 @@ signing key (found by a review helper): each once verified, or made a proof that
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from auditline.interceptor.integrity import (
 )
 from tests.interceptor.test_verify_manifests import _batches, _log
 from tests.support.seaweedfs import SeaweedFS
+from tests.support.signed_logs import export_batches
 
 
 def _kinds(out: Path, *keys: SigningKey) -> list[str]:
@@ -149,6 +150,18 @@ def test_delete_markers_and_new_versions_under_object_lock_are_found(
     assert report.nodes[0].tree_size == 20  # the whole log, read from its first versions
 
 
+def _two_logs(root: Path, key: SigningKey, *, b: ExporterConfig) -> tuple[Spool, list[Exporter]]:
+    """A spool, and two exporters of it into ROOT/out, uncompressed: "a" at the root,
+    and `b` (under "b/" unless it names a prefix)."""
+    notary = Notary(key=key, origin="test/n", node_id="n")
+    spool = Spool(root / "spool.db", node_id="n")
+    second = dataclasses.replace(b, prefix=b.prefix or "b/", compression="none")
+    return spool, [
+        Exporter(config, spool, DirectoryWriter(root / "out"), node_id="n", notary=notary)
+        for config in (ExporterConfig(name="a", compression="none"), second)
+    ]
+
+
 def test_a_manifest_of_a_log_cut_at_the_same_events_is_foreign(tmp_path: Path) -> None:
     """Two exporters of one node in one bucket cut the same batches; one leaves the
     IAM log out. Its manifest of a batch, put in place of the other's, made that
@@ -156,37 +169,11 @@ def test_a_manifest_of_a_log_cut_at_the_same_events_is_foreign(tmp_path: Path) -
     review helper). Another log's manifest goes on only with the node's note that the
     log begins again there."""
     key = SigningKey.generate("test/n")
-    notary = Notary(key=key, origin="test/n", node_id="n")
-    spool = Spool(tmp_path / "spool.db", node_id="n")
     out = tmp_path / "out"
-    exporters = [
-        Exporter(config, spool, DirectoryWriter(out), node_id="n", notary=notary)
-        for config in (
-            ExporterConfig(name="a", compression="none"),
-            ExporterConfig(
-                name="b",
-                prefix="b/",
-                compression="none",
-                log_types=frozenset({event_pb2.LOG_TYPE_ACCOUNT_API}),
-            ),
-        )
-    ]
-    now = time.time_ns()
-    for batch in range(3):
-        for i in range(4):
-            log_type = (event_pb2.LOG_TYPE_ACCOUNT_API, event_pb2.LOG_TYPE_IAM)[i % 2]
-            event = event_pb2.ApiEvent(
-                event_name=f"Call{batch}{i}", event_id=f"e-{batch}-{i}", version="2"
-            )
-            event.log_type = log_type
-            event.request.request_time.FromNanoseconds(now)
-            event.response.response_time.FromNanoseconds(now)
-            spool.emit(event)
-        assert spool.flush(10)
-        for exporter in exporters:
-            while exporter.export_once():
-                pass
-    spool.close()
+    only_api = frozenset({event_pb2.LOG_TYPE_ACCOUNT_API})
+    spool, exporters = _two_logs(tmp_path, key, b=ExporterConfig(name="b", log_types=only_api))
+    api, iam = event_pb2.LOG_TYPE_ACCOUNT_API, event_pb2.LOG_TYPE_IAM
+    export_batches(spool, exporters, [[api, iam] * 2] * 3)
     assert _kinds(out, key) == []
     theirs = next((out / "b/integrity/n/manifests").glob("000000000005-000000000008-*.json"))
     ours = next((out / "integrity/n/manifests").glob("000000000005-000000000008-*.json"))
@@ -214,31 +201,9 @@ def test_an_event_is_proven_from_a_log_with_no_finding(tmp_path: Path) -> None:
     and events, refused it: found by a review helper), and from neither once its own
     file is changed too."""
     key = SigningKey.generate("test/n")
-    notary = Notary(key=key, origin="test/n", node_id="n")
-    spool = Spool(tmp_path / "spool.db", node_id="n")
     out = tmp_path / "out"
-    exporters = [
-        Exporter(
-            ExporterConfig(name=name, prefix=prefix, compression="none"),
-            spool,
-            DirectoryWriter(out),
-            node_id="n",
-            notary=notary,
-        )
-        for name, prefix in (("a", ""), ("b", "other/"))
-    ]
-    now = time.time_ns()
-    for i in range(5):
-        event = event_pb2.ApiEvent(event_name=f"C{i}", event_id=f"e-{i}", version="2")
-        event.request.request_time.FromNanoseconds(now)
-        event.response.response_time.FromNanoseconds(now)
-        spool.emit(event)
-    assert spool.flush(10)
-    for exporter in exporters:
-        while exporter.export_once():
-            pass
-        exporter.checkpoint_idle()
-    spool.close()
+    spool, exporters = _two_logs(tmp_path, key, b=ExporterConfig(name="b", prefix="other/"))
+    export_batches(spool, exporters, [[event_pb2.LOG_TYPE_UNSPECIFIED] * 5], idle=True)
     theirs = next(p for p in out.rglob("*.jsonl") if p.is_relative_to(out / "other"))
     theirs.unlink()
     assert "deleted-file" in _kinds(out, key)

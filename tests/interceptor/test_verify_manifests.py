@@ -28,6 +28,7 @@ from auditline.interceptor.integrity import (
     prove,
     verify_proof,
 )
+from tests.support.signed_logs import export_batches
 
 Manifest = tuple[Path, dict[str, Any]]
 
@@ -214,18 +215,8 @@ def test_two_exporters_of_one_node_in_one_bucket_are_each_proven(tmp_path: Path)
             notary=notary,
         ),
     ]
-    now = time.time_ns()
-    for batch in range(3):
-        for i, log_type in enumerate([event_pb2.LOG_TYPE_UNSPECIFIED, event_pb2.LOG_TYPE_IAM] * 3):
-            event = event_pb2.ApiEvent(event_name=f"Call{batch}{i}", version="2", log_type=log_type)
-            event.request.request_time.FromNanoseconds(now)
-            event.response.response_time.FromNanoseconds(now)
-            spool.emit(event)
-        assert spool.flush(10)
-        for exporter in exporters:
-            while exporter.export_once():
-                pass
-    spool.close()
+    unspecified, iam_log = event_pb2.LOG_TYPE_UNSPECIFIED, event_pb2.LOG_TYPE_IAM
+    export_batches(spool, exporters, [[unspecified, iam_log] * 3] * 3)
     report = Verifier(LocalDirectory(tmp_path / "out"), [key.verifier]).run()
     assert report.ok, report.findings
     assert [(n.node, n.prefix, n.tree_size) for n in report.nodes] == [
