@@ -28,6 +28,7 @@ from auditline.interceptor import (
     AuditWorker,
     LocalDirectory,
     MemorySink,
+    Spool,
     read_exported,
 )
 from auditline.interceptor._formats import apievent_dict, event_document
@@ -704,3 +705,34 @@ def test_async_events_answered_while_the_workers_disk_is_full_are_counted_if_it_
     )
     assert len(kept) + counted == sent, (len(kept), counted, sent)
     assert worker.lost > 0  # so that it is they the marker counts
+
+
+class _BuilderWithABug:
+    def documents(self, record: Any, *, event_id: str, next_id: Any) -> list[EventDocument]:
+        raise KeyError("a bug")
+
+
+def test_a_capture_the_worker_cannot_build_costs_one_counted_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Raised, it killed the worker, which was sent it again and died again, until it
+    was given up and every call refused. Now it is counted lost; a fail-closed call's
+    refuses the calls of its round (their events are not kept either)."""
+    import auditline.interceptor._worker_process as worker_process
+
+    monkeypatch.setattr(worker_process, "decode_record", lambda data: (None, "id"))
+    spool = Spool(tmp_path / "spool.db", node_id="n")
+    worker = _Worker(spool, _BuilderWithABug(), None)  # type: ignore[arg-type]
+    try:
+        (document,) = _documents(1)
+        waited = ("document", document.document, document.at_ns, document.end_ns, True)
+        error, _ = worker.take([(1, False, [("capture", b"", True), waited])])
+        assert error == worker_process.UNBUILT
+        error, committed = worker.take([(2, False, [("capture", b"", False)])])
+        assert error == ""
+        assert spool.flush(10, with_drop_marker=True)
+        assert committed()
+    finally:
+        spool.close()
+    assert dropped_in_spool(tmp_path) == 2
+    assert [d["EventName"] for d in spooled_documents(tmp_path)] == ["AuditEventsDropped"]

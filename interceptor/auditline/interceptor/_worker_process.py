@@ -41,6 +41,7 @@ log = logging.getLogger("auditline.interceptor")
 
 STATE_INTERVAL = 0.1  # seconds between looks at the spool's state while idle
 ACK_AT_THE_LATEST = 1.0  # seconds after which a round is acknowledged, committed or not
+UNBUILT = "an audit event could not be built"
 
 
 class HostedPipeline(Protocol):
@@ -303,6 +304,7 @@ class _Worker:
         self.ids = EventIds()
         self.oldest_known: int | None = None  # of the last `take`
         self.queued = 0  # async events of the last `take`
+        self.unbuilt_waited = False  # a fail-closed call's capture of it not built
 
     def _known(self, event_id: str) -> bool:
         """Committed by the worker that died before acknowledging it (the oldest such
@@ -323,7 +325,7 @@ class _Worker:
         waited: list[EventDocument] = []
         queued: list[EventDocument] = []
         flush = False
-        self.oldest_known = None
+        self.oldest_known, self.unbuilt_waited = None, False
         for _, resent, items in batches:
             flush |= self._build(items, resent=resent, waited=waited, queued=queued)
         # The others first: in the same batch as the fail-closed calls' events, they are
@@ -332,7 +334,11 @@ class _Worker:
         queued_now = self.spool.queue_documents(queued)
         committed, self.queued = queued_now.committed, queued_now.events
         error = ""
-        if waited:
+        if self.unbuilt_waited:
+            # Refused together, as when the spool cannot keep them (committed, the
+            # others' events would say OK while their calls were refused).
+            error = UNBUILT
+        elif waited:
             try:
                 self.spool.emit_documents(waited, wait=True)
             except AuditUnavailableError as exc:
@@ -364,12 +370,20 @@ class _Worker:
         for item in items:
             kind = item[0]
             if kind == "capture":
-                record, event_id = decode_record(item[1])
-                if resent and self._known(event_id):
+                try:
+                    record, event_id = decode_record(item[1])
+                    if resent and self._known(event_id):
+                        continue
+                    made = self.builder.documents(record, event_id=event_id, next_id=self.ids.next)
+                except Exception as exc:
+                    # A bug, as in-process it costs one counted event: raised, it
+                    # killed the worker, which was sent the capture again and died
+                    # again, until it was given up and every call refused.
+                    log.error("%s: %s (counted lost)", UNBUILT, type(exc).__name__)
+                    self.spool.count_lost(1, UNBUILT, time.time_ns())
+                    self.unbuilt_waited |= bool(item[2])
                     continue
-                (waited if item[2] else queued).extend(
-                    self.builder.documents(record, event_id=event_id, next_id=self.ids.next)
-                )
+                (waited if item[2] else queued).extend(made)
             elif kind == "document":
                 document = item[1]
                 if resent and self._known(str(document.get("EventId", ""))):
