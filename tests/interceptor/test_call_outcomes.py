@@ -168,6 +168,21 @@ def test_a_handlers_exception_is_logged_without_its_message(
         assert any("ValueError" in r.getMessage() for r in ours)
 
 
+@pytest.mark.parametrize("action", ["number_code", "abort_number"])
+@pytest.mark.parametrize("number", [0, 5])
+def test_a_code_given_as_a_number_is_recorded_as_the_client_saw_it(
+    harness: Harness, action: str, number: int
+) -> None:
+    """The sync server sends UNKNOWN for a code that is not a `StatusCode` (the asyncio
+    one takes numbers); the log said the number's code (found by a review helper)."""
+    client_code = code_of(lambda: harness.stub.Echo(R(action=action, count=number)))
+    if harness.flavour == "sync":
+        assert client_code == grpc.StatusCode.UNKNOWN
+    event = harness.one_event()
+    assert event.response.response_status == client_code.name
+    assert event.response.response_code == client_code.value[0]
+
+
 def test_rich_error_details_are_summarised(harness: Harness) -> None:
     code_of(lambda: harness.stub.Echo(R(action="abort_with_status")))
     assert list(harness.one_event().response.error_details) == [
@@ -189,6 +204,22 @@ def test_cancelled_by_the_client(harness: Harness) -> None:
     future.cancel()
     event = harness.sink.wait_for(1)[0]
     assert event.response.response_status == "CANCELLED"
+
+
+def test_a_stream_counts_only_the_messages_sent_before_the_client_went(
+    harness: Harness,
+) -> None:
+    """The client reads one message and cancels while the handler makes the next: the
+    sync server counted that one too, which gRPC sent nowhere (found by a review
+    helper)."""
+    text = f"cancel-{uuid.uuid4().hex}"
+    stream = harness.stub.ListThings(R(action="wait", text=text), timeout=30)
+    assert next(stream).text
+    assert started(text).wait(10)
+    stream.cancel()
+    event = harness.sink.wait_for(1)[0]
+    assert event.response.response_status == "CANCELLED"
+    assert event.response.message_count == 1
 
 
 def test_unknown_method_is_audited(harness: Harness) -> None:

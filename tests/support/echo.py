@@ -135,6 +135,12 @@ def act(
     if action == "none_ok_number":  # the OK code given as a number, then no response
         context.set_code(0)  # type: ignore[arg-type]
         return None
+    if action == "number_code":  # a code as a number: the sync server sends UNKNOWN
+        context.set_code(request.count)  # type: ignore[arg-type]
+        context.set_details("numbered")
+        return reply(request)
+    if action == "abort_number":
+        context.abort(request.count, "numbered")  # type: ignore[arg-type]
     return reply(request)
 
 
@@ -213,6 +219,12 @@ async def act_async(
         return echo_pb2.EchoResponse()
     if action == "raise":
         raise ValueError(SECRET_IN_EXCEPTION + request.text)  # the text: to make it long
+    if action == "number_code":
+        context.set_code(request.count)  # type: ignore[arg-type]
+        context.set_details("numbered")
+        return reply(request)
+    if action == "abort_number":
+        await context.abort(request.count, "numbered")  # type: ignore[arg-type]
     if action == "wait":
         started(request.text).set()
         await asyncio.sleep(30)  # cancelled when the client goes away

@@ -185,6 +185,12 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
         CANCELLED (DEADLINE_EXCEEDED), and so does the log. Fail-closed, the event
         must be durable before the status goes out, so it says what the handler
         answered."""
+        code = context.code()  # type: ignore[attr-defined]
+        if code is not None and not isinstance(code, grpc.StatusCode):
+            # A number: the sync server sends the client UNKNOWN for it (the asyncio
+            # one takes numbers), and the log said the number's code (found by a
+            # review helper).
+            context.set_code(grpc.StatusCode.UNKNOWN)
         if answering:
             if error is not None and not _aborted(context) and not context.details():  # type: ignore[attr-defined]
                 # gRPC would send the exception's own message, which may hold
@@ -339,7 +345,9 @@ class AuditInterceptor(AuditInterceptorBase, grpc.ServerInterceptor):
                     # Counted once it can be sent (one that could not be serialized was
                     # counted; found by a review helper), and before it is: when the
                     # client cancels as it arrives, gRPC may never come back here.
-                    call.on_send(item)
+                    # Not once the client is gone: gRPC sends it nowhere.
+                    if context.is_active():
+                        call.on_send(item)
                     yield data
             except BaseException as exc:  # GeneratorExit too: the client went away
                 error = exc

@@ -57,7 +57,8 @@ def non_blocking_behavior(
 
         def send(item: Any) -> None:
             if item is not None:
-                call.on_send(item)
+                if context.is_active():  # else gRPC sends it nowhere
+                    call.on_send(item)
                 send_response_callback(serialize(item) if serialize is not None else item)
                 return
             if not ended.acquire(blocking=False):
