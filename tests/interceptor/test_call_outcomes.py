@@ -9,6 +9,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import grpc
 import pytest
@@ -19,6 +20,7 @@ from auditline.interceptor import (
     AsyncAuditInterceptor,
     MemorySink,
 )
+from auditline.interceptor._status import MAX_SENT_DETAILS_BYTES, sendable, sendable_trailers
 from tests.interceptor.harness import FLAVOURS, Event, Harness, R, raw_call, requests
 from tests.interceptor.test_aio_handlers import _Handlers
 from tests.support.echo import SECRET_IN_EXCEPTION, started
@@ -611,3 +613,25 @@ def test_rich_details_too_large_for_clients_are_dropped_and_logged_as_seen(
         assert not large.response.error_details
     finally:
         h.close()
+
+
+def test_what_goes_out_is_measured_as_it_travels() -> None:
+    """A status message is percent-encoded outside printable ASCII and a binary
+    trailer base64-encoded: measured by their raw size, a non-ASCII message with rich
+    details passed, and about a third of clients then saw RESOURCE_EXHAUSTED while
+    the log said INVALID_ARGUMENT; the handler's own large trailers were never cut
+    (both found by a review helper)."""
+    message = "é" * 3000
+    cut = sendable(message)
+    assert cut is not None
+    assert len(quote(cut, safe=PRINTABLE_BUT_PERCENT)) <= MAX_SENT_DETAILS_BYTES
+    assert message.startswith(cut)
+    assert sendable("a" * 2000) is None  # printable ASCII travels as it is
+    details = ("grpc-status-details-bin", b"\0" * 4500)
+    assert sendable_trailers((details, ("k", "v")), "é" * 680) == (("k", "v"),)
+    assert sendable_trailers((("x-big", "v" * 20_000),), "nope") == ()
+    assert sendable_trailers((details,), "short") is None
+
+
+# What grpc-message leaves as it is: printable ASCII but "%".
+PRINTABLE_BUT_PERCENT = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")

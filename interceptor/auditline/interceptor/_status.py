@@ -55,33 +55,64 @@ def uncaught_details(error: BaseException | type[BaseException]) -> str:
     return f"Exception calling application: {kind.__name__}"
 
 
+# What a byte of the status message costs on the wire: gRPC percent-encodes every
+# byte outside printable ASCII, and "%" (RFC 3986 style, as `grpc-message` wants).
+_WIRE_COST = bytes(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in range(256))
+_SENT_AS_IS = bytes(b for b in range(256) if _WIRE_COST[b] == 1)
+
+
+def _wire_bytes(text: str | bytes | None) -> int:
+    """The status message's size in its `grpc-message` trailer."""
+    raw = as_text(text).encode("utf-8", "replace")
+    escaped = len(raw.translate(None, _SENT_AS_IS))
+    return len(raw) + 2 * escaped
+
+
 def sendable(details: str | bytes | None) -> str | None:
-    """The status message cut to what a client will accept, or None when it fits."""
-    if details is None or len(details) <= MAX_SENT_DETAILS_BYTES // 4:
+    """The status message cut to what a client will accept (measured as it travels,
+    percent-encoded: a non-ASCII message took three times its size), or None when it
+    fits."""
+    if details is None or len(details) <= MAX_SENT_DETAILS_BYTES // 12:
         return None
-    cut, was_cut = cut_text(as_text(details), MAX_SENT_DETAILS_BYTES)
-    return cut if was_cut else None
+    text = as_text(details)
+    if _wire_bytes(text) <= MAX_SENT_DETAILS_BYTES:
+        return None
+    raw, size, end = text.encode("utf-8", "replace"), 0, 0
+    for end, byte in enumerate(raw):  # noqa: B007 - `end` is where the cut goes
+        size += _WIRE_COST[byte]
+        if size > MAX_SENT_DETAILS_BYTES:
+            break
+    return raw[:end].decode("utf-8", "ignore")
 
 
 # Clients refuse trailing metadata past 8 KB at random, and always past 16 KB (gRPC
-# counts each entry's key and value, and 32 bytes): then they see RESOURCE_EXHAUSTED,
-# not the code the handler chose, nor what the audit log says.
+# counts each entry's key and value as they travel, and 32 bytes): then they see
+# RESOURCE_EXHAUSTED, not the code the handler chose, nor what the audit log says.
 MAX_SENT_TRAILERS_BYTES = 7 * 1024
 
 
+def _entry_bytes(key: str, value: str | bytes) -> int:
+    """A metadata entry's size on the wire: a binary value goes base64-encoded."""
+    size = len(value.encode("utf-8", "replace") if isinstance(value, str) else value)
+    if key.endswith("-bin"):
+        size = (size + 2) // 3 * 4
+    return len(key) + size + 32
+
+
 def sendable_trailers(trailing_metadata: Metadata | None, details: str | bytes | None) -> Any:
-    """The trailing metadata without its rich error details when, with the status
-    message, it would pass what clients take; None when it fits (or has none to drop).
-    The code and the message still go out, and the log says what the client saw."""
+    """The trailing metadata as clients will take it with the status message: without
+    its rich error details, else (the handler's own entries too large) without any;
+    None when it fits as it is. The code and the message still go out, and the log
+    says what the client saw."""
     if not trailing_metadata:
         return None
-    size = len(as_text(details).encode("utf-8", "replace")) + 32
-    for key, value in trailing_metadata:
-        size += len(key) + len(value) + 32
-    if size <= MAX_SENT_TRAILERS_BYTES:
+    message = _wire_bytes(details) + 32
+    if message + sum(_entry_bytes(k, v) for k, v in trailing_metadata) <= MAX_SENT_TRAILERS_BYTES:
         return None
     kept = tuple((key, value) for key, value in trailing_metadata if key != STATUS_DETAILS_KEY)
-    return kept if len(kept) < len(trailing_metadata) else None
+    if message + sum(_entry_bytes(k, v) for k, v in kept) <= MAX_SENT_TRAILERS_BYTES:
+        return kept
+    return ()
 
 
 def fit_for_clients(context: Any) -> None:
