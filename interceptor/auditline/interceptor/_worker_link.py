@@ -199,7 +199,10 @@ class WorkerLink:
         now = time.monotonic()
         window = self.supervision.restart_window
         self._restart_times = [t for t in self._restart_times if t > now - window]
-        exit_code = self._process.exitcode if self._process is not None else None
+        exit_code = None
+        if self._process is not None:
+            self._process.join(1)  # its pipe closed first: reaped, it has a code to say
+            exit_code = self._process.exitcode
         if len(self._restart_times) >= self.supervision.max_restarts:
             self._give_up(f"the audit worker died {len(self._restart_times) + 1} times")
             return False
