@@ -16,12 +16,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from auditline.account.v1 import service_account_pb2
+from auditline.errors import InvalidArgumentError
 from auditline.server import identity
 from auditline.server.db import Database, require_row, tables
 from auditline.server.iam import IamEvent
 from auditline.server.sessions import LoginPolicy, Sessions
 
-__all__ = ["ROLE_ADMIN", "ROLE_AUDITOR", "ROLE_STANDARD", "Accounts"]
+__all__ = ["PERMISSIONS_LOCK", "ROLE_ADMIN", "ROLE_AUDITOR", "ROLE_STANDARD", "Accounts"]
 
 log = logging.getLogger("auditline.server")
 
@@ -32,6 +33,13 @@ ROLE_STANDARD = service_account_pb2.ROLE_STANDARD
 
 def _now() -> float:
     return time.time()
+
+
+# Held (`Database.serialize`) where permissions are changed, deleted, or bound to
+# service accounts: two changes of one permission on two replicas each kept the whole
+# row they had read (a revocation of write access was undone), and one was deleted as
+# it was bound (found by a review helper).
+PERMISSIONS_LOCK = "permissions"
 
 
 class Accounts:
@@ -129,17 +137,30 @@ class Accounts:
         }
         with self.db.begin() as connection:
             connection.execute(tables.service_accounts.insert().values(**row))
-            self._bind(connection, row["id"], permission_ids)
+            self.bind(connection, row["id"], permission_ids)
         return row, secret
 
-    @staticmethod
-    def _bind(connection: Connection, account_id: str, permission_ids: list[str]) -> None:
+    def bind(self, connection: Connection, account_id: str, permission_ids: list[str]) -> None:
+        """Bind exactly these permissions to the account, under the permissions' lock:
+        each must exist when the transaction commits (else `InvalidArgumentError`, as
+        when it is named), not be deleted meanwhile on another replica (found by a
+        review helper)."""
+        self.db.serialize(connection, PERMISSIONS_LOCK)
+        wanted = list(dict.fromkeys(permission_ids))
+        t = tables.permissions
+        found = set(connection.execute(sa.select(t.c.id).where(t.c.id.in_(wanted))).scalars())
+        missing = [f"permissions/{i}" for i in wanted if i not in found]
+        if missing:
+            raise InvalidArgumentError.field(
+                "service_account.permissions",
+                f"names permissions that do not exist: {', '.join(missing)}",
+            )
         connection.execute(
             tables.account_permissions.delete().where(
                 tables.account_permissions.c.account_id == account_id
             )
         )
-        for permission_id in dict.fromkeys(permission_ids):
+        for permission_id in wanted:
             connection.execute(
                 tables.account_permissions.insert().values(
                     account_id=account_id, permission_id=permission_id

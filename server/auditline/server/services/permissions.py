@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from auditline.account.v1 import permission_pb2 as pb
 from auditline.account.v1 import permission_pb2_grpc
 from auditline.errors import AlreadyExistsError, FailedPreconditionError, InvalidArgumentError
+from auditline.server.accounts import PERMISSIONS_LOCK
 from auditline.server.db import Database, require_row, tables
 from auditline.server.services._common import (
     bucket_id,
@@ -250,6 +251,7 @@ class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
         new = self._values(request.permission)
         try:
             with self.db.begin() as connection:
+                self.db.serialize(connection, PERMISSIONS_LOCK)  # the row read is the last
                 row = self._require(connection, permission_id)
                 values = {k: (new[k] if k in paths else row[k]) for k in new}
                 self._validate(connection, values)
@@ -269,6 +271,7 @@ class PermissionServicer(permission_pb2_grpc.PermissionServiceServicer):
         permission_id = resource_id(request.name, "permissions")
         bindings = tables.account_permissions
         with self.db.begin() as connection:
+            self.db.serialize(connection, PERMISSIONS_LOCK)  # none is bound meanwhile
             self._require(connection, permission_id)
             bound = connection.execute(
                 sa.select(sa.func.count()).where(bindings.c.permission_id == permission_id)

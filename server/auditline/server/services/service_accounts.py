@@ -17,7 +17,7 @@ from auditline.errors import (
     InvalidArgumentError,
     PermissionDeniedError,
 )
-from auditline.server.accounts import ROLE_ADMIN, ROLE_STANDARD, Accounts
+from auditline.server.accounts import PERMISSIONS_LOCK, ROLE_ADMIN, ROLE_STANDARD, Accounts
 from auditline.server.db import tables
 from auditline.server.guard import current_caller
 from auditline.server.services._common import (
@@ -153,8 +153,9 @@ class ServiceAccountServicer(service_account_pb2_grpc.ServiceAccountServiceServi
                         .values(**values)
                     )
                 if "permissions" in paths:
+                    self.db.serialize(connection, PERMISSIONS_LOCK)
                     ids = self._permission_ids(connection, list(account.permissions))
-                    self.accounts._bind(connection, account_id, ids)
+                    self.accounts.bind(connection, account_id, ids)
                 message = self._message(connection, self.accounts.require(connection, account_id))
         except IntegrityError:
             raise AlreadyExistsError("another service account has this display name") from None
