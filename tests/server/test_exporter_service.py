@@ -9,6 +9,7 @@ import threading
 import uuid
 from collections.abc import Callable
 
+import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 
@@ -25,7 +26,7 @@ from tests.conftest import ServeFactory
 from tests.support.clients import login, login_as_admin
 from tests.support.exported import exported_files, read_lines
 from tests.support.integrity_checks import verifier_keys, verify
-from tests.support.outcome import at_once
+from tests.support.outcome import at_once, code_of
 from tests.support.postgres import PostgreSQL
 from tests.support.processes import wait_for
 
@@ -400,3 +401,28 @@ def test_the_audit_target_and_an_exporter_never_move_onto_one_destinationat_once
             ),
         )
         assert outcomes.count("OK") == 1, outcomes
+
+
+def test_a_bucket_an_exporter_writes_to_is_never_deleted(
+    serve: ServeFactory, postgres: PostgreSQL
+) -> None:
+    """DeleteBucket did not look at the exporters: one made at once, or just made and
+    yet to write, lost its bucket and failed for good, and every node's spool kept all
+    it had not exported (found by a review helper)."""
+    process = serve("--database-url", postgres.new_database(), env=ADMIN)
+    api = login_as_admin(process.target, ADMIN)
+
+    def delete(bucket: str) -> Callable[[], object]:
+        request = bucket_pb2.DeleteBucketRequest(name=f"buckets/{bucket}")
+        return functools.partial(api.buckets.DeleteBucket, request)
+
+    for round_ in range(6):
+        bucket = f"gone-{uuid.uuid4().hex[:10]}"
+        api.buckets.CreateBucket(bucket_pb2.CreateBucketRequest(bucket_id=bucket))
+        create = exporter_pb2.CreateExporterRequest(
+            exporter=exporter_pb2.Exporter(display_name=f"g{round_}", bucket=bucket)
+        )
+        outcomes = at_once(functools.partial(api.exporters.CreateExporter, create), delete(bucket))
+        assert outcomes.count("OK") == 1, outcomes
+        if outcomes[0] == "OK":  # made: its bucket stays while it writes there
+            assert code_of(delete(bucket)) == grpc.StatusCode.FAILED_PRECONDITION

@@ -32,6 +32,7 @@ from auditline.server.objectstore import (
 )
 from auditline.server.services._common import (
     AUDIT_TARGET_LOCK,
+    EXPORTERS_LOCK,
     next_page_token,
     page,
     resource_id,
@@ -170,12 +171,30 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
         name = resource_id(request.name, "buckets")
         with self.db.begin() as connection:
             self.db.serialize(connection, AUDIT_TARGET_LOCK)  # not made the target meanwhile
+            self.db.serialize(connection, EXPORTERS_LOCK)  # no exporter made to write here
             require_bucket(connection, name)
             target = connection.execute(sa.select(tables.audit_settings.c.target_bucket)).scalar()
             if target == name:
                 raise FailedPreconditionError(
                     f"buckets/{name} is the audit log target bucket; choose another target "
                     "before deleting it"
+                )
+            exporters = tables.exporters
+            writing = [
+                row.id
+                for row in connection.execute(
+                    sa.select(exporters.c.id, exporters.c.external)
+                    .where(exporters.c.bucket == name)
+                    .order_by(exporters.c.id)
+                )
+                if not row.external  # one of another store names its bucket alike
+            ]
+            if writing:
+                # It failed for good, and every node's spool kept what it had not
+                # exported (found by a review helper).
+                raise FailedPreconditionError(
+                    f"buckets/{name} is where {', '.join(f'exporters/{e}' for e in writing)} "
+                    "write; delete them or move them to another bucket first"
                 )
             try:
                 self.store.delete_bucket(name)

@@ -189,6 +189,10 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
             with self.db.begin() as reading:
                 self._check_destination(row, reading)
             return
+        if not row.get("external"):
+            # And its bucket is there when it commits: one deleted meanwhile (on another
+            # replica) left an exporter failing for good, which held every spool.
+            require_bucket(connection, row["bucket"])
         others = [dict(r) for r in connection.execute(sa.select(tables.exporters)).mappings()]
         for other in [self._default_row(connection), *others]:
             if other["id"] == row["id"]:
