@@ -100,13 +100,7 @@ class Sessions:
             # HMAC keys may differ: their counts must add up); an unknown one by its
             # form.
             recorded = access_key if row is not None else self.recorded(access_key)
-            # One source's attempts are checked one at a time, each counted before its
-            # secret is: guesses sent at once all passed the check before any failed
-            # (41 of 60 were tried on two replicas, against a limit of 10; found by a
-            # review helper).
-            self.db.serialize(connection, f"login {source}")
             self._check_blocks(connection, recorded, ip, source, now)
-            attempt = self._attempt(connection, recorded, ip, source, now)
         if not identity.verify_secret(secret_key, row["secret_hash"] if row else None):
             self._failed_login(
                 recorded,
@@ -119,10 +113,6 @@ class Sessions:
             raise UnauthenticatedError("wrong access key or secret key")
         assert row is not None
         if not row["enabled"]:
-            with self.db.begin() as connection:  # not a wrong secret: no failure
-                connection.execute(
-                    tables.login_failures.delete().where(tables.login_failures.c.id == attempt)
-                )
             self.iam(
                 IamEvent(
                     code="f",
@@ -214,64 +204,6 @@ class Sessions:
                 f"too many failed logins from {ip}; logins from it are blocked until {wait}"
             )
 
-    def _attempt(
-        self, connection: Connection, access_key: str, ip: str, source: str, now: float
-    ) -> int:
-        """Count an attempt as failed before its secret is checked (a success deletes
-        it): refused as blocked when the failures and the attempts under way already
-        reach a limit. Its row's id."""
-        per_account, per_ip = self._failures(connection, access_key, source, now)
-        policy = self.policy
-        if per_ip >= policy.per_ip_failures or per_account >= policy.per_account_failures:
-            self.iam(
-                IamEvent(
-                    code="limit_mu" if per_ip >= policy.per_ip_failures else "limit_wc",
-                    event_name="BlockedLoginAttempt",
-                    description="login attempt past the limit of failures",
-                    access_key=access_key,
-                    account_name="",
-                    source_ip=ip,
-                    status=code_pb2.RESOURCE_EXHAUSTED,
-                )
-            )
-            raise ResourceExhaustedError(f"too many failed logins from {ip}; try again later")
-        inserted = connection.execute(
-            tables.login_failures.insert().values(ip=source, access_key=access_key, at=now)
-        )
-        key = inserted.inserted_primary_key
-        assert key is not None
-        return int(key[0])
-
-    def _failures(
-        self, connection: Connection, access_key: str, source: str, now: float
-    ) -> tuple[int, int]:
-        """The failures counted against the account from this source (from its last
-        block on) and against the source, within the window."""
-        failures, policy = tables.login_failures, self.policy
-        since = now - policy.window_seconds
-        # An account's failures count from its last block on: those before it were
-        # paid for, but still count for the address (they were deleted, and stopping
-        # at each account's limit sprayed every account without end).
-        last_block = connection.execute(
-            sa.select(tables.ip_blocks.c.until).where(
-                tables.ip_blocks.c.ip == source, tables.ip_blocks.c.access_key == access_key
-            )
-        ).scalar()
-        account_since = since
-        if last_block is not None:
-            account_since = max(since, last_block - policy.block_seconds)
-        per_account = connection.execute(
-            sa.select(sa.func.count()).where(
-                failures.c.ip == source,
-                failures.c.access_key == access_key,
-                failures.c.at > account_since,
-            )
-        ).scalar_one()
-        per_ip = connection.execute(
-            sa.select(sa.func.count()).where(failures.c.ip == source, failures.c.at >= since)
-        ).scalar_one()
-        return int(per_account), int(per_ip)
-
     def _failed_login(
         self,
         access_key: str,
@@ -311,10 +243,29 @@ class Sessions:
             )
         since = now - policy.window_seconds
         with self.db.begin() as connection:
-            # Its attempt is counted already (`_attempt`).
-            self.db.serialize(connection, f"login {source}")
+            connection.execute(failures.insert().values(ip=source, access_key=access_key, at=now))
             connection.execute(failures.delete().where(failures.c.at < since))
-            per_account, per_ip = self._failures(connection, access_key, source, now)
+            # An account's failures count from its last block on: those before it
+            # were paid for, but still count for the address (they were deleted, and
+            # stopping at each account's limit sprayed every account without end).
+            last_block = connection.execute(
+                sa.select(tables.ip_blocks.c.until).where(
+                    tables.ip_blocks.c.ip == source, tables.ip_blocks.c.access_key == access_key
+                )
+            ).scalar()
+            account_since = since
+            if last_block is not None:
+                account_since = max(since, last_block - policy.block_seconds)
+            per_account = connection.execute(
+                sa.select(sa.func.count()).where(
+                    failures.c.ip == source,
+                    failures.c.access_key == access_key,
+                    failures.c.at > account_since,
+                )
+            ).scalar_one()
+            per_ip = connection.execute(
+                sa.select(sa.func.count()).where(failures.c.ip == source, failures.c.at >= since)
+            ).scalar_one()
             blocked_key = None
             if per_ip >= policy.per_ip_failures:
                 blocked_key, code = "", "limit_mu"
