@@ -4,6 +4,8 @@ last admin, and concurrent creates."""
 from __future__ import annotations
 
 import threading
+import time
+from typing import Any
 
 import pytest
 from google.protobuf import field_mask_pb2
@@ -19,6 +21,9 @@ from auditline.errors import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
+from auditline.server.accounts import ROLE_ADMIN, ROLE_STANDARD, Accounts
+from auditline.server.db import Database, tables
+from auditline.server.services.service_accounts import ServiceAccountServicer
 from tests.conftest import ServeFactory
 from tests.support.account_server import ADMIN_KEY, ADMIN_SECRET, Server, admin_env, new_account
 from tests.support.clients import login
@@ -225,3 +230,68 @@ def test_a_login_racing_a_disable_keeps_no_session(
                 )
         else:
             assert outcome == "PERMISSION_DENIED"
+
+
+def test_demoting_and_binding_two_admins_at_once_makes_no_lock_cycle(
+    postgres: PostgreSQL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The permissions' lock was taken after the admins' rows were locked (demoting
+    one): a binding of another admin, holding that lock, waited for its own row, and
+    PostgreSQL found a deadlock (found by a review helper). The demotion is held just
+    before it takes the lock, so that the binding comes in between."""
+    db = Database(postgres.new_database())
+    accounts = Accounts(db)
+    first, _ = accounts.create("admin-a", "", ROLE_ADMIN, [])
+    second, _ = accounts.create("admin-b", "", ROLE_ADMIN, [])
+    accounts.create("admin-c", "", ROLE_ADMIN, [])
+    with db.begin() as connection:
+        for name in ("p1", "p2"):
+            connection.execute(
+                tables.permissions.insert().values(
+                    id=name,
+                    display_name=name,
+                    description="",
+                    bucket_scope=1,
+                    bucket_prefix="",
+                    bucket_names=[],
+                    access=1,
+                    created_at=0.0,
+                    updated_at=0.0,
+                )
+            )
+    servicer = ServiceAccountServicer(accounts)
+    serialize = Database.serialize
+    demoting = threading.Event()
+
+    def held(connection: Any, what: str) -> None:
+        if threading.current_thread().name == "demote" and what == "permissions":
+            demoting.set()
+            time.sleep(0.5)  # the binding below runs meanwhile
+        serialize(connection, what)
+
+    monkeypatch.setattr(Database, "serialize", staticmethod(held))
+    outcomes: dict[str, str] = {}
+
+    def update(thread: str, account: dict[str, Any], paths: list[str], **fields: Any) -> None:
+        request = sa_pb.UpdateServiceAccountRequest(
+            service_account=sa_pb.ServiceAccount(name=f"serviceAccounts/{account['id']}", **fields),
+            update_mask=field_mask_pb2.FieldMask(paths=paths),
+        )
+        try:
+            servicer.UpdateServiceAccount(request, None)  # type: ignore[arg-type]
+            outcomes[thread] = "OK"
+        except Exception as error:
+            outcomes[thread] = type(error).__name__
+
+    demote = threading.Thread(
+        target=update,
+        name="demote",
+        args=("demote", first, ["role", "permissions"]),
+        kwargs={"role": ROLE_STANDARD, "permissions": ["permissions/p1"]},
+    )
+    demote.start()
+    assert demoting.wait(30)
+    update("bind", second, ["permissions"], permissions=["permissions/p2"])
+    demote.join(30)
+    db.close()
+    assert outcomes == {"demote": "OK", "bind": "OK"}

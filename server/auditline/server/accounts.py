@@ -136,12 +136,14 @@ class Accounts:
             "updated_at": now,
         }
         with self.db.begin() as connection:
+            self.db.serialize(connection, PERMISSIONS_LOCK)  # before the row it writes
             connection.execute(tables.service_accounts.insert().values(**row))
             self.bind(connection, row["id"], permission_ids)
         return row, secret
 
     def bind(self, connection: Connection, account_id: str, permission_ids: list[str]) -> None:
-        """Bind exactly these permissions to the account, under the permissions' lock:
+        """Bind exactly these permissions to the account, under the permissions' lock
+        (taken by the caller before any row lock of its transaction, else here):
         each must exist when the transaction commits (else `InvalidArgumentError`, as
         when it is named), not be deleted meanwhile on another replica (found by a
         review helper)."""

@@ -142,6 +142,11 @@ class ServiceAccountServicer(service_account_pb2_grpc.ServiceAccountServiceServi
             values["role"] = account.role
         try:
             with self.db.begin() as connection:
+                if "permissions" in paths:
+                    # First, before any row lock (the admins' below, the account's
+                    # own): taken after them, it made a lock cycle with a binding of
+                    # another admin (found by a review helper).
+                    self.db.serialize(connection, PERMISSIONS_LOCK)
                 row = self.accounts.require(connection, account_id)
                 if row["role"] == ROLE_ADMIN and values.get("role", ROLE_ADMIN) != ROLE_ADMIN:
                     self._keep_an_admin(connection, account_id)
@@ -153,7 +158,6 @@ class ServiceAccountServicer(service_account_pb2_grpc.ServiceAccountServiceServi
                         .values(**values)
                     )
                 if "permissions" in paths:
-                    self.db.serialize(connection, PERMISSIONS_LOCK)
                     ids = self._permission_ids(connection, list(account.permissions))
                     self.accounts.bind(connection, account_id, ids)
                 message = self._message(connection, self.accounts.require(connection, account_id))
