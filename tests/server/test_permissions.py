@@ -160,4 +160,5 @@ def test_a_permission_is_never_deleted_as_it_is_bound_on_postgresql(
         bound = api.accounts.GetServiceAccount(
             service_account_pb2.GetServiceAccountRequest(name=account.name)
         ).service_account.permissions
-        assert list(bound) == ([made.name] if outcomes[0] == "OK" else [])
+        # (A round whose bind failed leaves the account with the one bound before.)
+        assert (made.name in bound) == (outcomes[0] == "OK")
