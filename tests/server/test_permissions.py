@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import uuid
 from collections.abc import Callable
 
 import pytest
@@ -88,16 +87,12 @@ def test_changes_of_one_permission_at_once_on_postgresql_are_both_kept(
     review helper). The same race on one node's connections."""
     process = serve("--database-url", postgres.new_database(), env=admin_env())
     api = login_as_admin(process.target, admin_env())
-    for round_ in range(6):
-        made = api.permissions.CreatePermission(
-            permission_pb2.CreatePermissionRequest(
-                permission=permission_pb2.Permission(
-                    display_name=f"p{round_}-{uuid.uuid4().hex[:8]}",
-                    bucket_scope=permission_pb2.BUCKET_SCOPE_ALL,
-                    access=permission_pb2.ACCESS_READ_WRITE,
-                )
-            )
-        ).permission
+    for _ in range(6):
+        made = new_permission(
+            api,
+            bucket_scope=permission_pb2.BUCKET_SCOPE_ALL,
+            access=permission_pb2.ACCESS_READ_WRITE,
+        )
 
         def update(path: str, name: str = made.name, **fields: object) -> Callable[[], object]:
             request = permission_pb2.UpdatePermissionRequest(
@@ -128,23 +123,9 @@ def test_a_permission_is_never_deleted_as_it_is_bound_on_postgresql(
     (found by a review helper). One of the two wins, and says so."""
     process = serve("--database-url", postgres.new_database(), env=admin_env())
     api = login_as_admin(process.target, admin_env())
-    account = api.accounts.CreateServiceAccount(
-        service_account_pb2.CreateServiceAccountRequest(
-            service_account=service_account_pb2.ServiceAccount(
-                display_name=f"bound-{uuid.uuid4().hex[:8]}"
-            )
-        )
-    ).service_account
-    for round_ in range(6):
-        made = api.permissions.CreatePermission(
-            permission_pb2.CreatePermissionRequest(
-                permission=permission_pb2.Permission(
-                    display_name=f"b{round_}-{uuid.uuid4().hex[:8]}",
-                    bucket_scope=permission_pb2.BUCKET_SCOPE_ALL,
-                    access=permission_pb2.ACCESS_READ,
-                )
-            )
-        ).permission
+    account, _ = new_account(api)
+    for _ in range(6):
+        made = new_permission(api, bucket_scope=permission_pb2.BUCKET_SCOPE_ALL)
         bind = service_account_pb2.UpdateServiceAccountRequest(
             service_account=service_account_pb2.ServiceAccount(
                 name=account.name, permissions=[made.name]

@@ -62,17 +62,11 @@ class ServiceAccountServicer(service_account_pb2_grpc.ServiceAccountServiceServi
             for row in rows
         ]
 
-    def _permission_ids(self, connection: Connection, names: list[str]) -> list[str]:
-        ids = [resource_id(name, "permissions", "service_account.permissions") for name in names]
-        t = tables.permissions
-        found = set(connection.execute(sa.select(t.c.id).where(t.c.id.in_(ids))).scalars())
-        missing = [f"permissions/{i}" for i in ids if i not in found]
-        if missing:
-            raise InvalidArgumentError.field(
-                "service_account.permissions",
-                f"names permissions that do not exist: {', '.join(missing)}",
-            )
-        return ids
+    @staticmethod
+    def _permission_ids(names: list[str]) -> list[str]:
+        """The permissions' ids (whether they exist, `Accounts.bind` checks under the
+        permissions' lock)."""
+        return [resource_id(name, "permissions", "service_account.permissions") for name in names]
 
     def ListServiceAccounts(
         self, request: pb.ListServiceAccountsRequest, context: grpc.ServicerContext
@@ -95,8 +89,7 @@ class ServiceAccountServicer(service_account_pb2_grpc.ServiceAccountServiceServi
         role = account.role or pb.ROLE_STANDARD
         if role not in ROLES:
             raise InvalidArgumentError.field("service_account.role", "is not a known role")
-        with self.db.begin() as connection:
-            permission_ids = self._permission_ids(connection, list(account.permissions))
+        permission_ids = self._permission_ids(list(account.permissions))
         try:
             row, secret = self.accounts.create(
                 account.display_name,
@@ -158,7 +151,7 @@ class ServiceAccountServicer(service_account_pb2_grpc.ServiceAccountServiceServi
                         .values(**values)
                     )
                 if "permissions" in paths:
-                    ids = self._permission_ids(connection, list(account.permissions))
+                    ids = self._permission_ids(list(account.permissions))
                     self.accounts.bind(connection, account_id, ids)
                 message = self._message(connection, self.accounts.require(connection, account_id))
         except IntegrityError:
