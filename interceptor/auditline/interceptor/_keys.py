@@ -58,9 +58,9 @@ _PARQUET_KEY = re.compile(
 )
 # The objects an exporter writes beside its files (`_integrity`): its verifier key, and
 # its manifests (any JSON in their folder is read as one, and found malformed if it is
-# not). Matched to the end, so that a
-# prefix with "integrity/" in it is still a prefix. (`$` also matched before a
-# trailing newline: a file named so was queried, and never verified.)
+# not). Matched to the end, so that a prefix with "integrity/" in it is still a prefix.
+# (`$` also matched before a trailing newline: a data file named so was queried, and
+# never verified.)
 _INTEGRITY_KEY = re.compile(
     r"integrity/(?:keys/[^/]+\.pub|(?P<node>[^/]+)/manifests/[^/]+\.json)\Z"
 )

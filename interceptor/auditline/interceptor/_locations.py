@@ -44,10 +44,10 @@ class LocalDirectory:
 class ObjectChange:
     """An object the log's writer would not have left so: deleted (a delete marker
     hides it; under object lock its versions are still there) or written again with
-    other bytes."""
+    other bytes; or, with no key, versions that could not be listed."""
 
     key: str
-    kind: str  # "deleted-object" or "overwritten-object"
+    kind: str  # "deleted-object", "overwritten-object" or "versions-unlisted"
 
 
 @dataclasses.dataclass

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from auditline.interceptor._compression import DATA_SUFFIXES
-from auditline.interceptor._keys import data_file, integrity_prefix, partial, within
+from auditline.interceptor._keys import integrity_prefix, partial, within
 from auditline.interceptor._locations import Location
 from auditline.interceptor._merkle import Frontier
 from auditline.interceptor._note import VerifierKey
@@ -65,7 +65,7 @@ class Verifier(ManifestReading):
         # batches (one, unless it resumes after events exported elsewhere), each the
         # tree before its first batch and every leaf after it.
         self.leaves: dict[LogKey, list[tuple[Frontier, list[bytes]]]] = {}
-        # Event id: its lines as read (one a log that has it), for proofs.
+        # Event id: its lines as read (one per log that has it), for proofs.
         self.lines: dict[str, list[SeenLine]] = {}
         # Per log, the signed note of each tree size the files prove, and the tree's base.
         self.notes: dict[LogKey, dict[int, str]] = {}
@@ -105,7 +105,7 @@ class Verifier(ManifestReading):
             for key in keys:
                 if key in named or integrity_prefix(key) is not None or partial(key):
                     continue
-                if key.endswith(DATA_SUFFIXES) or data_file(key) is not None:
+                if key.endswith(DATA_SUFFIXES):
                     node = key.rsplit("/", 1)[-1].split("-")[0]
                     self._find("uncovered-file", node, "", key=key)
                 else:
