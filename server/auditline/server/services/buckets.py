@@ -180,15 +180,16 @@ class BucketServicer(bucket_pb2_grpc.BucketServiceServicer):
                     "before deleting it"
                 )
             exporters = tables.exporters
-            writing = [
-                row.id
-                for row in connection.execute(
-                    sa.select(exporters.c.id, exporters.c.external)
+            # (An exporter to an external S3 target keeps its bucket in `external`.)
+            writing = (
+                connection.execute(
+                    sa.select(exporters.c.id)
                     .where(exporters.c.bucket == name)
                     .order_by(exporters.c.id)
                 )
-                if not row.external  # one of another store names its bucket alike
-            ]
+                .scalars()
+                .all()
+            )
             if writing:
                 # It failed for good, and every node's spool kept what it had not
                 # exported (found by a review helper).

@@ -159,7 +159,8 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
         self._check_target(row)
 
     def _check_target(self, row: dict[str, Any]) -> None:
-        """The target exists and answers."""
+        """The target answers (that a bucket of this store exists, `_check_destination`
+        has checked just before)."""
         external = row.get("external")
         if external:
             try:
@@ -171,8 +172,6 @@ class ExporterServicer(exporter_pb2_grpc.ExporterServiceServicer):
                 ) from None
             return
         bucket = row["bucket"]
-        with self.db.begin() as connection:
-            require_bucket(connection, bucket)
         try:
             self.store.usage(bucket)
         except Exception as exc:
