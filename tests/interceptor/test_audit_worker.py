@@ -728,10 +728,10 @@ def test_a_capture_the_worker_cannot_build_costs_one_counted_event(
         waited = ("document", document.document, document.at_ns, document.end_ns, True)
         error, _ = worker.take([(1, False, [("capture", b"", True), waited])])
         assert error == worker_process.UNBUILT
-        error, committed = worker.take([(2, False, [("capture", b"", False)])])
+        error, queued = worker.take([(2, False, [("capture", b"", False)])])
         assert error == ""
         assert spool.flush(10, with_drop_marker=True)
-        assert committed()
+        assert queued.committed()
     finally:
         spool.close()
     assert dropped_in_spool(tmp_path) == 2

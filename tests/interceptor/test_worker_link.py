@@ -125,9 +125,9 @@ def test_a_round_with_fail_closed_and_async_events_is_answerable_at_once(
         ("document", _document("fail-closed"), 1, 2, True),
     ]
     try:
-        error, committed = worker.take([(1, False, items)])
+        error, queued = worker.take([(1, False, items)])
         assert error == ""
-        assert committed()
+        assert queued.committed()
     finally:
         spool.close()
 

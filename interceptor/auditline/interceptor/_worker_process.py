@@ -27,6 +27,7 @@ from auditline.interceptor._builder import EventBuilder
 from auditline.interceptor._capture_codec import decode_record, load_schemas, pack, unpack
 from auditline.interceptor._record import AuditConfig, EventIds
 from auditline.interceptor._spool_freeing import SpoolFreeing
+from auditline.interceptor._spool_records import QueuedDocuments
 from auditline.interceptor._types import AuditUnavailableError, EventDocument, PlainStartError
 from auditline.interceptor._worker_holds import DeletionHolds
 from auditline.interceptor._worker_unwritten import AnsweredUnwritten
@@ -189,7 +190,7 @@ def worker_main(
             if batches:
                 numbered = spool.store.last_seq  # the round's new events come after it
                 holds.taking(numbered)
-                error, committed = worker.take(batches)
+                error, queued = worker.take(batches)
                 # Its events the dead worker had committed are held with it, in case
                 # this worker dies too before answering and they are resent again.
                 if worker.oldest_known is not None:
@@ -199,8 +200,7 @@ def worker_main(
                     _Round(
                         ids=ids,
                         error=error,
-                        committed=committed,
-                        queued=worker.queued,
+                        queued=queued,
                         at=time.monotonic(),
                         after_seq=numbered,
                     )
@@ -234,8 +234,7 @@ class _Round:
 
     ids: tuple[int, ...]
     error: str  # "" or why their fail-closed calls' events could not be kept
-    committed: Callable[[], bool]  # whether their async events are committed
-    queued: int  # how many async events they have
+    queued: QueuedDocuments  # their async events: how many, whether committed
     at: float  # when they were taken (monotonic)
     after_seq: int  # the spool's last event before them: theirs are numbered after it
 
@@ -253,12 +252,12 @@ def _acknowledge(
     now = time.monotonic()
     done = 0
     for round_ in rounds:
-        if not (round_.committed() or spool.degraded or now - round_.at > ACK_AT_THE_LATEST):
+        if not (round_.queued.committed() or spool.degraded or now - round_.at > ACK_AT_THE_LATEST):
             break
         done += 1
     if done:
         for round_ in rounds[:done]:
-            unwritten.answered(round_.queued, round_.committed)
+            unwritten.answered(round_.queued)
         state = _state(spool, unwritten)
         _answer(conn, rounds[:done], state)
     return rounds[done:], state
@@ -303,7 +302,6 @@ class _Worker:
         self.builder = builder
         self.ids = EventIds()
         self.oldest_known: int | None = None  # of the last `take`
-        self.queued = 0  # async events of the last `take`
         self.unbuilt_waited = False  # a fail-closed call's capture of it not built
 
     def _known(self, event_id: str) -> bool:
@@ -315,7 +313,7 @@ class _Worker:
         self.oldest_known = seq if self.oldest_known is None else min(self.oldest_known, seq)
         return True
 
-    def take(self, batches: _Batches) -> tuple[str, Callable[[], bool]]:
+    def take(self, batches: _Batches) -> tuple[str, QueuedDocuments]:
         """Build and spool the batches' events: "" or why those of their fail-closed
         calls could not be kept, and whether the others are committed yet.
 
@@ -332,7 +330,6 @@ class _Worker:
         # committed with them, and the round is answered at once (queued after, they
         # waited for the next commit, and the fail-closed calls with them).
         queued_now = self.spool.queue_documents(queued)
-        committed, self.queued = queued_now.committed, queued_now.events
         error = ""
         if self.unbuilt_waited:
             # Refused together, as when the spool cannot keep them (committed, the
@@ -344,8 +341,8 @@ class _Worker:
             except AuditUnavailableError as exc:
                 error = str(exc) or "the audit log cannot record this call"
         if flush and not self._flushed():
-            return error or "the spool could not commit in time", committed
-        return error, committed
+            return error or "the spool could not commit in time", queued_now
+        return error, queued_now
 
     def _flushed(self) -> bool:
         """Wait until the spool committed everything queued, unless it cannot write (a

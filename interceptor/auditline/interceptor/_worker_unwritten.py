@@ -9,16 +9,10 @@ were lost uncounted: found by a review helper.)"""
 from __future__ import annotations
 
 import collections
-import dataclasses
-from collections.abc import Callable
+
+from auditline.interceptor._spool_records import QueuedDocuments
 
 __all__ = ["AnsweredUnwritten"]
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class _Answered:
-    events: int
-    committed: Callable[[], bool]
 
 
 class AnsweredUnwritten:
@@ -27,15 +21,15 @@ class AnsweredUnwritten:
     until one is not written yet (a full disk can pile up tens of thousands)."""
 
     def __init__(self) -> None:
-        self._answered: collections.deque[_Answered] = collections.deque()
+        self._answered: collections.deque[QueuedDocuments] = collections.deque()
         self._events = 0
 
-    def answered(self, events: int, committed: Callable[[], bool]) -> None:
-        """A round of `events` async events was answered; `committed` tells when they
-        are written."""
-        if events and not committed():
-            self._answered.append(_Answered(events=events, committed=committed))
-            self._events += events
+    def answered(self, queued: QueuedDocuments) -> None:
+        """A round's async events were answered (`queued.committed` tells when they
+        are written)."""
+        if queued.events and not queued.committed():
+            self._answered.append(queued)
+            self._events += queued.events
 
     def count(self) -> int:
         """How many of them are not written yet."""
